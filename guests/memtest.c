@@ -1,0 +1,135 @@
+/* memtest.c - fills RAM above the image with an address-derived pattern
+ * and verifies it from ring 3, pass after pass; or, in touch mode, fills
+ * once and idles so a benchmark sees a known amount of dirtied memory.
+ * Arguments: mib=N (16), seed=S (1), passes=P (0 = forever), delay_ms=D
+ * (0, pause between passes), mode=touch or touch=N (fill N MiB, then
+ * print a heartbeat every second without writing more), inject=1
+ * (self-test: flip one word after filling, so verification must fail). */
+#include "guest.h"
+
+#define MIB (1ull << 20)
+#define MAX_EXTENTS 64
+#define TOUCH_HZ 10
+
+struct extent {
+	uint64_t *start;
+	uint64_t words;
+};
+
+struct memtest {
+	struct extent ext[MAX_EXTENTS];
+	unsigned int count;
+	uint64_t seed;
+};
+
+/* xorshift64 (Marsaglia 2003) of a mix of seed and address: every word
+ * differs from its neighbours and from other seeds. */
+static uint64_t pattern(uint64_t seed, const uint64_t *addr)
+{
+	uint64_t x = (seed ^ (uint64_t)addr) * 0x9e3779b97f4a7c15ull;
+
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return x;
+}
+
+/* RAM in 1 MiB pieces from the runtime's allocator, merged when
+ * adjacent; the region may span holes in the memory map. */
+static bool memtest_reserve(struct memtest *t, uint64_t mib)
+{
+	while (mib--) {
+		uint64_t *p = guest_alloc(MIB, MIB);
+		struct extent *last = t->count ? &t->ext[t->count - 1] : NULL;
+
+		if (!p)
+			return false;
+		if (last && last->start + last->words == p) {
+			last->words += MIB / 8;
+			continue;
+		}
+		if (t->count == MAX_EXTENTS)
+			return false;
+		t->ext[t->count++] = (struct extent){ p, MIB / 8 };
+	}
+	return true;
+}
+
+static void memtest_fill(const struct memtest *t)
+{
+	unsigned int e;
+	uint64_t i;
+
+	for (e = 0; e < t->count; e++)
+		for (i = 0; i < t->ext[e].words; i++)
+			t->ext[e].start[i] =
+			    pattern(t->seed, &t->ext[e].start[i]);
+}
+
+static void memtest_verify(const struct memtest *t)
+{
+	unsigned int e;
+	uint64_t i;
+
+	for (e = 0; e < t->count; e++) {
+		volatile uint64_t *p = t->ext[e].start;
+
+		for (i = 0; i < t->ext[e].words; i++) {
+			uint64_t want = pattern(t->seed, (uint64_t *)&p[i]);
+			uint64_t got = p[i];
+
+			if (got != want) {
+				guest_printf("memtest: MISMATCH at 0x%lx "
+					     "expected 0x%016lx got 0x%016lx\n",
+					     (uint64_t)&p[i], want, got);
+				guest_exit(GUEST_EXIT_MEMTEST);
+			}
+		}
+	}
+}
+
+static void idle_ticks(uint64_t n)
+{
+	uint64_t end = guest_ticks() + n;
+
+	while (guest_ticks() < end)
+		guest_wait_interrupt();
+}
+
+void guest_main(void)
+{
+	static struct memtest t;
+	uint64_t touch = guest_arg_u64("touch", 0);
+	bool touch_mode = touch || guest_arg_is("mode", "touch");
+	uint64_t mib = touch ? touch : guest_arg_u64("mib", 16);
+	uint64_t passes = guest_arg_u64("passes", 0);
+	uint64_t delay_ms = guest_arg_u64("delay_ms", 0);
+	uint64_t pass, beat;
+
+	t.seed = guest_arg_u64("seed", 1);
+	guest_printf("memtest: start\n");
+	if (!mib || !memtest_reserve(&t, mib)) {
+		guest_printf("memtest: ERROR cannot get %lu MiB of RAM\n", mib);
+		guest_exit(GUEST_EXIT_FAIL);
+	}
+	if ((touch_mode || delay_ms) && guest_timer_start(TOUCH_HZ))
+		guest_exit(GUEST_EXIT_FAIL);
+	memtest_fill(&t);
+	if (guest_arg_u64("inject", 0))
+		t.ext[0].start[12345 % t.ext[0].words] ^= 0x100;
+
+	if (touch_mode) {
+		guest_printf("memtest: touched %lu MiB\n", mib);
+		for (beat = 1;; beat++) {
+			idle_ticks(TOUCH_HZ);
+			guest_printf("memtest: idle %lu\n", beat);
+		}
+	}
+	for (pass = 1; !passes || pass <= passes; pass++) {
+		memtest_verify(&t);
+		guest_printf("memtest: pass %lu ok (%lu MiB)\n", pass, mib);
+		if (delay_ms)
+			idle_ticks((delay_ms * TOUCH_HZ + 999) / 1000);
+	}
+	guest_exit(GUEST_EXIT_OK);
+}

@@ -1,0 +1,221 @@
+#!/usr/bin/env bash
+# test-under-qemu.sh - boots every test guest under QEMU (TCG) with bounded
+# arguments and checks its serial output and exit status; also checks that
+# the runtime (which runs in ring 0) avoids instructions some hosts' ring-0
+# emulation rejects. Usage: guests/test-under-qemu.sh [build-dir]
+# Exits 77 (skip) without QEMU; prints "N passed, N failed" at the end.
+set -u
+
+build=${1:-build}
+guests=$build/guests
+qemu=${QEMU:-qemu-system-x86_64}
+limit=${GUEST_TEST_TIMEOUT:-60}
+
+if ! command -v "$qemu" >/dev/null 2>&1; then
+	echo "SKIP: $qemu not found"
+	exit 77
+fi
+if [ ! -f "$guests/hello.elf" ]; then
+	echo "no guest images in $guests (build first)" >&2
+	exit 1
+fi
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+passed=0
+failed=0
+name=
+out=
+status=
+problems=
+
+# A fixed initrd whose FNV-1a 32 is known: 4000 lines, 80000 bytes.
+for i in $(seq 1 4000); do printf 'stasis initrd %05d\n' "$i"; done >"$tmp/initrd"
+initrd_fnv=0xf4546159
+initrd_size=0x13880
+
+# run NAME IMAGE APPEND [extra qemu args]: boots one guest. The variables
+# machine (microvm) and cpu (max) may be set for one call. A guest that
+# must be stopped by the time limit shows status 124.
+run() {
+	name=$1
+	local image=$2 append=$3
+	shift 3
+	out=$tmp/$name.out
+	problems=
+	timeout "${wait_s:-$limit}" "$qemu" -M "${machine:-microvm}" \
+		-accel tcg -cpu "${cpu:-max}" -m 256M -kernel "$guests/$image" \
+		-device isa-debug-exit,iobase=0xf4,iosize=4 -nographic \
+		-no-reboot -append "$append" "$@" </dev/null >"$out" 2>"$tmp/$name.err"
+	status=$?
+}
+
+fail() {
+	problems="$problems; $*"
+}
+
+want_status() {
+	[ "$status" = "$1" ] || fail "status $status, want $1"
+}
+
+want_line() {
+	grep -qE "$1" "$out" || fail "no line matching '$1'"
+}
+
+no_line() {
+	! grep -qE "$1" "$out" || fail "unexpected line matching '$1'"
+}
+
+want_count() {
+	local n
+	n=$(grep -cE "$1" "$out")
+	[ "$n" -eq "$2" ] || fail "$n lines matching '$1', want $2"
+}
+
+# counter values must start at 1 or more, never repeat or go back.
+want_increasing() {
+	local bad
+	bad=$(grep -E "^$1: [0-9]+$" "$out" |
+		awk '{ if ($2 <= last) { print; exit } last = $2 }')
+	[ -z "$bad" ] || fail "not increasing at '$bad'"
+}
+
+done_case() {
+	if [ -z "$problems" ]; then
+		passed=$((passed + 1))
+		echo "ok   $name"
+	else
+		failed=$((failed + 1))
+		echo "FAIL $name${problems}"
+		sed 's/^/    | /' "$out" | tail -n 20
+	fi
+}
+
+# Status is (code << 1) | 1 for guest_exit(code).
+run hello hello.elf ''
+want_status 1
+[ "$(cat "$out")" = "hello from the stasis guest kit" ] ||
+	fail "output is not exactly the one hello line"
+done_case
+
+run counter counter.elf 'max=20'
+want_status 1
+want_line '^counter: start$'
+want_line '^counter: 20$'
+want_increasing counter
+no_line ERROR
+done_case
+
+run counter-1khz counter.elf 'hz=1000 max=500'
+want_status 1
+want_line '^counter: 500$'
+want_increasing counter
+done_case
+
+run memtest memtest.elf 'mib=32 seed=7 passes=2'
+want_status 1
+want_line '^memtest: start$'
+want_line '^memtest: pass 2 ok \(32 MiB\)$'
+done_case
+
+run memtest-inject memtest.elf 'passes=2 inject=1'
+want_status 5
+want_line '^memtest: MISMATCH at 0x[0-9a-f]+ expected 0x[0-9a-f]+ got 0x[0-9a-f]+$'
+done_case
+
+run memtest-too-big memtest.elf 'mib=1024 passes=1'
+want_status 3
+want_line '^memtest: ERROR'
+done_case
+
+wait_s=6 run memtest-touch memtest.elf 'touch=8'
+want_status 124
+want_line '^memtest: touched 8 MiB$'
+want_line '^memtest: idle 2$'
+done_case
+
+run cpustate cpustate.elf 'checks=3'
+want_status 1
+want_line '^cpustate: state='
+want_line '^cpustate: check 3 ok$'
+no_line CORRUPT
+done_case
+
+run cpustate-1khz cpustate.elf 'checks=2 hz=1000 interval_ms=300'
+want_status 1
+want_line '^cpustate: check 2 ok$'
+done_case
+
+cpu=qemu64 run cpustate-sse cpustate.elf 'checks=2'
+want_status 1
+want_line '^cpustate: state=sse '
+want_line '^cpustate: check 2 ok$'
+done_case
+
+run cpustate-inject-gpr cpustate.elf 'checks=5 inject=gpr'
+want_status 9
+want_line '^cpustate: CORRUPT r12 expected '
+done_case
+
+run cpustate-inject-xmm cpustate.elf 'checks=5 inject=xmm'
+want_status 9
+want_line '^cpustate: CORRUPT xmm5 '
+done_case
+
+for n in 1 2 4; do
+	run "smp-$n" smp.elf 'rounds=3 period_ms=300' -smp "$n"
+	want_status 1
+	want_line "^smp: $n cpus online$"
+	want_count "^smp: cpus=$n totals=[0-9]+(,[0-9]+){$((n - 1))}$" 3
+	no_line STALL
+	done_case
+done
+
+run bootinfo bootinfo.elf 'alpha=1 beta=two' -initrd "$tmp/initrd"
+want_status 1
+want_line '^bootinfo: start$'
+want_line '^bootinfo: protocol=pvh$'
+want_line '^bootinfo: cmdline=alpha=1 beta=two'
+want_line '^bootinfo: e820 0x100000 0x[0-9a-f]+ 1$'
+want_line "^bootinfo: initrd 0x[0-9a-f]+ $initrd_size$"
+want_line "^bootinfo: initrd-fnv $initrd_fnv$"
+want_line '^bootinfo: rsdp 0x[1-9a-f][0-9a-f]*$'
+done_case
+
+# QEMU boots a bzImage through its real-mode setup, which then enters the
+# 64-bit boot protocol entry the way a 64-bit loader (stasis) does.
+machine=pc run bootinfo-bzimage bootinfo.bzimage 'alpha=1 beta=two' \
+	-initrd "$tmp/initrd" -nic none
+want_status 1
+want_line '^bootinfo: protocol=linux64$'
+want_line '^bootinfo: cmdline=alpha=1 beta=two'
+want_line '^bootinfo: e820 0x100000 0x[0-9a-f]+ 1$'
+want_line "^bootinfo: initrd 0x[0-9a-f]+ $initrd_size$"
+want_line "^bootinfo: initrd-fnv $initrd_fnv$"
+done_case
+
+run fault-pf fault.elf 'kind=pf'
+want_status $((((32 + 14) << 1) | 1))
+want_line '^guest: exception 14 #PF cpu=0 rip=0x[0-9a-f]+ err=0x[0-9a-f]+ cr2=0x10000000000 '
+done_case
+
+run fault-ud fault.elf 'kind=ud'
+want_status $((((32 + 6) << 1) | 1))
+want_line '^guest: exception 6 #UD '
+done_case
+
+# The runtime must not contain what ring-0 emulation rejects, nor any
+# x87/SSE/AVX register use (ring 0 saves no vector state).
+name=runtime-instructions
+out=$tmp/runtime.dis
+problems=
+if objdump -d "$guests/libguest-runtime.a" >"$out" 2>/dev/null; then
+	no_line '[[:space:]](xsave|xrstor|fxsave|fxrstor|cmpxchg16b|int3)'
+	no_line '%(xmm|ymm|zmm|st|k[0-7]\b)'
+else
+	fail "objdump failed"
+fi
+done_case
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,937 @@
+/* The control API server: HTTP/1.1 with JSON bodies on a 0600 UNIX socket,
+ * served by libmicrohttpd with one thread per connection. */
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+#include <microhttpd.h>
+
+#include "control/api.h"
+
+#define API_MAX_CONNECTIONS 16
+#define API_BACKLOG 16
+#define API_IDLE_TIMEOUT_S 60
+#define API_STOP_GRACE_S 2
+#define API_DRAIN_MAX (16 * API_BODY_MAX)
+#define API_JSON_DEPTH 8
+#define API_ERR_MAX 512
+#define API_QUOTE_MAX 64
+#define API_JSON_OUT (JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE)
+#define API_NOMEM_BODY "{ \"error\": \"out of memory\" }\n"
+
+struct api_server {
+	struct MHD_Daemon *mhd;
+	const struct api_ops *ops;
+	void *ctx;
+	char *socket_path;
+	dev_t sock_dev; /* identify our socket file, to never unlink another */
+	ino_t sock_ino;
+	uid_t uid;
+	pthread_mutex_t lock;
+	pthread_cond_t idle;
+	unsigned active; /* requests between first callback and completion */
+};
+
+struct api_route;
+
+/* Per-request state, from the first access callback to completion. */
+struct api_request {
+	const struct api_route *route;
+	bool answered; /* a reply was queued before the body was read */
+	bool too_large;
+	bool nomem;
+	char *body;
+	size_t len;
+	uint64_t received; /* including bytes dropped past the limit */
+};
+
+typedef enum MHD_Result (*api_handler)(struct api_server *s,
+				       struct MHD_Connection *c,
+				       const struct api_request *req);
+
+struct api_route {
+	const char *url;
+	const char *method;
+	api_handler handle;
+};
+
+static const char *const api_then_names[] = {
+	[VM_THEN_RESUME] = "resume",
+	[VM_THEN_PAUSE] = "pause",
+	[VM_THEN_EXIT] = "exit",
+};
+
+/* Copies @len bytes of @s for an error message: bounded, and with control
+ * characters replaced so a hostile key or URL cannot break the one-line
+ * reply. */
+static void api_quote(char *out, size_t outlen, const char *s, size_t len)
+{
+	size_t i, n = 0;
+
+	for (i = 0; i < len && n + 4 < outlen; i++) {
+		unsigned char ch = s[i];
+
+		if (i == API_QUOTE_MAX) {
+			memcpy(out + n, "...", 3);
+			n += 3;
+			break;
+		}
+		out[n++] = (ch < 0x20 || ch == 0x7f) ? '?' : ch;
+	}
+	out[n] = '\0';
+}
+
+static void api_one_line(char *s)
+{
+	for (; *s; s++) {
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			*s = ' ';
+	}
+}
+
+/* JSON whitespace, RFC 8259 section 2. */
+static bool api_is_space(char ch)
+{
+	return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n';
+}
+
+static bool api_is_blank(const char *s, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		if (!api_is_space(s[i]))
+			return false;
+	}
+	return true;
+}
+
+/* json-c stores object keys as C strings, so "path\u0000x" would alias
+ * "path"; refuse the escape outright. In valid JSON a backslash only
+ * starts an escape inside a string, so pairing them left to right is
+ * exact. */
+static bool api_has_nul_escape(const char *s, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i + 1 < len; i++) {
+		if (s[i] != '\\')
+			continue;
+		if (s[i + 1] == 'u' && len - i >= 6 &&
+		    !memcmp(s + i + 2, "0000", 4))
+			return true;
+		i++;
+	}
+	return false;
+}
+
+struct json_object *api_parse_json_object(const char *body, size_t len,
+					  char *err, size_t errlen)
+{
+	struct json_tokener *tok;
+	struct json_object *obj;
+	enum json_tokener_error jerr;
+	size_t end;
+
+	for (end = 0; end < len && api_is_space(body[end]); end++)
+		;
+	if (end == len || body[end] != '{') {
+		snprintf(err, errlen, "request body must be a JSON object");
+		return NULL;
+	}
+	if (memchr(body, '\0', len) || api_has_nul_escape(body, len)) {
+		snprintf(err, errlen, "request body contains a NUL character");
+		return NULL;
+	}
+	tok = json_tokener_new_ex(API_JSON_DEPTH);
+	if (!tok) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	json_tokener_set_flags(tok, JSON_TOKENER_STRICT |
+					JSON_TOKENER_VALIDATE_UTF8);
+	obj = json_tokener_parse_ex(tok, body, (int)len);
+	jerr = json_tokener_get_error(tok);
+	end = json_tokener_get_parse_end(tok);
+	json_tokener_free(tok);
+	if (!obj) {
+		if (jerr == json_tokener_continue)
+			snprintf(err, errlen,
+				 "malformed JSON: unexpected end of input");
+		else
+			snprintf(err, errlen, "malformed JSON: %s at byte %zu",
+				 json_tokener_error_desc(jerr), end);
+		return NULL;
+	}
+	/* Strict json-c refuses trailing data itself; older versions stop
+	 * at the closing brace. */
+	if (end > len || !api_is_blank(body + end, len - end)) {
+		snprintf(err, errlen,
+			 "malformed JSON: trailing data after the object");
+		json_object_put(obj);
+		return NULL;
+	}
+	return obj;
+}
+
+static void api_unknown_key(const char *key, char *err, size_t errlen)
+{
+	char q[API_QUOTE_MAX + 4];
+
+	api_quote(q, sizeof(q), key, strlen(key));
+	snprintf(err, errlen, "unknown key \"%s\"", q);
+}
+
+/* Bodies of the endpoints that take no arguments: nothing, or {}. */
+static int api_parse_empty_request(const char *body, size_t len, char *err,
+				   size_t errlen)
+{
+	struct json_object *obj;
+	int ret = 0;
+
+	if (api_is_blank(body, len))
+		return 0;
+	obj = api_parse_json_object(body, len, err, errlen);
+	if (!obj)
+		return -EINVAL;
+	json_object_object_foreach(obj, key, val)
+	{
+		(void)val;
+		api_unknown_key(key, err, errlen);
+		ret = -EINVAL;
+		break;
+	}
+	json_object_put(obj);
+	return ret;
+}
+
+static int api_get_path(struct json_object *val, char *path, size_t pathlen,
+			char *err, size_t errlen)
+{
+	const char *s;
+	size_t len;
+
+	if (!json_object_is_type(val, json_type_string)) {
+		snprintf(err, errlen, "\"path\" must be a string");
+		return -EINVAL;
+	}
+	s = json_object_get_string(val);
+	len = (size_t)json_object_get_string_len(val);
+	if (!len) {
+		snprintf(err, errlen, "\"path\" must not be empty");
+		return -EINVAL;
+	}
+	if (strlen(s) != len) {
+		snprintf(err, errlen, "\"path\" contains a NUL character");
+		return -EINVAL;
+	}
+	if (len >= pathlen) {
+		snprintf(err, errlen, "\"path\" is longer than %zu bytes",
+			 pathlen - 1);
+		return -EINVAL;
+	}
+	memcpy(path, s, len + 1);
+	return 0;
+}
+
+static int api_get_then(struct json_object *val, enum vm_then *then, char *err,
+			size_t errlen)
+{
+	const char *s;
+	size_t i;
+
+	if (json_object_is_type(val, json_type_string)) {
+		s = json_object_get_string(val);
+		for (i = 0;
+		     i < sizeof(api_then_names) / sizeof(*api_then_names);
+		     i++) {
+			if (!strcmp(s, api_then_names[i])) {
+				*then = (enum vm_then)i;
+				return 0;
+			}
+		}
+	}
+	snprintf(err, errlen,
+		 "\"then\" must be \"resume\", \"pause\" or \"exit\"");
+	return -EINVAL;
+}
+
+int api_parse_snapshot_request(const char *body, size_t len, char *path,
+			       size_t pathlen, enum vm_then *then, char *err,
+			       size_t errlen)
+{
+	struct json_object *obj;
+	bool have_path = false;
+	int ret = 0;
+
+	if (len > API_BODY_MAX) {
+		snprintf(err, errlen, "request body is larger than %d bytes",
+			 API_BODY_MAX);
+		return -EMSGSIZE;
+	}
+	if (!pathlen) {
+		snprintf(err, errlen, "no room for the path");
+		return -EINVAL;
+	}
+	if (api_is_blank(body, len)) {
+		snprintf(err, errlen,
+			 "missing request body: expected {\"path\": ...}");
+		return -EINVAL;
+	}
+	obj = api_parse_json_object(body, len, err, errlen);
+	if (!obj)
+		return -EINVAL;
+	*then = VM_THEN_RESUME;
+	json_object_object_foreach(obj, key, val)
+	{
+		if (!strcmp(key, "path")) {
+			ret = api_get_path(val, path, pathlen, err, errlen);
+			have_path = !ret;
+		} else if (!strcmp(key, "then")) {
+			ret = api_get_then(val, then, err, errlen);
+		} else {
+			api_unknown_key(key, err, errlen);
+			ret = -EINVAL;
+		}
+		if (ret)
+			goto out;
+	}
+	if (!have_path) {
+		snprintf(err, errlen, "missing key \"path\"");
+		ret = -EINVAL;
+	}
+out:
+	json_object_put(obj);
+	return ret;
+}
+
+/* Queues a reply; @body may be NULL for none, @allow adds an Allow header
+ * (RFC 9110 section 15.5.6 requires it with 405). */
+static enum MHD_Result api_reply(struct MHD_Connection *c, unsigned status,
+				 const char *body, const char *allow)
+{
+	struct MHD_Response *r;
+	enum MHD_Result ret = MHD_NO;
+
+	r = MHD_create_response_from_buffer(
+	    body ? strlen(body) : 0, (void *)body, MHD_RESPMEM_MUST_COPY);
+	if (!r)
+		return MHD_NO;
+	if (body && MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+					    "application/json") != MHD_YES)
+		goto out;
+	if (allow &&
+	    MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow) != MHD_YES)
+		goto out;
+	ret = MHD_queue_response(c, status, r);
+out:
+	MHD_destroy_response(r);
+	return ret;
+}
+
+/* Queues {"k0": "v0", ...} from @n key/value pairs; json-c does the
+ * escaping. */
+static enum MHD_Result api_reply_strings(struct MHD_Connection *c,
+					 unsigned status, const char *allow,
+					 const char *const *kv, size_t n)
+{
+	struct json_object *obj, *str;
+	enum MHD_Result ret;
+	char *body = NULL;
+	size_t i;
+
+	obj = json_object_new_object();
+	if (!obj)
+		goto nomem;
+	for (i = 0; i + 1 < n; i += 2) {
+		str = json_object_new_string(kv[i + 1]);
+		if (!str || json_object_object_add(obj, kv[i], str)) {
+			json_object_put(str);
+			goto nomem;
+		}
+	}
+	if (asprintf(&body, "%s\n",
+		     json_object_to_json_string_ext(obj, API_JSON_OUT)) < 0) {
+		body = NULL;
+		goto nomem;
+	}
+	json_object_put(obj);
+	ret = api_reply(c, status, body, allow);
+	free(body);
+	return ret;
+
+nomem:
+	json_object_put(obj);
+	return api_reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR, API_NOMEM_BODY,
+			 NULL);
+}
+
+static enum MHD_Result api_reply_error(struct MHD_Connection *c,
+				       unsigned status, const char *allow,
+				       const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static enum MHD_Result api_reply_error(struct MHD_Connection *c,
+				       unsigned status, const char *allow,
+				       const char *fmt, ...)
+{
+	char msg[API_ERR_MAX];
+	const char *kv[2] = { "error", msg };
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	api_one_line(msg);
+	return api_reply_strings(c, status, allow, kv, 2);
+}
+
+/* The errno-to-status mapping documented in api.h. */
+static unsigned api_errno_status(int ret)
+{
+	switch (ret) {
+	case -EALREADY:
+	case -EBUSY:
+		return MHD_HTTP_CONFLICT;
+	case -EINVAL:
+		return MHD_HTTP_BAD_REQUEST;
+	case -ENOSPC:
+		return MHD_HTTP_INSUFFICIENT_STORAGE;
+	default:
+		return MHD_HTTP_INTERNAL_SERVER_ERROR;
+	}
+}
+
+/* Replies to a failed callback with its own reason, or strerror. */
+static enum MHD_Result api_reply_op_error(struct MHD_Connection *c, int ret,
+					  const char *what, char *err,
+					  size_t errlen)
+{
+	char buf[128];
+
+	/* Not a -errno: a callback bug, but still an error for the client. */
+	if (ret > 0 || ret < -4095)
+		ret = -EIO;
+	err[errlen - 1] = '\0';
+	if (err[0])
+		return api_reply_error(c, api_errno_status(ret), NULL, "%s",
+				       err);
+	return api_reply_error(c, api_errno_status(ret), NULL, "%s failed: %s",
+			       what, strerror_r(-ret, buf, sizeof(buf)));
+}
+
+static enum MHD_Result api_handle_status(struct api_server *s,
+					 struct MHD_Connection *c,
+					 const struct api_request *req)
+{
+	struct vm_status st = { 0 };
+	char err[API_ERR_MAX] = "";
+	char last_pause[24] = "null";
+	char snapshot[80] = "null";
+	char body[512];
+
+	if (api_parse_empty_request(req->body, req->len, err, sizeof(err)))
+		return api_reply_error(c, MHD_HTTP_BAD_REQUEST, NULL, "%s",
+				       err);
+	s->ops->status(s->ctx, &st);
+	if (st.last_pause_ns)
+		snprintf(last_pause, sizeof(last_pause), "%llu",
+			 (unsigned long long)(st.last_pause_ns / 1000));
+	if (st.snapshot_active)
+		snprintf(snapshot, sizeof(snapshot),
+			 "{ \"done_bytes\": %llu, \"total_bytes\": %llu }",
+			 (unsigned long long)st.snapshot_done_bytes,
+			 (unsigned long long)st.snapshot_total_bytes);
+	/* Only numbers and fixed words: no escaping needed. */
+	snprintf(body, sizeof(body),
+		 "{ \"state\": \"%s\", \"vcpus\": %u, \"memory_bytes\": %llu, "
+		 "\"uptime_ms\": %llu, \"last_pause_us\": %s, "
+		 "\"snapshot\": %s }\n",
+		 st.paused ? "paused" : "running", st.ncpus,
+		 (unsigned long long)st.mem_size,
+		 (unsigned long long)(st.uptime_ns / 1000000), last_pause,
+		 snapshot);
+	return api_reply(c, MHD_HTTP_OK, body, NULL);
+}
+
+static enum MHD_Result
+api_handle_action(struct MHD_Connection *c, const struct api_request *req,
+		  int (*op)(void *ctx, char *err, size_t errlen), void *ctx,
+		  const char *what, unsigned ok_status)
+{
+	char err[API_ERR_MAX] = "";
+	int ret;
+
+	if (api_parse_empty_request(req->body, req->len, err, sizeof(err)))
+		return api_reply_error(c, MHD_HTTP_BAD_REQUEST, NULL, "%s",
+				       err);
+	ret = op(ctx, err, sizeof(err));
+	if (ret)
+		return api_reply_op_error(c, ret, what, err, sizeof(err));
+	return api_reply(c, ok_status, NULL, NULL);
+}
+
+static enum MHD_Result api_handle_pause(struct api_server *s,
+					struct MHD_Connection *c,
+					const struct api_request *req)
+{
+	return api_handle_action(c, req, s->ops->pause, s->ctx, "pause",
+				 MHD_HTTP_NO_CONTENT);
+}
+
+static enum MHD_Result api_handle_resume(struct api_server *s,
+					 struct MHD_Connection *c,
+					 const struct api_request *req)
+{
+	return api_handle_action(c, req, s->ops->resume, s->ctx, "resume",
+				 MHD_HTTP_NO_CONTENT);
+}
+
+/* 202: the VM has been asked to stop and will do so after this reply. */
+static enum MHD_Result api_handle_shutdown(struct api_server *s,
+					   struct MHD_Connection *c,
+					   const struct api_request *req)
+{
+	return api_handle_action(c, req, s->ops->shutdown, s->ctx, "shutdown",
+				 MHD_HTTP_ACCEPTED);
+}
+
+static enum MHD_Result api_handle_snapshot(struct api_server *s,
+					   struct MHD_Connection *c,
+					   const struct api_request *req)
+{
+	char err[API_ERR_MAX] = "";
+	const char *kv[4];
+	enum vm_then then;
+	enum MHD_Result mret;
+	char *path;
+	int ret;
+
+	path = malloc(PATH_MAX);
+	if (!path)
+		return api_reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+				 API_NOMEM_BODY, NULL);
+	ret = api_parse_snapshot_request(req->body, req->len, path, PATH_MAX,
+					 &then, err, sizeof(err));
+	if (ret) {
+		mret = api_reply_error(c,
+				       ret == -EMSGSIZE
+					   ? MHD_HTTP_CONTENT_TOO_LARGE
+					   : MHD_HTTP_BAD_REQUEST,
+				       NULL, "%s", err);
+		goto out;
+	}
+	/* A snapshot may run for minutes with the socket silent; the idle
+	 * timeout must not cut the connection before the reply. */
+	MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0U);
+	ret = s->ops->snapshot(s->ctx, path, then, err, sizeof(err));
+	MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT,
+				  (unsigned)API_IDLE_TIMEOUT_S);
+	if (ret) {
+		mret = api_reply_op_error(c, ret, "snapshot", err, sizeof(err));
+		goto out;
+	}
+	kv[0] = "path";
+	kv[1] = path;
+	kv[2] = "then";
+	kv[3] = api_then_names[then];
+	mret = api_reply_strings(c, MHD_HTTP_OK, NULL, kv, 4);
+out:
+	free(path);
+	return mret;
+}
+
+static const struct api_route api_routes[] = {
+	{ "/vm", MHD_HTTP_METHOD_GET, api_handle_status },
+	{ "/vm/pause", MHD_HTTP_METHOD_PUT, api_handle_pause },
+	{ "/vm/resume", MHD_HTTP_METHOD_PUT, api_handle_resume },
+	{ "/vm/shutdown", MHD_HTTP_METHOD_PUT, api_handle_shutdown },
+	{ "/vm/snapshot", MHD_HTTP_METHOD_PUT, api_handle_snapshot },
+};
+
+static const struct api_route *api_find_route(const char *url)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(api_routes) / sizeof(*api_routes); i++) {
+		if (!strcmp(url, api_routes[i].url))
+			return &api_routes[i];
+	}
+	return NULL;
+}
+
+/* Root, or the uid stasis runs as; the 0600 socket mode already keeps
+ * others out, this holds even if someone loosens the mode. */
+static int api_check_peer(const struct api_server *s, struct MHD_Connection *c,
+			  char *err, size_t errlen)
+{
+	const union MHD_ConnectionInfo *info;
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	info = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+	if (!info ||
+	    getsockopt(info->connect_fd, SOL_SOCKET, SO_PEERCRED, &cred,
+		       &len) ||
+	    len != sizeof(cred)) {
+		snprintf(err, errlen, "cannot identify the client");
+		return -EACCES;
+	}
+	if (cred.uid != 0 && cred.uid != s->uid) {
+		snprintf(err, errlen,
+			 "permission denied: uid %u is neither root nor the "
+			 "owner of this VM",
+			 (unsigned)cred.uid);
+		return -EACCES;
+	}
+	return 0;
+}
+
+/* First callback of a request: headers are in, the body is not. Anything
+ * refused here is answered before the body is read. */
+static enum MHD_Result api_begin(struct api_server *s, struct MHD_Connection *c,
+				 const char *url, const char *method,
+				 void **con_cls)
+{
+	const struct api_route *route;
+	struct api_request *req;
+	char err[API_ERR_MAX];
+	char q[API_QUOTE_MAX + 4];
+	const char *clen;
+	char *end;
+	unsigned long long n;
+
+	req = calloc(1, sizeof(*req));
+	if (!req)
+		return MHD_NO;
+	*con_cls = req;
+	pthread_mutex_lock(&s->lock);
+	s->active++;
+	pthread_mutex_unlock(&s->lock);
+
+	req->answered = true;
+	if (api_check_peer(s, c, err, sizeof(err)))
+		return api_reply_error(c, MHD_HTTP_FORBIDDEN, NULL, "%s", err);
+	route = api_find_route(url);
+	if (!route) {
+		api_quote(q, sizeof(q), url, strlen(url));
+		return api_reply_error(c, MHD_HTTP_NOT_FOUND, NULL,
+				       "no such endpoint: %s", q);
+	}
+	if (strcmp(method, route->method)) {
+		api_quote(q, sizeof(q), method, strlen(method));
+		return api_reply_error(c, MHD_HTTP_METHOD_NOT_ALLOWED,
+				       route->method,
+				       "method %s not allowed on %s (use %s)",
+				       q, route->url, route->method);
+	}
+	/* Only an early refusal for honest clients; the body is capped as
+	 * it arrives whatever this header says. */
+	clen = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+					   MHD_HTTP_HEADER_CONTENT_LENGTH);
+	if (clen) {
+		errno = 0;
+		n = strtoull(clen, &end, 10);
+		if (!errno && end != clen && n > API_BODY_MAX)
+			return api_reply_error(
+			    c, MHD_HTTP_CONTENT_TOO_LARGE, NULL,
+			    "request body is larger than %d bytes",
+			    API_BODY_MAX);
+	}
+	req->route = route;
+	req->answered = false;
+	return MHD_YES;
+}
+
+static void api_append_body(struct api_request *req, const char *data, size_t n)
+{
+	char *body;
+
+	if (req->too_large || req->nomem)
+		return;
+	if (n > API_BODY_MAX - req->len) {
+		req->too_large = true;
+		return;
+	}
+	body = realloc(req->body, req->len + n + 1);
+	if (!body) {
+		req->nomem = true;
+		return;
+	}
+	memcpy(body + req->len, data, n);
+	req->len += n;
+	body[req->len] = '\0';
+	req->body = body;
+}
+
+static enum MHD_Result api_access(void *cls, struct MHD_Connection *c,
+				  const char *url, const char *method,
+				  const char *version, const char *upload_data,
+				  size_t *upload_data_size, void **con_cls)
+{
+	struct api_server *s = cls;
+	struct api_request *req = *con_cls;
+
+	if (!req)
+		return api_begin(s, c, url, method, con_cls);
+	if (*upload_data_size) {
+		if (!req->answered)
+			api_append_body(req, upload_data, *upload_data_size);
+		req->received += *upload_data_size;
+		*upload_data_size = 0;
+		/* MHD cannot reply before the body ends; a client streaming
+		 * far past the limit is cut off instead of drained forever. */
+		return req->received > API_DRAIN_MAX ? MHD_NO : MHD_YES;
+	}
+	if (req->answered)
+		return MHD_YES;
+	req->answered = true;
+	if (req->too_large)
+		return api_reply_error(c, MHD_HTTP_CONTENT_TOO_LARGE, NULL,
+				       "request body is larger than %d bytes",
+				       API_BODY_MAX);
+	if (req->nomem)
+		return api_reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+				 API_NOMEM_BODY, NULL);
+	return req->route->handle(s, c, req);
+}
+
+static void api_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+			  enum MHD_RequestTerminationCode toe)
+{
+	struct api_server *s = cls;
+	struct api_request *req = *con_cls;
+
+	if (!req)
+		return;
+	*con_cls = NULL;
+	free(req->body);
+	free(req);
+	pthread_mutex_lock(&s->lock);
+	if (!--s->active)
+		pthread_cond_broadcast(&s->idle);
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* umask rather than only a chmod afterwards, so the socket never exists
+ * with looser permissions. umask is process-wide: the server is started
+ * before stasis creates other threads that make files. */
+static int api_bind(int fd, const struct sockaddr_un *addr)
+{
+	mode_t old = umask(0177);
+	int ret = 0;
+
+	if (bind(fd, (const struct sockaddr *)addr, sizeof(*addr)))
+		ret = -errno;
+	umask(old);
+	return ret;
+}
+
+/* Removes the socket file at @addr only if it is a socket nobody listens
+ * on (connect() refused): a crashed stasis leaves one behind. */
+static int api_remove_stale(const struct sockaddr_un *addr, char *err,
+			    size_t errlen)
+{
+	const char *path = addr->sun_path;
+	struct stat st;
+	int fd, ret = 0;
+
+	if (lstat(path, &st))
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISSOCK(st.st_mode)) {
+		snprintf(err, errlen,
+			 "api socket %s exists and is not a socket", path);
+		return -EEXIST;
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	if (!connect(fd, (const struct sockaddr *)addr, sizeof(*addr)) ||
+	    errno == EAGAIN) {
+		snprintf(err, errlen, "api socket %s is in use", path);
+		ret = -EADDRINUSE;
+	} else if (errno != ECONNREFUSED) {
+		ret = -errno;
+		snprintf(err, errlen, "cannot probe api socket %s: %s", path,
+			 strerror(-ret));
+	} else if (unlink(path) && errno != ENOENT) {
+		ret = -errno;
+		snprintf(err, errlen, "cannot remove stale api socket %s: %s",
+			 path, strerror(-ret));
+	}
+	close(fd);
+	return ret;
+}
+
+/* Creates the listening socket at @path with mode 0600 and records its
+ * identity in @s. Returns the fd or -errno. */
+static int api_listen(struct api_server *s, const char *path, char *err,
+		      size_t errlen)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	size_t len = strlen(path);
+	struct stat st;
+	int fd, ret;
+
+	if (!len) {
+		snprintf(err, errlen, "api socket path is empty");
+		return -EINVAL;
+	}
+	if (len >= sizeof(addr.sun_path)) {
+		snprintf(err, errlen,
+			 "api socket path %s is longer than %zu bytes", path,
+			 sizeof(addr.sun_path) - 1);
+		return -ENAMETOOLONG;
+	}
+	memcpy(addr.sun_path, path, len + 1);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0) {
+		ret = -errno;
+		snprintf(err, errlen, "cannot create api socket: %s",
+			 strerror(-ret));
+		return ret;
+	}
+	ret = api_bind(fd, &addr);
+	if (ret == -EADDRINUSE) {
+		err[0] = '\0';
+		ret = api_remove_stale(&addr, err, errlen);
+		if (ret && err[0])
+			goto err_close;
+		if (!ret)
+			ret = api_bind(fd, &addr);
+	}
+	if (ret) {
+		snprintf(err, errlen, "cannot bind api socket %s: %s", path,
+			 strerror(-ret));
+		goto err_close;
+	}
+	if (chmod(path, 0600) || lstat(path, &st) || listen(fd, API_BACKLOG)) {
+		ret = -errno;
+		snprintf(err, errlen, "cannot set up api socket %s: %s", path,
+			 strerror(-ret));
+		goto err_unlink;
+	}
+	s->sock_dev = st.st_dev;
+	s->sock_ino = st.st_ino;
+	return fd;
+
+err_unlink:
+	unlink(path);
+err_close:
+	close(fd);
+	return ret;
+}
+
+static void api_unlink_own(const struct api_server *s)
+{
+	struct stat st;
+
+	if (!lstat(s->socket_path, &st) && st.st_dev == s->sock_dev &&
+	    st.st_ino == s->sock_ino)
+		unlink(s->socket_path);
+}
+
+int api_server_start(struct api_server **out, const char *socket_path,
+		     const struct api_ops *ops, void *ctx, char *err,
+		     size_t errlen)
+{
+	struct api_server *s;
+	pthread_condattr_t attr;
+	int fd, ret;
+
+	if (!ops || !ops->pause || !ops->resume || !ops->snapshot ||
+	    !ops->shutdown || !ops->status || !socket_path) {
+		snprintf(err, errlen, "api server: missing callbacks");
+		return -EINVAL;
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		goto err_nomem;
+	s->socket_path = strdup(socket_path);
+	if (!s->socket_path)
+		goto err_free;
+	s->ops = ops;
+	s->ctx = ctx;
+	s->uid = geteuid();
+	pthread_mutex_init(&s->lock, NULL);
+	/* Monotonic, so the stop grace period ignores clock changes. */
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&s->idle, &attr);
+	pthread_condattr_destroy(&attr);
+
+	fd = api_listen(s, socket_path, err, errlen);
+	if (fd < 0) {
+		ret = fd;
+		goto err_sync;
+	}
+	s->mhd = MHD_start_daemon(
+	    MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+		MHD_USE_POLL | MHD_USE_ITC,
+	    0, NULL, NULL, api_access, s, MHD_OPTION_LISTEN_SOCKET, fd,
+	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)API_MAX_CONNECTIONS,
+	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)API_IDLE_TIMEOUT_S,
+	    MHD_OPTION_NOTIFY_COMPLETED, api_completed, s, MHD_OPTION_END);
+	if (!s->mhd) {
+		/* MHD may already have closed @fd; leaking it on this fatal
+		 * path beats closing a descriptor someone else now owns. */
+		ret = -EIO;
+		snprintf(err, errlen, "cannot start the api server on %s",
+			 socket_path);
+		goto err_unlink;
+	}
+	*out = s;
+	return 0;
+
+err_unlink:
+	api_unlink_own(s);
+err_sync:
+	pthread_cond_destroy(&s->idle);
+	pthread_mutex_destroy(&s->lock);
+	free(s->socket_path);
+	free(s);
+	return ret;
+err_free:
+	free(s);
+err_nomem:
+	snprintf(err, errlen, "out of memory");
+	return -ENOMEM;
+}
+
+void api_server_stop(struct api_server *s)
+{
+	struct timespec deadline;
+	int fd;
+
+	if (!s)
+		return;
+	/* Unlink first so no new client finds us while we drain. */
+	api_unlink_own(s);
+	fd = MHD_quiesce_daemon(s->mhd);
+	if (fd >= 0)
+		close(fd);
+	/* Let replies already being computed reach their clients (a
+	 * snapshot with "then": "exit" answers, then stasis stops). */
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_sec += API_STOP_GRACE_S;
+	pthread_mutex_lock(&s->lock);
+	while (s->active && pthread_cond_timedwait(&s->idle, &s->lock,
+						   &deadline) != ETIMEDOUT)
+		;
+	pthread_mutex_unlock(&s->lock);
+	MHD_stop_daemon(s->mhd);
+	pthread_cond_destroy(&s->idle);
+	pthread_mutex_destroy(&s->lock);
+	free(s->socket_path);
+	free(s);
+}

@@ -1,0 +1,86 @@
+/* The control API: HTTP/1.1 with JSON bodies on a UNIX socket, served by
+ * libmicrohttpd, and the `stasis ctl` client. The server knows the VM only
+ * through struct api_ops, so it can be tested without KVM. docs/api.md is
+ * the reference. */
+#ifndef STASIS_API_H
+#define STASIS_API_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* What the VM does once a snapshot is written. */
+enum vm_then {
+	VM_THEN_RESUME,
+	VM_THEN_PAUSE,
+	VM_THEN_EXIT,
+};
+
+struct vm_status {
+	bool paused;
+	unsigned ncpus;
+	uint64_t mem_size;
+	uint64_t uptime_ns;
+	uint64_t last_pause_ns; /* request-to-parked time of the last pause,
+				 * 0 if the VM was never paused */
+	bool snapshot_active;
+	uint64_t snapshot_done_bytes;
+	uint64_t snapshot_total_bytes;
+};
+
+/* Callbacks run on the server's threads, possibly several at once (a
+ * status poll while a snapshot runs); they must not call api_server_stop.
+ * Each returns 0 or -errno and may fill @err with a one-line reason. The errno
+ * picks the HTTP status: -EALREADY 409 (already paused/running), -EBUSY 409
+ * (snapshot running), -EINVAL 400, -ENOENT/-EACCES/-ENOSPC/-EROFS/-EIO on the
+ * snapshot path 507 for -ENOSPC else 500, anything else 500. */
+struct api_ops {
+	int (*pause)(void *ctx, char *err, size_t errlen);
+	int (*resume)(void *ctx, char *err, size_t errlen);
+	int (*snapshot)(void *ctx, const char *path, enum vm_then then,
+			char *err, size_t errlen);
+	int (*shutdown)(void *ctx, char *err, size_t errlen);
+	void (*status)(void *ctx, struct vm_status *st);
+};
+
+/* Request bodies larger than this are refused with 413. */
+#define API_BODY_MAX (64 * 1024)
+
+struct api_server;
+
+/* Binds @socket_path (mode 0600; an existing socket file there is replaced
+ * only if nothing listens on it), refuses peers whose uid is neither ours
+ * nor root, and serves requests on its own threads. Returns 0 or -errno with a
+ * one-line reason in @err. */
+int api_server_start(struct api_server **out, const char *socket_path,
+		     const struct api_ops *ops, void *ctx, char *err,
+		     size_t errlen);
+
+/* Stops serving, waits for handlers to finish, removes the socket file. */
+void api_server_stop(struct api_server *s);
+
+/* Parses and validates the body of PUT /vm/snapshot: a JSON object with a
+ * string "path" (required, non-empty, no NUL, shorter than @pathlen) and
+ * an optional "then" ("resume", the default, "pause" or "exit"); any other
+ * key is an error. A pure function (the fuzz target). Returns 0, -EINVAL
+ * or -EMSGSIZE (more than API_BODY_MAX bytes) with a one-line reason in
+ * @err. */
+int api_parse_snapshot_request(const char *body, size_t len, char *path,
+			       size_t pathlen, enum vm_then *then, char *err,
+			       size_t errlen);
+
+struct json_object;
+
+/* Parses @len bytes (no NUL terminator needed) as exactly one JSON object:
+ * strict RFC 8259, valid UTF-8, bounded nesting, no \u0000, nothing but
+ * whitespace after it. The one door for JSON into the server and into
+ * ctl. Returns the object (the caller puts it) or NULL with a one-line
+ * reason in @err. */
+struct json_object *api_parse_json_object(const char *body, size_t len,
+					  char *err, size_t errlen);
+
+/* `stasis ctl SOCKET COMMAND ...`: argv[0] is "ctl". Returns the exit
+ * status (0 only on success). */
+int ctl_main(int argc, char **argv);
+
+#endif

@@ -1,0 +1,808 @@
+/* `stasis ctl`: a small HTTP/1.1 client for the control API on its UNIX
+ * socket, printing readable results or the server's JSON. */
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "control/api.h"
+#include "core/log.h"
+
+/* Exit statuses; 2 and 6 match STASIS_EXIT_USAGE and STASIS_EXIT_HOST. */
+#define CTL_EXIT_OK 0
+#define CTL_EXIT_FAILED 1 /* the server refused, or answered nonsense */
+#define CTL_EXIT_USAGE 2
+#define CTL_EXIT_UNREACHABLE 6 /* no server, or the connection failed */
+
+#define CTL_RESPONSE_MAX (64 * 1024)
+#define CTL_TIMEOUT_MS 30000 /* connect, send, and replies but snapshot's */
+#define CTL_POLL_TIMEOUT_MS 1000 /* one progress poll */
+#define CTL_PROGRESS_MS 100
+#define CTL_BAR_WIDTH 30
+#define CTL_ERR_MAX 512
+#define MIB (1024.0 * 1024.0)
+
+struct ctl_response {
+	unsigned status;
+	char *buf; /* CTL_RESPONSE_MAX + 1 bytes, the reply as received */
+	size_t len;
+	char *body; /* inside buf, NUL-terminated */
+	size_t body_len;
+};
+
+struct ctl_args;
+
+struct ctl_command {
+	const char *name;
+	const char *method;
+	const char *url;
+	const char *done; /* what a success means, for people */
+	/* prints a success for people; returns the exit status */
+	int (*print)(const struct ctl_args *a, const struct ctl_command *cmd,
+		     const struct ctl_response *r);
+};
+
+struct ctl_args {
+	const char *socket_path;
+	const struct ctl_command *cmd;
+	const char *path;
+	const char *then;
+	bool json;
+};
+
+struct ctl_progress {
+	const char *socket_path;
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	bool stop;
+	bool drawn;
+	bool seen; /* t0/done0 hold the first observation, for the rate */
+	int64_t t0;
+	uint64_t done0;
+};
+
+static int64_t ctl_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits for @events on @fd until @deadline (monotonic ms, -1: never). */
+static int ctl_wait(int fd, short events, int64_t deadline)
+{
+	struct pollfd pfd = { .fd = fd, .events = events };
+	int64_t left;
+	int ret;
+
+	for (;;) {
+		left = -1;
+		if (deadline >= 0) {
+			left = deadline - ctl_now_ms();
+			if (left <= 0)
+				return -ETIMEDOUT;
+		}
+		ret = poll(&pfd, 1, left > INT_MAX ? INT_MAX : (int)left);
+		if (ret > 0)
+			return 0;
+		if (ret < 0 && errno != EINTR)
+			return -errno;
+	}
+}
+
+static int ctl_connect(const char *path, int64_t deadline)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	size_t len = strlen(path);
+	struct timespec backoff = { 0, 10 * 1000 * 1000 };
+	int fd, ret;
+
+	if (len >= sizeof(addr.sun_path))
+		return -ENAMETOOLONG;
+	memcpy(addr.sun_path, path, len + 1);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	while (connect(fd, (struct sockaddr *)&addr, sizeof(addr))) {
+		ret = -errno;
+		/* EAGAIN: the listen backlog is full; the server is busy. */
+		if (ret != -EAGAIN && ret != -EINTR)
+			goto err_close;
+		if (ctl_now_ms() >= deadline) {
+			ret = -ETIMEDOUT;
+			goto err_close;
+		}
+		nanosleep(&backoff, NULL);
+	}
+	return fd;
+
+err_close:
+	close(fd);
+	return ret;
+}
+
+static int ctl_send_all(int fd, const char *buf, size_t len, int64_t deadline)
+{
+	ssize_t n;
+	int ret;
+
+	while (len) {
+		ret = ctl_wait(fd, POLLOUT, deadline);
+		if (ret)
+			return ret;
+		n = send(fd, buf, len, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				continue;
+			return -errno;
+		}
+		buf += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Parses the strict decimal @s of @len bytes. */
+static int ctl_parse_u64(const char *s, size_t len, uint64_t *v)
+{
+	uint64_t n = 0;
+	size_t i;
+
+	if (!len)
+		return -EPROTO;
+	for (i = 0; i < len; i++) {
+		if (s[i] < '0' || s[i] > '9' || n > (UINT64_MAX - 9) / 10)
+			return -EPROTO;
+		n = n * 10 + (uint64_t)(s[i] - '0');
+	}
+	*v = n;
+	return 0;
+}
+
+/* Reads the headers of the reply in r->buf. Returns 0 with the status,
+ * the body offset and Content-Length (UINT64_MAX if none), -EAGAIN if the
+ * header is not complete yet, -EPROTO if it is malformed. */
+static int ctl_parse_head(struct ctl_response *r, size_t *body_off,
+			  uint64_t *clen)
+{
+	const char *end, *line, *eol, *colon, *val, *vend;
+	uint64_t n;
+
+	end = memmem(r->buf, r->len, "\r\n\r\n", 4);
+	if (!end)
+		return -EAGAIN;
+	/* RFC 9112 section 4: HTTP-version SP 3DIGIT SP [reason] */
+	if (end - r->buf < 12 || memcmp(r->buf, "HTTP/1.", 7) ||
+	    r->buf[7] < '0' || r->buf[7] > '9' || r->buf[8] != ' ' ||
+	    ctl_parse_u64(r->buf + 9, 3, &n) ||
+	    (r->buf[12] != ' ' && r->buf[12] != '\r'))
+		return -EPROTO;
+	r->status = (unsigned)n;
+	*clen = UINT64_MAX;
+	/* end + 2: the status line may be the whole header */
+	line =
+	    (const char *)memchr(r->buf, '\n', (size_t)(end + 2 - r->buf)) + 1;
+	for (; line < end + 2; line = eol + 2) {
+		eol = memmem(line, (size_t)(end + 2 - line), "\r\n", 2);
+		colon = memchr(line, ':', (size_t)(eol - line));
+		if (!colon)
+			return -EPROTO;
+		for (val = colon + 1;
+		     val < eol && (*val == ' ' || *val == '\t'); val++)
+			;
+		for (vend = eol;
+		     vend > val && (vend[-1] == ' ' || vend[-1] == '\t');
+		     vend--)
+			;
+		if (colon - line == 14 &&
+		    !strncasecmp(line, "Content-Length", 14)) {
+			if (ctl_parse_u64(val, (size_t)(vend - val), &n) ||
+			    (*clen != UINT64_MAX && *clen != n))
+				return -EPROTO;
+			*clen = n;
+		} else if (colon - line == 17 &&
+			   !strncasecmp(line, "Transfer-Encoding", 17)) {
+			return -EPROTO; /* our server never sends chunked */
+		}
+	}
+	*body_off = (size_t)(end + 4 - r->buf);
+	return 0;
+}
+
+/* Returns 0 once r->buf holds a whole reply, -EAGAIN if more is needed
+ * (and can still come: !@eof), -EPROTO if it is malformed. */
+static int ctl_parse_response(struct ctl_response *r, bool eof)
+{
+	size_t off, avail;
+	uint64_t clen;
+	int ret;
+
+	ret = ctl_parse_head(r, &off, &clen);
+	if (ret == -EAGAIN && eof)
+		return r->len ? -EPROTO : -ECONNRESET;
+	if (ret)
+		return ret;
+	avail = r->len - off;
+	if (r->status < 200 || r->status == 204 || r->status == 304)
+		clen = 0; /* RFC 9112 section 6.3: no content */
+	if (clen == UINT64_MAX) {
+		if (!eof)
+			return -EAGAIN;
+		clen = avail;
+	}
+	if (clen > avail)
+		return eof ? -EPROTO : -EAGAIN;
+	r->body = r->buf + off;
+	r->body_len = (size_t)clen;
+	r->body[r->body_len] = '\0';
+	return 0;
+}
+
+static int ctl_recv_response(int fd, struct ctl_response *r, int64_t deadline)
+{
+	bool eof = false;
+	ssize_t n;
+	int ret;
+
+	for (;;) {
+		if (r->len == CTL_RESPONSE_MAX)
+			return -EMSGSIZE;
+		ret = ctl_wait(fd, POLLIN, deadline);
+		if (ret)
+			return ret;
+		n = recv(fd, r->buf + r->len, CTL_RESPONSE_MAX - r->len, 0);
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (!n)
+			eof = true;
+		r->len += (size_t)n;
+		r->buf[r->len] = '\0';
+		ret = ctl_parse_response(r, eof);
+		if (ret != -EAGAIN)
+			return ret;
+	}
+}
+
+static void ctl_response_free(struct ctl_response *r)
+{
+	free(r->buf);
+	r->buf = NULL;
+}
+
+/* One request on a fresh connection. @reply_timeout_ms bounds the wait
+ * for the reply (-1: none). Returns 0 or -errno with a reason in @err. */
+static int ctl_request(const char *socket_path, const char *method,
+		       const char *url, const char *body, int reply_timeout_ms,
+		       struct ctl_response *r, char *err, size_t errlen)
+{
+	int64_t deadline = ctl_now_ms() + CTL_TIMEOUT_MS;
+	size_t blen = body ? strlen(body) : 0;
+	char *req = NULL;
+	int fd, ret, n;
+
+	memset(r, 0, sizeof(*r));
+	r->buf = malloc(CTL_RESPONSE_MAX + 1);
+	n = asprintf(&req,
+		     "%s %s HTTP/1.1\r\nHost: localhost\r\n"
+		     "Connection: close\r\nContent-Type: application/json\r\n"
+		     "Content-Length: %zu\r\n\r\n%s",
+		     method, url, blen, body ? body : "");
+	if (!r->buf || n < 0) {
+		ret = -ENOMEM;
+		snprintf(err, errlen, "out of memory");
+		goto err_free;
+	}
+	fd = ctl_connect(socket_path, deadline);
+	if (fd < 0) {
+		ret = fd;
+		snprintf(err, errlen, "cannot connect to %s: %s", socket_path,
+			 strerror(-ret));
+		goto err_free;
+	}
+	ret = ctl_send_all(fd, req, (size_t)n, deadline);
+	if (!ret)
+		ret = ctl_recv_response(fd, r,
+					reply_timeout_ms < 0
+					    ? -1
+					    : ctl_now_ms() + reply_timeout_ms);
+	close(fd);
+	if (ret == -EPROTO) {
+		snprintf(err, errlen, "malformed reply from %s", socket_path);
+		goto err_free;
+	} else if (ret == -EMSGSIZE) {
+		snprintf(err, errlen, "reply from %s is larger than %d bytes",
+			 socket_path, CTL_RESPONSE_MAX);
+		goto err_free;
+	} else if (ret == -ETIMEDOUT) {
+		snprintf(err, errlen, "timed out talking to %s", socket_path);
+		goto err_free;
+	} else if (ret) {
+		snprintf(err, errlen, "lost connection to %s: %s", socket_path,
+			 strerror(-ret));
+		goto err_free;
+	}
+	free(req);
+	return 0;
+
+err_free:
+	free(req);
+	ctl_response_free(r);
+	return ret;
+}
+
+static struct json_object *ctl_parse_json(const struct ctl_response *r)
+{
+	char err[CTL_ERR_MAX];
+
+	return api_parse_json_object(r->body, r->body_len, err, sizeof(err));
+}
+
+/* The server's words reach a terminal: no control characters. */
+static void ctl_sanitize(char *s)
+{
+	for (; *s; s++) {
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			*s = ' ';
+	}
+}
+
+static bool ctl_get_u64(struct json_object *obj, const char *key, uint64_t *v)
+{
+	struct json_object *val;
+
+	if (!json_object_object_get_ex(obj, key, &val) ||
+	    !json_object_is_type(val, json_type_int))
+		return false;
+	*v = json_object_get_uint64(val);
+	return true;
+}
+
+static bool ctl_get_null(struct json_object *obj, const char *key)
+{
+	struct json_object *val;
+
+	return json_object_object_get_ex(obj, key, &val) && !val;
+}
+
+/* Reads GET /vm's reply into @st (api.h units; last_pause_ns 0 when never
+ * paused). Returns 0 or -EPROTO. */
+static int ctl_parse_status(const struct ctl_response *r, struct vm_status *st)
+{
+	struct json_object *obj, *val, *snap;
+	uint64_t ncpus, uptime_ms, pause_us = 0;
+	const char *state;
+	int ret = -EPROTO;
+
+	memset(st, 0, sizeof(*st));
+	obj = ctl_parse_json(r);
+	if (!obj)
+		return -EPROTO;
+	if (!json_object_object_get_ex(obj, "state", &val) ||
+	    !json_object_is_type(val, json_type_string))
+		goto out;
+	state = json_object_get_string(val);
+	if (strcmp(state, "paused") && strcmp(state, "running"))
+		goto out;
+	st->paused = !strcmp(state, "paused");
+	if (!ctl_get_u64(obj, "vcpus", &ncpus) || ncpus > UINT_MAX ||
+	    !ctl_get_u64(obj, "memory_bytes", &st->mem_size) ||
+	    !ctl_get_u64(obj, "uptime_ms", &uptime_ms) ||
+	    (!ctl_get_null(obj, "last_pause_us") &&
+	     !ctl_get_u64(obj, "last_pause_us", &pause_us)))
+		goto out;
+	st->ncpus = (unsigned)ncpus;
+	st->uptime_ns = uptime_ms * 1000000;
+	st->last_pause_ns = pause_us * 1000;
+	if (!ctl_get_null(obj, "snapshot")) {
+		if (!json_object_object_get_ex(obj, "snapshot", &snap) ||
+		    !ctl_get_u64(snap, "done_bytes",
+				 &st->snapshot_done_bytes) ||
+		    !ctl_get_u64(snap, "total_bytes",
+				 &st->snapshot_total_bytes))
+			goto out;
+		st->snapshot_active = true;
+	}
+	ret = 0;
+out:
+	json_object_put(obj);
+	return ret;
+}
+
+static void ctl_format_bytes(char *buf, size_t len, uint64_t n)
+{
+	const uint64_t gib = 1024ULL * 1024 * 1024, mib = 1024 * 1024;
+
+	if (n && !(n % gib))
+		snprintf(buf, len, "%llu GiB", (unsigned long long)(n / gib));
+	else if (n && !(n % mib))
+		snprintf(buf, len, "%llu MiB", (unsigned long long)(n / mib));
+	else if (n >= mib)
+		snprintf(buf, len, "%.1f MiB", (double)n / MIB);
+	else
+		snprintf(buf, len, "%llu bytes", (unsigned long long)n);
+}
+
+static int ctl_print_status(const struct ctl_args *a,
+			    const struct ctl_command *cmd,
+			    const struct ctl_response *r)
+{
+	struct vm_status st;
+	char mem[32], done[32], total[32];
+	uint64_t us;
+
+	if (ctl_parse_status(r, &st)) {
+		log_error("malformed status from %s", a->socket_path);
+		return CTL_EXIT_FAILED;
+	}
+	ctl_format_bytes(mem, sizeof(mem), st.mem_size);
+	printf("state: %s\nvcpus: %u\nmemory: %s\nuptime: %.1f s\n",
+	       st.paused ? "paused" : "running", st.ncpus, mem,
+	       (double)st.uptime_ns / 1e9);
+	us = st.last_pause_ns / 1000;
+	if (!st.last_pause_ns)
+		printf("last pause: never\n");
+	else if (us < 10000)
+		printf("last pause: %llu us\n", (unsigned long long)us);
+	else
+		printf("last pause: %.1f ms\n", (double)us / 1000);
+	if (st.snapshot_active) {
+		ctl_format_bytes(done, sizeof(done), st.snapshot_done_bytes);
+		ctl_format_bytes(total, sizeof(total), st.snapshot_total_bytes);
+		printf("snapshot: %s of %s written\n", done, total);
+	}
+	return CTL_EXIT_OK;
+}
+
+static int ctl_print_done(const struct ctl_args *a,
+			  const struct ctl_command *cmd,
+			  const struct ctl_response *r)
+{
+	printf("%s\n", cmd->done);
+	return CTL_EXIT_OK;
+}
+
+static int ctl_print_snapshot(const struct ctl_args *a,
+			      const struct ctl_command *cmd,
+			      const struct ctl_response *r)
+{
+	struct json_object *obj = ctl_parse_json(r), *val;
+	char *path = NULL;
+
+	if (obj && json_object_object_get_ex(obj, "path", &val) &&
+	    json_object_is_type(val, json_type_string))
+		path = strdup(json_object_get_string(val));
+	if (path)
+		ctl_sanitize(path);
+	printf("snapshot written to %s\n", path ? path : a->path);
+	free(path);
+	json_object_put(obj);
+	return CTL_EXIT_OK;
+}
+
+static const struct ctl_command ctl_commands[] = {
+	{ "status", "GET", "/vm", NULL, ctl_print_status },
+	{ "pause", "PUT", "/vm/pause", "VM paused", ctl_print_done },
+	{ "resume", "PUT", "/vm/resume", "VM resumed", ctl_print_done },
+	{ "shutdown", "PUT", "/vm/shutdown", "VM shutting down",
+	  ctl_print_done },
+	{ "snapshot", "PUT", "/vm/snapshot", NULL, ctl_print_snapshot },
+};
+
+/* Turns a finished request into output and an exit status. */
+static int ctl_report(const struct ctl_args *a, int ret, const char *err,
+		      const struct ctl_response *r)
+{
+	struct json_object *obj, *val;
+	char msg[CTL_ERR_MAX];
+
+	if (ret) {
+		log_error("%s", err);
+		return ret == -EPROTO || ret == -EMSGSIZE
+			   ? CTL_EXIT_FAILED
+			   : CTL_EXIT_UNREACHABLE;
+	}
+	if (r->status < 200 || r->status > 299) {
+		obj = ctl_parse_json(r);
+		if (obj && json_object_object_get_ex(obj, "error", &val) &&
+		    json_object_is_type(val, json_type_string))
+			snprintf(msg, sizeof(msg), "%s",
+				 json_object_get_string(val));
+		else
+			snprintf(msg, sizeof(msg), "server answered HTTP %u",
+				 r->status);
+		json_object_put(obj);
+		ctl_sanitize(msg);
+		log_error("%s", msg);
+		return CTL_EXIT_FAILED;
+	}
+	if (a->json) {
+		/* The server's JSON, or {} for a reply without content; a
+		 * script can rely on valid JSON when the exit status is 0. */
+		obj = r->body_len ? ctl_parse_json(r) : NULL;
+		if (r->body_len && !obj) {
+			log_error("malformed reply from %s", a->socket_path);
+			return CTL_EXIT_FAILED;
+		}
+		json_object_put(obj);
+		printf("%s", r->body_len ? r->body : "{}");
+		if (!r->body_len || r->body[r->body_len - 1] != '\n')
+			printf("\n");
+		return CTL_EXIT_OK;
+	}
+	return a->cmd->print(a, a->cmd, r);
+}
+
+static void ctl_progress_draw(struct ctl_progress *p, uint64_t done,
+			      uint64_t total)
+{
+	char bar[CTL_BAR_WIDTH + 1];
+	int64_t now = ctl_now_ms();
+	double frac = 0, rate = 0;
+	unsigned i, filled;
+
+	if (total)
+		frac = done >= total ? 1.0 : (double)done / (double)total;
+	if (!p->seen) {
+		p->seen = true;
+		p->t0 = now;
+		p->done0 = done;
+	}
+	if (now > p->t0 && done >= p->done0)
+		rate = (double)(done - p->done0) / MIB /
+		       ((double)(now - p->t0) / 1000);
+	filled = (unsigned)(frac * CTL_BAR_WIDTH);
+	for (i = 0; i < CTL_BAR_WIDTH; i++)
+		bar[i] = i < filled ? '#' : '.';
+	bar[CTL_BAR_WIDTH] = '\0';
+	/* \033[K clears what a longer previous line left behind. */
+	fprintf(stderr, "\r[%s] %3u%%  %.1f/%.1f MiB  %.1f MiB/s\033[K", bar,
+		(unsigned)(frac * 100), (double)done / MIB, (double)total / MIB,
+		rate);
+	p->drawn = true;
+}
+
+/* Polls GET /vm on its own connections while the snapshot request waits
+ * on another; failed polls are skipped silently. */
+static void *ctl_progress_main(void *arg)
+{
+	struct ctl_progress *p = arg;
+	struct ctl_response r;
+	struct vm_status st;
+	struct timespec deadline;
+	char err[CTL_ERR_MAX];
+
+	pthread_mutex_lock(&p->lock);
+	while (!p->stop) {
+		pthread_mutex_unlock(&p->lock);
+		if (!ctl_request(p->socket_path, "GET", "/vm", NULL,
+				 CTL_POLL_TIMEOUT_MS, &r, err, sizeof(err))) {
+			if (r.status == 200 && !ctl_parse_status(&r, &st) &&
+			    st.snapshot_active)
+				ctl_progress_draw(p, st.snapshot_done_bytes,
+						  st.snapshot_total_bytes);
+			ctl_response_free(&r);
+		}
+		pthread_mutex_lock(&p->lock);
+		clock_gettime(CLOCK_MONOTONIC, &deadline);
+		deadline.tv_nsec += CTL_PROGRESS_MS * 1000000L;
+		if (deadline.tv_nsec >= 1000000000L) {
+			deadline.tv_sec++;
+			deadline.tv_nsec -= 1000000000L;
+		}
+		while (!p->stop &&
+		       pthread_cond_timedwait(&p->wake, &p->lock, &deadline) !=
+			   ETIMEDOUT)
+			;
+	}
+	pthread_mutex_unlock(&p->lock);
+	return NULL;
+}
+
+static int ctl_progress_start(struct ctl_progress *p, const char *socket_path)
+{
+	pthread_condattr_t attr;
+	int ret;
+
+	memset(p, 0, sizeof(*p));
+	p->socket_path = socket_path;
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&p->wake, &attr);
+	pthread_condattr_destroy(&attr);
+	ret = -pthread_create(&p->thread, NULL, ctl_progress_main, p);
+	if (ret) {
+		pthread_cond_destroy(&p->wake);
+		pthread_mutex_destroy(&p->lock);
+	}
+	return ret;
+}
+
+static void ctl_progress_stop(struct ctl_progress *p)
+{
+	pthread_mutex_lock(&p->lock);
+	p->stop = true;
+	pthread_cond_signal(&p->wake);
+	pthread_mutex_unlock(&p->lock);
+	pthread_join(p->thread, NULL);
+	if (p->drawn)
+		fprintf(stderr, "\r\033[K");
+	pthread_cond_destroy(&p->wake);
+	pthread_mutex_destroy(&p->lock);
+}
+
+/* {"path": ..., "then": ...}, with a relative PATH made absolute here:
+ * the user means their directory, not the one stasis runs in. */
+static char *ctl_snapshot_body(const struct ctl_args *a, char *err,
+			       size_t errlen)
+{
+	struct json_object *obj, *path, *then;
+	char *cwd = NULL, *abs = NULL, *body = NULL;
+
+	if (a->path[0] != '/') {
+		cwd = getcwd(NULL, 0);
+		if (!cwd ||
+		    asprintf(&abs, "%s%s%s", cwd, strcmp(cwd, "/") ? "/" : "",
+			     a->path) < 0) {
+			snprintf(err, errlen,
+				 "cannot resolve relative path %s: %s", a->path,
+				 strerror(errno));
+			free(cwd);
+			return NULL;
+		}
+		free(cwd);
+	}
+	obj = json_object_new_object();
+	path = json_object_new_string(abs ? abs : a->path);
+	then = json_object_new_string(a->then ? a->then : "resume");
+	if (obj && path && then && !json_object_object_add(obj, "path", path)) {
+		path = NULL;
+		if (!json_object_object_add(obj, "then", then)) {
+			then = NULL;
+			body = strdup(json_object_to_json_string_ext(
+			    obj, JSON_C_TO_STRING_PLAIN |
+				     JSON_C_TO_STRING_NOSLASHESCAPE));
+		}
+	}
+	json_object_put(path);
+	json_object_put(then);
+	json_object_put(obj);
+	free(abs);
+	if (!body)
+		snprintf(err, errlen, "out of memory");
+	return body;
+}
+
+static void ctl_usage(FILE *f)
+{
+	fprintf(f, "usage: stasis ctl SOCKET status|pause|resume|shutdown "
+		   "[--json]\n"
+		   "       stasis ctl SOCKET snapshot PATH "
+		   "[--then resume|pause|exit] [--json]\n");
+}
+
+/* Returns 0, 1 for --help, or -EINVAL after printing why. */
+static int ctl_parse_args(int argc, char **argv, struct ctl_args *a)
+{
+	bool options = true;
+	size_t i;
+	int k;
+
+	memset(a, 0, sizeof(*a));
+	for (k = 1; k < argc && strcmp(argv[k], "--"); k++) {
+		if (!strcmp(argv[k], "--help") || !strcmp(argv[k], "-h"))
+			return 1;
+	}
+	if (argc < 3) {
+		log_error("ctl needs a socket and a command");
+		return -EINVAL;
+	}
+	a->socket_path = argv[1];
+	for (i = 0; i < sizeof(ctl_commands) / sizeof(*ctl_commands); i++) {
+		if (!strcmp(argv[2], ctl_commands[i].name))
+			a->cmd = &ctl_commands[i];
+	}
+	if (!a->cmd) {
+		log_error("unknown ctl command '%s'", argv[2]);
+		return -EINVAL;
+	}
+	for (k = 3; k < argc; k++) {
+		if (options && !strcmp(argv[k], "--")) {
+			options = false;
+		} else if (options && !strcmp(argv[k], "--json")) {
+			a->json = true;
+		} else if (options && (!strcmp(argv[k], "--then") ||
+				       !strncmp(argv[k], "--then=", 7))) {
+			if (argv[k][6] == '=')
+				a->then = argv[k] + 7;
+			else if (k + 1 < argc)
+				a->then = argv[++k];
+			else
+				a->then = "";
+			if (strcmp(a->then, "resume") &&
+			    strcmp(a->then, "pause") &&
+			    strcmp(a->then, "exit")) {
+				log_error("--then takes resume, pause or exit");
+				return -EINVAL;
+			}
+		} else if (options && argv[k][0] == '-' && argv[k][1]) {
+			log_error("unknown ctl option '%s'", argv[k]);
+			return -EINVAL;
+		} else if (a->cmd->print == ctl_print_snapshot && !a->path) {
+			a->path = argv[k];
+		} else {
+			log_error("unexpected argument '%s'", argv[k]);
+			return -EINVAL;
+		}
+	}
+	if (a->cmd->print == ctl_print_snapshot) {
+		if (!a->path || !a->path[0]) {
+			log_error("snapshot needs a PATH");
+			return -EINVAL;
+		}
+	} else if (a->then) {
+		log_error("--then only applies to snapshot");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int ctl_main(int argc, char **argv)
+{
+	struct ctl_progress progress;
+	struct ctl_response r;
+	struct ctl_args a;
+	char err[CTL_ERR_MAX];
+	char *body = NULL;
+	bool show_progress = false;
+	int ret, status;
+
+	ret = ctl_parse_args(argc, argv, &a);
+	if (ret) {
+		ctl_usage(ret > 0 ? stdout : stderr);
+		return ret > 0 ? CTL_EXIT_OK : CTL_EXIT_USAGE;
+	}
+	if (a.cmd->print != ctl_print_snapshot) {
+		ret = ctl_request(a.socket_path, a.cmd->method, a.cmd->url,
+				  NULL, CTL_TIMEOUT_MS, &r, err, sizeof(err));
+		status = ctl_report(&a, ret, err, &r);
+		goto out;
+	}
+	body = ctl_snapshot_body(&a, err, sizeof(err));
+	if (!body) {
+		log_error("%s", err);
+		return CTL_EXIT_FAILED;
+	}
+	if (isatty(STDERR_FILENO))
+		show_progress = !ctl_progress_start(&progress, a.socket_path);
+	/* No reply timeout: writing a large guest may take minutes. */
+	ret = ctl_request(a.socket_path, a.cmd->method, a.cmd->url, body, -1,
+			  &r, err, sizeof(err));
+	if (show_progress)
+		ctl_progress_stop(&progress);
+	status = ctl_report(&a, ret, err, &r);
+out:
+	if (!ret)
+		ctl_response_free(&r);
+	free(body);
+	fflush(stdout);
+	return status;
+}

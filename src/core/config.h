@@ -1,0 +1,76 @@
+/* The VM's configuration: parsed from the command line and a JSON file,
+ * validated in one place, and recorded in snapshots. */
+#ifndef STASIS_CONFIG_H
+#define STASIS_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum serial_mode {
+	SERIAL_STDIO, /* output to stdout, input from stdin */
+	SERIAL_FILE, /* output to a file, no input */
+	SERIAL_NONE,
+};
+
+enum cpu_template {
+	CPU_TEMPLATE_HOST, /* everything KVM supports on this host */
+	CPU_TEMPLATE_BASELINE, /* a fixed, documented set (docs/cpu.md) */
+};
+
+#define CONFIG_DEFAULT_MEM (256ull << 20)
+#define CONFIG_MAX_CMDLINE 4096
+
+/* Every string is owned (heap) and freed by config_free(). */
+struct vm_config {
+	char *kernel;
+	char *initrd;
+	char *cmdline;
+	uint64_t mem_size;
+	unsigned ncpus;
+	enum serial_mode serial;
+	char *serial_path;
+	bool debug_exit;
+	enum cpu_template cpu_template;
+	char *api_socket;
+};
+
+/* Defaults: 256 MiB, 1 vCPU, serial on stdio, host CPU template. */
+void config_init(struct vm_config *c);
+void config_free(struct vm_config *c);
+
+/* "256M", "2G", "512k", "1T" or plain bytes; binary units. Returns 0 or
+ * -EINVAL (bad syntax, zero) / -ERANGE (overflow). */
+int config_parse_size(const char *s, uint64_t *out);
+
+/* Parsers for single option values; 0 or -EINVAL. */
+int config_parse_serial(struct vm_config *c, const char *s);
+int config_parse_cpu_template(const char *s, enum cpu_template *out);
+const char *config_cpu_template_name(enum cpu_template t);
+
+/* Applies a JSON object's keys (the long option names, with '-' or '_')
+ * to @c. Unknown keys and wrong types are errors. Returns 0 or -EINVAL with
+ * a one-line reason in @err. */
+int config_load_json(struct vm_config *c, const char *text, char *err,
+		     size_t errlen);
+int config_load_json_file(struct vm_config *c, const char *path, char *err,
+			  size_t errlen);
+
+/* Parses `stasis run` arguments (argv[0] is "run"). --config is applied
+ * first, then the other flags over it. Returns 0, 1 when --help was shown,
+ * or -EINVAL with a reason in @err. */
+int config_parse_run_args(struct vm_config *c, int argc, char **argv,
+			  char *err, size_t errlen);
+
+/* Checks the whole configuration (kernel given, memory and CPU bounds). */
+int config_validate(const struct vm_config *c, char *err, size_t errlen);
+
+void config_print_run_usage(void);
+
+/* The machine-shape part of @c (kernel, initrd, cmdline, mem, cpus,
+ * debug-exit, cpu-template) as a JSON object that config_load_json()
+ * reads back; host-side options (serial, api-socket) are left out. Returns
+ * a heap string or NULL. */
+char *config_to_json(const struct vm_config *c);
+
+#endif

@@ -1,0 +1,64 @@
+/* stderr logging with one prefix, so every message says who printed it. */
+#include "core/log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static bool log_quiet_flag;
+static bool log_verbose_flag;
+
+void log_set_level(bool quiet, bool verbose)
+{
+	log_quiet_flag = quiet;
+	log_verbose_flag = verbose || getenv("STASIS_DEBUG");
+}
+
+static void log_line(const char *tag, const char *fmt, va_list ap)
+{
+	char buf[1024];
+
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	/* One write per line so that messages from vCPU threads don't mix. */
+	fprintf(stderr, "stasis: %s%s\n", tag, buf);
+}
+
+void log_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_line("error: ", fmt, ap);
+	va_end(ap);
+}
+
+void log_warn(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_line("warning: ", fmt, ap);
+	va_end(ap);
+}
+
+void log_info(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (log_quiet_flag)
+		return;
+	va_start(ap, fmt);
+	log_line("", fmt, ap);
+	va_end(ap);
+}
+
+void log_debug(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!log_verbose_flag)
+		return;
+	va_start(ap, fmt);
+	log_line("debug: ", fmt, ap);
+	va_end(ap);
+}

@@ -1,0 +1,18 @@
+/* One-line messages on stderr, prefixed with "stasis: ". */
+#ifndef STASIS_LOG_H
+#define STASIS_LOG_H
+
+#include <stdbool.h>
+
+/* "stasis: error: ...". */
+void log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* "stasis: warning: ...". */
+void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* "stasis: ..." unless quiet. */
+void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Only with --verbose / STASIS_DEBUG=1. */
+void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+void log_set_level(bool quiet, bool verbose);
+
+#endif

@@ -1,0 +1,787 @@
+/* Creating, booting, running and tearing down a VM. The main thread serves
+ * host input and stop requests; vCPU threads run the guest. */
+#include "core/vm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/kvm.h"
+#include "core/log.h"
+#include "core/platform.h"
+#include "cpu/cpuid.h"
+#include "cpu/vcpu_state.h"
+#include "snapshot/snapshot.h"
+
+void vm_request_stop(struct vm *vm, enum vm_stop_reason reason,
+		     int exit_status)
+{
+	int expected = VM_RUNNING;
+	uint64_t one = 1;
+
+	if (atomic_compare_exchange_strong(&vm->stop_reason, &expected,
+					   (int)reason)) {
+		vm->exit_status = exit_status;
+		/* Parked vCPUs and a waiting vm_pause() must see the stop. */
+		pthread_mutex_lock(&vm->pause_lock);
+		pthread_cond_broadcast(&vm->pause_cond);
+		pthread_mutex_unlock(&vm->pause_lock);
+		if (vm->stop_eventfd >= 0 &&
+		    write(vm->stop_eventfd, &one, sizeof(one)) < 0)
+			log_debug("stop eventfd: %s", strerror(errno));
+	}
+}
+
+int vm_set_irq(struct vm *vm, uint32_t gsi, int level)
+{
+	struct kvm_irq_level irq = { .irq = gsi, .level = level };
+
+	return kvm_ioctl(vm->vm_fd, KVM_IRQ_LINE, &irq);
+}
+
+static int vm_create_kvm(struct vm *vm)
+{
+	struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
+	uint64_t ident = PLATFORM_KVM_IDENTITY_MAP;
+	int ret;
+
+	vm->kvm_fd = kvm_open();
+	if (vm->kvm_fd < 0)
+		return vm->kvm_fd;
+	ret = kvm_check_caps(vm->kvm_fd);
+	if (ret)
+		return ret;
+	vm->vcpu_mmap_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+	if (vm->vcpu_mmap_size <= 0) {
+		log_error("KVM_GET_VCPU_MMAP_SIZE: %s", strerror(errno));
+		return -ENOTSUP;
+	}
+	vm->vm_fd = kvm_ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
+	if (vm->vm_fd < 0) {
+		ret = vm->vm_fd;
+		vm->vm_fd = -1;
+		log_error("KVM_CREATE_VM: %s", strerror(-ret));
+		return ret;
+	}
+	ret = kvm_ioctl(vm->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &ident);
+	if (ret < 0) {
+		log_error("KVM_SET_IDENTITY_MAP_ADDR: %s", strerror(-ret));
+		return ret;
+	}
+	ret = kvm_ioctl(vm->vm_fd, KVM_SET_TSS_ADDR,
+			(void *)(unsigned long)PLATFORM_KVM_TSS);
+	if (ret < 0) {
+		log_error("KVM_SET_TSS_ADDR: %s", strerror(-ret));
+		return ret;
+	}
+	ret = kvm_ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, NULL);
+	if (ret < 0) {
+		log_error("KVM_CREATE_IRQCHIP: %s", strerror(-ret));
+		return ret;
+	}
+	ret = kvm_ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit);
+	if (ret < 0) {
+		log_error("KVM_CREATE_PIT2: %s", strerror(-ret));
+		return ret;
+	}
+	return 0;
+}
+
+static int vm_create_memory(struct vm *vm)
+{
+	int ret = guest_mem_init(&vm->mem, vm->cfg.mem_size);
+
+	if (ret) {
+		log_error("cannot allocate %llu MiB of guest memory: %s",
+			  (unsigned long long)(vm->cfg.mem_size >> 20),
+			  strerror(-ret));
+		return ret;
+	}
+	for (unsigned i = 0; i < vm->mem.nregions; i++) {
+		const struct mem_region *r = &vm->mem.regions[i];
+		struct kvm_userspace_memory_region kr = {
+			.slot = i,
+			.guest_phys_addr = r->gpa,
+			.memory_size = r->size,
+			.userspace_addr = (uint64_t)(uintptr_t)r->host,
+		};
+
+		ret = kvm_ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &kr);
+		if (ret < 0) {
+			log_error("KVM_SET_USER_MEMORY_REGION: %s",
+				  strerror(-ret));
+			return ret;
+		}
+	}
+	return 0;
+}
+
+static int vm_open_serial(struct vm *vm, int *out_fd)
+{
+	*out_fd = -1;
+	vm->serial_in_fd = -1;
+	switch (vm->cfg.serial) {
+	case SERIAL_STDIO:
+		*out_fd = STDOUT_FILENO;
+		vm->serial_in_fd = STDIN_FILENO;
+		return 0;
+	case SERIAL_FILE:
+		*out_fd = open(vm->cfg.serial_path,
+			       O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (*out_fd < 0) {
+			int err = -errno;
+
+			log_error("--serial: cannot open %s: %s",
+				  vm->cfg.serial_path, strerror(-err));
+			return err;
+		}
+		return 0;
+	case SERIAL_NONE:
+		return 0;
+	}
+	return -EINVAL;
+}
+
+static int vm_create_devices(struct vm *vm)
+{
+	int out_fd, ret;
+
+	ret = vm_open_serial(vm, &out_fd);
+	if (ret)
+		return ret;
+	vm->serial_out_fd = out_fd;
+	ret = uart_init(&vm->uart, vm, out_fd);
+	if (!ret)
+		ret = rtc_init(&vm->rtc, vm);
+	if (!ret)
+		ret = i8042_init(&vm->i8042, vm);
+	if (!ret)
+		ret = pci_host_init(&vm->pci, vm);
+	if (!ret)
+		ret = acpi_pm_init(&vm->acpi_pm, vm);
+	if (!ret && vm->cfg.debug_exit)
+		ret = debug_exit_init(&vm->debug_exit, vm);
+	if (ret)
+		log_error("cannot create devices: %s", strerror(-ret));
+	return ret;
+}
+
+int vm_create(struct vm *vm, const struct vm_config *cfg,
+	      const struct kvm_cpuid2 *cpuid)
+{
+	char err[512];
+	int ret;
+
+	memset(vm, 0, sizeof(*vm));
+	vm->cfg = *cfg;
+	vm->kvm_fd = vm->vm_fd = vm->stop_eventfd = -1;
+	vm->serial_in_fd = vm->serial_out_fd = -1;
+	vm->mem.memfd = -1;
+	vm->ncpus = cfg->ncpus;
+	atomic_init(&vm->stop_reason, VM_RUNNING);
+	atomic_init(&vm->pause_requested, false);
+	atomic_init(&vm->paused, false);
+	atomic_init(&vm->snapshot_active, false);
+	pthread_mutex_init(&vm->pause_lock, NULL);
+	pthread_cond_init(&vm->pause_cond, NULL);
+	pthread_mutex_init(&vm->snapshot_lock, NULL);
+	bus_init(&vm->pio, "pio");
+	bus_init(&vm->mmio, "mmio");
+
+	vm->stop_eventfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (vm->stop_eventfd < 0) {
+		ret = -errno;
+		goto fail;
+	}
+	ret = vm_create_kvm(vm);
+	if (ret)
+		goto fail;
+	ret = vm_create_memory(vm);
+	if (ret)
+		goto fail;
+
+	vm->cpuid = cpuid_get_supported(vm->kvm_fd);
+	if (!vm->cpuid) {
+		ret = -errno;
+		log_error("KVM_GET_SUPPORTED_CPUID: %s", strerror(-ret));
+		goto fail;
+	}
+	if (cpuid) {
+		/* A snapshot's CPUID: the guest already saw it, so it must be
+		 * honoured exactly or not at all. */
+		ret = cpuid_check_host(cpuid, vm->cpuid, err, sizeof(err));
+		if (ret) {
+			log_error("%s", err);
+			goto fail;
+		}
+		free(vm->cpuid);
+		vm->cpuid = cpuid_dup(cpuid);
+		if (!vm->cpuid) {
+			ret = -ENOMEM;
+			goto fail;
+		}
+	} else {
+		cpuid_apply_template(vm->cpuid, cfg->cpu_template);
+	}
+	ret = vcpu_state_msr_list(vm->kvm_fd, &vm->msr_list, &vm->nmsrs);
+	if (ret) {
+		log_error("KVM_GET_MSR_INDEX_LIST: %s", strerror(-ret));
+		goto fail;
+	}
+
+	ret = vm_create_devices(vm);
+	if (ret)
+		goto fail;
+
+	vm->vcpus = calloc(vm->ncpus, sizeof(*vm->vcpus));
+	if (!vm->vcpus) {
+		ret = -ENOMEM;
+		goto fail;
+	}
+	for (unsigned i = 0; i < vm->ncpus; i++)
+		vm->vcpus[i].fd = -1;
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		ret = vcpu_create(vm, &vm->vcpus[i], i);
+		if (ret)
+			goto fail;
+	}
+	return 0;
+
+fail:
+	vm_destroy(vm);
+	return ret;
+}
+
+/* Maps a whole regular file read-only, refusing anything over @max. */
+static int vm_map_file(const char *what, const char *path, uint64_t max,
+		       const uint8_t **data, size_t *len)
+{
+	struct stat st;
+	void *p;
+	int fd, err;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		err = -errno;
+		log_error("%s: cannot open %s: %s", what, path, strerror(-err));
+		return err;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		log_error("%s: %s is not a regular file", what, path);
+		close(fd);
+		return -EINVAL;
+	}
+	if ((uint64_t)st.st_size > max || st.st_size == 0) {
+		log_error("%s: %s is %s (limit %llu MiB)", what, path,
+			  st.st_size ? "too large" : "empty",
+			  (unsigned long long)(max >> 20));
+		close(fd);
+		return -EINVAL;
+	}
+	p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+	err = -errno;
+	close(fd);
+	if (p == MAP_FAILED) {
+		log_error("%s: cannot map %s: %s", what, path, strerror(-err));
+		return err;
+	}
+	*data = p;
+	*len = (size_t)st.st_size;
+	return 0;
+}
+
+int vm_images_open(const struct vm_config *cfg, struct vm_images *img)
+{
+	enum boot_kind kind;
+	char err[256];
+	int ret;
+
+	memset(img, 0, sizeof(*img));
+	ret = vm_map_file("kernel", cfg->kernel, BOOT_KERNEL_MAX, &img->kernel,
+			  &img->kernel_len);
+	if (ret)
+		return ret;
+	ret = boot_probe(img->kernel, img->kernel_len, &kind, err, sizeof(err));
+	if (ret) {
+		log_error("%s: %s", cfg->kernel, err);
+		goto fail;
+	}
+	if (cfg->initrd) {
+		ret = vm_map_file("initrd", cfg->initrd, BOOT_INITRD_MAX,
+				  &img->initrd, &img->initrd_len);
+		if (ret)
+			goto fail;
+	}
+	return 0;
+fail:
+	vm_images_close(img);
+	return ret;
+}
+
+void vm_images_close(struct vm_images *img)
+{
+	if (img->initrd)
+		munmap((void *)img->initrd, img->initrd_len);
+	if (img->kernel)
+		munmap((void *)img->kernel, img->kernel_len);
+	memset(img, 0, sizeof(*img));
+}
+
+int vm_boot(struct vm *vm, const struct vm_images *img)
+{
+	struct boot_config bc = { .kernel = img->kernel,
+				  .kernel_len = img->kernel_len,
+				  .initrd = img->initrd,
+				  .initrd_len = img->initrd_len,
+				  .cmdline = vm->cfg.cmdline ? vm->cfg.cmdline :
+							       "",
+				  .ncpus = vm->ncpus };
+	struct boot_cpu cpu;
+	char err[256] = "";
+	int ret;
+
+	ret = boot_load(&vm->mem, &bc, &cpu, &vm->boot, err, sizeof(err));
+	if (ret) {
+		log_error("%s: %s", vm->cfg.kernel, err);
+		return ret;
+	}
+	ret = vcpu_set_boot_state(&vm->vcpus[0], &cpu);
+	if (ret)
+		log_error("vCPU 0: cannot set boot registers: %s",
+			  strerror(-ret));
+	return ret;
+}
+
+static void vm_kick_vcpus(struct vm *vm)
+{
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		struct vcpu *v = &vm->vcpus[i];
+
+		if (!v->thread_started)
+			continue;
+		/* immediate_exit covers the window where the thread checked
+		 * stop_reason but has not yet entered KVM_RUN. */
+		v->run->immediate_exit = 1;
+		pthread_kill(v->thread, VCPU_KICK_SIGNAL);
+	}
+}
+
+static void vcpu_kick_handler(int sig)
+{
+	(void)sig;
+}
+
+/* Moves pending host input into the UART as its FIFO drains. */
+struct vm_input {
+	uint8_t buf[256];
+	size_t len;
+	size_t off;
+	bool eof;
+};
+
+static void vm_pump_input(struct vm *vm, struct vm_input *in)
+{
+	size_t n;
+
+	if (in->off < in->len) {
+		n = uart_receive(&vm->uart, in->buf + in->off,
+				 in->len - in->off);
+		in->off += n;
+	}
+	if (in->off == in->len)
+		in->off = in->len = 0;
+}
+
+static const char *vm_stop_reason_name(enum vm_stop_reason r)
+{
+	switch (r) {
+	case VM_RUNNING:
+		return "running";
+	case VM_STOP_DEBUG_EXIT:
+		return "guest wrote the debug-exit port";
+	case VM_STOP_POWEROFF:
+		return "guest powered off";
+	case VM_STOP_RESET:
+		return "guest requested a reset";
+	case VM_STOP_CRASH:
+		return "guest crashed";
+	case VM_STOP_SIGNAL:
+		return "stopped by signal";
+	case VM_STOP_REQUEST:
+		return "stopped on request";
+	}
+	return "?";
+}
+
+static uint64_t now_ns(clockid_t clk)
+{
+	struct timespec ts;
+
+	clock_gettime(clk, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+int vm_pause(struct vm *vm)
+{
+	uint64_t t0 = now_ns(CLOCK_MONOTONIC);
+	unsigned running = 0;
+	int ret = 0;
+
+	pthread_mutex_lock(&vm->pause_lock);
+	if (atomic_load(&vm->stop_reason)) {
+		ret = -ESHUTDOWN;
+		goto out;
+	}
+	if (atomic_load(&vm->pause_requested)) {
+		ret = -EALREADY;
+		goto out;
+	}
+	atomic_store(&vm->pause_requested, true);
+	pthread_mutex_unlock(&vm->pause_lock);
+
+	vm_kick_vcpus(vm);
+
+	pthread_mutex_lock(&vm->pause_lock);
+	for (unsigned i = 0; i < vm->ncpus; i++)
+		running += vm->vcpus[i].thread_started;
+	while (vm->parked < running && !atomic_load(&vm->stop_reason))
+		pthread_cond_wait(&vm->pause_cond, &vm->pause_lock);
+	if (atomic_load(&vm->stop_reason)) {
+		ret = -ESHUTDOWN;
+		goto out;
+	}
+	vm->last_pause_ns = now_ns(CLOCK_MONOTONIC) - t0;
+	atomic_store(&vm->paused, true);
+out:
+	pthread_mutex_unlock(&vm->pause_lock);
+	return ret;
+}
+
+int vm_resume(struct vm *vm)
+{
+	int ret = 0;
+
+	pthread_mutex_lock(&vm->pause_lock);
+	if (!atomic_load(&vm->pause_requested)) {
+		ret = -EALREADY;
+	} else {
+		atomic_store(&vm->paused, false);
+		atomic_store(&vm->pause_requested, false);
+		pthread_cond_broadcast(&vm->pause_cond);
+	}
+	pthread_mutex_unlock(&vm->pause_lock);
+	return ret;
+}
+
+void vm_get_status(struct vm *vm, struct vm_status *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->paused = atomic_load(&vm->paused);
+	st->ncpus = vm->ncpus;
+	st->mem_size = vm->mem.size;
+	st->uptime_ns = now_ns(CLOCK_MONOTONIC) - vm->start_ns;
+	pthread_mutex_lock(&vm->pause_lock);
+	st->last_pause_ns = vm->last_pause_ns;
+	pthread_mutex_unlock(&vm->pause_lock);
+	st->snapshot_active = atomic_load(&vm->snapshot_active);
+	if (st->snapshot_active) {
+		st->snapshot_done_bytes = vm->snapshot_progress.done_bytes;
+		st->snapshot_total_bytes = vm->snapshot_progress.total_bytes;
+	}
+}
+
+int vm_snapshot(struct vm *vm, const char *path, enum vm_then then,
+		char *err, size_t errlen)
+{
+	bool was_paused;
+	int ret;
+
+	if (pthread_mutex_trylock(&vm->snapshot_lock)) {
+		snprintf(err, errlen, "another snapshot is being written");
+		return -EBUSY;
+	}
+	vm->snapshot_progress.done_bytes = 0;
+	vm->snapshot_progress.total_bytes = 0;
+	atomic_store(&vm->snapshot_active, true);
+	was_paused = atomic_load(&vm->pause_requested);
+	if (!was_paused) {
+		ret = vm_pause(vm);
+		if (ret) {
+			snprintf(err, errlen, "cannot pause the VM: %s",
+				 strerror(-ret));
+			goto out;
+		}
+	}
+	ret = snapshot_save(vm, path, &vm->snapshot_progress, err, errlen);
+	if (ret) {
+		/* Back to how it was: running, or paused if it was. */
+		if (!was_paused)
+			vm_resume(vm);
+		goto out;
+	}
+	switch (then) {
+	case VM_THEN_RESUME:
+		vm_resume(vm);
+		break;
+	case VM_THEN_PAUSE:
+		break;
+	case VM_THEN_EXIT:
+		vm_request_stop(vm, VM_STOP_REQUEST, STASIS_EXIT_OK);
+		break;
+	}
+out:
+	atomic_store(&vm->snapshot_active, false);
+	pthread_mutex_unlock(&vm->snapshot_lock);
+	return ret;
+}
+
+static int vm_api_pause(void *ctx, char *err, size_t errlen)
+{
+	int ret = vm_pause(ctx);
+
+	if (ret == -EALREADY)
+		snprintf(err, errlen, "the VM is already paused");
+	else if (ret)
+		snprintf(err, errlen, "cannot pause: %s", strerror(-ret));
+	return ret;
+}
+
+static int vm_api_resume(void *ctx, char *err, size_t errlen)
+{
+	struct vm *vm = ctx;
+	int ret;
+
+	if (atomic_load(&vm->snapshot_active)) {
+		snprintf(err, errlen, "a snapshot is being written");
+		return -EBUSY;
+	}
+	ret = vm_resume(vm);
+	if (ret == -EALREADY)
+		snprintf(err, errlen, "the VM is already running");
+	return ret;
+}
+
+static int vm_api_snapshot(void *ctx, const char *path, enum vm_then then,
+			   char *err, size_t errlen)
+{
+	return vm_snapshot(ctx, path, then, err, errlen);
+}
+
+static int vm_api_shutdown(void *ctx, char *err, size_t errlen)
+{
+	vm_request_stop(ctx, VM_STOP_REQUEST, STASIS_EXIT_OK);
+	return 0;
+}
+
+static void vm_api_status(void *ctx, struct vm_status *st)
+{
+	vm_get_status(ctx, st);
+}
+
+const struct api_ops vm_api_ops = {
+	.pause = vm_api_pause,
+	.resume = vm_api_resume,
+	.snapshot = vm_api_snapshot,
+	.shutdown = vm_api_shutdown,
+	.status = vm_api_status,
+};
+
+int vm_run(struct vm *vm, bool start_paused)
+{
+	struct sigaction sa = { .sa_handler = vcpu_kick_handler };
+	struct vm_input in = { .len = 0 };
+	struct termios saved_tio;
+	bool tio_saved = false;
+	sigset_t block, term;
+	int sfd, ret, status;
+
+	/* SIGUSR1 kicks vCPUs; no SA_RESTART so KVM_RUN returns EINTR. */
+	sigaction(VCPU_KICK_SIGNAL, &sa, NULL);
+	sigemptyset(&block);
+	sigaddset(&block, VCPU_KICK_SIGNAL);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &block, NULL);
+	sigemptyset(&term);
+	sigaddset(&term, SIGINT);
+	sigaddset(&term, SIGTERM);
+	sigaddset(&term, SIGHUP);
+	sfd = signalfd(-1, &term, SFD_CLOEXEC | SFD_NONBLOCK);
+
+	if (vm->serial_in_fd >= 0 && isatty(vm->serial_in_fd) &&
+	    tcgetattr(vm->serial_in_fd, &saved_tio) == 0) {
+		struct termios raw = saved_tio;
+
+		/* Keys go to the guest one at a time; Ctrl-C still stops
+		 * stasis (ISIG stays on). */
+		raw.c_lflag &= ~(tcflag_t)(ICANON | ECHO);
+		raw.c_iflag &= ~(tcflag_t)(ICRNL);
+		tcsetattr(vm->serial_in_fd, TCSANOW, &raw);
+		tio_saved = true;
+	}
+
+	vm->start_ns = now_ns(CLOCK_MONOTONIC);
+	if (vm->cfg.api_socket) {
+		char err[256];
+
+		ret = api_server_start(&vm->api, vm->cfg.api_socket,
+				       &vm_api_ops, vm, err, sizeof(err));
+		if (ret) {
+			log_error("%s", err);
+			status = STASIS_EXIT_HOST;
+			goto out_restore;
+		}
+	}
+	/* Parked from the first instruction: the vCPUs see the request
+	 * before they ever enter the guest. */
+	if (start_paused)
+		atomic_store(&vm->pause_requested, true);
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		ret = pthread_create(&vm->vcpus[i].thread, NULL, vcpu_thread,
+				     &vm->vcpus[i]);
+		if (ret) {
+			log_error("cannot start vCPU %u thread: %s", i,
+				  strerror(ret));
+			vm_request_stop(vm, VM_STOP_CRASH, 0);
+			break;
+		}
+		vm->vcpus[i].thread_started = true;
+	}
+	if (start_paused) {
+		vm_kick_vcpus(vm);
+		atomic_store(&vm->paused, true);
+	}
+
+	while (!atomic_load(&vm->stop_reason)) {
+		struct pollfd pfd[3];
+		nfds_t n = 0;
+		int timeout = -1;
+
+		pfd[n++] = (struct pollfd){ .fd = vm->stop_eventfd,
+					    .events = POLLIN };
+		if (sfd >= 0)
+			pfd[n++] = (struct pollfd){ .fd = sfd,
+						    .events = POLLIN };
+		if (vm->serial_in_fd >= 0 && !in.eof &&
+		    !atomic_load(&vm->pause_requested)) {
+			if (in.len == 0)
+				pfd[n++] = (struct pollfd){
+					.fd = vm->serial_in_fd,
+					.events = POLLIN
+				};
+			else
+				timeout = 5; /* retry as the FIFO drains */
+		}
+		ret = poll(pfd, n, timeout);
+		if (ret < 0 && errno != EINTR) {
+			log_error("poll: %s", strerror(errno));
+			vm_request_stop(vm, VM_STOP_CRASH, 0);
+			break;
+		}
+		for (nfds_t i = 0; ret > 0 && i < n; i++) {
+			if (!pfd[i].revents)
+				continue;
+			if (pfd[i].fd == sfd) {
+				struct signalfd_siginfo si;
+
+				if (read(sfd, &si, sizeof(si)) == sizeof(si))
+					vm_request_stop(vm, VM_STOP_SIGNAL,
+							128 + (int)si.ssi_signo);
+			} else if (pfd[i].fd == vm->serial_in_fd) {
+				ssize_t r = read(vm->serial_in_fd, in.buf,
+						 sizeof(in.buf));
+
+				if (r > 0)
+					in.len = (size_t)r;
+				else if (r == 0 ||
+					 (errno != EAGAIN && errno != EINTR))
+					in.eof = true;
+			}
+		}
+		/* A paused VM's devices must not change under a snapshot. */
+		if (!atomic_load(&vm->pause_requested))
+			vm_pump_input(vm, &in);
+	}
+
+	vm_kick_vcpus(vm);
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		if (vm->vcpus[i].thread_started) {
+			pthread_join(vm->vcpus[i].thread, NULL);
+			vm->vcpus[i].thread_started = false;
+		}
+	}
+	if (vm->api) {
+		api_server_stop(vm->api);
+		vm->api = NULL;
+	}
+	switch ((enum vm_stop_reason)atomic_load(&vm->stop_reason)) {
+	case VM_STOP_DEBUG_EXIT:
+	case VM_STOP_SIGNAL:
+		status = vm->exit_status;
+		break;
+	case VM_STOP_CRASH:
+		status = STASIS_EXIT_GUEST_CRASH;
+		break;
+	default:
+		status = STASIS_EXIT_OK;
+		break;
+	}
+out_restore:
+	if (tio_saved)
+		tcsetattr(vm->serial_in_fd, TCSANOW, &saved_tio);
+	if (sfd >= 0)
+		close(sfd);
+	pthread_sigmask(SIG_UNBLOCK, &term, NULL);
+	log_debug("%s (exit status %d)",
+		  vm_stop_reason_name(atomic_load(&vm->stop_reason)), status);
+	if (atomic_load(&vm->stop_reason) == VM_STOP_RESET)
+		log_info("%s: stopping (stasis does not reboot guests)",
+			 vm_stop_reason_name(VM_STOP_RESET));
+	return status;
+}
+
+void vm_destroy(struct vm *vm)
+{
+	if (vm->vcpus) {
+		for (unsigned i = 0; i < vm->ncpus; i++)
+			vcpu_destroy(&vm->vcpus[i]);
+		free(vm->vcpus);
+		vm->vcpus = NULL;
+	}
+	uart_destroy(&vm->uart);
+	rtc_destroy(&vm->rtc);
+	i8042_destroy(&vm->i8042);
+	pci_host_destroy(&vm->pci);
+	acpi_pm_destroy(&vm->acpi_pm);
+	debug_exit_destroy(&vm->debug_exit);
+	if (vm->serial_out_fd > STDERR_FILENO)
+		close(vm->serial_out_fd);
+	vm->serial_out_fd = -1;
+	guest_mem_destroy(&vm->mem);
+	free(vm->cpuid);
+	vm->cpuid = NULL;
+	free(vm->msr_list);
+	vm->msr_list = NULL;
+	if (vm->vm_fd >= 0)
+		close(vm->vm_fd);
+	if (vm->kvm_fd >= 0)
+		close(vm->kvm_fd);
+	if (vm->stop_eventfd >= 0)
+		close(vm->stop_eventfd);
+	vm->vm_fd = vm->kvm_fd = vm->stop_eventfd = -1;
+	bus_destroy(&vm->pio);
+	bus_destroy(&vm->mmio);
+}

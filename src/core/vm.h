@@ -1,0 +1,179 @@
+/* struct vm owns everything a running machine has: the KVM handles, guest
+ * memory, buses, devices and vCPUs. This header is the core's interface. */
+#ifndef STASIS_VM_H
+#define STASIS_VM_H
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <linux/kvm.h>
+
+#include "boot/boot.h"
+#include "bus/bus.h"
+#include "control/api.h"
+#include "core/config.h"
+#include "devices/acpi_pm.h"
+#include "devices/debug_exit.h"
+#include "devices/i8042.h"
+#include "devices/pci.h"
+#include "devices/rtc.h"
+#include "devices/uart.h"
+#include "memory/guest_mem.h"
+#include "snapshot/snapfile.h"
+
+/* Process exit statuses. They are all even so that they never collide
+ * with the odd statuses (v << 1) | 1 of the isa-debug-exit port. */
+#define STASIS_EXIT_OK 0
+#define STASIS_EXIT_USAGE 2 /* bad option, config, kernel or snapshot */
+#define STASIS_EXIT_GUEST_CRASH 4 /* triple fault, emulation failure */
+#define STASIS_EXIT_HOST 6 /* KVM missing, out of memory, I/O error */
+
+/* Why the VM stopped; the order matters only in that VM_RUNNING is 0. */
+enum vm_stop_reason {
+	VM_RUNNING = 0,
+	VM_STOP_DEBUG_EXIT, /* guest wrote the isa-debug-exit port */
+	VM_STOP_POWEROFF, /* ACPI S5 */
+	VM_STOP_RESET, /* ACPI reset register, i8042 pulse, triple fault */
+	VM_STOP_CRASH, /* internal error, failed entry, unhandled exit */
+	VM_STOP_SIGNAL, /* SIGINT/SIGTERM to stasis */
+	VM_STOP_REQUEST, /* control API shutdown, snapshot --then exit */
+};
+
+struct vm;
+
+struct vcpu {
+	struct vm *vm;
+	unsigned id;
+	int fd;
+	struct kvm_run *run; /* shared page KVM fills on each exit */
+	pthread_t thread;
+	bool thread_started;
+	uint64_t exits; /* count, for status and debugging */
+};
+
+struct vm {
+	struct vm_config cfg;
+
+	int kvm_fd;
+	int vm_fd;
+	int vcpu_mmap_size;
+	struct kvm_cpuid2 *cpuid; /* after the template, before per-vCPU ids */
+
+	struct guest_mem mem;
+	struct bus pio;
+	struct bus mmio;
+
+	unsigned ncpus;
+	struct vcpu *vcpus;
+	struct boot_result boot;
+
+	/* Devices: each owns its state and lock. */
+	struct uart uart;
+	struct rtc rtc;
+	struct i8042 i8042;
+	struct debug_exit debug_exit;
+	struct pci_host pci;
+	struct acpi_pm acpi_pm;
+
+	/* Stopping: the first stop request wins; the main loop sees it through
+	 * stop_eventfd and kicks the vCPUs out of KVM_RUN. */
+	atomic_int stop_reason;
+	int exit_status;
+	int stop_eventfd;
+	int serial_in_fd; /* host input for the UART, -1 when none */
+	int serial_out_fd; /* guest output, -1 when discarded */
+	uint64_t start_ns; /* CLOCK_MONOTONIC at vm_run */
+
+	/* Pause protocol: pause_requested is set before the vCPUs are kicked;
+	 * each vCPU parks after KVM_RUN returns EINTR (so a half-done I/O exit
+	 * is completed first) and waits on pause_cond. */
+	pthread_mutex_t pause_lock;
+	pthread_cond_t pause_cond;
+	atomic_bool pause_requested;
+	atomic_bool paused; /* every vCPU is parked */
+	unsigned parked;
+	uint64_t last_pause_ns;
+
+	/* One snapshot at a time; progress is read by the status API. */
+	pthread_mutex_t snapshot_lock;
+	atomic_bool snapshot_active;
+	struct snap_progress snapshot_progress;
+
+	uint32_t *msr_list; /* MSRs KVM can save */
+	uint32_t nmsrs;
+	struct api_server *api;
+};
+
+/* Opens /dev/kvm, checks capabilities, creates the VM, its memory, devices
+ * and vCPUs from @cfg. @cpuid, when not NULL, is the guest CPUID to use
+ * (from a snapshot; it must be a subset of what this host supports),
+ * otherwise the config's template is applied to the host's. Returns 0 or
+ * -errno after printing a one-line reason. On failure everything created
+ * so far is released. */
+int vm_create(struct vm *vm, const struct vm_config *cfg,
+	      const struct kvm_cpuid2 *cpuid);
+
+/* The kernel and initrd files, mapped read-only. */
+struct vm_images {
+	const uint8_t *kernel;
+	size_t kernel_len;
+	const uint8_t *initrd;
+	size_t initrd_len;
+};
+
+/* Maps the config's kernel and initrd and checks the kernel's format, so
+ * that a bad file is reported before any KVM work. Returns 0 or -errno
+ * after printing a one-line reason. */
+int vm_images_open(const struct vm_config *cfg, struct vm_images *img);
+void vm_images_close(struct vm_images *img);
+
+/* Loads the images into guest memory and sets the boot vCPU's state. */
+int vm_boot(struct vm *vm, const struct vm_images *img);
+
+/* Starts the vCPU threads (parked at once when @start_paused) and serves
+ * host input and the control API until the VM stops. Returns the process
+ * exit status stasis should end with. */
+int vm_run(struct vm *vm, bool start_paused);
+
+/* Parks every vCPU; returns when all are parked (0), or -EALREADY,
+ * -ESHUTDOWN when the VM is stopping. Thread-safe. */
+int vm_pause(struct vm *vm);
+int vm_resume(struct vm *vm);
+void vm_get_status(struct vm *vm, struct vm_status *st);
+
+/* Pauses (if running), writes a snapshot to @path atomically, then does
+ * @then. On failure the VM goes back to the state it was in (running or
+ * paused) and any earlier file at @path is untouched. Returns 0 or -errno
+ * with a one-line reason in @err; -EBUSY while another snapshot runs. */
+int vm_snapshot(struct vm *vm, const char *path, enum vm_then then,
+		char *err, size_t errlen);
+
+/* The API callbacks for a VM (ctx is the struct vm). */
+extern const struct api_ops vm_api_ops;
+
+/* Releases everything; safe after a failed vm_create(). */
+void vm_destroy(struct vm *vm);
+
+/* Asks the VM to stop. Callable from any thread, including vCPU threads
+ * and device handlers; the first request's reason and status are kept. */
+void vm_request_stop(struct vm *vm, enum vm_stop_reason reason,
+		     int exit_status);
+
+/* Drives a GSI of the in-kernel IOAPIC/PIC (KVM_IRQ_LINE). */
+int vm_set_irq(struct vm *vm, uint32_t gsi, int level);
+
+/* vCPU side (core/vcpu.c). */
+int vcpu_create(struct vm *vm, struct vcpu *vcpu, unsigned id);
+void vcpu_destroy(struct vcpu *vcpu);
+int vcpu_set_boot_state(struct vcpu *vcpu, const struct boot_cpu *boot);
+void *vcpu_thread(void *arg);
+/* Prints registers to stderr, for fatal exits. */
+void vcpu_dump(struct vcpu *vcpu);
+
+/* The signal used to kick vCPU threads out of KVM_RUN. */
+#define VCPU_KICK_SIGNAL SIGUSR1
+
+#endif

@@ -1,0 +1,240 @@
+/* stasis: the command-line front door. Each subcommand parses its own
+ * arguments and returns an exit status; only this file exits. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "control/api.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "core/vm.h"
+#include "snapshot/inspect.h"
+#include "snapshot/snapshot.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: stasis COMMAND [options]\n"
+		"\n"
+		"commands:\n"
+		"  run --kernel FILE [options]    boot a VM (stasis run --help)\n"
+		"  restore FILE [options]         bring a snapshot back to life\n"
+		"  ctl SOCKET status|pause|resume|shutdown [--json]\n"
+		"  ctl SOCKET snapshot PATH [--then resume|pause|exit] [--json]\n"
+		"  inspect FILE [--json]          describe a snapshot\n"
+		"  verify FILE                    check every checksum (exit 0/1)\n"
+		"  --version                      print the version\n"
+		"  --help                         this text\n");
+}
+
+/* Creates, starts and tears down a VM; returns the exit status. */
+static int run_vm(struct vm *vm, const struct vm_config *cfg)
+{
+	struct vm_images img;
+	int ret, status;
+
+	/* A missing or malformed kernel is the user's input: exit 2. */
+	if (vm_images_open(cfg, &img))
+		return STASIS_EXIT_USAGE;
+	ret = vm_create(vm, cfg, NULL);
+	if (ret) {
+		vm_images_close(&img);
+		return STASIS_EXIT_HOST;
+	}
+	ret = vm_boot(vm, &img);
+	vm_images_close(&img);
+	if (ret) {
+		vm_destroy(vm);
+		return ret == -E2BIG || ret == -EINVAL ? STASIS_EXIT_USAGE :
+							 STASIS_EXIT_HOST;
+	}
+	status = vm_run(vm, false);
+	vm_destroy(vm);
+	return status;
+}
+
+static int cmd_run(int argc, char **argv)
+{
+	struct vm_config cfg;
+	struct vm vm;
+	char err[512] = "";
+	int ret, status;
+
+	config_init(&cfg);
+	ret = config_parse_run_args(&cfg, argc, argv, err, sizeof(err));
+	if (ret) {
+		config_free(&cfg);
+		if (ret == 1)
+			return STASIS_EXIT_OK;
+		log_error("%s", err);
+		return STASIS_EXIT_USAGE;
+	}
+	status = run_vm(&vm, &cfg);
+	config_free(&cfg);
+	return status;
+}
+
+static void restore_usage(FILE *f)
+{
+	fprintf(f, "usage: stasis restore FILE [options]\n"
+		   "  --api-socket PATH     serve the control API\n"
+		   "  --serial MODE         stdio | file:PATH | none (default "
+		   "stdio)\n"
+		   "  --paused              stay paused until a resume request\n"
+		   "  --clock POLICY        advance (default): the guest's "
+		   "clocks move on\n"
+		   "                        by the time spent suspended; frozen: "
+		   "they don't\n");
+}
+
+static int cmd_restore(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "api-socket", required_argument, NULL, 'a' },
+		{ "serial", required_argument, NULL, 's' },
+		{ "paused", no_argument, NULL, 'p' },
+		{ "clock", required_argument, NULL, 'c' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	enum clock_policy clock = CLOCK_ADVANCE;
+	struct snapshot_image img;
+	const char *serial = NULL, *api = NULL;
+	bool paused = false;
+	struct vm vm;
+	char err[512];
+	int opt, ret, status;
+
+	opterr = 0;
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'a':
+			api = optarg;
+			break;
+		case 's':
+			serial = optarg;
+			break;
+		case 'p':
+			paused = true;
+			break;
+		case 'c':
+			if (!strcmp(optarg, "advance")) {
+				clock = CLOCK_ADVANCE;
+			} else if (!strcmp(optarg, "frozen")) {
+				clock = CLOCK_FROZEN;
+			} else {
+				log_error("--clock: '%s' is not advance or "
+					  "frozen",
+					  optarg);
+				return STASIS_EXIT_USAGE;
+			}
+			break;
+		case 'h':
+			restore_usage(stdout);
+			return STASIS_EXIT_OK;
+		default:
+			log_error("restore: unknown or incomplete option '%s'",
+				  argv[optind - 1]);
+			return STASIS_EXIT_USAGE;
+		}
+	}
+	if (optind != argc - 1) {
+		restore_usage(stderr);
+		return STASIS_EXIT_USAGE;
+	}
+
+	ret = snapshot_open(argv[optind], &img, err, sizeof(err));
+	if (ret) {
+		log_error("%s: %s", argv[optind], err);
+		return STASIS_EXIT_USAGE;
+	}
+	/* Host-side options come from this command line, not the file. */
+	img.cfg.serial = SERIAL_STDIO;
+	if (serial && config_parse_serial(&img.cfg, serial)) {
+		log_error("--serial: '%s' is not stdio, none or file:PATH",
+			  serial);
+		snapshot_close(&img);
+		return STASIS_EXIT_USAGE;
+	}
+	if (api && !(img.cfg.api_socket = strdup(api))) {
+		snapshot_close(&img);
+		return STASIS_EXIT_HOST;
+	}
+
+	ret = vm_create(&vm, &img.cfg, img.cpuid);
+	if (ret) {
+		snapshot_close(&img);
+		return ret == -ENOTSUP ? STASIS_EXIT_USAGE : STASIS_EXIT_HOST;
+	}
+	ret = snapshot_restore(&vm, &img, clock, err, sizeof(err));
+	if (ret) {
+		log_error("%s: %s", argv[optind], err);
+		vm_destroy(&vm);
+		snapshot_close(&img);
+		return ret == -ENOMEM ? STASIS_EXIT_HOST : STASIS_EXIT_USAGE;
+	}
+	/* The file is no longer needed once memory has been read. */
+	status = vm_run(&vm, paused);
+	vm_destroy(&vm);
+	snapshot_close(&img);
+	return status;
+}
+
+static int cmd_inspect(int argc, char **argv, bool verify_only)
+{
+	bool as_json = false;
+	const char *path = NULL;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--json") && !verify_only) {
+			as_json = true;
+		} else if (argv[i][0] == '-' || path) {
+			log_error("usage: stasis %s FILE%s", argv[0],
+				  verify_only ? "" : " [--json]");
+			return STASIS_EXIT_USAGE;
+		} else {
+			path = argv[i];
+		}
+	}
+	if (!path) {
+		log_error("usage: stasis %s FILE%s", argv[0],
+			  verify_only ? "" : " [--json]");
+		return STASIS_EXIT_USAGE;
+	}
+	return snapshot_inspect(path, as_json, verify_only);
+}
+
+int main(int argc, char **argv)
+{
+	/* A closed serial or API peer must surface as EPIPE, not kill us. */
+	signal(SIGPIPE, SIG_IGN);
+	log_set_level(false, false);
+	if (argc < 2) {
+		usage(stderr);
+		return STASIS_EXIT_USAGE;
+	}
+	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+		printf("stasis %s\n", STASIS_VERSION);
+		return STASIS_EXIT_OK;
+	}
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+		usage(stdout);
+		return STASIS_EXIT_OK;
+	}
+	if (!strcmp(argv[1], "run"))
+		return cmd_run(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "restore"))
+		return cmd_restore(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "ctl"))
+		return ctl_main(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "inspect"))
+		return cmd_inspect(argc - 1, argv + 1, false);
+	if (!strcmp(argv[1], "verify"))
+		return cmd_inspect(argc - 1, argv + 1, true);
+	log_error("unknown command '%s' (try stasis --help)", argv[1]);
+	return STASIS_EXIT_USAGE;
+}

@@ -1,0 +1,116 @@
+/* Guest RAM in a memfd, split around the 4 GiB hole; checked accessors. */
+#include "memory/guest_mem.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+int guest_mem_init(struct guest_mem *m, uint64_t size)
+{
+	uint64_t low;
+	int err;
+
+	memset(m, 0, sizeof(*m));
+	m->memfd = -1;
+	if (size < GUEST_MEM_MIN || size > GUEST_MEM_MAX || (size & 0xfff))
+		return -EINVAL;
+
+	m->memfd = memfd_create("stasis-ram", MFD_CLOEXEC);
+	if (m->memfd < 0)
+		return -errno;
+	if (ftruncate(m->memfd, (off_t)size) < 0)
+		goto fail_errno;
+	/* MAP_NORESERVE: untouched RAM costs nothing, which keeps stasis's
+	 * footprint at the memory the guest actually uses. */
+	m->host = mmap(NULL, size, PROT_READ | PROT_WRITE,
+		       MAP_SHARED | MAP_NORESERVE, m->memfd, 0);
+	if (m->host == MAP_FAILED) {
+		m->host = NULL;
+		goto fail_errno;
+	}
+	m->size = size;
+
+	low = size < GUEST_MEM_LOW_LIMIT ? size : GUEST_MEM_LOW_LIMIT;
+	m->regions[0] = (struct mem_region){ .gpa = 0,
+					     .size = low,
+					     .file_offset = 0,
+					     .host = m->host };
+	m->nregions = 1;
+	if (size > low) {
+		m->regions[1] = (struct mem_region){ .gpa = GUEST_MEM_HIGH_BASE,
+						     .size = size - low,
+						     .file_offset = low,
+						     .host = m->host + low };
+		m->nregions = 2;
+	}
+	return 0;
+
+fail_errno:
+	err = -errno;
+	guest_mem_destroy(m);
+	return err;
+}
+
+void guest_mem_destroy(struct guest_mem *m)
+{
+	if (m->host)
+		munmap(m->host, m->size);
+	if (m->memfd >= 0)
+		close(m->memfd);
+	memset(m, 0, sizeof(*m));
+	m->memfd = -1;
+}
+
+const struct mem_region *guest_mem_region(const struct guest_mem *m, gpa_t gpa)
+{
+	for (unsigned i = 0; i < m->nregions; i++) {
+		const struct mem_region *r = &m->regions[i];
+
+		if (gpa >= r->gpa && gpa - r->gpa < r->size)
+			return r;
+	}
+	return NULL;
+}
+
+void *guest_mem_ptr(const struct guest_mem *m, gpa_t gpa, uint64_t len)
+{
+	const struct mem_region *r = guest_mem_region(m, gpa);
+	uint64_t off;
+
+	if (!r)
+		return NULL;
+	off = gpa - r->gpa;
+	/* off < r->size here, so r->size - off cannot underflow. */
+	if (len > r->size - off)
+		return NULL;
+	return r->host + off;
+}
+
+int guest_mem_read(const struct guest_mem *m, gpa_t gpa, void *buf, size_t len)
+{
+	const void *p = guest_mem_ptr(m, gpa, len);
+
+	if (!p)
+		return -EFAULT;
+	memcpy(buf, p, len);
+	return 0;
+}
+
+int guest_mem_write(const struct guest_mem *m, gpa_t gpa, const void *buf,
+		    size_t len)
+{
+	void *p = guest_mem_ptr(m, gpa, len);
+
+	if (!p)
+		return -EFAULT;
+	memcpy(p, buf, len);
+	return 0;
+}
+
+gpa_t guest_mem_end(const struct guest_mem *m)
+{
+	const struct mem_region *r = &m->regions[m->nregions - 1];
+
+	return r->gpa + r->size;
+}

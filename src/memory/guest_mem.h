@@ -1,0 +1,65 @@
+/* Guest physical memory: one memfd holding all RAM, mapped once into stasis,
+ * and the only door through which stasis reads or writes guest memory. */
+#ifndef STASIS_GUEST_MEM_H
+#define STASIS_GUEST_MEM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* A guest physical address: never a host pointer. */
+typedef uint64_t gpa_t;
+
+/* RAM above this address is moved to 4 GiB so that the range below 4 GiB
+ * stays free for the LAPIC, IOAPIC, PCI BARs and firmware-style tables. */
+#define GUEST_MEM_LOW_LIMIT 0xC0000000ull
+#define GUEST_MEM_HIGH_BASE 0x100000000ull
+
+/* Smallest and largest RAM sizes stasis accepts (--mem). */
+#define GUEST_MEM_MIN (2ull << 20)
+#define GUEST_MEM_MAX (1ull << 40)
+
+#define GUEST_MEM_MAX_REGIONS 2
+
+/* One contiguous stretch of guest RAM, backed by memfd bytes
+ * [file_offset, file_offset + size). */
+struct mem_region {
+	gpa_t gpa;
+	uint64_t size;
+	uint64_t file_offset;
+	uint8_t *host; /* mapping of this region inside guest_mem.host */
+};
+
+struct guest_mem {
+	int memfd;
+	uint8_t *host; /* the whole memfd, mapped shared */
+	uint64_t size; /* total RAM bytes */
+	unsigned nregions;
+	struct mem_region regions[GUEST_MEM_MAX_REGIONS];
+};
+
+/* Creates @size bytes of guest RAM (a multiple of 4 KiB) laid out around the
+ * 4 GiB hole. Returns 0 or -errno. */
+int guest_mem_init(struct guest_mem *m, uint64_t size);
+
+/* Unmaps and closes; safe on a zeroed or already destroyed guest_mem. */
+void guest_mem_destroy(struct guest_mem *m);
+
+/* Host pointer to [gpa, gpa + len) when that whole range is RAM inside one
+ * region, else NULL. Checks for overflow; len 0 is allowed. */
+void *guest_mem_ptr(const struct guest_mem *m, gpa_t gpa, uint64_t len);
+
+/* Copies between guest RAM and a host buffer. Return 0 or -EFAULT when the
+ * range is not entirely RAM. */
+int guest_mem_read(const struct guest_mem *m, gpa_t gpa, void *buf,
+		   size_t len);
+int guest_mem_write(const struct guest_mem *m, gpa_t gpa, const void *buf,
+		    size_t len);
+
+/* The highest guest physical address + 1 that is RAM. */
+gpa_t guest_mem_end(const struct guest_mem *m);
+
+/* Region that holds @gpa, or NULL. */
+const struct mem_region *guest_mem_region(const struct guest_mem *m, gpa_t gpa);
+
+#endif

@@ -1,0 +1,239 @@
+/* `stasis inspect` and `stasis verify`: read a snapshot without a VM,
+ * checking every checksum and decoding every record stasis knows. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+#include "core/log.h"
+#include "cpu/cpuid.h"
+#include "cpu/vcpu_state.h"
+#include "snapshot/inspect.h"
+#include "snapshot/snapfile.h"
+#include "snapshot/snapshot.h"
+
+#define INSPECT_PAYLOAD_MAX (4u << 20)
+
+/* What one record says, for the report. */
+struct inspect_record {
+	struct snap_record rec;
+	bool checksum_ok;
+	char summary[256];
+};
+
+static void inspect_vcpu(const void *data, size_t len, char *out, size_t n)
+{
+	struct vcpu_state *st = calloc(1, sizeof(*st));
+	char err[128];
+
+	if (!st) {
+		snprintf(out, n, "out of memory");
+		return;
+	}
+	if (vcpu_state_decode(data, len, st, err, sizeof(err))) {
+		snprintf(out, n, "malformed: %s", err);
+	} else {
+		const char *mode = (st->sregs.efer & (1u << 10)) ? "long" :
+				   (st->sregs.cr0 & 1)		 ? "protected" :
+									   "real";
+
+		snprintf(out, n,
+			 "rip=0x%llx rsp=0x%llx cr3=0x%llx cpl=%u mode=%s "
+			 "msrs=%u xsave=%u mp_state=%u",
+			 st->regs.rip, st->regs.rsp, st->sregs.cr3,
+			 st->sregs.cs.selector & 3, mode, st->nmsrs,
+			 st->xsave_size, st->mp_state.mp_state);
+	}
+	vcpu_state_free(st);
+	free(st);
+}
+
+/* Reads and checks one record; fills @ir. Returns 0 when the record is
+ * sound, -errno otherwise (with the reason in ir->summary). */
+static int inspect_one(struct snap_reader *r, struct inspect_record *ir,
+		       uint64_t *stored, uint64_t *ram)
+{
+	const struct snap_record *rec = &ir->rec;
+	char err[256];
+	void *data = NULL;
+	int ret;
+
+	ir->summary[0] = '\0';
+	if (rec->type == SNAP_REC_MEMORY) {
+		struct snap_memory_desc d;
+
+		ret = snap_read_memory_desc(r, rec, &d, err, sizeof(err));
+		if (!ret)
+			ret = snap_verify_record(r, rec, err, sizeof(err));
+		ir->checksum_ok = ret == 0;
+		if (ret) {
+			snprintf(ir->summary, sizeof(ir->summary), "%s", err);
+			return ret;
+		}
+		*stored += d.stored_pages * d.page_size;
+		*ram += d.size;
+		snprintf(ir->summary, sizeof(ir->summary),
+			 "gpa=0x%" PRIx64 " size=%" PRIu64 " MiB stored=%" PRIu64
+			 " pages (%" PRIu64 " MiB)",
+			 d.gpa, d.size >> 20, d.stored_pages,
+			 (d.stored_pages * d.page_size) >> 20);
+		return 0;
+	}
+	ret = snap_read_payload(r, rec, INSPECT_PAYLOAD_MAX, &data, err,
+				sizeof(err));
+	ir->checksum_ok = ret == 0;
+	if (ret) {
+		snprintf(ir->summary, sizeof(ir->summary), "%s", err);
+		return ret;
+	}
+	switch (rec->type) {
+	case SNAP_REC_CONFIG:
+		snprintf(ir->summary, sizeof(ir->summary), "%.*s",
+			 (int)(rec->length < 200 ? rec->length : 200),
+			 (const char *)data);
+		break;
+	case SNAP_REC_CPUID: {
+		struct kvm_cpuid2 *c;
+
+		if (cpuid_decode(data, rec->length, &c) == 0) {
+			snprintf(ir->summary, sizeof(ir->summary),
+				 "%u entries", c->nent);
+			free(c);
+		} else {
+			snprintf(ir->summary, sizeof(ir->summary),
+				 "malformed");
+			ret = -EINVAL;
+		}
+		break;
+	}
+	case SNAP_REC_VCPU:
+		inspect_vcpu(data, rec->length, ir->summary,
+			     sizeof(ir->summary));
+		if (!strncmp(ir->summary, "malformed", 9))
+			ret = -EINVAL;
+		break;
+	case SNAP_REC_DEVICE:
+		/* The first section is the device's name. */
+		if (rec->length >= 8) {
+			const uint8_t *p = data;
+			uint32_t n = p[4] | p[5] << 8 | (uint32_t)p[6] << 16;
+
+			if (n <= rec->length - 8 && n < 32)
+				snprintf(ir->summary, sizeof(ir->summary),
+					 "%.*s", (int)n, (const char *)p + 8);
+		}
+		break;
+	default:
+		break;
+	}
+	free(data);
+	return ret;
+}
+
+int snapshot_inspect(const char *path, bool as_json, bool verify_only)
+{
+	struct json_object *root = NULL, *records = NULL;
+	const struct snap_header *hdr;
+	struct snap_reader *r;
+	struct inspect_record ir;
+	uint64_t stored = 0, ram = 0;
+	unsigned n = 0, bad = 0;
+	char err[256];
+	int ret;
+
+	r = snap_reader_open(path, err, sizeof(err));
+	if (!r) {
+		log_error("%s: %s", path, err);
+		return verify_only ? 1 : 2;
+	}
+	hdr = snap_reader_header(r);
+	if (as_json) {
+		root = json_object_new_object();
+		records = json_object_new_array();
+		json_object_object_add(root, "path",
+				       json_object_new_string(path));
+		json_object_object_add(root, "format_version",
+				       json_object_new_int((int)hdr->format_version));
+		json_object_object_add(root, "stasis_version",
+				       json_object_new_string(hdr->stasis_version));
+		json_object_object_add(root, "page_size",
+				       json_object_new_int((int)hdr->page_size));
+		json_object_object_add(root, "cpu_vendor",
+				       json_object_new_string(hdr->cpu_vendor));
+		json_object_object_add(root, "created_unix_ns",
+				       json_object_new_int64((int64_t)hdr->created_unix_ns));
+	} else if (!verify_only) {
+		printf("snapshot %s\n  format %u, written by stasis %s, page "
+		       "size %u, CPU %s\n",
+		       path, hdr->format_version, hdr->stasis_version,
+		       hdr->page_size, hdr->cpu_vendor);
+	}
+
+	while ((ret = snap_reader_next(r, &ir.rec, err, sizeof(err))) == 1) {
+		int rr = inspect_one(r, &ir, &stored, &ram);
+
+		n++;
+		if (rr)
+			bad++;
+		if (as_json) {
+			struct json_object *o = json_object_new_object();
+
+			json_object_object_add(o, "type",
+					       json_object_new_string(snap_record_type_name(ir.rec.type)));
+			json_object_object_add(o, "version",
+					       json_object_new_int(ir.rec.version));
+			json_object_object_add(o, "offset",
+					       json_object_new_int64((int64_t)ir.rec.offset));
+			json_object_object_add(o, "size",
+					       json_object_new_int64((int64_t)ir.rec.length));
+			json_object_object_add(o, "checksum_ok",
+					       json_object_new_boolean(ir.checksum_ok));
+			json_object_object_add(o, "summary",
+					       json_object_new_string(ir.summary));
+			json_object_array_add(records, o);
+		} else if (!verify_only) {
+			printf("  %-8s v%u %10" PRIu64 " bytes  %s  %s\n",
+			       snap_record_type_name(ir.rec.type),
+			       ir.rec.version, ir.rec.length,
+			       ir.checksum_ok ? "ok " : "BAD", ir.summary);
+		} else if (rr) {
+			log_error("%s: %s", path, ir.summary);
+		}
+	}
+	if (ret < 0) {
+		bad++;
+		if (!as_json)
+			log_error("%s: %s", path, err);
+	}
+	if (as_json) {
+		json_object_object_add(root, "records", records);
+		json_object_object_add(root, "memory_bytes",
+				       json_object_new_int64((int64_t)ram));
+		json_object_object_add(root, "stored_memory_bytes",
+				       json_object_new_int64((int64_t)stored));
+		json_object_object_add(root, "ok", json_object_new_boolean(bad == 0));
+		if (ret < 0)
+			json_object_object_add(root, "error",
+					       json_object_new_string(err));
+		printf("%s\n", json_object_to_json_string_ext(
+				       root, JSON_C_TO_STRING_PRETTY |
+						     JSON_C_TO_STRING_NOSLASHESCAPE));
+		json_object_put(root);
+	} else if (!verify_only) {
+		printf("  memory: %" PRIu64 " MiB of RAM, %" PRIu64
+		       " MiB stored (%.1f%%)\n",
+		       ram >> 20, stored >> 20,
+		       ram ? 100.0 * (double)stored / (double)ram : 0.0);
+		printf("  %u records, %s\n", n,
+		       bad ? "PROBLEMS FOUND" : "all checksums ok");
+	} else if (!bad) {
+		printf("%s: ok (%u records)\n", path, n);
+	}
+	snap_reader_close(r);
+	if (verify_only)
+		return bad ? 1 : 0;
+	return bad ? 1 : 0;
+}

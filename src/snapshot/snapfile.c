@@ -1,0 +1,1415 @@
+/* The snapshot file container (docs/snapshot-format.md): atomic writer,
+ * bounded reader, memory records that leave out zero and untouched pages. */
+#include "snapshot/snapfile.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+/* Header field offsets (docs/snapshot-format.md, "Header"). */
+#define HDR_MAGIC 0
+#define HDR_FORMAT_VERSION 8
+#define HDR_ENDIAN 12
+#define HDR_HEADER_SIZE 16
+#define HDR_PAGE_SIZE 20
+#define HDR_STASIS_VERSION 24
+#define HDR_CPU_VENDOR 56
+#define HDR_CPU_VENDOR_FIELD 16 /* 13 bytes of string, 3 of padding */
+#define HDR_CREATED 72
+#define HDR_FLAGS 80
+#define HDR_RESERVED 84
+#define HDR_CHECKSUM 120
+
+/* Record header field offsets. */
+#define REC_TYPE 0
+#define REC_VERSION 4
+#define REC_FLAGS 6
+#define REC_LENGTH 8
+#define REC_CHECKSUM 16
+#define REC_RESERVED 24
+
+#define MEM_DESC_SIZE 32
+#define END_VERSION 0
+
+/* The reader's scratch buffer: payloads and bitmaps are streamed through
+ * it, so verifying a record never holds more than this. */
+#define SNAP_BUF_SIZE (1u << 20)
+/* Largest single page transfer, small enough that the pages are still in
+ * cache when they are hashed right after the syscall. */
+#define SNAP_IO_MAX (2u << 20)
+#define SNAP_IOV_MAX 64
+
+#define ZERO_BLOCK_SIZE 4096
+static const uint8_t zero_block[ZERO_BLOCK_SIZE];
+/* snap_record_type_name()'s answer for a type it does not know. */
+static const char unknown_type[] = "unknown";
+
+struct snap_writer {
+	int fd;
+	int dirfd;
+	char *path; /* final path, for messages */
+	char *base; /* final name inside dirfd */
+	char *tmp_name; /* temporary name inside dirfd */
+	uint64_t off; /* where the next record starts */
+	uint32_t page_size;
+	uint32_t nrecords;
+	int io_error; /* sticky: a record may be half written */
+	XXH3_state_t *xxh;
+};
+
+struct snap_reader {
+	int fd;
+	uint64_t size;
+	uint64_t next_off;
+	uint32_t index;
+	bool done;
+	struct snap_header hdr;
+	uint8_t *buf; /* SNAP_BUF_SIZE bytes */
+	XXH3_state_t *xxh;
+};
+
+/* Gathers guest pages into one preadv/pwritev, hashing them in file order. */
+struct page_io {
+	int fd;
+	bool write;
+	XXH3_state_t *xxh;
+	struct snap_progress *progress;
+	uint64_t file_off; /* file offset of iov[0] */
+	size_t bytes;
+	unsigned n;
+	struct iovec iov[SNAP_IOV_MAX];
+};
+
+/* Where the parts of a memory record payload lie in the file. */
+struct mem_layout {
+	struct snap_memory_desc desc;
+	uint64_t npages;
+	uint64_t bitmap_off;
+	uint64_t bitmap_bytes;
+	uint64_t pad_off;
+	uint64_t pad;
+	uint64_t pages_off;
+};
+
+__attribute__((format(printf, 4, 5))) static int
+snap_fail(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (!err || !errlen)
+		return code;
+	n = snprintf(err, errlen, "snapshot: ");
+	if (n >= 0 && (size_t)n < errlen) {
+		va_start(ap, fmt);
+		vsnprintf(err + n, errlen - n, fmt, ap);
+		va_end(ap);
+	}
+	return code;
+}
+
+/* A failure located at a record: "record 5 (MEMORY) at offset 0x1234: ". */
+__attribute__((format(printf, 6, 7))) static int
+rec_fail(char *err, size_t errlen, int code, const struct snap_record *rec,
+	 uint64_t rec_off, const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return snap_fail(err, errlen, code,
+			 "record %" PRIu32 " (%s) at offset 0x%" PRIx64 ": %s",
+			 rec->index, snap_record_type_name(rec->type), rec_off,
+			 msg);
+}
+
+/* -EIO from a read that met the end of the file means the file shrank
+ * under us; say so rather than "Input/output error". */
+static const char *io_strerror(int code)
+{
+	if (code == -ENODATA)
+		return "unexpected end of file";
+	return strerror(-code);
+}
+
+const char *snap_record_type_name(uint32_t type)
+{
+	switch (type) {
+	case SNAP_REC_CONFIG:
+		return "CONFIG";
+	case SNAP_REC_CPUID:
+		return "CPUID";
+	case SNAP_REC_VCPU:
+		return "VCPU";
+	case SNAP_REC_IRQCHIP:
+		return "IRQCHIP";
+	case SNAP_REC_PIT:
+		return "PIT";
+	case SNAP_REC_CLOCK:
+		return "CLOCK";
+	case SNAP_REC_DEVICE:
+		return "DEVICE";
+	case SNAP_REC_MEMORY:
+		return "MEMORY";
+	case SNAP_REC_END:
+		return "END";
+	}
+	return unknown_type;
+}
+
+static bool type_is_known(uint32_t type)
+{
+	return snap_record_type_name(type) != unknown_type;
+}
+
+static void put_le16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put_le64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint16_t get_le16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | p[1] << 8);
+}
+
+static uint32_t get_le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+	       (uint32_t)p[3] << 24;
+}
+
+static uint64_t get_le64(const uint8_t *p)
+{
+	return (uint64_t)get_le32(p) | (uint64_t)get_le32(p + 4) << 32;
+}
+
+/* Callers keep @v below 2^63, so these cannot wrap. */
+static uint64_t align_up(uint64_t v, uint64_t a)
+{
+	return (v + a - 1) & ~(a - 1);
+}
+
+static uint64_t align8(uint64_t v)
+{
+	return align_up(v, SNAP_ALIGN);
+}
+
+static bool page_size_valid(uint32_t ps)
+{
+	return ps >= SNAP_PAGE_SIZE_MIN && ps <= SNAP_PAGE_SIZE_MAX &&
+	       (ps & (ps - 1)) == 0;
+}
+
+static bool all_zero(const uint8_t *p, size_t len)
+{
+	while (len) {
+		size_t n = len < ZERO_BLOCK_SIZE ? len : ZERO_BLOCK_SIZE;
+
+		if (memcmp(p, zero_block, n))
+			return false;
+		p += n;
+		len -= n;
+	}
+	return true;
+}
+
+/* Bitmap bytes for @npages pages: one bit each, padded to 8 bytes. */
+static uint64_t bitmap_bytes(uint64_t npages)
+{
+	return align8((npages + 7) / 8);
+}
+
+static bool bit_test(const uint8_t *bm, uint64_t i)
+{
+	return (bm[i / 8] >> (i % 8)) & 1;
+}
+
+/* Finds the first run of set bits in bits [*pos, nbits) of @bm. Returns
+ * false when there is none, else true with the run in *pos and *len. */
+static bool bitmap_next_run(const uint8_t *bm, uint64_t nbits, uint64_t *pos,
+			    uint64_t *len)
+{
+	uint64_t i = *pos, start;
+
+	while (i < nbits && !bit_test(bm, i))
+		i += (i % 8 == 0 && bm[i / 8] == 0) ? 8 : 1;
+	if (i >= nbits)
+		return false;
+	start = i;
+	while (i < nbits && bit_test(bm, i))
+		i += (i % 8 == 0 && bm[i / 8] == 0xff) ? 8 : 1;
+	if (i > nbits)
+		i = nbits;
+	*pos = start;
+	*len = i - start;
+	return true;
+}
+
+/* pwritev/preadv until every byte moved. Consumes @iov. A read that meets
+ * the end of the file returns -ENODATA. */
+static int rw_full(int fd, bool write, struct iovec *iov, int cnt, uint64_t off)
+{
+	while (cnt > 0) {
+		ssize_t n;
+
+		if (off > INT64_MAX)
+			return -EFBIG;
+		n = write ? pwritev(fd, iov, cnt, (off_t)off)
+			  : preadv(fd, iov, cnt, (off_t)off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			return write ? -EIO : -ENODATA;
+		off += (uint64_t)n;
+		while (cnt > 0 && (size_t)n >= iov->iov_len) {
+			n -= (ssize_t)iov->iov_len;
+			iov++;
+			cnt--;
+		}
+		if (cnt > 0) {
+			iov->iov_base = (uint8_t *)iov->iov_base + n;
+			iov->iov_len -= (size_t)n;
+		}
+	}
+	return 0;
+}
+
+static int write_full(int fd, const void *buf, size_t len, uint64_t off)
+{
+	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+
+	return rw_full(fd, true, &iov, 1, off);
+}
+
+static int read_full(int fd, void *buf, size_t len, uint64_t off)
+{
+	struct iovec iov = { .iov_base = buf, .iov_len = len };
+
+	return rw_full(fd, false, &iov, 1, off);
+}
+
+static int write_zeros(int fd, uint64_t len, uint64_t off)
+{
+	while (len) {
+		size_t n = len < ZERO_BLOCK_SIZE ? len : ZERO_BLOCK_SIZE;
+		int ret = write_full(fd, zero_block, n, off);
+
+		if (ret)
+			return ret;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+static void hash_zeros(XXH3_state_t *xxh, uint64_t len)
+{
+	while (len) {
+		size_t n = len < ZERO_BLOCK_SIZE ? len : ZERO_BLOCK_SIZE;
+
+		XXH3_64bits_update(xxh, zero_block, n);
+		len -= n;
+	}
+}
+
+static int page_io_flush(struct page_io *io)
+{
+	struct iovec iov[SNAP_IOV_MAX];
+	int ret;
+
+	if (!io->n)
+		return 0;
+	/* rw_full consumes its vector; keep ours for hashing. */
+	memcpy(iov, io->iov, io->n * sizeof(iov[0]));
+	ret = rw_full(io->fd, io->write, iov, (int)io->n, io->file_off);
+	if (ret)
+		return ret;
+	for (unsigned i = 0; i < io->n; i++)
+		XXH3_64bits_update(io->xxh, io->iov[i].iov_base,
+				   io->iov[i].iov_len);
+	if (io->progress)
+		io->progress->done_bytes += io->bytes;
+	io->file_off += io->bytes;
+	io->bytes = 0;
+	io->n = 0;
+	return 0;
+}
+
+/* Queues @len bytes of guest memory at @p, next in file order. */
+static int page_io_add(struct page_io *io, uint8_t *p, uint64_t len)
+{
+	while (len) {
+		struct iovec *last = io->n ? &io->iov[io->n - 1] : NULL;
+		size_t take;
+		int ret;
+
+		if (io->n == SNAP_IOV_MAX || io->bytes == SNAP_IO_MAX) {
+			ret = page_io_flush(io);
+			if (ret)
+				return ret;
+			last = NULL;
+		}
+		take = SNAP_IO_MAX - io->bytes;
+		if (take > len)
+			take = (size_t)len;
+		if (last && (uint8_t *)last->iov_base + last->iov_len == p)
+			last->iov_len += take;
+		else
+			io->iov[io->n++] =
+			    (struct iovec){ .iov_base = p, .iov_len = take };
+		io->bytes += take;
+		p += take;
+		len -= take;
+	}
+	return 0;
+}
+
+static void record_header_encode(uint8_t out[SNAP_RECORD_HEADER_SIZE],
+				 uint32_t type, uint16_t version,
+				 uint16_t flags, uint64_t length,
+				 uint64_t checksum)
+{
+	memset(out, 0, SNAP_RECORD_HEADER_SIZE);
+	put_le32(out + REC_TYPE, type);
+	put_le16(out + REC_VERSION, version);
+	put_le16(out + REC_FLAGS, flags);
+	put_le64(out + REC_LENGTH, length);
+	put_le64(out + REC_CHECKSUM, checksum);
+}
+
+/* Starts a record checksum: the header with its checksum field zeroed. */
+static void record_hash_start(XXH3_state_t *xxh, uint32_t type,
+			      uint16_t version, uint16_t flags, uint64_t length)
+{
+	uint8_t hdr[SNAP_RECORD_HEADER_SIZE];
+
+	record_header_encode(hdr, type, version, flags, length, 0);
+	XXH3_64bits_reset(xxh);
+	XXH3_64bits_update(xxh, hdr, sizeof(hdr));
+}
+
+/* Copies a string into a fixed on-disk field, NUL-padded. The caller has
+ * checked that it fits with its NUL. */
+static void put_str(uint8_t *field, size_t field_len, const char *s)
+{
+	memset(field, 0, field_len);
+	memcpy(field, s, strnlen(s, field_len));
+}
+
+static void header_encode(const struct snap_header *h,
+			  uint8_t out[SNAP_HEADER_SIZE])
+{
+	memset(out, 0, SNAP_HEADER_SIZE);
+	memcpy(out + HDR_MAGIC, SNAP_MAGIC, 8);
+	put_le32(out + HDR_FORMAT_VERSION, SNAP_FORMAT_VERSION);
+	put_le32(out + HDR_ENDIAN, SNAP_ENDIAN_MARK);
+	put_le32(out + HDR_HEADER_SIZE, SNAP_HEADER_SIZE);
+	put_le32(out + HDR_PAGE_SIZE, h->page_size);
+	put_str(out + HDR_STASIS_VERSION, sizeof(h->stasis_version),
+		h->stasis_version);
+	put_str(out + HDR_CPU_VENDOR, sizeof(h->cpu_vendor), h->cpu_vendor);
+	put_le64(out + HDR_CREATED, h->created_unix_ns);
+	put_le32(out + HDR_FLAGS, h->flags);
+	put_le64(out + HDR_CHECKSUM, XXH3_64bits(out, HDR_CHECKSUM));
+}
+
+/* A NUL-padded string field: at least one NUL, and only NULs after it. */
+static bool str_field_valid(const uint8_t *field, size_t len)
+{
+	size_t n = strnlen((const char *)field, len);
+
+	return n < len && all_zero(field + n, len - n);
+}
+
+static int header_decode(const uint8_t *b, uint64_t file_size,
+			 struct snap_header *h, char *err, size_t errlen)
+{
+	uint32_t v, mark, hsize;
+
+	if (file_size < 8 || memcmp(b + HDR_MAGIC, SNAP_MAGIC, 8))
+		return snap_fail(err, errlen, -EINVAL,
+				 "bad magic (not a stasis snapshot)");
+	if (file_size < SNAP_HEADER_SIZE)
+		return snap_fail(err, errlen, -EINVAL,
+				 "truncated header (%" PRIu64 " of %d bytes)",
+				 file_size, SNAP_HEADER_SIZE);
+	/* Magic, byte order and format version sit at these offsets in every
+	 * format version, so they are judged before anything else. */
+	mark = get_le32(b + HDR_ENDIAN);
+	if (mark == __builtin_bswap32(SNAP_ENDIAN_MARK))
+		return snap_fail(err, errlen, -EPROTO,
+				 "big-endian snapshot (this stasis reads "
+				 "little-endian only)");
+	if (mark != SNAP_ENDIAN_MARK)
+		return snap_fail(err, errlen, -EINVAL,
+				 "bad byte-order mark 0x%08" PRIx32, mark);
+	v = get_le32(b + HDR_FORMAT_VERSION);
+	if (v > SNAP_FORMAT_VERSION || v < SNAP_FORMAT_MIN_VERSION)
+		return snap_fail(err, errlen, -EPROTO,
+				 "format version %" PRIu32
+				 " is %s than this stasis reads (%d..%d)",
+				 v, v > SNAP_FORMAT_VERSION ? "newer" : "older",
+				 SNAP_FORMAT_MIN_VERSION, SNAP_FORMAT_VERSION);
+	hsize = get_le32(b + HDR_HEADER_SIZE);
+	if (hsize != SNAP_HEADER_SIZE)
+		return snap_fail(err, errlen, -EINVAL,
+				 "header size %" PRIu32 ", expected %d", hsize,
+				 SNAP_HEADER_SIZE);
+	if (XXH3_64bits(b, HDR_CHECKSUM) != get_le64(b + HDR_CHECKSUM))
+		return snap_fail(err, errlen, -EBADMSG,
+				 "header checksum mismatch");
+
+	memset(h, 0, sizeof(*h));
+	h->format_version = v;
+	h->page_size = get_le32(b + HDR_PAGE_SIZE);
+	h->created_unix_ns = get_le64(b + HDR_CREATED);
+	h->flags = get_le32(b + HDR_FLAGS);
+	if (!page_size_valid(h->page_size))
+		return snap_fail(err, errlen, -EINVAL, "bad page size %" PRIu32,
+				 h->page_size);
+	if (!str_field_valid(b + HDR_STASIS_VERSION,
+			     sizeof(h->stasis_version)) ||
+	    !str_field_valid(b + HDR_CPU_VENDOR, HDR_CPU_VENDOR_FIELD))
+		return snap_fail(err, errlen, -EINVAL,
+				 "header string not NUL-padded");
+	if (h->flags)
+		return snap_fail(err, errlen, -EINVAL,
+				 "unknown header flags 0x%" PRIx32, h->flags);
+	if (!all_zero(b + HDR_RESERVED, HDR_CHECKSUM - HDR_RESERVED))
+		return snap_fail(err, errlen, -EINVAL,
+				 "reserved header bytes are not zero");
+	memcpy(h->stasis_version, b + HDR_STASIS_VERSION,
+	       sizeof(h->stasis_version));
+	memcpy(h->cpu_vendor, b + HDR_CPU_VENDOR, sizeof(h->cpu_vendor));
+	return 0;
+}
+
+/* Splits @path into its directory and final name. */
+static int split_path(const char *path, char **dir, char **base)
+{
+	const char *slash = strrchr(path, '/');
+
+	if (!slash) {
+		*dir = strdup(".");
+		*base = strdup(path);
+	} else {
+		*dir = slash == path ? strdup("/")
+				     : strndup(path, (size_t)(slash - path));
+		*base = strdup(slash + 1);
+	}
+	if (!*dir || !*base) {
+		free(*dir);
+		free(*base);
+		*dir = NULL;
+		*base = NULL;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+struct snap_writer *snap_writer_open(const char *path,
+				     const struct snap_header *hdr, char *err,
+				     size_t errlen)
+{
+	uint8_t hbuf[SNAP_HEADER_SIZE];
+	struct snap_writer *w;
+	char *dir = NULL, *tmpl = NULL;
+	int ret;
+
+	if (!page_size_valid(hdr->page_size) || hdr->flags ||
+	    strnlen(hdr->stasis_version, sizeof(hdr->stasis_version)) >=
+		sizeof(hdr->stasis_version) ||
+	    strnlen(hdr->cpu_vendor, sizeof(hdr->cpu_vendor)) >=
+		sizeof(hdr->cpu_vendor)) {
+		snap_fail(err, errlen, -EINVAL,
+			  "invalid header (page size %" PRIu32
+			  ", flags 0x%" PRIx32 ") for %s",
+			  hdr->page_size, hdr->flags, path);
+		return NULL;
+	}
+	w = calloc(1, sizeof(*w));
+	if (!w) {
+		snap_fail(err, errlen, -ENOMEM, "out of memory");
+		return NULL;
+	}
+	w->fd = -1;
+	w->dirfd = -1;
+	w->page_size = hdr->page_size;
+	w->xxh = XXH3_createState();
+	w->path = strdup(path);
+	if (!w->xxh || !w->path || split_path(path, &dir, &w->base)) {
+		snap_fail(err, errlen, -ENOMEM, "out of memory");
+		goto free_writer;
+	}
+	if (!w->base[0]) {
+		snap_fail(err, errlen, -EISDIR, "%s names a directory", path);
+		goto free_writer;
+	}
+	w->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (w->dirfd < 0) {
+		snap_fail(err, errlen, -errno, "cannot open directory %s: %s",
+			  dir, strerror(errno));
+		goto free_writer;
+	}
+	/* A named temporary rather than O_TMPFILE: linkat() cannot replace
+	 * an existing snapshot, rename() can, atomically. */
+	if (asprintf(&tmpl, "%s/.%s.tmp.XXXXXX", dir, w->base) < 0) {
+		tmpl = NULL;
+		snap_fail(err, errlen, -ENOMEM, "out of memory");
+		goto free_writer;
+	}
+	/* mkostemp creates the file 0600: it will hold guest memory. */
+	w->fd = mkostemp(tmpl, O_CLOEXEC);
+	if (w->fd < 0) {
+		snap_fail(err, errlen, -errno,
+			  "cannot create a temporary file in %s: %s", dir,
+			  strerror(errno));
+		goto free_writer;
+	}
+	w->tmp_name = strdup(tmpl + strlen(dir) + 1);
+	if (!w->tmp_name) {
+		unlink(tmpl);
+		snap_fail(err, errlen, -ENOMEM, "out of memory");
+		goto free_writer;
+	}
+
+	header_encode(hdr, hbuf);
+	ret = write_full(w->fd, hbuf, sizeof(hbuf), 0);
+	if (ret) {
+		snap_fail(err, errlen, ret, "writing %s failed: %s", path,
+			  strerror(-ret));
+		goto free_writer;
+	}
+	w->off = SNAP_HEADER_SIZE;
+	free(tmpl);
+	free(dir);
+	return w;
+
+free_writer:
+	/* Closes, removes the temporary file if there is one, frees. */
+	snap_writer_abort(w);
+	free(tmpl);
+	free(dir);
+	return NULL;
+}
+
+void snap_writer_abort(struct snap_writer *w)
+{
+	if (!w)
+		return;
+	if (w->fd >= 0)
+		close(w->fd);
+	if (w->tmp_name)
+		unlinkat(w->dirfd, w->tmp_name, 0);
+	if (w->dirfd >= 0)
+		close(w->dirfd);
+	XXH3_freeState(w->xxh);
+	free(w->tmp_name);
+	free(w->base);
+	free(w->path);
+	free(w);
+}
+
+/* Refuses writes after an I/O error or before CONFIG. */
+static int writer_check(struct snap_writer *w, uint32_t type, char *err,
+			size_t errlen)
+{
+	if (w->io_error)
+		return snap_fail(err, errlen, w->io_error,
+				 "%s: an earlier write failed", w->path);
+	if (w->nrecords == 0 && type != SNAP_REC_CONFIG)
+		return snap_fail(err, errlen, -EINVAL,
+				 "the first record must be CONFIG, not %s",
+				 snap_record_type_name(type));
+	return 0;
+}
+
+static int writer_io_fail(struct snap_writer *w, int code, uint32_t type,
+			  char *err, size_t errlen)
+{
+	w->io_error = code;
+	return snap_fail(err, errlen, code,
+			 "writing record %" PRIu32 " (%s) of %s failed: %s",
+			 w->nrecords, snap_record_type_name(type), w->path,
+			 strerror(-code));
+}
+
+int snap_write_record(struct snap_writer *w, uint32_t type, uint16_t version,
+		      uint16_t flags, const void *data, size_t len, char *err,
+		      size_t errlen)
+{
+	uint8_t hdr[SNAP_RECORD_HEADER_SIZE];
+	struct iovec iov[3];
+	uint64_t pad = align8(len) - len;
+	int ret;
+
+	if (type == SNAP_REC_END || (flags & ~SNAP_REC_OPTIONAL))
+		return snap_fail(err, errlen, -EINVAL,
+				 "cannot write record type 0x%" PRIx32
+				 " with flags 0x%x",
+				 type, flags);
+	ret = writer_check(w, type, err, errlen);
+	if (ret)
+		return ret;
+	if (len > INT64_MAX - SNAP_RECORD_HEADER_SIZE - SNAP_ALIGN - w->off)
+		return writer_io_fail(w, -EFBIG, type, err, errlen);
+
+	record_hash_start(w->xxh, type, version, flags, len);
+	XXH3_64bits_update(w->xxh, data, len);
+	record_header_encode(hdr, type, version, flags, len,
+			     XXH3_64bits_digest(w->xxh));
+	iov[0] = (struct iovec){ .iov_base = hdr, .iov_len = sizeof(hdr) };
+	iov[1] = (struct iovec){ .iov_base = (void *)data, .iov_len = len };
+	iov[2] =
+	    (struct iovec){ .iov_base = (void *)zero_block, .iov_len = pad };
+	ret = rw_full(w->fd, true, iov, 3, w->off);
+	if (ret)
+		return writer_io_fail(w, ret, type, err, errlen);
+	w->off += SNAP_RECORD_HEADER_SIZE + len + pad;
+	w->nrecords++;
+	return 0;
+}
+
+/* Marks the non-zero pages of @reg's data ranges in @bm. Holes are found
+ * with SEEK_DATA/SEEK_HOLE and never touched: reading one would allocate
+ * memory for it. */
+static int scan_region(int memfd, const struct mem_region *reg, uint32_t ps,
+		       uint8_t *bm, uint64_t *stored)
+{
+	uint64_t pos = 0;
+
+	*stored = 0;
+	while (pos < reg->size) {
+		off_t data, hole;
+		uint64_t start, end;
+
+		data = lseek(memfd, (off_t)(reg->file_offset + pos), SEEK_DATA);
+		if (data < 0) {
+			if (errno == ENXIO) /* nothing but hole from pos */
+				break;
+			return -errno;
+		}
+		if ((uint64_t)data >= reg->file_offset + reg->size)
+			break;
+		hole = lseek(memfd, data, SEEK_HOLE);
+		if (hole < 0)
+			return -errno;
+		start =
+		    ((uint64_t)data - reg->file_offset) & ~(uint64_t)(ps - 1);
+		end = align_up((uint64_t)hole - reg->file_offset, ps);
+		if (end > reg->size)
+			end = reg->size;
+		for (uint64_t p = start / ps; p < end / ps; p++) {
+			if (all_zero(reg->host + p * ps, ps))
+				continue;
+			bm[p / 8] |= (uint8_t)(1u << (p % 8));
+			(*stored)++;
+		}
+		pos = end;
+	}
+	return 0;
+}
+
+/* Writes one memory record: descriptor, bitmap and padding, then the pages
+ * straight from guest memory, then the header with the checksum of all. */
+static int write_memory_record(struct snap_writer *w,
+			       const struct mem_region *reg, const uint8_t *bm,
+			       uint64_t stored, struct snap_progress *progress)
+{
+	uint64_t ps = w->page_size, npages = reg->size / ps;
+	uint64_t rec_off = w->off, bm_off, bm_len, pad_off, pages_off, length;
+	uint8_t hdr[SNAP_RECORD_HEADER_SIZE], desc[MEM_DESC_SIZE];
+	struct page_io io = {
+		.fd = w->fd, .write = true, .xxh = w->xxh, .progress = progress
+	};
+	struct iovec iov[2];
+	uint64_t pos = 0, run;
+	int ret;
+
+	bm_off = rec_off + SNAP_RECORD_HEADER_SIZE + MEM_DESC_SIZE;
+	bm_len = bitmap_bytes(npages);
+	pad_off = bm_off + bm_len;
+	pages_off = align_up(pad_off, ps);
+	length = pages_off + stored * ps - (rec_off + SNAP_RECORD_HEADER_SIZE);
+	if (pages_off + stored * ps > INT64_MAX)
+		return -EFBIG;
+
+	memset(desc, 0, sizeof(desc));
+	put_le64(desc + 0, reg->gpa);
+	put_le64(desc + 8, reg->size);
+	put_le32(desc + 16, (uint32_t)ps);
+	put_le64(desc + 24, stored);
+
+	record_hash_start(w->xxh, SNAP_REC_MEMORY, SNAP_MEMORY_VERSION, 0,
+			  length);
+	XXH3_64bits_update(w->xxh, desc, sizeof(desc));
+	XXH3_64bits_update(w->xxh, bm, bm_len);
+	hash_zeros(w->xxh, pages_off - pad_off);
+	iov[0] = (struct iovec){ .iov_base = desc, .iov_len = sizeof(desc) };
+	iov[1] = (struct iovec){ .iov_base = (void *)bm, .iov_len = bm_len };
+	ret = rw_full(w->fd, true, iov, 2, bm_off - MEM_DESC_SIZE);
+	if (!ret)
+		ret = write_zeros(w->fd, pages_off - pad_off, pad_off);
+	if (ret)
+		return ret;
+
+	io.file_off = pages_off;
+	while (bitmap_next_run(bm, npages, &pos, &run)) {
+		ret = page_io_add(&io, reg->host + pos * ps, run * ps);
+		if (ret)
+			return ret;
+		pos += run;
+	}
+	ret = page_io_flush(&io);
+	if (ret)
+		return ret;
+
+	/* Last, so a header with a valid checksum is never followed by
+	 * pages that were not written. */
+	record_header_encode(hdr, SNAP_REC_MEMORY, SNAP_MEMORY_VERSION, 0,
+			     length, XXH3_64bits_digest(w->xxh));
+	ret = write_full(w->fd, hdr, sizeof(hdr), rec_off);
+	if (ret)
+		return ret;
+	/* The pages end on a page boundary, so this is already 8-aligned. */
+	w->off = align8(pages_off + stored * ps);
+	w->nrecords++;
+	return 0;
+}
+
+int snap_write_memory(struct snap_writer *w, const struct guest_mem *mem,
+		      struct snap_progress *progress, char *err, size_t errlen)
+{
+	uint8_t *bitmaps[GUEST_MEM_MAX_REGIONS] = { NULL };
+	uint64_t stored[GUEST_MEM_MAX_REGIONS] = { 0 };
+	uint64_t ps = w->page_size, total = 0;
+	unsigned i;
+	int ret;
+
+	ret = writer_check(w, SNAP_REC_MEMORY, err, errlen);
+	if (ret)
+		return ret;
+	if (mem->nregions > GUEST_MEM_MAX_REGIONS)
+		return snap_fail(err, errlen, -EINVAL, "bad guest memory");
+
+	/* First find what to store, so that the progress total is known
+	 * before any page is written. */
+	for (i = 0; i < mem->nregions; i++) {
+		const struct mem_region *reg = &mem->regions[i];
+
+		if (reg->size == 0 || reg->size % ps || reg->gpa % ps) {
+			ret = snap_fail(
+			    err, errlen, -EINVAL,
+			    "RAM region at 0x%" PRIx64
+			    " is not aligned to the page size %" PRIu64,
+			    reg->gpa, ps);
+			goto free_bitmaps;
+		}
+		bitmaps[i] = calloc(1, bitmap_bytes(reg->size / ps));
+		if (!bitmaps[i]) {
+			ret = snap_fail(err, errlen, -ENOMEM, "out of memory");
+			goto free_bitmaps;
+		}
+		ret = scan_region(mem->memfd, reg, (uint32_t)ps, bitmaps[i],
+				  &stored[i]);
+		if (ret) {
+			snap_fail(err, errlen, ret,
+				  "cannot scan guest memory: %s",
+				  strerror(-ret));
+			goto free_bitmaps;
+		}
+		total += stored[i] * ps;
+	}
+	if (progress)
+		progress->total_bytes += total;
+
+	for (i = 0; i < mem->nregions; i++) {
+		ret = write_memory_record(w, &mem->regions[i], bitmaps[i],
+					  stored[i], progress);
+		if (ret) {
+			writer_io_fail(w, ret, SNAP_REC_MEMORY, err, errlen);
+			goto free_bitmaps;
+		}
+	}
+	ret = 0;
+
+free_bitmaps:
+	for (i = 0; i < GUEST_MEM_MAX_REGIONS; i++)
+		free(bitmaps[i]);
+	return ret;
+}
+
+int snap_writer_commit(struct snap_writer *w, char *err, size_t errlen)
+{
+	uint8_t hdr[SNAP_RECORD_HEADER_SIZE];
+	int ret;
+
+	ret = writer_check(w, SNAP_REC_END, err, errlen);
+	if (ret)
+		goto remove_tmp;
+
+	record_hash_start(w->xxh, SNAP_REC_END, END_VERSION, 0, 0);
+	record_header_encode(hdr, SNAP_REC_END, END_VERSION, 0, 0,
+			     XXH3_64bits_digest(w->xxh));
+	ret = write_full(w->fd, hdr, sizeof(hdr), w->off);
+	if (ret) {
+		writer_io_fail(w, ret, SNAP_REC_END, err, errlen);
+		goto remove_tmp;
+	}
+	/* The data must be on disk before the name points at it, or a crash
+	 * could leave a complete-looking name over missing blocks. */
+	if (fsync(w->fd) < 0) {
+		ret = snap_fail(err, errlen, -errno, "fsync of %s failed: %s",
+				w->path, strerror(errno));
+		goto remove_tmp;
+	}
+	ret = close(w->fd);
+	w->fd = -1;
+	if (ret < 0) {
+		ret = snap_fail(err, errlen, -errno, "closing %s failed: %s",
+				w->path, strerror(errno));
+		goto remove_tmp;
+	}
+	if (renameat(w->dirfd, w->tmp_name, w->dirfd, w->base) < 0) {
+		ret = snap_fail(err, errlen, -errno, "cannot rename to %s: %s",
+				w->path, strerror(errno));
+		goto remove_tmp;
+	}
+	free(w->tmp_name);
+	w->tmp_name = NULL; /* renamed: nothing left to remove */
+	/* Makes the rename itself durable. */
+	if (fsync(w->dirfd) < 0)
+		ret =
+		    snap_fail(err, errlen, -errno,
+			      "%s written, but the directory fsync failed: %s",
+			      w->path, strerror(errno));
+
+remove_tmp:
+	snap_writer_abort(w);
+	return ret;
+}
+
+struct snap_reader *snap_reader_open(const char *path, char *err, size_t errlen)
+{
+	uint8_t hbuf[SNAP_HEADER_SIZE];
+	struct snap_reader *r;
+	struct stat st;
+	int ret;
+
+	r = calloc(1, sizeof(*r));
+	if (!r) {
+		snap_fail(err, errlen, -ENOMEM, "out of memory");
+		return NULL;
+	}
+	r->buf = malloc(SNAP_BUF_SIZE);
+	r->xxh = XXH3_createState();
+	if (!r->buf || !r->xxh) {
+		snap_fail(err, errlen, -ENOMEM, "out of memory");
+		goto free_reader;
+	}
+	r->fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (r->fd < 0) {
+		snap_fail(err, errlen, -errno, "cannot open %s: %s", path,
+			  strerror(errno));
+		goto free_reader;
+	}
+	if (fstat(r->fd, &st) < 0) {
+		snap_fail(err, errlen, -errno, "cannot stat %s: %s", path,
+			  strerror(errno));
+		goto close_fd;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		snap_fail(err, errlen, -EINVAL, "%s is not a regular file",
+			  path);
+		goto close_fd;
+	}
+	r->size = (uint64_t)st.st_size;
+
+	memset(hbuf, 0, sizeof(hbuf));
+	ret = read_full(r->fd, hbuf,
+			r->size < SNAP_HEADER_SIZE ? r->size : SNAP_HEADER_SIZE,
+			0);
+	if (ret) {
+		snap_fail(err, errlen, ret, "reading %s: %s", path,
+			  io_strerror(ret));
+		goto close_fd;
+	}
+	if (header_decode(hbuf, r->size, &r->hdr, err, errlen))
+		goto close_fd;
+	r->next_off = SNAP_HEADER_SIZE;
+	return r;
+
+close_fd:
+	close(r->fd);
+free_reader:
+	XXH3_freeState(r->xxh);
+	free(r->buf);
+	free(r);
+	return NULL;
+}
+
+void snap_reader_close(struct snap_reader *r)
+{
+	if (!r)
+		return;
+	close(r->fd);
+	XXH3_freeState(r->xxh);
+	free(r->buf);
+	free(r);
+}
+
+const struct snap_header *snap_reader_header(const struct snap_reader *r)
+{
+	return &r->hdr;
+}
+
+/* Checks the END record at @off and that nothing follows it. */
+static int reader_end(struct snap_reader *r, const struct snap_record *rec,
+		      uint64_t off, char *err, size_t errlen)
+{
+	if (rec->length || rec->flags || rec->version != END_VERSION)
+		return rec_fail(err, errlen, -EINVAL, rec, off,
+				"END must have version 0, no flags and no "
+				"payload");
+	record_hash_start(r->xxh, SNAP_REC_END, END_VERSION, 0, 0);
+	if (XXH3_64bits_digest(r->xxh) != rec->checksum)
+		return rec_fail(err, errlen, -EBADMSG, rec, off,
+				"checksum mismatch");
+	if (r->size != off + SNAP_RECORD_HEADER_SIZE)
+		return rec_fail(err, errlen, -EINVAL, rec, off,
+				"data after END (%" PRIu64 " bytes)",
+				r->size - off - SNAP_RECORD_HEADER_SIZE);
+	r->done = true;
+	return 0;
+}
+
+int snap_reader_next(struct snap_reader *r, struct snap_record *rec, char *err,
+		     size_t errlen)
+{
+	uint8_t hdr[SNAP_RECORD_HEADER_SIZE], pad[SNAP_ALIGN];
+	uint64_t off, left, padded;
+	int ret;
+
+	while (!r->done) {
+		off = r->next_off;
+		left = r->size - off;
+		if (left == 0)
+			return snap_fail(err, errlen, -EINVAL,
+					 "truncated: no END record");
+		if (left < SNAP_RECORD_HEADER_SIZE)
+			return snap_fail(err, errlen, -EINVAL,
+					 "truncated: record %" PRIu32
+					 " header at offset 0x%" PRIx64
+					 " needs %d bytes, %" PRIu64 " left",
+					 r->index, off, SNAP_RECORD_HEADER_SIZE,
+					 left);
+		ret = read_full(r->fd, hdr, sizeof(hdr), off);
+		if (ret)
+			return snap_fail(err, errlen, ret,
+					 "reading record %" PRIu32
+					 " at offset 0x%" PRIx64 ": %s",
+					 r->index, off, io_strerror(ret));
+		memset(rec, 0, sizeof(*rec));
+		rec->type = get_le32(hdr + REC_TYPE);
+		rec->version = get_le16(hdr + REC_VERSION);
+		rec->flags = get_le16(hdr + REC_FLAGS);
+		rec->length = get_le64(hdr + REC_LENGTH);
+		rec->checksum = get_le64(hdr + REC_CHECKSUM);
+		rec->offset = off + SNAP_RECORD_HEADER_SIZE;
+		rec->index = r->index;
+		left -= SNAP_RECORD_HEADER_SIZE;
+
+		if (get_le64(hdr + REC_RESERVED))
+			return rec_fail(err, errlen, -EINVAL, rec, off,
+					"reserved field is not zero");
+		if (rec->flags & ~SNAP_REC_OPTIONAL)
+			return rec_fail(err, errlen, -EINVAL, rec, off,
+					"unknown flags 0x%x", rec->flags);
+		if (r->index == 0 && rec->type != SNAP_REC_CONFIG)
+			return rec_fail(err, errlen, -EINVAL, rec, off,
+					"the first record must be CONFIG");
+		if (rec->type == SNAP_REC_END) {
+			ret = reader_end(r, rec, off, err, errlen);
+			if (ret)
+				return ret;
+			break;
+		}
+		if (!type_is_known(rec->type) &&
+		    !(rec->flags & SNAP_REC_OPTIONAL))
+			return rec_fail(err, errlen, -EINVAL, rec, off,
+					"unknown record type 0x%" PRIx32
+					" (not optional)",
+					rec->type);
+		/* Compared before anything is added to the length, so a
+		 * length of 2^63 or 2^64-1 cannot wrap. */
+		if (rec->length > left)
+			return rec_fail(err, errlen, -EINVAL, rec, off,
+					"truncated: payload of %" PRIu64
+					" bytes, %" PRIu64 " left in the file",
+					rec->length, left);
+		padded = align8(rec->length);
+		if (padded > left)
+			return rec_fail(err, errlen, -EINVAL, rec, off,
+					"truncated: padding after the payload "
+					"is missing");
+		/* Padding is outside the checksum, so it must be zero. */
+		if (padded != rec->length) {
+			ret = read_full(r->fd, pad, padded - rec->length,
+					rec->offset + rec->length);
+			if (ret)
+				return rec_fail(err, errlen, ret, rec, off,
+						"%s", io_strerror(ret));
+			if (!all_zero(pad, padded - rec->length))
+				return rec_fail(err, errlen, -EINVAL, rec, off,
+						"padding is not zero");
+		}
+		r->next_off = rec->offset + padded;
+		r->index++;
+		if (type_is_known(rec->type))
+			return 1;
+		/* An unknown optional record: skipped. */
+	}
+	return 0;
+}
+
+/* The caller's record must lie inside the file (it came from next(), but
+ * it is the caller's struct). Returns the record header's offset. */
+static int check_rec(const struct snap_reader *r, const struct snap_record *rec,
+		     char *err, size_t errlen)
+{
+	if (rec->offset < SNAP_HEADER_SIZE + SNAP_RECORD_HEADER_SIZE ||
+	    rec->offset > r->size || rec->length > r->size - rec->offset)
+		return snap_fail(err, errlen, -EINVAL,
+				 "record %" PRIu32 " lies outside the file",
+				 rec->index);
+	return 0;
+}
+
+static uint64_t rec_header_off(const struct snap_record *rec)
+{
+	return rec->offset - SNAP_RECORD_HEADER_SIZE;
+}
+
+static int checksum_result(struct snap_reader *r, const struct snap_record *rec,
+			   char *err, size_t errlen)
+{
+	if (XXH3_64bits_digest(r->xxh) != rec->checksum)
+		return rec_fail(err, errlen, -EBADMSG, rec, rec_header_off(rec),
+				"checksum mismatch");
+	return 0;
+}
+
+/* Reads @len bytes of @rec's payload at @off into @buf, hashing them. */
+static int read_hashed(struct snap_reader *r, const struct snap_record *rec,
+		       void *buf, uint64_t len, uint64_t off, char *err,
+		       size_t errlen)
+{
+	int ret = read_full(r->fd, buf, (size_t)len, off);
+
+	if (ret)
+		return rec_fail(err, errlen, ret, rec, rec_header_off(rec),
+				"%s", io_strerror(ret));
+	XXH3_64bits_update(r->xxh, buf, (size_t)len);
+	return 0;
+}
+
+int snap_read_payload(struct snap_reader *r, const struct snap_record *rec,
+		      size_t max, void **data, char *err, size_t errlen)
+{
+	void *buf;
+	int ret;
+
+	*data = NULL;
+	ret = check_rec(r, rec, err, errlen);
+	if (ret)
+		return ret;
+	if (rec->length > max)
+		return rec_fail(err, errlen, -EFBIG, rec, rec_header_off(rec),
+				"payload of %" PRIu64
+				" bytes exceeds the limit of %zu",
+				rec->length, max);
+	buf = malloc(rec->length ? (size_t)rec->length : 1);
+	if (!buf)
+		return snap_fail(err, errlen, -ENOMEM, "out of memory");
+	record_hash_start(r->xxh, rec->type, rec->version, rec->flags,
+			  rec->length);
+	ret = read_hashed(r, rec, buf, rec->length, rec->offset, err, errlen);
+	if (!ret)
+		ret = checksum_result(r, rec, err, errlen);
+	if (ret) {
+		free(buf);
+		return ret;
+	}
+	*data = buf;
+	return 0;
+}
+
+int snap_verify_record(struct snap_reader *r, const struct snap_record *rec,
+		       char *err, size_t errlen)
+{
+	uint64_t done = 0;
+	int ret;
+
+	ret = check_rec(r, rec, err, errlen);
+	if (ret)
+		return ret;
+	record_hash_start(r->xxh, rec->type, rec->version, rec->flags,
+			  rec->length);
+	while (done < rec->length) {
+		uint64_t n = rec->length - done;
+
+		if (n > SNAP_BUF_SIZE)
+			n = SNAP_BUF_SIZE;
+		ret = read_hashed(r, rec, r->buf, n, rec->offset + done, err,
+				  errlen);
+		if (ret)
+			return ret;
+		done += n;
+	}
+	return checksum_result(r, rec, err, errlen);
+}
+
+/* Decodes and checks a memory record's descriptor, bitmap and padding,
+ * streaming them through r->buf (and into the checksum when @hash). */
+static int memory_layout(struct snap_reader *r, const struct snap_record *rec,
+			 struct mem_layout *m, bool hash, char *err,
+			 size_t errlen)
+{
+	struct snap_memory_desc *d = &m->desc;
+	uint64_t roff = rec_header_off(rec), done, ones = 0, expect;
+	uint64_t ps;
+	int ret;
+
+	ret = check_rec(r, rec, err, errlen);
+	if (ret)
+		return ret;
+	if (rec->type != SNAP_REC_MEMORY)
+		return rec_fail(err, errlen, -EINVAL, rec, roff,
+				"not a memory record");
+	if (rec->version != SNAP_MEMORY_VERSION)
+		return rec_fail(err, errlen, -EPROTO, rec, roff,
+				"memory record version %u is not supported "
+				"(%d)",
+				rec->version, SNAP_MEMORY_VERSION);
+	if (rec->length < MEM_DESC_SIZE)
+		return rec_fail(err, errlen, -EINVAL, rec, roff,
+				"too short for a memory descriptor");
+	if (hash)
+		record_hash_start(r->xxh, rec->type, rec->version, rec->flags,
+				  rec->length);
+	ret = read_full(r->fd, r->buf, MEM_DESC_SIZE, rec->offset);
+	if (ret)
+		return rec_fail(err, errlen, ret, rec, roff, "%s",
+				io_strerror(ret));
+	if (hash)
+		XXH3_64bits_update(r->xxh, r->buf, MEM_DESC_SIZE);
+	d->gpa = get_le64(r->buf + 0);
+	d->size = get_le64(r->buf + 8);
+	d->page_size = get_le32(r->buf + 16);
+	d->reserved = get_le32(r->buf + 20);
+	d->stored_pages = get_le64(r->buf + 24);
+
+	ps = d->page_size;
+	if (d->reserved)
+		return rec_fail(err, errlen, -EINVAL, rec, roff,
+				"reserved descriptor field is not zero");
+	if (ps != r->hdr.page_size)
+		return rec_fail(err, errlen, -EINVAL, rec, roff,
+				"page size %" PRIu64
+				" differs from the header's %" PRIu32,
+				ps, r->hdr.page_size);
+	if (d->size == 0 || d->size % ps || d->gpa % ps ||
+	    d->gpa + d->size < d->gpa)
+		return rec_fail(err, errlen, -EINVAL, rec, roff,
+				"bad region: gpa 0x%" PRIx64 " size 0x%" PRIx64,
+				d->gpa, d->size);
+	m->npages = d->size / ps;
+	if (d->stored_pages > m->npages)
+		return rec_fail(err, errlen, -EINVAL, rec, roff,
+				"%" PRIu64
+				" stored pages in a region of %" PRIu64,
+				d->stored_pages, m->npages);
+	/* All terms are bounded (bitmap < 2^62, offsets < 2^63, pages <=
+	 * size), only their sum can wrap. */
+	m->bitmap_off = rec->offset + MEM_DESC_SIZE;
+	m->bitmap_bytes = bitmap_bytes(m->npages);
+	m->pad_off = m->bitmap_off + m->bitmap_bytes;
+	m->pages_off = align_up(m->pad_off, ps);
+	m->pad = m->pages_off - m->pad_off;
+	if (__builtin_add_overflow(MEM_DESC_SIZE + m->bitmap_bytes + m->pad,
+				   d->stored_pages * ps, &expect) ||
+	    expect != rec->length)
+		return rec_fail(err, errlen, -EINVAL, rec, roff,
+				"length %" PRIu64
+				" does not match the descriptor",
+				rec->length);
+
+	/* expect == length <= the file size: these reads are in bounds. */
+	for (done = 0; done < m->bitmap_bytes;) {
+		uint64_t n = m->bitmap_bytes - done;
+
+		if (n > SNAP_BUF_SIZE)
+			n = SNAP_BUF_SIZE;
+		ret = read_full(r->fd, r->buf, (size_t)n, m->bitmap_off + done);
+		if (ret)
+			return rec_fail(err, errlen, ret, rec, roff, "%s",
+					io_strerror(ret));
+		if (hash)
+			XXH3_64bits_update(r->xxh, r->buf, (size_t)n);
+		for (uint64_t i = 0; i < n; i++) {
+			uint64_t first = (done + i) * 8;
+			unsigned valid = 0xff;
+
+			if (first >= m->npages)
+				valid = 0;
+			else if (m->npages - first < 8)
+				valid = (1u << (m->npages - first)) - 1;
+			if (r->buf[i] & ~valid)
+				return rec_fail(err, errlen, -EINVAL, rec, roff,
+						"bitmap has bits past the "
+						"region's last page");
+			ones += (uint64_t)__builtin_popcount(r->buf[i]);
+		}
+		done += n;
+	}
+	if (ones != d->stored_pages)
+		return rec_fail(err, errlen, -EINVAL, rec, roff,
+				"bitmap marks %" PRIu64
+				" pages, the descriptor says %" PRIu64,
+				ones, d->stored_pages);
+	for (done = 0; done < m->pad;) {
+		uint64_t n = m->pad - done;
+
+		if (n > SNAP_BUF_SIZE)
+			n = SNAP_BUF_SIZE;
+		ret = read_full(r->fd, r->buf, (size_t)n, m->pad_off + done);
+		if (ret)
+			return rec_fail(err, errlen, ret, rec, roff, "%s",
+					io_strerror(ret));
+		if (!all_zero(r->buf, (size_t)n))
+			return rec_fail(err, errlen, -EINVAL, rec, roff,
+					"padding before the pages is not zero");
+		if (hash)
+			XXH3_64bits_update(r->xxh, r->buf, (size_t)n);
+		done += n;
+	}
+	return 0;
+}
+
+int snap_read_memory_desc(struct snap_reader *r, const struct snap_record *rec,
+			  struct snap_memory_desc *desc, char *err,
+			  size_t errlen)
+{
+	struct mem_layout m;
+	int ret;
+
+	ret = memory_layout(r, rec, &m, false, err, errlen);
+	if (ret)
+		return ret;
+	*desc = m.desc;
+	return 0;
+}
+
+int snap_read_memory(struct snap_reader *r, const struct snap_record *rec,
+		     struct guest_mem *mem, struct snap_progress *progress,
+		     char *err, size_t errlen)
+{
+	struct page_io io = {
+		.fd = r->fd, .write = false, .xxh = r->xxh, .progress = progress
+	};
+	uint64_t roff = rec_header_off(rec), loaded = 0, ps;
+	const struct mem_region *reg = NULL;
+	struct mem_layout m;
+	int ret;
+
+	ret = memory_layout(r, rec, &m, true, err, errlen);
+	if (ret)
+		return ret;
+	ps = m.desc.page_size;
+	for (unsigned i = 0; i < mem->nregions && i < GUEST_MEM_MAX_REGIONS;
+	     i++) {
+		if (mem->regions[i].gpa == m.desc.gpa &&
+		    mem->regions[i].size == m.desc.size)
+			reg = &mem->regions[i];
+	}
+	if (!reg)
+		return rec_fail(err, errlen, -EINVAL, rec, roff,
+				"region gpa 0x%" PRIx64 " size 0x%" PRIx64
+				" matches no RAM region of this VM",
+				m.desc.gpa, m.desc.size);
+	/* Pages not in the file must read as zero; punching the region
+	 * makes them so without allocating memory, whatever it held. */
+	if (fallocate(mem->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		      (off_t)reg->file_offset, (off_t)reg->size) < 0)
+		return snap_fail(err, errlen, -errno,
+				 "cannot clear guest memory: %s",
+				 strerror(errno));
+	if (progress)
+		progress->total_bytes += m.desc.stored_pages * ps;
+
+	/* The bitmap is read a second time, chunk by chunk, so that no
+	 * allocation grows with the region; the counts guard against the
+	 * file changing between the passes. */
+	io.file_off = m.pages_off;
+	for (uint64_t done = 0; done < m.bitmap_bytes;) {
+		uint64_t n = m.bitmap_bytes - done, base = done * 8;
+		uint64_t nbits, pos = 0, run;
+
+		if (base >= m.npages) /* only the bitmap's zero tail left */
+			break;
+		if (n > SNAP_BUF_SIZE)
+			n = SNAP_BUF_SIZE;
+		ret = read_full(r->fd, r->buf, (size_t)n, m.bitmap_off + done);
+		if (ret)
+			return rec_fail(err, errlen, ret, rec, roff, "%s",
+					io_strerror(ret));
+		nbits = m.npages - base < n * 8 ? m.npages - base : n * 8;
+		while (bitmap_next_run(r->buf, nbits, &pos, &run)) {
+			if (run > m.desc.stored_pages - loaded)
+				return rec_fail(err, errlen, -EIO, rec, roff,
+						"bitmap changed while reading");
+			ret = page_io_add(&io, reg->host + (base + pos) * ps,
+					  run * ps);
+			if (ret)
+				return rec_fail(err, errlen, ret, rec, roff,
+						"%s", io_strerror(ret));
+			loaded += run;
+			pos += run;
+		}
+		done += n;
+	}
+	ret = page_io_flush(&io);
+	if (ret)
+		return rec_fail(err, errlen, ret, rec, roff, "%s",
+				io_strerror(ret));
+	if (loaded != m.desc.stored_pages)
+		return rec_fail(err, errlen, -EIO, rec, roff,
+				"bitmap changed while reading");
+	return checksum_result(r, rec, err, errlen);
+}

@@ -1,0 +1,161 @@
+/* The snapshot file: a fixed header, then typed, length-prefixed, 8-byte
+ * aligned records, each with an xxh3 checksum, ending with an END record.
+ * Writing is atomic (temporary file, fsync, rename, directory fsync);
+ * reading is bounded and never trusts a length before checking it.
+ * docs/snapshot-format.md is the specification. */
+#ifndef STASIS_SNAPFILE_H
+#define STASIS_SNAPFILE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "memory/guest_mem.h"
+
+#define SNAP_MAGIC "STASISSN" /* 8 bytes, no NUL */
+#define SNAP_FORMAT_VERSION 1
+/* Oldest format version this stasis reads (see the compatibility rule in
+ * docs/snapshot-format.md). */
+#define SNAP_FORMAT_MIN_VERSION 1
+#define SNAP_ENDIAN_MARK 0x01020304u
+#define SNAP_HEADER_SIZE 128
+#define SNAP_RECORD_HEADER_SIZE 32
+#define SNAP_ALIGN 8
+/* Page sizes a snapshot may declare: powers of two in this range. */
+#define SNAP_PAGE_SIZE_MIN 4096u
+#define SNAP_PAGE_SIZE_MAX (1u << 30)
+/* Layout version of the SNAP_REC_MEMORY payload (owned by snapfile.c). */
+#define SNAP_MEMORY_VERSION 1
+
+/* Record types. A reader that meets an unknown type fails unless the
+ * record carries SNAP_REC_OPTIONAL. */
+enum snap_record_type {
+	SNAP_REC_CONFIG = 1, /* the VM's configuration, JSON text */
+	SNAP_REC_CPUID = 2, /* the guest-visible CPUID table */
+	SNAP_REC_VCPU = 3, /* one vCPU's complete state */
+	SNAP_REC_IRQCHIP = 4, /* in-kernel PIC master/slave and IOAPIC */
+	SNAP_REC_PIT = 5, /* in-kernel PIT */
+	SNAP_REC_CLOCK = 6, /* kvmclock and the host time at save */
+	SNAP_REC_DEVICE = 7, /* one emulated device's state table */
+	SNAP_REC_MEMORY = 8, /* one RAM region, zero pages left out */
+	SNAP_REC_END = 0xffff,
+};
+
+#define SNAP_REC_OPTIONAL 0x1 /* record flag: readers may skip it */
+
+/* The fixed header, as decoded (on disk: little-endian, see the docs). */
+struct snap_header {
+	uint32_t format_version;
+	uint32_t page_size;
+	char stasis_version[32]; /* NUL-terminated */
+	char cpu_vendor[13]; /* CPUID leaf 0 vendor string, NUL-terminated */
+	uint64_t created_unix_ns; /* host CLOCK_REALTIME at save */
+	uint32_t flags; /* reserved, 0 */
+};
+
+struct snap_record {
+	uint32_t type;
+	uint16_t version;
+	uint16_t flags;
+	uint64_t length; /* payload bytes */
+	uint64_t checksum; /* xxh3-64 of the record header and payload */
+	uint64_t offset; /* file offset of the payload */
+	uint32_t index; /* position in the file from 0, for messages */
+};
+
+/* Memory record payload: a 32-byte descriptor, a bitmap of stored pages
+ * (bit i = page i is in the file), zero padding up to the next page
+ * boundary in the file, then the stored pages in order. */
+struct snap_memory_desc {
+	uint64_t gpa;
+	uint64_t size; /* bytes, a multiple of page_size */
+	uint32_t page_size;
+	uint32_t reserved;
+	uint64_t stored_pages;
+};
+
+/* Progress for status reports and the ctl progress bar. Updated by the
+ * writer and reader as memory moves; read from other threads. Both fields
+ * only grow: zero the struct before a save or a restore. */
+struct snap_progress {
+	volatile uint64_t done_bytes;
+	volatile uint64_t total_bytes;
+};
+
+struct snap_writer;
+
+/* Creates a temporary file beside @path (same directory, so the final
+ * rename is atomic) and writes the header. hdr->format_version is ignored:
+ * the writer always writes SNAP_FORMAT_VERSION. Returns a writer or NULL
+ * with a one-line reason in @err. Nothing exists at @path until commit. */
+struct snap_writer *snap_writer_open(const char *path,
+				     const struct snap_header *hdr, char *err,
+				     size_t errlen);
+
+/* Appends one record whose payload is @len bytes at @data. The first
+ * record must be SNAP_REC_CONFIG; SNAP_REC_END is written by commit only.
+ * Returns 0 or -errno (e.g. -ENOSPC) with @err filled; after an I/O error
+ * the writer only accepts abort (commit fails). */
+int snap_write_record(struct snap_writer *w, uint32_t type, uint16_t version,
+		      uint16_t flags, const void *data, size_t len, char *err,
+		      size_t errlen);
+
+/* Appends one SNAP_REC_MEMORY record per region of @mem, leaving out
+ * all-zero pages and never-touched ranges (memfd holes), writing page data
+ * straight from guest memory. Guest memory must not change meanwhile
+ * (vCPUs and device DMA stopped). @progress may be NULL. */
+int snap_write_memory(struct snap_writer *w, const struct guest_mem *mem,
+		      struct snap_progress *progress, char *err, size_t errlen);
+
+/* Writes END, fsyncs, renames over @path and fsyncs the directory.
+ * Frees @w whatever the outcome; on failure the temporary file is removed
+ * and whatever was at @path before is untouched. */
+int snap_writer_commit(struct snap_writer *w, char *err, size_t errlen);
+
+/* Removes the temporary file and frees @w. */
+void snap_writer_abort(struct snap_writer *w);
+
+struct snap_reader;
+
+/* Opens and checks the header (magic, endianness, format version range,
+ * sizes). Returns a reader or NULL with a one-line reason in @err. */
+struct snap_reader *snap_reader_open(const char *path, char *err,
+				     size_t errlen);
+void snap_reader_close(struct snap_reader *r);
+const struct snap_header *snap_reader_header(const struct snap_reader *r);
+
+/* Steps to the next record: checks the record header and that it lies
+ * inside the file. Returns 1 with @rec filled, 0 after END, or -errno with
+ * @err filled (truncation, bad alignment, unknown mandatory type, data
+ * after END). Unknown optional records are skipped, never returned.
+ * Payloads are not read or checksummed here. */
+int snap_reader_next(struct snap_reader *r, struct snap_record *rec, char *err,
+		     size_t errlen);
+
+/* Reads a whole payload of at most @max bytes into a new buffer (free()),
+ * verifying its checksum. -EFBIG when longer than @max. */
+int snap_read_payload(struct snap_reader *r, const struct snap_record *rec,
+		      size_t max, void **data, char *err, size_t errlen);
+
+/* Checks a record's checksum without keeping the payload (streams it). */
+int snap_verify_record(struct snap_reader *r, const struct snap_record *rec,
+		       char *err, size_t errlen);
+
+/* Loads a memory record into @mem: the region must match one of @mem's
+ * regions exactly; pages not stored are left zero (the region is emptied
+ * first). Verifies the checksum while reading; on failure the region holds
+ * partial data, so the VM must not run. @progress may be NULL. */
+int snap_read_memory(struct snap_reader *r, const struct snap_record *rec,
+		     struct guest_mem *mem, struct snap_progress *progress,
+		     char *err, size_t errlen);
+
+/* Decodes a memory record's descriptor (for inspect) and checks its layout
+ * and bitmap, without the checksum or the pages. */
+int snap_read_memory_desc(struct snap_reader *r, const struct snap_record *rec,
+			  struct snap_memory_desc *desc, char *err,
+			  size_t errlen);
+
+const char *snap_record_type_name(uint32_t type);
+
+#endif

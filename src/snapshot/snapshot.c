@@ -1,0 +1,840 @@
+/* What a snapshot holds and in which order: CONFIG, CPUID, CLOCK, one VCPU
+ * per vCPU, IRQCHIP, PIT, one DEVICE per device, MEMORY per region, END.
+ * Restore checks that each appears as often as the VM needs. */
+#include "snapshot/snapshot.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/kvm.h"
+#include "core/log.h"
+#include "core/vm.h"
+#include "cpu/cpuid.h"
+#include "cpu/vcpu_state.h"
+#include "snapshot/state.h"
+
+/* Largest payloads stasis accepts for the small records; memory records
+ * are streamed and not bound by these. */
+#define SNAPSHOT_CONFIG_MAX (64u << 10)
+#define SNAPSHOT_RECORD_MAX (4u << 20)
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+/* In-kernel interrupt controllers (struct kvm_pic_state and
+ * struct kvm_ioapic_state; 8259A and 82093AA registers). */
+#define PIC_FIELD(f) STATE_U8(struct kvm_pic_state, f, 1)
+static const struct state_field snapshot_pic_fields[] = {
+	PIC_FIELD(last_irr),
+	PIC_FIELD(irr),
+	PIC_FIELD(imr),
+	PIC_FIELD(isr),
+	PIC_FIELD(priority_add),
+	PIC_FIELD(irq_base),
+	PIC_FIELD(read_reg_select),
+	PIC_FIELD(poll),
+	PIC_FIELD(special_mask),
+	PIC_FIELD(init_state),
+	PIC_FIELD(auto_eoi),
+	PIC_FIELD(rotate_on_auto_eoi),
+	PIC_FIELD(special_fully_nested_mode),
+	PIC_FIELD(init4),
+	PIC_FIELD(elcr),
+	PIC_FIELD(elcr_mask),
+};
+
+static const struct state_desc snapshot_pic_desc = {
+	.name = "pic",
+	.version = 1,
+	.min_version = 1,
+	.fields = snapshot_pic_fields,
+	.nfields = STATE_NFIELDS(snapshot_pic_fields),
+};
+
+static int snapshot_ioapic_validate(const void *obj)
+{
+	const struct kvm_ioapic_state *s = obj;
+
+	/* IOREGSEL selects a register; the window is 8 bits wide. */
+	return s->ioregsel > 0xff ? -EINVAL : 0;
+}
+
+static const struct state_field snapshot_ioapic_fields[] = {
+	STATE_U64(struct kvm_ioapic_state, base_address, 1),
+	STATE_U32(struct kvm_ioapic_state, ioregsel, 1),
+	STATE_U32(struct kvm_ioapic_state, id, 1),
+	STATE_U32(struct kvm_ioapic_state, irr, 1),
+	STATE_ARRAY_(struct kvm_ioapic_state, redirtbl, STATE_KIND_U64, 8, 1),
+};
+
+static const struct state_desc snapshot_ioapic_desc = {
+	.name = "ioapic",
+	.version = 1,
+	.min_version = 1,
+	.fields = snapshot_ioapic_fields,
+	.nfields = STATE_NFIELDS(snapshot_ioapic_fields),
+	.validate = snapshot_ioapic_validate,
+};
+
+/* struct kvm_pit_state2: three 8254 channels. */
+#define PIT_CHANNEL_FIELDS(n)                                              \
+	STATE_U32(struct kvm_pit_state2, channels[n].count, 1),            \
+		STATE_U16(struct kvm_pit_state2, channels[n].latched_count, \
+			  1),                                              \
+		STATE_U8(struct kvm_pit_state2, channels[n].count_latched, \
+			 1),                                               \
+		STATE_U8(struct kvm_pit_state2, channels[n].status_latched, \
+			 1),                                               \
+		STATE_U8(struct kvm_pit_state2, channels[n].status, 1),    \
+		STATE_U8(struct kvm_pit_state2, channels[n].read_state, 1), \
+		STATE_U8(struct kvm_pit_state2, channels[n].write_state, 1), \
+		STATE_U8(struct kvm_pit_state2, channels[n].write_latch, 1), \
+		STATE_U8(struct kvm_pit_state2, channels[n].rw_mode, 1),   \
+		STATE_U8(struct kvm_pit_state2, channels[n].mode, 1),      \
+		STATE_U8(struct kvm_pit_state2, channels[n].bcd, 1),       \
+		STATE_U8(struct kvm_pit_state2, channels[n].gate, 1)
+
+static int snapshot_pit_validate(const void *obj)
+{
+	const struct kvm_pit_state2 *p = obj;
+
+	for (int i = 0; i < 3; i++)
+		if (p->channels[i].mode > 5 || p->channels[i].rw_mode > 3)
+			return -EINVAL;
+	return 0;
+}
+
+static const struct state_field snapshot_pit_fields[] = {
+	PIT_CHANNEL_FIELDS(0),
+	PIT_CHANNEL_FIELDS(1),
+	PIT_CHANNEL_FIELDS(2),
+	STATE_U32(struct kvm_pit_state2, flags, 1),
+};
+
+static const struct state_desc snapshot_pit_desc = {
+	.name = "pit",
+	.version = 1,
+	.min_version = 1,
+	.fields = snapshot_pit_fields,
+	.nfields = STATE_NFIELDS(snapshot_pit_fields),
+	.validate = snapshot_pit_validate,
+};
+
+static const struct state_field snapshot_clock_fields[] = {
+	STATE_U64(struct snapshot_clock, kvmclock_ns, 1),
+	STATE_U32(struct snapshot_clock, kvmclock_flags, 1),
+	STATE_U64(struct snapshot_clock, host_realtime_ns, 1),
+};
+
+static const struct state_desc snapshot_clock_desc = {
+	.name = "clock",
+	.version = 1,
+	.min_version = 1,
+	.fields = snapshot_clock_fields,
+	.nfields = STATE_NFIELDS(snapshot_clock_fields),
+};
+
+/* The emulated devices, in the order their records are written. */
+struct snapshot_device {
+	const char *name;
+	const struct state_desc *desc;
+	size_t offset; /* of the device struct in struct vm */
+	int (*post_load)(struct vm *vm);
+	bool only_with_debug_exit;
+};
+
+static int snapshot_uart_post_load(struct vm *vm)
+{
+	return uart_post_load(&vm->uart);
+}
+
+static int snapshot_rtc_post_load(struct vm *vm)
+{
+	return rtc_post_load(&vm->rtc);
+}
+
+static int snapshot_i8042_post_load(struct vm *vm)
+{
+	return i8042_post_load(&vm->i8042);
+}
+
+static int snapshot_pci_post_load(struct vm *vm)
+{
+	return pci_host_post_load(&vm->pci);
+}
+
+static int snapshot_acpi_pm_post_load(struct vm *vm)
+{
+	return acpi_pm_post_load(&vm->acpi_pm);
+}
+
+static int snapshot_debug_exit_post_load(struct vm *vm)
+{
+	return debug_exit_post_load(&vm->debug_exit);
+}
+
+static const struct snapshot_device snapshot_devices[] = {
+	{ "uart", &uart_state_desc, offsetof(struct vm, uart),
+	  snapshot_uart_post_load, false },
+	{ "rtc", &rtc_state_desc, offsetof(struct vm, rtc),
+	  snapshot_rtc_post_load, false },
+	{ "i8042", &i8042_state_desc, offsetof(struct vm, i8042),
+	  snapshot_i8042_post_load, false },
+	{ "pci", &pci_host_state_desc, offsetof(struct vm, pci),
+	  snapshot_pci_post_load, false },
+	{ "acpi_pm", &acpi_pm_state_desc, offsetof(struct vm, acpi_pm),
+	  snapshot_acpi_pm_post_load, false },
+	{ "debug_exit", &debug_exit_state_desc, offsetof(struct vm, debug_exit),
+	  snapshot_debug_exit_post_load, true },
+};
+
+#define SNAPSHOT_NDEVICES (sizeof(snapshot_devices) / sizeof(snapshot_devices[0]))
+
+/* Sections of a DEVICE record. */
+enum { SNAPSHOT_DEV_NAME = 1, SNAPSHOT_DEV_STATE = 2 };
+/* Sections of an IRQCHIP record. */
+enum {
+	SNAPSHOT_IRQ_PIC_MASTER = 1,
+	SNAPSHOT_IRQ_PIC_SLAVE = 2,
+	SNAPSHOT_IRQ_IOAPIC = 3
+};
+
+static bool snapshot_device_present(const struct vm *vm,
+				    const struct snapshot_device *d)
+{
+	return !d->only_with_debug_exit || vm->cfg.debug_exit;
+}
+
+static uint64_t realtime_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Writes a record built from sections in @b and frees @b. */
+static int snapshot_put(struct snap_writer *w, uint32_t type,
+			struct state_buf *b, int ret, char *err, size_t errlen)
+{
+	if (ret) {
+		set_err(err, errlen, "cannot encode %s state: %s",
+			snap_record_type_name(type), strerror(-ret));
+	} else {
+		ret = snap_write_record(w, type, 1, 0, b->data, b->len, err,
+					errlen);
+	}
+	state_buf_free(b);
+	return ret;
+}
+
+static int snapshot_save_vcpus(struct vm *vm, struct snap_writer *w,
+			       char *err, size_t errlen)
+{
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		struct vcpu_state *st = calloc(1, sizeof(*st));
+		struct state_buf b = { 0 };
+		int ret;
+
+		if (!st)
+			return -ENOMEM;
+		ret = vcpu_state_save(vm->vcpus[i].fd, vm->vm_fd, vm->msr_list,
+				      vm->nmsrs, st);
+		if (ret) {
+			set_err(err, errlen, "vCPU %u: cannot read state: %s",
+				i, strerror(-ret));
+			free(st);
+			return ret;
+		}
+		ret = vcpu_state_encode(st, &b);
+		vcpu_state_free(st);
+		free(st);
+		ret = snapshot_put(w, SNAP_REC_VCPU, &b, ret, err, errlen);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+static int snapshot_save_platform(struct vm *vm, struct snap_writer *w,
+				  char *err, size_t errlen)
+{
+	struct kvm_irqchip chip[3] = { { .chip_id = KVM_IRQCHIP_PIC_MASTER },
+				       { .chip_id = KVM_IRQCHIP_PIC_SLAVE },
+				       { .chip_id = KVM_IRQCHIP_IOAPIC } };
+	struct kvm_pit_state2 pit;
+	struct state_buf b = { 0 };
+	int ret;
+
+	for (int i = 0; i < 3; i++) {
+		ret = kvm_ioctl(vm->vm_fd, KVM_GET_IRQCHIP, &chip[i]);
+		if (ret < 0) {
+			set_err(err, errlen, "KVM_GET_IRQCHIP: %s",
+				strerror(-ret));
+			return ret;
+		}
+	}
+	ret = state_buf_put_table(&b, SNAPSHOT_IRQ_PIC_MASTER,
+				  &snapshot_pic_desc, &chip[0].chip.pic);
+	if (!ret)
+		ret = state_buf_put_table(&b, SNAPSHOT_IRQ_PIC_SLAVE,
+					  &snapshot_pic_desc, &chip[1].chip.pic);
+	if (!ret)
+		ret = state_buf_put_table(&b, SNAPSHOT_IRQ_IOAPIC,
+					  &snapshot_ioapic_desc,
+					  &chip[2].chip.ioapic);
+	ret = snapshot_put(w, SNAP_REC_IRQCHIP, &b, ret, err, errlen);
+	if (ret)
+		return ret;
+
+	ret = kvm_ioctl(vm->vm_fd, KVM_GET_PIT2, &pit);
+	if (ret < 0) {
+		set_err(err, errlen, "KVM_GET_PIT2: %s", strerror(-ret));
+		return ret;
+	}
+	ret = state_buf_put_table(&b, 1, &snapshot_pit_desc, &pit);
+	ret = snapshot_put(w, SNAP_REC_PIT, &b, ret, err, errlen);
+	if (ret)
+		return ret;
+	return 0;
+}
+
+/* kvmclock and the host's wall clock, read together so that restore can
+ * tell how long the VM spent suspended. */
+static int snapshot_save_clock(struct vm *vm, struct snap_writer *w,
+			       char *err, size_t errlen)
+{
+	struct kvm_clock_data kclock = { 0 };
+	struct snapshot_clock clock;
+	struct state_buf b = { 0 };
+	int ret;
+
+	ret = kvm_ioctl(vm->vm_fd, KVM_GET_CLOCK, &kclock);
+	if (ret < 0) {
+		set_err(err, errlen, "KVM_GET_CLOCK: %s", strerror(-ret));
+		return ret;
+	}
+	clock = (struct snapshot_clock){ .kvmclock_ns = kclock.clock,
+					 .kvmclock_flags = kclock.flags,
+					 .host_realtime_ns = realtime_ns() };
+	ret = state_buf_put_table(&b, 1, &snapshot_clock_desc, &clock);
+	return snapshot_put(w, SNAP_REC_CLOCK, &b, ret, err, errlen);
+}
+
+static int snapshot_save_devices(struct vm *vm, struct snap_writer *w,
+				 char *err, size_t errlen)
+{
+	for (size_t i = 0; i < SNAPSHOT_NDEVICES; i++) {
+		const struct snapshot_device *d = &snapshot_devices[i];
+		struct state_buf b = { 0 };
+		int ret;
+
+		if (!snapshot_device_present(vm, d))
+			continue;
+		ret = state_buf_put(&b, SNAPSHOT_DEV_NAME, 1, d->name,
+				    strlen(d->name));
+		if (!ret)
+			ret = state_buf_put_table(&b, SNAPSHOT_DEV_STATE,
+						  d->desc,
+						  (uint8_t *)vm + d->offset);
+		ret = snapshot_put(w, SNAP_REC_DEVICE, &b, ret, err, errlen);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+int snapshot_save(struct vm *vm, const char *path,
+		  struct snap_progress *progress, char *err, size_t errlen)
+{
+	struct kvm_cpuid_entry2 *leaf0 = cpuid_find(vm->cpuid, 0, 0);
+	struct snap_header hdr = { .format_version = SNAP_FORMAT_VERSION };
+	struct snap_writer *w;
+	uint8_t *cpuid = NULL;
+	size_t cpuid_len;
+	char *json;
+	int ret;
+
+	hdr.page_size = (uint32_t)sysconf(_SC_PAGESIZE);
+	snprintf(hdr.stasis_version, sizeof(hdr.stasis_version), "%s",
+		 STASIS_VERSION);
+	if (leaf0) {
+		memcpy(hdr.cpu_vendor, &leaf0->ebx, 4);
+		memcpy(hdr.cpu_vendor + 4, &leaf0->edx, 4);
+		memcpy(hdr.cpu_vendor + 8, &leaf0->ecx, 4);
+	}
+	hdr.created_unix_ns = realtime_ns();
+
+	json = config_to_json(&vm->cfg);
+	if (!json)
+		return -ENOMEM;
+	ret = cpuid_encode(vm->cpuid, &cpuid, &cpuid_len);
+	if (ret) {
+		free(json);
+		return ret;
+	}
+	w = snap_writer_open(path, &hdr, err, errlen);
+	if (!w) {
+		ret = errno ? -errno : -EIO;
+		goto out;
+	}
+	ret = snap_write_record(w, SNAP_REC_CONFIG, 1, 0, json, strlen(json),
+				err, errlen);
+	if (!ret)
+		ret = snap_write_record(w, SNAP_REC_CPUID, 1, 0, cpuid,
+					cpuid_len, err, errlen);
+	if (!ret)
+		ret = snapshot_save_clock(vm, w, err, errlen);
+	if (!ret)
+		ret = snapshot_save_vcpus(vm, w, err, errlen);
+	if (!ret)
+		ret = snapshot_save_platform(vm, w, err, errlen);
+	if (!ret)
+		ret = snapshot_save_devices(vm, w, err, errlen);
+	if (!ret)
+		ret = snap_write_memory(w, &vm->mem, progress, err, errlen);
+	if (ret) {
+		snap_writer_abort(w);
+		goto out;
+	}
+	ret = snap_writer_commit(w, err, errlen);
+out:
+	free(json);
+	free(cpuid);
+	return ret;
+}
+
+/* Reads the next record, which must be of @type. */
+static int snapshot_expect(struct snap_reader *r, uint32_t type,
+			   struct snap_record *rec, char *err, size_t errlen)
+{
+	int ret = snap_reader_next(r, rec, err, errlen);
+
+	if (ret < 0)
+		return ret;
+	if (ret == 0 || rec->type != type) {
+		set_err(err, errlen,
+			"snapshot: expected a %s record, found %s",
+			snap_record_type_name(type),
+			ret == 0 ? "the end" : snap_record_type_name(rec->type));
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int snapshot_open(const char *path, struct snapshot_image *img, char *err,
+		  size_t errlen)
+{
+	const struct snap_header *hdr;
+	struct snap_record rec;
+	char msg[256];
+	void *data = NULL;
+	long page = sysconf(_SC_PAGESIZE);
+	int ret;
+
+	memset(img, 0, sizeof(*img));
+	config_init(&img->cfg);
+	img->r = snap_reader_open(path, err, errlen);
+	if (!img->r)
+		return -EINVAL;
+	hdr = snap_reader_header(img->r);
+	if (hdr->page_size != (uint32_t)page) {
+		set_err(err, errlen,
+			"snapshot: page size %u differs from this host's %ld",
+			hdr->page_size, page);
+		ret = -ENOTSUP;
+		goto fail;
+	}
+
+	ret = snapshot_expect(img->r, SNAP_REC_CONFIG, &rec, err, errlen);
+	if (ret)
+		goto fail;
+	if (rec.version != 1) {
+		set_err(err, errlen, "snapshot: CONFIG version %u unknown",
+			rec.version);
+		ret = -EINVAL;
+		goto fail;
+	}
+	ret = snap_read_payload(img->r, &rec, SNAPSHOT_CONFIG_MAX, &data, err,
+				errlen);
+	if (ret)
+		goto fail;
+	/* JSON text: NUL-terminate a copy before parsing it. */
+	{
+		char *text = malloc(rec.length + 1);
+
+		if (!text) {
+			ret = -ENOMEM;
+			goto fail;
+		}
+		memcpy(text, data, rec.length);
+		text[rec.length] = '\0';
+		ret = strlen(text) == rec.length ?
+			      config_load_json(&img->cfg, text, msg,
+					       sizeof(msg)) :
+			      -EINVAL;
+		free(text);
+	}
+	free(data);
+	data = NULL;
+	if (!ret)
+		ret = config_validate(&img->cfg, msg, sizeof(msg));
+	if (ret) {
+		set_err(err, errlen, "snapshot: bad configuration: %s", msg);
+		goto fail;
+	}
+
+	ret = snapshot_expect(img->r, SNAP_REC_CPUID, &rec, err, errlen);
+	if (ret)
+		goto fail;
+	ret = snap_read_payload(img->r, &rec, SNAPSHOT_RECORD_MAX, &data, err,
+				errlen);
+	if (ret)
+		goto fail;
+	ret = rec.version == 1 ?
+		      cpuid_decode(data, rec.length, &img->cpuid) :
+		      -EINVAL;
+	free(data);
+	if (ret) {
+		set_err(err, errlen, "snapshot: malformed CPUID record");
+		goto fail;
+	}
+	return 0;
+fail:
+	snapshot_close(img);
+	return ret;
+}
+
+void snapshot_close(struct snapshot_image *img)
+{
+	if (img->r)
+		snap_reader_close(img->r);
+	free(img->cpuid);
+	config_free(&img->cfg);
+	memset(img, 0, sizeof(*img));
+}
+
+static int snapshot_load_irqchip(struct vm *vm, const uint8_t *data,
+				 size_t len)
+{
+	struct state_cursor c = { .data = data, .len = len };
+	struct kvm_irqchip chip;
+	struct state_section s;
+	unsigned seen = 0;
+	int ret;
+
+	while ((ret = state_cursor_next(&c, &s)) == 1) {
+		memset(&chip, 0, sizeof(chip));
+		switch (s.tag) {
+		case SNAPSHOT_IRQ_PIC_MASTER:
+		case SNAPSHOT_IRQ_PIC_SLAVE:
+			chip.chip_id = s.tag == SNAPSHOT_IRQ_PIC_MASTER ?
+					       KVM_IRQCHIP_PIC_MASTER :
+					       KVM_IRQCHIP_PIC_SLAVE;
+			ret = state_section_decode(&snapshot_pic_desc, &s,
+						   &chip.chip.pic);
+			break;
+		case SNAPSHOT_IRQ_IOAPIC:
+			chip.chip_id = KVM_IRQCHIP_IOAPIC;
+			ret = state_section_decode(&snapshot_ioapic_desc, &s,
+						   &chip.chip.ioapic);
+			break;
+		default:
+			return -EINVAL;
+		}
+		if (ret || (seen & (1u << s.tag)))
+			return -EINVAL;
+		seen |= 1u << s.tag;
+		ret = kvm_ioctl(vm->vm_fd, KVM_SET_IRQCHIP, &chip);
+		if (ret < 0)
+			return ret;
+	}
+	return ret < 0 ? ret : (seen == 0xe ? 0 : -EINVAL);
+}
+
+/* Decodes a record made of exactly one section of @d into @obj. */
+static int snapshot_load_single(const struct state_desc *d, const void *data,
+				size_t len, void *obj)
+{
+	struct state_cursor c = { .data = data, .len = len };
+	struct state_section s;
+	int ret = state_cursor_next(&c, &s);
+
+	if (ret != 1 || s.tag != 1)
+		return -EINVAL;
+	ret = state_section_decode(d, &s, obj);
+	if (ret)
+		return ret;
+	return state_cursor_next(&c, &s) == 0 ? 0 : -EINVAL;
+}
+
+static int snapshot_load_device(struct vm *vm, const uint8_t *data,
+				size_t len, bool *done, char *err,
+				size_t errlen)
+{
+	struct state_cursor c = { .data = data, .len = len };
+	const struct snapshot_device *d = NULL;
+	struct state_section name, st;
+	int ret;
+
+	if (state_cursor_next(&c, &name) != 1 ||
+	    name.tag != SNAPSHOT_DEV_NAME || state_cursor_next(&c, &st) != 1 ||
+	    st.tag != SNAPSHOT_DEV_STATE || state_cursor_next(&c, &st) != 0) {
+		set_err(err, errlen, "snapshot: malformed DEVICE record");
+		return -EINVAL;
+	}
+	c.pos = 0;
+	state_cursor_next(&c, &name);
+	state_cursor_next(&c, &st);
+	for (size_t i = 0; i < SNAPSHOT_NDEVICES; i++) {
+		const char *n = snapshot_devices[i].name;
+
+		if (strlen(n) == name.len && !memcmp(n, name.payload, name.len)) {
+			d = &snapshot_devices[i];
+			if (done[i] || !snapshot_device_present(vm, d)) {
+				set_err(err, errlen,
+					"snapshot: unexpected device %s", n);
+				return -EINVAL;
+			}
+			done[i] = true;
+			break;
+		}
+	}
+	if (!d) {
+		set_err(err, errlen, "snapshot: unknown device '%.*s'",
+			(int)(name.len > 32 ? 32 : name.len),
+			(const char *)name.payload);
+		return -EINVAL;
+	}
+	/* The device is freshly created and not running yet: a failure here
+	 * abandons the whole restore, so decoding in place is safe. */
+	ret = state_section_decode(d->desc, &st, (uint8_t *)vm + d->offset);
+	if (ret == -EPROTO)
+		set_err(err, errlen,
+			"snapshot: device %s state version %u not readable "
+			"(this stasis reads %u..%u)",
+			d->name, st.version, d->desc->min_version,
+			d->desc->version);
+	else if (ret)
+		set_err(err, errlen, "snapshot: device %s: invalid state",
+			d->name);
+	return ret;
+}
+
+/* Applies the clock policy to the vCPU's TSC, before it is written. */
+static void snapshot_advance_tsc(struct vcpu_state *st, uint64_t elapsed_ns)
+{
+	struct kvm_msr_entry *tsc = vcpu_state_msr(st, MSR_IA32_TSC);
+
+	if (tsc && st->tsc_khz)
+		tsc->data += elapsed_ns / 1000 * st->tsc_khz / 1000;
+}
+
+static int snapshot_load_vcpu(struct vm *vm, unsigned id, const uint8_t *data,
+			      size_t len, uint64_t elapsed_ns, char *err,
+			      size_t errlen)
+{
+	struct vcpu_state *st = calloc(1, sizeof(*st));
+	char msg[200];
+	int ret;
+
+	if (!st)
+		return -ENOMEM;
+	ret = vcpu_state_decode(data, len, st, msg, sizeof(msg));
+	if (ret) {
+		set_err(err, errlen, "snapshot: vCPU %u: %s", id, msg);
+		free(st);
+		return ret;
+	}
+	if (st->tsc_khz) {
+		int khz = ioctl(vm->vcpus[id].fd, KVM_GET_TSC_KHZ, 0);
+
+		/* A different TSC rate needs TSC scaling in the host. */
+		if (khz > 0 && (uint32_t)khz != st->tsc_khz &&
+		    kvm_ioctl(vm->vcpus[id].fd, KVM_SET_TSC_KHZ,
+			      (void *)(unsigned long)st->tsc_khz) < 0) {
+			set_err(err, errlen,
+				"snapshot: guest TSC runs at %u kHz, this host "
+				"at %d kHz and cannot scale it",
+				st->tsc_khz, khz);
+			vcpu_state_free(st);
+			free(st);
+			return -ENOTSUP;
+		}
+	}
+	snapshot_advance_tsc(st, elapsed_ns);
+	ret = vcpu_state_restore(vm->vcpus[id].fd, st, msg, sizeof(msg));
+	if (ret)
+		set_err(err, errlen, "snapshot: vCPU %u: %s", id, msg);
+	vcpu_state_free(st);
+	free(st);
+	return ret;
+}
+
+/* kvmclock resumes where it was, plus the suspended time under
+ * CLOCK_ADVANCE; under CLOCK_FROZEN the RTC is moved back by that time too,
+ * so every clock the guest has reads as if no time had passed. */
+static int snapshot_apply_clock(struct vm *vm, const struct snapshot_clock *c,
+				enum clock_policy policy, uint64_t elapsed_ns,
+				char *err, size_t errlen)
+{
+	struct kvm_clock_data kc = { .clock = c->kvmclock_ns };
+	int ret;
+
+	if (policy == CLOCK_ADVANCE)
+		kc.clock += elapsed_ns;
+	else
+		rtc_adjust_offset(&vm->rtc,
+				  -(int64_t)(elapsed_ns / 1000000000ull));
+	ret = kvm_ioctl(vm->vm_fd, KVM_SET_CLOCK, &kc);
+	if (ret < 0)
+		set_err(err, errlen, "KVM_SET_CLOCK: %s", strerror(-ret));
+	return ret < 0 ? ret : 0;
+}
+
+int snapshot_restore(struct vm *vm, struct snapshot_image *img,
+		     enum clock_policy clock, char *err, size_t errlen)
+{
+	bool dev_done[SNAPSHOT_NDEVICES] = { false };
+	unsigned nvcpu = 0, nmem = 0, nirq = 0, npit = 0, nclock = 0;
+	struct snapshot_clock saved_clock = { 0 };
+	struct kvm_pit_state2 pit;
+	struct snap_record rec;
+	uint64_t elapsed_ns = 0;
+	uint64_t now = realtime_ns();
+	int ret;
+
+	while ((ret = snap_reader_next(img->r, &rec, err, errlen)) == 1) {
+		void *data = NULL;
+
+		if (rec.type == SNAP_REC_MEMORY) {
+			if (nmem == vm->mem.nregions) {
+				set_err(err, errlen,
+					"snapshot: more memory records than "
+					"regions");
+				return -EINVAL;
+			}
+			ret = snap_read_memory(img->r, &rec, &vm->mem, NULL,
+					       err, errlen);
+			if (ret)
+				return ret;
+			nmem++;
+			continue;
+		}
+		if (rec.version != 1) {
+			set_err(err, errlen,
+				"snapshot: %s record version %u unknown",
+				snap_record_type_name(rec.type), rec.version);
+			return -EINVAL;
+		}
+		ret = snap_read_payload(img->r, &rec, SNAPSHOT_RECORD_MAX,
+					&data, err, errlen);
+		if (ret)
+			return ret;
+		switch (rec.type) {
+		case SNAP_REC_VCPU:
+			if (nvcpu == vm->ncpus) {
+				set_err(err, errlen,
+					"snapshot: more vCPU records than "
+					"vCPUs");
+				ret = -EINVAL;
+				break;
+			}
+			if (nclock != 1) {
+				set_err(err, errlen,
+					"snapshot: VCPU record before CLOCK");
+				ret = -EINVAL;
+				break;
+			}
+			ret = snapshot_load_vcpu(vm, nvcpu, data, rec.length,
+						 clock == CLOCK_ADVANCE ?
+							 elapsed_ns :
+							 0,
+						 err, errlen);
+			nvcpu++;
+			break;
+		case SNAP_REC_IRQCHIP:
+			ret = nirq++ ? -EINVAL :
+				       snapshot_load_irqchip(vm, data,
+							     rec.length);
+			if (ret)
+				set_err(err, errlen,
+					"snapshot: bad IRQCHIP record");
+			break;
+		case SNAP_REC_PIT:
+			memset(&pit, 0, sizeof(pit));
+			ret = npit++ ? -EINVAL :
+				       snapshot_load_single(&snapshot_pit_desc,
+							    data, rec.length,
+							    &pit);
+			if (!ret)
+				ret = kvm_ioctl(vm->vm_fd, KVM_SET_PIT2, &pit);
+			if (ret)
+				set_err(err, errlen, "snapshot: bad PIT record");
+			break;
+		case SNAP_REC_CLOCK:
+			ret = nclock++ ?
+				      -EINVAL :
+				      snapshot_load_single(&snapshot_clock_desc,
+							   data, rec.length,
+							   &saved_clock);
+			if (ret) {
+				set_err(err, errlen,
+					"snapshot: bad CLOCK record");
+				break;
+			}
+			if (now > saved_clock.host_realtime_ns)
+				elapsed_ns = now - saved_clock.host_realtime_ns;
+			break;
+		case SNAP_REC_DEVICE:
+			ret = snapshot_load_device(vm, data, rec.length,
+						   dev_done, err, errlen);
+			break;
+		default:
+			/* Optional records of a later stasis. */
+			ret = 0;
+			break;
+		}
+		free(data);
+		if (ret)
+			return ret < 0 ? ret : -EINVAL;
+	}
+	if (ret < 0)
+		return ret;
+	if (nvcpu != vm->ncpus || nmem != vm->mem.nregions || nirq != 1 ||
+	    npit != 1 || nclock != 1) {
+		set_err(err, errlen,
+			"snapshot: incomplete (vCPUs %u/%u, memory %u/%u, "
+			"irqchip %u, pit %u, clock %u)",
+			nvcpu, vm->ncpus, nmem, vm->mem.nregions, nirq, npit,
+			nclock);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < SNAPSHOT_NDEVICES; i++) {
+		if (snapshot_device_present(vm, &snapshot_devices[i]) &&
+		    !dev_done[i]) {
+			set_err(err, errlen, "snapshot: device %s missing",
+				snapshot_devices[i].name);
+			return -EINVAL;
+		}
+	}
+
+	img->saved_realtime_ns = saved_clock.host_realtime_ns;
+	return snapshot_apply_clock(vm, &saved_clock, clock, elapsed_ns, err,
+				    errlen);
+}

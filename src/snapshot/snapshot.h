@@ -1,0 +1,55 @@
+/* Saving a paused VM to a snapshot file and building a VM back from one:
+ * which records are written, in which order, and how they are checked on
+ * the way back in. The container itself is snapfile.h. */
+#ifndef STASIS_SNAPSHOT_H
+#define STASIS_SNAPSHOT_H
+
+#include <stddef.h>
+
+#include <linux/kvm.h>
+
+#include "core/config.h"
+#include "snapshot/snapfile.h"
+
+struct vm;
+
+/* How the guest's clocks treat the time spent suspended (docs/clock.md). */
+enum clock_policy {
+	CLOCK_ADVANCE, /* kvmclock and TSC move on by the suspended time */
+	CLOCK_FROZEN, /* the guest resumes at the instant it was saved */
+};
+
+/* Writes every record for @vm, which must be paused, to @path atomically.
+ * Returns 0 or -errno with a one-line reason in @err. */
+int snapshot_save(struct vm *vm, const char *path,
+		  struct snap_progress *progress, char *err, size_t errlen);
+
+/* An opened snapshot whose configuration and CPUID have been read. */
+struct snapshot_image {
+	struct snap_reader *r;
+	struct vm_config cfg;
+	struct kvm_cpuid2 *cpuid;
+	uint64_t saved_realtime_ns;
+};
+
+/* Opens @path, checks the header against this host (page size, format
+ * version) and reads the CONFIG and CPUID records. */
+int snapshot_open(const char *path, struct snapshot_image *img, char *err,
+		  size_t errlen);
+
+/* Reads the remaining records into @vm, created from img->cfg and
+ * img->cpuid: memory, vCPUs, interrupt controllers, PIT, clock, devices.
+ * Every mandatory record must appear exactly as often as the VM needs. */
+int snapshot_restore(struct vm *vm, struct snapshot_image *img,
+		     enum clock_policy clock, char *err, size_t errlen);
+
+void snapshot_close(struct snapshot_image *img);
+
+/* Record payload codecs shared with `stasis inspect`. */
+struct snapshot_clock {
+	uint64_t kvmclock_ns; /* KVM_GET_CLOCK */
+	uint32_t kvmclock_flags;
+	uint64_t host_realtime_ns; /* CLOCK_REALTIME when saved */
+};
+
+#endif

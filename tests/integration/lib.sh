@@ -1,0 +1,114 @@
+# Shared helpers for the integration tests: each test is a bash script
+# that sources this file, runs stasis on guest-kit images and exits 0 when
+# every check held. STASIS and GUESTS come from tests/run-all.sh.
+set -euo pipefail
+
+: "${STASIS:?STASIS must point at the stasis binary}"
+: "${GUESTS:?GUESTS must point at the built guest images}"
+# Emulated hosts (the nested test VM) are slower: scale every timeout.
+: "${STASIS_TIME_SCALE:=1}"
+
+TEST_NAME=$(basename "$0" .sh)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/stasis-$TEST_NAME.XXXXXX")
+BG_PIDS=()
+
+cleanup() {
+	local pid
+	for pid in "${BG_PIDS[@]}"; do
+		kill -9 "$pid" 2>/dev/null || true
+	done
+	wait 2>/dev/null || true
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+fail() {
+	echo "$TEST_NAME: FAIL: $*" >&2
+	exit 1
+}
+
+note() {
+	echo "$TEST_NAME: $*" >&2
+}
+
+# scaled SECONDS: prints SECONDS times the time scale (integer).
+scaled() {
+	echo $(($1 * STASIS_TIME_SCALE))
+}
+
+# run_guest NAME OUTFILE [stasis run options...]: runs a guest to its end
+# with the debug-exit port, serial output into OUTFILE; prints the status.
+run_guest() {
+	local name=$1 out=$2
+	shift 2
+	local rc=0
+	timeout -s KILL "$(scaled 120)" "$STASIS" run \
+		--kernel "$GUESTS/$name.elf" --debug-exit \
+		--serial "file:$out" "$@" </dev/null 2>"$out.err" || rc=$?
+	echo "$rc"
+}
+
+# start_vm OUTFILE SOCKET [stasis run|restore arguments...]: starts stasis
+# in the background with an API socket; sets VM_PID.
+start_stasis() {
+	local out=$1
+	shift
+	"$STASIS" "$@" </dev/null >"$out.stdout" 2>"$out.err" &
+	VM_PID=$!
+	BG_PIDS+=("$VM_PID")
+}
+
+# wait_for_socket SOCKET: waits until the control API answers.
+wait_for_socket() {
+	local sock=$1 i
+	for ((i = 0; i < $(scaled 300); i++)); do
+		if [[ -S $sock ]] && "$STASIS" ctl "$sock" status >/dev/null 2>&1; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	fail "control socket $sock never answered"
+}
+
+# wait_for_line FILE REGEX SECONDS: waits until FILE has a line matching.
+wait_for_line() {
+	local file=$1 re=$2 secs=$3 i
+	for ((i = 0; i < $(scaled "$secs") * 10; i++)); do
+		if [[ -f $file ]] && grep -Eq "$re" "$file"; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	fail "no line matching '$re' in $file within $(scaled "$secs") s: $(tail -n 3 "$file" 2>/dev/null | tr '\n' '|')"
+}
+
+# wait_exit PID SECONDS: waits for a background stasis; prints its status.
+wait_exit() {
+	local pid=$1 secs=$2 i rc=0
+	for ((i = 0; i < $(scaled "$secs") * 10; i++)); do
+		if ! kill -0 "$pid" 2>/dev/null; then
+			wait "$pid" || rc=$?
+			echo "$rc"
+			return 0
+		fi
+		sleep 0.1
+	done
+	kill -9 "$pid" 2>/dev/null || true
+	fail "stasis (pid $pid) did not exit within $(scaled "$secs") s"
+}
+
+# expect_status GOT WANT WHAT
+expect_status() {
+	[[ $1 == "$2" ]] || fail "$3: exit status $1, expected $2"
+}
+
+# counter_values FILE: prints the counter values in FILE, one per line.
+counter_values() {
+	sed -n 's/^counter: \([0-9][0-9]*\)\r\{0,1\}$/\1/p' "$1"
+}
+
+# check_increasing FILE: the counter values are strictly increasing.
+check_increasing() {
+	counter_values "$1" | awk 'NR > 1 && $1 <= prev { print "not increasing at " prev " -> " $1; bad = 1 } { prev = $1 } END { exit bad }' ||
+		fail "counter in $1 is not strictly increasing"
+}

@@ -1,0 +1,1309 @@
+/* The control API end to end: the server on a temporary socket with fake
+ * VM callbacks, driven by raw HTTP and by `stasis ctl` (ctl_main). */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <json-c/json.h>
+
+#include "control/api.h"
+
+#define MIB (1024ULL * 1024)
+#define REPLY_MAX (128 * 1024)
+
+/* The VM as the server sees it: records calls, fails on demand, and can
+ * hold a snapshot open (gate) or make it slow (steps). */
+struct fake_vm {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool paused;
+	uint64_t last_pause_ns;
+	int calls_pause, calls_resume, calls_shutdown, calls_snapshot;
+	int fail_ret; /* returned by the next callback, then cleared */
+	const char *fail_msg; /* its reason, or NULL to leave @err empty */
+	char snap_path[PATH_MAX];
+	enum vm_then snap_then;
+	bool snap_gate, snap_started, snap_release;
+	int snap_steps; /* slow snapshot: steps of 50 ms */
+	bool snap_active;
+	uint64_t snap_done, snap_total;
+};
+
+struct fixture {
+	char dir[64];
+	char sock[128];
+	struct api_server *srv;
+	struct fake_vm vm;
+};
+
+struct reply {
+	int status;
+	char *head; /* inside raw */
+	char *body;
+	char raw[REPLY_MAX + 1];
+};
+
+static int fake_fail(struct fake_vm *vm, char *err, size_t errlen)
+{
+	int ret = vm->fail_ret;
+
+	vm->fail_ret = 0;
+	if (ret && vm->fail_msg)
+		snprintf(err, errlen, "%s", vm->fail_msg);
+	return ret;
+}
+
+static int fake_pause(void *ctx, char *err, size_t errlen)
+{
+	struct fake_vm *vm = ctx;
+	int ret;
+
+	pthread_mutex_lock(&vm->lock);
+	vm->calls_pause++;
+	ret = fake_fail(vm, err, errlen);
+	if (!ret && vm->paused) {
+		snprintf(err, errlen, "VM is already paused");
+		ret = -EALREADY;
+	} else if (!ret) {
+		vm->paused = true;
+		vm->last_pause_ns = 140 * 1000;
+	}
+	pthread_mutex_unlock(&vm->lock);
+	return ret;
+}
+
+static int fake_resume(void *ctx, char *err, size_t errlen)
+{
+	struct fake_vm *vm = ctx;
+	int ret;
+
+	pthread_mutex_lock(&vm->lock);
+	vm->calls_resume++;
+	ret = fake_fail(vm, err, errlen);
+	if (!ret && !vm->paused) {
+		snprintf(err, errlen, "VM is already running");
+		ret = -EALREADY;
+	} else if (!ret) {
+		vm->paused = false;
+	}
+	pthread_mutex_unlock(&vm->lock);
+	return ret;
+}
+
+static int fake_shutdown(void *ctx, char *err, size_t errlen)
+{
+	struct fake_vm *vm = ctx;
+	int ret;
+
+	pthread_mutex_lock(&vm->lock);
+	vm->calls_shutdown++;
+	ret = fake_fail(vm, err, errlen);
+	pthread_mutex_unlock(&vm->lock);
+	return ret;
+}
+
+static int fake_snapshot(void *ctx, const char *path, enum vm_then then,
+			 char *err, size_t errlen)
+{
+	struct fake_vm *vm = ctx;
+	struct timespec step = { 0, 50 * 1000 * 1000 };
+	int ret, i;
+
+	pthread_mutex_lock(&vm->lock);
+	vm->calls_snapshot++;
+	snprintf(vm->snap_path, sizeof(vm->snap_path), "%s", path);
+	vm->snap_then = then;
+	ret = fake_fail(vm, err, errlen);
+	if (ret)
+		goto out;
+	vm->snap_active = true;
+	vm->snap_total = 256 * MIB;
+	vm->snap_done = vm->snap_total / 2;
+	vm->snap_started = true;
+	pthread_cond_broadcast(&vm->cond);
+	while (vm->snap_gate && !vm->snap_release)
+		pthread_cond_wait(&vm->cond, &vm->lock);
+	for (i = 0; i < vm->snap_steps; i++) {
+		vm->snap_done = vm->snap_total * (unsigned)i / vm->snap_steps;
+		pthread_mutex_unlock(&vm->lock);
+		nanosleep(&step, NULL);
+		pthread_mutex_lock(&vm->lock);
+	}
+	vm->snap_active = false;
+out:
+	pthread_mutex_unlock(&vm->lock);
+	return ret;
+}
+
+static void fake_status(void *ctx, struct vm_status *st)
+{
+	struct fake_vm *vm = ctx;
+
+	pthread_mutex_lock(&vm->lock);
+	st->paused = vm->paused;
+	st->ncpus = 2;
+	st->mem_size = 256 * MIB;
+	st->uptime_ns = 12345678900ULL;
+	st->last_pause_ns = vm->last_pause_ns;
+	st->snapshot_active = vm->snap_active;
+	st->snapshot_done_bytes = vm->snap_done;
+	st->snapshot_total_bytes = vm->snap_total;
+	pthread_mutex_unlock(&vm->lock);
+}
+
+static const struct api_ops fake_ops = {
+	.pause = fake_pause,
+	.resume = fake_resume,
+	.snapshot = fake_snapshot,
+	.shutdown = fake_shutdown,
+	.status = fake_status,
+};
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	char err[256];
+
+	if (!f)
+		return -1;
+	pthread_mutex_init(&f->vm.lock, NULL);
+	pthread_cond_init(&f->vm.cond, NULL);
+	snprintf(f->dir, sizeof(f->dir), "/tmp/stasis-api-XXXXXX");
+	if (!mkdtemp(f->dir))
+		return -1;
+	snprintf(f->sock, sizeof(f->sock), "%s/api.sock", f->dir);
+	if (api_server_start(&f->srv, f->sock, &fake_ops, &f->vm, err,
+			     sizeof(err))) {
+		fprintf(stderr, "api_server_start: %s\n", err);
+		return -1;
+	}
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	char cmd[128];
+
+	api_server_stop(f->srv);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
+	if (system(cmd))
+		return -1;
+	pthread_cond_destroy(&f->vm.cond);
+	pthread_mutex_destroy(&f->vm.lock);
+	free(f);
+	return 0;
+}
+
+/* Async-signal-safe: the uid test's child uses it. */
+static int unix_addr(struct sockaddr_un *addr, const char *path)
+{
+	size_t len = strlen(path);
+
+	memset(addr, 0, sizeof(*addr));
+	addr->sun_family = AF_UNIX;
+	if (len >= sizeof(addr->sun_path))
+		return -1;
+	memcpy(addr->sun_path, path, len + 1);
+	return 0;
+}
+
+static int connect_unix(const char *path)
+{
+	struct sockaddr_un addr;
+	int fd;
+
+	if (unix_addr(&addr, path))
+		return -1;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof(addr))) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* Sends @raw as is and reads the reply until the server closes. */
+static void http_raw(const char *sock, const char *raw, size_t len,
+		     struct reply *rep)
+{
+	struct pollfd pfd;
+	size_t got = 0;
+	ssize_t n;
+	char *sep;
+	int fd;
+
+	memset(rep, 0, sizeof(*rep));
+	fd = connect_unix(sock);
+	assert_true(fd >= 0);
+	while (len) {
+		n = send(fd, raw, len, MSG_NOSIGNAL);
+		if (n < 0)
+			break; /* the server may refuse before reading it all */
+		raw += n;
+		len -= (size_t)n;
+	}
+	pfd.fd = fd;
+	pfd.events = POLLIN;
+	while (got < REPLY_MAX && poll(&pfd, 1, 5000) == 1) {
+		n = recv(fd, rep->raw + got, REPLY_MAX - got, 0);
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	close(fd);
+	rep->raw[got] = '\0';
+	rep->head = rep->raw;
+	rep->body = rep->raw + got;
+	sep = strstr(rep->raw, "\r\n\r\n");
+	if (sep) {
+		*sep = '\0';
+		rep->body = sep + 4;
+	}
+	if (sscanf(rep->raw, "HTTP/1.1 %d", &rep->status) != 1)
+		rep->status = -1;
+}
+
+static void http(const char *sock, const char *method, const char *url,
+		 const char *body, struct reply *rep)
+{
+	char *req;
+	int n;
+
+	n = asprintf(&req,
+		     "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+		     "Content-Length: %zu\r\n\r\n%s",
+		     method, url, body ? strlen(body) : 0, body ? body : "");
+	assert_true(n > 0);
+	http_raw(sock, req, (size_t)n, rep);
+	free(req);
+}
+
+/* The reply's {"error": ...} message; fails the test if there is none. */
+static void assert_error(const struct reply *rep, int status,
+			 const char *needle)
+{
+	struct json_object *obj, *val;
+
+	assert_int_equal(rep->status, status);
+	assert_non_null(strstr(rep->head, "Content-Type: application/json"));
+	obj = json_tokener_parse(rep->body);
+	assert_non_null(obj);
+	assert_true(json_object_object_get_ex(obj, "error", &val));
+	assert_true(json_object_is_type(val, json_type_string));
+	assert_int_equal(json_object_object_length(obj), 1);
+	if (!strstr(json_object_get_string(val), needle))
+		fail_msg("error \"%s\" lacks \"%s\"",
+			 json_object_get_string(val), needle);
+	assert_null(strchr(json_object_get_string(val), '\n'));
+	json_object_put(obj);
+}
+
+static struct json_object *reply_json(const struct reply *rep)
+{
+	struct json_object *obj = json_tokener_parse(rep->body);
+
+	assert_non_null(obj);
+	return obj;
+}
+
+static const char *json_str(struct json_object *obj, const char *key)
+{
+	struct json_object *val;
+
+	assert_true(json_object_object_get_ex(obj, key, &val));
+	assert_true(json_object_is_type(val, json_type_string));
+	return json_object_get_string(val);
+}
+
+static int64_t json_int(struct json_object *obj, const char *key)
+{
+	struct json_object *val;
+
+	assert_true(json_object_object_get_ex(obj, key, &val));
+	assert_true(json_object_is_type(val, json_type_int));
+	return json_object_get_int64(val);
+}
+
+static bool json_is_null(struct json_object *obj, const char *key)
+{
+	struct json_object *val;
+
+	return json_object_object_get_ex(obj, key, &val) && !val;
+}
+
+static void test_status(void **state)
+{
+	struct fixture *f = *state;
+	struct json_object *obj;
+	struct reply rep;
+
+	http(f->sock, "GET", "/vm", NULL, &rep);
+	assert_int_equal(rep.status, 200);
+	assert_non_null(strstr(rep.head, "Content-Type: application/json"));
+	obj = reply_json(&rep);
+	assert_string_equal(json_str(obj, "state"), "running");
+	assert_int_equal(json_int(obj, "vcpus"), 2);
+	assert_int_equal(json_int(obj, "memory_bytes"), 256 * MIB);
+	assert_int_equal(json_int(obj, "uptime_ms"), 12345);
+	assert_true(json_is_null(obj, "last_pause_us"));
+	assert_true(json_is_null(obj, "snapshot"));
+	assert_int_equal(json_object_object_length(obj), 6);
+	json_object_put(obj);
+}
+
+static void test_pause_resume(void **state)
+{
+	struct fixture *f = *state;
+	struct json_object *obj;
+	struct reply rep;
+
+	http(f->sock, "PUT", "/vm/pause", NULL, &rep);
+	assert_int_equal(rep.status, 204);
+	assert_string_equal(rep.body, "");
+	http(f->sock, "GET", "/vm", NULL, &rep);
+	obj = reply_json(&rep);
+	assert_string_equal(json_str(obj, "state"), "paused");
+	assert_int_equal(json_int(obj, "last_pause_us"), 140);
+	json_object_put(obj);
+
+	http(f->sock, "PUT", "/vm/pause", "{}", &rep);
+	assert_error(&rep, 409, "VM is already paused");
+	http(f->sock, "PUT", "/vm/resume", " {} ", &rep);
+	assert_int_equal(rep.status, 204);
+	http(f->sock, "PUT", "/vm/resume", NULL, &rep);
+	assert_error(&rep, 409, "already running");
+	assert_int_equal(f->vm.calls_pause, 2);
+	assert_int_equal(f->vm.calls_resume, 2);
+}
+
+static void test_shutdown(void **state)
+{
+	struct fixture *f = *state;
+	struct reply rep;
+
+	http(f->sock, "PUT", "/vm/shutdown", NULL, &rep);
+	assert_int_equal(rep.status, 202);
+	assert_int_equal(f->vm.calls_shutdown, 1);
+}
+
+/* Bodies of endpoints without arguments: only nothing or {}. */
+static void test_action_body_checked(void **state)
+{
+	struct fixture *f = *state;
+	struct reply rep;
+
+	http(f->sock, "PUT", "/vm/pause", "{\"force\": true}", &rep);
+	assert_error(&rep, 400, "unknown key \"force\"");
+	http(f->sock, "PUT", "/vm/shutdown", "now", &rep);
+	assert_error(&rep, 400, "must be a JSON object");
+	http(f->sock, "GET", "/vm", "{", &rep);
+	assert_error(&rep, 400, "malformed JSON");
+	assert_int_equal(f->vm.calls_pause, 0);
+	assert_int_equal(f->vm.calls_shutdown, 0);
+}
+
+static void test_snapshot(void **state)
+{
+	struct fixture *f = *state;
+	struct json_object *obj;
+	struct reply rep;
+
+	http(f->sock, "PUT", "/vm/snapshot",
+	     "{\"path\": \"/tmp/vm.snap\", \"then\": \"pause\"}", &rep);
+	assert_int_equal(rep.status, 200);
+	obj = reply_json(&rep);
+	assert_string_equal(json_str(obj, "path"), "/tmp/vm.snap");
+	assert_string_equal(json_str(obj, "then"), "pause");
+	json_object_put(obj);
+	assert_string_equal(f->vm.snap_path, "/tmp/vm.snap");
+	assert_int_equal(f->vm.snap_then, VM_THEN_PAUSE);
+
+	http(f->sock, "PUT", "/vm/snapshot", "{\"path\": \"rel/a b.snap\"}",
+	     &rep);
+	assert_int_equal(rep.status, 200);
+	obj = reply_json(&rep);
+	assert_string_equal(json_str(obj, "then"), "resume");
+	json_object_put(obj);
+	assert_string_equal(f->vm.snap_path, "rel/a b.snap");
+	assert_int_equal(f->vm.snap_then, VM_THEN_RESUME);
+
+	http(f->sock, "PUT", "/vm/snapshot",
+	     "{\"then\": \"exit\", \"path\": \"/x\"}", &rep);
+	assert_int_equal(rep.status, 200);
+	assert_int_equal(f->vm.snap_then, VM_THEN_EXIT);
+	assert_int_equal(f->vm.calls_snapshot, 3);
+}
+
+static void test_snapshot_bad_requests(void **state)
+{
+	static const struct {
+		const char *body;
+		const char *error;
+	} cases[] = {
+		{ "", "missing request body" },
+		{ "   ", "missing request body" },
+		{ "{", "unexpected end of input" },
+		{ "{\"path\": \"/x\"", "unexpected end of input" },
+		{ "{\"path\": \"/x\",}", "malformed JSON" },
+		{ "{'path': '/x'}", "malformed JSON" },
+		{ "{\"path\": \"/x\"} {}", "malformed JSON" },
+		{ "{\"path\": \"/x\"}\n\tx", "malformed JSON" },
+		{ "[\"/x\"]", "must be a JSON object" },
+		{ "\"/x\"", "must be a JSON object" },
+		{ "{}", "missing key \"path\"" },
+		{ "{\"then\": \"pause\"}", "missing key \"path\"" },
+		{ "{\"path\": 5}", "\"path\" must be a string" },
+		{ "{\"path\": null}", "\"path\" must be a string" },
+		{ "{\"path\": \"\"}", "\"path\" must not be empty" },
+		{ "{\"path\": \"a\\u0000b\"}", "NUL" },
+		{ "{\"path\\u0000\": \"a\"}", "NUL" },
+		{ "{\"path\": \"/x\", \"then\": \"stop\"}",
+		  "\"then\" must be" },
+		{ "{\"path\": \"/x\", \"then\": 1}", "\"then\" must be" },
+		{ "{\"path\": \"/x\", \"compress\": true}",
+		  "unknown key \"compress\"" },
+		{ "{\"path\": \"/x\", \"a\\nb\": 1}", "unknown key \"a?b\"" },
+		{ "{\"path\": \"\xff\"}", "malformed JSON" },
+		{ "{\"path\": [[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]}",
+		  "malformed JSON" },
+	};
+	struct fixture *f = *state;
+	struct reply rep;
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
+		http(f->sock, "PUT", "/vm/snapshot", cases[i].body, &rep);
+		assert_error(&rep, 400, cases[i].error);
+	}
+	assert_int_equal(f->vm.calls_snapshot, 0);
+}
+
+static void test_snapshot_path_too_long(void **state)
+{
+	struct fixture *f = *state;
+	char *body = malloc(PATH_MAX + 32);
+	struct reply rep;
+	size_t n;
+
+	assert_non_null(body);
+	n = (size_t)sprintf(body, "{\"path\": \"/");
+	memset(body + n, 'a', PATH_MAX - 2);
+	n += PATH_MAX - 2;
+	strcpy(body + n, "\"}"); /* PATH_MAX - 1 bytes: fits */
+	http(f->sock, "PUT", "/vm/snapshot", body, &rep);
+	assert_int_equal(rep.status, 200);
+	assert_int_equal(strlen(f->vm.snap_path), PATH_MAX - 1);
+
+	strcpy(body + n, "a\"}"); /* PATH_MAX bytes: no room for the NUL */
+	http(f->sock, "PUT", "/vm/snapshot", body, &rep);
+	assert_error(&rep, 400, "\"path\" is longer than");
+	free(body);
+}
+
+static void test_snapshot_failures(void **state)
+{
+	static const struct {
+		int ret;
+		const char *msg;
+		int status;
+		const char *error;
+	} cases[] = {
+		{ -ENOSPC, "no space left on /full for 256 MiB", 507,
+		  "no space left on /full" },
+		{ -ENOSPC, NULL, 507, "snapshot failed: No space left" },
+		{ -EIO, NULL, 500, "snapshot failed: Input/output error" },
+		{ -EACCES, "cannot open /x: Permission denied", 500,
+		  "cannot open /x" },
+		{ -EBUSY, "a snapshot is already running", 409,
+		  "already running" },
+		{ -EINVAL, "bad\nreason", 400, "bad reason" },
+		{ 7, NULL, 500, "snapshot failed" },
+	};
+	struct fixture *f = *state;
+	struct reply rep;
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
+		f->vm.fail_ret = cases[i].ret;
+		f->vm.fail_msg = cases[i].msg;
+		http(f->sock, "PUT", "/vm/snapshot", "{\"path\": \"/full\"}",
+		     &rep);
+		assert_error(&rep, cases[i].status, cases[i].error);
+	}
+}
+
+static void test_not_found(void **state)
+{
+	static const char *const urls[] = { "/", "/vm/", "/vms",
+					    "/vm/pause/now", "/VM" };
+	struct fixture *f = *state;
+	struct reply rep;
+	size_t i;
+
+	for (i = 0; i < sizeof(urls) / sizeof(*urls); i++) {
+		http(f->sock, "GET", urls[i], NULL, &rep);
+		assert_error(&rep, 404, "no such endpoint");
+	}
+	http(f->sock, "PUT", "/nope", "{\"path\": \"/x\"}", &rep);
+	assert_error(&rep, 404, "no such endpoint: /nope");
+}
+
+static void test_method_not_allowed(void **state)
+{
+	struct fixture *f = *state;
+	struct reply rep;
+
+	http(f->sock, "POST", "/vm", NULL, &rep);
+	assert_error(&rep, 405, "method POST not allowed on /vm");
+	assert_non_null(strstr(rep.head, "\r\nAllow: GET"));
+	http(f->sock, "GET", "/vm/pause", NULL, &rep);
+	assert_error(&rep, 405, "use PUT");
+	assert_non_null(strstr(rep.head, "\r\nAllow: PUT"));
+	http(f->sock, "DELETE", "/vm/snapshot", "{\"path\": \"/x\"}", &rep);
+	assert_error(&rep, 405, "not allowed");
+	assert_int_equal(f->vm.calls_pause, 0);
+	assert_int_equal(f->vm.calls_snapshot, 0);
+}
+
+static void test_body_too_large(void **state)
+{
+	struct fixture *f = *state;
+	size_t big = API_BODY_MAX + 1, n;
+	char *body, *raw, *p;
+	struct reply rep;
+
+	/* Exactly API_BODY_MAX bytes is still accepted. */
+	body = malloc(big + 1);
+	assert_non_null(body);
+	memset(body, ' ', API_BODY_MAX);
+	memcpy(body, "{\"path\": \"/x\"}", 14);
+	body[API_BODY_MAX] = '\0';
+	http(f->sock, "PUT", "/vm/snapshot", body, &rep);
+	assert_int_equal(rep.status, 200);
+
+	/* One more byte, declared by Content-Length. */
+	body[API_BODY_MAX] = ' ';
+	body[big] = '\0';
+	http(f->sock, "PUT", "/vm/snapshot", body, &rep);
+	assert_error(&rep, 413, "larger than 65536 bytes");
+
+	/* Chunked: no Content-Length to refuse early, capped as it comes. */
+	raw = malloc(2 * big + 256);
+	assert_non_null(raw);
+	p = raw + sprintf(raw, "PUT /vm/snapshot HTTP/1.1\r\nHost: x\r\n"
+			       "Connection: close\r\n"
+			       "Transfer-Encoding: chunked\r\n\r\n");
+	for (n = 0; n < big; n += 1000) {
+		p += sprintf(p, "3e8\r\n");
+		memset(p, ' ', 1000);
+		p += 1000;
+		p += sprintf(p, "\r\n");
+	}
+	p += sprintf(p, "0\r\n\r\n");
+	http_raw(f->sock, raw, (size_t)(p - raw), &rep);
+	assert_error(&rep, 413, "larger than");
+	free(raw);
+
+	/* Streaming on and on gets the connection closed. */
+	raw = malloc(big * 20);
+	assert_non_null(raw);
+	p = raw + sprintf(raw, "PUT /vm/snapshot HTTP/1.1\r\nHost: x\r\n"
+			       "Transfer-Encoding: chunked\r\n\r\n");
+	while (p + 1100 < raw + big * 20) {
+		p += sprintf(p, "3e8\r\n");
+		memset(p, ' ', 1000);
+		p += 1000;
+		p += sprintf(p, "\r\n");
+	}
+	http_raw(f->sock, raw, (size_t)(p - raw), &rep);
+	assert_int_equal(rep.status, -1);
+	free(raw);
+	http(f->sock, "GET", "/vm", NULL, &rep);
+	assert_int_equal(rep.status, 200);
+	free(body);
+	assert_int_equal(f->vm.calls_snapshot, 1);
+}
+
+/* A second server on @path, beside the fixture's. */
+static int start_other(struct fixture *f, const char *path,
+		       struct api_server **srv, char *err, size_t errlen)
+{
+	return api_server_start(srv, path, &fake_ops, &f->vm, err, errlen);
+}
+
+static void test_socket_mode(void **state)
+{
+	struct fixture *f = *state;
+	struct stat st;
+
+	assert_int_equal(lstat(f->sock, &st), 0);
+	assert_true(S_ISSOCK(st.st_mode));
+	assert_int_equal(st.st_mode & 07777, 0600);
+	assert_int_equal(st.st_uid, geteuid());
+}
+
+static void test_socket_in_use(void **state)
+{
+	struct fixture *f = *state;
+	struct api_server *other = NULL;
+	struct reply rep;
+	char err[256] = "";
+
+	assert_int_equal(start_other(f, f->sock, &other, err, sizeof(err)),
+			 -EADDRINUSE);
+	assert_non_null(strstr(err, "is in use"));
+	assert_non_null(strstr(err, f->sock));
+	http(f->sock, "GET", "/vm", NULL, &rep);
+	assert_int_equal(rep.status, 200);
+}
+
+/* A socket file left by a dead stasis is replaced. */
+static void test_stale_socket_replaced(void **state)
+{
+	struct sockaddr_un addr;
+	struct fixture *f = *state;
+	struct api_server *srv;
+	char path[160], err[256];
+	struct reply rep;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/stale.sock", f->dir);
+	assert_int_equal(unix_addr(&addr, path), 0);
+	fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+	close(fd);
+	assert_int_equal(access(path, F_OK), 0);
+
+	assert_int_equal(start_other(f, path, &srv, err, sizeof(err)), 0);
+	http(path, "GET", "/vm", NULL, &rep);
+	assert_int_equal(rep.status, 200);
+	api_server_stop(srv);
+	assert_int_equal(access(path, F_OK), -1);
+}
+
+static void test_bad_socket_paths(void **state)
+{
+	struct fixture *f = *state;
+	struct api_server *srv = NULL;
+	char path[256], err[256];
+	struct stat st;
+	int fd;
+
+	/* Never unlink something that is not a socket. */
+	snprintf(path, sizeof(path), "%s/file", f->dir);
+	fd = open(path, O_CREAT | O_WRONLY, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "keep", 4), 4);
+	close(fd);
+	assert_int_equal(start_other(f, path, &srv, err, sizeof(err)), -EEXIST);
+	assert_non_null(strstr(err, "not a socket"));
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_size, 4);
+
+	memset(path, 'a', sizeof(path));
+	path[0] = '/';
+	path[sizeof(((struct sockaddr_un *)0)->sun_path)] = '\0';
+	assert_int_equal(start_other(f, path, &srv, err, sizeof(err)),
+			 -ENAMETOOLONG);
+	assert_non_null(strstr(err, "longer than"));
+
+	assert_int_equal(start_other(f, "", &srv, err, sizeof(err)), -EINVAL);
+	snprintf(path, sizeof(path), "%s/no/such/dir.sock", f->dir);
+	assert_int_equal(start_other(f, path, &srv, err, sizeof(err)), -ENOENT);
+	assert_non_null(strstr(err, "cannot bind"));
+	assert_null(srv);
+}
+
+struct bg_request {
+	const char *sock;
+	const char *body;
+	struct reply rep;
+	pthread_t thread;
+};
+
+static void *bg_snapshot_main(void *arg)
+{
+	struct bg_request *b = arg;
+
+	http(b->sock, "PUT", "/vm/snapshot", b->body, &b->rep);
+	return NULL;
+}
+
+static void wait_snapshot_started(struct fake_vm *vm)
+{
+	pthread_mutex_lock(&vm->lock);
+	while (!vm->snap_started)
+		pthread_cond_wait(&vm->cond, &vm->lock);
+	pthread_mutex_unlock(&vm->lock);
+}
+
+static void release_snapshot(struct fake_vm *vm)
+{
+	pthread_mutex_lock(&vm->lock);
+	vm->snap_release = true;
+	pthread_cond_broadcast(&vm->cond);
+	pthread_mutex_unlock(&vm->lock);
+}
+
+/* A snapshot in flight must not block status polls on other
+ * connections: that is how the progress bar works. */
+static void test_status_during_snapshot(void **state)
+{
+	struct fixture *f = *state;
+	struct bg_request b = { .sock = f->sock,
+				.body = "{\"path\": \"/big.snap\"}" };
+	struct json_object *obj, *snap;
+	struct reply rep;
+
+	f->vm.snap_gate = true;
+	assert_int_equal(pthread_create(&b.thread, NULL, bg_snapshot_main, &b),
+			 0);
+	wait_snapshot_started(&f->vm);
+
+	http(f->sock, "GET", "/vm", NULL, &rep);
+	assert_int_equal(rep.status, 200);
+	obj = reply_json(&rep);
+	assert_true(json_object_object_get_ex(obj, "snapshot", &snap));
+	assert_non_null(snap);
+	assert_int_equal(json_int(snap, "done_bytes"), 128 * MIB);
+	assert_int_equal(json_int(snap, "total_bytes"), 256 * MIB);
+	json_object_put(obj);
+
+	release_snapshot(&f->vm);
+	pthread_join(b.thread, NULL);
+	assert_int_equal(b.rep.status, 200);
+	http(f->sock, "GET", "/vm", NULL, &rep);
+	obj = reply_json(&rep);
+	assert_true(json_is_null(obj, "snapshot"));
+	json_object_put(obj);
+}
+
+static void *bg_stop_main(void *arg)
+{
+	api_server_stop(arg);
+	return NULL;
+}
+
+/* Stopping while a reply is being computed (a snapshot with "then":
+ * "exit") still delivers it, and new clients find no socket. */
+static void test_stop_drains(void **state)
+{
+	struct fixture *f = *state;
+	struct bg_request b = { .sock = f->sock,
+				.body =
+				    "{\"path\": \"/x\", \"then\": \"exit\"}" };
+	struct timespec pause = { 0, 100 * 1000 * 1000 };
+	pthread_t stopper;
+
+	f->vm.snap_gate = true;
+	assert_int_equal(pthread_create(&b.thread, NULL, bg_snapshot_main, &b),
+			 0);
+	wait_snapshot_started(&f->vm);
+	assert_int_equal(pthread_create(&stopper, NULL, bg_stop_main, f->srv),
+			 0);
+	f->srv = NULL;
+	nanosleep(&pause, NULL);
+	assert_int_equal(access(f->sock, F_OK), -1);
+	release_snapshot(&f->vm);
+	pthread_join(b.thread, NULL);
+	pthread_join(stopper, NULL);
+	assert_int_equal(b.rep.status, 200);
+	assert_non_null(strstr(b.rep.body, "\"then\": \"exit\""));
+}
+
+/* Another uid is refused even if the socket mode lets it connect. Needs
+ * root to become someone else. */
+static void test_peer_uid_refused(void **state)
+{
+	static const char req[] = "GET /vm HTTP/1.1\r\nHost: x\r\n"
+				  "Connection: close\r\n\r\n";
+	struct fixture *f = *state;
+	char buf[512];
+	size_t got = 0;
+	ssize_t n;
+	pid_t pid;
+	int wstatus, fd;
+
+	if (geteuid() != 0)
+		skip();
+	assert_int_equal(chmod(f->dir, 0755), 0);
+	assert_int_equal(chmod(f->sock, 0666), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (!pid) {
+		/* Child: only async-signal-safe calls, no cmocka. */
+		if (setgid(65534) || setuid(65534))
+			_exit(10);
+		fd = connect_unix(f->sock);
+		if (fd < 0)
+			_exit(11);
+		if (write(fd, req, sizeof(req) - 1) != sizeof(req) - 1)
+			_exit(12);
+		while (got < sizeof(buf) - 1 &&
+		       (n = read(fd, buf + got, sizeof(buf) - 1 - got)) > 0)
+			got += (size_t)n;
+		buf[got] = '\0';
+		if (strncmp(buf, "HTTP/1.1 403", 12))
+			_exit(13);
+		_exit(strstr(buf, "permission denied: uid 65534") ? 0 : 14);
+	}
+	assert_int_equal(waitpid(pid, &wstatus, 0), pid);
+	assert_true(WIFEXITED(wstatus));
+	assert_int_equal(WEXITSTATUS(wstatus), 0);
+	assert_int_equal(f->vm.calls_pause, 0);
+}
+
+static void test_parse_snapshot_request(void **state)
+{
+	char path[8], err[256] = "";
+	enum vm_then then = VM_THEN_EXIT;
+	const char *body = "{\"path\": \"/a/b\"}";
+	char *huge;
+
+	assert_int_equal(api_parse_snapshot_request(body, strlen(body), path,
+						    sizeof(path), &then, err,
+						    sizeof(err)),
+			 0);
+	assert_string_equal(path, "/a/b");
+	assert_int_equal(then, VM_THEN_RESUME);
+
+	body = "{\"path\": \"/a/b/c/d\"}"; /* 8 bytes, no room for NUL */
+	assert_int_equal(api_parse_snapshot_request(body, strlen(body), path,
+						    sizeof(path), &then, err,
+						    sizeof(err)),
+			 -EINVAL);
+	assert_string_equal(err, "\"path\" is longer than 7 bytes");
+
+	/* The length bounds the parse, not a NUL terminator. */
+	body = "{\"path\": \"/a\"}garbage";
+	assert_int_equal(api_parse_snapshot_request(body, 14, path,
+						    sizeof(path), &then, err,
+						    sizeof(err)),
+			 0);
+	assert_int_equal(api_parse_snapshot_request(body, 13, path,
+						    sizeof(path), &then, err,
+						    sizeof(err)),
+			 -EINVAL);
+
+	huge = calloc(1, API_BODY_MAX + 2);
+	assert_non_null(huge);
+	assert_int_equal(api_parse_snapshot_request(huge, API_BODY_MAX + 1,
+						    path, sizeof(path), &then,
+						    err, sizeof(err)),
+			 -EMSGSIZE);
+	free(huge);
+}
+
+/* ---- stasis ctl ---- */
+
+struct ctl_run {
+	int status;
+	char out[8192];
+	char err[8192];
+};
+
+static void read_back(FILE *f, char *buf, size_t len)
+{
+	size_t n;
+
+	rewind(f);
+	n = fread(buf, 1, len - 1, f);
+	buf[n] = '\0';
+	fclose(f);
+}
+
+/* Runs ctl_main with stdout and stderr captured; args end with NULL. */
+static void run_ctl(struct ctl_run *run, ...)
+{
+	char *argv[16];
+	FILE *out = tmpfile(), *err = tmpfile();
+	int argc = 0, saved_out, saved_err;
+	va_list ap;
+
+	assert_non_null(out);
+	assert_non_null(err);
+	argv[argc++] = "ctl";
+	va_start(ap, run);
+	while (argc < 15 && (argv[argc] = va_arg(ap, char *)))
+		argc++;
+	va_end(ap);
+	argv[argc] = NULL;
+
+	fflush(stdout);
+	fflush(stderr);
+	saved_out = dup(STDOUT_FILENO);
+	saved_err = dup(STDERR_FILENO);
+	dup2(fileno(out), STDOUT_FILENO);
+	dup2(fileno(err), STDERR_FILENO);
+	run->status = ctl_main(argc, argv);
+	fflush(stdout);
+	fflush(stderr);
+	dup2(saved_out, STDOUT_FILENO);
+	dup2(saved_err, STDERR_FILENO);
+	close(saved_out);
+	close(saved_err);
+	read_back(out, run->out, sizeof(run->out));
+	read_back(err, run->err, sizeof(run->err));
+}
+
+static void test_ctl_status(void **state)
+{
+	struct fixture *f = *state;
+	struct json_object *obj;
+	struct ctl_run run;
+
+	run_ctl(&run, f->sock, "status", NULL);
+	assert_int_equal(run.status, 0);
+	assert_string_equal(run.out, "state: running\n"
+				     "vcpus: 2\n"
+				     "memory: 256 MiB\n"
+				     "uptime: 12.3 s\n"
+				     "last pause: never\n");
+	assert_string_equal(run.err, "");
+
+	f->vm.paused = true;
+	f->vm.last_pause_ns = 140 * 1000;
+	f->vm.snap_active = true;
+	f->vm.snap_done = 64 * MIB;
+	f->vm.snap_total = 256 * MIB;
+	run_ctl(&run, f->sock, "status", NULL);
+	assert_int_equal(run.status, 0);
+	assert_string_equal(run.out, "state: paused\n"
+				     "vcpus: 2\n"
+				     "memory: 256 MiB\n"
+				     "uptime: 12.3 s\n"
+				     "last pause: 140 us\n"
+				     "snapshot: 64 MiB of 256 MiB written\n");
+
+	run_ctl(&run, f->sock, "status", "--json", NULL);
+	assert_int_equal(run.status, 0);
+	obj = json_tokener_parse(run.out);
+	assert_non_null(obj);
+	assert_string_equal(json_str(obj, "state"), "paused");
+	assert_int_equal(json_int(obj, "last_pause_us"), 140);
+	json_object_put(obj);
+}
+
+static void test_ctl_actions(void **state)
+{
+	struct fixture *f = *state;
+	struct ctl_run run;
+
+	run_ctl(&run, f->sock, "pause", NULL);
+	assert_int_equal(run.status, 0);
+	assert_string_equal(run.out, "VM paused\n");
+	run_ctl(&run, f->sock, "pause", NULL);
+	assert_int_equal(run.status, 1);
+	assert_string_equal(run.out, "");
+	assert_string_equal(run.err, "stasis: error: VM is already paused\n");
+	run_ctl(&run, f->sock, "resume", "--json", NULL);
+	assert_int_equal(run.status, 0);
+	assert_string_equal(run.out, "{}\n");
+	run_ctl(&run, f->sock, "shutdown", NULL);
+	assert_int_equal(run.status, 0);
+	assert_string_equal(run.out, "VM shutting down\n");
+	assert_int_equal(f->vm.calls_shutdown, 1);
+
+	f->vm.fail_ret = -EIO;
+	run_ctl(&run, f->sock, "shutdown", NULL);
+	assert_int_equal(run.status, 1);
+	assert_string_equal(run.err, "stasis: error: shutdown failed: "
+				     "Input/output error\n");
+}
+
+static void test_ctl_snapshot(void **state)
+{
+	struct fixture *f = *state;
+	char expect[PATH_MAX + 64], cwd[PATH_MAX];
+	struct json_object *obj;
+	struct ctl_run run;
+
+	run_ctl(&run, f->sock, "snapshot", "/tmp/a.snap", NULL);
+	assert_int_equal(run.status, 0);
+	assert_string_equal(run.out, "snapshot written to /tmp/a.snap\n");
+	assert_string_equal(f->vm.snap_path, "/tmp/a.snap");
+	assert_int_equal(f->vm.snap_then, VM_THEN_RESUME);
+
+	/* Relative to the caller's directory, not to stasis's. */
+	assert_non_null(getcwd(cwd, sizeof(cwd)));
+	assert_int_equal(chdir(f->dir), 0);
+	run_ctl(&run, f->sock, "snapshot", "--then", "exit", "b.snap", NULL);
+	assert_int_equal(chdir(cwd), 0);
+	assert_int_equal(run.status, 0);
+	snprintf(expect, sizeof(expect), "%s/b.snap", f->dir);
+	assert_string_equal(f->vm.snap_path, expect);
+	snprintf(expect, sizeof(expect), "snapshot written to %s/b.snap\n",
+		 f->dir);
+	assert_string_equal(run.out, expect);
+	assert_int_equal(f->vm.snap_then, VM_THEN_EXIT);
+
+	run_ctl(&run, f->sock, "snapshot", "/c.snap", "--then=pause", "--json",
+		NULL);
+	assert_int_equal(run.status, 0);
+	obj = json_tokener_parse(run.out);
+	assert_non_null(obj);
+	assert_string_equal(json_str(obj, "path"), "/c.snap");
+	assert_string_equal(json_str(obj, "then"), "pause");
+	json_object_put(obj);
+
+	f->vm.fail_ret = -ENOSPC;
+	f->vm.fail_msg = "no space left on device writing /full.snap";
+	run_ctl(&run, f->sock, "snapshot", "/full.snap", NULL);
+	assert_int_equal(run.status, 1);
+	assert_string_equal(run.out, "");
+	assert_string_equal(run.err, "stasis: error: no space left on device "
+				     "writing /full.snap\n");
+}
+
+static void test_ctl_usage(void **state)
+{
+	static const char *const bad[][4] = {
+		{ NULL },
+		{ "/s", NULL },
+		{ "/s", "reboot", NULL },
+		{ "/s", "snapshot", NULL },
+		{ "/s", "snapshot", "/x", "/y" },
+		{ "/s", "snapshot", "/x", "--then" },
+		{ "/s", "snapshot", "/x", "--then=later" },
+		{ "/s", "status", "--then", "exit" },
+		{ "/s", "status", "--verbose", NULL },
+		{ "/s", "pause", "now", NULL },
+	};
+	struct ctl_run run;
+	size_t i;
+
+	for (i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+		run_ctl(&run, bad[i][0], bad[i][1], bad[i][2], bad[i][3], NULL);
+		assert_int_equal(run.status, 2);
+		assert_string_equal(run.out, "");
+		assert_non_null(strstr(run.err, "stasis: error: "));
+		assert_non_null(strstr(run.err, "usage: stasis ctl"));
+	}
+	run_ctl(&run, "--help", NULL);
+	assert_int_equal(run.status, 0);
+	assert_non_null(strstr(run.out, "usage: stasis ctl"));
+}
+
+static void test_ctl_no_server(void **state)
+{
+	struct fixture *f = *state;
+	char path[160], expect[256];
+	struct ctl_run run;
+
+	snprintf(path, sizeof(path), "%s/missing.sock", f->dir);
+	run_ctl(&run, path, "status", NULL);
+	assert_int_equal(run.status, 6);
+	snprintf(expect, sizeof(expect),
+		 "stasis: error: cannot connect to %s: No such file or "
+		 "directory\n",
+		 path);
+	assert_string_equal(run.err, expect);
+	assert_string_equal(run.out, "");
+}
+
+/* A fake server that answers one connection with @reply, then closes. */
+struct bad_server {
+	char path[160];
+	const char *reply;
+	size_t len;
+	int fd;
+	pthread_t thread;
+};
+
+static void *bad_server_main(void *arg)
+{
+	struct bad_server *b = arg;
+	char buf[4096];
+	int c = accept(b->fd, NULL, NULL);
+
+	if (c < 0)
+		return NULL;
+	/* Read the request head first, so closing does not reset it. */
+	if (read(c, buf, sizeof(buf)) > 0 && b->len &&
+	    write(c, b->reply, b->len) < 0)
+		perror("bad_server write");
+	close(c);
+	return NULL;
+}
+
+static void run_bad_server(struct fixture *f, const char *reply, size_t len,
+			   const char *option, struct ctl_run *run)
+{
+	struct sockaddr_un addr;
+	struct bad_server b = { .reply = reply, .len = len };
+
+	snprintf(b.path, sizeof(b.path), "%s/bad.sock", f->dir);
+	unlink(b.path);
+	assert_int_equal(unix_addr(&addr, b.path), 0);
+	b.fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_int_equal(bind(b.fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+	assert_int_equal(listen(b.fd, 1), 0);
+	assert_int_equal(pthread_create(&b.thread, NULL, bad_server_main, &b),
+			 0);
+	run_ctl(run, b.path, "status", option, NULL);
+	pthread_join(b.thread, NULL);
+	close(b.fd);
+}
+
+/* ctl treats the reply as untrusted: bounded, strictly parsed. */
+static void test_ctl_bad_replies(void **state)
+{
+	static const char json_ok[] = "HTTP/1.1 200 OK\r\n"
+				      "Content-Length: 2\r\n\r\n{}";
+	static const char json_trailing[] = "HTTP/1.1 200 OK\r\n"
+					    "Content-Length: 4\r\n\r\n{} x";
+	static const char no_head_end[] = "HTTP/1.1 200 OK\r\nX: y\r\n";
+	static const char short_body[] = "HTTP/1.1 200 OK\r\n"
+					 "Content-Length: 99\r\n\r\n{}";
+	static const char chunked[] = "HTTP/1.1 200 OK\r\n"
+				      "Transfer-Encoding: chunked\r\n\r\n"
+				      "2\r\n{}\r\n0\r\n\r\n";
+	static const char ctl_chars[] = "HTTP/1.1 500 Oops\r\n\r\n"
+					"{\"error\": \"a\\u001b[31mb\"}";
+	struct fixture *f = *state;
+	struct ctl_run run;
+	char *huge;
+
+	run_bad_server(f, "garbage\r\n\r\n", 11, NULL, &run);
+	assert_int_equal(run.status, 1);
+	assert_non_null(strstr(run.err, "malformed reply"));
+
+	run_bad_server(f, no_head_end, sizeof(no_head_end) - 1, NULL, &run);
+	assert_int_equal(run.status, 1);
+	run_bad_server(f, short_body, sizeof(short_body) - 1, NULL, &run);
+	assert_int_equal(run.status, 1);
+	run_bad_server(f, chunked, sizeof(chunked) - 1, NULL, &run);
+	assert_int_equal(run.status, 1);
+
+	/* Valid HTTP, but not a status object. */
+	run_bad_server(f, json_ok, sizeof(json_ok) - 1, NULL, &run);
+	assert_int_equal(run.status, 1);
+	assert_non_null(strstr(run.err, "malformed status"));
+
+	/* --json promises valid JSON on success. */
+	run_bad_server(f, json_trailing, sizeof(json_trailing) - 1, "--json",
+		       &run);
+	assert_int_equal(run.status, 1);
+	assert_string_equal(run.out, "");
+	run_bad_server(f, json_ok, sizeof(json_ok) - 1, "--json", &run);
+	assert_int_equal(run.status, 0);
+	assert_string_equal(run.out, "{}\n");
+
+	run_bad_server(f, ctl_chars, sizeof(ctl_chars) - 1, NULL, &run);
+	assert_int_equal(run.status, 1);
+	assert_string_equal(run.err, "stasis: error: a [31mb\n");
+
+	huge = malloc(100000);
+	assert_non_null(huge);
+	memcpy(huge, "HTTP/1.1 200 OK\r\n", 17);
+	memset(huge + 17, 'x', 100000 - 17);
+	run_bad_server(f, huge, 100000, NULL, &run);
+	assert_int_equal(run.status, 1);
+	assert_non_null(strstr(run.err, "larger than"));
+	free(huge);
+
+	run_bad_server(f, "", 0, NULL, &run);
+	assert_int_equal(run.status, 6);
+	assert_non_null(strstr(run.err, "lost connection"));
+}
+
+/* On a terminal, a snapshot shows progress from status polls. */
+static void test_ctl_progress_on_tty(void **state)
+{
+	struct fixture *f = *state;
+	char buf[16384];
+	int master, slave, saved_out, saved_err, flags, devnull;
+	size_t got = 0;
+	ssize_t n;
+	int status;
+
+	master = posix_openpt(O_RDWR | O_NOCTTY);
+	if (master < 0 || grantpt(master) || unlockpt(master))
+		skip();
+	slave = open(ptsname(master), O_RDWR | O_NOCTTY);
+	assert_true(slave >= 0);
+
+	f->vm.snap_steps = 16; /* 0.8 s: several polls at 100 ms */
+	fflush(stdout);
+	fflush(stderr);
+	devnull = open("/dev/null", O_WRONLY);
+	saved_out = dup(STDOUT_FILENO);
+	saved_err = dup(STDERR_FILENO);
+	dup2(devnull, STDOUT_FILENO);
+	dup2(slave, STDERR_FILENO);
+	status = ctl_main(
+	    4, (char *[]){ "ctl", f->sock, "snapshot", "/p.snap", NULL });
+	dup2(saved_out, STDOUT_FILENO);
+	dup2(saved_err, STDERR_FILENO);
+	close(saved_out);
+	close(saved_err);
+	close(devnull);
+	close(slave);
+	assert_int_equal(status, 0);
+
+	flags = fcntl(master, F_GETFL);
+	fcntl(master, F_SETFL, flags | O_NONBLOCK);
+	while (got < sizeof(buf) - 1 &&
+	       (n = read(master, buf + got, sizeof(buf) - 1 - got)) > 0)
+		got += (size_t)n;
+	close(master);
+	buf[got] = '\0';
+	assert_non_null(strstr(buf, "256.0 MiB"));
+	assert_non_null(strstr(buf, "MiB/s"));
+	assert_non_null(strstr(buf, "%"));
+	assert_non_null(strstr(buf, "\r\033[K")); /* the line is cleared */
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		T(test_status),
+		T(test_pause_resume),
+		T(test_shutdown),
+		T(test_action_body_checked),
+		T(test_snapshot),
+		T(test_snapshot_bad_requests),
+		T(test_snapshot_path_too_long),
+		T(test_snapshot_failures),
+		T(test_not_found),
+		T(test_method_not_allowed),
+		T(test_body_too_large),
+		T(test_socket_mode),
+		T(test_socket_in_use),
+		T(test_stale_socket_replaced),
+		T(test_bad_socket_paths),
+		T(test_status_during_snapshot),
+		T(test_stop_drains),
+		T(test_peer_uid_refused),
+		cmocka_unit_test(test_parse_snapshot_request),
+		T(test_ctl_status),
+		T(test_ctl_actions),
+		T(test_ctl_snapshot),
+		T(test_ctl_usage),
+		T(test_ctl_no_server),
+		T(test_ctl_bad_replies),
+		T(test_ctl_progress_on_tty),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
