@@ -811,14 +811,15 @@ static int api_listen(struct api_server *s, const char *path, char *err,
 			ret = api_bind(fd, &addr);
 	}
 	if (ret) {
-		snprintf(err, errlen, "cannot bind api socket %s: %s", path,
-			 strerror(-ret));
+		snprintf(err, errlen, "cannot bind api socket %s: %s",
+			 addr.sun_path, strerror(-ret));
 		goto err_close;
 	}
-	if (chmod(path, 0600) || lstat(path, &st) || listen(fd, API_BACKLOG)) {
+	if (chmod(addr.sun_path, 0600) || lstat(addr.sun_path, &st) ||
+	    listen(fd, API_BACKLOG)) {
 		ret = -errno;
-		snprintf(err, errlen, "cannot set up api socket %s: %s", path,
-			 strerror(-ret));
+		snprintf(err, errlen, "cannot set up api socket %s: %s",
+			 addr.sun_path, strerror(-ret));
 		goto err_unlink;
 	}
 	s->sock_dev = st.st_dev;
@@ -826,7 +827,7 @@ static int api_listen(struct api_server *s, const char *path, char *err,
 	return fd;
 
 err_unlink:
-	unlink(path);
+	unlink(addr.sun_path);
 err_close:
 	close(fd);
 	return ret;

@@ -50,6 +50,7 @@ struct ctl_command {
 	const char *method;
 	const char *url;
 	const char *done; /* what a success means, for people */
+	bool snapshot; /* takes PATH and --then; no reply timeout */
 	/* prints a success for people; returns the exit status */
 	int (*print)(const struct ctl_args *a, const struct ctl_command *cmd,
 		     const struct ctl_response *r);
@@ -498,12 +499,12 @@ static int ctl_print_snapshot(const struct ctl_args *a,
 }
 
 static const struct ctl_command ctl_commands[] = {
-	{ "status", "GET", "/vm", NULL, ctl_print_status },
-	{ "pause", "PUT", "/vm/pause", "VM paused", ctl_print_done },
-	{ "resume", "PUT", "/vm/resume", "VM resumed", ctl_print_done },
-	{ "shutdown", "PUT", "/vm/shutdown", "VM shutting down",
+	{ "status", "GET", "/vm", NULL, false, ctl_print_status },
+	{ "pause", "PUT", "/vm/pause", "VM paused", false, ctl_print_done },
+	{ "resume", "PUT", "/vm/resume", "VM resumed", false, ctl_print_done },
+	{ "shutdown", "PUT", "/vm/shutdown", "VM shutting down", false,
 	  ctl_print_done },
-	{ "snapshot", "PUT", "/vm/snapshot", NULL, ctl_print_snapshot },
+	{ "snapshot", "PUT", "/vm/snapshot", NULL, true, ctl_print_snapshot },
 };
 
 /* Turns a finished request into output and an exit status. */
@@ -746,14 +747,14 @@ static int ctl_parse_args(int argc, char **argv, struct ctl_args *a)
 		} else if (options && argv[k][0] == '-' && argv[k][1]) {
 			log_error("unknown ctl option '%s'", argv[k]);
 			return -EINVAL;
-		} else if (a->cmd->print == ctl_print_snapshot && !a->path) {
+		} else if (a->cmd->snapshot && !a->path) {
 			a->path = argv[k];
 		} else {
 			log_error("unexpected argument '%s'", argv[k]);
 			return -EINVAL;
 		}
 	}
-	if (a->cmd->print == ctl_print_snapshot) {
+	if (a->cmd->snapshot) {
 		if (!a->path || !a->path[0]) {
 			log_error("snapshot needs a PATH");
 			return -EINVAL;
@@ -780,7 +781,7 @@ int ctl_main(int argc, char **argv)
 		ctl_usage(ret > 0 ? stdout : stderr);
 		return ret > 0 ? CTL_EXIT_OK : CTL_EXIT_USAGE;
 	}
-	if (a.cmd->print != ctl_print_snapshot) {
+	if (!a.cmd->snapshot) {
 		ret = ctl_request(a.socket_path, a.cmd->method, a.cmd->url,
 				  NULL, CTL_TIMEOUT_MS, &r, err, sizeof(err));
 		status = ctl_report(&a, ret, err, &r);

@@ -72,7 +72,8 @@ struct snap_reader {
 	uint32_t index;
 	bool done;
 	struct snap_header hdr;
-	uint8_t *buf; /* SNAP_BUF_SIZE bytes */
+	uint8_t *buf; /* bufsize bytes */
+	size_t bufsize; /* SNAP_BUF_SIZE, or the file size if smaller */
 	XXH3_state_t *xxh;
 };
 
@@ -927,9 +928,9 @@ struct snap_reader *snap_reader_open(const char *path, char *err, size_t errlen)
 		snap_fail(err, errlen, -ENOMEM, "out of memory");
 		return NULL;
 	}
-	r->buf = malloc(SNAP_BUF_SIZE);
+	r->fd = -1;
 	r->xxh = XXH3_createState();
-	if (!r->buf || !r->xxh) {
+	if (!r->xxh) {
 		snap_fail(err, errlen, -ENOMEM, "out of memory");
 		goto free_reader;
 	}
@@ -962,6 +963,14 @@ struct snap_reader *snap_reader_open(const char *path, char *err, size_t errlen)
 	}
 	if (header_decode(hbuf, r->size, &r->hdr, err, errlen))
 		goto close_fd;
+	/* No chunk is larger than the file: small files get a small buffer
+	 * (at least the header's 128 bytes, enough for a descriptor). */
+	r->bufsize = r->size < SNAP_BUF_SIZE ? (size_t)r->size : SNAP_BUF_SIZE;
+	r->buf = malloc(r->bufsize);
+	if (!r->buf) {
+		snap_fail(err, errlen, -ENOMEM, "out of memory");
+		goto close_fd;
+	}
 	r->next_off = SNAP_HEADER_SIZE;
 	return r;
 
@@ -1184,8 +1193,8 @@ int snap_verify_record(struct snap_reader *r, const struct snap_record *rec,
 	while (done < rec->length) {
 		uint64_t n = rec->length - done;
 
-		if (n > SNAP_BUF_SIZE)
-			n = SNAP_BUF_SIZE;
+		if (n > r->bufsize)
+			n = r->bufsize;
 		ret = read_hashed(r, rec, r->buf, n, rec->offset + done, err,
 				  errlen);
 		if (ret)
@@ -1274,8 +1283,8 @@ static int memory_layout(struct snap_reader *r, const struct snap_record *rec,
 	for (done = 0; done < m->bitmap_bytes;) {
 		uint64_t n = m->bitmap_bytes - done;
 
-		if (n > SNAP_BUF_SIZE)
-			n = SNAP_BUF_SIZE;
+		if (n > r->bufsize)
+			n = r->bufsize;
 		ret = read_full(r->fd, r->buf, (size_t)n, m->bitmap_off + done);
 		if (ret)
 			return rec_fail(err, errlen, ret, rec, roff, "%s",
@@ -1306,8 +1315,8 @@ static int memory_layout(struct snap_reader *r, const struct snap_record *rec,
 	for (done = 0; done < m->pad;) {
 		uint64_t n = m->pad - done;
 
-		if (n > SNAP_BUF_SIZE)
-			n = SNAP_BUF_SIZE;
+		if (n > r->bufsize)
+			n = r->bufsize;
 		ret = read_full(r->fd, r->buf, (size_t)n, m->pad_off + done);
 		if (ret)
 			return rec_fail(err, errlen, ret, rec, roff, "%s",
@@ -1383,8 +1392,8 @@ int snap_read_memory(struct snap_reader *r, const struct snap_record *rec,
 
 		if (base >= m.npages) /* only the bitmap's zero tail left */
 			break;
-		if (n > SNAP_BUF_SIZE)
-			n = SNAP_BUF_SIZE;
+		if (n > r->bufsize)
+			n = r->bufsize;
 		ret = read_full(r->fd, r->buf, (size_t)n, m.bitmap_off + done);
 		if (ret)
 			return rec_fail(err, errlen, ret, rec, roff, "%s",

@@ -113,8 +113,13 @@ static int snapshot_pit_validate(const void *obj)
 {
 	const struct kvm_pit_state2 *p = obj;
 
+	/* 8254 modes 0-5, or 0xff for a channel never programmed; KVM's
+	 * access states (LSB, MSB, word 0, word 1) are 1-4. */
 	for (int i = 0; i < 3; i++)
-		if (p->channels[i].mode > 5 || p->channels[i].rw_mode > 3)
+		if ((p->channels[i].mode > 5 && p->channels[i].mode != 0xff) ||
+		    p->channels[i].rw_mode > 4 ||
+		    p->channels[i].read_state > 4 ||
+		    p->channels[i].write_state > 4)
 			return -EINVAL;
 	return 0;
 }
@@ -774,7 +779,8 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 							     rec.length);
 			if (ret)
 				set_err(err, errlen,
-					"snapshot: bad IRQCHIP record");
+					"snapshot: IRQCHIP record: %s",
+					strerror(-ret));
 			break;
 		case SNAP_REC_PIT:
 			memset(&pit, 0, sizeof(pit));
@@ -782,10 +788,14 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 				       snapshot_load_single(&snapshot_pit_desc,
 							    data, rec.length,
 							    &pit);
-			if (!ret)
-				ret = kvm_ioctl(vm->vm_fd, KVM_SET_PIT2, &pit);
-			if (ret)
+			if (ret) {
 				set_err(err, errlen, "snapshot: bad PIT record");
+				break;
+			}
+			ret = kvm_ioctl(vm->vm_fd, KVM_SET_PIT2, &pit);
+			if (ret < 0)
+				set_err(err, errlen, "KVM_SET_PIT2: %s",
+					strerror(-ret));
 			break;
 		case SNAP_REC_CLOCK:
 			ret = nclock++ ?

@@ -212,6 +212,16 @@ static int teardown(void **state)
 	return 0;
 }
 
+/* Test allocations: running out of memory is not a case tested here. */
+static void *xmalloc(size_t n)
+{
+	void *p = malloc(n);
+
+	if (!p)
+		abort();
+	return p;
+}
+
 /* Async-signal-safe: the uid test's child uses it. */
 static int unix_addr(struct sockaddr_un *addr, const char *path)
 {
@@ -498,12 +508,11 @@ static void test_snapshot_bad_requests(void **state)
 
 static void test_snapshot_path_too_long(void **state)
 {
+	static char body[PATH_MAX + 32];
 	struct fixture *f = *state;
-	char *body = malloc(PATH_MAX + 32);
 	struct reply rep;
 	size_t n;
 
-	assert_non_null(body);
 	n = (size_t)sprintf(body, "{\"path\": \"/");
 	memset(body + n, 'a', PATH_MAX - 2);
 	n += PATH_MAX - 2;
@@ -515,7 +524,6 @@ static void test_snapshot_path_too_long(void **state)
 	strcpy(body + n, "a\"}"); /* PATH_MAX bytes: no room for the NUL */
 	http(f->sock, "PUT", "/vm/snapshot", body, &rep);
 	assert_error(&rep, 400, "\"path\" is longer than");
-	free(body);
 }
 
 static void test_snapshot_failures(void **state)
@@ -583,16 +591,41 @@ static void test_method_not_allowed(void **state)
 	assert_int_equal(f->vm.calls_snapshot, 0);
 }
 
+/* A chunked PUT /vm/snapshot of @n chunks of 1000 spaces, with the final
+ * empty chunk if @finish. */
+static char *chunked_request(size_t n, bool finish, size_t *len)
+{
+	static const char head[] = "PUT /vm/snapshot HTTP/1.1\r\nHost: x\r\n"
+				   "Connection: close\r\n"
+				   "Transfer-Encoding: chunked\r\n\r\n";
+	char *raw = xmalloc(sizeof(head) + n * 1007 + 8), *p = raw;
+	size_t i;
+
+	memcpy(p, head, sizeof(head) - 1);
+	p += sizeof(head) - 1;
+	for (i = 0; i < n; i++) {
+		memcpy(p, "3e8\r\n", 5); /* 1000 in hex */
+		memset(p + 5, ' ', 1000);
+		memcpy(p + 1005, "\r\n", 2);
+		p += 1007;
+	}
+	if (finish) {
+		memcpy(p, "0\r\n\r\n", 5);
+		p += 5;
+	}
+	*len = (size_t)(p - raw);
+	return raw;
+}
+
 static void test_body_too_large(void **state)
 {
 	struct fixture *f = *state;
-	size_t big = API_BODY_MAX + 1, n;
-	char *body, *raw, *p;
+	size_t big = API_BODY_MAX + 1, len;
+	char *body, *raw;
 	struct reply rep;
 
 	/* Exactly API_BODY_MAX bytes is still accepted. */
-	body = malloc(big + 1);
-	assert_non_null(body);
+	body = xmalloc(big + 1);
 	memset(body, ' ', API_BODY_MAX);
 	memcpy(body, "{\"path\": \"/x\"}", 14);
 	body[API_BODY_MAX] = '\0';
@@ -606,34 +639,14 @@ static void test_body_too_large(void **state)
 	assert_error(&rep, 413, "larger than 65536 bytes");
 
 	/* Chunked: no Content-Length to refuse early, capped as it comes. */
-	raw = malloc(2 * big + 256);
-	assert_non_null(raw);
-	p = raw + sprintf(raw, "PUT /vm/snapshot HTTP/1.1\r\nHost: x\r\n"
-			       "Connection: close\r\n"
-			       "Transfer-Encoding: chunked\r\n\r\n");
-	for (n = 0; n < big; n += 1000) {
-		p += sprintf(p, "3e8\r\n");
-		memset(p, ' ', 1000);
-		p += 1000;
-		p += sprintf(p, "\r\n");
-	}
-	p += sprintf(p, "0\r\n\r\n");
-	http_raw(f->sock, raw, (size_t)(p - raw), &rep);
+	raw = chunked_request(big / 1000 + 1, true, &len);
+	http_raw(f->sock, raw, len, &rep);
 	assert_error(&rep, 413, "larger than");
 	free(raw);
 
 	/* Streaming on and on gets the connection closed. */
-	raw = malloc(big * 20);
-	assert_non_null(raw);
-	p = raw + sprintf(raw, "PUT /vm/snapshot HTTP/1.1\r\nHost: x\r\n"
-			       "Transfer-Encoding: chunked\r\n\r\n");
-	while (p + 1100 < raw + big * 20) {
-		p += sprintf(p, "3e8\r\n");
-		memset(p, ' ', 1000);
-		p += 1000;
-		p += sprintf(p, "\r\n");
-	}
-	http_raw(f->sock, raw, (size_t)(p - raw), &rep);
+	raw = chunked_request(20 * big / 1000, false, &len);
+	http_raw(f->sock, raw, len, &rep);
 	assert_int_equal(rep.status, -1);
 	free(raw);
 	http(f->sock, "GET", "/vm", NULL, &rep);
@@ -903,8 +916,8 @@ static void test_parse_snapshot_request(void **state)
 						    sizeof(err)),
 			 -EINVAL);
 
-	huge = calloc(1, API_BODY_MAX + 2);
-	assert_non_null(huge);
+	huge = xmalloc(API_BODY_MAX + 1);
+	memset(huge, ' ', API_BODY_MAX + 1);
 	assert_int_equal(api_parse_snapshot_request(huge, API_BODY_MAX + 1,
 						    path, sizeof(path), &then,
 						    err, sizeof(err)),
@@ -1211,8 +1224,7 @@ static void test_ctl_bad_replies(void **state)
 	assert_int_equal(run.status, 1);
 	assert_string_equal(run.err, "stasis: error: a [31mb\n");
 
-	huge = malloc(100000);
-	assert_non_null(huge);
+	huge = xmalloc(100000);
 	memcpy(huge, "HTTP/1.1 200 OK\r\n", 17);
 	memset(huge + 17, 'x', 100000 - 17);
 	run_bad_server(f, huge, 100000, NULL, &run);

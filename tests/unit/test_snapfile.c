@@ -499,7 +499,6 @@ static void write_small(const char *path, struct guest_mem *m)
 {
 	assert_int_equal(guest_mem_init(m, 2 << 20), 0);
 	fill_page(m, 0, 1);
-	fill_page(m, 1, 2);
 	fill_page(m, 300, 3);
 	write_snapshot(path, m, NULL);
 }
@@ -534,10 +533,18 @@ static void test_bit_flip_anywhere(void **state)
 	uint8_t *buf;
 	size_t len;
 
+	size_t structure;
+
 	write_small(c->path, &m);
 	buf = slurp(c->path, &len);
+	/* Every bit up to the end of the memory bitmap (header, record
+	 * headers, payloads, descriptor), then one bit of every byte of the
+	 * padding and pages, which only the checksum guards. */
+	structure = record_at(buf, len, 2) + 32 + 32 + 64;
 	for (size_t i = 0; i < len; i++) {
 		for (unsigned bit = 0; bit < 8; bit++) {
+			if (i >= structure && i < len - 32 && bit != i % 8)
+				continue;
 			buf[i] ^= (uint8_t)(1u << bit);
 			spit(c->bad, buf, len);
 			assert_read_fails(c->bad, &m, NULL);
@@ -693,17 +700,14 @@ static void test_bad_records(void **state)
 	memcpy(big + len, buf + end, 32);
 	spit(c->bad, big, len + 32);
 	assert_read_fails(c->bad, &m, "data after END");
-	free(big);
 
 	/* END with a payload, checksum fixed. */
-	set_le64(buf + end + 8, 8);
-	fix_record_checksum(buf, end);
-	spit(c->bad, buf, len);
+	memset(big + len, 0, 8);
+	set_le64(big + end + 8, 8);
+	fix_record_checksum(big, end);
+	spit(c->bad, big, len + 8);
 	assert_read_fails(c->bad, &m, "no payload");
-	set_le64(buf + end + 8, 0);
-	fix_record_checksum(buf, end);
-	spit(c->bad, buf, len);
-	assert_int_equal(read_all(c->bad, &m, err, sizeof(err)), 0);
+	free(big);
 	free(buf);
 	guest_mem_destroy(&m);
 }
