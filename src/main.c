@@ -14,9 +14,9 @@
 #include "snapshot/inspect.h"
 #include "snapshot/snapshot.h"
 
-static void usage(FILE *f)
+static void usage(void)
 {
-	fprintf(f,
+	printf(
 		"usage: stasis COMMAND [options]\n"
 		"\n"
 		"commands:\n"
@@ -77,9 +77,9 @@ static int cmd_run(int argc, char **argv)
 	return status;
 }
 
-static void restore_usage(FILE *f)
+static void restore_usage(void)
 {
-	fprintf(f, "usage: stasis restore FILE [options]\n"
+	printf( "usage: stasis restore FILE [options]\n"
 		   "  --api-socket PATH     serve the control API\n"
 		   "  --serial MODE         stdio | file:PATH | none (default "
 		   "stdio)\n"
@@ -135,7 +135,7 @@ static int cmd_restore(int argc, char **argv)
 			}
 			break;
 		case 'h':
-			restore_usage(stdout);
+			restore_usage();
 			return STASIS_EXIT_OK;
 		default:
 			log_error("restore: unknown or incomplete option '%s'",
@@ -144,7 +144,8 @@ static int cmd_restore(int argc, char **argv)
 		}
 	}
 	if (optind != argc - 1) {
-		restore_usage(stderr);
+		log_error("usage: stasis restore FILE [options] (see stasis "
+			  "restore --help)");
 		return STASIS_EXIT_USAGE;
 	}
 
@@ -215,7 +216,8 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	log_set_level(false, false);
 	if (argc < 2) {
-		usage(stderr);
+		log_error("no command given (usage: stasis COMMAND ..., "
+			  "see stasis --help)");
 		return STASIS_EXIT_USAGE;
 	}
 	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
@@ -223,7 +225,7 @@ int main(int argc, char **argv)
 		return STASIS_EXIT_OK;
 	}
 	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
-		usage(stdout);
+		usage();
 		return STASIS_EXIT_OK;
 	}
 	if (!strcmp(argv[1], "run"))

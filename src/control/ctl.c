@@ -722,7 +722,9 @@ static int ctl_parse_args(int argc, char **argv, struct ctl_args *a)
 			a->cmd = &ctl_commands[i];
 	}
 	if (!a->cmd) {
-		log_error("unknown ctl command '%s'", argv[2]);
+		log_error("unknown ctl command '%s' (usage: stasis ctl SOCKET "
+			  "status|pause|resume|shutdown|snapshot PATH)",
+			  argv[2]);
 		return -EINVAL;
 	}
 	for (k = 3; k < argc; k++) {
@@ -777,10 +779,12 @@ int ctl_main(int argc, char **argv)
 	int ret, status;
 
 	ret = ctl_parse_args(argc, argv, &a);
-	if (ret) {
-		ctl_usage(ret > 0 ? stdout : stderr);
-		return ret > 0 ? CTL_EXIT_OK : CTL_EXIT_USAGE;
+	if (ret > 0) {
+		ctl_usage(stdout);
+		return CTL_EXIT_OK;
 	}
+	if (ret)
+		return CTL_EXIT_USAGE; /* the one-line reason is printed */
 	if (!a.cmd->snapshot) {
 		ret = ctl_request(a.socket_path, a.cmd->method, a.cmd->url,
 				  NULL, CTL_TIMEOUT_MS, &r, err, sizeof(err));

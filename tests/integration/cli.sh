@@ -1,0 +1,75 @@
+# Command-line and input checks that need no KVM: every bad input gives one
+# clear line on stderr and a non-zero exit, never a crash or a hang.
+set -u
+. "$(dirname "$0")/lib.sh"
+
+# expect RC REGEX -- ARGS...: runs stasis, checks status and stderr.
+expect() {
+	local want=$1 re=$2 rc=0 err lines
+	shift 3
+	err=$(timeout -s KILL 20 "$STASIS" "$@" 2>&1 >/dev/null </dev/null) || rc=$?
+	[[ $rc == "$want" ]] || fail "stasis $*: status $rc, expected $want ($err)"
+	[[ $err =~ $re ]] || fail "stasis $*: stderr '$err' does not match '$re'"
+	lines=$(printf '%s\n' "$err" | grep -c .)
+	[[ $lines -le 1 ]] || fail "stasis $*: $lines lines of errors, expected one: $err"
+}
+
+# Usage and option errors: status 2.
+expect 2 "usage" -- 
+expect 2 "unknown command" -- frobnicate
+expect 2 "--kernel is required" -- run
+expect 2 "unknown or incomplete option '--bogus'" -- run --kernel x --bogus
+expect 2 "--mem: 'lots' is not a size" -- run --kernel x --mem lots
+expect 2 "--mem: .* outside" -- run --kernel x --mem 1k
+expect 2 "--mem: .* outside" -- run --kernel x --mem 2T
+expect 2 "--cpus: '0' is not a number from 1 to 64" -- run --kernel x --cpus 0
+expect 2 "--cpus" -- run --kernel x --cpus 65
+expect 2 "--cpus" -- run --kernel x --cpus two
+expect 2 "--serial: 'tcp:1' is not" -- run --kernel x --serial tcp:1
+expect 2 "--cpu-template: 'fast' is not" -- run --kernel x --cpu-template fast
+expect 2 "unexpected argument 'extra'" -- run --kernel x extra
+expect 2 "--cmdline: longer than" -- run --kernel x --cmdline "$(head -c 5000 /dev/zero | tr '\0' a)"
+
+# Config files.
+echo '{"kernel": "x", "cpus": "many"}' >"$WORK/bad.json"
+expect 2 "--config: .*bad.json: --cpus" -- run --config "$WORK/bad.json"
+echo '{"kernal": "x"}' >"$WORK/typo.json"
+expect 2 "unknown key \"kernal\"" -- run --config "$WORK/typo.json"
+echo '{"kernel": ' >"$WORK/cut.json"
+expect 2 "not valid JSON" -- run --config "$WORK/cut.json"
+expect 2 "cannot open" -- run --config "$WORK/none.json"
+
+# Kernel images are checked before any KVM work.
+expect 2 "kernel: cannot open" -- run --kernel "$WORK/missing"
+: >"$WORK/empty"
+expect 2 "empty" -- run --kernel "$WORK/empty"
+head -c 4096 /dev/urandom >"$WORK/random"
+expect 2 "not an ELF or bzImage" -- run --kernel "$WORK/random"
+expect 2 "is not a regular file" -- run --kernel "$WORK"
+head -c 100 "$GUESTS/hello.elf" >"$WORK/truncated.elf"
+expect 2 "kernel" -- run --kernel "$WORK/truncated.elf"
+head -c 600 "$GUESTS/bootinfo.bzimage" >"$WORK/truncated.bz"
+expect 2 "kernel" -- run --kernel "$WORK/truncated.bz"
+expect 2 "initrd: cannot open" -- run --kernel "$GUESTS/hello.elf" --initrd "$WORK/missing"
+
+# Snapshot files: inspect and verify never crash on garbage.
+head -c 300 /dev/urandom >"$WORK/garbage.snap"
+expect 1 "bad magic" -- verify "$WORK/garbage.snap"
+expect 1 "cannot open" -- verify "$WORK/missing.snap"
+expect 2 "usage" -- verify
+expect 2 "bad magic" -- restore "$WORK/garbage.snap"
+expect 2 "usage" -- restore
+expect 2 "--clock: 'slow' is not" -- restore --clock slow x
+
+# The control client.
+expect 6 "cannot connect to" -- ctl "$WORK/no.sock" status
+expect 2 "usage" -- ctl "$WORK/no.sock" dance
+
+# Without /dev/kvm a valid kernel gets a message naming the cause.
+if [[ ! -e /dev/kvm ]]; then
+	expect 6 "/dev/kvm does not exist" -- run --kernel "$GUESTS/hello.elf"
+fi
+
+"$STASIS" --version | grep -Eq '^stasis [0-9]+\.[0-9]+\.[0-9]+$' || fail "--version"
+"$STASIS" run --help | grep -q -- '--debug-exit' || fail "run --help"
+echo "cli: all checks passed"

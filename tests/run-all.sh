@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Runs every stasis test against the build in $1 and ends with the line
+# "N passed, N failed". Tests that need KVM run on /dev/kvm when this host
+# has it, otherwise inside a nested test VM (scripts/kvm-vm.sh); if neither
+# is possible they fail, loudly.
+set -u
+BUILD=$(cd "${1:?usage: tests/run-all.sh BUILD_DIR}" && pwd)
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+LOGS=$BUILD/test-logs
+KVMVM_CACHE=${KVMVM_CACHE:-/var/cache/stasis-kvm-vm}
+rm -rf "$LOGS"
+mkdir -p "$LOGS"
+
+pass=0
+fail=0
+failed=()
+
+# result NAME STATUS LOG: counts one test; shows the log of a failure.
+result() {
+	if [ "$2" -eq 0 ]; then
+		pass=$((pass + 1))
+		echo "PASS  $1"
+	else
+		fail=$((fail + 1))
+		failed+=("$1")
+		echo "FAIL  $1 (status $2)"
+		[ -n "${3:-}" ] && [ -f "$3" ] && tail -n 30 "$3" | sed 's/^/      | /'
+	fi
+}
+
+echo "== unit tests"
+for t in "$BUILD"/tests/unit/test_*; do
+	[ -f "$t" ] && [ -x "$t" ] || continue
+	name=unit/$(basename "$t")
+	"$t" >"$LOGS/$(basename "$t").log" 2>&1
+	result "$name" $? "$LOGS/$(basename "$t").log"
+done
+
+echo "== fuzz targets (bounded)"
+"$ROOT/tests/fuzz/run.sh" "$LOGS" | while read -r status name; do
+	echo "$status $name"
+done >"$LOGS/fuzz.results"
+while read -r status name; do
+	result "fuzz/$name" "$status" "$LOGS/fuzz-$name.log"
+done <"$LOGS/fuzz.results"
+
+echo "== command line (no KVM needed)"
+STASIS=$BUILD/stasis GUESTS=$BUILD/guests ROOT=$ROOT \
+	bash "$ROOT/tests/integration/cli.sh" >"$LOGS/cli.log" 2>&1
+result cli $? "$LOGS/cli.log"
+
+echo "== guest kit under QEMU (the peer)"
+"$ROOT/guests/test-under-qemu.sh" "$BUILD" >"$LOGS/qemu-guests.log" 2>&1
+result guests-under-qemu $? "$LOGS/qemu-guests.log"
+
+echo "== KVM integration tests"
+kvm_log=$LOGS/kvm.log
+if [ -c /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ] &&
+	python3 -c 'import os; os.close(os.open("/dev/kvm", os.O_RDWR))' 2>/dev/null; then
+	echo "   (on this host's /dev/kvm)"
+	"$ROOT/tests/run-kvm.sh" "$BUILD" 2>&1 | tee "$kvm_log"
+else
+	echo "   (this host has no usable /dev/kvm: running them in the nested"
+	echo "    test VM, QEMU TCG with SVM; see docs/testing-without-kvm.md)"
+	# Everything the guest runs must live under ROOT: the nested VM
+	# sees the host's / read-only and ROOT read-write.
+	"$ROOT/scripts/kvm-vm.sh" run "$KVMVM_CACHE" "$ROOT" \
+		-e STASIS_TIME_SCALE="${STASIS_TIME_SCALE:-3}" \
+		-e STASIS_SLOW_TESTS="${STASIS_SLOW_TESTS:-0}" \
+		-- "$ROOT/tests/run-kvm.sh" "$BUILD" 2>&1 | tee "$kvm_log"
+fi
+kvm_status=${PIPESTATUS[0]}
+nkvm=0
+while read -r word name _; do
+	case $word in
+	PASS) pass=$((pass + 1)) nkvm=$((nkvm + 1)) ;;
+	FAIL) fail=$((fail + 1)) nkvm=$((nkvm + 1)) failed+=("$name") ;;
+	esac
+done < <(grep -E '^(PASS|FAIL) ' "$kvm_log")
+# A harness that ran nothing, or died part way (any status but the
+# runner's own 0 or 1), is a failure of its own.
+if [ "$nkvm" -eq 0 ]; then
+	result kvm-harness 1 "$kvm_log"
+elif [ "$kvm_status" -gt 1 ]; then
+	result kvm-harness "$kvm_status" "$kvm_log"
+fi
+
+echo
+if [ "$fail" -gt 0 ]; then
+	echo "failed: ${failed[*]}"
+fi
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

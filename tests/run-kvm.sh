@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs the integration tests that need /dev/kvm, one line per test:
+# "PASS name" or "FAIL name". Exits 1 when any failed. Run by
+# tests/run-all.sh, directly or inside the nested test VM.
+set -u
+BUILD=$(cd "${1:?usage: tests/run-kvm.sh BUILD_DIR}" && pwd)
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+export STASIS=$BUILD/stasis GUESTS=$BUILD/guests ROOT BUILD
+export STASIS_TIME_SCALE=${STASIS_TIME_SCALE:-1}
+# Scratch space on a local file system: UNIX sockets cannot live on the
+# nested VM's 9p share.
+export TMPDIR=${TMPDIR:-/tmp}
+# Leaks are checked by the unit tests; a VMM that exits through vm_destroy
+# with vCPU threads gone is checked for memory errors here.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0}
+
+if [ ! -c /dev/kvm ]; then
+	echo "FAIL kvm-available (no /dev/kvm here)"
+	exit 1
+fi
+# elapsed START_NS: seconds since START_NS, one decimal.
+elapsed() {
+	awk -v a="$1" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f s", (b - a) / 1e9 }'
+}
+
+failed=0
+for t in "$ROOT"/tests/integration/kvm/*.sh; do
+	name=$(basename "$t" .sh)
+	case $name in
+	slow_*) [ "${STASIS_SLOW_TESTS:-0}" = 1 ] || continue ;;
+	esac
+	start=$(date +%s%N)
+	if out=$(bash "$t" 2>&1); then
+		echo "PASS $name ($(elapsed "$start"))"
+	else
+		echo "FAIL $name ($(elapsed "$start"))"
+		echo "$out" | tail -n 40 | sed 's/^/      | /'
+		failed=1
+	fi
+done
+exit $failed
