@@ -82,13 +82,14 @@ wait_for_line() {
 	fail "no line matching '$re' in $file within $(scaled "$secs") s: $(tail -n 3 "$file" 2>/dev/null | tr '\n' '|')"
 }
 
-# wait_exit PID SECONDS: waits for a background stasis; prints its status.
+# wait_exit PID SECONDS: waits for a background stasis and sets RC to its
+# exit status. (Not in $(...): only this shell can wait for its child.)
 wait_exit() {
-	local pid=$1 secs=$2 i rc=0
+	local pid=$1 secs=$2 i
+	RC=0
 	for ((i = 0; i < $(scaled "$secs") * 10; i++)); do
-		if ! kill -0 "$pid" 2>/dev/null; then
-			wait "$pid" || rc=$?
-			echo "$rc"
+		if ! kill -0 "$pid" 2>/dev/null || [[ $(ps -o stat= -p "$pid") == Z* ]]; then
+			wait "$pid" || RC=$?
 			return 0
 		fi
 		sleep 0.1

@@ -839,15 +839,21 @@ static void test_bad_memory_records(void **state)
 	const uint64_t two[] = { 0, 7 }, past[] = { 0, 510 };
 	const uint64_t size = 2 << 20;
 	struct guest_mem m;
+	struct stat st;
 	char err[ERRLEN];
 	size_t len;
 	uint8_t *p;
 
 	assert_int_equal(guest_mem_init(&m, size), 0);
 
-	/* Built by hand, it loads: the format is what the writer writes. */
+	/* Built by hand, it loads: the format is what the writer writes.
+	 * This is the example in docs/snapshot-format.md. */
 	p = mem_payload(MEM_PAYLOAD_OFF, 0, size, PS, two, 2, 2, 0, &len);
+	assert_int_equal(len, 12088);
+	assert_int_equal(p[32], 0x81);
 	assert_int_equal(write_mem_file(c->path, 1, p, len), 0);
+	assert_int_equal(stat(c->path, &st), 0);
+	assert_int_equal(st.st_size, 12288 + 32);
 	assert_int_equal(read_all(c->path, &m, err, sizeof(err)), 0);
 	assert_int_equal(*(uint8_t *)guest_mem_ptr(&m, 7 * PS, 1), 0xab);
 	assert_int_equal(*(uint8_t *)guest_mem_ptr(&m, 6 * PS, 1), 0);

@@ -1,0 +1,12 @@
+# memtest fills RAM with a seeded pattern and verifies it; the self-test
+# (inject=1) proves the check can fail.
+. "$(dirname "$0")/../lib.sh"
+rc=$(run_guest memtest "$WORK/out" --mem 128M --cmdline "mib=32 passes=2 seed=7")
+expect_status "$rc" 1 "memtest"
+grep -q "memtest: pass 2 ok (32 MiB)" "$WORK/out" || fail "no second pass: $(tail -n 2 "$WORK/out")"
+rc=$(run_guest memtest "$WORK/out2" --mem 128M --cmdline "mib=8 passes=1 inject=1")
+expect_status "$rc" 5 "memtest inject=1 (exit code 2)"
+grep -q "MISMATCH" "$WORK/out2" || fail "inject=1 found no mismatch"
+# Asking for more than the VM has is the guest's error, not a crash.
+rc=$(run_guest memtest "$WORK/out3" --mem 32M --cmdline "mib=64 passes=1")
+expect_status "$rc" 3 "memtest too big (exit code 1)"
