@@ -526,8 +526,9 @@ int vm_snapshot(struct vm *vm, const char *path, enum vm_then then,
 	}
 	ret = snapshot_save(vm, path, &vm->snapshot_progress, err, errlen);
 	if (ret) {
-		/* Back to how it was: running, or paused if it was. */
-		if (!was_paused)
+		/* The guest carries on: running again, unless it was paused
+		 * already or the caller wanted it paused afterwards anyway. */
+		if (!was_paused && then != VM_THEN_PAUSE)
 			vm_resume(vm);
 		goto out;
 	}

@@ -145,9 +145,10 @@ int vm_resume(struct vm *vm);
 void vm_get_status(struct vm *vm, struct vm_status *st);
 
 /* Pauses (if running), writes a snapshot to @path atomically, then does
- * @then. On failure the VM goes back to the state it was in (running or
- * paused) and any earlier file at @path is untouched. Returns 0 or -errno
- * with a one-line reason in @err; -EBUSY while another snapshot runs. */
+ * @then. On failure any earlier file at @path is untouched and the VM
+ * runs on, unless it was paused before or @then is VM_THEN_PAUSE. Returns
+ * 0 or -errno with a one-line reason in @err; -EBUSY while another
+ * snapshot runs. */
 int vm_snapshot(struct vm *vm, const char *path, enum vm_then then,
 		char *err, size_t errlen);
 

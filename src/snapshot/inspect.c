@@ -141,6 +141,7 @@ int snapshot_inspect(const char *path, bool as_json, bool verify_only)
 	struct inspect_record ir;
 	uint64_t stored = 0, ram = 0;
 	unsigned n = 0, bad = 0;
+	int last_rank = 0;
 	char err[256];
 	int ret;
 
@@ -173,7 +174,17 @@ int snapshot_inspect(const char *path, bool as_json, bool verify_only)
 	}
 
 	while ((ret = snap_reader_next(r, &ir.rec, err, sizeof(err))) == 1) {
+		int rank = snapshot_record_rank(ir.rec.type);
 		int rr = inspect_one(r, &ir, &stored, &ram);
+
+		/* The same order rule restore enforces. */
+		if (!rr && rank >= 0 && rank < last_rank) {
+			snprintf(ir.summary, sizeof(ir.summary),
+				 "record out of order");
+			rr = -EINVAL;
+		}
+		if (rank > last_rank)
+			last_rank = rank;
 
 		n++;
 		if (rr)

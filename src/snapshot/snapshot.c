@@ -424,6 +424,20 @@ out:
 	return ret;
 }
 
+int snapshot_record_rank(uint32_t type)
+{
+	static const uint32_t order[] = {
+		SNAP_REC_CONFIG, SNAP_REC_CPUID,  SNAP_REC_CLOCK,
+		SNAP_REC_VCPU,	 SNAP_REC_IRQCHIP, SNAP_REC_PIT,
+		SNAP_REC_DEVICE, SNAP_REC_MEMORY, SNAP_REC_END,
+	};
+
+	for (int i = 0; i < (int)(sizeof(order) / sizeof(order[0])); i++)
+		if (order[i] == type)
+			return i;
+	return -1;
+}
+
 /* Reads the next record, which must be of @type. */
 static int snapshot_expect(struct snap_reader *r, uint32_t type,
 			   struct snap_record *rec, char *err, size_t errlen)
@@ -724,9 +738,19 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 	uint64_t now = realtime_ns();
 	int ret;
 
+	int last_rank = snapshot_record_rank(SNAP_REC_CPUID);
+
 	while ((ret = snap_reader_next(img->r, &rec, err, errlen)) == 1) {
+		int rank = snapshot_record_rank(rec.type);
 		void *data = NULL;
 
+		if (rank >= 0 && rank < last_rank) {
+			set_err(err, errlen, "snapshot: %s record out of order",
+				snap_record_type_name(rec.type));
+			return -EINVAL;
+		}
+		if (rank >= 0)
+			last_rank = rank;
 		if (rec.type == SNAP_REC_MEMORY) {
 			if (nmem == vm->mem.nregions) {
 				set_err(err, errlen,

@@ -5,6 +5,7 @@
 #define STASIS_SNAPSHOT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <linux/kvm.h>
 
@@ -44,6 +45,12 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 		     enum clock_policy clock, char *err, size_t errlen);
 
 void snapshot_close(struct snapshot_image *img);
+
+/* Records appear in this order: CONFIG, CPUID, CLOCK, VCPU..., IRQCHIP,
+ * PIT, DEVICE..., MEMORY..., END. Returns the position of @type in that
+ * order, or -1 for a type outside it (optional records of later
+ * versions, which may appear anywhere). */
+int snapshot_record_rank(uint32_t type);
 
 /* Record payload codecs shared with `stasis inspect`. */
 struct snapshot_clock {

@@ -113,3 +113,43 @@ check_increasing() {
 	counter_values "$1" | awk 'NR > 1 && $1 <= prev { print "not increasing at " prev " -> " $1; bad = 1 } { prev = $1 } END { exit bad }' ||
 		fail "counter in $1 is not strictly increasing"
 }
+
+# ctl SOCKET ARGS...: the control client, failing the test on error.
+ctl() {
+	timeout -s KILL "$(scaled 120)" "$STASIS" ctl "$@" ||
+		fail "stasis ctl $* failed (status $?)"
+}
+
+# last_counter FILE: the last complete counter value in FILE.
+last_counter() {
+	counter_values "$1" | tail -n 1
+}
+
+# first_counter FILE: the first counter value in FILE.
+first_counter() {
+	counter_values "$1" | head -n 1
+}
+
+# counter_reaches FILE N SECONDS: waits until the counter reaches N.
+counter_reaches() {
+	local file=$1 n=$2 secs=$3 i v
+	for ((i = 0; i < $(scaled "$secs") * 10; i++)); do
+		v=$(last_counter "$file")
+		[[ -n $v && $v -ge $n ]] && return 0
+		sleep 0.1
+	done
+	fail "counter in $file stuck at '$(last_counter "$file")', wanted $n"
+}
+
+# restored_continues BEFORE AFTER: the restored guest's first complete
+# value follows the last one printed before the snapshot (a tick that came
+# in while the VM paused may show up as one skipped value).
+restored_continues() {
+	local before after
+	before=$(last_counter "$1")
+	after=$(first_counter "$2")
+	[[ -n $before && -n $after ]] || fail "no counter values ($before, $after)"
+	((after > before && after <= before + 3)) ||
+		fail "counter jumped from $before (before) to $after (after restore)"
+	check_increasing "$2"
+}

@@ -1,0 +1,117 @@
+# bench/lib.sh - shared by bench/boot.sh and bench/snapshot.sh: where to run
+# (directly, or inside the nested KVM test VM), the timing helper, and the
+# statistics and table formatting. Sourced, not run.
+
+BENCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+bench_die() {
+	echo "bench: error: $*" >&2
+	exit 1
+}
+
+bench_note() {
+	echo "bench: $*" >&2
+}
+
+# bench_setup SCRIPT BUILD_DIR [ARGS...]: checks the build, builds the timing
+# helper, and re-executes SCRIPT inside scripts/kvm-vm.sh when /dev/kvm cannot
+# be opened here. Sets BUILD, STASIS, GUESTS, BENCHTOOL, QEMU.
+bench_setup() {
+	local script=$1 build=$2
+	shift 2
+
+	BUILD=$(cd "$build" 2>/dev/null && pwd) ||
+		bench_die "no build directory $build (run: meson setup build && ninja -C build)"
+	STASIS=$BUILD/stasis
+	GUESTS=$BUILD/guests
+	QEMU=${QEMU:-qemu-system-x86_64}
+	[[ -x $STASIS ]] || bench_die "$STASIS is missing: run ninja -C $BUILD"
+	for g in hello memtest counter; do
+		[[ -f $GUESTS/$g.elf ]] || bench_die "$GUESTS/$g.elf is missing"
+	done
+	command -v "$QEMU" >/dev/null || bench_die "$QEMU is not installed"
+
+	# The helper lives in the build tree, which the nested VM sees too.
+	BENCHTOOL=$BUILD/bench/benchtool
+	if [[ ! -x $BENCHTOOL || $BENCH_ROOT/bench/benchtool.c -nt $BENCHTOOL ]]; then
+		mkdir -p "$BUILD/bench"
+		${CC:-cc} -O2 -Wall -Wextra -o "$BENCHTOOL.tmp.$$" \
+			"$BENCH_ROOT/bench/benchtool.c" ||
+			bench_die "cannot build the timing helper"
+		mv "$BENCHTOOL.tmp.$$" "$BENCHTOOL"
+	fi
+
+	# A character device we can open (read-only here: "<>" would create a
+	# plain file where there is no device).
+	if [[ -c /dev/kvm && -w /dev/kvm ]] && (exec 3</dev/kvm) 2>/dev/null; then
+		return 0
+	fi
+	[[ ${KVMVM:-0} = 1 ]] && bench_die "/dev/kvm does not open even inside the nested VM"
+
+	# No KVM here: run the same script in the nested test VM (see
+	# docs/testing-without-kvm.md). Only BENCH_* and QEMU pass through.
+	local cache=${KVMVM_CACHE:-/var/cache/stasis-kvm-vm} envs=() v
+	for v in $(compgen -e); do
+		case $v in
+		BENCH_* | QEMU) envs+=(-e "$v=${!v}") ;;
+		esac
+	done
+	bench_note "no /dev/kvm here: running inside the nested KVM VM (KVMVM_MEM=${KVMVM_MEM:-4G}, cache $cache); numbers are 50-100x slower than hardware, compare ratios"
+	exec "$BENCH_ROOT/scripts/kvm-vm.sh" run "$cache" "$BENCH_ROOT" "${envs[@]}" \
+		-- bash "$script" "$BUILD" "$@"
+}
+
+# bench_kv LINE KEY: the value of KEY=VALUE in LINE (empty if absent).
+bench_kv() {
+	local w
+	for w in $1; do
+		[[ $w == "$2="* ]] && { echo "${w#*=}"; return; }
+	done
+}
+
+# median of the numbers on stdin (empty input: "-").
+bench_median() {
+	sort -g | awk '{ v[NR] = $1 }
+		END { if (!NR) { print "-"; exit }
+		      if (NR % 2) print v[(NR + 1) / 2]
+		      else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# min and max of the numbers on stdin as "MIN-MAX".
+bench_range() {
+	sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 }
+		END { if (NR) printf "%s-%s", lo, hi; else print "-" }'
+}
+
+# bench_calc EXPR A [B [C]]: awk arithmetic on the variables a, b, c; "-"
+# when any of them is "-" or empty (not measured).
+bench_calc() {
+	local expr=$1 v
+	shift
+	for v in "$@"; do
+		[[ $v == - || -z $v ]] && { echo "-"; return; }
+	done
+	awk -v a="${1:-0}" -v b="${2:-0}" -v c="${3:-0}" "BEGIN { print $expr }"
+}
+
+# bench_fmt PRINTF_FORMAT VALUE: formats a number, passes "-" through.
+bench_fmt() {
+	[[ $2 == - || -z $2 ]] && { echo "-"; return; }
+	awk -v v="$2" "BEGIN { printf \"$1\", v }"
+}
+
+# bench_verdict OK: PASS or MISS ("?" if it could not be measured).
+bench_verdict() {
+	case $1 in
+	1) echo PASS ;;
+	0) echo MISS ;;
+	*) echo "?" ;;
+	esac
+}
+
+bench_machine() {
+	local cpu
+	cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
+	echo "machine: $(nproc) CPUs, $cpu, Linux $(uname -r)$([[ ${KVMVM:-0} = 1 ]] && echo ', nested KVM VM (kvm-vm.sh)')"
+	echo "stasis: $("$STASIS" --version 2>&1 | head -n1), $($QEMU --version | head -n1)"
+}
