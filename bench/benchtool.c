@@ -8,14 +8,17 @@
  * (http and qmp add the reply); times are microseconds.
  *
  *   benchtool boot [--timeout-ms N] [--out FILE] [--kill-at-first] -- CMD...
- *       exec-to-first-stdout-byte, exit status, peak RSS (wait4) and, from
- *       a ptrace exit stop, the RSS breakdown just before the VMM exits.
+ *       exec-to-first-stdout-byte, exit status, peak RSS (wait4), the RSS
+ *       breakdown when the first byte arrives and, from a ptrace exit
+ *       stop, just before the VMM exits.
  *   benchtool restore (--http SOCK | --qmp SOCK) [--timeout-ms N]
  *                     [--out FILE] [--no-output] -- CMD...
  *       CMD restores a paused VM: time until SOCK says it is ready, then
  *       resume it and time until its first stdout byte, then stop it.
  *   benchtool http SOCK METHOD PATH [BODY]
- *   benchtool qmp SOCK CMD...   (CMD is JSON, or wait-migrate)
+ *   benchtool qmp SOCK CMD...   (CMD is JSON, or wait-migrate); prints
+ *       the connect+negotiation time, then one line per command
+ *   benchtool fsync FILE
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -74,6 +77,11 @@ static void die(const char *fmt, ...)
 
 /* ------------------------------------------------------------ the child -- */
 
+/* From /proc/PID/status, KiB; -1 if not read. */
+struct rss {
+	long hwm_kb, anon_kb, file_kb, shmem_kb;
+};
+
 struct child {
 	pid_t pid;
 	int out_fd;       /* read end of the child's stdout */
@@ -85,8 +93,8 @@ struct child {
 	bool traced, exited;
 	int status;
 	struct rusage ru;
-	/* /proc/PID/status at the ptrace exit stop, KiB; -1 if not seen */
-	long hwm_kb, rss_anon_kb, rss_file_kb, rss_shmem_kb;
+	bool sample_first; /* read /proc/PID/status at the first byte */
+	struct rss at_first, at_exit;
 };
 
 static void child_start(struct child *c, char **argv, bool trace)
@@ -95,7 +103,7 @@ static void child_start(struct child *c, char **argv, bool trace)
 	sigset_t set;
 
 	memset(c, 0, sizeof(*c));
-	c->hwm_kb = c->rss_anon_kb = c->rss_file_kb = c->rss_shmem_kb = -1;
+	c->at_first = c->at_exit = (struct rss){ -1, -1, -1, -1 };
 	c->copy_fd = -1;
 	c->exec_us = mmap(NULL, sizeof(int64_t), PROT_READ | PROT_WRITE,
 			  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -152,7 +160,7 @@ static long status_kb(const char *buf, const char *key)
 	return p ? strtol(p + strlen(key), NULL, 10) : -1;
 }
 
-static void child_read_status(struct child *c)
+static void child_read_status(const struct child *c, struct rss *rss)
 {
 	char path[64], buf[8192];
 	ssize_t n;
@@ -169,10 +177,10 @@ static void child_read_status(struct child *c)
 	buf[n] = '\0';
 	if (!strstr(buf, "VmHWM:"))
 		return;
-	c->hwm_kb = status_kb(buf, "VmHWM:");
-	c->rss_anon_kb = status_kb(buf, "RssAnon:");
-	c->rss_file_kb = status_kb(buf, "RssFile:");
-	c->rss_shmem_kb = status_kb(buf, "RssShmem:");
+	rss->hwm_kb = status_kb(buf, "VmHWM:");
+	rss->anon_kb = status_kb(buf, "RssAnon:");
+	rss->file_kb = status_kb(buf, "RssFile:");
+	rss->shmem_kb = status_kb(buf, "RssShmem:");
 }
 
 static void child_reap(struct child *c)
@@ -191,7 +199,7 @@ static void child_reap(struct child *c)
 			continue;
 		if (st >> 8 == (SIGTRAP | (PTRACE_EVENT_EXIT << 8))) {
 			/* The process is exiting but its memory is intact. */
-			child_read_status(c);
+			child_read_status(c, &c->at_exit);
 			ptrace(PTRACE_CONT, c->pid, NULL, NULL);
 		} else if (st >> 16 == PTRACE_EVENT_STOP) {
 			ptrace(PTRACE_CONT, c->pid, NULL, NULL);
@@ -227,8 +235,12 @@ static void child_pump(struct child *c, int timeout_ms, bool want_byte)
 			ssize_t n = read(c->out_fd, buf, sizeof(buf));
 
 			if (n > 0) {
-				if (!c->first_byte_us)
+				if (!c->first_byte_us) {
 					c->first_byte_us = now_us();
+					if (c->sample_first)
+						child_read_status(c,
+								  &c->at_first);
+				}
 				c->bytes += n;
 				if (c->copy_fd >= 0 &&
 				    write(c->copy_fd, buf, (size_t)n) != n)
@@ -501,6 +513,7 @@ static int cmd_boot(int argc, char **argv)
 		die("boot: no command");
 	child_start(&c, argv + i + 1, true);
 	c.copy_fd = open_copy(out);
+	c.sample_first = true;
 	if (kill_at_first) {
 		int64_t end = now_us() + (int64_t)timeout_ms * 1000;
 
@@ -510,12 +523,15 @@ static int cmd_boot(int argc, char **argv)
 	} else {
 		child_finish(&c, timeout_ms);
 	}
-	printf("first_byte_us=%" PRId64 " exit=%s maxrss_kb=%ld hwm_kb=%ld "
-	       "rss_anon_kb=%ld rss_file_kb=%ld rss_shmem_kb=%ld bytes=%" PRId64
-	       "\n",
+	printf("first_byte_us=%" PRId64 " exit=%s maxrss_kb=%ld bytes=%" PRId64
+	       " first_anon_kb=%ld first_file_kb=%ld first_shmem_kb=%ld"
+	       " exit_hwm_kb=%ld exit_anon_kb=%ld exit_file_kb=%ld"
+	       " exit_shmem_kb=%ld\n",
 	       c.first_byte_us ? c.first_byte_us - *c.exec_us : -1,
-	       exit_str(&c, ex, sizeof(ex)), c.ru.ru_maxrss, c.hwm_kb,
-	       c.rss_anon_kb, c.rss_file_kb, c.rss_shmem_kb, c.bytes);
+	       exit_str(&c, ex, sizeof(ex)), c.ru.ru_maxrss, c.bytes,
+	       c.at_first.anon_kb, c.at_first.file_kb, c.at_first.shmem_kb,
+	       c.at_exit.hwm_kb, c.at_exit.anon_kb, c.at_exit.file_kb,
+	       c.at_exit.shmem_kb);
 	return 0;
 }
 
@@ -631,8 +647,11 @@ static int cmd_qmp(int argc, char **argv)
 
 	if (argc < 2)
 		die("usage: benchtool qmp SOCK CMD...");
+	/* Like any one-shot client: connect, greeting, capabilities. */
+	t = now_us();
 	if (qmp_open(&q, argv[0]))
 		die("cannot open QMP at %s", argv[0]);
+	printf("connect us=%" PRId64 "\n", now_us() - t);
 	start = now_us();
 	for (int i = 1; i < argc; i++) {
 		int ret;
@@ -653,6 +672,26 @@ static int cmd_qmp(int argc, char **argv)
 	return 0;
 }
 
+/* fsync FILE: how long making a file durable takes (QEMU's migration to a
+ * file does not fsync; stasis's snapshot does). */
+static int cmd_fsync(int argc, char **argv)
+{
+	int64_t t;
+	int fd;
+
+	if (argc != 1)
+		die("usage: benchtool fsync FILE");
+	fd = open(argv[0], O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		die("cannot open %s: %s", argv[0], strerror(errno));
+	t = now_us();
+	if (fsync(fd) < 0)
+		die("fsync %s: %s", argv[0], strerror(errno));
+	printf("us=%" PRId64 "\n", now_us() - t);
+	close(fd);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -665,7 +704,10 @@ int main(int argc, char **argv)
 		return cmd_http(argc - 2, argv + 2);
 	if (argc >= 2 && !strcmp(argv[1], "qmp"))
 		return cmd_qmp(argc - 2, argv + 2);
-	fputs("usage: benchtool boot|restore|http|qmp ... (see the source)\n",
+	if (argc >= 2 && !strcmp(argv[1], "fsync"))
+		return cmd_fsync(argc - 2, argv + 2);
+	fputs("usage: benchtool boot|restore|http|qmp|fsync ... (see the "
+	      "source)\n",
 	      stderr);
 	return 2;
 }

@@ -366,7 +366,6 @@ static int page_io_flush(struct page_io *io)
 static int page_io_add(struct page_io *io, uint8_t *p, uint64_t len)
 {
 	while (len) {
-		struct iovec *last = io->n ? &io->iov[io->n - 1] : NULL;
 		size_t take;
 		int ret;
 
@@ -374,16 +373,12 @@ static int page_io_add(struct page_io *io, uint8_t *p, uint64_t len)
 			ret = page_io_flush(io);
 			if (ret)
 				return ret;
-			last = NULL;
 		}
 		take = SNAP_IO_MAX - io->bytes;
 		if (take > len)
 			take = (size_t)len;
-		if (last && (uint8_t *)last->iov_base + last->iov_len == p)
-			last->iov_len += take;
-		else
-			io->iov[io->n++] =
-			    (struct iovec){ .iov_base = p, .iov_len = take };
+		io->iov[io->n++] =
+		    (struct iovec){ .iov_base = p, .iov_len = take };
 		io->bytes += take;
 		p += take;
 		len -= take;
@@ -1134,18 +1129,33 @@ static int checksum_result(struct snap_reader *r, const struct snap_record *rec,
 	return 0;
 }
 
-/* Reads @len bytes of @rec's payload at @off into @buf, hashing them. */
-static int read_hashed(struct snap_reader *r, const struct snap_record *rec,
-		       void *buf, uint64_t len, uint64_t off, char *err,
-		       size_t errlen)
+/* Reads @len bytes of @rec at file offset @off into @buf, feeding them
+ * to the record checksum when @hash. */
+static int read_part(struct snap_reader *r, const struct snap_record *rec,
+		     void *buf, size_t len, uint64_t off, bool hash, char *err,
+		     size_t errlen)
 {
-	int ret = read_full(r->fd, buf, (size_t)len, off);
+	int ret = read_full(r->fd, buf, len, off);
 
 	if (ret)
 		return rec_fail(err, errlen, ret, rec, rec_header_off(rec),
 				"%s", io_strerror(ret));
-	XXH3_64bits_update(r->xxh, buf, (size_t)len);
+	if (hash)
+		XXH3_64bits_update(r->xxh, buf, len);
 	return 0;
+}
+
+/* The next piece of @rec for a streaming loop: the bytes at @off, at most
+ * @left of them and at most r->bufsize, read into r->buf. Returns how
+ * many, or -errno with @err filled. */
+static int64_t read_chunk(struct snap_reader *r, const struct snap_record *rec,
+			  uint64_t off, uint64_t left, bool hash, char *err,
+			  size_t errlen)
+{
+	size_t n = left < r->bufsize ? (size_t)left : r->bufsize;
+	int ret = read_part(r, rec, r->buf, n, off, hash, err, errlen);
+
+	return ret ? ret : (int64_t)n;
 }
 
 int snap_read_payload(struct snap_reader *r, const struct snap_record *rec,
@@ -1168,7 +1178,8 @@ int snap_read_payload(struct snap_reader *r, const struct snap_record *rec,
 		return snap_fail(err, errlen, -ENOMEM, "out of memory");
 	record_hash_start(r->xxh, rec->type, rec->version, rec->flags,
 			  rec->length);
-	ret = read_hashed(r, rec, buf, rec->length, rec->offset, err, errlen);
+	ret = read_part(r, rec, buf, (size_t)rec->length, rec->offset, true,
+			err, errlen);
 	if (!ret)
 		ret = checksum_result(r, rec, err, errlen);
 	if (ret) {
@@ -1182,7 +1193,7 @@ int snap_read_payload(struct snap_reader *r, const struct snap_record *rec,
 int snap_verify_record(struct snap_reader *r, const struct snap_record *rec,
 		       char *err, size_t errlen)
 {
-	uint64_t done = 0;
+	int64_t n;
 	int ret;
 
 	ret = check_rec(r, rec, err, errlen);
@@ -1190,16 +1201,11 @@ int snap_verify_record(struct snap_reader *r, const struct snap_record *rec,
 		return ret;
 	record_hash_start(r->xxh, rec->type, rec->version, rec->flags,
 			  rec->length);
-	while (done < rec->length) {
-		uint64_t n = rec->length - done;
-
-		if (n > r->bufsize)
-			n = r->bufsize;
-		ret = read_hashed(r, rec, r->buf, n, rec->offset + done, err,
-				  errlen);
-		if (ret)
-			return ret;
-		done += n;
+	for (uint64_t done = 0; done < rec->length; done += (uint64_t)n) {
+		n = read_chunk(r, rec, rec->offset + done, rec->length - done,
+			       true, err, errlen);
+		if (n < 0)
+			return (int)n;
 	}
 	return checksum_result(r, rec, err, errlen);
 }
@@ -1213,6 +1219,7 @@ static int memory_layout(struct snap_reader *r, const struct snap_record *rec,
 	struct snap_memory_desc *d = &m->desc;
 	uint64_t roff = rec_header_off(rec), done, ones = 0, expect;
 	uint64_t ps;
+	int64_t n;
 	int ret;
 
 	ret = check_rec(r, rec, err, errlen);
@@ -1232,12 +1239,10 @@ static int memory_layout(struct snap_reader *r, const struct snap_record *rec,
 	if (hash)
 		record_hash_start(r->xxh, rec->type, rec->version, rec->flags,
 				  rec->length);
-	ret = read_full(r->fd, r->buf, MEM_DESC_SIZE, rec->offset);
+	ret = read_part(r, rec, r->buf, MEM_DESC_SIZE, rec->offset, hash, err,
+			errlen);
 	if (ret)
-		return rec_fail(err, errlen, ret, rec, roff, "%s",
-				io_strerror(ret));
-	if (hash)
-		XXH3_64bits_update(r->xxh, r->buf, MEM_DESC_SIZE);
+		return ret;
 	d->gpa = get_le64(r->buf + 0);
 	d->size = get_le64(r->buf + 8);
 	d->page_size = get_le32(r->buf + 16);
@@ -1280,18 +1285,12 @@ static int memory_layout(struct snap_reader *r, const struct snap_record *rec,
 				rec->length);
 
 	/* expect == length <= the file size: these reads are in bounds. */
-	for (done = 0; done < m->bitmap_bytes;) {
-		uint64_t n = m->bitmap_bytes - done;
-
-		if (n > r->bufsize)
-			n = r->bufsize;
-		ret = read_full(r->fd, r->buf, (size_t)n, m->bitmap_off + done);
-		if (ret)
-			return rec_fail(err, errlen, ret, rec, roff, "%s",
-					io_strerror(ret));
-		if (hash)
-			XXH3_64bits_update(r->xxh, r->buf, (size_t)n);
-		for (uint64_t i = 0; i < n; i++) {
+	for (done = 0; done < m->bitmap_bytes; done += (uint64_t)n) {
+		n = read_chunk(r, rec, m->bitmap_off + done,
+			       m->bitmap_bytes - done, hash, err, errlen);
+		if (n < 0)
+			return (int)n;
+		for (int64_t i = 0; i < n; i++) {
 			uint64_t first = (done + i) * 8;
 			unsigned valid = 0xff;
 
@@ -1305,28 +1304,20 @@ static int memory_layout(struct snap_reader *r, const struct snap_record *rec,
 						"region's last page");
 			ones += (uint64_t)__builtin_popcount(r->buf[i]);
 		}
-		done += n;
 	}
 	if (ones != d->stored_pages)
 		return rec_fail(err, errlen, -EINVAL, rec, roff,
 				"bitmap marks %" PRIu64
 				" pages, the descriptor says %" PRIu64,
 				ones, d->stored_pages);
-	for (done = 0; done < m->pad;) {
-		uint64_t n = m->pad - done;
-
-		if (n > r->bufsize)
-			n = r->bufsize;
-		ret = read_full(r->fd, r->buf, (size_t)n, m->pad_off + done);
-		if (ret)
-			return rec_fail(err, errlen, ret, rec, roff, "%s",
-					io_strerror(ret));
+	for (done = 0; done < m->pad; done += (uint64_t)n) {
+		n = read_chunk(r, rec, m->pad_off + done, m->pad - done, hash,
+			       err, errlen);
+		if (n < 0)
+			return (int)n;
 		if (!all_zero(r->buf, (size_t)n))
 			return rec_fail(err, errlen, -EINVAL, rec, roff,
 					"padding before the pages is not zero");
-		if (hash)
-			XXH3_64bits_update(r->xxh, r->buf, (size_t)n);
-		done += n;
 	}
 	return 0;
 }
@@ -1355,6 +1346,7 @@ int snap_read_memory(struct snap_reader *r, const struct snap_record *rec,
 	uint64_t roff = rec_header_off(rec), loaded = 0, ps;
 	const struct mem_region *reg = NULL;
 	struct mem_layout m;
+	int64_t n;
 	int ret;
 
 	ret = memory_layout(r, rec, &m, true, err, errlen);
@@ -1386,19 +1378,17 @@ int snap_read_memory(struct snap_reader *r, const struct snap_record *rec,
 	 * allocation grows with the region; the counts guard against the
 	 * file changing between the passes. */
 	io.file_off = m.pages_off;
-	for (uint64_t done = 0; done < m.bitmap_bytes;) {
-		uint64_t n = m.bitmap_bytes - done, base = done * 8;
-		uint64_t nbits, pos = 0, run;
+	for (uint64_t done = 0; done < m.bitmap_bytes; done += (uint64_t)n) {
+		uint64_t base = done * 8, nbits, pos = 0, run;
 
 		if (base >= m.npages) /* only the bitmap's zero tail left */
 			break;
-		if (n > r->bufsize)
-			n = r->bufsize;
-		ret = read_full(r->fd, r->buf, (size_t)n, m.bitmap_off + done);
-		if (ret)
-			return rec_fail(err, errlen, ret, rec, roff, "%s",
-					io_strerror(ret));
-		nbits = m.npages - base < n * 8 ? m.npages - base : n * 8;
+		n = read_chunk(r, rec, m.bitmap_off + done,
+			       m.bitmap_bytes - done, false, err, errlen);
+		if (n < 0)
+			return (int)n;
+		nbits = m.npages - base < (uint64_t)n * 8 ? m.npages - base
+							  : (uint64_t)n * 8;
 		while (bitmap_next_run(r->buf, nbits, &pos, &run)) {
 			if (run > m.desc.stored_pages - loaded)
 				return rec_fail(err, errlen, -EIO, rec, roff,
@@ -1411,7 +1401,6 @@ int snap_read_memory(struct snap_reader *r, const struct snap_record *rec,
 			loaded += run;
 			pos += run;
 		}
-		done += n;
 	}
 	ret = page_io_flush(&io);
 	if (ret)

@@ -18,6 +18,13 @@ cleanup() {
 		kill -9 "$pid" 2>/dev/null || true
 	done
 	wait 2>/dev/null || true
+	# STASIS_KEEP_WORK=DIR keeps copies of the scratch files there.
+	if [[ -n ${STASIS_KEEP_WORK:-} ]]; then
+		mkdir -p "$STASIS_KEEP_WORK/$TEST_NAME"
+		find "$WORK" -maxdepth 1 -type f -size -20M \
+			-exec cp {} "$STASIS_KEEP_WORK/$TEST_NAME/" \;
+		echo "$TEST_NAME: scratch files kept in $STASIS_KEEP_WORK/$TEST_NAME" >&2
+	fi
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
