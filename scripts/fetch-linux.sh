@@ -70,7 +70,9 @@ fetch_deb() {
 	local pkg=$1 dir=$2 found
 	compgen -G "$dir/${pkg}_*.deb" >/dev/null && return 0
 	found=$(compgen -G "$KVMVM_CACHE/debs/${pkg}_*.deb" | head -n1) || true
-	if [[ -n $found ]] && cp "$found" "$dir/.${found##*/}.part" 2>/dev/null; then
+	# A .deb never changes: a hard link does when both are on one file system.
+	if [[ -n $found ]] && { ln -f "$found" "$dir/.${found##*/}.part" 2>/dev/null ||
+		cp "$found" "$dir/.${found##*/}.part" 2>/dev/null; }; then
 		mv "$dir/.${found##*/}.part" "$dir/${found##*/}"
 		return 0
 	fi

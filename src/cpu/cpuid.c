@@ -223,7 +223,7 @@ static const struct cpuid_word cpuid_words[] = {
 	    [8] = "bmi2", [9] = "erms", [10] = "invpcid", [16] = "avx512f",
 	    [17] = "avx512dq", [18] = "rdseed", [19] = "adx", [20] = "smap",
 	    [21] = "avx512ifma", [23] = "clflushopt", [24] = "clwb",
-	    [28] = "avx512cd", [29] = "sha", [30] = "avx512bw",
+	    [26] = "avx512pf", [27] = "avx512er", [28] = "avx512cd", [29] = "sha", [30] = "avx512bw",
 	    [31] = "avx512vl" } },
 	{ 7, 0, CPUID_ECX, 0,
 	  { [1] = "avx512vbmi", [2] = "umip", [3] = "pku", [4] = "ospke",

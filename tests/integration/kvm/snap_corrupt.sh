@@ -28,11 +28,14 @@ idx() {
 	fail "no $1 record"
 }
 
-# bad NAME: verify and restore must both refuse $WORK/NAME cleanly.
+# bad NAME [verify]: verify and restore must both refuse $WORK/NAME
+# cleanly; with "verify", only verify is run (restores cost a VM each, so
+# they are tried on a representative subset).
 bad() {
 	local f=$WORK/$1 rc=0 err
 	err=$(timeout -s KILL "$(scaled 30)" "$STASIS" verify "$f" 2>&1 >/dev/null) || rc=$?
 	[[ $rc == 1 ]] || fail "$1: verify status $rc ($err)"
+	[[ ${2:-} == verify ]] && return 0
 	rc=0
 	err=$(timeout -s KILL "$(scaled 60)" "$STASIS" restore "$f" --serial none 2>&1 >/dev/null </dev/null) || rc=$?
 	[[ $rc == 2 ]] || fail "$1: restore status $rc, expected 2 ($err)"
@@ -50,7 +53,10 @@ flip() {
 # Truncations, from nothing to one byte short.
 for len in 0 7 64 127 128 140 $((offsets[1] + 3)) $((size / 2)) $((size - 32)) $((size - 1)); do
 	head -c "$len" "$G" >"$WORK/trunc-$len"
-	bad "trunc-$len"
+	case $len in
+	0 | 140 | $((size - 1))) bad "trunc-$len" ;;
+	*) bad "trunc-$len" verify ;;
+	esac
 done
 
 # One flipped byte in the header, each record's header and each payload.
@@ -61,13 +67,15 @@ cp "$G" "$WORK/hdr"
 flip "$WORK/hdr" 40
 bad hdr
 for i in "${!types[@]}"; do
+	mode=verify
+	case ${types[$i]} in VCPU | MEMORY) mode= ;; esac
 	cp "$G" "$WORK/rechdr-$i"
 	flip "$WORK/rechdr-$i" $((offsets[$i] - 28))
-	bad "rechdr-$i"
+	bad "rechdr-$i" $mode
 	if [[ ${sizes[$i]} -gt 0 ]]; then
 		cp "$G" "$WORK/payload-$i"
 		flip "$WORK/payload-$i" $((offsets[$i] + sizes[$i] - 1))
-		bad "payload-$i"
+		bad "payload-$i" $mode
 	fi
 done
 

@@ -1,0 +1,46 @@
+# A snapshot this host cannot honour is refused with a message naming what
+# differs: format version, page size, CPU vendor, CPU features. Also: the
+# baseline CPU template restricts what the guest sees, and its snapshots
+# restore.
+. "$(dirname "$0")/../lib.sh"
+EDIT=$BUILD/tests/tools/snapedit
+S=$WORK/api.sock
+start_stasis "$WORK/a" run --kernel "$GUESTS/counter.elf" --debug-exit \
+	--cpu-template baseline --api-socket "$S" --serial "file:$WORK/a" \
+	--mem 64M --cmdline "hz=50"
+wait_for_socket "$S"
+counter_reaches "$WORK/a" 5 60
+ctl "$S" snapshot "$WORK/good.snap" --then exit >/dev/null
+wait_exit "$VM_PID" 60
+"$STASIS" inspect "$WORK/good.snap" | grep -q '"cpu-template":"baseline"' ||
+	fail "baseline template not recorded: $("$STASIS" inspect "$WORK/good.snap" | grep CONFIG)"
+
+# refused NAME REGEX EDITS...: an edited copy is refused naming the cause.
+refused() {
+	local name=$1 re=$2 rc=0 err
+	shift 2
+	"$EDIT" "$WORK/good.snap" "$WORK/$name.snap" "$@" || fail "snapedit $*"
+	err=$(timeout -s KILL "$(scaled 60)" "$STASIS" restore "$WORK/$name.snap" \
+		--serial none 2>&1 </dev/null) || rc=$?
+	[[ $rc == 2 ]] || fail "$name: restore status $rc, expected 2: $err"
+	[[ $err =~ $re ]] || fail "$name: '$err' does not match '$re'"
+}
+
+refused format "format version 7 is newer than this stasis reads" --format-version 7
+refused pagesize "page size 8192 differs from this host's 4096" --page-size 8192
+if grep -q AuthenticAMD /proc/cpuinfo; then other=GenuineIntel; else other=AuthenticAMD; fi
+refused vendor "another vendor" --vendor "$other"
+# AVX-512 PF is a Xeon Phi feature no KVM host offers today.
+refused feature "lacks: avx512pf \(CPUID.7.0:EBX\[26\]\)" --cpuid-set 7.0.EBX.26
+
+# An unedited copy through the same tool restores: the refusals above come
+# from the edits, not from the rewriting.
+"$EDIT" "$WORK/good.snap" "$WORK/same.snap" || fail "snapedit copy"
+rm -f "$S"
+start_stasis "$WORK/b" restore "$WORK/same.snap" --api-socket "$S" --serial "file:$WORK/b"
+wait_for_socket "$S"
+wait_for_line "$WORK/b" "^counter: [0-9]+$" 60
+ctl "$S" shutdown >/dev/null
+wait_exit "$VM_PID" 60
+expect_status "$RC" 0 "restore of the rewritten copy"
+restored_continues "$WORK/a" "$WORK/b"
