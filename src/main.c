@@ -17,17 +17,17 @@
 static void usage(void)
 {
 	printf(
-		"usage: stasis COMMAND [options]\n"
-		"\n"
-		"commands:\n"
-		"  run --kernel FILE [options]    boot a VM (stasis run --help)\n"
-		"  restore FILE [options]         bring a snapshot back to life\n"
-		"  ctl SOCKET status|pause|resume|shutdown [--json]\n"
-		"  ctl SOCKET snapshot PATH [--then resume|pause|exit] [--json]\n"
-		"  inspect FILE [--json]          describe a snapshot\n"
-		"  verify FILE                    check every checksum (exit 0/1)\n"
-		"  --version                      print the version\n"
-		"  --help                         this text\n");
+	    "usage: stasis COMMAND [options]\n"
+	    "\n"
+	    "commands:\n"
+	    "  run --kernel FILE [options]    boot a VM (stasis run --help)\n"
+	    "  restore FILE [options]         bring a snapshot back to life\n"
+	    "  ctl SOCKET status|pause|resume|shutdown [--json]\n"
+	    "  ctl SOCKET snapshot PATH [--then resume|pause|exit] [--json]\n"
+	    "  inspect FILE [--json]          describe a snapshot\n"
+	    "  verify FILE                    check every checksum (exit 0/1)\n"
+	    "  --version                      print the version\n"
+	    "  --help                         this text\n");
 }
 
 /* Creates, starts and tears down a VM; returns the exit status. */
@@ -48,8 +48,8 @@ static int run_vm(struct vm *vm, const struct vm_config *cfg)
 	vm_images_close(&img);
 	if (ret) {
 		vm_destroy(vm);
-		return ret == -E2BIG || ret == -EINVAL ? STASIS_EXIT_USAGE :
-							 STASIS_EXIT_HOST;
+		return ret == -E2BIG || ret == -EINVAL ? STASIS_EXIT_USAGE
+						       : STASIS_EXIT_HOST;
 	}
 	status = vm_run(vm, false);
 	vm_destroy(vm);
@@ -79,15 +79,15 @@ static int cmd_run(int argc, char **argv)
 
 static void restore_usage(void)
 {
-	printf( "usage: stasis restore FILE [options]\n"
-		   "  --api-socket PATH     serve the control API\n"
-		   "  --serial MODE         stdio | file:PATH | none (default "
-		   "stdio)\n"
-		   "  --paused              stay paused until a resume request\n"
-		   "  --clock POLICY        advance (default): the guest's "
-		   "clocks move on\n"
-		   "                        by the time spent suspended; frozen: "
-		   "they don't\n");
+	printf("usage: stasis restore FILE [options]\n"
+	       "  --api-socket PATH     serve the control API\n"
+	       "  --serial MODE         stdio | file:PATH | none (default "
+	       "stdio)\n"
+	       "  --paused              stay paused until a resume request\n"
+	       "  --clock POLICY        advance (default): the guest's "
+	       "clocks move on\n"
+	       "                        by the time spent suspended; frozen: "
+	       "they don't\n");
 }
 
 static int cmd_restore(int argc, char **argv)

@@ -28,6 +28,11 @@ result() {
 	fi
 }
 
+echo "== formatting (.clang-format)"
+(cd "$ROOT" && git ls-files '*.c' '*.h' |
+	xargs clang-format --dry-run --Werror) >"$LOGS/format.log" 2>&1
+result clang-format $? "$LOGS/format.log"
+
 echo "== unit tests"
 for t in "$BUILD"/tests/unit/test_*; do
 	[ -f "$t" ] && [ -x "$t" ] || continue

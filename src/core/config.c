@@ -19,7 +19,7 @@
 #define CONFIG_FILE_MAX (1 << 20)
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -204,8 +204,7 @@ static int config_apply(struct vm_config *c, int opt, const char *name,
 		break;
 	case OPT_CMDLINE:
 		if (strlen(value) >= CONFIG_MAX_CMDLINE) {
-			set_err(err, errlen,
-				"--cmdline: longer than %d bytes",
+			set_err(err, errlen, "--cmdline: longer than %d bytes",
 				CONFIG_MAX_CMDLINE - 1);
 			return -EINVAL;
 		}
@@ -230,9 +229,10 @@ static int config_apply(struct vm_config *c, int opt, const char *name,
 		break;
 	case OPT_SERIAL:
 		if (config_parse_serial(c, value)) {
-			set_err(err, errlen,
-				"--serial: '%s' is not stdio, none or file:PATH",
-				value);
+			set_err(
+			    err, errlen,
+			    "--serial: '%s' is not stdio, none or file:PATH",
+			    value);
 			return -EINVAL;
 		}
 		break;
@@ -291,10 +291,11 @@ int config_load_json(struct vm_config *c, const char *text, char *err,
 	root = json_tokener_parse_ex(tok, text, (int)strlen(text));
 	jerr = json_tokener_get_error(tok);
 	if (!root || jerr != json_tokener_success) {
-		set_err(err, errlen, "not valid JSON: %s",
-			json_tokener_error_desc(jerr == json_tokener_continue ?
-							json_tokener_error_parse_eof :
-							jerr));
+		set_err(
+		    err, errlen, "not valid JSON: %s",
+		    json_tokener_error_desc(jerr == json_tokener_continue
+						? json_tokener_error_parse_eof
+						: jerr));
 		ret = -EINVAL;
 		goto out;
 	}
@@ -396,8 +397,8 @@ out:
 	return ret;
 }
 
-int config_parse_run_args(struct vm_config *c, int argc, char **argv,
-			  char *err, size_t errlen)
+int config_parse_run_args(struct vm_config *c, int argc, char **argv, char *err,
+			  size_t errlen)
 {
 	int opt, ret;
 
@@ -422,14 +423,15 @@ int config_parse_run_args(struct vm_config *c, int argc, char **argv,
 	while ((opt = getopt_long(argc, argv, "+", config_long_opts, NULL)) !=
 	       -1) {
 		if (opt == '?') {
-			set_err(err, errlen, "unknown or incomplete option '%s'",
+			set_err(err, errlen,
+				"unknown or incomplete option '%s'",
 				argv[optind - 1]);
 			return -EINVAL;
 		}
 		if (opt == OPT_CONFIG)
 			continue;
-		ret = config_apply(c, opt, argv[optind - 1], optarg, err,
-				   errlen);
+		ret =
+		    config_apply(c, opt, argv[optind - 1], optarg, err, errlen);
 		if (ret)
 			return ret;
 	}
@@ -466,21 +468,22 @@ int config_validate(const struct vm_config *c, char *err, size_t errlen)
 
 void config_print_run_usage(void)
 {
-	printf("usage: stasis run --kernel FILE [options]\n"
-	       "  --kernel FILE         PVH ELF, Linux bzImage or vmlinux\n"
-	       "  --initrd FILE         initial ramdisk\n"
-	       "  --cmdline STR         kernel command line\n"
-	       "  --mem SIZE            guest RAM, e.g. 256M, 2G (default 256M)\n"
-	       "  --cpus N              vCPUs, 1 to %d (default 1)\n"
-	       "  --serial MODE         stdio | file:PATH | none (default stdio)\n"
-	       "  --debug-exit          isa-debug-exit at port 0xf4: a guest\n"
-	       "                        write of v exits with status (v<<1)|1\n"
-	       "  --cpu-template T      host | baseline (default host)\n"
-	       "  --api-socket PATH     serve the control API on this socket\n"
-	       "  --config FILE.json    the same options as a JSON object;\n"
-	       "                        flags given too override it\n"
-	       "  --help\n",
-	       PLATFORM_MAX_CPUS);
+	printf(
+	    "usage: stasis run --kernel FILE [options]\n"
+	    "  --kernel FILE         PVH ELF, Linux bzImage or vmlinux\n"
+	    "  --initrd FILE         initial ramdisk\n"
+	    "  --cmdline STR         kernel command line\n"
+	    "  --mem SIZE            guest RAM, e.g. 256M, 2G (default 256M)\n"
+	    "  --cpus N              vCPUs, 1 to %d (default 1)\n"
+	    "  --serial MODE         stdio | file:PATH | none (default stdio)\n"
+	    "  --debug-exit          isa-debug-exit at port 0xf4: a guest\n"
+	    "                        write of v exits with status (v<<1)|1\n"
+	    "  --cpu-template T      host | baseline (default host)\n"
+	    "  --api-socket PATH     serve the control API on this socket\n"
+	    "  --config FILE.json    the same options as a JSON object;\n"
+	    "                        flags given too override it\n"
+	    "  --help\n",
+	    PLATFORM_MAX_CPUS);
 }
 
 char *config_to_json(const struct vm_config *c)
@@ -506,8 +509,8 @@ char *config_to_json(const struct vm_config *c)
 	json_object_object_add(o, "debug-exit",
 			       json_object_new_boolean(c->debug_exit));
 	json_object_object_add(
-		o, "cpu-template",
-		json_object_new_string(config_cpu_template_name(c->cpu_template)));
+	    o, "cpu-template",
+	    json_object_new_string(config_cpu_template_name(c->cpu_template)));
 	out = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
 	json_object_put(o);
 	return out;

@@ -59,8 +59,8 @@ int config_load_json_file(struct vm_config *c, const char *path, char *err,
 /* Parses `stasis run` arguments (argv[0] is "run"). --config is applied
  * first, then the other flags over it. Returns 0, 1 when --help was shown,
  * or -EINVAL with a reason in @err. */
-int config_parse_run_args(struct vm_config *c, int argc, char **argv,
-			  char *err, size_t errlen);
+int config_parse_run_args(struct vm_config *c, int argc, char **argv, char *err,
+			  size_t errlen);
 
 /* Checks the whole configuration (kernel given, memory and CPU bounds). */
 int config_validate(const struct vm_config *c, char *err, size_t errlen);

@@ -219,8 +219,8 @@ static enum vcpu_action vcpu_exit_fail_entry(struct vcpu *vcpu)
 	log_error("vCPU %u: KVM could not enter the guest "
 		  "(hardware reason 0x%llx)",
 		  vcpu->id,
-		  (unsigned long long)vcpu->run->fail_entry
-			  .hardware_entry_failure_reason);
+		  (unsigned long long)
+		      vcpu->run->fail_entry.hardware_entry_failure_reason);
 	vcpu_dump(vcpu);
 	vm_request_stop(vcpu->vm, VM_STOP_CRASH, 0);
 	return VCPU_STOP;
@@ -240,7 +240,8 @@ static enum vcpu_action vcpu_exit_internal_error(struct vcpu *vcpu)
 	const char *what = "unknown";
 	struct kvm_regs r;
 
-	if (sub < sizeof(vcpu_internal_errors) / sizeof(vcpu_internal_errors[0]) &&
+	if (sub < sizeof(vcpu_internal_errors) /
+		      sizeof(vcpu_internal_errors[0]) &&
 	    vcpu_internal_errors[sub])
 		what = vcpu_internal_errors[sub];
 	log_error("vCPU %u: KVM internal error %u: %s", vcpu->id, sub, what);

@@ -25,8 +25,7 @@
 #include "cpu/vcpu_state.h"
 #include "snapshot/snapshot.h"
 
-void vm_request_stop(struct vm *vm, enum vm_stop_reason reason,
-		     int exit_status)
+void vm_request_stop(struct vm *vm, enum vm_stop_reason reason, int exit_status)
 {
 	int expected = VM_RUNNING;
 	uint64_t one = 1;
@@ -345,8 +344,8 @@ int vm_boot(struct vm *vm, const struct vm_images *img)
 				  .kernel_len = img->kernel_len,
 				  .initrd = img->initrd,
 				  .initrd_len = img->initrd_len,
-				  .cmdline = vm->cfg.cmdline ? vm->cfg.cmdline :
-							       "",
+				  .cmdline =
+				      vm->cfg.cmdline ? vm->cfg.cmdline : "",
 				  .ncpus = vm->ncpus };
 	struct boot_cpu cpu;
 	char err[256] = "";
@@ -502,8 +501,8 @@ void vm_get_status(struct vm *vm, struct vm_status *st)
 	}
 }
 
-int vm_snapshot(struct vm *vm, const char *path, enum vm_then then,
-		char *err, size_t errlen)
+int vm_snapshot(struct vm *vm, const char *path, enum vm_then then, char *err,
+		size_t errlen)
 {
 	bool was_paused;
 	int ret;
@@ -671,18 +670,17 @@ int vm_run(struct vm *vm, bool start_paused)
 		nfds_t n = 0;
 		int timeout = -1;
 
-		pfd[n++] = (struct pollfd){ .fd = vm->stop_eventfd,
-					    .events = POLLIN };
+		pfd[n++] =
+		    (struct pollfd){ .fd = vm->stop_eventfd, .events = POLLIN };
 		if (sfd >= 0)
-			pfd[n++] = (struct pollfd){ .fd = sfd,
-						    .events = POLLIN };
+			pfd[n++] =
+			    (struct pollfd){ .fd = sfd, .events = POLLIN };
 		if (vm->serial_in_fd >= 0 && !in.eof &&
 		    !atomic_load(&vm->pause_requested)) {
 			if (in.len == 0)
-				pfd[n++] = (struct pollfd){
-					.fd = vm->serial_in_fd,
-					.events = POLLIN
-				};
+				pfd[n++] =
+				    (struct pollfd){ .fd = vm->serial_in_fd,
+						     .events = POLLIN };
 			else
 				timeout = 5; /* retry as the FIFO drains */
 		}
@@ -700,7 +698,8 @@ int vm_run(struct vm *vm, bool start_paused)
 
 				if (read(sfd, &si, sizeof(si)) == sizeof(si))
 					vm_request_stop(vm, VM_STOP_SIGNAL,
-							128 + (int)si.ssi_signo);
+							128 +
+							    (int)si.ssi_signo);
 			} else if (pfd[i].fd == vm->serial_in_fd) {
 				ssize_t r = read(vm->serial_in_fd, in.buf,
 						 sizeof(in.buf));

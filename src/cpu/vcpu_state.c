@@ -25,15 +25,24 @@ enum vcpu_section {
 };
 
 static const struct state_field vcpu_regs_fields[] = {
-	STATE_U64(struct kvm_regs, rax, 1), STATE_U64(struct kvm_regs, rbx, 1),
-	STATE_U64(struct kvm_regs, rcx, 1), STATE_U64(struct kvm_regs, rdx, 1),
-	STATE_U64(struct kvm_regs, rsi, 1), STATE_U64(struct kvm_regs, rdi, 1),
-	STATE_U64(struct kvm_regs, rsp, 1), STATE_U64(struct kvm_regs, rbp, 1),
-	STATE_U64(struct kvm_regs, r8, 1),  STATE_U64(struct kvm_regs, r9, 1),
-	STATE_U64(struct kvm_regs, r10, 1), STATE_U64(struct kvm_regs, r11, 1),
-	STATE_U64(struct kvm_regs, r12, 1), STATE_U64(struct kvm_regs, r13, 1),
-	STATE_U64(struct kvm_regs, r14, 1), STATE_U64(struct kvm_regs, r15, 1),
-	STATE_U64(struct kvm_regs, rip, 1), STATE_U64(struct kvm_regs, rflags, 1),
+	STATE_U64(struct kvm_regs, rax, 1),
+	STATE_U64(struct kvm_regs, rbx, 1),
+	STATE_U64(struct kvm_regs, rcx, 1),
+	STATE_U64(struct kvm_regs, rdx, 1),
+	STATE_U64(struct kvm_regs, rsi, 1),
+	STATE_U64(struct kvm_regs, rdi, 1),
+	STATE_U64(struct kvm_regs, rsp, 1),
+	STATE_U64(struct kvm_regs, rbp, 1),
+	STATE_U64(struct kvm_regs, r8, 1),
+	STATE_U64(struct kvm_regs, r9, 1),
+	STATE_U64(struct kvm_regs, r10, 1),
+	STATE_U64(struct kvm_regs, r11, 1),
+	STATE_U64(struct kvm_regs, r12, 1),
+	STATE_U64(struct kvm_regs, r13, 1),
+	STATE_U64(struct kvm_regs, r14, 1),
+	STATE_U64(struct kvm_regs, r15, 1),
+	STATE_U64(struct kvm_regs, rip, 1),
+	STATE_U64(struct kvm_regs, rflags, 1),
 };
 
 static const struct state_desc vcpu_regs_desc = {
@@ -45,19 +54,19 @@ static const struct state_desc vcpu_regs_desc = {
 };
 
 /* One segment register's fields (struct kvm_segment). */
-#define VCPU_SEGMENT_FIELDS(seg)                                  \
-	STATE_U64(struct kvm_sregs, seg.base, 1),                 \
-		STATE_U32(struct kvm_sregs, seg.limit, 1),        \
-		STATE_U16(struct kvm_sregs, seg.selector, 1),     \
-		STATE_U8(struct kvm_sregs, seg.type, 1),          \
-		STATE_U8(struct kvm_sregs, seg.present, 1),       \
-		STATE_U8(struct kvm_sregs, seg.dpl, 1),           \
-		STATE_U8(struct kvm_sregs, seg.db, 1),            \
-		STATE_U8(struct kvm_sregs, seg.s, 1),             \
-		STATE_U8(struct kvm_sregs, seg.l, 1),             \
-		STATE_U8(struct kvm_sregs, seg.g, 1),             \
-		STATE_U8(struct kvm_sregs, seg.avl, 1),           \
-		STATE_U8(struct kvm_sregs, seg.unusable, 1)
+#define VCPU_SEGMENT_FIELDS(seg)                          \
+	STATE_U64(struct kvm_sregs, seg.base, 1),         \
+	    STATE_U32(struct kvm_sregs, seg.limit, 1),    \
+	    STATE_U16(struct kvm_sregs, seg.selector, 1), \
+	    STATE_U8(struct kvm_sregs, seg.type, 1),      \
+	    STATE_U8(struct kvm_sregs, seg.present, 1),   \
+	    STATE_U8(struct kvm_sregs, seg.dpl, 1),       \
+	    STATE_U8(struct kvm_sregs, seg.db, 1),        \
+	    STATE_U8(struct kvm_sregs, seg.s, 1),         \
+	    STATE_U8(struct kvm_sregs, seg.l, 1),         \
+	    STATE_U8(struct kvm_sregs, seg.g, 1),         \
+	    STATE_U8(struct kvm_sregs, seg.avl, 1),       \
+	    STATE_U8(struct kvm_sregs, seg.unusable, 1)
 
 static const struct state_field vcpu_sregs_fields[] = {
 	VCPU_SEGMENT_FIELDS(cs),
@@ -173,7 +182,7 @@ static const struct state_desc vcpu_lapic_desc = {
 };
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -236,7 +245,7 @@ static int vcpu_state_get_msrs(int vcpu_fd, const uint32_t *idx, uint32_t n,
 	struct {
 		struct kvm_msrs hdr;
 		struct kvm_msr_entry e[VCPU_STATE_MAX_MSRS];
-	} *buf;
+	} * buf;
 	uint32_t done = 0;
 
 	buf = calloc(1, sizeof(*buf));
@@ -250,8 +259,8 @@ static int vcpu_state_get_msrs(int vcpu_fd, const uint32_t *idx, uint32_t n,
 
 		buf->hdr.nmsrs = n - done;
 		for (uint32_t i = 0; i < n - done; i++)
-			buf->e[i] = (struct kvm_msr_entry){ .index =
-								    idx[done + i] };
+			buf->e[i] =
+			    (struct kvm_msr_entry){ .index = idx[done + i] };
 		got = kvm_ioctl(vcpu_fd, KVM_GET_MSRS, buf);
 		if (got < 0) {
 			free(buf);
@@ -291,9 +300,9 @@ int vcpu_state_save(int vcpu_fd, int vm_fd, const uint32_t *msrs,
 		ret = kvm_ioctl(vcpu_fd, KVM_GET_XCRS, &st->xcrs);
 	if (ret >= 0)
 		ret = kvm_ioctl(vcpu_fd,
-				st->xsave_size > sizeof(struct kvm_xsave) ?
-					KVM_GET_XSAVE2 :
-					KVM_GET_XSAVE,
+				st->xsave_size > sizeof(struct kvm_xsave)
+				    ? KVM_GET_XSAVE2
+				    : KVM_GET_XSAVE,
 				st->xsave);
 	if (ret >= 0)
 		ret = vcpu_state_get_msrs(vcpu_fd, msrs, nmsrs, st);
@@ -312,7 +321,7 @@ int vcpu_state_restore(int vcpu_fd, const struct vcpu_state *st, char *err,
 	struct {
 		struct kvm_msrs hdr;
 		struct kvm_msr_entry e[VCPU_STATE_MAX_MSRS];
-	} *msrs;
+	} * msrs;
 	struct kvm_vcpu_events events = st->events;
 	int ret;
 
@@ -364,8 +373,7 @@ int vcpu_state_restore(int vcpu_fd, const struct vcpu_state *st, char *err,
 			KVM_VCPUEVENT_VALID_SHADOW | KVM_VCPUEVENT_VALID_SMM;
 	ret = kvm_ioctl(vcpu_fd, KVM_SET_VCPU_EVENTS, &events);
 	if (ret < 0) {
-		set_err(err, errlen, "KVM_SET_VCPU_EVENTS: %s",
-			strerror(-ret));
+		set_err(err, errlen, "KVM_SET_VCPU_EVENTS: %s", strerror(-ret));
 		return ret;
 	}
 	ret = kvm_ioctl(vcpu_fd, KVM_SET_MP_STATE, (void *)&st->mp_state);
@@ -479,8 +487,8 @@ int vcpu_state_encode(const struct vcpu_state *st, struct state_buf *b)
 				    st->xsave_size);
 	if (!ret) {
 		struct vcpu_pair xcrs[KVM_MAX_XCRS];
-		uint32_t n = st->xcrs.nr_xcrs < KVM_MAX_XCRS ? st->xcrs.nr_xcrs :
-							       KVM_MAX_XCRS;
+		uint32_t n = st->xcrs.nr_xcrs < KVM_MAX_XCRS ? st->xcrs.nr_xcrs
+							     : KVM_MAX_XCRS;
 
 		for (uint32_t i = 0; i < n; i++)
 			xcrs[i] = (struct vcpu_pair){ st->xcrs.xcrs[i].xcr,
@@ -629,8 +637,8 @@ int vcpu_state_decode(const uint8_t *data, size_t len, struct vcpu_state *st,
 			break;
 		}
 		if (ret) {
-			set_err(err, errlen, "vCPU state: section %u is malformed",
-				s.tag);
+			set_err(err, errlen,
+				"vCPU state: section %u is malformed", s.tag);
 			goto fail;
 		}
 	}

@@ -32,10 +32,9 @@ int guest_mem_init(struct guest_mem *m, uint64_t size)
 	m->size = size;
 
 	low = size < GUEST_MEM_LOW_LIMIT ? size : GUEST_MEM_LOW_LIMIT;
-	m->regions[0] = (struct mem_region){ .gpa = 0,
-					     .size = low,
-					     .file_offset = 0,
-					     .host = m->host };
+	m->regions[0] = (struct mem_region){
+		.gpa = 0, .size = low, .file_offset = 0, .host = m->host
+	};
 	m->nregions = 1;
 	if (size > low) {
 		m->regions[1] = (struct mem_region){ .gpa = GUEST_MEM_HIGH_BASE,

@@ -51,8 +51,7 @@ void *guest_mem_ptr(const struct guest_mem *m, gpa_t gpa, uint64_t len);
 
 /* Copies between guest RAM and a host buffer. Return 0 or -EFAULT when the
  * range is not entirely RAM. */
-int guest_mem_read(const struct guest_mem *m, gpa_t gpa, void *buf,
-		   size_t len);
+int guest_mem_read(const struct guest_mem *m, gpa_t gpa, void *buf, size_t len);
 int guest_mem_write(const struct guest_mem *m, gpa_t gpa, const void *buf,
 		    size_t len);
 

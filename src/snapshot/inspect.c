@@ -36,9 +36,9 @@ static void inspect_vcpu(const void *data, size_t len, char *out, size_t n)
 	if (vcpu_state_decode(data, len, st, err, sizeof(err))) {
 		snprintf(out, n, "malformed: %s", err);
 	} else {
-		const char *mode = (st->sregs.efer & (1u << 10)) ? "long" :
-				   (st->sregs.cr0 & 1)		 ? "protected" :
-									   "real";
+		const char *mode = (st->sregs.efer & (1u << 10)) ? "long"
+				   : (st->sregs.cr0 & 1)	 ? "protected"
+								 : "real";
 
 		snprintf(out, n,
 			 "rip=0x%llx rsp=0x%llx cr3=0x%llx cpl=%u mode=%s "
@@ -76,8 +76,8 @@ static int inspect_one(struct snap_reader *r, struct inspect_record *ir,
 		*stored += d.stored_pages * d.page_size;
 		*ram += d.size;
 		snprintf(ir->summary, sizeof(ir->summary),
-			 "gpa=0x%" PRIx64 " size=%" PRIu64 " MiB stored=%" PRIu64
-			 " pages (%" PRIu64 " MiB)",
+			 "gpa=0x%" PRIx64 " size=%" PRIu64
+			 " MiB stored=%" PRIu64 " pages (%" PRIu64 " MiB)",
 			 d.gpa, d.size >> 20, d.stored_pages,
 			 (d.stored_pages * d.page_size) >> 20);
 		return 0;
@@ -99,12 +99,11 @@ static int inspect_one(struct snap_reader *r, struct inspect_record *ir,
 		struct kvm_cpuid2 *c;
 
 		if (cpuid_decode(data, rec->length, &c) == 0) {
-			snprintf(ir->summary, sizeof(ir->summary),
-				 "%u entries", c->nent);
+			snprintf(ir->summary, sizeof(ir->summary), "%u entries",
+				 c->nent);
 			free(c);
 		} else {
-			snprintf(ir->summary, sizeof(ir->summary),
-				 "malformed");
+			snprintf(ir->summary, sizeof(ir->summary), "malformed");
 			ret = -EINVAL;
 		}
 		break;
@@ -156,16 +155,20 @@ int snapshot_inspect(const char *path, bool as_json, bool verify_only)
 		records = json_object_new_array();
 		json_object_object_add(root, "path",
 				       json_object_new_string(path));
-		json_object_object_add(root, "format_version",
-				       json_object_new_int((int)hdr->format_version));
-		json_object_object_add(root, "stasis_version",
-				       json_object_new_string(hdr->stasis_version));
-		json_object_object_add(root, "page_size",
-				       json_object_new_int((int)hdr->page_size));
+		json_object_object_add(
+		    root, "format_version",
+		    json_object_new_int((int)hdr->format_version));
+		json_object_object_add(
+		    root, "stasis_version",
+		    json_object_new_string(hdr->stasis_version));
+		json_object_object_add(
+		    root, "page_size",
+		    json_object_new_int((int)hdr->page_size));
 		json_object_object_add(root, "cpu_vendor",
 				       json_object_new_string(hdr->cpu_vendor));
-		json_object_object_add(root, "created_unix_ns",
-				       json_object_new_int64((int64_t)hdr->created_unix_ns));
+		json_object_object_add(
+		    root, "created_unix_ns",
+		    json_object_new_int64((int64_t)hdr->created_unix_ns));
 	} else if (!verify_only) {
 		printf("snapshot %s\n  format %u, written by stasis %s, page "
 		       "size %u, CPU %s\n",
@@ -192,18 +195,23 @@ int snapshot_inspect(const char *path, bool as_json, bool verify_only)
 		if (as_json) {
 			struct json_object *o = json_object_new_object();
 
-			json_object_object_add(o, "type",
-					       json_object_new_string(snap_record_type_name(ir.rec.type)));
-			json_object_object_add(o, "version",
-					       json_object_new_int(ir.rec.version));
-			json_object_object_add(o, "offset",
-					       json_object_new_int64((int64_t)ir.rec.offset));
-			json_object_object_add(o, "size",
-					       json_object_new_int64((int64_t)ir.rec.length));
-			json_object_object_add(o, "checksum_ok",
-					       json_object_new_boolean(ir.checksum_ok));
-			json_object_object_add(o, "summary",
-					       json_object_new_string(ir.summary));
+			json_object_object_add(
+			    o, "type",
+			    json_object_new_string(
+				snap_record_type_name(ir.rec.type)));
+			json_object_object_add(
+			    o, "version", json_object_new_int(ir.rec.version));
+			json_object_object_add(
+			    o, "offset",
+			    json_object_new_int64((int64_t)ir.rec.offset));
+			json_object_object_add(
+			    o, "size",
+			    json_object_new_int64((int64_t)ir.rec.length));
+			json_object_object_add(
+			    o, "checksum_ok",
+			    json_object_new_boolean(ir.checksum_ok));
+			json_object_object_add(
+			    o, "summary", json_object_new_string(ir.summary));
 			json_object_array_add(records, o);
 		} else if (!verify_only) {
 			printf("  %-8s v%u %10" PRIu64 " bytes  %s  %s\n",
@@ -225,13 +233,14 @@ int snapshot_inspect(const char *path, bool as_json, bool verify_only)
 				       json_object_new_int64((int64_t)ram));
 		json_object_object_add(root, "stored_memory_bytes",
 				       json_object_new_int64((int64_t)stored));
-		json_object_object_add(root, "ok", json_object_new_boolean(bad == 0));
+		json_object_object_add(root, "ok",
+				       json_object_new_boolean(bad == 0));
 		if (ret < 0)
 			json_object_object_add(root, "error",
 					       json_object_new_string(err));
 		printf("%s\n", json_object_to_json_string_ext(
-				       root, JSON_C_TO_STRING_PRETTY |
-						     JSON_C_TO_STRING_NOSLASHESCAPE));
+				   root, JSON_C_TO_STRING_PRETTY |
+					     JSON_C_TO_STRING_NOSLASHESCAPE));
 		json_object_put(root);
 	} else if (!verify_only) {
 		printf("  memory: %" PRIu64 " MiB of RAM, %" PRIu64

@@ -25,7 +25,7 @@
 #define SNAPSHOT_RECORD_MAX (4u << 20)
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -92,22 +92,19 @@ static const struct state_desc snapshot_ioapic_desc = {
 };
 
 /* struct kvm_pit_state2: three 8254 channels. */
-#define PIT_CHANNEL_FIELDS(n)                                              \
-	STATE_U32(struct kvm_pit_state2, channels[n].count, 1),            \
-		STATE_U16(struct kvm_pit_state2, channels[n].latched_count, \
-			  1),                                              \
-		STATE_U8(struct kvm_pit_state2, channels[n].count_latched, \
-			 1),                                               \
-		STATE_U8(struct kvm_pit_state2, channels[n].status_latched, \
-			 1),                                               \
-		STATE_U8(struct kvm_pit_state2, channels[n].status, 1),    \
-		STATE_U8(struct kvm_pit_state2, channels[n].read_state, 1), \
-		STATE_U8(struct kvm_pit_state2, channels[n].write_state, 1), \
-		STATE_U8(struct kvm_pit_state2, channels[n].write_latch, 1), \
-		STATE_U8(struct kvm_pit_state2, channels[n].rw_mode, 1),   \
-		STATE_U8(struct kvm_pit_state2, channels[n].mode, 1),      \
-		STATE_U8(struct kvm_pit_state2, channels[n].bcd, 1),       \
-		STATE_U8(struct kvm_pit_state2, channels[n].gate, 1)
+#define PIT_CHANNEL_FIELDS(n)                                               \
+	STATE_U32(struct kvm_pit_state2, channels[n].count, 1),             \
+	    STATE_U16(struct kvm_pit_state2, channels[n].latched_count, 1), \
+	    STATE_U8(struct kvm_pit_state2, channels[n].count_latched, 1),  \
+	    STATE_U8(struct kvm_pit_state2, channels[n].status_latched, 1), \
+	    STATE_U8(struct kvm_pit_state2, channels[n].status, 1),         \
+	    STATE_U8(struct kvm_pit_state2, channels[n].read_state, 1),     \
+	    STATE_U8(struct kvm_pit_state2, channels[n].write_state, 1),    \
+	    STATE_U8(struct kvm_pit_state2, channels[n].write_latch, 1),    \
+	    STATE_U8(struct kvm_pit_state2, channels[n].rw_mode, 1),        \
+	    STATE_U8(struct kvm_pit_state2, channels[n].mode, 1),           \
+	    STATE_U8(struct kvm_pit_state2, channels[n].bcd, 1),            \
+	    STATE_U8(struct kvm_pit_state2, channels[n].gate, 1)
 
 static int snapshot_pit_validate(const void *obj)
 {
@@ -208,7 +205,8 @@ static const struct snapshot_device snapshot_devices[] = {
 	  snapshot_debug_exit_post_load, true },
 };
 
-#define SNAPSHOT_NDEVICES (sizeof(snapshot_devices) / sizeof(snapshot_devices[0]))
+#define SNAPSHOT_NDEVICES \
+	(sizeof(snapshot_devices) / sizeof(snapshot_devices[0]))
 
 /* Sections of a DEVICE record. */
 enum { SNAPSHOT_DEV_NAME = 1, SNAPSHOT_DEV_STATE = 2 };
@@ -248,8 +246,8 @@ static int snapshot_put(struct snap_writer *w, uint32_t type,
 	return ret;
 }
 
-static int snapshot_save_vcpus(struct vm *vm, struct snap_writer *w,
-			       char *err, size_t errlen)
+static int snapshot_save_vcpus(struct vm *vm, struct snap_writer *w, char *err,
+			       size_t errlen)
 {
 	for (unsigned i = 0; i < vm->ncpus; i++) {
 		struct vcpu_state *st = calloc(1, sizeof(*st));
@@ -297,8 +295,9 @@ static int snapshot_save_platform(struct vm *vm, struct snap_writer *w,
 	ret = state_buf_put_table(&b, SNAPSHOT_IRQ_PIC_MASTER,
 				  &snapshot_pic_desc, &chip[0].chip.pic);
 	if (!ret)
-		ret = state_buf_put_table(&b, SNAPSHOT_IRQ_PIC_SLAVE,
-					  &snapshot_pic_desc, &chip[1].chip.pic);
+		ret =
+		    state_buf_put_table(&b, SNAPSHOT_IRQ_PIC_SLAVE,
+					&snapshot_pic_desc, &chip[1].chip.pic);
 	if (!ret)
 		ret = state_buf_put_table(&b, SNAPSHOT_IRQ_IOAPIC,
 					  &snapshot_ioapic_desc,
@@ -321,8 +320,8 @@ static int snapshot_save_platform(struct vm *vm, struct snap_writer *w,
 
 /* kvmclock and the host's wall clock, read together so that restore can
  * tell how long the VM spent suspended. */
-static int snapshot_save_clock(struct vm *vm, struct snap_writer *w,
-			       char *err, size_t errlen)
+static int snapshot_save_clock(struct vm *vm, struct snap_writer *w, char *err,
+			       size_t errlen)
 {
 	struct kvm_clock_data kclock = { 0 };
 	struct snapshot_clock clock;
@@ -354,9 +353,9 @@ static int snapshot_save_devices(struct vm *vm, struct snap_writer *w,
 		ret = state_buf_put(&b, SNAPSHOT_DEV_NAME, 1, d->name,
 				    strlen(d->name));
 		if (!ret)
-			ret = state_buf_put_table(&b, SNAPSHOT_DEV_STATE,
-						  d->desc,
-						  (uint8_t *)vm + d->offset);
+			ret =
+			    state_buf_put_table(&b, SNAPSHOT_DEV_STATE, d->desc,
+						(uint8_t *)vm + d->offset);
 		ret = snapshot_put(w, SNAP_REC_DEVICE, &b, ret, err, errlen);
 		if (ret)
 			return ret;
@@ -427,9 +426,9 @@ out:
 int snapshot_record_rank(uint32_t type)
 {
 	static const uint32_t order[] = {
-		SNAP_REC_CONFIG, SNAP_REC_CPUID,  SNAP_REC_CLOCK,
+		SNAP_REC_CONFIG, SNAP_REC_CPUID,   SNAP_REC_CLOCK,
 		SNAP_REC_VCPU,	 SNAP_REC_IRQCHIP, SNAP_REC_PIT,
-		SNAP_REC_DEVICE, SNAP_REC_MEMORY, SNAP_REC_END,
+		SNAP_REC_DEVICE, SNAP_REC_MEMORY,  SNAP_REC_END,
 	};
 
 	for (int i = 0; i < (int)(sizeof(order) / sizeof(order[0])); i++)
@@ -447,10 +446,10 @@ static int snapshot_expect(struct snap_reader *r, uint32_t type,
 	if (ret < 0)
 		return ret;
 	if (ret == 0 || rec->type != type) {
-		set_err(err, errlen,
-			"snapshot: expected a %s record, found %s",
+		set_err(err, errlen, "snapshot: expected a %s record, found %s",
 			snap_record_type_name(type),
-			ret == 0 ? "the end" : snap_record_type_name(rec->type));
+			ret == 0 ? "the end"
+				 : snap_record_type_name(rec->type));
 		return -EINVAL;
 	}
 	return 0;
@@ -503,10 +502,9 @@ int snapshot_open(const char *path, struct snapshot_image *img, char *err,
 		}
 		memcpy(text, data, rec.length);
 		text[rec.length] = '\0';
-		ret = strlen(text) == rec.length ?
-			      config_load_json(&img->cfg, text, msg,
-					       sizeof(msg)) :
-			      -EINVAL;
+		ret = strlen(text) == rec.length
+			  ? config_load_json(&img->cfg, text, msg, sizeof(msg))
+			  : -EINVAL;
 		free(text);
 	}
 	free(data);
@@ -525,9 +523,8 @@ int snapshot_open(const char *path, struct snapshot_image *img, char *err,
 				errlen);
 	if (ret)
 		goto fail;
-	ret = rec.version == 1 ?
-		      cpuid_decode(data, rec.length, &img->cpuid) :
-		      -EINVAL;
+	ret = rec.version == 1 ? cpuid_decode(data, rec.length, &img->cpuid)
+			       : -EINVAL;
 	free(data);
 	if (ret) {
 		set_err(err, errlen, "snapshot: malformed CPUID record");
@@ -548,8 +545,7 @@ void snapshot_close(struct snapshot_image *img)
 	memset(img, 0, sizeof(*img));
 }
 
-static int snapshot_load_irqchip(struct vm *vm, const uint8_t *data,
-				 size_t len)
+static int snapshot_load_irqchip(struct vm *vm, const uint8_t *data, size_t len)
 {
 	struct state_cursor c = { .data = data, .len = len };
 	struct kvm_irqchip chip;
@@ -562,9 +558,9 @@ static int snapshot_load_irqchip(struct vm *vm, const uint8_t *data,
 		switch (s.tag) {
 		case SNAPSHOT_IRQ_PIC_MASTER:
 		case SNAPSHOT_IRQ_PIC_SLAVE:
-			chip.chip_id = s.tag == SNAPSHOT_IRQ_PIC_MASTER ?
-					       KVM_IRQCHIP_PIC_MASTER :
-					       KVM_IRQCHIP_PIC_SLAVE;
+			chip.chip_id = s.tag == SNAPSHOT_IRQ_PIC_MASTER
+					   ? KVM_IRQCHIP_PIC_MASTER
+					   : KVM_IRQCHIP_PIC_SLAVE;
 			ret = state_section_decode(&snapshot_pic_desc, &s,
 						   &chip.chip.pic);
 			break;
@@ -602,9 +598,8 @@ static int snapshot_load_single(const struct state_desc *d, const void *data,
 	return state_cursor_next(&c, &s) == 0 ? 0 : -EINVAL;
 }
 
-static int snapshot_load_device(struct vm *vm, const uint8_t *data,
-				size_t len, bool *done, char *err,
-				size_t errlen)
+static int snapshot_load_device(struct vm *vm, const uint8_t *data, size_t len,
+				bool *done, char *err, size_t errlen)
 {
 	struct state_cursor c = { .data = data, .len = len };
 	const struct snapshot_device *d = NULL;
@@ -623,7 +618,8 @@ static int snapshot_load_device(struct vm *vm, const uint8_t *data,
 	for (size_t i = 0; i < SNAPSHOT_NDEVICES; i++) {
 		const char *n = snapshot_devices[i].name;
 
-		if (strlen(n) == name.len && !memcmp(n, name.payload, name.len)) {
+		if (strlen(n) == name.len &&
+		    !memcmp(n, name.payload, name.len)) {
 			d = &snapshot_devices[i];
 			if (done[i] || !snapshot_device_present(vm, d)) {
 				set_err(err, errlen,
@@ -790,17 +786,16 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 				ret = -EINVAL;
 				break;
 			}
-			ret = snapshot_load_vcpu(vm, nvcpu, data, rec.length,
-						 clock == CLOCK_ADVANCE ?
-							 elapsed_ns :
-							 0,
-						 err, errlen);
+			ret = snapshot_load_vcpu(
+			    vm, nvcpu, data, rec.length,
+			    clock == CLOCK_ADVANCE ? elapsed_ns : 0, err,
+			    errlen);
 			nvcpu++;
 			break;
 		case SNAP_REC_IRQCHIP:
-			ret = nirq++ ? -EINVAL :
-				       snapshot_load_irqchip(vm, data,
-							     rec.length);
+			ret = nirq++
+				  ? -EINVAL
+				  : snapshot_load_irqchip(vm, data, rec.length);
 			if (ret)
 				set_err(err, errlen,
 					"snapshot: IRQCHIP record: %s",
@@ -808,12 +803,13 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 			break;
 		case SNAP_REC_PIT:
 			memset(&pit, 0, sizeof(pit));
-			ret = npit++ ? -EINVAL :
-				       snapshot_load_single(&snapshot_pit_desc,
+			ret = npit++ ? -EINVAL
+				     : snapshot_load_single(&snapshot_pit_desc,
 							    data, rec.length,
 							    &pit);
 			if (ret) {
-				set_err(err, errlen, "snapshot: bad PIT record");
+				set_err(err, errlen,
+					"snapshot: bad PIT record");
 				break;
 			}
 			ret = kvm_ioctl(vm->vm_fd, KVM_SET_PIT2, &pit);
@@ -822,11 +818,11 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 					strerror(-ret));
 			break;
 		case SNAP_REC_CLOCK:
-			ret = nclock++ ?
-				      -EINVAL :
-				      snapshot_load_single(&snapshot_clock_desc,
-							   data, rec.length,
-							   &saved_clock);
+			ret = nclock++
+				  ? -EINVAL
+				  : snapshot_load_single(&snapshot_clock_desc,
+							 data, rec.length,
+							 &saved_clock);
 			if (ret) {
 				set_err(err, errlen,
 					"snapshot: bad CLOCK record");

@@ -131,8 +131,8 @@ int state_encode(const struct state_desc *d, const void *obj, uint8_t *out,
 		size_t hw = state_kind_host_width(f->kind);
 
 		for (uint32_t e = 0; e < f->count; e++) {
-			uint64_t v = field_load(base + f->offset + e * hw,
-						f->kind);
+			uint64_t v =
+			    field_load(base + f->offset + e * hw, f->kind);
 
 			put_le(out + pos, v, w);
 			pos += w;

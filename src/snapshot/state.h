@@ -42,39 +42,44 @@ struct state_desc {
 
 /* A scalar field; a static assertion ties the declared width to the C type. */
 #define STATE_SCALAR_(type, f, kind_, width, since_)                          \
-	{ .name = #f,                                                        \
-	  .kind = (kind_),                                                    \
-	  .offset = offsetof(type, f) +                                      \
-		    0 * sizeof(char[STATE_FIELD_SIZE(type, f) == (width) ? 1 \
-									   : -1]), \
-	  .count = 1,                                                        \
-	  .since = (since_) }
+	{                                                                     \
+		.name = #f, .kind = (kind_),                                  \
+		.offset =                                                     \
+		    offsetof(type, f) +                                       \
+		    0 * sizeof(                                               \
+			    char[STATE_FIELD_SIZE(type, f) == (width) ? 1     \
+								      : -1]), \
+		.count = 1, .since = (since_)                                 \
+	}
 #define STATE_U8(type, f, since) STATE_SCALAR_(type, f, STATE_KIND_U8, 1, since)
-#define STATE_U16(type, f, since)                                            \
+#define STATE_U16(type, f, since) \
 	STATE_SCALAR_(type, f, STATE_KIND_U16, 2, since)
-#define STATE_U32(type, f, since)                                            \
+#define STATE_U32(type, f, since) \
 	STATE_SCALAR_(type, f, STATE_KIND_U32, 4, since)
-#define STATE_U64(type, f, since)                                            \
+#define STATE_U64(type, f, since) \
 	STATE_SCALAR_(type, f, STATE_KIND_U64, 8, since)
-#define STATE_BOOL(type, f, since)                                           \
+#define STATE_BOOL(type, f, since) \
 	STATE_SCALAR_(type, f, STATE_KIND_BOOL, sizeof(bool), since)
 
 /* A fixed-size array field of the given element width. */
-#define STATE_ARRAY_(type, f, kind_, width, since_)                           \
-	{ .name = #f,                                                        \
-	  .kind = (kind_),                                                    \
-	  .offset = offsetof(type, f) +                                      \
-		    0 * sizeof(char[STATE_ELEM_SIZE(type, f) == (width) ? 1  \
-									  : -1]), \
-	  .count = STATE_FIELD_SIZE(type, f) / (width),                      \
-	  .since = (since_) }
-#define STATE_U8_ARRAY(type, f, since)                                       \
+#define STATE_ARRAY_(type, f, kind_, width, since_)                          \
+	{                                                                    \
+		.name = #f, .kind = (kind_),                                 \
+		.offset =                                                    \
+		    offsetof(type, f) +                                      \
+		    0 * sizeof(                                              \
+			    char[STATE_ELEM_SIZE(type, f) == (width) ? 1     \
+								     : -1]), \
+		.count = STATE_FIELD_SIZE(type, f) / (width),                \
+		.since = (since_)                                            \
+	}
+#define STATE_U8_ARRAY(type, f, since) \
 	STATE_ARRAY_(type, f, STATE_KIND_U8, 1, since)
-#define STATE_U16_ARRAY(type, f, since)                                      \
+#define STATE_U16_ARRAY(type, f, since) \
 	STATE_ARRAY_(type, f, STATE_KIND_U16, 2, since)
-#define STATE_U32_ARRAY(type, f, since)                                      \
+#define STATE_U32_ARRAY(type, f, since) \
 	STATE_ARRAY_(type, f, STATE_KIND_U32, 4, since)
-#define STATE_U64_ARRAY(type, f, since)                                      \
+#define STATE_U64_ARRAY(type, f, since) \
 	STATE_ARRAY_(type, f, STATE_KIND_U64, 8, since)
 
 #define STATE_NFIELDS(arr) (sizeof(arr) / sizeof((arr)[0]))

@@ -119,7 +119,8 @@ int main(int argc, char **argv)
 	if (e.page_size)
 		hdr.page_size = (uint32_t)e.page_size;
 	if (e.vendor)
-		snprintf(hdr.cpu_vendor, sizeof(hdr.cpu_vendor), "%s", e.vendor);
+		snprintf(hdr.cpu_vendor, sizeof(hdr.cpu_vendor), "%s",
+			 e.vendor);
 	w = snap_writer_open(argv[2], &hdr, err, sizeof(err));
 	if (!w)
 		return die(err);
@@ -141,8 +142,8 @@ int main(int argc, char **argv)
 		if (rec.type == SNAP_REC_CONFIG) {
 			char *text = strndup(data, rec.length);
 
-			if (!text || config_load_json(&cfg, text, err,
-						      sizeof(err)))
+			if (!text ||
+			    config_load_json(&cfg, text, err, sizeof(err)))
 				return die("bad CONFIG");
 			free(text);
 		}
@@ -168,8 +169,7 @@ int main(int argc, char **argv)
 	}
 	if (ret < 0)
 		return die(err);
-	if (mem.host &&
-	    snap_write_memory(w, &mem, NULL, err, sizeof(err)))
+	if (mem.host && snap_write_memory(w, &mem, NULL, err, sizeof(err)))
 		return die(err);
 	if (snap_writer_commit(w, err, sizeof(err)))
 		return die(err);

@@ -18,8 +18,8 @@ struct probe {
 	int calls;
 };
 
-static void probe_io(void *opaque, uint64_t offset, uint8_t *data,
-		     uint32_t len, bool is_write)
+static void probe_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t len,
+		     bool is_write)
 {
 	struct probe *p = opaque;
 
@@ -73,8 +73,7 @@ static void test_overlap_and_limits(void **state)
 	struct probe p = { 0 };
 
 	bus_init(&b, "mmio");
-	assert_int_equal(bus_register(&b, 0x1000, 0x100, probe_io, &p, "a"),
-			 0);
+	assert_int_equal(bus_register(&b, 0x1000, 0x100, probe_io, &p, "a"), 0);
 	assert_int_equal(bus_register(&b, 0x10ff, 1, probe_io, &p, "b"),
 			 -EEXIST);
 	assert_int_equal(bus_register(&b, 0xf00, 0x101, probe_io, &p, "c"),
@@ -88,9 +87,9 @@ static void test_overlap_and_limits(void **state)
 	assert_int_equal(bus_unregister(&b, 0x1000), -ENOENT);
 	assert_int_equal(bus_register(&b, 0x10ff, 1, probe_io, &p, "b"), 0);
 	for (unsigned i = b.nranges; i < BUS_MAX_RANGES; i++)
-		assert_int_equal(bus_register(&b, 0x10000 + i * 16, 16,
-					      probe_io, &p, "x"),
-				 0);
+		assert_int_equal(
+		    bus_register(&b, 0x10000 + i * 16, 16, probe_io, &p, "x"),
+		    0);
 	assert_int_equal(bus_register(&b, 0x90000, 16, probe_io, &p, "full"),
 			 -ENOSPC);
 	bus_destroy(&b);
@@ -106,8 +105,7 @@ static void test_sorted_lookup(void **state)
 	/* Registered out of order; each must still find its owner. */
 	assert_int_equal(bus_register(&b, 0x70, 2, probe_io, &p[0], "rtc"), 0);
 	assert_int_equal(bus_register(&b, 0x20, 2, probe_io, &p[1], "pic"), 0);
-	assert_int_equal(bus_register(&b, 0xcf8, 8, probe_io, &p[2], "pci"),
-			 0);
+	assert_int_equal(bus_register(&b, 0xcf8, 8, probe_io, &p[2], "pci"), 0);
 	assert_int_equal(bus_dispatch(&b, 0x71, &d, 1, true), 0);
 	assert_int_equal(bus_dispatch(&b, 0x20, &d, 1, true), 0);
 	assert_int_equal(bus_dispatch(&b, 0xcff, &d, 1, true), 0);

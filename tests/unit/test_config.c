@@ -84,35 +84,35 @@ static void test_bad_flags(void **state)
 			 -EINVAL);
 	assert_non_null(strstr(err, "--kernel is required"));
 	config_free(&c);
-	assert_int_equal(parse(&c, err, sizeof(err), "--kernel", "k", "--mem",
-			       "lots", NULL),
-			 -EINVAL);
+	assert_int_equal(
+	    parse(&c, err, sizeof(err), "--kernel", "k", "--mem", "lots", NULL),
+	    -EINVAL);
 	assert_non_null(strstr(err, "--mem"));
 	config_free(&c);
-	assert_int_equal(parse(&c, err, sizeof(err), "--kernel", "k", "--cpus",
-			       "0", NULL),
-			 -EINVAL);
+	assert_int_equal(
+	    parse(&c, err, sizeof(err), "--kernel", "k", "--cpus", "0", NULL),
+	    -EINVAL);
 	config_free(&c);
-	assert_int_equal(parse(&c, err, sizeof(err), "--kernel", "k", "--cpus",
-			       "65", NULL),
-			 -EINVAL);
+	assert_int_equal(
+	    parse(&c, err, sizeof(err), "--kernel", "k", "--cpus", "65", NULL),
+	    -EINVAL);
 	config_free(&c);
 	assert_int_equal(parse(&c, err, sizeof(err), "--kernel", "k",
 			       "--serial", "tcp:1", NULL),
 			 -EINVAL);
 	config_free(&c);
-	assert_int_equal(parse(&c, err, sizeof(err), "--kernel", "k", "--bogus",
-			       NULL),
-			 -EINVAL);
+	assert_int_equal(
+	    parse(&c, err, sizeof(err), "--kernel", "k", "--bogus", NULL),
+	    -EINVAL);
 	assert_non_null(strstr(err, "--bogus"));
 	config_free(&c);
-	assert_int_equal(parse(&c, err, sizeof(err), "--kernel", "k", "extra",
-			       NULL),
-			 -EINVAL);
+	assert_int_equal(
+	    parse(&c, err, sizeof(err), "--kernel", "k", "extra", NULL),
+	    -EINVAL);
 	config_free(&c);
-	assert_int_equal(parse(&c, err, sizeof(err), "--kernel", "k", "--mem",
-			       "1k", NULL),
-			 -EINVAL);
+	assert_int_equal(
+	    parse(&c, err, sizeof(err), "--kernel", "k", "--mem", "1k", NULL),
+	    -EINVAL);
 	config_free(&c);
 }
 
@@ -136,23 +136,21 @@ static void test_json(void **state)
 	config_free(&c);
 
 	config_init(&c);
-	assert_int_equal(config_load_json(&c, "{\"kernal\": \"x\"}", err,
-					  sizeof(err)),
-			 -EINVAL);
+	assert_int_equal(
+	    config_load_json(&c, "{\"kernal\": \"x\"}", err, sizeof(err)),
+	    -EINVAL);
 	assert_non_null(strstr(err, "kernal"));
 	assert_int_equal(config_load_json(&c, "[1,2]", err, sizeof(err)),
 			 -EINVAL);
 	assert_int_equal(config_load_json(&c, "{\"cpus\": ", err, sizeof(err)),
 			 -EINVAL);
-	assert_int_equal(config_load_json(&c, "{\"cpus\": [1]}", err,
-					  sizeof(err)),
-			 -EINVAL);
-	assert_int_equal(config_load_json(&c, "{\"debug_exit\": 1}", err,
-					  sizeof(err)),
-			 -EINVAL);
-	assert_int_equal(config_load_json(&c, "{\"mem\": -5}", err,
-					  sizeof(err)),
-			 -EINVAL);
+	assert_int_equal(
+	    config_load_json(&c, "{\"cpus\": [1]}", err, sizeof(err)), -EINVAL);
+	assert_int_equal(
+	    config_load_json(&c, "{\"debug_exit\": 1}", err, sizeof(err)),
+	    -EINVAL);
+	assert_int_equal(
+	    config_load_json(&c, "{\"mem\": -5}", err, sizeof(err)), -EINVAL);
 	config_free(&c);
 }
 
@@ -168,9 +166,9 @@ static void test_flags_override_file(void **state)
 	assert_int_equal(write(fd, json, strlen(json)), (ssize_t)strlen(json));
 	close(fd);
 	/* The flag comes before --config and still wins. */
-	assert_int_equal(parse(&c, err, sizeof(err), "--cpus", "3", "--config",
-			       path, NULL),
-			 0);
+	assert_int_equal(
+	    parse(&c, err, sizeof(err), "--cpus", "3", "--config", path, NULL),
+	    0);
 	assert_string_equal(c.kernel, "file.elf");
 	assert_int_equal(c.ncpus, 3);
 	config_free(&c);

@@ -13,32 +13,53 @@
 static struct kvm_cpuid2 *fake_supported(void)
 {
 	struct kvm_cpuid2 *c =
-		calloc(1, sizeof(*c) + 16 * sizeof(struct kvm_cpuid_entry2));
+	    calloc(1, sizeof(*c) + 16 * sizeof(struct kvm_cpuid_entry2));
 	struct kvm_cpuid_entry2 e[] = {
 		{ .function = 0, .eax = 0x1f },
-		{ .function = 1, .ebx = 0x00000800, .ecx = 0x7ffafbff,
+		{ .function = 1,
+		  .ebx = 0x00000800,
+		  .ecx = 0x7ffafbff,
 		  .edx = 0xffffffff },
-		{ .function = 7, .index = 0,
-		  .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX, .eax = 1,
-		  .ebx = 0xffffffff, .ecx = 0xffffffff, .edx = 0xffffffff },
-		{ .function = 7, .index = 1,
-		  .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX, .eax = 0x30 },
-		{ .function = 0xb, .index = 0,
+		{ .function = 7,
+		  .index = 0,
+		  .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+		  .eax = 1,
+		  .ebx = 0xffffffff,
+		  .ecx = 0xffffffff,
+		  .edx = 0xffffffff },
+		{ .function = 7,
+		  .index = 1,
+		  .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+		  .eax = 0x30 },
+		{ .function = 0xb,
+		  .index = 0,
 		  .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX },
-		{ .function = 0xb, .index = 1,
+		{ .function = 0xb,
+		  .index = 1,
 		  .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX },
-		{ .function = 0xd, .index = 0,
-		  .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX, .eax = 0xe7,
+		{ .function = 0xd,
+		  .index = 0,
+		  .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+		  .eax = 0xe7,
 		  .ecx = 2696 },
-		{ .function = 0xd, .index = 1,
-		  .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX, .eax = 0xf },
-		{ .function = 0xd, .index = 2,
-		  .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX, .eax = 256 },
-		{ .function = 0xd, .index = 5,
-		  .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX, .eax = 64 },
-		{ .function = 0xd, .index = 7,
-		  .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX, .eax = 1024 },
-		{ .function = 0x80000001, .ecx = 0xffffffff,
+		{ .function = 0xd,
+		  .index = 1,
+		  .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+		  .eax = 0xf },
+		{ .function = 0xd,
+		  .index = 2,
+		  .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+		  .eax = 256 },
+		{ .function = 0xd,
+		  .index = 5,
+		  .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+		  .eax = 64 },
+		{ .function = 0xd,
+		  .index = 7,
+		  .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+		  .eax = 1024 },
+		{ .function = 0x80000001,
+		  .ecx = 0xffffffff,
 		  .edx = 0xffffffff },
 	};
 
@@ -65,8 +86,8 @@ static void test_baseline_masks(void **state)
 
 	cpuid_apply_template(c, CPU_TEMPLATE_BASELINE);
 	e = cpuid_find(c, 1, 0);
-	assert_int_equal(e->ecx, (0x7ffafbff | 0x80000000) &
-					 CPUID_BASELINE_1_ECX);
+	assert_int_equal(e->ecx,
+			 (0x7ffafbff | 0x80000000) & CPUID_BASELINE_1_ECX);
 	assert_int_equal(e->edx, CPUID_BASELINE_1_EDX);
 	e = cpuid_find(c, 7, 0);
 	assert_int_equal(e->eax, 0);

@@ -72,9 +72,8 @@ static void test_exact_bytes(void **state)
 	uint8_t out[64];
 
 	assert_int_equal(state_encoded_size(&demo_desc), sizeof(demo_bytes_v2));
-	assert_int_equal(state_encode(&demo_desc, &demo_value, out,
-				      sizeof(out)),
-			 0);
+	assert_int_equal(
+	    state_encode(&demo_desc, &demo_value, out, sizeof(out)), 0);
 	assert_memory_equal(out, demo_bytes_v2, sizeof(demo_bytes_v2));
 }
 
@@ -117,9 +116,9 @@ static void test_bad_input(void **state)
 
 	/* Truncated and overlong streams. */
 	for (size_t n = 0; n < sizeof(demo_bytes_v2); n++)
-		assert_int_equal(state_decode(&demo_desc, 2, &back,
-					      demo_bytes_v2, n),
-				 -EINVAL);
+		assert_int_equal(
+		    state_decode(&demo_desc, 2, &back, demo_bytes_v2, n),
+		    -EINVAL);
 	/* Versions outside [min, current]. */
 	assert_int_equal(state_decode(&demo_desc, 0, &back, demo_bytes_v2,
 				      sizeof(demo_bytes_v2)),
@@ -130,24 +129,21 @@ static void test_bad_input(void **state)
 	/* A bool that is neither 0 nor 1. */
 	memcpy(bytes, demo_bytes_v2, sizeof(bytes));
 	bytes[15] = 2;
-	assert_int_equal(state_decode(&demo_desc, 2, &back, bytes,
-				      sizeof(bytes)),
-			 -EINVAL);
+	assert_int_equal(
+	    state_decode(&demo_desc, 2, &back, bytes, sizeof(bytes)), -EINVAL);
 	/* The device's own validation. */
 	memcpy(bytes, demo_bytes_v2, sizeof(bytes));
 	bytes[0] = 201;
-	assert_int_equal(state_decode(&demo_desc, 2, &back, bytes,
-				      sizeof(bytes)),
-			 -EINVAL);
+	assert_int_equal(
+	    state_decode(&demo_desc, 2, &back, bytes, sizeof(bytes)), -EINVAL);
 }
 
 static void test_encode_needs_room(void **state)
 {
 	uint8_t out[8];
 
-	assert_int_equal(state_encode(&demo_desc, &demo_value, out,
-				      sizeof(out)),
-			 -ENOSPC);
+	assert_int_equal(
+	    state_encode(&demo_desc, &demo_value, out, sizeof(out)), -ENOSPC);
 }
 
 int main(void)

@@ -72,12 +72,12 @@ static struct vcpu_state *sample(void)
 	st->xcrs.xcrs[0].xcr = 0;
 	st->xcrs.xcrs[0].value = 0xe7;
 	st->nmsrs = 3;
-	st->msrs[0] = (struct kvm_msr_entry){ .index = MSR_IA32_TSC,
-					      .data = 123456789 };
-	st->msrs[1] = (struct kvm_msr_entry){ .index = 0xc0000080,
-					      .data = 0xd01 };
-	st->msrs[2] = (struct kvm_msr_entry){ .index = 0x4b564d01,
-					      .data = 0x7001 };
+	st->msrs[0] =
+	    (struct kvm_msr_entry){ .index = MSR_IA32_TSC, .data = 123456789 };
+	st->msrs[1] =
+	    (struct kvm_msr_entry){ .index = 0xc0000080, .data = 0xd01 };
+	st->msrs[2] =
+	    (struct kvm_msr_entry){ .index = 0x4b564d01, .data = 0x7001 };
 	st->xsave_size = 4096 + 64;
 	st->xsave = malloc(st->xsave_size);
 	fill(st->xsave, st->xsave_size, 9);
@@ -92,9 +92,8 @@ static void test_round_trip(void **state)
 	char err[128];
 
 	assert_int_equal(vcpu_state_encode(a, &buf), 0);
-	assert_int_equal(vcpu_state_decode(buf.data, buf.len, &b, err,
-					   sizeof(err)),
-			 0);
+	assert_int_equal(
+	    vcpu_state_decode(buf.data, buf.len, &b, err, sizeof(err)), 0);
 	assert_memory_equal(&a->regs, &b.regs, sizeof(b.regs));
 	assert_memory_equal(&a->sregs, &b.sregs, sizeof(b.sregs));
 	assert_memory_equal(&a->events, &b.events, sizeof(b.events));
@@ -126,15 +125,14 @@ static void test_truncated_and_flipped(void **state)
 	/* Every truncation must fail cleanly (sections go missing or a
 	 * length runs past the end). */
 	for (size_t n = 0; n < buf.len; n += 8)
-		assert_int_not_equal(vcpu_state_decode(buf.data, n, &b, err,
-						       sizeof(err)),
-				     0);
+		assert_int_not_equal(
+		    vcpu_state_decode(buf.data, n, &b, err, sizeof(err)), 0);
 	/* A length field pointing past the end. */
 	buf.data[4] = 0xff;
 	buf.data[5] = 0xff;
-	assert_int_equal(vcpu_state_decode(buf.data, buf.len, &b, err,
-					   sizeof(err)),
-			 -EINVAL);
+	assert_int_equal(
+	    vcpu_state_decode(buf.data, buf.len, &b, err, sizeof(err)),
+	    -EINVAL);
 	vcpu_state_free(a);
 	free(a);
 	state_buf_free(&buf);
@@ -149,9 +147,9 @@ static void test_bad_values(void **state)
 	/* An MP state KVM does not define. */
 	a->mp_state.mp_state = 77;
 	assert_int_equal(vcpu_state_encode(a, &buf), 0);
-	assert_int_equal(vcpu_state_decode(buf.data, buf.len, &b, err,
-					   sizeof(err)),
-			 -EINVAL);
+	assert_int_equal(
+	    vcpu_state_decode(buf.data, buf.len, &b, err, sizeof(err)),
+	    -EINVAL);
 	assert_non_null(strstr(err, "section 5"));
 	state_buf_free(&buf);
 
@@ -169,9 +167,9 @@ static void test_bad_values(void **state)
 		big[2] = 0xff;
 		big[3] = 0xff;
 		assert_int_equal(state_buf_put(&buf, 9, 1, big, 8), 0);
-		assert_int_equal(vcpu_state_decode(buf.data, buf.len, &b, err,
-						   sizeof(err)),
-				 -EINVAL);
+		assert_int_equal(
+		    vcpu_state_decode(buf.data, buf.len, &b, err, sizeof(err)),
+		    -EINVAL);
 	}
 	state_buf_free(&buf);
 	vcpu_state_free(a);
