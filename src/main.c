@@ -87,7 +87,13 @@ static void restore_usage(void)
 	       "  --clock POLICY        advance (default): the guest's "
 	       "clocks move on\n"
 	       "                        by the time spent suspended; frozen: "
-	       "they don't\n");
+	       "they don't\n"
+	       "  --memory MODE         map (default): guest memory is mapped "
+	       "from the file,\n"
+	       "                        copy-on-write, and read as the guest "
+	       "touches it;\n"
+	       "                        copy: read in whole (the file may then "
+	       "change)\n");
 }
 
 static int cmd_restore(int argc, char **argv)
@@ -97,13 +103,14 @@ static int cmd_restore(int argc, char **argv)
 		{ "serial", required_argument, NULL, 's' },
 		{ "paused", no_argument, NULL, 'p' },
 		{ "clock", required_argument, NULL, 'c' },
+		{ "memory", required_argument, NULL, 'm' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	enum clock_policy clock = CLOCK_ADVANCE;
 	struct snapshot_image img;
 	const char *serial = NULL, *api = NULL;
-	bool paused = false;
+	bool paused = false, copy_memory = false;
 	struct vm vm;
 	char err[512];
 	int opt, ret, status;
@@ -134,6 +141,15 @@ static int cmd_restore(int argc, char **argv)
 				return STASIS_EXIT_USAGE;
 			}
 			break;
+		case 'm':
+			if (!strcmp(optarg, "map") || !strcmp(optarg, "copy")) {
+				copy_memory = !strcmp(optarg, "copy");
+			} else {
+				log_error("--memory: '%s' is not map or copy",
+					  optarg);
+				return STASIS_EXIT_USAGE;
+			}
+			break;
 		case 'h':
 			restore_usage();
 			return STASIS_EXIT_OK;
@@ -154,6 +170,7 @@ static int cmd_restore(int argc, char **argv)
 		log_error("%s: %s", argv[optind], err);
 		return STASIS_EXIT_USAGE;
 	}
+	img.copy_memory = copy_memory;
 	/* Host-side options come from this command line, not the file. */
 	img.cfg.serial = SERIAL_STDIO;
 	if (serial && config_parse_serial(&img.cfg, serial)) {

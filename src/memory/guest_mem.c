@@ -2,6 +2,7 @@
 #include "memory/guest_mem.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -53,6 +54,8 @@ fail_errno:
 
 void guest_mem_destroy(struct guest_mem *m)
 {
+	for (unsigned i = 0; i < m->nregions; i++)
+		free(m->regions[i].file_mapped);
 	if (m->host)
 		munmap(m->host, m->size);
 	if (m->memfd >= 0)
@@ -112,4 +115,40 @@ gpa_t guest_mem_end(const struct guest_mem *m)
 	const struct mem_region *r = &m->regions[m->nregions - 1];
 
 	return r->gpa + r->size;
+}
+
+#define GUEST_MEM_PAGE 4096ull
+
+int guest_mem_map_file(struct guest_mem *m, gpa_t gpa, uint64_t len, int fd,
+		       uint64_t file_off)
+{
+	struct mem_region *r = (struct mem_region *)guest_mem_region(m, gpa);
+	uint64_t first, npages;
+	void *p;
+
+	if (!r || !guest_mem_ptr(m, gpa, len) ||
+	    (gpa | len | file_off) & (GUEST_MEM_PAGE - 1))
+		return -EINVAL;
+	if (!r->file_mapped) {
+		r->file_mapped = calloc(1, r->size / GUEST_MEM_PAGE / 8 + 1);
+		if (!r->file_mapped)
+			return -ENOMEM;
+	}
+	/* MAP_FIXED replaces the memfd pages under this range; KVM sees the
+	 * change through its MMU notifier like any other remap. */
+	p = mmap(r->host + (gpa - r->gpa), len, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, fd, (off_t)file_off);
+	if (p == MAP_FAILED)
+		return -errno;
+	first = (gpa - r->gpa) / GUEST_MEM_PAGE;
+	npages = len / GUEST_MEM_PAGE;
+	for (uint64_t i = first; i < first + npages; i++)
+		r->file_mapped[i / 8] |= (uint8_t)(1u << (i % 8));
+	return 0;
+}
+
+bool guest_mem_page_file_mapped(const struct mem_region *r, uint64_t page)
+{
+	return r->file_mapped && page < r->size / GUEST_MEM_PAGE &&
+	       (r->file_mapped[page / 8] & (1u << (page % 8)));
 }

@@ -28,6 +28,10 @@ struct mem_region {
 	uint64_t size;
 	uint64_t file_offset;
 	uint8_t *host; /* mapping of this region inside guest_mem.host */
+	/* Pages mapped from a snapshot file (guest_mem_map_file), one bit
+	 * per 4 KiB page; NULL when none is. Such pages are not in the
+	 * memfd: whoever looks for guest data must look here too. */
+	uint8_t *file_mapped;
 };
 
 struct guest_mem {
@@ -54,6 +58,16 @@ void *guest_mem_ptr(const struct guest_mem *m, gpa_t gpa, uint64_t len);
 int guest_mem_read(const struct guest_mem *m, gpa_t gpa, void *buf, size_t len);
 int guest_mem_write(const struct guest_mem *m, gpa_t gpa, const void *buf,
 		    size_t len);
+
+/* Maps @len bytes of the file @fd at @file_off over guest RAM at @gpa,
+ * private and copy-on-write: the guest reads the file's pages (straight
+ * from the page cache, no copy) until it writes them. The range must be
+ * page-aligned RAM inside one region. Returns 0 or -errno. */
+int guest_mem_map_file(struct guest_mem *m, gpa_t gpa, uint64_t len, int fd,
+		       uint64_t file_off);
+
+/* Whether page @page of @r is mapped from a file. */
+bool guest_mem_page_file_mapped(const struct mem_region *r, uint64_t page);
 
 /* The highest guest physical address + 1 that is RAM. */
 gpa_t guest_mem_end(const struct guest_mem *m);

@@ -75,6 +75,7 @@ struct snap_reader {
 	uint8_t *buf; /* bufsize bytes */
 	size_t bufsize; /* SNAP_BUF_SIZE, or the file size if smaller */
 	XXH3_state_t *xxh;
+	bool map_memory; /* snap_reader_set_map_memory() */
 };
 
 /* Gathers guest pages into one preadv/pwritev, hashing them in file order. */
@@ -729,6 +730,17 @@ static int scan_region(int memfd, const struct mem_region *reg, uint32_t ps,
 		}
 		pos = end;
 	}
+	/* Pages a restore mapped from a snapshot file are not in the memfd
+	 * at all. */
+	if (reg->file_mapped) {
+		for (uint64_t p = 0; p < reg->size / ps; p++) {
+			if (!guest_mem_page_file_mapped(reg, p * (ps / 4096)) ||
+			    bit_test(bm, p) || all_zero(reg->host + p * ps, ps))
+				continue;
+			bm[p / 8] |= (uint8_t)(1u << (p % 8));
+			(*stored)++;
+		}
+	}
 	return 0;
 }
 
@@ -1336,10 +1348,43 @@ int snap_read_memory_desc(struct snap_reader *r, const struct snap_record *rec,
 	return 0;
 }
 
+/* Runs of at least this many pages are mapped from the file rather than
+ * copied, and at most SNAP_MAP_MAX_RUNS of them per region, which bounds
+ * the number of mappings (each run splits the memfd mapping in two). */
+#define SNAP_MAP_MIN_PAGES 16
+#define SNAP_MAP_MAX_RUNS 8192
+
+/* Maps one run of stored pages from the file over guest memory, after
+ * queued copies (their file offsets come first), and feeds it to the
+ * checksum through the new mapping: page-cache pages, nothing copied. */
+static int map_run(struct page_io *io, struct guest_mem *mem, gpa_t gpa,
+		   uint8_t *host, uint64_t len)
+{
+	int ret = page_io_flush(io);
+
+	if (ret)
+		return ret;
+	ret = guest_mem_map_file(mem, gpa, len, io->fd, io->file_off);
+	if (ret)
+		return ret;
+	for (uint64_t done = 0; done < len;) {
+		size_t n = len - done < SNAP_IO_MAX ? (size_t)(len - done)
+						    : SNAP_IO_MAX;
+
+		XXH3_64bits_update(io->xxh, host + done, n);
+		done += n;
+		if (io->progress)
+			io->progress->done_bytes += n;
+	}
+	io->file_off += len;
+	return 0;
+}
+
 int snap_read_memory(struct snap_reader *r, const struct snap_record *rec,
 		     struct guest_mem *mem, struct snap_progress *progress,
 		     char *err, size_t errlen)
 {
+	unsigned mapped_runs = 0;
 	struct page_io io = {
 		.fd = r->fd, .write = false, .xxh = r->xxh, .progress = progress
 	};
@@ -1393,8 +1438,20 @@ int snap_read_memory(struct snap_reader *r, const struct snap_record *rec,
 			if (run > m.desc.stored_pages - loaded)
 				return rec_fail(err, errlen, -EIO, rec, roff,
 						"bitmap changed while reading");
-			ret = page_io_add(&io, reg->host + (base + pos) * ps,
-					  run * ps);
+			/* Large runs are mapped when the file's pages are
+			 * the host's pages (the usual case). */
+			if (r->map_memory && ps == 4096 &&
+			    run >= SNAP_MAP_MIN_PAGES &&
+			    mapped_runs < SNAP_MAP_MAX_RUNS) {
+				mapped_runs++;
+				ret = map_run(
+				    &io, mem, reg->gpa + (base + pos) * ps,
+				    reg->host + (base + pos) * ps, run * ps);
+			} else {
+				ret = page_io_add(&io,
+						  reg->host + (base + pos) * ps,
+						  run * ps);
+			}
 			if (ret)
 				return rec_fail(err, errlen, ret, rec, roff,
 						"%s", io_strerror(ret));
@@ -1410,4 +1467,9 @@ int snap_read_memory(struct snap_reader *r, const struct snap_record *rec,
 		return rec_fail(err, errlen, -EIO, rec, roff,
 				"bitmap changed while reading");
 	return checksum_result(r, rec, err, errlen);
+}
+
+void snap_reader_set_map_memory(struct snap_reader *r, bool map)
+{
+	r->map_memory = map;
 }

@@ -150,6 +150,14 @@ int snap_read_memory(struct snap_reader *r, const struct snap_record *rec,
 		     struct guest_mem *mem, struct snap_progress *progress,
 		     char *err, size_t errlen);
 
+/* With @map, snap_read_memory() maps large runs of stored pages from the
+ * file into guest memory (private, copy-on-write) instead of copying them:
+ * a restore then costs a checksum pass over the page cache, and guest
+ * pages are read from the file only as the guest touches them. The file
+ * must then stay unmodified while the VM runs; replacing it by rename, as
+ * snapshots do, is safe. */
+void snap_reader_set_map_memory(struct snap_reader *r, bool map);
+
 /* Decodes a memory record's descriptor (for inspect) and checks its layout
  * and bitmap, without the checksum or the pages. */
 int snap_read_memory_desc(struct snap_reader *r, const struct snap_record *rec,

@@ -736,6 +736,8 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 
 	int last_rank = snapshot_record_rank(SNAP_REC_CPUID);
 
+	snap_reader_set_map_memory(img->r, !img->copy_memory);
+
 	while ((ret = snap_reader_next(img->r, &rec, err, errlen)) == 1) {
 		int rank = snapshot_record_rank(rec.type);
 		void *data = NULL;

@@ -31,6 +31,9 @@ struct snapshot_image {
 	struct vm_config cfg;
 	struct kvm_cpuid2 *cpuid;
 	uint64_t saved_realtime_ns;
+	/* Copy guest memory out of the file instead of mapping it
+	 * (snap_reader_set_map_memory); `stasis restore --memory copy`. */
+	bool copy_memory;
 };
 
 /* Opens @path, checks the header against this host (page size, format
