@@ -89,11 +89,15 @@ bad huge
 c=$(idx CLOCK)
 rec_start() { echo $((offsets[$1] - 32)); }
 rec_end() { echo $((offsets[$1] + (sizes[$1] + 7) / 8 * 8)); }
+# part START END: bytes [START, END) of the good file.
+part() {
+	dd if="$G" iflag=skip_bytes,count_bytes skip="$1" count=$(($2 - $1)) bs=64k status=none
+}
 {
-	head -c "$(rec_start "$c")" "$G"
-	tail -c +$(($(rec_start "$v") + 1)) "$G" | head -c $(($(rec_end "$v") - $(rec_start "$v")))
-	tail -c +$(($(rec_start "$c") + 1)) "$G" | head -c $(($(rec_end "$c") - $(rec_start "$c")))
-	tail -c +$(($(rec_end "$v") + 1)) "$G"
+	part 0 "$(rec_start "$c")"
+	part "$(rec_start "$v")" "$(rec_end "$v")"
+	part "$(rec_start "$c")" "$(rec_end "$c")"
+	part "$(rec_end "$v")" "$size"
 } >"$WORK/reordered"
 [[ $(stat -c %s "$WORK/reordered") == "$size" ]] || fail "reordering changed the size"
 bad reordered
