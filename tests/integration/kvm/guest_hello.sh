@@ -30,3 +30,11 @@ wait_for_line "$WORK/out3" "hello from" 30
 kill -TERM "$VM_PID"
 wait_exit "$VM_PID" 30
 expect_status "$RC" 143 "SIGTERM"
+
+# Power-off (ACPI S5) ends stasis with status 0; a reset request too, with
+# a message saying stasis does not reboot guests.
+rc=$(run_guest hello "$WORK/off" --cmdline "end=poweroff")
+expect_status "$rc" 0 "ACPI power-off"
+rc=$(run_guest hello "$WORK/reset" --cmdline "end=reset")
+expect_status "$rc" 0 "ACPI reset"
+grep -q "reset" "$WORK/reset.err" || fail "no reset message: $(cat "$WORK/reset.err")"
