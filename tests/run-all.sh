@@ -58,6 +58,11 @@ echo "== guest kit under QEMU (the peer)"
 "$ROOT/guests/test-under-qemu.sh" "$BUILD" >"$LOGS/qemu-guests.log" 2>&1
 result guests-under-qemu $? "$LOGS/qemu-guests.log"
 
+echo "== Linux kernel for the KVM tests"
+export STASIS_LINUX_CACHE=${STASIS_LINUX_CACHE:-$ROOT/build/linux}
+KVMVM_CACHE=$KVMVM_CACHE "$ROOT/scripts/fetch-linux.sh" "$STASIS_LINUX_CACHE" >"$LOGS/fetch-linux.log" 2>&1
+result fetch-linux $? "$LOGS/fetch-linux.log"
+
 echo "== KVM integration tests"
 kvm_log=$LOGS/kvm.log
 if [ -c /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ] &&
@@ -72,6 +77,7 @@ else
 	"$ROOT/scripts/kvm-vm.sh" run "$KVMVM_CACHE" "$ROOT" \
 		-e STASIS_TIME_SCALE="${STASIS_TIME_SCALE:-3}" \
 		-e STASIS_SLOW_TESTS="${STASIS_SLOW_TESTS:-0}" \
+		-e STASIS_LINUX_CACHE="$STASIS_LINUX_CACHE" \
 		-- "$ROOT/tests/run-kvm.sh" "$BUILD" 2>&1 | tee "$kvm_log"
 fi
 kvm_status=${PIPESTATUS[0]}
