@@ -24,13 +24,13 @@ cycle() {
 	expect_status "$RC" 0 "$name: restored run"
 }
 
-cycle memtest "memtest: pass 1 ok" "memtest: pass [2-9] ok" \
+cycle memtest "memtest: pass 1 ok" "memtest: pass [0-9]+ ok" \
 	--mem 128M --cmdline "mib=48 seed=11"
 grep -q MISMATCH "$WORK/memtest.b" && fail "memtest after restore: $(grep MISMATCH "$WORK/memtest.b")"
 # The restored guest went on with the next pass, it did not start over.
 grep -q "memtest: start" "$WORK/memtest.b" && fail "memtest restarted"
 
-cycle cpustate "cpustate: check 2 ok" "cpustate: check [4-9] ok" \
+cycle cpustate "cpustate: check 2 ok" "cpustate: check [0-9]+ ok" \
 	--cmdline "hz=250 interval_ms=200"
 grep -q CORRUPT "$WORK/cpustate.b" && fail "cpustate after restore: $(grep CORRUPT "$WORK/cpustate.b")"
 grep -q "cpustate: start" "$WORK/cpustate.b" && fail "cpustate restarted"
