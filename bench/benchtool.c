@@ -1,7 +1,7 @@
-/* benchtool.c - the timing helper of the bench scripts. It starts a VMM, talks to
- * its control socket (stasis HTTP API or QEMU QMP) and times everything
- * with CLOCK_MONOTONIC inside one process, so that no fork/exec of a shell
- * tool ever falls inside a measured interval.
+/* benchtool.c - the timing helper of the bench scripts. It starts a VMM, talks
+ * to its control socket (stasis HTTP API or QEMU QMP) and times everything with
+ * CLOCK_MONOTONIC inside one process, so that no fork/exec of a shell tool ever
+ * falls inside a measured interval.
  *
  * Built by the bench scripts with the host cc (bench/ is not part of the
  * Meson build). Every command prints one line of key=value pairs on stdout
@@ -43,7 +43,7 @@
 #include <unistd.h>
 
 #define IO_TIMEOUT_MS 600000 /* a 2 GiB snapshot in the nested VM is slow */
-#define POLL_STEP_US 1000    /* readiness polling interval */
+#define POLL_STEP_US 1000 /* readiness polling interval */
 
 static int64_t now_us(void)
 {
@@ -84,9 +84,9 @@ struct rss {
 
 struct child {
 	pid_t pid;
-	int out_fd;       /* read end of the child's stdout */
-	int copy_fd;      /* where its output is copied, or -1 */
-	int sig_fd;       /* signalfd for SIGCHLD */
+	int out_fd; /* read end of the child's stdout */
+	int copy_fd; /* where its output is copied, or -1 */
+	int sig_fd; /* signalfd for SIGCHLD */
 	int64_t *exec_us; /* shared page: the child's clock just before exec */
 	int64_t first_byte_us; /* absolute, 0 until seen */
 	int64_t bytes;
@@ -145,8 +145,10 @@ static void child_start(struct child *c, char **argv, bool trace)
 			   (void *)PTRACE_O_TRACEEXIT) == 0)
 			c->traced = true;
 		else
-			fprintf(stderr, "benchtool: ptrace: %s (no RSS "
-				"breakdown)\n", strerror(errno));
+			fprintf(stderr,
+				"benchtool: ptrace: %s (no RSS "
+				"breakdown)\n",
+				strerror(errno));
 	}
 	if (write(go[1], "g", 1) != 1)
 		die("write: %s", strerror(errno));
@@ -344,9 +346,8 @@ static int write_all(int fd, const char *p, size_t len)
 
 /* One HTTP/1.1 request with Connection: close; reads to EOF. Returns the
  * status code, or -1 if the connection failed. The body goes to @resp. */
-static int http_request(const char *sock, const char *method,
-			const char *path, const char *body, char *resp,
-			size_t resplen)
+static int http_request(const char *sock, const char *method, const char *path,
+			const char *body, char *resp, size_t resplen)
 {
 	char req[8192];
 	size_t got = 0;
@@ -383,7 +384,8 @@ static int http_request(const char *sock, const char *method,
 	if (sscanf(resp, "HTTP/1.%*d %d", &status) != 1)
 		status = -1;
 	p = strstr(resp, "\r\n\r\n");
-	memmove(resp, p ? p + 4 : resp + got, strlen(p ? p + 4 : resp + got) + 1);
+	memmove(resp, p ? p + 4 : resp + got,
+		strlen(p ? p + 4 : resp + got) + 1);
 out:
 	close(fd);
 	return status;
@@ -617,8 +619,7 @@ done:
 	       " output_after_resume_us=%" PRId64 " exit=%s\n",
 	       ready >= 0 ? ready - *c.exec_us : -1,
 	       resumed >= 0 ? resumed - t : -1,
-	       resumed >= 0 && c.first_byte_us ? c.first_byte_us - resumed
-					       : -1,
+	       resumed >= 0 && c.first_byte_us ? c.first_byte_us - resumed : -1,
 	       exit_str(&c, ex, sizeof(ex)));
 	return ready >= 0 && ok ? 0 : 1;
 }
