@@ -476,9 +476,12 @@ static const char *qmp_status(const char *reply, char *buf, size_t len)
 /* Polls query-migrate until it is neither setup nor active. */
 static int qmp_wait_migrate(struct qmp *q, char *reply, size_t replylen)
 {
+	int64_t end = now_us() + (int64_t)IO_TIMEOUT_MS * 1000;
 	char st[64];
 
 	for (;;) {
+		if (now_us() > end)
+			return -1;
 		if (qmp_command(q, "{\"execute\":\"query-migrate\"}", reply,
 				replylen))
 			return -1;

@@ -74,7 +74,9 @@ else
 	echo "    test VM, QEMU TCG with SVM; see docs/testing-without-kvm.md)"
 	# Everything the guest runs must live under ROOT: the nested VM
 	# sees the host's / read-only and ROOT read-write.
-	"$ROOT/scripts/kvm-vm.sh" run "$KVMVM_CACHE" "$ROOT" \
+	# The whole KVM suite runs in one VM; allow it most of CI's budget.
+	KVMVM_TIMEOUT=${KVMVM_TIMEOUT:-4200} \
+		"$ROOT/scripts/kvm-vm.sh" run "$KVMVM_CACHE" "$ROOT" \
 		-e STASIS_TIME_SCALE="${STASIS_TIME_SCALE:-3}" \
 		-e STASIS_SLOW_TESTS="${STASIS_SLOW_TESTS:-0}" \
 		-e STASIS_LINUX_CACHE="$STASIS_LINUX_CACHE" \
