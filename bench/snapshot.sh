@@ -54,6 +54,10 @@ put() {
 get() {
 	if [[ -s $RES/$1/$2 ]]; then bench_median <"$RES/$1/$2"; else echo "-"; fi
 }
+# step TEXT: progress on stderr, with the time since the start.
+step() {
+	bench_note "$(printf '%4d s' $((SECONDS - START))) $*"
+}
 fail() {
 	bench_note "$*"
 	echo "$*" >>"$RES/failures"
@@ -135,6 +139,7 @@ stasis_scenario() {
 		wait_exit "$pid" 1
 		return
 	fi
+	step "$sc: stasis touched; pause x$RUNS"
 	for ((i = 1; i <= RUNS; i++)); do
 		sleep 0.5
 		line=$("$BENCHTOOL" http "$sock" PUT /vm/pause | head -n1) ||
@@ -145,6 +150,7 @@ stasis_scenario() {
 		"$BENCHTOOL" http "$sock" PUT /vm/resume >/dev/null ||
 			fail "$sc: stasis resume failed"
 	done
+	step "$sc: stasis snapshot x$RUNS"
 	for ((i = 1; i <= RUNS; i++)); do
 		sleep 0.5
 		rm -f "$snap"
@@ -159,7 +165,9 @@ stasis_scenario() {
 	"$BENCHTOOL" http "$sock" PUT /vm/shutdown >/dev/null || true
 	wait_exit "$pid" 60
 	[[ -f $snap ]] || return
+	step "$sc: dd"
 	dd_bw "$sc" "$(file_size "$snap")"
+	step "$sc: stasis restore x$RUNS"
 	for ((i = 1; i <= RUNS; i++)); do
 		line=$("$BENCHTOOL" restore --http "$SOCKDIR/r.sock" --no-output \
 			--timeout-ms $(((300 + mib) * 1000)) -- \
@@ -191,6 +199,7 @@ qemu_scenario() {
 	# No bandwidth cap (QEMU 7.2 defaults to 128 MiB/s for migration).
 	"$BENCHTOOL" qmp "$sock" '{"execute": "migrate-set-parameters", "arguments": {"max-bandwidth": 1099511627776}}' >/dev/null ||
 		fail "$sc: QEMU migrate-set-parameters failed"
+	step "$sc: QEMU touched; stop+save x$RUNS"
 	for ((i = 1; i <= RUNS; i++)); do
 		sleep 0.5
 		rm -f "$snap"
@@ -215,6 +224,7 @@ qemu_scenario() {
 	"$BENCHTOOL" qmp "$sock" '{"execute": "quit"}' >/dev/null || true
 	wait_exit "$pid" 60
 	[[ -f $snap ]] || return
+	step "$sc: QEMU restore x$RUNS"
 	for ((i = 1; i <= RUNS; i++)); do
 		line=$("$BENCHTOOL" restore --qmp "$SOCKDIR/qr.sock" --no-output \
 			--timeout-ms $(((300 + mib) * 1000)) -- "${QBASE[@]}" \
@@ -302,14 +312,14 @@ for s in $SCENARIOS; do
 	pct=${s#*/}
 	mib=$(touch_mib "$(mib_of "$mem")" "$pct")
 	put "$s" touched_mib "$mib"
-	bench_note "$s: $mib MiB touched: stasis ($((SECONDS - START)) s)"
+	step "$s: stasis, touching $mib MiB"
 	stasis_scenario "$s" "$mem" "$mib"
-	bench_note "$s: QEMU ($((SECONDS - START)) s)"
+	step "$s: QEMU, touching $mib MiB"
 	qemu_scenario "$s" "$mem" "$mib"
 done
 OUT_MEMS=$(for s in $SCENARIOS; do echo "${s%/*}"; done | sort -u | sort -h)
 for mem in $OUT_MEMS; do
-	bench_note "restore to first output, counter guest, $mem ($((SECONDS - START)) s)"
+	step "restore to first output, counter guest, $mem"
 	first_output "$mem"
 done
 

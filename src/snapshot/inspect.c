@@ -243,9 +243,9 @@ int snapshot_inspect(const char *path, bool as_json, bool verify_only)
 					     JSON_C_TO_STRING_NOSLASHESCAPE));
 		json_object_put(root);
 	} else if (!verify_only) {
-		printf("  memory: %" PRIu64 " MiB of RAM, %" PRIu64
-		       " MiB stored (%.1f%%)\n",
-		       ram >> 20, stored >> 20,
+		printf("  memory: %" PRIu64 " MiB of RAM, %.2f MiB stored "
+		       "(%.2f%%)\n",
+		       ram >> 20, (double)stored / (1 << 20),
 		       ram ? 100.0 * (double)stored / (double)ram : 0.0);
 		printf("  %u records, %s\n", n,
 		       bad ? "PROBLEMS FOUND" : "all checksums ok");
