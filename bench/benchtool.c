@@ -21,6 +21,7 @@
  *   benchtool fsync FILE
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -283,6 +284,46 @@ static void child_finish(struct child *c, int grace_ms)
 		child_pump(c, 0, false);
 }
 
+/* On a timeout: where each of the child's threads is, on stderr. */
+static void child_dump(const struct child *c)
+{
+	static const char *const files[] = { "comm", "wchan", "stat", "stack" };
+	char path[320], buf[4096];
+	struct dirent *de;
+	DIR *d;
+
+	if (c->exited)
+		return;
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)c->pid);
+	d = opendir(path);
+	if (!d)
+		return;
+	fprintf(stderr, "benchtool: timed out; threads of %d:\n", (int)c->pid);
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+			ssize_t n;
+			int fd;
+
+			snprintf(path, sizeof(path), "/proc/%d/task/%s/%s",
+				 (int)c->pid, de->d_name, files[i]);
+			fd = open(path, O_RDONLY | O_CLOEXEC);
+			if (fd < 0)
+				continue;
+			n = read(fd, buf, sizeof(buf) - 1);
+			close(fd);
+			if (n > 0) {
+				buf[n] = '\0';
+				fprintf(stderr, "  %s %s: %s%s", de->d_name,
+					files[i], buf,
+					buf[n - 1] == '\n' ? "" : "\n");
+			}
+		}
+	}
+	closedir(d);
+}
+
 static char *exit_str(const struct child *c, char *buf, size_t len)
 {
 	if (!c->exited)
@@ -316,7 +357,9 @@ static int unix_connect(const char *path)
 	if (strlen(path) >= sizeof(sa.sun_path))
 		die("socket path too long: %s", path);
 	strcpy(sa.sun_path, path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	/* Non-blocking: a UNIX connect blocks while the listener's backlog
+	 * is full; then it fails with EAGAIN and the caller retries. */
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		die("socket: %s", strerror(errno));
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
@@ -334,8 +377,13 @@ static int write_all(int fd, const char *p, size_t len)
 	while (len) {
 		ssize_t n = write(fd, p, len);
 
-		if (n < 0 && errno == EINTR)
+		if (n < 0 && (errno == EINTR || errno == EAGAIN)) {
+			struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+
+			if (poll(&pfd, 1, IO_TIMEOUT_MS) <= 0)
+				return -1;
 			continue;
+		}
 		if (n <= 0)
 			return -1;
 		p += n;
@@ -344,10 +392,20 @@ static int write_all(int fd, const char *p, size_t len)
 	return 0;
 }
 
-/* One HTTP/1.1 request with Connection: close; reads to EOF. Returns the
- * status code, or -1 if the connection failed. The body goes to @resp. */
-static int http_request(const char *sock, const char *method, const char *path,
-			const char *body, char *resp, size_t resplen)
+/* Milliseconds left until @deadline (absolute, us), at least 0. */
+static int ms_left(int64_t deadline)
+{
+	int64_t left = (deadline - now_us() + 999) / 1000;
+
+	return left < 0 ? 0 : left > INT32_MAX ? INT32_MAX : (int)left;
+}
+
+/* One HTTP/1.1 request with Connection: close; reads to EOF or until
+ * @deadline (absolute, us). Returns the status code, or -1 if the
+ * connection failed or timed out. The body goes to @resp. */
+static int http_request_until(const char *sock, const char *method,
+			      const char *path, const char *body, char *resp,
+			      size_t resplen, int64_t deadline)
 {
 	char req[8192];
 	size_t got = 0;
@@ -369,10 +427,10 @@ static int http_request(const char *sock, const char *method, const char *path,
 		struct pollfd pfd = { .fd = fd, .events = POLLIN };
 		ssize_t r;
 
-		if (poll(&pfd, 1, IO_TIMEOUT_MS) <= 0)
+		if (poll(&pfd, 1, ms_left(deadline)) <= 0)
 			goto out;
 		r = read(fd, resp + got, resplen - 1 - got);
-		if (r < 0 && errno == EINTR)
+		if (r < 0 && (errno == EINTR || errno == EAGAIN))
 			continue;
 		if (r <= 0)
 			break;
@@ -389,6 +447,13 @@ static int http_request(const char *sock, const char *method, const char *path,
 out:
 	close(fd);
 	return status;
+}
+
+static int http_request(const char *sock, const char *method, const char *path,
+			const char *body, char *resp, size_t resplen)
+{
+	return http_request_until(sock, method, path, body, resp, resplen,
+				  now_us() + (int64_t)IO_TIMEOUT_MS * 1000);
 }
 
 struct qmp {
@@ -421,6 +486,8 @@ static int qmp_read_line(struct qmp *q, char *line, size_t linelen)
 		if (poll(&pfd, 1, IO_TIMEOUT_MS) <= 0)
 			return -1;
 		r = read(q->fd, q->buf + q->len, sizeof(q->buf) - q->len);
+		if (r < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
 		if (r <= 0)
 			return -1;
 		q->len += (size_t)r;
@@ -576,8 +643,10 @@ static int cmd_restore(int argc, char **argv)
 	 * stream is complete, then "paused" (-S). */
 	while (!c.exited && now_us() < end) {
 		if (http) {
-			if (http_request(http, "GET", "/vm", NULL, reply,
-					 sizeof(reply)) == 200) {
+			/* One request may wait in the backlog until the
+			 * server starts: give it all the time left. */
+			if (http_request_until(http, "GET", "/vm", NULL, reply,
+					       sizeof(reply), end) == 200) {
 				ready = now_us();
 				break;
 			}
@@ -595,8 +664,10 @@ static int cmd_restore(int argc, char **argv)
 		}
 		child_pump(&c, POLL_STEP_US / 1000, false);
 	}
-	if (ready < 0)
+	if (ready < 0) {
+		child_dump(&c);
 		goto done;
+	}
 	t = now_us();
 	if (http)
 		ok = http_request(http, "PUT", "/vm/resume", NULL, reply,
@@ -613,8 +684,8 @@ static int cmd_restore(int argc, char **argv)
 		child_pump(&c, 100, true);
 done:
 	if (http)
-		http_request(http, "PUT", "/vm/shutdown", NULL, reply,
-			     sizeof(reply));
+		http_request_until(http, "PUT", "/vm/shutdown", NULL, reply,
+				   sizeof(reply), now_us() + 10000000);
 	else if (q.fd >= 0)
 		qmp_command(&q, "{\"execute\":\"quit\"}", reply, sizeof(reply));
 	child_finish(&c, 10000);
