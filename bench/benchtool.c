@@ -16,7 +16,8 @@
  *       CMD restores a paused VM: time until SOCK says it is ready, then
  *       resume it and time until its first stdout byte, then stop it.
  *   benchtool http SOCK METHOD PATH [BODY]
- *   benchtool qmp SOCK CMD...   (CMD is JSON, or wait-migrate); prints
+ *   benchtool qmp SOCK CMD...   (CMD is JSON, wait-migrate or
+ *       cont-after-migrate); prints
  *       the connect+negotiation time, then one line per command
  *   benchtool fsync FILE
  */
@@ -560,6 +561,22 @@ static int qmp_wait_migrate(struct qmp *q, char *reply, size_t replylen)
 	}
 }
 
+/* cont, retried while QEMU is still finishing a migration that
+ * query-migrate already reports completed ("Migration is not finalized
+ * yet"). */
+static int qmp_cont_after_migrate(struct qmp *q, char *reply, size_t replylen)
+{
+	int64_t end = now_us() + 60 * 1000000;
+
+	for (;;) {
+		if (qmp_command(q, "{\"execute\":\"cont\"}", reply, replylen))
+			return -1;
+		if (!strstr(reply, "not finalized") || now_us() > end)
+			return 0;
+		sleep_us(POLL_STEP_US);
+	}
+}
+
 /* -------------------------------------------------------------- commands -- */
 
 static int cmd_boot(int argc, char **argv)
@@ -734,6 +751,8 @@ static int cmd_qmp(int argc, char **argv)
 		t = now_us();
 		if (!strcmp(argv[i], "wait-migrate"))
 			ret = qmp_wait_migrate(&q, reply, sizeof(reply));
+		else if (!strcmp(argv[i], "cont-after-migrate"))
+			ret = qmp_cont_after_migrate(&q, reply, sizeof(reply));
 		else
 			ret = qmp_command(&q, argv[i], reply, sizeof(reply));
 		printf("us=%" PRId64 " end_us=%" PRId64 " %s", now_us() - t,

@@ -73,6 +73,7 @@ vals() {
 		v=$(bench_kv "$line" "$2")
 		[[ -n $v && $v != -1 ]] && awk -v v="$v" -v s="$3" 'BEGIN { printf "%.3f\n", v / s }'
 	done <"$TMP/$1"
+	return 0
 }
 med() { vals "$@" | bench_median; }
 # cell LABEL KEY SCALE: "median (min-max)", one decimal.

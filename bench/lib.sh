@@ -65,8 +65,9 @@ bench_setup() {
 bench_kv() {
 	local w
 	for w in $1; do
-		[[ $w == "$2="* ]] && { echo "${w#*=}"; return; }
+		[[ $w == "$2="* ]] && { echo "${w#*=}"; return 0; }
 	done
+	return 0
 }
 
 # median of the numbers on stdin (empty input: "-").
@@ -91,7 +92,8 @@ bench_calc() {
 	for v in "$@"; do
 		[[ $v == - || -z $v ]] && { echo "-"; return; }
 	done
-	awk -v a="${1:-0}" -v b="${2:-0}" -v c="${3:-0}" "BEGIN { print $expr }"
+	awk -v a="${1:-0}" -v b="${2:-0}" -v c="${3:-0}" "BEGIN { print $expr }" \
+		2>/dev/null || echo "-"
 }
 
 # bench_fmt PRINTF_FORMAT VALUE: formats a number, passes "-" through.

@@ -117,7 +117,7 @@ dd_bw() {
 	local count out secs
 	count=$((($2 + 1048575) / 1048576))
 	out=$(dd if=/dev/zero of="$DIR/dd.tmp" bs=1M count="$count" conv=fsync 2>&1) ||
-		{ fail "$1: dd failed: $out"; return; }
+		{ fail "$1: dd failed: $out"; return 0; }
 	rm -f "$DIR/dd.tmp"
 	secs=$(echo "$out" | sed -n 's/.* copied, \([0-9.e+-]*\) s.*/\1/p')
 	put "$1" dd_mbs "$(awk -v b="$((count * 1048576))" -v s="$secs" 'BEGIN { printf "%.1f", b / s / 1e6 }')"
@@ -137,7 +137,7 @@ stasis_scenario() {
 	if ! wait_for "$out" "memtest: touched $mib MiB" "$pid" $((120 + mib)); then
 		fail "$sc: stasis guest did not touch its memory: $(cat "$out" "$DIR/s.err" 2>/dev/null | tail -n 3)"
 		wait_exit "$pid" 1
-		return
+		return 0
 	fi
 	step "$sc: stasis touched; pause x$RUNS"
 	for ((i = 1; i <= RUNS; i++)); do
@@ -145,7 +145,7 @@ stasis_scenario() {
 		line=$("$BENCHTOOL" http "$sock" PUT /vm/pause | head -n1) ||
 			{ fail "$sc: stasis pause failed: $line"; continue; }
 		put "$sc" s_pause_rtt_ms "$(bench_calc "a / 1000" "$(bench_kv "$line" us)")"
-		us=$("$BENCHTOOL" http "$sock" GET /vm | sed -n 's/.*"last_pause_us": *\([0-9]*\).*/\1/p')
+		us=$("$BENCHTOOL" http "$sock" GET /vm | sed -n 's/.*"last_pause_us": *\([0-9]*\).*/\1/p') || true
 		[[ -n $us ]] && put "$sc" s_pause_us "$us"
 		"$BENCHTOOL" http "$sock" PUT /vm/resume >/dev/null ||
 			fail "$sc: stasis resume failed"
@@ -164,7 +164,7 @@ stasis_scenario() {
 	done
 	"$BENCHTOOL" http "$sock" PUT /vm/shutdown >/dev/null || true
 	wait_exit "$pid" 60
-	[[ -f $snap ]] || return
+	[[ -f $snap ]] || return 0
 	step "$sc: dd"
 	dd_bw "$sc" "$(file_size "$snap")"
 	# Both memory modes: map (default; pages are read from the file as
@@ -202,7 +202,7 @@ qemu_scenario() {
 	if ! wait_for "$out" "memtest: touched $mib MiB" "$pid" $((120 + mib)); then
 		fail "$sc: QEMU guest did not touch its memory: $(cat "$out" "$DIR/q.err" 2>/dev/null | tail -n 3)"
 		wait_exit "$pid" 1
-		return
+		return 0
 	fi
 	# No bandwidth cap (QEMU 7.2 defaults to 128 MiB/s for migration).
 	"$BENCHTOOL" qmp "$sock" '{"execute": "migrate-set-parameters", "arguments": {"max-bandwidth": 1099511627776}}' >/dev/null ||
@@ -215,7 +215,7 @@ qemu_scenario() {
 		# migration of the stopped VM into a file.
 		line=$("$BENCHTOOL" qmp "$sock" '{"execute": "stop"}' \
 			"{\"execute\": \"migrate\", \"arguments\": {\"uri\": \"exec:cat > $snap\"}}" \
-			wait-migrate '{"execute": "cont"}') ||
+			wait-migrate cont-after-migrate) ||
 			{ fail "$sc: QEMU save failed: $(echo "$line" | tail -n 1)"; continue; }
 		# A fresh client, as for stasis: connect + negotiate + stop.
 		put "$sc" q_stop_rtt_ms "$(bench_calc "(a + b) / 1000" \
@@ -231,7 +231,7 @@ qemu_scenario() {
 	done
 	"$BENCHTOOL" qmp "$sock" '{"execute": "quit"}' >/dev/null || true
 	wait_exit "$pid" 60
-	[[ -f $snap ]] || return
+	[[ -f $snap ]] || return 0
 	step "$sc: QEMU restore x$RUNS"
 	for ((i = 1; i <= RUNS; i++)); do
 		line=$("$BENCHTOOL" restore --qmp "$SOCKDIR/qr.sock" --no-output \

@@ -225,7 +225,9 @@ port() {
 }
 out=$(port kvmvm.stdout) || exit 1
 err=$(port kvmvm.stderr) || exit 1
-[ "$KVMVM_DEBUG" = 1 ] && echo "KVMVM-START $(cut -d' ' -f1 /proc/uptime)" >/dev/ttyS0
+# Progress on the command's stderr: a run that hangs later shows that the
+# VM itself came up.
+echo "kvm-vm: L1 VM up after $(cut -d' ' -f1 /proc/uptime) s; running the command" >"$err"
 
 chroot /host /bin/bash /run/kvmvm/cmd </dev/null >"$out" 2>"$err"
 rc=$?
@@ -407,8 +409,9 @@ EOF
 	if [[ $KVMVM_DEBUG = 1 ]]; then
 		append+=" loglevel=7"
 	else
-		# Only emergencies (panics) reach the console log.
-		append+=" quiet loglevel=1"
+		# Warnings and worse (soft lockups, hung tasks, panics) reach
+		# the console log, shown when a run times out or breaks.
+		append+=" quiet loglevel=5"
 	fi
 	local console=$run/console.log
 	# shellcheck disable=SC2054 # commas are QEMU's, not array separators
@@ -438,7 +441,10 @@ EOF
 	local status
 	status=$(tr -d '\r' 2>/dev/null <"$console" | sed -n 's/^KVMVM-\(EXIT\|ERROR\) /\1 /p' | tail -n1) || true
 	if [[ $qrc = 124 ]]; then
-		echo "$PROG: error: timed out after ${KVMVM_TIMEOUT}s (KVMVM_TIMEOUT); VM killed" >&2
+		{
+			echo "$PROG: error: timed out after ${KVMVM_TIMEOUT}s (KVMVM_TIMEOUT); VM killed"
+			tr -d '\r' 2>/dev/null <"$console" | grep -av '^\s*$' | sed 's/^/  console: /' | tail -n 20 || true
+		} >&2
 		exit "$EXIT_TIMEOUT"
 	fi
 	case $status in

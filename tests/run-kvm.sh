@@ -23,6 +23,9 @@ elapsed() {
 	awk -v a="$1" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f s", (b - a) / 1e9 }'
 }
 
+# A hung test fails on its own instead of eating the whole run's budget.
+TEST_LIMIT=${STASIS_TEST_LIMIT:-$((300 * STASIS_TIME_SCALE))}
+suite_start=$(date +%s%N)
 failed=0
 for t in "$ROOT"/tests/integration/kvm/*.sh; do
 	name=$(basename "$t" .sh)
@@ -32,7 +35,9 @@ for t in "$ROOT"/tests/integration/kvm/*.sh; do
 	slow_*) [ "${STASIS_SLOW_TESTS:-0}" = 1 ] || continue ;;
 	esac
 	start=$(date +%s%N)
-	if out=$(bash "$t" 2>&1); then
+	# Progress for logs watched live (CI): which test is running now.
+	echo "RUN  $name"
+	if out=$(timeout -k 10 "$TEST_LIMIT" bash "$t" 2>&1); then
 		echo "PASS $name ($(elapsed "$start"))"
 	else
 		echo "FAIL $name ($(elapsed "$start"))"
@@ -40,4 +45,5 @@ for t in "$ROOT"/tests/integration/kvm/*.sh; do
 		failed=1
 	fi
 done
+echo "kvm suite: $(elapsed "$suite_start") in all"
 exit $failed
