@@ -18,6 +18,37 @@ enum cpu_template {
 	CPU_TEMPLATE_BASELINE, /* a fixed, documented set (docs/cpu.md) */
 };
 
+/* virtio devices (docs/virtio.md). */
+#define CONFIG_MAX_DISKS 4
+#define CONFIG_MAX_NETS 2
+
+struct disk_config {
+	char *path;
+	bool readonly;
+	char *id; /* virtio-blk GET_ID string (<= 20 bytes); NULL: "blkN" */
+};
+
+enum net_backend {
+	NET_BACKEND_TAP, /* --net tap=NAME: a host tap device */
+	NET_BACKEND_UNIX, /* --net unix=PATH[,peer=PATH]: datagram socket */
+};
+
+struct net_config {
+	enum net_backend backend;
+	char *tap; /* tap interface name */
+	char *path; /* our datagram socket (bound) */
+	char *peer; /* the other end's socket; NULL: reply to last sender */
+	uint8_t mac[6];
+	bool mac_set; /* else derived from the VM's index: 52:54:00:... */
+};
+
+enum console_mode {
+	CONSOLE_NONE,
+	CONSOLE_STDIO,
+	CONSOLE_FILE, /* output to a file, no input */
+	CONSOLE_SOCKET, /* a listening UNIX stream socket, one client */
+};
+
 #define CONFIG_DEFAULT_MEM (256ull << 20)
 #define CONFIG_MAX_CMDLINE 4096
 
@@ -33,6 +64,14 @@ struct vm_config {
 	bool debug_exit;
 	enum cpu_template cpu_template;
 	char *api_socket;
+
+	struct disk_config disks[CONFIG_MAX_DISKS];
+	unsigned ndisks;
+	struct net_config nets[CONFIG_MAX_NETS];
+	unsigned nnets;
+	enum console_mode console;
+	char *console_path;
+	bool rng;
 };
 
 /* Defaults: 256 MiB, 1 vCPU, serial on stdio, host CPU template. */

@@ -1,0 +1,25 @@
+/* The virtio device models stasis offers, each in its own file: block
+ * (blk.c), network (net.c), console (console.c) and entropy (rng.c). */
+#ifndef STASIS_VIRTIO_DEVICES_H
+#define STASIS_VIRTIO_DEVICES_H
+
+#include "core/config.h"
+#include "virtio/virtio.h"
+
+/* Each creates its device model from the config, then the transport
+ * (virtio_device_create) at @slot with record name @name. Returns 0 or
+ * -errno after printing a one-line reason (e.g. a missing disk image). On
+ * failure nothing is left open. */
+int virtio_blk_create(struct virtio_device *vdev, struct vm *vm,
+		      const struct disk_config *cfg, const char *name,
+		      uint8_t slot);
+int virtio_net_create(struct virtio_device *vdev, struct vm *vm,
+		      const struct net_config *cfg, unsigned index,
+		      const char *name, uint8_t slot);
+int virtio_console_create(struct virtio_device *vdev, struct vm *vm,
+			  enum console_mode mode, const char *path,
+			  const char *name, uint8_t slot);
+int virtio_rng_create(struct virtio_device *vdev, struct vm *vm,
+		      const char *name, uint8_t slot);
+
+#endif

@@ -1,0 +1,222 @@
+/* virtio devices on the PCI bus: the split virtqueue (virtqueue.c), the
+ * modern virtio-pci transport (virtio_pci.c) and the contract between the
+ * transport and each device model (blk.c, net.c, console.c, rng.c).
+ * Section numbers are those of the virtio 1.2 specification. */
+#ifndef STASIS_VIRTIO_H
+#define STASIS_VIRTIO_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "devices/pci.h"
+#include "memory/guest_mem.h"
+#include "snapshot/state.h"
+
+struct vm;
+
+/* Device IDs (5). */
+#define VIRTIO_ID_NET 1
+#define VIRTIO_ID_BLOCK 2
+#define VIRTIO_ID_CONSOLE 3
+#define VIRTIO_ID_RNG 4
+
+/* Device status bits (2.1). */
+#define VIRTIO_STATUS_ACKNOWLEDGE 0x01
+#define VIRTIO_STATUS_DRIVER 0x02
+#define VIRTIO_STATUS_DRIVER_OK 0x04
+#define VIRTIO_STATUS_FEATURES_OK 0x08
+#define VIRTIO_STATUS_NEEDS_RESET 0x40
+#define VIRTIO_STATUS_FAILED 0x80
+
+/* Transport-level feature bits (6). */
+#define VIRTIO_F_RING_INDIRECT_DESC 28
+#define VIRTIO_F_RING_EVENT_IDX 29
+#define VIRTIO_F_VERSION_1 32
+
+/* Limits of this implementation. */
+#define VIRTQ_MAX_SIZE 1024 /* largest queue size offered (2.7) */
+#define VIRTQ_MAX_CHAIN 256 /* descriptors in one chain, indirect included */
+#define VIRTIO_MAX_QUEUES 8
+
+/* ------------------------------------------------------------ virtqueue -- */
+
+/* One split virtqueue (2.7). The addresses and sizes are written by the
+ * driver through the transport; the indices are ours. */
+struct virtq {
+	/* Saved state (in virtio_pci's queue table). */
+	uint16_t size; /* negotiated; a power of two <= VIRTQ_MAX_SIZE */
+	bool enabled;
+	uint16_t msix_vector; /* VIRTIO_MSI_NO_VECTOR when none */
+	gpa_t desc_gpa, avail_gpa, used_gpa;
+	uint16_t last_avail; /* next avail ring entry to take */
+	uint16_t used_idx; /* next used ring entry to fill (shadow of idx) */
+	uint16_t signalled_used; /* used_idx at the last interrupt (event idx) */
+	bool signalled_used_valid;
+
+	/* Set up by the transport. */
+	const struct guest_mem *mem;
+	bool event_idx; /* VIRTIO_F_RING_EVENT_IDX negotiated */
+	bool indirect; /* VIRTIO_F_RING_INDIRECT_DESC negotiated */
+};
+
+/* A descriptor chain taken from the avail ring, as host iovecs into guest
+ * memory: the device-readable buffers first (out), then the device-writable
+ * ones (in). Every iovec lies inside guest RAM. */
+struct virtq_chain {
+	uint16_t head;
+	unsigned nout, nin;
+	struct iovec iov[VIRTQ_MAX_CHAIN];
+	uint64_t out_len, in_len; /* byte totals */
+};
+
+/* Checks the queue's addresses and size against guest memory (2.7: ring
+ * alignment, sizes). Call when the driver enables the queue. Returns 0 or
+ * -EINVAL. */
+int virtq_check(const struct virtq *vq);
+
+/* Takes the next available chain into @chain. Returns 1 when one was
+ * taken, 0 when the ring is empty, -EIO when the driver broke the rules
+ * (avail index jumped by more than the queue size, head out of range, a
+ * loop, a chain longer than VIRTQ_MAX_CHAIN or the queue size, a buffer
+ * outside guest RAM, a readable buffer after a writable one, a nested or
+ * misaligned indirect table). On -EIO the caller puts the device into
+ * NEEDS_RESET (virtio_device_fail). */
+int virtq_pop(struct virtq *vq, struct virtq_chain *chain);
+
+/* Returns chain @head to the driver with @written bytes written to its
+ * device-writable part. */
+void virtq_push(struct virtq *vq, uint16_t head, uint32_t written);
+
+/* Whether the driver wants an interrupt for what was pushed since the last
+ * one (VIRTQ_AVAIL_F_NO_INTERRUPT or used_event, 2.7.7 and 2.7.10); updates
+ * the signalled index when it does. */
+bool virtq_needs_interrupt(struct virtq *vq);
+
+/* Whether there is nothing to take. */
+bool virtq_empty(const struct virtq *vq);
+
+/* With event idx, tells the driver to notify us once avail reaches the
+ * current index (2.7.10); without, flips VIRTQ_USED_F_NO_NOTIFY. */
+void virtq_set_notify(struct virtq *vq, bool enable);
+
+/* Copies helpers over a chain's iovecs: return bytes copied. */
+size_t virtq_chain_read(const struct virtq_chain *c, size_t off, void *buf,
+			size_t len);
+size_t virtq_chain_write(const struct virtq_chain *c, size_t off,
+			 const void *buf, size_t len);
+
+/* -------------------------------------------------------------- devices -- */
+
+struct virtio_device;
+
+/* What a device model provides. Callbacks run on the device's worker
+ * thread, except config_read/config_write (vCPU threads, with the device's
+ * lock held) and reset (with the lock held, worker parked). */
+struct virtio_device_ops {
+	const char *kind; /* "blk", "net", "console", "rng": record names */
+	uint16_t device_id; /* VIRTIO_ID_* */
+	uint16_t num_queues;
+	uint32_t config_len; /* bytes of device-specific config (4.1.4.6) */
+
+	/* Device feature bits; the transport adds VERSION_1, INDIRECT_DESC
+	 * and EVENT_IDX. */
+	uint64_t (*features)(struct virtio_device *vdev);
+	void (*config_read)(struct virtio_device *vdev, uint32_t off,
+			    uint8_t *data, uint32_t len);
+	void (*config_write)(struct virtio_device *vdev, uint32_t off,
+			     const uint8_t *data, uint32_t len);
+	/* Queue @q has new buffers (or was just enabled). Process what can
+	 * be processed now; returns 0, or -EIO for a broken queue. */
+	int (*queue_notify)(struct virtio_device *vdev, unsigned q);
+	/* An extra fd of the device (tap, socket, console input) is
+	 * readable; see extra_fd. May be NULL. */
+	int (*fd_ready)(struct virtio_device *vdev);
+	/* Driver reset (status written 0, 4.1.4.3.1): drop device state. */
+	void (*reset)(struct virtio_device *vdev);
+	/* Device-specific saved state: desc describes the device struct
+	 * (vdev->priv). May be NULL. post_load runs after decode. */
+	const struct state_desc *state_desc;
+	int (*post_load)(struct virtio_device *vdev);
+	/* Frees what the device opened; safe after a failed create. */
+	void (*destroy)(struct virtio_device *vdev);
+};
+
+/* One virtio-pci device: transport state, queues and the device model's
+ * private struct. */
+struct virtio_device {
+	struct pci_device pci; /* first: pci->opaque points back here */
+	const struct virtio_device_ops *ops;
+	void *priv; /* the device model's struct */
+	char name[32]; /* "blk0", "net1": the DEVICE record name */
+	struct vm *vm;
+	pthread_mutex_t lock; /* transport registers and queue setup */
+
+	/* Saved transport state (virtio_pci_state_desc). */
+	uint8_t status;
+	uint32_t device_feature_select, driver_feature_select;
+	uint64_t driver_features; /* as written by the driver */
+	uint16_t queue_select;
+	uint16_t config_msix_vector;
+	uint8_t isr;
+	uint8_t config_generation;
+	struct virtq vq[VIRTIO_MAX_QUEUES];
+	/* MSI-X table (address lo/hi, data, control per vector) and PBA. */
+	uint32_t msix_table[VIRTIO_MAX_QUEUES + 1][4];
+	uint64_t msix_pba;
+	bool msix_enabled, msix_masked; /* from the capability's control */
+
+	/* Derived, rebuilt on load. */
+	int extra_fd; /* set by the device model, -1 when none */
+	int kick_fd[VIRTIO_MAX_QUEUES]; /* ioeventfds of the notify area */
+	int irq_fd[VIRTIO_MAX_QUEUES + 1]; /* irqfds, one per MSI-X vector */
+	uint32_t gsi[VIRTIO_MAX_QUEUES + 1];
+	pthread_t worker;
+	bool worker_started;
+	int ctl_fd; /* eventfd: wakes the worker to park or stop */
+	atomic_bool park_requested, stop_requested;
+	bool parked;
+	pthread_cond_t park_cond;
+};
+
+/* Creates the transport for a device model (@ops, @priv), plugs it into
+ * the PCI bus at @slot and names it @name. Returns 0 or -errno with a
+ * one-line reason printed. */
+int virtio_device_create(struct virtio_device *vdev, struct vm *vm,
+			 const struct virtio_device_ops *ops, void *priv,
+			 const char *name, uint8_t slot);
+
+/* Starts the worker thread (after boot or restore, before the vCPUs). */
+int virtio_device_start(struct virtio_device *vdev);
+
+/* Parks the worker between requests: on return nothing of this device
+ * touches guest memory or its state, and no request is half done. Used by
+ * the pause protocol before a snapshot. */
+void virtio_device_park(struct virtio_device *vdev);
+void virtio_device_unpark(struct virtio_device *vdev);
+
+/* Sends queue @q's interrupt if the driver wants one (MSI-X vector through
+ * its irqfd, else INTx with ISR bit 0). */
+void virtio_device_notify(struct virtio_device *vdev, unsigned q);
+
+/* Device config changed (e.g. a resized disk): ISR bit 1 and the config
+ * vector; bumps config_generation. */
+void virtio_device_config_changed(struct virtio_device *vdev);
+
+/* The guest broke the rules: set NEEDS_RESET, raise the config interrupt,
+ * stop processing until the driver resets the device (2.1.2). Logs one
+ * line naming the device and @why. */
+void virtio_device_fail(struct virtio_device *vdev, const char *why);
+
+/* Snapshot: the transport's table (struct virtio_device) and the post-load
+ * step that re-arms ioeventfds, irqfd routes and BAR mappings. */
+extern const struct state_desc virtio_pci_state_desc;
+int virtio_device_post_load(struct virtio_device *vdev);
+
+/* Stops the worker and frees everything; safe on a zeroed struct. */
+void virtio_device_destroy(struct virtio_device *vdev);
+
+#endif
