@@ -2,6 +2,7 @@
  * the rest of stasis can trust struct vm_config. */
 #include "core/config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -9,6 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <net/if.h>
+#include <sys/un.h>
 
 #include <json-c/json.h>
 
@@ -39,6 +43,35 @@ void config_init(struct vm_config *c)
 	c->cpu_template = CPU_TEMPLATE_HOST;
 }
 
+void config_free_disk(struct disk_config *d)
+{
+	free(d->path);
+	free(d->id);
+	memset(d, 0, sizeof(*d));
+}
+
+void config_free_net(struct net_config *n)
+{
+	free(n->tap);
+	free(n->path);
+	free(n->peer);
+	memset(n, 0, sizeof(*n));
+}
+
+static void config_clear_disks(struct vm_config *c)
+{
+	for (unsigned i = 0; i < c->ndisks; i++)
+		config_free_disk(&c->disks[i]);
+	c->ndisks = 0;
+}
+
+static void config_clear_nets(struct vm_config *c)
+{
+	for (unsigned i = 0; i < c->nnets; i++)
+		config_free_net(&c->nets[i]);
+	c->nnets = 0;
+}
+
 void config_free(struct vm_config *c)
 {
 	free(c->kernel);
@@ -46,6 +79,9 @@ void config_free(struct vm_config *c)
 	free(c->cmdline);
 	free(c->serial_path);
 	free(c->api_socket);
+	config_clear_disks(c);
+	config_clear_nets(c);
+	free(c->console_path);
 	config_init(c);
 }
 
@@ -143,6 +179,245 @@ const char *config_cpu_template_name(enum cpu_template t)
 	return t == CPU_TEMPLATE_BASELINE ? "baseline" : "host";
 }
 
+/* "52:54:00:12:34:56": six hex pairs. A multicast or all-zero address
+ * cannot be a NIC's own (IEEE 802 bit 0 of the first octet). */
+static int parse_mac(const char *s, uint8_t mac[6])
+{
+	unsigned v[6];
+	int used = -1;
+
+	if (strlen(s) != 17 ||
+	    sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%n", &v[0], &v[1], &v[2], &v[3],
+		   &v[4], &v[5], &used) != 6 ||
+	    used != 17)
+		return -EINVAL;
+	for (int i = 0; i < 17; i++)
+		if (i % 3 == 2 ? s[i] != ':' : !isxdigit((unsigned char)s[i]))
+			return -EINVAL;
+	for (int i = 0; i < 6; i++)
+		mac[i] = (uint8_t)v[i];
+	if (mac[0] & 1)
+		return -EINVAL;
+	if (!(mac[0] | mac[1] | mac[2] | mac[3] | mac[4] | mac[5]))
+		return -EINVAL;
+	return 0;
+}
+
+/* Splits "a,b=c,..." in place: returns the next item and advances @p. */
+static char *next_item(char **p)
+{
+	char *item = *p, *comma;
+
+	if (!item)
+		return NULL;
+	comma = strchr(item, ',');
+	if (comma) {
+		*comma = '\0';
+		*p = comma + 1;
+	} else {
+		*p = NULL;
+	}
+	return item;
+}
+
+/* Printable ASCII: what a virtio-blk serial or a file name in a config can
+ * hold without surprises in logs and JSON. */
+static bool is_printable(const char *s)
+{
+	for (; *s; s++)
+		if (*s < 0x20 || *s > 0x7e)
+			return false;
+	return true;
+}
+
+int config_parse_disk(struct disk_config *d, const char *spec, char *err,
+		      size_t errlen)
+{
+	char *copy = strdup(spec), *p = copy, *item;
+	int ret = -EINVAL;
+
+	memset(d, 0, sizeof(*d));
+	if (!copy) {
+		set_err(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	item = next_item(&p);
+	if (!*item) {
+		set_err(err, errlen, "--disk: '%s' has no image path", spec);
+		goto fail;
+	}
+	d->path = strdup(item);
+	if (!d->path)
+		goto nomem;
+	while ((item = next_item(&p))) {
+		if (!strcmp(item, "ro")) {
+			d->readonly = true;
+		} else if (!strncmp(item, "id=", 3)) {
+			size_t n = strlen(item + 3);
+
+			if (d->id) {
+				set_err(err, errlen, "--disk: id given twice");
+				goto fail;
+			}
+			if (n == 0 || n > CONFIG_DISK_ID_MAX ||
+			    !is_printable(item + 3)) {
+				set_err(err, errlen,
+					"--disk: id '%s' must be 1 to %d "
+					"printable characters",
+					item + 3, CONFIG_DISK_ID_MAX);
+				goto fail;
+			}
+			d->id = strdup(item + 3);
+			if (!d->id)
+				goto nomem;
+		} else {
+			set_err(err, errlen,
+				"--disk: unknown option '%s' (PATH[,ro][,id="
+				"NAME])",
+				item);
+			goto fail;
+		}
+	}
+	free(copy);
+	return 0;
+nomem:
+	set_err(err, errlen, "out of memory");
+	ret = -ENOMEM;
+fail:
+	config_free_disk(d);
+	free(copy);
+	return ret;
+}
+
+int config_parse_net(struct net_config *n, const char *spec, char *err,
+		     size_t errlen)
+{
+	char *copy = strdup(spec), *p = copy, *item;
+	int ret = -EINVAL;
+
+	memset(n, 0, sizeof(*n));
+	if (!copy) {
+		set_err(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	item = next_item(&p);
+	if (!strncmp(item, "tap=", 4)) {
+		n->backend = NET_BACKEND_TAP;
+		/* The kernel's interface names hold IFNAMSIZ - 1 bytes. */
+		if (!item[4] || strlen(item + 4) >= IFNAMSIZ ||
+		    strchr(item + 4, '/') || !is_printable(item + 4)) {
+			set_err(err, errlen,
+				"--net: tap name '%s' must be 1 to %d "
+				"characters",
+				item + 4, IFNAMSIZ - 1);
+			goto fail;
+		}
+		n->tap = strdup(item + 4);
+		if (!n->tap)
+			goto nomem;
+	} else if (!strncmp(item, "unix=", 5)) {
+		n->backend = NET_BACKEND_UNIX;
+		if (!item[5] ||
+		    strlen(item + 5) >=
+			sizeof(((struct sockaddr_un *)0)->sun_path)) {
+			set_err(err, errlen,
+				"--net: socket path '%s' is empty or too long",
+				item + 5);
+			goto fail;
+		}
+		n->path = strdup(item + 5);
+		if (!n->path)
+			goto nomem;
+	} else {
+		set_err(err, errlen,
+			"--net: '%s' is not tap=NAME or unix=PATH[,peer=PATH]",
+			spec);
+		goto fail;
+	}
+	while ((item = next_item(&p))) {
+		if (!strncmp(item, "mac=", 4)) {
+			if (n->mac_set) {
+				set_err(err, errlen, "--net: mac given twice");
+				goto fail;
+			}
+			if (parse_mac(item + 4, n->mac)) {
+				set_err(err, errlen,
+					"--net: '%s' is not a unicast MAC "
+					"address like 52:54:00:12:34:56",
+					item + 4);
+				goto fail;
+			}
+			n->mac_set = true;
+		} else if (!strncmp(item, "peer=", 5) &&
+			   n->backend == NET_BACKEND_UNIX) {
+			if (n->peer || !item[5] ||
+			    strlen(item + 5) >=
+				sizeof(((struct sockaddr_un *)0)->sun_path)) {
+				set_err(
+				    err, errlen,
+				    "--net: peer '%s' is repeated, empty or "
+				    "too long",
+				    item + 5);
+				goto fail;
+			}
+			n->peer = strdup(item + 5);
+			if (!n->peer)
+				goto nomem;
+		} else {
+			set_err(err, errlen, "--net: unknown option '%s'",
+				item);
+			goto fail;
+		}
+	}
+	free(copy);
+	return 0;
+nomem:
+	set_err(err, errlen, "out of memory");
+	ret = -ENOMEM;
+fail:
+	config_free_net(n);
+	free(copy);
+	return ret;
+}
+
+int config_parse_console(struct vm_config *c, const char *spec, char *err,
+			 size_t errlen)
+{
+	enum console_mode mode;
+	const char *path = NULL;
+
+	if (!strcmp(spec, "none")) {
+		mode = CONSOLE_NONE;
+	} else if (!strcmp(spec, "stdio")) {
+		mode = CONSOLE_STDIO;
+	} else if (!strncmp(spec, "file:", 5) && spec[5]) {
+		mode = CONSOLE_FILE;
+		path = spec + 5;
+	} else if (!strncmp(spec, "socket:", 7) && spec[7]) {
+		mode = CONSOLE_SOCKET;
+		path = spec + 7;
+		if (strlen(path) >=
+		    sizeof(((struct sockaddr_un *)0)->sun_path)) {
+			set_err(err, errlen, "--console: socket path too long");
+			return -EINVAL;
+		}
+	} else {
+		set_err(err, errlen,
+			"--console: '%s' is not stdio, file:PATH, socket:PATH "
+			"or none",
+			spec);
+		return -EINVAL;
+	}
+	free(c->console_path);
+	c->console_path = NULL;
+	if (path && !(c->console_path = strdup(path))) {
+		set_err(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	c->console = mode;
+	return 0;
+}
+
 static int parse_cpus(const char *s, unsigned *out)
 {
 	unsigned long v;
@@ -172,6 +447,10 @@ enum config_opt {
 	OPT_CPU_TEMPLATE,
 	OPT_CONFIG,
 	OPT_API_SOCKET,
+	OPT_DISK,
+	OPT_NET,
+	OPT_CONSOLE,
+	OPT_RNG,
 };
 
 static const struct option config_long_opts[] = {
@@ -184,6 +463,10 @@ static const struct option config_long_opts[] = {
 	{ "debug-exit", no_argument, NULL, OPT_DEBUG_EXIT },
 	{ "cpu-template", required_argument, NULL, OPT_CPU_TEMPLATE },
 	{ "api-socket", required_argument, NULL, OPT_API_SOCKET },
+	{ "disk", required_argument, NULL, OPT_DISK },
+	{ "net", required_argument, NULL, OPT_NET },
+	{ "console", required_argument, NULL, OPT_CONSOLE },
+	{ "rng", no_argument, NULL, OPT_RNG },
 	{ "config", required_argument, NULL, OPT_CONFIG },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
@@ -250,6 +533,35 @@ static int config_apply(struct vm_config *c, int opt, const char *name,
 	case OPT_API_SOCKET:
 		ret = set_string(&c->api_socket, value);
 		break;
+	case OPT_DISK:
+		if (c->ndisks >= CONFIG_MAX_DISKS) {
+			set_err(err, errlen, "--disk: more than %d disks",
+				CONFIG_MAX_DISKS);
+			return -EINVAL;
+		}
+		ret =
+		    config_parse_disk(&c->disks[c->ndisks], value, err, errlen);
+		if (ret)
+			return ret;
+		c->ndisks++;
+		break;
+	case OPT_NET:
+		if (c->nnets >= CONFIG_MAX_NETS) {
+			set_err(err, errlen,
+				"--net: more than %d network devices",
+				CONFIG_MAX_NETS);
+			return -EINVAL;
+		}
+		ret = config_parse_net(&c->nets[c->nnets], value, err, errlen);
+		if (ret)
+			return ret;
+		c->nnets++;
+		break;
+	case OPT_CONSOLE:
+		return config_parse_console(c, value, err, errlen);
+	case OPT_RNG:
+		c->rng = true;
+		break;
 	default:
 		set_err(err, errlen, "option '%s' is not allowed here", name);
 		return -EINVAL;
@@ -273,6 +585,42 @@ static const struct option *config_find_opt(const char *key)
 		if (!strcmp(o->name, name))
 			return o;
 	return NULL;
+}
+
+/* "disk" and "net" take an array of strings in the command-line syntax
+ * (a single string is one element); the array replaces the list. */
+static int config_load_json_list(struct vm_config *c, int opt, const char *key,
+				 struct json_object *val, char *err,
+				 size_t errlen)
+{
+	size_t n = 1;
+	int ret;
+
+	if (json_object_is_type(val, json_type_array))
+		n = json_object_array_length(val);
+	else if (!json_object_is_type(val, json_type_string))
+		goto bad_type;
+	if (opt == OPT_DISK)
+		config_clear_disks(c);
+	else
+		config_clear_nets(c);
+	for (size_t i = 0; i < n; i++) {
+		struct json_object *e =
+		    json_object_is_type(val, json_type_array)
+			? json_object_array_get_idx(val, i)
+			: val;
+
+		if (!json_object_is_type(e, json_type_string))
+			goto bad_type;
+		ret = config_apply(c, opt, key, json_object_get_string(e), err,
+				   errlen);
+		if (ret)
+			return ret;
+	}
+	return 0;
+bad_type:
+	set_err(err, errlen, "\"%s\" must be an array of strings", key);
+	return -EINVAL;
 }
 
 int config_load_json(struct vm_config *c, const char *text, char *err,
@@ -315,7 +663,10 @@ int config_load_json(struct vm_config *c, const char *text, char *err,
 			ret = -EINVAL;
 			goto out;
 		}
-		if (o->has_arg == no_argument) {
+		if (o->val == OPT_DISK || o->val == OPT_NET) {
+			ret = config_load_json_list(c, o->val, key, val, err,
+						    errlen);
+		} else if (o->has_arg == no_argument) {
 			if (!json_object_is_type(val, json_type_boolean)) {
 				set_err(err, errlen,
 					"\"%s\" must be true or false", key);
@@ -327,6 +678,8 @@ int config_load_json(struct vm_config *c, const char *text, char *err,
 						   errlen);
 			else if (o->val == OPT_DEBUG_EXIT)
 				c->debug_exit = false;
+			else if (o->val == OPT_RNG)
+				c->rng = false;
 		} else {
 			if (json_object_is_type(val, json_type_int) &&
 			    json_object_get_int64(val) >= 0) {
@@ -400,6 +753,7 @@ out:
 int config_parse_run_args(struct vm_config *c, int argc, char **argv, char *err,
 			  size_t errlen)
 {
+	bool cli_disks = false, cli_nets = false;
 	int opt, ret;
 
 	/* First pass: only --config and --help, so flags override the file
@@ -430,6 +784,16 @@ int config_parse_run_args(struct vm_config *c, int argc, char **argv, char *err,
 		}
 		if (opt == OPT_CONFIG)
 			continue;
+		/* Like every flag, --disk and --net override the file: the
+		 * first one replaces its list. */
+		if (opt == OPT_DISK && !cli_disks) {
+			config_clear_disks(c);
+			cli_disks = true;
+		}
+		if (opt == OPT_NET && !cli_nets) {
+			config_clear_nets(c);
+			cli_nets = true;
+		}
 		ret =
 		    config_apply(c, opt, argv[optind - 1], optarg, err, errlen);
 		if (ret)
@@ -440,6 +804,71 @@ int config_parse_run_args(struct vm_config *c, int argc, char **argv, char *err,
 		return -EINVAL;
 	}
 	return config_validate(c, err, errlen);
+}
+
+/* The virtio options; the parsers already checked each value's syntax,
+ * this checks what a JSON file or a hand-built config could still get
+ * wrong, and combinations. */
+static int config_validate_virtio(const struct vm_config *c, char *err,
+				  size_t errlen)
+{
+	if (c->ndisks > CONFIG_MAX_DISKS || c->nnets > CONFIG_MAX_NETS) {
+		set_err(err, errlen, "more than %d disks or %d network devices",
+			CONFIG_MAX_DISKS, CONFIG_MAX_NETS);
+		return -EINVAL;
+	}
+	for (unsigned i = 0; i < c->ndisks; i++) {
+		const struct disk_config *d = &c->disks[i];
+
+		if (!d->path || !*d->path) {
+			set_err(err, errlen, "--disk: disk %u has no path", i);
+			return -EINVAL;
+		}
+		if (d->id && strlen(d->id) > CONFIG_DISK_ID_MAX) {
+			set_err(err, errlen,
+				"--disk: id '%s' is longer than %d bytes",
+				d->id, CONFIG_DISK_ID_MAX);
+			return -EINVAL;
+		}
+		/* Two devices writing one image corrupt it. */
+		for (unsigned j = 0; j < i; j++)
+			if (!strcmp(d->path, c->disks[j].path)) {
+				set_err(err, errlen,
+					"--disk: %s is given twice", d->path);
+				return -EINVAL;
+			}
+	}
+	for (unsigned i = 0; i < c->nnets; i++) {
+		const struct net_config *n = &c->nets[i];
+
+		if (n->backend == NET_BACKEND_TAP ? !n->tap : !n->path) {
+			set_err(err, errlen, "--net: device %u has no backend",
+				i);
+			return -EINVAL;
+		}
+		for (unsigned j = 0; j < i; j++)
+			if (n->backend == NET_BACKEND_UNIX &&
+			    c->nets[j].backend == NET_BACKEND_UNIX &&
+			    !strcmp(n->path, c->nets[j].path)) {
+				set_err(err, errlen,
+					"--net: socket %s is given twice",
+					n->path);
+				return -EINVAL;
+			}
+	}
+	if ((c->console == CONSOLE_FILE || c->console == CONSOLE_SOCKET) &&
+	    (!c->console_path || !*c->console_path)) {
+		set_err(err, errlen, "--console: no path given");
+		return -EINVAL;
+	}
+	/* Only one device can read the terminal. */
+	if (c->console == CONSOLE_STDIO && c->serial == SERIAL_STDIO) {
+		set_err(err, errlen,
+			"--console stdio needs --serial file:PATH or none: "
+			"both would read stdin");
+		return -EINVAL;
+	}
+	return 0;
 }
 
 int config_validate(const struct vm_config *c, char *err, size_t errlen)
@@ -463,7 +892,7 @@ int config_validate(const struct vm_config *c, char *err, size_t errlen)
 			PLATFORM_MAX_CPUS);
 		return -EINVAL;
 	}
-	return 0;
+	return config_validate_virtio(c, err, errlen);
 }
 
 void config_print_run_usage(void)
@@ -480,10 +909,117 @@ void config_print_run_usage(void)
 	    "                        write of v exits with status (v<<1)|1\n"
 	    "  --cpu-template T      host | baseline (default host)\n"
 	    "  --api-socket PATH     serve the control API on this socket\n"
+	    "  --disk PATH[,ro][,id=NAME]\n"
+	    "                        virtio-blk on a raw image; repeatable "
+	    "(at\n"
+	    "                        most %d); id: up to 20 characters\n"
+	    "  --net tap=NAME[,mac=MAC]\n"
+	    "  --net unix=PATH[,peer=PATH][,mac=MAC]\n"
+	    "                        virtio-net on a tap device or a datagram\n"
+	    "                        socket bound at PATH sending to peer\n"
+	    "                        (no root needed); repeatable (at most "
+	    "%d)\n"
+	    "  --console MODE        virtio-console: stdio | file:PATH |\n"
+	    "                        socket:PATH (UNIX, one client) | none\n"
+	    "  --rng                 virtio-rng fed by the host's getrandom()\n"
 	    "  --config FILE.json    the same options as a JSON object;\n"
 	    "                        flags given too override it\n"
 	    "  --help\n",
-	    PLATFORM_MAX_CPUS);
+	    PLATFORM_MAX_CPUS, CONFIG_MAX_DISKS, CONFIG_MAX_NETS);
+}
+
+static char *config_disk_string(const struct disk_config *d)
+{
+	char *s = NULL;
+
+	if (asprintf(&s, "%s%s%s%s", d->path, d->readonly ? ",ro" : "",
+		     d->id ? ",id=" : "", d->id ? d->id : "") < 0)
+		return NULL;
+	return s;
+}
+
+static char *config_net_string(const struct net_config *n)
+{
+	char mac[32] = "";
+	char *s = NULL;
+	int r;
+
+	if (n->mac_set)
+		snprintf(mac, sizeof(mac), ",mac=%02x:%02x:%02x:%02x:%02x:%02x",
+			 n->mac[0], n->mac[1], n->mac[2], n->mac[3], n->mac[4],
+			 n->mac[5]);
+	if (n->backend == NET_BACKEND_TAP)
+		r = asprintf(&s, "tap=%s%s", n->tap, mac);
+	else
+		r = asprintf(&s, "unix=%s%s%s%s", n->path,
+			     n->peer ? ",peer=" : "", n->peer ? n->peer : "",
+			     mac);
+	return r < 0 ? NULL : s;
+}
+
+/* Adds @s (heap, freed here) to @arr; -ENOMEM when it cannot. */
+static int json_array_add_owned(struct json_object *arr, char *s)
+{
+	struct json_object *js;
+
+	if (!s)
+		return -ENOMEM;
+	js = json_object_new_string(s);
+	free(s);
+	if (!js)
+		return -ENOMEM;
+	json_object_array_add(arr, js);
+	return 0;
+}
+
+/* The virtio devices, in the syntax config_load_json() reads. */
+static int config_virtio_to_json(const struct vm_config *c,
+				 struct json_object *o)
+{
+	struct json_object *disks = json_object_new_array();
+	struct json_object *nets = json_object_new_array();
+	char *console = NULL;
+
+	if (!disks || !nets)
+		goto fail;
+	for (unsigned i = 0; i < c->ndisks; i++)
+		if (json_array_add_owned(disks,
+					 config_disk_string(&c->disks[i])))
+			goto fail;
+	for (unsigned i = 0; i < c->nnets; i++)
+		if (json_array_add_owned(nets, config_net_string(&c->nets[i])))
+			goto fail;
+	json_object_object_add(o, "disk", disks);
+	json_object_object_add(o, "net", nets);
+	switch (c->console) {
+	case CONSOLE_NONE:
+		console = strdup("none");
+		break;
+	case CONSOLE_STDIO:
+		console = strdup("stdio");
+		/* The restored config must pass the stdin check before
+		 * restore's own --serial sets the host side. */
+		json_object_object_add(o, "serial",
+				       json_object_new_string("none"));
+		break;
+	case CONSOLE_FILE:
+	case CONSOLE_SOCKET:
+		if (asprintf(&console, "%s:%s",
+			     c->console == CONSOLE_FILE ? "file" : "socket",
+			     c->console_path) < 0)
+			console = NULL;
+		break;
+	}
+	if (!console)
+		return -ENOMEM;
+	json_object_object_add(o, "console", json_object_new_string(console));
+	free(console);
+	json_object_object_add(o, "rng", json_object_new_boolean(c->rng));
+	return 0;
+fail:
+	json_object_put(disks);
+	json_object_put(nets);
+	return -ENOMEM;
 }
 
 char *config_to_json(const struct vm_config *c)
@@ -511,6 +1047,10 @@ char *config_to_json(const struct vm_config *c)
 	json_object_object_add(
 	    o, "cpu-template",
 	    json_object_new_string(config_cpu_template_name(c->cpu_template)));
+	if (config_virtio_to_json(c, o)) {
+		json_object_put(o);
+		return NULL;
+	}
 	out = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
 	json_object_put(o);
 	return out;

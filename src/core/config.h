@@ -101,15 +101,35 @@ int config_load_json_file(struct vm_config *c, const char *path, char *err,
 int config_parse_run_args(struct vm_config *c, int argc, char **argv, char *err,
 			  size_t errlen);
 
+/* Parsers for one --disk / --net / --console value (docs/virtio.md):
+ * "PATH[,ro][,id=NAME]", "tap=NAME[,mac=MAC]" or
+ * "unix=PATH[,peer=PATH][,mac=MAC]", "none|stdio|file:PATH|socket:PATH".
+ * @d / @n are overwritten (free them first with config_free_disk /
+ * config_free_net). Return 0, or -EINVAL / -ENOMEM with a one-line reason
+ * in @err. `stasis restore --disk/--net` uses them to replace a recorded
+ * disk or network backend. */
+int config_parse_disk(struct disk_config *d, const char *spec, char *err,
+		      size_t errlen);
+int config_parse_net(struct net_config *n, const char *spec, char *err,
+		     size_t errlen);
+int config_parse_console(struct vm_config *c, const char *spec, char *err,
+			 size_t errlen);
+void config_free_disk(struct disk_config *d);
+void config_free_net(struct net_config *n);
+
+/* Longest virtio-blk id (5.2.6: GET_ID returns 20 bytes, no NUL needed). */
+#define CONFIG_DISK_ID_MAX 20
+
 /* Checks the whole configuration (kernel given, memory and CPU bounds). */
 int config_validate(const struct vm_config *c, char *err, size_t errlen);
 
 void config_print_run_usage(void);
 
 /* The machine-shape part of @c (kernel, initrd, cmdline, mem, cpus,
- * debug-exit, cpu-template) as a JSON object that config_load_json()
- * reads back; host-side options (serial, api-socket) are left out. Returns
- * a heap string or NULL. */
+ * debug-exit, cpu-template, and the virtio devices: disk, net, console,
+ * rng) as a JSON object that config_load_json() reads back; host-side
+ * options (serial, api-socket) are left out. Returns a heap string or
+ * NULL. */
 char *config_to_json(const struct vm_config *c);
 
 #endif

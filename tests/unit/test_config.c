@@ -181,6 +181,233 @@ static void test_flags_override_file(void **state)
 	config_free(&c);
 }
 
+static void test_virtio_flags(void **state)
+{
+	struct vm_config c;
+	char err[256];
+
+	assert_int_equal(parse(&c, err, sizeof(err), "--kernel", "k", "--disk",
+			       "/a.img", "--disk", "/b.img,ro,id=data-disk",
+			       "--net", "tap=tap0,mac=52:54:00:aa:bb:cc",
+			       "--net", "unix=/tmp/a.sock,peer=/tmp/b.sock",
+			       "--console", "socket:/tmp/con.sock", "--rng",
+			       NULL),
+			 0);
+	assert_int_equal(c.ndisks, 2);
+	assert_string_equal(c.disks[0].path, "/a.img");
+	assert_false(c.disks[0].readonly);
+	assert_null(c.disks[0].id);
+	assert_string_equal(c.disks[1].path, "/b.img");
+	assert_true(c.disks[1].readonly);
+	assert_string_equal(c.disks[1].id, "data-disk");
+	assert_int_equal(c.nnets, 2);
+	assert_int_equal(c.nets[0].backend, NET_BACKEND_TAP);
+	assert_string_equal(c.nets[0].tap, "tap0");
+	assert_true(c.nets[0].mac_set);
+	assert_int_equal(c.nets[0].mac[0], 0x52);
+	assert_int_equal(c.nets[0].mac[5], 0xcc);
+	assert_int_equal(c.nets[1].backend, NET_BACKEND_UNIX);
+	assert_string_equal(c.nets[1].path, "/tmp/a.sock");
+	assert_string_equal(c.nets[1].peer, "/tmp/b.sock");
+	assert_false(c.nets[1].mac_set);
+	assert_int_equal(c.console, CONSOLE_SOCKET);
+	assert_string_equal(c.console_path, "/tmp/con.sock");
+	assert_true(c.rng);
+	config_free(&c);
+	assert_int_equal(c.ndisks, 0);
+	assert_null(c.console_path);
+
+	assert_int_equal(parse(&c, err, sizeof(err), "--kernel", "k",
+			       "--console", "file:/tmp/out", "--serial", "none",
+			       NULL),
+			 0);
+	assert_int_equal(c.console, CONSOLE_FILE);
+	assert_string_equal(c.console_path, "/tmp/out");
+	config_free(&c);
+	assert_int_equal(parse(&c, err, sizeof(err), "--kernel", "k",
+			       "--console", "stdio", "--serial", "file:/tmp/s",
+			       NULL),
+			 0);
+	assert_int_equal(c.console, CONSOLE_STDIO);
+	config_free(&c);
+}
+
+/* Each bad value fails with a reason that names the problem. */
+static void expect_bad(const char *opt, const char *value, const char *msg)
+{
+	struct vm_config c;
+	char err[256] = "";
+
+	assert_int_equal(
+	    parse(&c, err, sizeof(err), "--kernel", "k", opt, value, NULL),
+	    -EINVAL);
+	if (!strstr(err, msg))
+		fail_msg("%s %s: '%s' lacks '%s'", opt, value, err, msg);
+	config_free(&c);
+}
+
+static void test_virtio_bad_flags(void **state)
+{
+	struct vm_config c;
+	char err[256];
+
+	expect_bad("--disk", "", "no image path");
+	expect_bad("--disk", ",ro", "no image path");
+	expect_bad("--disk", "/a,rw", "unknown option 'rw'");
+	expect_bad("--disk", "/a,id=123456789012345678901", "id");
+	expect_bad("--disk", "/a,id=", "id");
+	expect_bad("--disk", "/a,id=x,id=y", "twice");
+	expect_bad("--net", "tap=tap0,mac=52:54:00:aa:bb", "MAC");
+	expect_bad("--net", "tap=tap0,mac=53:54:00:aa:bb:cc", "MAC");
+	expect_bad("--net", "tap=tap0,mac=00:00:00:00:00:00", "MAC");
+	expect_bad("--net", "tap=tap0,mac=52:54:00:aa:bb:cg", "MAC");
+	expect_bad("--net", "tap=tap0,mac=52-54-00-aa-bb-cc", "MAC");
+	expect_bad("--net", "tap=a-name-that-is-too-long", "tap name");
+	expect_bad("--net", "tap=", "tap name");
+	expect_bad("--net", "tap=t0,peer=/x", "unknown option");
+	expect_bad("--net", "user", "not tap=NAME");
+	expect_bad("--net", "unix=", "socket path");
+	expect_bad("--net", "unix=/a,speed=9", "unknown option 'speed=9'");
+	expect_bad("--console", "tcp:1", "--console");
+	expect_bad("--console", "file:", "--console");
+	expect_bad("--console", "stdio", "both would read stdin");
+
+	assert_int_equal(parse(&c, err, sizeof(err), "--kernel", "k", "--disk",
+			       "/1", "--disk", "/2", "--disk", "/3", "--disk",
+			       "/4", "--disk", "/5", NULL),
+			 -EINVAL);
+	assert_non_null(strstr(err, "more than 4 disks"));
+	config_free(&c);
+	assert_int_equal(parse(&c, err, sizeof(err), "--kernel", "k", "--net",
+			       "unix=/a", "--net", "unix=/b", "--net",
+			       "unix=/c", NULL),
+			 -EINVAL);
+	assert_non_null(strstr(err, "more than 2"));
+	config_free(&c);
+	assert_int_equal(parse(&c, err, sizeof(err), "--kernel", "k", "--disk",
+			       "/1", "--disk", "/1,ro", NULL),
+			 -EINVAL);
+	assert_non_null(strstr(err, "given twice"));
+	config_free(&c);
+}
+
+static void test_virtio_json(void **state)
+{
+	struct vm_config c, back;
+	char err[256];
+	char *json;
+
+	config_init(&c);
+	assert_int_equal(
+	    config_load_json(&c,
+			     "{\"kernel\": \"g.elf\", \"disk\": [\"/a.img\", "
+			     "\"/b.img,ro,id=b\"], \"net\": "
+			     "\"unix=/s1,peer=/s2,mac=02:00:00:00:00:01\", "
+			     "\"console\": \"file:/tmp/c\", \"rng\": true}",
+			     err, sizeof(err)),
+	    0);
+	assert_int_equal(c.ndisks, 2);
+	assert_true(c.disks[1].readonly);
+	assert_string_equal(c.disks[1].id, "b");
+	assert_int_equal(c.nnets, 1);
+	assert_string_equal(c.nets[0].peer, "/s2");
+	assert_int_equal(c.nets[0].mac[5], 1);
+	assert_int_equal(c.console, CONSOLE_FILE);
+	assert_true(c.rng);
+
+	/* What a snapshot records reads back to the same devices. */
+	json = config_to_json(&c);
+	assert_non_null(json);
+	config_init(&back);
+	assert_int_equal(config_load_json(&back, json, err, sizeof(err)), 0);
+	assert_int_equal(back.ndisks, 2);
+	assert_string_equal(back.disks[0].path, "/a.img");
+	assert_false(back.disks[0].readonly);
+	assert_string_equal(back.disks[1].path, "/b.img");
+	assert_true(back.disks[1].readonly);
+	assert_string_equal(back.disks[1].id, "b");
+	assert_int_equal(back.nnets, 1);
+	assert_int_equal(back.nets[0].backend, NET_BACKEND_UNIX);
+	assert_string_equal(back.nets[0].path, "/s1");
+	assert_string_equal(back.nets[0].peer, "/s2");
+	assert_true(back.nets[0].mac_set);
+	assert_memory_equal(back.nets[0].mac, c.nets[0].mac, 6);
+	assert_int_equal(back.console, CONSOLE_FILE);
+	assert_string_equal(back.console_path, "/tmp/c");
+	assert_true(back.rng);
+	assert_int_equal(config_validate(&back, err, sizeof(err)), 0);
+	free(json);
+	config_free(&back);
+
+	/* A stdio console reads back valid although restore's serial
+	 * defaults to stdio: the record says serial none. */
+	c.console = CONSOLE_STDIO;
+	c.serial = SERIAL_FILE;
+	json = config_to_json(&c);
+	assert_non_null(json);
+	config_init(&back);
+	assert_int_equal(config_load_json(&back, json, err, sizeof(err)), 0);
+	assert_int_equal(back.console, CONSOLE_STDIO);
+	assert_int_equal(config_validate(&back, err, sizeof(err)), 0);
+	free(json);
+	config_free(&back);
+
+	/* The array replaces what was there; "rng": false turns it off. */
+	assert_int_equal(config_load_json(&c,
+					  "{\"disk\": [\"/z.img\"], \"net\": "
+					  "[], \"rng\": false}",
+					  err, sizeof(err)),
+			 0);
+	assert_int_equal(c.ndisks, 1);
+	assert_string_equal(c.disks[0].path, "/z.img");
+	assert_int_equal(c.nnets, 0);
+	assert_false(c.rng);
+	config_free(&c);
+
+	config_init(&c);
+	assert_int_equal(
+	    config_load_json(&c, "{\"disk\": [1]}", err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "array of strings"));
+	assert_int_equal(config_load_json(&c, "{\"disk\": {\"path\": \"/a\"}}",
+					  err, sizeof(err)),
+			 -EINVAL);
+	assert_int_equal(config_load_json(&c, "{\"disk\": [\"/a,bogus=1\"]}",
+					  err, sizeof(err)),
+			 -EINVAL);
+	assert_non_null(strstr(err, "bogus"));
+	assert_int_equal(
+	    config_load_json(&c, "{\"rng\": \"yes\"}", err, sizeof(err)),
+	    -EINVAL);
+	assert_int_equal(
+	    config_load_json(&c, "{\"disks\": []}", err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "unknown key"));
+	config_free(&c);
+}
+
+/* --disk on the command line replaces the file's disks. */
+static void test_virtio_flags_override_file(void **state)
+{
+	char path[] = "/tmp/stasis-config-XXXXXX";
+	const char *json = "{\"kernel\": \"f.elf\", \"disk\": [\"/file1\", "
+			   "\"/file2\"], \"net\": [\"tap=t1\"]}";
+	struct vm_config c;
+	char err[256];
+	int fd = mkstemp(path);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, json, strlen(json)), (ssize_t)strlen(json));
+	close(fd);
+	assert_int_equal(parse(&c, err, sizeof(err), "--disk", "/cli",
+			       "--config", path, NULL),
+			 0);
+	assert_int_equal(c.ndisks, 1);
+	assert_string_equal(c.disks[0].path, "/cli");
+	assert_int_equal(c.nnets, 1);
+	assert_string_equal(c.nets[0].tap, "t1");
+	config_free(&c);
+	unlink(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -189,6 +416,10 @@ int main(void)
 		cmocka_unit_test(test_bad_flags),
 		cmocka_unit_test(test_json),
 		cmocka_unit_test(test_flags_override_file),
+		cmocka_unit_test(test_virtio_flags),
+		cmocka_unit_test(test_virtio_bad_flags),
+		cmocka_unit_test(test_virtio_json),
+		cmocka_unit_test(test_virtio_flags_override_file),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
