@@ -143,6 +143,11 @@ struct virtio_device_ops {
 	int (*post_load)(struct virtio_device *vdev);
 	/* Frees what the device opened; safe after a failed create. */
 	void (*destroy)(struct virtio_device *vdev);
+	/* Snapshot: runs with the worker parked, before state_desc is
+	 * encoded, so the device can bring its saved fields up to date (blk
+	 * flushes the image and records its identity). Returns 0 or -errno,
+	 * which fails the snapshot. May be NULL. */
+	int (*pre_save)(struct virtio_device *vdev);
 };
 
 /* One virtio-pci device: transport state, queues and the device model's
