@@ -256,6 +256,28 @@ guest_isr_wait:
 	cli
 	iretq
 
+/* Device vectors (MSI-X, edge-triggered): vector GUEST_VEC_DEVICE + i
+ * counts into guest_irq_counts[i], then EOI. One 16-byte slot per vector
+ * so ring0.c can fill the IDT arithmetically; the ring-3 driver does the
+ * real work by looking at its queues. Interrupts are only ever sent to
+ * the boot CPU, so the increment needs no lock. */
+	.balign 16
+	.globl guest_isr_device
+guest_isr_device:
+	i = 0
+	.rept GUEST_DEVICE_VECTORS
+	.balign 16
+	incq guest_irq_counts + 8 * i(%rip)
+	jmp isr_device_eoi
+	i = i + 1
+	.endr
+isr_device_eoi:
+	pushq %rax
+	movl $GUEST_LAPIC_EOI, %eax
+	movl $0, (%rax)
+	popq %rax
+	iretq
+
 /* LAPIC spurious vector: no EOI (SDM vol. 3A 11.9). */
 	.balign 16
 	.globl guest_isr_spurious
@@ -272,6 +294,9 @@ guest_boot_info_addr:
 	.quad 0
 guest_ap_boot_cpu:
 	.quad 0
+	.globl guest_irq_counts
+guest_irq_counts:
+	.fill GUEST_DEVICE_VECTORS, 8, 0
 
 /* GDT (SDM vol. 3A 3.4.5): fixed entries, then one 16-byte TSS descriptor
  * per CPU that ring0.c fills in. */

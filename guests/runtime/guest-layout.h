@@ -34,6 +34,10 @@
 #define GUEST_VEC_TIMER 0x40
 #define GUEST_VEC_WAIT 0x80 /* DPL 3: "hlt until the next interrupt" */
 #define GUEST_VEC_SPURIOUS 0xff
+/* Device interrupts (MSI-X of the virtio drivers): vectors
+ * GUEST_VEC_DEVICE .. + GUEST_DEVICE_VECTORS - 1, each only counted. */
+#define GUEST_VEC_DEVICE 0x50
+#define GUEST_DEVICE_VECTORS 16
 
 #define GUEST_LAPIC_BASE 0xfee00000
 #define GUEST_LAPIC_EOI (GUEST_LAPIC_BASE + 0xb0)

@@ -18,6 +18,11 @@
 #define GUEST_EXIT_COUNTER 3
 #define GUEST_EXIT_CPUSTATE 4
 #define GUEST_EXIT_SMP 5
+#define GUEST_EXIT_BLKTEST 6 /* blktest: on-disk data wrong */
+#define GUEST_EXIT_NETTEST 7 /* nettest: frame lost, duplicated, bad */
+#define GUEST_EXIT_RNGTEST 8 /* rngtest: entropy looks constant */
+#define GUEST_EXIT_DEVICE 9 /* virtio device failed (NEEDS_RESET, I/O error) \
+			     */
 #define GUEST_EXIT_EXCEPTION 32 /* + vector, for CPU exceptions 0..31 */
 #define GUEST_EXIT_UNEXPECTED_IRQ 64
 
@@ -155,6 +160,24 @@ static inline void guest_outl(uint16_t port, uint32_t v)
 {
 	__asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port));
 }
+static inline void guest_outw(uint16_t port, uint16_t v)
+{
+	__asm__ volatile("outw %0, %1" : : "a"(v), "Nd"(port));
+}
+static inline uint16_t guest_inw(uint16_t port)
+{
+	uint16_t v;
+
+	__asm__ volatile("inw %1, %0" : "=a"(v) : "Nd"(port));
+	return v;
+}
+static inline uint32_t guest_inl(uint16_t port)
+{
+	uint32_t v;
+
+	__asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port));
+	return v;
+}
 static inline uint8_t guest_inb(uint16_t port)
 {
 	uint8_t v;
@@ -166,6 +189,230 @@ static inline void guest_pause(void)
 {
 	__asm__ volatile("pause" ::: "memory");
 }
+
+/* Memory-mapped I/O: one access of exactly that width (every page is
+ * identity-mapped and user-accessible, so BARs are reached directly). */
+static inline uint8_t guest_mmio_read8(uint64_t addr)
+{
+	return *(volatile uint8_t *)(uintptr_t)addr;
+}
+static inline uint16_t guest_mmio_read16(uint64_t addr)
+{
+	return *(volatile uint16_t *)(uintptr_t)addr;
+}
+static inline uint32_t guest_mmio_read32(uint64_t addr)
+{
+	return *(volatile uint32_t *)(uintptr_t)addr;
+}
+static inline void guest_mmio_write8(uint64_t addr, uint8_t v)
+{
+	*(volatile uint8_t *)(uintptr_t)addr = v;
+}
+static inline void guest_mmio_write16(uint64_t addr, uint16_t v)
+{
+	*(volatile uint16_t *)(uintptr_t)addr = v;
+}
+static inline void guest_mmio_write32(uint64_t addr, uint32_t v)
+{
+	*(volatile uint32_t *)(uintptr_t)addr = v;
+}
+/* Full fence: orders our stores before later loads (the one reordering
+ * x86 does), as the virtqueue notification checks need (virtio 1.2
+ * 2.7.13.4). Also a compiler barrier. */
+static inline void guest_mb(void)
+{
+	__asm__ volatile("mfence" ::: "memory");
+}
+static inline void guest_barrier(void)
+{
+	__asm__ volatile("" ::: "memory");
+}
+
+/* Device interrupts: how many times vector GUEST_VEC_DEVICE + i has been
+ * taken on the boot CPU (counted by a ring-0 stub, which also EOIs). */
+extern volatile uint64_t guest_irq_counts[GUEST_DEVICE_VECTORS];
+
+/* ------------------------------------------------------------------ PCI --
+ * pci.c: bus 0 through configuration mechanism #1 (ports 0xcf8/0xcfc, PCI
+ * Local Bus 3.0, 3.2.2.3.2). guest_pci_scan() sizes every BAR and gives a
+ * memory BAR the firmware left at 0 an address in a hole below 4 GiB that
+ * no memory-map entry and no other BAR uses. The argument pci=reassign
+ * makes it ignore what firmware assigned and place every memory BAR
+ * itself. */
+#define GUEST_PCI_MAX_FUNCS 64
+#define GUEST_PCI_BARS 6
+
+#define GUEST_PCI_CAP_MSIX 0x11
+#define GUEST_PCI_CAP_VENDOR 0x09
+
+struct guest_pci_bar {
+	uint64_t addr; /* 0 when unassigned or absent */
+	uint64_t size; /* 0 when absent */
+	bool io, is64;
+};
+
+struct guest_pci_dev {
+	uint8_t bus, slot, func;
+	uint16_t vendor, device;
+	uint16_t subsys_vendor, subsys_device;
+	uint32_t class_code; /* class, subclass, prog-if */
+	uint8_t irq_line, irq_pin;
+	struct guest_pci_bar bar[GUEST_PCI_BARS];
+};
+
+/* Scans bus 0 once (later calls return the same list). Returns the number
+ * of functions found; guest_pci_dev(i) gives each. */
+unsigned int guest_pci_scan(void);
+struct guest_pci_dev *guest_pci_dev(unsigned int index);
+uint32_t guest_pci_read32(const struct guest_pci_dev *d, unsigned int off);
+uint16_t guest_pci_read16(const struct guest_pci_dev *d, unsigned int off);
+uint8_t guest_pci_read8(const struct guest_pci_dev *d, unsigned int off);
+void guest_pci_write32(const struct guest_pci_dev *d, unsigned int off,
+		       uint32_t v);
+void guest_pci_write16(const struct guest_pci_dev *d, unsigned int off,
+		       uint16_t v);
+/* Offset of the next capability with @id after offset @from (0: from the
+ * start of the list), or 0. The walk is bounded against loops. */
+unsigned int guest_pci_find_cap(const struct guest_pci_dev *d, uint8_t id,
+				unsigned int from);
+/* Turns on memory decode and bus mastering, and off INTx (MSI-X users). */
+void guest_pci_enable(const struct guest_pci_dev *d, bool intx_off);
+
+/* --------------------------------------------------------------- virtio --
+ * virtio.c: a modern virtio-pci driver (virtio 1.2 4.1) with split
+ * virtqueues (2.7). Ring 3 only; single-threaded per device. */
+#define GUEST_VIRTIO_MAX_QUEUES 8
+#define GUEST_VIRTIO_NO_VECTOR 0xffff
+#define GUEST_VIRTQ_MAX_SEGS 8 /* buffers in one chain */
+
+/* Device types (virtio 1.2 5). */
+#define GUEST_VIRTIO_NET 1
+#define GUEST_VIRTIO_BLK 2
+#define GUEST_VIRTIO_CONSOLE 3
+#define GUEST_VIRTIO_RNG 4
+
+/* Transport feature bits (virtio 1.2 6). */
+#define GUEST_VIRTIO_F_INDIRECT_DESC 28
+#define GUEST_VIRTIO_F_EVENT_IDX 29
+#define GUEST_VIRTIO_F_VERSION_1 32
+
+/* Split-ring layouts (virtio 1.2 2.7.5, 2.7.6, 2.7.8). */
+struct guest_virtq_desc {
+	uint64_t addr;
+	uint32_t len;
+	uint16_t flags;
+	uint16_t next;
+};
+#define GUEST_VIRTQ_DESC_F_NEXT 1
+#define GUEST_VIRTQ_DESC_F_WRITE 2
+#define GUEST_VIRTQ_DESC_F_INDIRECT 4
+
+struct guest_virtq_used_elem {
+	uint32_t id;
+	uint32_t len;
+};
+
+struct guest_virtio_dev;
+
+struct guest_virtq {
+	struct guest_virtio_dev *dev;
+	uint16_t index, size;
+	volatile struct guest_virtq_desc *desc;
+	volatile uint16_t *avail; /* flags, idx, ring[size], used_event */
+	volatile uint8_t *used; /* flags, idx, ring[size], avail_event */
+	uint64_t notify_addr;
+	uint16_t vector; /* MSI-X table entry, or GUEST_VIRTIO_NO_VECTOR */
+	unsigned int irq_slot; /* index into guest_irq_counts */
+	uint16_t free_head, num_free;
+	uint16_t avail_idx; /* our copy of avail->idx */
+	uint16_t last_used; /* next used ring entry to look at */
+	bool use_indirect;
+	struct guest_virtq_desc *indirect; /* GUEST_VIRTQ_MAX_SEGS per head */
+	void **tokens; /* per head: what guest_virtq_get returns */
+	uint64_t kicks, kicks_skipped; /* notifications sent / suppressed */
+};
+
+/* One buffer of a chain: device-readable unless writable. */
+struct guest_vbuf {
+	void *addr;
+	uint32_t len;
+	bool writable;
+};
+
+struct guest_virtio_dev {
+	struct guest_pci_dev *pci;
+	uint16_t type; /* GUEST_VIRTIO_* */
+	uint64_t common, isr, device_cfg, notify_base; /* MMIO addresses */
+	uint32_t notify_mult, device_cfg_len;
+	uint64_t offered, features; /* device's features, negotiated ones */
+	unsigned int msix_cap; /* config offset, 0 without MSI-X */
+	uint64_t msix_table;
+	uint16_t msix_entries;
+	uint16_t config_vector;
+	unsigned int nqueues; /* set up by guest_virtq_setup */
+	struct guest_virtq vq[GUEST_VIRTIO_MAX_QUEUES];
+	bool wait_irq; /* guest_virtq_wait sleeps for the interrupt */
+};
+
+/* Finds the @index-th virtio device of @type (modern ID 0x1040 + type, or
+ * transitional with that subsystem ID) and locates its capabilities
+ * (4.1.4). Returns 0, or -1 with a line printed. */
+int guest_virtio_find(uint16_t type, unsigned int index,
+		      struct guest_virtio_dev *dev);
+/* Resets the device and negotiates features (3.1.1): VERSION_1 is
+ * required; the result is offered & (@wanted | VERSION_1). Also enables
+ * MSI-X when the device has it. Returns 0 or -1 (message printed). */
+int guest_virtio_init(struct guest_virtio_dev *dev, uint64_t wanted);
+/* Sets up queue @q with at most @max_size entries (0: the device's size),
+ * a MSI-X vector of its own when MSI-X is on, ring memory from
+ * guest_alloc. Returns 0 or -1. */
+int guest_virtq_setup(struct guest_virtio_dev *dev, unsigned int q,
+		      uint16_t max_size);
+/* Sets DRIVER_OK (3.1.1 step 8). */
+void guest_virtio_driver_ok(struct guest_virtio_dev *dev);
+/* Whether the device set NEEDS_RESET (or the driver saw a failure). */
+bool guest_virtio_needs_reset(const struct guest_virtio_dev *dev);
+bool guest_virtio_has(const struct guest_virtio_dev *dev, unsigned int bit);
+/* Device configuration (4.1.4.6) by natural width; the 64-bit read
+ * repeats until config_generation is stable (2.5.1). */
+uint8_t guest_virtio_cfg8(const struct guest_virtio_dev *dev, unsigned int off);
+uint16_t guest_virtio_cfg16(const struct guest_virtio_dev *dev,
+			    unsigned int off);
+uint32_t guest_virtio_cfg32(const struct guest_virtio_dev *dev,
+			    unsigned int off);
+uint64_t guest_virtio_cfg64(const struct guest_virtio_dev *dev,
+			    unsigned int off);
+/* Interrupts taken for the queue's vector so far. */
+uint64_t guest_virtq_irqs(const struct guest_virtq *vq);
+
+/* Queues a chain of @n buffers (readable ones first) and remembers @token
+ * for it. Uses one indirect descriptor when negotiated, enabled and n > 1.
+ * Not visible to the device before guest_virtq_kick(). Returns 0, or -1
+ * when the ring is full. */
+int guest_virtq_add(struct guest_virtq *vq, const struct guest_vbuf *bufs,
+		    unsigned int n, void *token);
+/* Publishes what was added and notifies the device unless it asked not to
+ * be (VIRTQ_USED_F_NO_NOTIFY or avail_event, 2.7.10). */
+void guest_virtq_kick(struct guest_virtq *vq);
+/* Takes the next used chain: its token, *len = bytes the device wrote.
+ * NULL when none is ready. */
+void *guest_virtq_get(struct guest_virtq *vq, uint32_t *len);
+/* guest_virtq_get until one comes, for at most @timeout_us (0: forever),
+ * polling (or sleeping for the interrupt with dev->wait_irq). NULL on
+ * timeout or when the device needs a reset (the caller checks which). */
+void *guest_virtq_wait(struct guest_virtq *vq, uint32_t *len,
+		       uint64_t timeout_us);
+/* Number of chains that can still be added. */
+static inline unsigned int guest_virtq_free(const struct guest_virtq *vq)
+{
+	return vq->num_free;
+}
+
+/* Reads the common virtio test arguments into @wanted: event_idx=0 and
+ * indirect=0 stop the driver asking for those features; irq=wait makes
+ * it sleep for MSI-X interrupts instead of polling. Returns the feature
+ * bits to OR into guest_virtio_init's @wanted. */
+uint64_t guest_virtio_arg_features(struct guest_virtio_dev *dev);
 
 /* Freestanding C library pieces the compiler may call. */
 void *memcpy(void *dst, const void *src, size_t n);

@@ -68,6 +68,8 @@ static void idt_build(void)
 
 	for (v = 0; v < 256; v++)
 		idt_set(v, guest_isr_table + 16 * v, 0, 0);
+	for (v = 0; v < GUEST_DEVICE_VECTORS; v++)
+		idt_set(GUEST_VEC_DEVICE + v, guest_isr_device + 16 * v, 0, 0);
 	/* NMI, #DF and #MC run on IST1 so a broken stack still reports. */
 	idt[2].ist = 1;
 	idt[8].ist = 1;

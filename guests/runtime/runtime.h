@@ -23,6 +23,10 @@ struct guest_kit {
 	uint64_t map_top; /* end of the identity map usable for RAM */
 	struct guest_cpu *cpus[GUEST_MAX_CPUS];
 	unsigned int cpus_known;
+	struct guest_pci_dev pci[GUEST_PCI_MAX_FUNCS];
+	unsigned int pci_count;
+	bool pci_scanned;
+	unsigned int irq_slots_used; /* device vectors handed out */
 };
 
 extern struct guest_kit guest_kit;
@@ -34,7 +38,7 @@ extern struct guest_cpu *volatile guest_ap_boot_cpu;
 extern uint64_t guest_gdt[];
 extern const uint8_t guest_trampoline_start[], guest_trampoline_end[];
 extern const uint8_t guest_isr_table[], guest_isr_timer[], guest_isr_wait[],
-    guest_isr_spurious[];
+    guest_isr_spurious[], guest_isr_device[];
 extern uint8_t guest_image_start[], guest_image_end[];
 __attribute__((noreturn)) void
 guest_ring0_enter_user(void (*entry)(void *), uint64_t stack, void *arg);
