@@ -37,6 +37,22 @@ struct vm;
 #define VIRTIO_F_RING_EVENT_IDX 29
 #define VIRTIO_F_VERSION_1 32
 
+/* Split virtqueue layout (2.7): descriptor flags, ring flags and the
+ * alignment of each part. */
+#define VIRTQ_DESC_F_NEXT 1
+#define VIRTQ_DESC_F_WRITE 2
+#define VIRTQ_DESC_F_INDIRECT 4
+#define VIRTQ_AVAIL_F_NO_INTERRUPT 1
+#define VIRTQ_USED_F_NO_NOTIFY 1
+#define VIRTQ_DESC_SIZE 16
+#define VIRTQ_DESC_ALIGN 16
+#define VIRTQ_AVAIL_ALIGN 2
+#define VIRTQ_USED_ALIGN 4
+/* Bytes of each part for a queue of @n entries, event fields included. */
+#define VIRTQ_DESC_BYTES(n) ((uint64_t)(n)*VIRTQ_DESC_SIZE)
+#define VIRTQ_AVAIL_BYTES(n) (6 + 2 * (uint64_t)(n))
+#define VIRTQ_USED_BYTES(n) (6 + 8 * (uint64_t)(n))
+
 /* Limits of this implementation. */
 #define VIRTQ_MAX_SIZE 1024 /* largest queue size offered (2.7) */
 #define VIRTQ_MAX_CHAIN 256 /* descriptors in one chain, indirect included */
@@ -54,7 +70,8 @@ struct virtq {
 	gpa_t desc_gpa, avail_gpa, used_gpa;
 	uint16_t last_avail; /* next avail ring entry to take */
 	uint16_t used_idx; /* next used ring entry to fill (shadow of idx) */
-	uint16_t signalled_used; /* used_idx at the last interrupt (event idx) */
+	uint16_t
+	    signalled_used; /* used_idx at the last interrupt (event idx) */
 	bool signalled_used_valid;
 
 	/* Set up by the transport. */
@@ -74,21 +91,26 @@ struct virtq_chain {
 };
 
 /* Checks the queue's addresses and size against guest memory (2.7: ring
- * alignment, sizes). Call when the driver enables the queue. Returns 0 or
- * -EINVAL. */
+ * alignment, sizes; each part inside one RAM region). Call when the driver
+ * enables the queue. Returns 0 or -EINVAL. virtq_pop and virtq_push check
+ * again on every call, so a queue that was never checked is still safe. */
 int virtq_check(const struct virtq *vq);
 
 /* Takes the next available chain into @chain. Returns 1 when one was
  * taken, 0 when the ring is empty, -EIO when the driver broke the rules
  * (avail index jumped by more than the queue size, head out of range, a
  * loop, a chain longer than VIRTQ_MAX_CHAIN or the queue size, a buffer
- * outside guest RAM, a readable buffer after a writable one, a nested or
- * misaligned indirect table). On -EIO the caller puts the device into
+ * outside guest RAM, a readable buffer after a writable one, a nested,
+ * empty or oversized indirect table, an indirect descriptor without
+ * VIRTIO_F_RING_INDIRECT_DESC). Zero-length descriptors are skipped. Each
+ * descriptor is read once, so a driver rewriting the table meanwhile cannot
+ * make a checked buffer unchecked. On -EIO the caller puts the device into
  * NEEDS_RESET (virtio_device_fail). */
 int virtq_pop(struct virtq *vq, struct virtq_chain *chain);
 
 /* Returns chain @head to the driver with @written bytes written to its
- * device-writable part. */
+ * device-writable part (2.7.8). Does nothing when the rings are not in
+ * guest RAM. */
 void virtq_push(struct virtq *vq, uint16_t head, uint32_t written);
 
 /* Whether the driver wants an interrupt for what was pushed since the last
@@ -100,10 +122,13 @@ bool virtq_needs_interrupt(struct virtq *vq);
 bool virtq_empty(const struct virtq *vq);
 
 /* With event idx, tells the driver to notify us once avail reaches the
- * current index (2.7.10); without, flips VIRTQ_USED_F_NO_NOTIFY. */
+ * current index (2.7.10); without, flips VIRTQ_USED_F_NO_NOTIFY. After
+ * enabling, check virtq_empty() again: the driver may have added buffers
+ * before it saw the change. */
 void virtq_set_notify(struct virtq *vq, bool enable);
 
-/* Copies helpers over a chain's iovecs: return bytes copied. */
+/* Copy helpers over a chain: read from its device-readable part, write to
+ * its device-writable part, starting @off bytes in; return bytes copied. */
 size_t virtq_chain_read(const struct virtq_chain *c, size_t off, void *buf,
 			size_t len);
 size_t virtq_chain_write(const struct virtq_chain *c, size_t off,
