@@ -204,6 +204,27 @@ want_status $((((32 + 6) << 1) | 1))
 want_line '^guest: exception 6 #UD '
 done_case
 
+# virtio guests: QEMU's own modern virtio-pci devices (disable-legacy=on)
+# on the pc machine, whose PCI is at 0xcf8 and whose SeaBIOS boots a PVH
+# ELF; SeaBIOS assigns the BARs, pci=reassign makes the guest do it.
+vio() {
+	machine=pc run "$@" -nic none -vga none
+}
+
+vio rngtest rngtest.elf 'rounds=2' -device virtio-rng-pci,disable-legacy=on
+want_status 1
+want_line '^rngtest: features 0x1[0-9a-f]{8} msix on '
+want_count '^rngtest: ok 4096 bytes ' 2
+done_case
+
+vio rngtest-reassign-wait rngtest.elf \
+	'rounds=1 bytes=8192 pci=reassign irq=wait event_idx=0 indirect=0' \
+	-device virtio-rng-pci,disable-legacy=on
+want_status 1
+want_line '^rngtest: features 0x100000000 msix on common 0xe[0-9a-f]{7}$'
+want_line '^rngtest: ok 8192 bytes .* [1-9][0-9]* irqs\)$'
+done_case
+
 # The runtime must not contain what ring-0 emulation rejects, nor any
 # x87/SSE/AVX register use (ring 0 saves no vector state).
 name=runtime-instructions

@@ -1,0 +1,110 @@
+/* rngtest.c - reads entropy from virtio-rng (virtio 1.2 5.4) and checks it
+ * does not look constant: bit balance, distinct byte values, no buffer
+ * repeated. Arguments: bytes=N (4096) per round, rounds=R (1; 0 = forever),
+ * and the common virtio ones (event_idx=, indirect=, irq=wait). */
+#include "guest.h"
+
+#define RNG_BUF 256
+#define RNG_INFLIGHT 8
+
+static uint8_t bufs[RNG_INFLIGHT][RNG_BUF] __attribute__((aligned(64)));
+static uint8_t last[RNG_BUF];
+static uint32_t last_len;
+
+static int popcount8(uint8_t v)
+{
+	int n = 0;
+
+	for (; v; v &= v - 1)
+		n++;
+	return n;
+}
+
+static void fail(const char *what)
+{
+	guest_printf("rngtest: FAIL %s\n", what);
+	guest_exit(GUEST_EXIT_RNGTEST);
+}
+
+void guest_main(void)
+{
+	uint64_t want = guest_arg_u64("bytes", 4096);
+	uint64_t rounds = guest_arg_u64("rounds", 1), round;
+	struct guest_virtio_dev dev;
+	struct guest_virtq *vq;
+	unsigned int i;
+
+	guest_printf("rngtest: start\n");
+	if (!want)
+		want = 1;
+	if (guest_virtio_find(GUEST_VIRTIO_RNG, 0, &dev) ||
+	    guest_virtio_init(&dev, guest_virtio_arg_features(&dev)) ||
+	    guest_virtq_setup(&dev, 0, 64)) {
+		guest_printf("rngtest: ERROR no usable virtio-rng\n");
+		guest_exit(GUEST_EXIT_FAIL);
+	}
+	guest_virtio_driver_ok(&dev);
+	vq = &dev.vq[0];
+	guest_printf(
+	    "rngtest: features 0x%lx msix %s common 0x%lx\n", dev.features,
+	    vq->vector == GUEST_VIRTIO_NO_VECTOR ? "off" : "on", dev.common);
+	for (i = 0; i < RNG_INFLIGHT; i++) {
+		struct guest_vbuf b = { bufs[i], RNG_BUF, true };
+
+		guest_virtq_add(vq, &b, 1, bufs[i]);
+	}
+	guest_virtq_kick(vq);
+
+	for (round = 1; !rounds || round <= rounds; round++) {
+		uint64_t got = 0, ones = 0, distinct = 0;
+		uint32_t seen[256 / 32] = { 0 };
+
+		while (got < want) {
+			uint32_t len = 0;
+			uint8_t *p = guest_virtq_wait(vq, &len, 10000000);
+			struct guest_vbuf b;
+
+			if (!p) {
+				guest_printf("rngtest: ERROR no entropy after "
+					     "%lu bytes (device %s)\n",
+					     got,
+					     guest_virtio_needs_reset(&dev)
+						 ? "needs reset"
+						 : "silent");
+				guest_exit(GUEST_EXIT_DEVICE);
+			}
+			if (len > RNG_BUF)
+				fail("device wrote more than the buffer");
+			/* A real source never repeats 8+ bytes verbatim. */
+			if (len >= 8 && len == last_len &&
+			    !memcmp(p, last, len))
+				fail("buffer repeated");
+			memcpy(last, p, len);
+			last_len = len;
+			for (i = 0; i < len && got < want; i++, got++) {
+				ones += popcount8(p[i]);
+				seen[p[i] / 32] |= 1u << (p[i] % 32);
+			}
+			b = (struct guest_vbuf){ p, RNG_BUF, true };
+			guest_virtq_add(vq, &b, 1, p);
+			guest_virtq_kick(vq);
+		}
+		for (i = 0; i < 256; i++)
+			distinct += (seen[i / 32] >> (i % 32)) & 1;
+		/* 8N bits: the share of ones is 1/2 +- 0.5/sqrt(8N); 45..55%
+		 * is many sigmas for N >= 256. 4096 random bytes miss a given
+		 * byte value with probability e^-16. */
+		if (want >= 256 &&
+		    (ones * 100 < want * 8 * 45 || ones * 100 > want * 8 * 55))
+			fail("bits are unbalanced");
+		if (want >= 4096 && distinct < 250)
+			fail("too few distinct byte values");
+		if (!ones)
+			fail("all zero");
+		guest_printf("rngtest: ok %lu bytes (ones %lu of %lu bits, %lu "
+			     "byte values, %lu irqs)\n",
+			     want, ones, want * 8, distinct,
+			     guest_virtq_irqs(vq));
+	}
+	guest_exit(GUEST_EXIT_OK);
+}
