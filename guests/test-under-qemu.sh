@@ -225,6 +225,40 @@ want_line '^rngtest: features 0x100000000 msix on common 0xe[0-9a-f]{7}$'
 want_line '^rngtest: ok 8192 bytes .* [1-9][0-9]* irqs\)$'
 done_case
 
+truncate -s 8M "$tmp/disk.img"
+blk="-drive file=$tmp/disk.img,format=raw,if=none,id=d0 -device"
+blk_dev=virtio-blk-pci,disable-legacy=on,drive=d0,serial=stasis-disk-0
+
+# shellcheck disable=SC2086 # $blk is several words on purpose
+vio blktest blktest.elf 'passes=3 seed=5' $blk "$blk_dev"
+want_status 1
+want_line '^blktest: capacity 16384 sectors, .* testing 2048 sectors from 0, msix on$'
+want_line '^blktest: id "stasis-disk-0"$'
+want_line '^blktest: discard ok \(8 sectors at [0-9]+\)$'
+want_count '^blktest: pass [123] ok \(2048 sectors\)$' 3
+no_line CORRUPT
+done_case
+
+# Chained (not indirect) descriptors, no event index, interrupts, BARs
+# placed by the guest; odd request sizes reaching the end of the disk.
+# shellcheck disable=SC2086
+vio blktest-plain blktest.elf \
+	'passes=2 seed=9 start=16000 sectors=0 per_req=7 depth=5 indirect=0 event_idx=0 irq=wait pci=reassign' \
+	$blk "$blk_dev"
+want_status 1
+want_line '^blktest: .* testing 384 sectors from 16000, msix on$'
+want_line '^blktest: pass 2 ok \(384 sectors\)$'
+want_line '^blktest: done, .* [1-9][0-9]* irqs$'
+done_case
+
+# The checker itself: a replayed old write must be reported.
+# shellcheck disable=SC2086
+vio blktest-inject blktest.elf 'passes=3 inject=stale' $blk "$blk_dev"
+want_status 13
+want_line '^blktest: pass 1 ok'
+want_line '^blktest: CORRUPT sector 1024 pass 2 word 2: expected gen 2, disk has sector 1024 gen 1 seed 1 \(lost write\)$'
+done_case
+
 # The runtime must not contain what ring-0 emulation rejects, nor any
 # x87/SSE/AVX register use (ring 0 saves no vector state).
 name=runtime-instructions
