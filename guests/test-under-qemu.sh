@@ -259,6 +259,53 @@ want_line '^blktest: pass 1 ok'
 want_line '^blktest: CORRUPT sector 1024 pass 2 word 2: expected gen 2, disk has sector 1024 gen 1 seed 1 \(lost write\)$'
 done_case
 
+# consoletest: this script is the console's other end, over a TCP socket:
+# it waits for two lines, sends one and wants it echoed, then sends quit.
+name=consoletest
+out=$tmp/$name.out
+problems=
+port=$((20000 + RANDOM % 20000))
+timeout "$limit" "$qemu" -M pc -accel tcg -cpu max -m 256M \
+	-kernel "$guests/consoletest.elf" -nic none -vga none \
+	-device isa-debug-exit,iobase=0xf4,iosize=4 -nographic -no-reboot \
+	-append 'interval_ms=100' \
+	-chardev "socket,id=c0,host=127.0.0.1,port=$port,server=on,wait=off" \
+	-device virtio-serial-pci,disable-legacy=on \
+	-device virtconsole,chardev=c0 </dev/null >"$out" 2>"$tmp/$name.err" &
+qemu_pid=$!
+connected=
+for _ in $(seq 50); do
+	if exec 3<>"/dev/tcp/127.0.0.1/$port"; then
+		connected=1
+		break
+	fi
+	sleep 0.2
+done 2>/dev/null
+lines=0
+echoed=
+if [ -n "$connected" ]; then
+	while IFS= read -r -t 20 l <&3; do
+		case $l in "consoletest: line "*) lines=$((lines + 1)) ;; esac
+		[ "$lines" -ge 2 ] && break
+	done
+	printf 'ping-stasis-42\n' >&3
+	while IFS= read -r -t 20 l <&3; do
+		[ "$l" = ping-stasis-42 ] && echoed=1 && break
+	done
+	printf 'quit\n' >&3
+	exec 3<&-
+fi
+wait "$qemu_pid"
+status=$?
+[ -n "$connected" ] || fail "could not connect to the console socket"
+[ "$lines" -ge 2 ] || fail "read $lines console lines, want 2"
+[ -n "$echoed" ] || fail "the line sent was not echoed"
+want_status 1
+want_line '^consoletest: wrote line 2$'
+want_line '^consoletest: got "ping-stasis-42"$'
+want_line '^consoletest: got "quit"$'
+done_case
+
 # The runtime must not contain what ring-0 emulation rejects, nor any
 # x87/SSE/AVX register use (ring 0 saves no vector state).
 name=runtime-instructions
