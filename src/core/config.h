@@ -26,6 +26,10 @@ struct disk_config {
 	char *path;
 	bool readonly;
 	char *id; /* virtio-blk GET_ID string (<= 20 bytes); NULL: "blkN" */
+	/* Given again to `stasis restore --disk`: the user vouches for the
+	 * image, so its identity is not checked against the snapshot. Never
+	 * recorded. */
+	bool replaced;
 };
 
 enum net_backend {

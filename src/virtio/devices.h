@@ -19,6 +19,15 @@ int virtio_net_create(struct virtio_device *vdev, struct vm *vm,
 int virtio_console_create(struct virtio_device *vdev, struct vm *vm,
 			  enum console_mode mode, const char *path,
 			  const char *name, uint8_t slot);
+/* The disk-consistency rule at restore (docs/virtio.md): the image behind
+ * a restored virtio-blk device must have the size, modification time and
+ * first-MiB hash recorded when the snapshot was taken. Returns 0, or
+ * -ESTALE with one line naming the disk and what differs in @err. The
+ * device's post_load runs it unless the disk was replaced at restore
+ * (disk_config.replaced). */
+int virtio_blk_check_identity(struct virtio_device *vdev, char *err,
+			      size_t errlen);
+
 int virtio_rng_create(struct virtio_device *vdev, struct vm *vm,
 		      const char *name, uint8_t slot);
 

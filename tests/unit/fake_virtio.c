@@ -1,0 +1,48 @@
+/* A stand-in for the virtio-pci transport: creating a device fills in the
+ * fields the device models use; notifications and failures are counted. */
+#include "fake_virtio.h"
+
+#include <stdio.h>
+#include <string.h>
+
+unsigned fake_virtio_notifies[VIRTIO_MAX_QUEUES];
+unsigned fake_virtio_fails;
+int fake_virtio_create_ret;
+
+void fake_virtio_reset(void)
+{
+	memset(fake_virtio_notifies, 0, sizeof(fake_virtio_notifies));
+	fake_virtio_fails = 0;
+	fake_virtio_create_ret = 0;
+}
+
+int virtio_device_create(struct virtio_device *vdev, struct vm *vm,
+			 const struct virtio_device_ops *ops, void *priv,
+			 const char *name, uint8_t slot)
+{
+	if (fake_virtio_create_ret)
+		return fake_virtio_create_ret;
+	vdev->ops = ops;
+	vdev->priv = priv;
+	vdev->vm = vm;
+	snprintf(vdev->name, sizeof(vdev->name), "%s", name);
+	vdev->extra_fd = -1;
+	vdev->ctl_fd = -1;
+	return 0;
+}
+
+void virtio_device_notify(struct virtio_device *vdev, unsigned q)
+{
+	if (q < VIRTIO_MAX_QUEUES)
+		fake_virtio_notifies[q]++;
+}
+
+void virtio_device_config_changed(struct virtio_device *vdev)
+{
+}
+
+void virtio_device_fail(struct virtio_device *vdev, const char *why)
+{
+	vdev->status |= VIRTIO_STATUS_NEEDS_RESET;
+	fake_virtio_fails++;
+}

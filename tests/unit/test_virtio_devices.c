@@ -1,0 +1,951 @@
+/* The virtio device models (blk, net, console, rng) against the virtio 1.2
+ * spec: feature bits, config layout, and requests driven through split
+ * queues built in fake guest memory, with a fake transport (fake_virtio.c)
+ * and no KVM. */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "fake_virtio.h"
+#include "virtio/devices.h"
+
+#define RAM_SIZE (4u << 20)
+#define QSIZE 64
+#define QUEUE_GPA(q) (0x10000ull + 0x4000ull * (q))
+#define DATA_GPA 0x100000ull
+
+/* 5.2.6 */
+#define T_IN 0
+#define T_OUT 1
+#define T_FLUSH 4
+#define T_GET_ID 8
+#define T_GET_LIFETIME 10
+#define T_DISCARD 11
+#define S_OK 0
+#define S_IOERR 1
+#define S_UNSUPP 2
+
+/* A driver's view: guest RAM at 0, the queues' rings, a bump allocator for
+ * buffers. */
+struct guest {
+	struct guest_mem mem;
+	uint8_t *ram;
+	struct virtio_device vdev;
+	uint16_t avail_idx[VIRTIO_MAX_QUEUES];
+	uint16_t used_seen[VIRTIO_MAX_QUEUES];
+	uint16_t next_desc[VIRTIO_MAX_QUEUES];
+	gpa_t data;
+	char dir[64];
+};
+
+struct buf {
+	gpa_t gpa;
+	uint32_t len;
+	bool write; /* device-writable */
+};
+
+static struct guest *guest_new(void)
+{
+	struct guest *g = calloc(1, sizeof(*g));
+
+	assert_non_null(g);
+	g->ram = aligned_alloc(4096, RAM_SIZE);
+	assert_non_null(g->ram);
+	memset(g->ram, 0, RAM_SIZE);
+	g->mem.memfd = -1;
+	g->mem.host = g->ram;
+	g->mem.size = RAM_SIZE;
+	g->mem.nregions = 1;
+	g->mem.regions[0] =
+	    (struct mem_region){ .gpa = 0, .size = RAM_SIZE, .host = g->ram };
+	g->data = DATA_GPA;
+	g->vdev.extra_fd = -1;
+	g->vdev.ctl_fd = -1;
+	snprintf(g->dir, sizeof(g->dir), "/tmp/stasis-vdev-XXXXXX");
+	assert_non_null(mkdtemp(g->dir));
+	fake_virtio_reset();
+	return g;
+}
+
+/* The driver's side of setup (3.1.1): features, queues, DRIVER_OK. */
+static void guest_start(struct guest *g)
+{
+	struct virtio_device *v = &g->vdev;
+
+	v->driver_features = v->ops->features(v) | 1ull << VIRTIO_F_VERSION_1;
+	for (unsigned q = 0; q < v->ops->num_queues; q++) {
+		v->vq[q] = (struct virtq){ .size = QSIZE,
+					   .enabled = true,
+					   .desc_gpa = QUEUE_GPA(q),
+					   .avail_gpa = QUEUE_GPA(q) + 0x1000,
+					   .used_gpa = QUEUE_GPA(q) + 0x2000,
+					   .mem = &g->mem };
+		assert_int_equal(virtq_check(&v->vq[q]), 0);
+	}
+	v->status = VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
+		    VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK;
+}
+
+static void guest_free(struct guest *g)
+{
+	char cmd[128];
+
+	if (g->vdev.ops)
+		g->vdev.ops->destroy(&g->vdev);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g->dir);
+	assert_int_equal(system(cmd), 0);
+	free(g->ram);
+	free(g);
+}
+
+static void *gptr(struct guest *g, gpa_t gpa)
+{
+	assert_true(gpa < RAM_SIZE);
+	return g->ram + gpa;
+}
+
+static gpa_t galloc(struct guest *g, uint32_t len)
+{
+	gpa_t gpa = g->data;
+
+	g->data = (g->data + len + 15) & ~15ull;
+	assert_true(g->data < RAM_SIZE);
+	memset(gptr(g, gpa), 0, len);
+	return gpa;
+}
+
+/* Makes @n buffers one chain and available on queue @q (2.7.13); returns
+ * its head. */
+static uint16_t add_chain(struct guest *g, unsigned q, const struct buf *b,
+			  unsigned n)
+{
+	uint16_t head = g->next_desc[q] % QSIZE;
+
+	for (unsigned i = 0; i < n; i++) {
+		uint16_t idx = (head + i) % QSIZE;
+		uint8_t *d = gptr(g, QUEUE_GPA(q) + 16ull * idx);
+		uint16_t flags = (b[i].write ? VIRTQ_DESC_F_WRITE : 0) |
+				 (i + 1 < n ? VIRTQ_DESC_F_NEXT : 0);
+		uint16_t next = (idx + 1) % QSIZE;
+
+		memcpy(d, &b[i].gpa, 8);
+		memcpy(d + 8, &b[i].len, 4);
+		memcpy(d + 12, &flags, 2);
+		memcpy(d + 14, &next, 2);
+	}
+	g->next_desc[q] += n;
+	memcpy(
+	    gptr(g, QUEUE_GPA(q) + 0x1000 + 4 + 2 * (g->avail_idx[q] % QSIZE)),
+	    &head, 2);
+	g->avail_idx[q]++;
+	memcpy(gptr(g, QUEUE_GPA(q) + 0x1000 + 2), &g->avail_idx[q], 2);
+	return head;
+}
+
+static uint16_t used_idx(struct guest *g, unsigned q)
+{
+	uint16_t v;
+
+	memcpy(&v, gptr(g, QUEUE_GPA(q) + 0x2000 + 2), 2);
+	return v;
+}
+
+/* The next used element of queue @q; fails the test when there is none. */
+static void next_used(struct guest *g, unsigned q, uint16_t *head,
+		      uint32_t *len)
+{
+	uint32_t id;
+	unsigned slot = g->used_seen[q] % QSIZE;
+
+	assert_true(used_idx(g, q) != g->used_seen[q]);
+	memcpy(&id, gptr(g, QUEUE_GPA(q) + 0x2000 + 4 + 8 * slot), 4);
+	memcpy(len, gptr(g, QUEUE_GPA(q) + 0x2000 + 8 + 8 * slot), 4);
+	*head = (uint16_t)id;
+	g->used_seen[q]++;
+}
+
+static uint32_t cfg32(struct guest *g, uint32_t off, uint32_t len)
+{
+	uint8_t b[8] = { 0 };
+	uint64_t v = 0;
+
+	g->vdev.ops->config_read(&g->vdev, off, b, len);
+	for (uint32_t i = 0; i < len; i++)
+		v |= (uint64_t)b[i] << (8 * i);
+	return (uint32_t)v;
+}
+
+static uint64_t cfg64(struct guest *g, uint32_t off)
+{
+	uint8_t b[8];
+	uint64_t v = 0;
+
+	g->vdev.ops->config_read(&g->vdev, off, b, 8);
+	for (int i = 0; i < 8; i++)
+		v |= (uint64_t)b[i] << (8 * i);
+	return v;
+}
+
+/* ---------------------------------------------------------------- blk -- */
+
+#define DISK_SECTORS 4096 /* 2 MiB */
+
+static void make_image(const char *path, size_t size, uint8_t fill)
+{
+	uint8_t *b = malloc(size);
+	int fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0644);
+
+	assert_non_null(b);
+	assert_true(fd >= 0);
+	memset(b, fill, size);
+	assert_int_equal(write(fd, b, size), (ssize_t)size);
+	close(fd);
+	free(b);
+}
+
+static struct guest *blk_guest(bool ro, const char *id)
+{
+	struct guest *g = guest_new();
+	char path[128];
+	struct disk_config cfg = { .path = path,
+				   .readonly = ro,
+				   .id = (char *)id };
+
+	snprintf(path, sizeof(path), "%s/disk.img", g->dir);
+	make_image(path, DISK_SECTORS * 512, 0xa5);
+	assert_int_equal(virtio_blk_create(&g->vdev, NULL, &cfg, "blk0", 3), 0);
+	guest_start(g);
+	return g;
+}
+
+static void disk_path(struct guest *g, char *path, size_t n)
+{
+	snprintf(path, n, "%s/disk.img", g->dir);
+}
+
+/* One request: header, optional data, status (5.2.6). Returns the status
+ * byte; *used_len gets the used element's length. */
+static uint8_t blk_req(struct guest *g, uint32_t type, uint64_t sector,
+		       gpa_t data, uint32_t len, bool data_write,
+		       uint32_t *used_len)
+{
+	gpa_t hdr = galloc(g, 16), status = galloc(g, 1);
+	struct buf b[3];
+	unsigned n = 0;
+	uint16_t head, got;
+	uint32_t ulen;
+
+	memcpy(gptr(g, hdr), &type, 4);
+	memset(gptr(g, hdr + 4), 0, 4);
+	memcpy(gptr(g, hdr + 8), &sector, 8);
+	*(uint8_t *)gptr(g, status) = 0xff;
+	b[n++] = (struct buf){ hdr, 16, false };
+	if (len)
+		b[n++] = (struct buf){ data, len, data_write };
+	b[n++] = (struct buf){ status, 1, true };
+	head = add_chain(g, 0, b, n);
+	assert_int_equal(g->vdev.ops->queue_notify(&g->vdev, 0), 0);
+	next_used(g, 0, &got, &ulen);
+	assert_int_equal(got, head);
+	if (used_len)
+		*used_len = ulen;
+	return *(uint8_t *)gptr(g, status);
+}
+
+static void test_blk_features_and_config(void **state)
+{
+	struct guest *g = blk_guest(false, NULL);
+	uint64_t f = g->vdev.ops->features(&g->vdev);
+
+	assert_int_equal(g->vdev.ops->device_id, 2); /* 5.2.1 */
+	assert_int_equal(g->vdev.ops->num_queues, 1);
+	/* 5.2.3: SIZE_MAX 1, SEG_MAX 2, BLK_SIZE 6, FLUSH 9, DISCARD 13;
+	 * no RO, GEOMETRY, TOPOLOGY, CONFIG_WCE, MQ or WRITE_ZEROES. */
+	assert_true(
+	    f == (1ull << 1 | 1ull << 2 | 1ull << 6 | 1ull << 9 | 1ull << 13));
+	/* 5.2.4: struct virtio_blk_config offsets. */
+	assert_true(g->vdev.ops->config_len >= 48);
+	assert_true(cfg64(g, 0) == DISK_SECTORS); /* capacity */
+	assert_true(cfg32(g, 8, 4) >= 4096); /* size_max */
+	assert_int_equal(cfg32(g, 12, 4), VIRTQ_MAX_CHAIN - 2); /* seg_max */
+	assert_int_equal(cfg32(g, 16, 4), 0); /* geometry, not offered */
+	assert_int_equal(cfg32(g, 20, 4), 512); /* blk_size */
+	assert_int_equal(cfg32(g, 36, 4), 1u << 21); /* max_discard_sectors */
+	assert_int_equal(cfg32(g, 40, 4), 32); /* max_discard_seg */
+	assert_int_equal(cfg32(g, 44, 4), 8); /* discard_sector_alignment */
+	assert_int_equal(cfg32(g, 48, 4), 0); /* max_write_zeroes_sectors */
+	/* Byte-wide reads see the same bytes; past the end reads zero. */
+	assert_int_equal(cfg32(g, 1, 1), (DISK_SECTORS >> 8) & 0xff);
+	assert_int_equal(cfg32(g, 0x800, 4), 0);
+	guest_free(g);
+
+	g = blk_guest(true, NULL);
+	assert_true(g->vdev.ops->features(&g->vdev) & 1ull << 5); /* RO */
+	guest_free(g);
+}
+
+static void test_blk_read_write(void **state)
+{
+	struct guest *g = blk_guest(false, NULL);
+	gpa_t data = galloc(g, 1024), back = galloc(g, 1024);
+	uint8_t file[1024];
+	uint32_t used;
+	char path[128];
+	int fd;
+
+	for (int i = 0; i < 1024; i++)
+		((uint8_t *)gptr(g, data))[i] = (uint8_t)(i * 7);
+	assert_int_equal(blk_req(g, T_OUT, 3, data, 1024, false, &used), S_OK);
+	assert_int_equal(used, 1); /* only the status byte is writable */
+	disk_path(g, path, sizeof(path));
+	fd = open(path, O_RDONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, file, 1024, 3 * 512), 1024);
+	assert_memory_equal(file, gptr(g, data), 1024);
+	/* Neighbours untouched. */
+	assert_int_equal(pread(fd, file, 1, 3 * 512 - 1), 1);
+	assert_int_equal(file[0], 0xa5);
+	close(fd);
+
+	assert_int_equal(blk_req(g, T_IN, 3, back, 1024, true, &used), S_OK);
+	assert_int_equal(used, 1025);
+	assert_memory_equal(gptr(g, back), gptr(g, data), 1024);
+	assert_int_equal(blk_req(g, T_FLUSH, 0, 0, 0, false, NULL), S_OK);
+	assert_true(fake_virtio_notifies[0] >= 3);
+	assert_int_equal(fake_virtio_fails, 0);
+	guest_free(g);
+}
+
+/* 2.6.4: the device must not assume how the driver splits a request into
+ * descriptors. */
+static void test_blk_split_descriptors(void **state)
+{
+	struct guest *g = blk_guest(false, NULL);
+	gpa_t hdr = galloc(g, 16), d1 = galloc(g, 100), d2 = galloc(g, 412);
+	gpa_t st = galloc(g, 1);
+	uint32_t type = T_IN, len;
+	uint64_t sector = 1;
+	uint16_t head;
+	struct buf b[] = {
+		{ hdr, 5, false }, { hdr + 5, 11, false }, { d1, 100, true },
+		{ d2, 412, true }, { st, 1, true },
+	};
+
+	memcpy(gptr(g, hdr), &type, 4);
+	memcpy(gptr(g, hdr + 8), &sector, 8);
+	add_chain(g, 0, b, 5);
+	assert_int_equal(g->vdev.ops->queue_notify(&g->vdev, 0), 0);
+	next_used(g, 0, &head, &len);
+	assert_int_equal(*(uint8_t *)gptr(g, st), S_OK);
+	assert_int_equal(len, 513);
+	assert_int_equal(((uint8_t *)gptr(g, d1))[0], 0xa5);
+	assert_int_equal(((uint8_t *)gptr(g, d2))[411], 0xa5);
+	guest_free(g);
+}
+
+static void test_blk_errors(void **state)
+{
+	struct guest *g = blk_guest(false, NULL);
+	gpa_t data = galloc(g, 1024);
+
+	/* Past the end, partly past, overflowing the sector arithmetic. */
+	assert_int_equal(blk_req(g, T_IN, DISK_SECTORS, data, 512, true, NULL),
+			 S_IOERR);
+	assert_int_equal(
+	    blk_req(g, T_OUT, DISK_SECTORS - 1, data, 1024, false, NULL),
+	    S_IOERR);
+	assert_int_equal(
+	    blk_req(g, T_IN, UINT64_MAX / 256, data, 512, true, NULL), S_IOERR);
+	/* Not a whole number of sectors. */
+	assert_int_equal(blk_req(g, T_IN, 0, data, 100, true, NULL), S_IOERR);
+	/* The last sector itself is fine. */
+	assert_int_equal(
+	    blk_req(g, T_IN, DISK_SECTORS - 1, data, 512, true, NULL), S_OK);
+	/* Types not offered. */
+	assert_int_equal(blk_req(g, T_GET_LIFETIME, 0, data, 16, true, NULL),
+			 S_UNSUPP);
+	assert_int_equal(blk_req(g, 0x7777, 0, 0, 0, false, NULL), S_UNSUPP);
+	assert_int_equal(fake_virtio_fails, 0);
+	guest_free(g);
+}
+
+static void test_blk_readonly(void **state)
+{
+	struct guest *g = blk_guest(true, NULL);
+	gpa_t data = galloc(g, 512), seg = galloc(g, 16);
+	uint8_t b[512];
+	char path[128];
+	uint64_t sector = 0;
+	uint32_t num = 1;
+	int fd;
+
+	memset(gptr(g, data), 0x11, 512);
+	/* 5.2.6.2: writes to a read-only device fail. */
+	assert_int_equal(blk_req(g, T_OUT, 0, data, 512, false, NULL), S_IOERR);
+	memcpy(gptr(g, seg), &sector, 8);
+	memcpy(gptr(g, seg + 8), &num, 4);
+	assert_int_equal(blk_req(g, T_DISCARD, 0, seg, 16, false, NULL),
+			 S_IOERR);
+	assert_int_equal(blk_req(g, T_IN, 0, data, 512, true, NULL), S_OK);
+	assert_int_equal(((uint8_t *)gptr(g, data))[0], 0xa5);
+	assert_int_equal(blk_req(g, T_FLUSH, 0, 0, 0, false, NULL), S_OK);
+	disk_path(g, path, sizeof(path));
+	fd = open(path, O_RDONLY);
+	assert_int_equal(pread(fd, b, 512, 0), 512);
+	close(fd);
+	assert_int_equal(b[0], 0xa5);
+	guest_free(g);
+}
+
+static void test_blk_get_id(void **state)
+{
+	struct guest *g = blk_guest(false, NULL);
+	gpa_t id = galloc(g, 20);
+	uint8_t want[20] = "blk0";
+	uint32_t used;
+
+	memset(gptr(g, id), 0xee, 20);
+	assert_int_equal(blk_req(g, T_GET_ID, 0, id, 20, true, &used), S_OK);
+	assert_int_equal(used, 21);
+	/* 5.2.6: NUL-padded to 20 bytes. */
+	assert_memory_equal(gptr(g, id), want, 20);
+	guest_free(g);
+
+	g = blk_guest(false, "abcdefghij0123456789");
+	id = galloc(g, 20);
+	assert_int_equal(blk_req(g, T_GET_ID, 0, id, 20, true, NULL), S_OK);
+	assert_memory_equal(gptr(g, id), "abcdefghij0123456789", 20);
+	guest_free(g);
+}
+
+static void put_seg(struct guest *g, gpa_t at, uint64_t sector, uint32_t num,
+		    uint32_t flags)
+{
+	memcpy(gptr(g, at), &sector, 8);
+	memcpy(gptr(g, at + 8), &num, 4);
+	memcpy(gptr(g, at + 12), &flags, 4);
+}
+
+static void test_blk_discard(void **state)
+{
+	struct guest *g = blk_guest(false, NULL);
+	gpa_t seg = galloc(g, 64);
+	uint8_t b[8 * 512], zero[8 * 512] = { 0 };
+	char path[128];
+	struct stat st;
+	int fd;
+
+	/* Two segments: 8 sectors at 8, 8 sectors at 64. */
+	put_seg(g, seg, 8, 8, 0);
+	put_seg(g, seg + 16, 64, 8, 0);
+	assert_int_equal(blk_req(g, T_DISCARD, 0, seg, 32, false, NULL), S_OK);
+	disk_path(g, path, sizeof(path));
+	fd = open(path, O_RDONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(fstat(fd, &st), 0);
+	assert_int_equal(st.st_size, DISK_SECTORS * 512); /* KEEP_SIZE */
+	assert_int_equal(pread(fd, b, sizeof(b), 8 * 512), (ssize_t)sizeof(b));
+	/* tmpfs and the usual file systems punch holes; one that cannot
+	 * keeps the data, which a discard allows. */
+	if (b[0] == 0)
+		assert_memory_equal(b, zero, sizeof(b));
+	assert_int_equal(pread(fd, b, 1, 7 * 512), 1);
+	assert_int_equal(b[0], 0xa5);
+	assert_int_equal(pread(fd, b, 1, 16 * 512), 1);
+	assert_int_equal(b[0], 0xa5);
+	close(fd);
+
+	/* 5.2.6.2: the unmap flag or an unknown flag on a discard. */
+	put_seg(g, seg, 0, 8, 1);
+	assert_int_equal(blk_req(g, T_DISCARD, 0, seg, 16, false, NULL),
+			 S_UNSUPP);
+	put_seg(g, seg, 0, 8, 0x80);
+	assert_int_equal(blk_req(g, T_DISCARD, 0, seg, 16, false, NULL),
+			 S_UNSUPP);
+	/* Beyond the disk, beyond max_discard_sectors, a torn segment. */
+	put_seg(g, seg, DISK_SECTORS - 4, 8, 0);
+	assert_int_equal(blk_req(g, T_DISCARD, 0, seg, 16, false, NULL),
+			 S_IOERR);
+	put_seg(g, seg, 0, (1u << 21) + 1, 0);
+	assert_int_equal(blk_req(g, T_DISCARD, 0, seg, 16, false, NULL),
+			 S_IOERR);
+	assert_int_equal(blk_req(g, T_DISCARD, 0, seg, 12, false, NULL),
+			 S_IOERR);
+	guest_free(g);
+}
+
+/* A header too short to read, a chain without a status byte: the device
+ * answers what it can and carries on. */
+static void test_blk_malformed(void **state)
+{
+	struct guest *g = blk_guest(false, NULL);
+	gpa_t hdr = galloc(g, 16), st = galloc(g, 1);
+	struct buf shorthdr[] = { { hdr, 8, false }, { st, 1, true } };
+	struct buf nostatus[] = { { hdr, 16, false } };
+	struct buf outside[] = { { RAM_SIZE - 8, 16, false }, { st, 1, true } };
+	uint16_t head;
+	uint32_t len;
+
+	add_chain(g, 0, shorthdr, 2);
+	assert_int_equal(g->vdev.ops->queue_notify(&g->vdev, 0), 0);
+	next_used(g, 0, &head, &len);
+	assert_int_equal(*(uint8_t *)gptr(g, st), S_IOERR);
+	add_chain(g, 0, nostatus, 1);
+	assert_int_equal(g->vdev.ops->queue_notify(&g->vdev, 0), 0);
+	next_used(g, 0, &head, &len);
+	assert_int_equal(len, 0);
+	assert_int_equal(fake_virtio_fails, 0);
+
+	/* A buffer outside guest RAM breaks the queue: NEEDS_RESET. */
+	add_chain(g, 0, outside, 2);
+	assert_int_equal(g->vdev.ops->queue_notify(&g->vdev, 0), -EIO);
+	assert_int_equal(fake_virtio_fails, 1);
+	assert_true(g->vdev.status & VIRTIO_STATUS_NEEDS_RESET);
+	guest_free(g);
+}
+
+static void test_blk_identity(void **state)
+{
+	struct guest *g = blk_guest(false, NULL);
+	const struct state_desc *d = g->vdev.ops->state_desc;
+	gpa_t data = galloc(g, 512);
+	struct timespec times[2];
+	char err[512], path[128];
+	uint8_t saved[64];
+	struct stat st;
+	int fd;
+
+	disk_path(g, path, sizeof(path));
+	assert_non_null(d);
+	assert_non_null(g->vdev.ops->pre_save);
+	/* A write, then the snapshot's pre-save: the identity is the
+	 * image's after the write. */
+	memset(gptr(g, data), 0x5a, 512);
+	assert_int_equal(blk_req(g, T_OUT, 0, data, 512, false, NULL), S_OK);
+	assert_int_equal(g->vdev.ops->pre_save(&g->vdev), 0);
+	assert_int_equal(virtio_blk_check_identity(&g->vdev, err, sizeof(err)),
+			 0);
+	assert_true(state_encoded_size(d) <= sizeof(saved));
+	assert_int_equal(state_encode(d, g->vdev.priv, saved, sizeof(saved)),
+			 0);
+	assert_int_equal(g->vdev.ops->post_load(&g->vdev), 0);
+
+	/* The same bytes and size but a new mtime. */
+	fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	assert_int_equal(fstat(fd, &st), 0);
+	times[0] = st.st_atim;
+	times[1] = st.st_mtim;
+	times[1].tv_nsec = (times[1].tv_nsec + 1) % 1000000000;
+	assert_int_equal(futimens(fd, times), 0);
+	assert_int_equal(virtio_blk_check_identity(&g->vdev, err, sizeof(err)),
+			 -ESTALE);
+	assert_non_null(strstr(err, path));
+	assert_non_null(strstr(err, "modified"));
+	assert_int_equal(g->vdev.ops->post_load(&g->vdev), -ESTALE);
+
+	/* A byte of the first MiB changed, the mtime put back. */
+	assert_int_equal(pwrite(fd, "x", 1, 4096), 1);
+	times[1] = st.st_mtim;
+	assert_int_equal(futimens(fd, times), 0);
+	assert_int_equal(virtio_blk_check_identity(&g->vdev, err, sizeof(err)),
+			 -ESTALE);
+	assert_non_null(strstr(err, "first MiB"));
+
+	/* Grown. */
+	assert_int_equal(ftruncate(fd, DISK_SECTORS * 512 + 4096), 0);
+	assert_int_equal(virtio_blk_check_identity(&g->vdev, err, sizeof(err)),
+			 -ESTALE);
+	assert_non_null(strstr(err, "bytes"));
+	close(fd);
+	guest_free(g);
+
+	/* Restore: a fresh device on the (changed) image takes the recorded
+	 * identity from the state record and refuses it, unless the disk
+	 * was given again (replaced). */
+	for (int replaced = 0; replaced < 2; replaced++) {
+		struct disk_config cfg = { .path = path, .replaced = replaced };
+
+		g = guest_new();
+		snprintf(path, sizeof(path), "%s/disk.img", g->dir);
+		make_image(path, DISK_SECTORS * 512, 0x77);
+		assert_int_equal(
+		    virtio_blk_create(&g->vdev, NULL, &cfg, "blk0", 3), 0);
+		assert_int_equal(state_decode(d, 1, g->vdev.priv, saved,
+					      state_encoded_size(d)),
+				 0);
+		assert_int_equal(g->vdev.ops->post_load(&g->vdev),
+				 replaced ? 0 : -ESTALE);
+		guest_free(g);
+	}
+}
+
+static void test_blk_missing_image(void **state)
+{
+	struct guest *g = guest_new();
+	struct disk_config cfg = { .path = "/nonexistent/disk.img" };
+
+	assert_int_equal(virtio_blk_create(&g->vdev, NULL, &cfg, "blk0", 3),
+			 -ENOENT);
+	assert_null(g->vdev.priv);
+	guest_free(g);
+}
+
+/* ---------------------------------------------------------------- rng -- */
+
+static void test_rng(void **state)
+{
+	struct guest *g = guest_new();
+	gpa_t a = galloc(g, 16), b = galloc(g, 48), r = galloc(g, 8);
+	struct buf chain[] = { { a, 16, true }, { b, 48, true } };
+	struct buf readonly[] = { { r, 8, false } };
+	uint8_t zero[48] = { 0 };
+	uint16_t head;
+	uint32_t len;
+
+	assert_int_equal(virtio_rng_create(&g->vdev, NULL, "rng0", 4), 0);
+	assert_int_equal(g->vdev.ops->device_id, 4); /* 5.4.1 */
+	assert_int_equal(g->vdev.ops->num_queues, 1);
+	assert_int_equal(g->vdev.ops->config_len, 0);
+	assert_true(g->vdev.ops->features(&g->vdev) == 0);
+	guest_start(g);
+	add_chain(g, 0, chain, 2);
+	add_chain(g, 0, readonly, 1);
+	assert_int_equal(g->vdev.ops->queue_notify(&g->vdev, 0), 0);
+	next_used(g, 0, &head, &len);
+	assert_int_equal(len, 64);
+	/* 2^-128 and 2^-384 chances of a false failure. */
+	assert_memory_not_equal(gptr(g, a), zero, 16);
+	assert_memory_not_equal(gptr(g, b), zero, 48);
+	next_used(g, 0, &head, &len);
+	assert_int_equal(len, 0);
+	assert_int_equal(fake_virtio_notifies[0], 1); /* one interrupt */
+	guest_free(g);
+}
+
+/* ------------------------------------------------------------ console -- */
+
+static void test_console_file(void **state)
+{
+	struct guest *g = guest_new();
+	gpa_t a = galloc(g, 6), b = galloc(g, 5);
+	struct buf chain[] = { { a, 6, false }, { b, 5, false } };
+	char path[128], out[64] = "";
+	uint64_t f;
+	uint16_t head;
+	uint32_t len;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/console.log", g->dir);
+	assert_int_equal(virtio_console_create(&g->vdev, NULL, CONSOLE_FILE,
+					       path, "console0", 5),
+			 0);
+	assert_int_equal(g->vdev.ops->device_id, 3); /* 5.3.1 */
+	assert_int_equal(g->vdev.ops->num_queues, 2);
+	f = g->vdev.ops->features(&g->vdev);
+	/* 5.3.3: SIZE 0 and EMERG_WRITE 2; no MULTIPORT (1). */
+	assert_true(f == (1ull << 0 | 1ull << 2));
+	/* 5.3.4: cols 0, rows 2, max_nr_ports 4, emerg_wr 8. */
+	assert_int_equal(g->vdev.ops->config_len, 12);
+	assert_int_equal(cfg32(g, 0, 2), 80);
+	assert_int_equal(cfg32(g, 2, 2), 25);
+	assert_int_equal(cfg32(g, 4, 4), 1);
+	assert_int_equal(g->vdev.extra_fd, -1); /* a file has no input */
+	guest_start(g);
+
+	memcpy(gptr(g, a), "hello ", 6);
+	memcpy(gptr(g, b), "world", 5);
+	add_chain(g, 1, chain, 2);
+	assert_int_equal(g->vdev.ops->queue_notify(&g->vdev, 1), 0);
+	next_used(g, 1, &head, &len);
+	assert_int_equal(len, 0);
+	/* Emergency write (5.3.4): one character at once. */
+	g->vdev.ops->config_write(&g->vdev, 8, (const uint8_t *)"!\0\0\0", 4);
+	fd = open(path, O_RDONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(read(fd, out, sizeof(out) - 1), 12);
+	close(fd);
+	assert_string_equal(out, "hello world!");
+	guest_free(g);
+}
+
+static void test_console_socket(void **state)
+{
+	struct guest *g = guest_new();
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	gpa_t in = galloc(g, 16), out = galloc(g, 4);
+	struct buf rx[] = { { in, 16, true } };
+	struct buf tx[] = { { out, 4, false } };
+	char got[8] = "";
+	uint16_t head;
+	uint32_t len;
+	int c;
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/con.sock", g->dir);
+	assert_int_equal(virtio_console_create(&g->vdev, NULL, CONSOLE_SOCKET,
+					       sa.sun_path, "console0", 5),
+			 0);
+	guest_start(g);
+	assert_true(g->vdev.extra_fd >= 0); /* the listening socket */
+	c = socket(AF_UNIX, SOCK_STREAM, 0);
+	assert_int_equal(connect(c, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(g->vdev.ops->fd_ready(&g->vdev), 0); /* accept */
+	assert_int_equal(write(c, "abc", 3), 3);
+	/* No receive buffer yet: the input waits in the socket. */
+	assert_int_equal(g->vdev.ops->fd_ready(&g->vdev), -EAGAIN);
+	add_chain(g, 0, rx, 1);
+	assert_int_equal(g->vdev.ops->queue_notify(&g->vdev, 0), 0);
+	next_used(g, 0, &head, &len);
+	assert_int_equal(len, 3);
+	assert_memory_equal(gptr(g, in), "abc", 3);
+
+	memcpy(gptr(g, out), "xyz\n", 4);
+	add_chain(g, 1, tx, 1);
+	assert_int_equal(g->vdev.ops->queue_notify(&g->vdev, 1), 0);
+	assert_int_equal(read(c, got, sizeof(got)), 4);
+	assert_memory_equal(got, "xyz\n", 4);
+
+	/* The client leaves: the device listens again. */
+	close(c);
+	add_chain(g, 0, rx, 1);
+	assert_int_equal(g->vdev.ops->queue_notify(&g->vdev, 0), 0);
+	assert_int_equal(used_idx(g, 0), 1);
+	c = socket(AF_UNIX, SOCK_STREAM, 0);
+	assert_int_equal(connect(c, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(g->vdev.ops->fd_ready(&g->vdev), 0);
+	assert_int_equal(write(c, "z", 1), 1);
+	assert_int_equal(g->vdev.ops->fd_ready(&g->vdev), 0);
+	next_used(g, 0, &head, &len);
+	assert_int_equal(len, 1);
+	close(c);
+	guest_free(g);
+}
+
+/* ---------------------------------------------------------------- net -- */
+
+#define NET_HDR 12
+
+static struct guest *net_guest(const char *dir, const char *self,
+			       const char *peer, const char *mac)
+{
+	struct guest *g = guest_new();
+	char spec[300], err[256];
+	struct net_config cfg;
+
+	snprintf(spec, sizeof(spec), "unix=%s/%s%s%s%s%s", dir ? dir : g->dir,
+		 self, peer ? ",peer=" : "", peer ? (dir ? dir : g->dir) : "",
+		 peer ? "/" : "", peer ? peer : "");
+	if (mac) {
+		strcat(spec, ",mac=");
+		strcat(spec, mac);
+	}
+	assert_int_equal(config_parse_net(&cfg, spec, err, sizeof(err)), 0);
+	assert_int_equal(virtio_net_create(&g->vdev, NULL, &cfg, 0, "net0", 6),
+			 0);
+	config_free_net(&cfg);
+	guest_start(g);
+	return g;
+}
+
+/* Sends frame @seq (60 bytes) from @g: header then frame, split in two
+ * descriptors. */
+static void net_send(struct guest *g, uint32_t seq)
+{
+	gpa_t h = galloc(g, NET_HDR), f = galloc(g, 60);
+	struct buf b[] = { { h, NET_HDR, false }, { f, 60, false } };
+
+	memset(gptr(g, f), 0xff, 6); /* broadcast */
+	memcpy(gptr(g, f + 14), &seq, 4);
+	add_chain(g, 1, b, 2);
+}
+
+static void net_add_rx(struct guest *g, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		struct buf b = { galloc(g, 1526), 1526, true };
+
+		add_chain(g, 0, &b, 1);
+	}
+}
+
+/* The next received frame's sequence number; checks the header. */
+static uint32_t net_recv(struct guest *g)
+{
+	uint16_t head, nbuf;
+	uint32_t len, seq;
+	gpa_t at;
+
+	next_used(g, 0, &head, &len);
+	assert_int_equal(len, NET_HDR + 60);
+	/* Our chains are one descriptor: find its buffer. */
+	memcpy(&at, gptr(g, QUEUE_GPA(0) + 16ull * head), 8);
+	assert_int_equal(((uint8_t *)gptr(g, at))[0], 0); /* flags */
+	assert_int_equal(((uint8_t *)gptr(g, at))[1], 0); /* gso none */
+	memcpy(&nbuf, gptr(g, at + 10), 2);
+	assert_int_equal(nbuf, 1); /* num_buffers (5.1.6.4) */
+	memcpy(&seq, gptr(g, at + NET_HDR + 14), 4);
+	return seq;
+}
+
+static void test_net_config(void **state)
+{
+	struct guest *g = net_guest(NULL, "a", NULL, "52:54:00:aa:bb:cc");
+	struct guest *h = net_guest(NULL, "b", NULL, NULL);
+	uint8_t mac[6], mac2[6];
+
+	assert_int_equal(g->vdev.ops->device_id, 1); /* 5.1.1 */
+	assert_int_equal(g->vdev.ops->num_queues, 2);
+	/* 5.1.3: MAC 5 and STATUS 16; no offloads, no MRG_RXBUF, no
+	 * control queue. */
+	assert_true(g->vdev.ops->features(&g->vdev) ==
+		    (1ull << 5 | 1ull << 16));
+	/* 5.1.4: mac 0, status 6, max_virtqueue_pairs 8. */
+	assert_true(g->vdev.ops->config_len >= 10);
+	g->vdev.ops->config_read(&g->vdev, 0, mac, 6);
+	assert_memory_equal(mac, "\x52\x54\x00\xaa\xbb\xcc", 6);
+	assert_int_equal(cfg32(g, 6, 2), 1); /* VIRTIO_NET_S_LINK_UP */
+	assert_int_equal(cfg32(g, 8, 2), 1);
+	/* Without mac=: locally administered unicast, one per socket. */
+	h->vdev.ops->config_read(&h->vdev, 0, mac2, 6);
+	assert_int_equal(mac2[0], 0x52);
+	assert_int_equal(mac2[0] & 1, 0);
+	assert_memory_not_equal(mac, mac2, 6);
+	/* The saved state is the MAC. */
+	assert_int_equal(state_encoded_size(g->vdev.ops->state_desc), 6);
+	guest_free(g);
+	guest_free(h);
+}
+
+static void test_net_round_trip(void **state)
+{
+	struct guest *a = net_guest(NULL, "a", "b", NULL);
+	struct guest *b = net_guest(a->dir, "b", "a", NULL);
+
+	net_send(a, 1);
+	assert_int_equal(a->vdev.ops->queue_notify(&a->vdev, 1), 0);
+	assert_int_equal(used_idx(a, 1), 1);
+	/* No receive buffers: the frame stays in the socket. */
+	assert_int_equal(b->vdev.ops->fd_ready(&b->vdev), -EAGAIN);
+	assert_int_equal(used_idx(b, 0), 0);
+	net_add_rx(b, 2);
+	assert_int_equal(b->vdev.ops->queue_notify(&b->vdev, 0), 0);
+	assert_int_equal(net_recv(b), 1);
+	/* And back. */
+	net_send(b, 2);
+	assert_int_equal(b->vdev.ops->queue_notify(&b->vdev, 1), 0);
+	net_add_rx(a, 1);
+	assert_int_equal(a->vdev.ops->fd_ready(&a->vdev), 0);
+	assert_int_equal(net_recv(a), 2);
+	assert_int_equal(fake_virtio_fails, 0);
+	guest_free(b);
+	guest_free(a);
+}
+
+#define FULL_PEER_FRAMES 28
+
+/* A peer that does not read: frames wait in the transmit queue, none is
+ * dropped, and all arrive in order once it reads. */
+static void test_net_full_peer(void **state)
+{
+	struct guest *a = net_guest(NULL, "a", "b", NULL);
+	struct guest *b = net_guest(a->dir, "b", "a", NULL);
+	unsigned sent, got = 0;
+	int ctl = eventfd(1, EFD_CLOEXEC);
+
+	/* The transport wants the worker: the wait for room ends at once. */
+	assert_true(ctl >= 0);
+	a->vdev.ctl_fd = ctl;
+	/* 28 chains of two descriptors fit the queue; the peer's socket
+	 * holds fewer datagrams (net.unix.max_dgram_qlen, 10 by default). */
+	for (uint32_t i = 0; i < FULL_PEER_FRAMES; i++)
+		net_send(a, i);
+	assert_int_equal(a->vdev.ops->queue_notify(&a->vdev, 1), 0);
+	sent = used_idx(a, 1);
+	assert_true(sent > 0 && sent < FULL_PEER_FRAMES);
+	assert_int_equal(a->vdev.vq[1].last_avail, sent);
+	while (got < FULL_PEER_FRAMES) {
+		net_add_rx(b, 4);
+		assert_int_equal(b->vdev.ops->queue_notify(&b->vdev, 0), 0);
+		while (used_idx(b, 0) != b->used_seen[0])
+			assert_int_equal(net_recv(b), got++);
+		/* A kick of either queue retries the waiting frames. */
+		assert_int_equal(a->vdev.ops->queue_notify(&a->vdev, 0), 0);
+	}
+	assert_int_equal(used_idx(a, 1), FULL_PEER_FRAMES);
+	close(ctl);
+	guest_free(b);
+	guest_free(a);
+}
+
+/* Without peer=, replies go to the last sender. */
+static void test_net_reply_to_sender(void **state)
+{
+	struct guest *a = net_guest(NULL, "a", "b", NULL);
+	struct guest *b = net_guest(a->dir, "b", NULL, NULL);
+
+	net_send(b, 7); /* nobody to send to yet: dropped */
+	assert_int_equal(b->vdev.ops->queue_notify(&b->vdev, 1), 0);
+	assert_int_equal(used_idx(b, 1), 1);
+	net_send(a, 8);
+	assert_int_equal(a->vdev.ops->queue_notify(&a->vdev, 1), 0);
+	net_add_rx(b, 1);
+	assert_int_equal(b->vdev.ops->queue_notify(&b->vdev, 0), 0);
+	assert_int_equal(net_recv(b), 8);
+	net_send(b, 9);
+	assert_int_equal(b->vdev.ops->queue_notify(&b->vdev, 1), 0);
+	net_add_rx(a, 1);
+	assert_int_equal(a->vdev.ops->fd_ready(&a->vdev), 0);
+	assert_int_equal(net_recv(a), 9);
+	guest_free(b);
+	guest_free(a);
+}
+
+static void test_net_bad_backend(void **state)
+{
+	struct guest *g = guest_new();
+	struct net_config cfg = { .backend = NET_BACKEND_UNIX,
+				  .path = "/nonexistent/dir/sock" };
+
+	assert_true(virtio_net_create(&g->vdev, NULL, &cfg, 0, "net0", 6) < 0);
+	assert_null(g->vdev.priv);
+	guest_free(g);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_blk_features_and_config),
+		cmocka_unit_test(test_blk_read_write),
+		cmocka_unit_test(test_blk_split_descriptors),
+		cmocka_unit_test(test_blk_errors),
+		cmocka_unit_test(test_blk_readonly),
+		cmocka_unit_test(test_blk_get_id),
+		cmocka_unit_test(test_blk_discard),
+		cmocka_unit_test(test_blk_malformed),
+		cmocka_unit_test(test_blk_identity),
+		cmocka_unit_test(test_blk_missing_image),
+		cmocka_unit_test(test_rng),
+		cmocka_unit_test(test_console_file),
+		cmocka_unit_test(test_console_socket),
+		cmocka_unit_test(test_net_config),
+		cmocka_unit_test(test_net_round_trip),
+		cmocka_unit_test(test_net_full_peer),
+		cmocka_unit_test(test_net_reply_to_sender),
+		cmocka_unit_test(test_net_bad_backend),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
