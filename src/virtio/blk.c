@@ -496,6 +496,7 @@ static const struct virtio_device_ops blk_ops = {
 static int blk_open(struct virtio_blk *blk, const struct disk_config *cfg,
 		    const char *name)
 {
+	const char *id;
 	struct stat st;
 	int ret;
 
