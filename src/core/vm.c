@@ -24,6 +24,7 @@
 #include "cpu/cpuid.h"
 #include "cpu/vcpu_state.h"
 #include "snapshot/snapshot.h"
+#include "virtio/devices.h"
 
 void vm_request_stop(struct vm *vm, enum vm_stop_reason reason, int exit_status)
 {
@@ -177,6 +178,50 @@ static int vm_create_devices(struct vm *vm)
 	return ret;
 }
 
+/* The virtio devices, in PCI slots from 1 in a fixed order (disks, nets,
+ * console, rng) so that a VM built from the same config, as at restore,
+ * gets the same slots, BARs, GSIs and record names. */
+static int vm_create_virtio(struct vm *vm)
+{
+	const struct vm_config *cfg = &vm->cfg;
+	uint8_t slot = 1;
+	char name[32];
+	int ret;
+
+	for (unsigned i = 0; i < cfg->ndisks; i++) {
+		snprintf(name, sizeof(name), "blk%u", i);
+		ret = virtio_blk_create(&vm->virtio[vm->nvirtio], vm,
+					&cfg->disks[i], name, slot++);
+		if (ret)
+			return ret;
+		vm->nvirtio++;
+	}
+	for (unsigned i = 0; i < cfg->nnets; i++) {
+		snprintf(name, sizeof(name), "net%u", i);
+		ret = virtio_net_create(&vm->virtio[vm->nvirtio], vm,
+					&cfg->nets[i], i, name, slot++);
+		if (ret)
+			return ret;
+		vm->nvirtio++;
+	}
+	if (cfg->console != CONSOLE_NONE) {
+		ret = virtio_console_create(&vm->virtio[vm->nvirtio], vm,
+					    cfg->console, cfg->console_path,
+					    "console0", slot++);
+		if (ret)
+			return ret;
+		vm->nvirtio++;
+	}
+	if (cfg->rng) {
+		ret = virtio_rng_create(&vm->virtio[vm->nvirtio], vm, "rng0",
+					slot++);
+		if (ret)
+			return ret;
+		vm->nvirtio++;
+	}
+	return 0;
+}
+
 int vm_create(struct vm *vm, const struct vm_config *cfg,
 	      const struct kvm_cpuid2 *cpuid)
 {
@@ -241,6 +286,12 @@ int vm_create(struct vm *vm, const struct vm_config *cfg,
 	}
 
 	ret = vm_create_devices(vm);
+	if (ret)
+		goto fail;
+	ret = irq_routing_init(&vm->irq_routing, vm->vm_fd);
+	if (ret)
+		goto fail;
+	ret = vm_create_virtio(vm);
 	if (ret)
 		goto fail;
 
@@ -461,6 +512,11 @@ int vm_pause(struct vm *vm)
 		ret = -ESHUTDOWN;
 		goto out;
 	}
+	/* The vCPUs are parked, so no driver kicks a queue any more; park
+	 * the device workers between requests, so that nothing touches guest
+	 * memory or device state while a snapshot is taken. */
+	for (unsigned i = 0; i < vm->nvirtio; i++)
+		virtio_device_park(&vm->virtio[i]);
 	vm->last_pause_ns = now_ns(CLOCK_MONOTONIC) - t0;
 	atomic_store(&vm->paused, true);
 out:
@@ -476,6 +532,9 @@ int vm_resume(struct vm *vm)
 	if (!atomic_load(&vm->pause_requested)) {
 		ret = -EALREADY;
 	} else {
+		/* Devices first: the vCPUs may kick them at once. */
+		for (unsigned i = 0; i < vm->nvirtio; i++)
+			virtio_device_unpark(&vm->virtio[i]);
 		atomic_store(&vm->paused, false);
 		atomic_store(&vm->pause_requested, false);
 		pthread_cond_broadcast(&vm->pause_cond);
@@ -645,10 +704,22 @@ int vm_run(struct vm *vm, bool start_paused)
 			goto out_restore;
 		}
 	}
+	/* Device workers run before any vCPU can kick them; with the signals
+	 * above blocked, as every thread of stasis but the vCPUs. */
+	for (unsigned i = 0; i < vm->nvirtio; i++) {
+		if (virtio_device_start(&vm->virtio[i])) {
+			vm_request_stop(vm, VM_STOP_CRASH, 0);
+			break;
+		}
+	}
 	/* Parked from the first instruction: the vCPUs see the request
-	 * before they ever enter the guest. */
-	if (start_paused)
+	 * before they ever enter the guest, the workers park now, and
+	 * vm_resume() releases both. */
+	if (start_paused) {
 		atomic_store(&vm->pause_requested, true);
+		for (unsigned i = 0; i < vm->nvirtio; i++)
+			virtio_device_park(&vm->virtio[i]);
+	}
 	for (unsigned i = 0; i < vm->ncpus; i++) {
 		ret = pthread_create(&vm->vcpus[i].thread, NULL, vcpu_thread,
 				     &vm->vcpus[i]);
@@ -761,6 +832,11 @@ void vm_destroy(struct vm *vm)
 		free(vm->vcpus);
 		vm->vcpus = NULL;
 	}
+	/* Workers stop before the memory and buses they use go away. */
+	for (unsigned i = 0; i < vm->nvirtio; i++)
+		virtio_device_destroy(&vm->virtio[i]);
+	vm->nvirtio = 0;
+	irq_routing_destroy(&vm->irq_routing);
 	uart_destroy(&vm->uart);
 	rtc_destroy(&vm->rtc);
 	i8042_destroy(&vm->i8042);

@@ -15,6 +15,7 @@
 #include "bus/bus.h"
 #include "control/api.h"
 #include "core/config.h"
+#include "core/irq_routing.h"
 #include "devices/acpi_pm.h"
 #include "devices/debug_exit.h"
 #include "devices/i8042.h"
@@ -23,6 +24,7 @@
 #include "devices/uart.h"
 #include "memory/guest_mem.h"
 #include "snapshot/snapfile.h"
+#include "virtio/virtio.h"
 
 /* Process exit statuses. They are all even so that they never collide
  * with the odd statuses (v << 1) | 1 of the isa-debug-exit port. */
@@ -30,6 +32,9 @@
 #define STASIS_EXIT_USAGE 2 /* bad option, config, kernel or snapshot */
 #define STASIS_EXIT_GUEST_CRASH 4 /* triple fault, emulation failure */
 #define STASIS_EXIT_HOST 6 /* KVM missing, out of memory, I/O error */
+
+/* virtio-pci devices: every disk and network, a console, an RNG. */
+#define VM_MAX_VIRTIO (CONFIG_MAX_DISKS + CONFIG_MAX_NETS + 2)
 
 /* Why the VM stopped; the order matters only in that VM_RUNNING is 0. */
 enum vm_stop_reason {
@@ -77,6 +82,11 @@ struct vm {
 	struct debug_exit debug_exit;
 	struct pci_host pci;
 	struct acpi_pm acpi_pm;
+	/* GSI routes: the IOAPIC/PIC defaults and the MSI-X vectors. */
+	struct irq_routing irq_routing;
+	/* In PCI slot order from 1: disks, nets, console, rng. */
+	struct virtio_device virtio[VM_MAX_VIRTIO];
+	unsigned nvirtio;
 
 	/* Stopping: the first stop request wins; the main loop sees it through
 	 * stop_eventfd and kicks the vCPUs out of KVM_RUN. */

@@ -154,6 +154,8 @@ static void pci_device_write_config(struct pci_device *dev, unsigned off,
 	}
 	if (remap)
 		pci_device_update_bars(dev);
+	if (dev->config_written)
+		dev->config_written(dev, off, len);
 }
 
 /* The device CONFIG_ADDRESS selects, or NULL: only bus 0, function 0 of

@@ -66,6 +66,12 @@ struct pci_device {
 	 * into pci_host. */
 	void (*bar_remap)(struct pci_device *dev, int bar, uint64_t old_addr,
 			  uint64_t new_addr);
+	/* Called, with the host's lock held, after the guest wrote config
+	 * bytes [off, off + len) (the write mask already applied), so that a
+	 * capability's owner sees e.g. MSI-X enable. Same rules as bar_remap.
+	 * May be NULL. */
+	void (*config_written)(struct pci_device *dev, unsigned off,
+			       unsigned len);
 	void *opaque; /* for the owner */
 
 	/* Kept by the PCI code. */

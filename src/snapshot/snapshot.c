@@ -208,8 +208,15 @@ static const struct snapshot_device snapshot_devices[] = {
 #define SNAPSHOT_NDEVICES \
 	(sizeof(snapshot_devices) / sizeof(snapshot_devices[0]))
 
-/* Sections of a DEVICE record. */
-enum { SNAPSHOT_DEV_NAME = 1, SNAPSHOT_DEV_STATE = 2 };
+/* Sections of a DEVICE record. A virtio device's record holds its
+ * transport in STATE, then its PCI config space and, when the device model
+ * saves any, the model's state. */
+enum {
+	SNAPSHOT_DEV_NAME = 1,
+	SNAPSHOT_DEV_STATE = 2,
+	SNAPSHOT_DEV_PCI = 3,
+	SNAPSHOT_DEV_MODEL = 4,
+};
 /* Sections of an IRQCHIP record. */
 enum {
 	SNAPSHOT_IRQ_PIC_MASTER = 1,
@@ -363,6 +370,46 @@ static int snapshot_save_devices(struct vm *vm, struct snap_writer *w,
 	return 0;
 }
 
+/* One DEVICE record per virtio device, named as the device (blk0, net1):
+ * the VM is paused, so every worker is parked between requests. */
+static int snapshot_save_virtio(struct vm *vm, struct snap_writer *w, char *err,
+				size_t errlen)
+{
+	for (unsigned i = 0; i < vm->nvirtio; i++) {
+		struct virtio_device *vdev = &vm->virtio[i];
+		const struct virtio_device_ops *ops = vdev->ops;
+		struct state_buf b = { 0 };
+		int ret = 0;
+
+		if (ops->pre_save) {
+			ret = ops->pre_save(vdev);
+			if (ret) {
+				set_err(err, errlen,
+					"device %s: cannot prepare its state: "
+					"%s",
+					vdev->name, strerror(-ret));
+				return ret;
+			}
+		}
+		ret = state_buf_put(&b, SNAPSHOT_DEV_NAME, 1, vdev->name,
+				    strlen(vdev->name));
+		if (!ret)
+			ret = state_buf_put_table(&b, SNAPSHOT_DEV_STATE,
+						  &virtio_pci_state_desc, vdev);
+		if (!ret)
+			ret = state_buf_put_table(&b, SNAPSHOT_DEV_PCI,
+						  &pci_device_state_desc,
+						  &vdev->pci);
+		if (!ret && ops->state_desc)
+			ret = state_buf_put_table(&b, SNAPSHOT_DEV_MODEL,
+						  ops->state_desc, vdev->priv);
+		ret = snapshot_put(w, SNAP_REC_DEVICE, &b, ret, err, errlen);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
 int snapshot_save(struct vm *vm, const char *path,
 		  struct snap_progress *progress, char *err, size_t errlen)
 {
@@ -410,6 +457,8 @@ int snapshot_save(struct vm *vm, const char *path,
 		ret = snapshot_save_platform(vm, w, err, errlen);
 	if (!ret)
 		ret = snapshot_save_devices(vm, w, err, errlen);
+	if (!ret)
+		ret = snapshot_save_virtio(vm, w, err, errlen);
 	if (!ret)
 		ret = snap_write_memory(w, &vm->mem, progress, err, errlen);
 	if (ret) {
@@ -598,14 +647,102 @@ static int snapshot_load_single(const struct state_desc *d, const void *data,
 	return state_cursor_next(&c, &s) == 0 ? 0 : -EINVAL;
 }
 
+static void snapshot_decode_error(const char *dev, const struct state_desc *d,
+				  const struct state_section *s, int ret,
+				  char *err, size_t errlen)
+{
+	if (ret == -EPROTO)
+		set_err(err, errlen,
+			"snapshot: device %s %s state version %u not readable "
+			"(this stasis reads %u..%u)",
+			dev, d->name, s->version, d->min_version, d->version);
+	else
+		set_err(err, errlen, "snapshot: device %s: invalid %s state",
+			dev, d->name);
+}
+
+/* A virtio device's record (after its NAME section): transport, PCI
+ * config, and the model's state exactly when the model saves one. The
+ * device is freshly created and its worker not started, so decoding in
+ * place is safe: a failure abandons the restore. */
+static int snapshot_load_virtio(struct virtio_device *vdev,
+				struct state_cursor *c, char *err,
+				size_t errlen)
+{
+	const struct state_desc *model = vdev->ops->state_desc;
+	struct state_section tr, pci, st, extra;
+	int ret;
+
+	if (state_cursor_next(c, &tr) != 1 || tr.tag != SNAPSHOT_DEV_STATE ||
+	    state_cursor_next(c, &pci) != 1 || pci.tag != SNAPSHOT_DEV_PCI) {
+		set_err(err, errlen, "snapshot: malformed DEVICE record %s",
+			vdev->name);
+		return -EINVAL;
+	}
+	/* The model's section exactly when the model saves state, then the
+	 * end. */
+	ret = state_cursor_next(c, &st);
+	if (model && ret == 1 && st.tag == SNAPSHOT_DEV_MODEL)
+		ret = state_cursor_next(c, &extra) == 0 ? 0 : -EINVAL;
+	else if (model || ret != 0)
+		ret = -EINVAL;
+	if (ret) {
+		set_err(err, errlen,
+			"snapshot: device %s: sections do not match its model",
+			vdev->name);
+		return -EINVAL;
+	}
+	ret = state_section_decode(&virtio_pci_state_desc, &tr, vdev);
+	if (ret) {
+		snapshot_decode_error(vdev->name, &virtio_pci_state_desc, &tr,
+				      ret, err, errlen);
+		return ret;
+	}
+	ret = state_section_decode(&pci_device_state_desc, &pci, &vdev->pci);
+	if (ret) {
+		snapshot_decode_error(vdev->name, &pci_device_state_desc, &pci,
+				      ret, err, errlen);
+		return ret;
+	}
+	if (model) {
+		ret = state_section_decode(model, &st, vdev->priv);
+		if (ret) {
+			snapshot_decode_error(vdev->name, model, &st, ret, err,
+					      errlen);
+			return ret;
+		}
+	}
+	return 0;
+}
+
 static int snapshot_load_device(struct vm *vm, const uint8_t *data, size_t len,
-				bool *done, char *err, size_t errlen)
+				bool *done, bool *virtio_done, char *err,
+				size_t errlen)
 {
 	struct state_cursor c = { .data = data, .len = len };
 	const struct snapshot_device *d = NULL;
 	struct state_section name, st;
 	int ret;
 
+	if (state_cursor_next(&c, &name) == 1 &&
+	    name.tag == SNAPSHOT_DEV_NAME) {
+		for (unsigned i = 0; i < vm->nvirtio; i++) {
+			const char *n = vm->virtio[i].name;
+
+			if (strlen(n) != name.len ||
+			    memcmp(n, name.payload, name.len))
+				continue;
+			if (virtio_done[i]) {
+				set_err(err, errlen,
+					"snapshot: device %s twice", n);
+				return -EINVAL;
+			}
+			virtio_done[i] = true;
+			return snapshot_load_virtio(&vm->virtio[i], &c, err,
+						    errlen);
+		}
+	}
+	c.pos = 0;
 	if (state_cursor_next(&c, &name) != 1 ||
 	    name.tag != SNAPSHOT_DEV_NAME || state_cursor_next(&c, &st) != 1 ||
 	    st.tag != SNAPSHOT_DEV_STATE || state_cursor_next(&c, &st) != 0) {
@@ -726,6 +863,7 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 		     enum clock_policy clock, char *err, size_t errlen)
 {
 	bool dev_done[SNAPSHOT_NDEVICES] = { false };
+	bool virtio_done[VM_MAX_VIRTIO] = { false };
 	unsigned nvcpu = 0, nmem = 0, nirq = 0, npit = 0, nclock = 0;
 	struct snapshot_clock saved_clock = { 0 };
 	struct kvm_pit_state2 pit;
@@ -834,8 +972,9 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 				elapsed_ns = now - saved_clock.host_realtime_ns;
 			break;
 		case SNAP_REC_DEVICE:
-			ret = snapshot_load_device(vm, data, rec.length,
-						   dev_done, err, errlen);
+			ret =
+			    snapshot_load_device(vm, data, rec.length, dev_done,
+						 virtio_done, err, errlen);
 			break;
 		default:
 			/* Optional records of a later stasis. */
@@ -863,6 +1002,38 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 			set_err(err, errlen, "snapshot: device %s missing",
 				snapshot_devices[i].name);
 			return -EINVAL;
+		}
+	}
+	for (unsigned i = 0; i < vm->nvirtio; i++) {
+		if (!virtio_done[i]) {
+			set_err(err, errlen,
+				"snapshot: virtio device %s missing (the "
+				"snapshot has other devices than this VM)",
+				vm->virtio[i].name);
+			return -EINVAL;
+		}
+	}
+	/* Derived state, now that memory is back: IRQ lines, BAR mappings,
+	 * virtio ioeventfds, MSI routes and queue checks. */
+	for (size_t i = 0; i < SNAPSHOT_NDEVICES; i++) {
+		const struct snapshot_device *d = &snapshot_devices[i];
+
+		if (!snapshot_device_present(vm, d) || !d->post_load)
+			continue;
+		ret = d->post_load(vm);
+		if (ret) {
+			set_err(err, errlen, "snapshot: device %s: %s", d->name,
+				strerror(-ret));
+			return ret;
+		}
+	}
+	for (unsigned i = 0; i < vm->nvirtio; i++) {
+		ret = virtio_device_post_load(&vm->virtio[i]);
+		if (ret) {
+			set_err(err, errlen,
+				"snapshot: device %s cannot be restored: %s",
+				vm->virtio[i].name, strerror(-ret));
+			return ret;
 		}
 	}
 

@@ -158,7 +158,10 @@ struct virtio_device_ops {
 	 * be processed now; returns 0, or -EIO for a broken queue. */
 	int (*queue_notify)(struct virtio_device *vdev, unsigned q);
 	/* An extra fd of the device (tap, socket, console input) is
-	 * readable; see extra_fd. May be NULL. */
+	 * readable; see extra_fd. Returns 0, -EIO for a broken queue, or
+	 * -EAGAIN when it cannot take more input now (e.g. no receive
+	 * buffers): extra_fd is then not polled until the next queue_notify.
+	 * May be NULL. */
 	int (*fd_ready)(struct virtio_device *vdev);
 	/* Driver reset (status written 0, 4.1.4.3.1): drop device state. */
 	void (*reset)(struct virtio_device *vdev);
@@ -175,6 +178,10 @@ struct virtio_device_ops {
 	int (*pre_save)(struct virtio_device *vdev);
 };
 
+#define VIRTIO_MSI_NO_VECTOR 0xffff /* 4.1.5.1.2 */
+/* MSI-X vectors: one for config changes, one per queue. */
+#define VIRTIO_MAX_VECTORS (VIRTIO_MAX_QUEUES + 1)
+
 /* One virtio-pci device: transport state, queues and the device model's
  * private struct. */
 struct virtio_device {
@@ -183,7 +190,10 @@ struct virtio_device {
 	void *priv; /* the device model's struct */
 	char name[32]; /* "blk0", "net1": the DEVICE record name */
 	struct vm *vm;
-	pthread_mutex_t lock; /* transport registers and queue setup */
+	/* Transport registers and queue setup. Recursive, so that a device
+	 * callback run under it may call virtio_device_notify(). */
+	pthread_mutex_t lock;
+	bool created; /* virtio_device_create() succeeded */
 
 	/* Saved transport state (virtio_pci_state_desc). */
 	uint8_t status;
@@ -194,23 +204,104 @@ struct virtio_device {
 	uint8_t isr;
 	uint8_t config_generation;
 	struct virtq vq[VIRTIO_MAX_QUEUES];
-	/* MSI-X table (address lo/hi, data, control per vector) and PBA. */
-	uint32_t msix_table[VIRTIO_MAX_QUEUES + 1][4];
+	/* MSI-X table: address lo, address hi, data, vector control for each
+	 * vector in turn (PCI 3.0, 6.8.2.6), and the pending bits. */
+	uint32_t msix_table[VIRTIO_MAX_VECTORS * 4];
 	uint64_t msix_pba;
 	bool msix_enabled, msix_masked; /* from the capability's control */
 
+	/* Set up at creation. */
+	uint16_t nvectors; /* num_queues + 1 */
+	uint8_t msix_cap; /* config space offset of the MSI-X capability */
+	uint32_t intx_gsi; /* pin A's GSI (docs/virtio.md) */
+	uint64_t device_features; /* what ops->features offered, + ours */
+
 	/* Derived, rebuilt on load. */
+	uint32_t bar_addr; /* where BAR 0 decodes, 0: nowhere */
+	bool intx_level; /* the line as last driven */
 	int extra_fd; /* set by the device model, -1 when none */
 	int kick_fd[VIRTIO_MAX_QUEUES]; /* ioeventfds of the notify area */
-	int irq_fd[VIRTIO_MAX_QUEUES + 1]; /* irqfds, one per MSI-X vector */
-	uint32_t gsi[VIRTIO_MAX_QUEUES + 1];
+	bool kick_assigned[VIRTIO_MAX_QUEUES]; /* KVM_IOEVENTFD at bar_addr */
+	int irq_fd[VIRTIO_MAX_VECTORS]; /* irqfds, one per MSI-X vector */
+	bool irq_assigned[VIRTIO_MAX_VECTORS]; /* KVM_IRQFD done */
+	uint32_t gsi[VIRTIO_MAX_VECTORS];
+	uint32_t routed[VIRTIO_MAX_VECTORS][3]; /* MSI route as committed */
+	bool route_valid[VIRTIO_MAX_VECTORS];
 	pthread_t worker;
 	bool worker_started;
 	int ctl_fd; /* eventfd: wakes the worker to park or stop */
 	atomic_bool park_requested, stop_requested;
+	unsigned park_count; /* nested park requests (under park_lock) */
 	bool parked;
+	/* Set when fd_ready returned -EAGAIN: extra_fd is not polled again
+	 * until a queue notify. Worker only. */
+	bool extra_fd_wait;
+	pthread_mutex_t park_lock;
 	pthread_cond_t park_cond;
 };
+
+/* ------------------------------------------------- virtio-pci layout -- */
+
+/* PCI identity (4.1.2): modern-only devices, revision 1. */
+#define VIRTIO_PCI_VENDOR_ID 0x1af4
+#define VIRTIO_PCI_DEVICE_ID_BASE 0x1040 /* + VIRTIO_ID_* */
+#define VIRTIO_PCI_REVISION 1
+
+/* BAR 0, 32-bit memory: every structure at a fixed offset (4.1.4). */
+#define VIRTIO_PCI_BAR 0
+#define VIRTIO_PCI_BAR_SIZE 0x8000
+#define VIRTIO_PCI_COMMON_OFF 0x0000
+#define VIRTIO_PCI_COMMON_LEN 0x38 /* through queue_device */
+#define VIRTIO_PCI_ISR_OFF 0x1000
+#define VIRTIO_PCI_ISR_LEN 4
+#define VIRTIO_PCI_DEVICE_OFF 0x2000
+#define VIRTIO_PCI_DEVICE_MAX 0x1000 /* largest config_len */
+#define VIRTIO_PCI_NOTIFY_OFF 0x3000
+#define VIRTIO_PCI_NOTIFY_MULT 4 /* notify_off_multiplier */
+#define VIRTIO_PCI_MSIX_TABLE_OFF 0x4000
+#define VIRTIO_PCI_MSIX_PBA_OFF 0x5000
+
+/* Vendor capability cfg_type (4.1.4). */
+#define VIRTIO_PCI_CAP_COMMON_CFG 1
+#define VIRTIO_PCI_CAP_NOTIFY_CFG 2
+#define VIRTIO_PCI_CAP_ISR_CFG 3
+#define VIRTIO_PCI_CAP_DEVICE_CFG 4
+#define PCI_CAP_ID_VNDR 0x09
+#define PCI_CAP_ID_MSIX 0x11
+
+/* Common configuration structure offsets (4.1.4.3). */
+#define VIRTIO_PCI_COMMON_DFSELECT 0x00
+#define VIRTIO_PCI_COMMON_DF 0x04
+#define VIRTIO_PCI_COMMON_GFSELECT 0x08
+#define VIRTIO_PCI_COMMON_GF 0x0c
+#define VIRTIO_PCI_COMMON_MSIX 0x10
+#define VIRTIO_PCI_COMMON_NUMQ 0x12
+#define VIRTIO_PCI_COMMON_STATUS 0x14
+#define VIRTIO_PCI_COMMON_CFGGENERATION 0x15
+#define VIRTIO_PCI_COMMON_Q_SELECT 0x16
+#define VIRTIO_PCI_COMMON_Q_SIZE 0x18
+#define VIRTIO_PCI_COMMON_Q_MSIX 0x1a
+#define VIRTIO_PCI_COMMON_Q_ENABLE 0x1c
+#define VIRTIO_PCI_COMMON_Q_NOFF 0x1e
+#define VIRTIO_PCI_COMMON_Q_DESCLO 0x20
+#define VIRTIO_PCI_COMMON_Q_DESCHI 0x24
+#define VIRTIO_PCI_COMMON_Q_AVAILLO 0x28
+#define VIRTIO_PCI_COMMON_Q_AVAILHI 0x2c
+#define VIRTIO_PCI_COMMON_Q_USEDLO 0x30
+#define VIRTIO_PCI_COMMON_Q_USEDHI 0x34
+
+/* MSI-X capability (PCI 3.0, 6.8.2): message control bits. */
+#define PCI_MSIX_CTRL_ENABLE 0x8000
+#define PCI_MSIX_CTRL_MASKALL 0x4000
+#define PCI_MSIX_ENTRY_MASKED 1
+
+/* ISR bits (4.1.4.5). */
+#define VIRTIO_ISR_QUEUE 1
+#define VIRTIO_ISR_CONFIG 2
+
+/* Legacy INTx: pin A of slot s is GSI 16 + (s - 1) % 8, level-triggered,
+ * active high, written to the interrupt line register (docs/virtio.md). */
+#define VIRTIO_PCI_INTX_GSI(slot) (16u + ((unsigned)(slot)-1u) % 8u)
 
 /* Creates the transport for a device model (@ops, @priv), plugs it into
  * the PCI bus at @slot and names it @name. Returns 0 or -errno with a
