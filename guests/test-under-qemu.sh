@@ -306,6 +306,66 @@ want_line '^consoletest: got "ping-stasis-42"$'
 want_line '^consoletest: got "quit"$'
 done_case
 
+# nettest: two QEMU instances joined by a pair of UNIX datagram sockets
+# (-netdev dgram), as stasis's rootless backend joins two VMs.
+# net_pair NAME ARGS_A ARGS_B: sets out (role a) and out_b, status and
+# status_b.
+net_pair() {
+	name=$1
+	out=$tmp/$name-a.out
+	out_b=$tmp/$name-b.out
+	problems=
+	local role peer mac args
+	for role in a b; do
+		if [ $role = a ]; then
+			peer=b mac=01 args=$2
+		else
+			peer=a mac=02 args=$3
+		fi
+		timeout "$limit" "$qemu" -M pc -accel tcg -cpu max -m 256M \
+			-kernel "$guests/nettest.elf" -vga none -nographic \
+			-device isa-debug-exit,iobase=0xf4,iosize=4 -no-reboot \
+			-append "role=$role $args" -netdev "dgram,id=n0,local.type=unix,local.path=$tmp/$name-$role.sock,remote.type=unix,remote.path=$tmp/$name-$peer.sock" \
+			-device "virtio-net-pci,disable-legacy=on,netdev=n0,mac=52:54:00:00:00:$mac" \
+			</dev/null >"$tmp/$name-$role.out" 2>"$tmp/$name-$role.err" &
+		eval "pid_$role=\$!"
+	done
+	# shellcheck disable=SC2154 # set by the eval above
+	wait "$pid_a"
+	status=$?
+	# shellcheck disable=SC2154
+	wait "$pid_b"
+	status_b=$?
+}
+
+net_pair nettest 'count=2000' 'count=2000'
+want_status 1
+[ "$status_b" = 1 ] || fail "role b status $status_b, want 1"
+want_line '^nettest: role a mac 52:54:00:00:00:01 features 0x130000020 '
+want_line '^nettest: done, 2000 frames each way, 0 others'
+grep -q '^nettest: done, 2000 frames each way' "$out_b" ||
+	fail "role b did not finish"
+no_line 'LOST|DUP|BAD'
+done_case
+
+net_pair nettest-plain \
+	'count=1000 frame=1514 window=8 indirect=0 event_idx=0 pci=reassign' \
+	'count=1000 frame=60 window=1'
+want_status 1
+[ "$status_b" = 1 ] || fail "role b status $status_b, want 1"
+want_line '^nettest: role a .* features 0x100000020 window 8 frame 1514 '
+want_line '^nettest: done, 1000 frames each way'
+done_case
+
+# The checker: a frame sent twice must be reported by the receiver.
+net_pair nettest-inject 'count=300 inject=dup stall_ms=2000' \
+	'count=300 stall_ms=2000'
+out=$out_b
+status=$status_b
+want_status 15
+want_line '^nettest: DUP frame: expected 51 got 50 '
+done_case
+
 # The runtime must not contain what ring-0 emulation rejects, nor any
 # x87/SSE/AVX register use (ring 0 saves no vector state).
 name=runtime-instructions
