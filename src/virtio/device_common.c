@@ -11,10 +11,14 @@
 
 bool virtio_queue_ready(const struct virtio_device *vdev, unsigned q)
 {
-	return q < vdev->ops->num_queues && vdev->vq[q].enabled &&
+	/* The transport writes these on vCPU threads. */
+	uint8_t status = __atomic_load_n(&vdev->status, __ATOMIC_ACQUIRE);
+
+	return q < vdev->ops->num_queues &&
+	       __atomic_load_n(&vdev->vq[q].enabled, __ATOMIC_ACQUIRE) &&
 	       vdev->vq[q].size && vdev->vq[q].mem &&
-	       (vdev->status & VIRTIO_STATUS_DRIVER_OK) &&
-	       !(vdev->status & VIRTIO_STATUS_NEEDS_RESET);
+	       (status & VIRTIO_STATUS_DRIVER_OK) &&
+	       !(status & VIRTIO_STATUS_NEEDS_RESET);
 }
 
 int virtio_queue_drain(struct virtio_device *vdev, unsigned q,

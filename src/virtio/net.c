@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -284,8 +285,14 @@ static bool net_tx_wait(struct virtio_net *net)
 	if (poll(p, 2, net->connected ? NET_TX_WAIT_MS : 1) < 0 &&
 	    errno != EINTR)
 		return false;
-	if (p[1].revents)
+	if (p[1].revents) {
+		/* Kick ourselves, so the worker tries the waiting frames
+		 * again once it is unparked: the driver may have nothing
+		 * more to send, and so no kick of its own. */
+		if (net->vdev->kick_fd[NET_TXQ] >= 0)
+			eventfd_write(net->vdev->kick_fd[NET_TXQ], 1);
 		return false;
+	}
 	if (p[0].revents & POLLIN)
 		return net_input(net) != -EIO;
 	return true;

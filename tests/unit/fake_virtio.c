@@ -28,6 +28,8 @@ int virtio_device_create(struct virtio_device *vdev, struct vm *vm,
 	snprintf(vdev->name, sizeof(vdev->name), "%s", name);
 	vdev->extra_fd = -1;
 	vdev->ctl_fd = -1;
+	for (unsigned q = 0; q < VIRTIO_MAX_QUEUES; q++)
+		vdev->kick_fd[q] = -1;
 	return 0;
 }
 

@@ -74,6 +74,8 @@ static struct guest *guest_new(void)
 	g->data = DATA_GPA;
 	g->vdev.extra_fd = -1;
 	g->vdev.ctl_fd = -1;
+	for (unsigned q = 0; q < VIRTIO_MAX_QUEUES; q++)
+		g->vdev.kick_fd[q] = -1;
 	snprintf(g->dir, sizeof(g->dir), "/tmp/stasis-vdev-XXXXXX");
 	assert_non_null(mkdtemp(g->dir));
 	fake_virtio_reset();
@@ -864,10 +866,13 @@ static void test_net_full_peer(void **state)
 	struct guest *b = net_guest(a->dir, "b", "a", NULL);
 	unsigned sent, got = 0;
 	int ctl = eventfd(1, EFD_CLOEXEC);
+	int kick = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	eventfd_t kicks;
 
 	/* The transport wants the worker: the wait for room ends at once. */
-	assert_true(ctl >= 0);
+	assert_true(ctl >= 0 && kick >= 0);
 	a->vdev.ctl_fd = ctl;
+	a->vdev.kick_fd[1] = kick;
 	/* 28 chains of two descriptors fit the queue; the peer's socket
 	 * holds fewer datagrams (net.unix.max_dgram_qlen, 10 by default). */
 	for (uint32_t i = 0; i < FULL_PEER_FRAMES; i++)
@@ -875,6 +880,9 @@ static void test_net_full_peer(void **state)
 	assert_int_equal(a->vdev.ops->queue_notify(&a->vdev, 1), 0);
 	sent = used_idx(a, 1);
 	assert_true(sent > 0 && sent < FULL_PEER_FRAMES);
+	/* The device kicked itself to try again after a park. */
+	assert_int_equal(eventfd_read(kick, &kicks), 0);
+	assert_true(kicks >= 1);
 	assert_int_equal(a->vdev.vq[1].last_avail, sent);
 	while (got < FULL_PEER_FRAMES) {
 		net_add_rx(b, 4);
@@ -886,6 +894,8 @@ static void test_net_full_peer(void **state)
 	}
 	assert_int_equal(used_idx(a, 1), FULL_PEER_FRAMES);
 	close(ctl);
+	close(kick);
+	a->vdev.kick_fd[1] = -1;
 	guest_free(b);
 	guest_free(a);
 }
