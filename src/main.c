@@ -93,7 +93,54 @@ static void restore_usage(void)
 	       "                        copy-on-write, and read as the guest "
 	       "touches it;\n"
 	       "                        copy: read in whole (the file may then "
-	       "change)\n");
+	       "change)\n"
+	       "  --disk PATH[,ro][,id=NAME]\n"
+	       "                        the Nth --disk replaces the snapshot's "
+	       "Nth disk,\n"
+	       "                        which is then not checked for changes "
+	       "(docs/virtio.md)\n"
+	       "  --net tap=NAME | unix=PATH[,peer=PATH]\n"
+	       "                        the Nth --net replaces the Nth network "
+	       "backend;\n"
+	       "                        the guest keeps its MAC address\n");
+}
+
+/* Applies restore's --disk and --net: the Nth of each replaces the
+ * snapshot's Nth disk or network backend. */
+static int restore_replace_devices(struct vm_config *cfg, char **disks,
+				   unsigned ndisks, char **nets, unsigned nnets)
+{
+	char err[256];
+
+	if (ndisks > cfg->ndisks || nnets > cfg->nnets) {
+		log_error(
+		    "%s: the snapshot has %u disks and %u network devices",
+		    ndisks > cfg->ndisks ? "--disk" : "--net", cfg->ndisks,
+		    cfg->nnets);
+		return -EINVAL;
+	}
+	for (unsigned i = 0; i < ndisks; i++) {
+		struct disk_config d;
+
+		if (config_parse_disk(&d, disks[i], err, sizeof(err))) {
+			log_error("%s", err);
+			return -EINVAL;
+		}
+		d.replaced = true;
+		config_free_disk(&cfg->disks[i]);
+		cfg->disks[i] = d;
+	}
+	for (unsigned i = 0; i < nnets; i++) {
+		struct net_config n;
+
+		if (config_parse_net(&n, nets[i], err, sizeof(err))) {
+			log_error("%s", err);
+			return -EINVAL;
+		}
+		config_free_net(&cfg->nets[i]);
+		cfg->nets[i] = n;
+	}
+	return 0;
 }
 
 static int cmd_restore(int argc, char **argv)
@@ -104,9 +151,13 @@ static int cmd_restore(int argc, char **argv)
 		{ "paused", no_argument, NULL, 'p' },
 		{ "clock", required_argument, NULL, 'c' },
 		{ "memory", required_argument, NULL, 'm' },
+		{ "disk", required_argument, NULL, 'd' },
+		{ "net", required_argument, NULL, 'n' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
+	char *disks[CONFIG_MAX_DISKS], *nets[CONFIG_MAX_NETS];
+	unsigned ndisks = 0, nnets = 0;
 	enum clock_policy clock = CLOCK_ADVANCE;
 	struct snapshot_image img;
 	const char *serial = NULL, *api = NULL;
@@ -150,6 +201,22 @@ static int cmd_restore(int argc, char **argv)
 				return STASIS_EXIT_USAGE;
 			}
 			break;
+		case 'd':
+			if (ndisks == CONFIG_MAX_DISKS) {
+				log_error("--disk: more than %d disks",
+					  CONFIG_MAX_DISKS);
+				return STASIS_EXIT_USAGE;
+			}
+			disks[ndisks++] = optarg;
+			break;
+		case 'n':
+			if (nnets == CONFIG_MAX_NETS) {
+				log_error("--net: more than %d network devices",
+					  CONFIG_MAX_NETS);
+				return STASIS_EXIT_USAGE;
+			}
+			nets[nnets++] = optarg;
+			break;
 		case 'h':
 			restore_usage();
 			return STASIS_EXIT_OK;
@@ -171,11 +238,21 @@ static int cmd_restore(int argc, char **argv)
 		return STASIS_EXIT_USAGE;
 	}
 	img.copy_memory = copy_memory;
-	/* Host-side options come from this command line, not the file. */
-	img.cfg.serial = SERIAL_STDIO;
+	/* Host-side options come from this command line, not the file. A
+	 * stdio console keeps stdin, so the serial port defaults to none. */
+	img.cfg.serial =
+	    img.cfg.console == CONSOLE_STDIO ? SERIAL_NONE : SERIAL_STDIO;
 	if (serial && config_parse_serial(&img.cfg, serial)) {
 		log_error("--serial: '%s' is not stdio, none or file:PATH",
 			  serial);
+		snapshot_close(&img);
+		return STASIS_EXIT_USAGE;
+	}
+	err[0] = '\0';
+	if (restore_replace_devices(&img.cfg, disks, ndisks, nets, nnets) ||
+	    config_validate(&img.cfg, err, sizeof(err))) {
+		if (*err)
+			log_error("%s", err);
 		snapshot_close(&img);
 		return STASIS_EXIT_USAGE;
 	}
