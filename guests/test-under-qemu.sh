@@ -225,6 +225,14 @@ want_line '^rngtest: features 0x100000000 msix on common 0xe[0-9a-f]{7}$'
 want_line '^rngtest: ok 8192 bytes .* [1-9][0-9]* irqs\)$'
 done_case
 
+# INTx through the IOAPIC instead of MSI-X.
+vio rngtest-intx rngtest.elf 'bytes=65536 irq=intx' \
+	-device virtio-rng-pci,disable-legacy=on
+want_status 1
+want_line '^rngtest: features 0x130000000 msix off '
+want_line '^rngtest: ok 65536 bytes .* [1-9][0-9]* irqs\)$'
+done_case
+
 truncate -s 8M "$tmp/disk.img"
 blk="-drive file=$tmp/disk.img,format=raw,if=none,id=d0 -device"
 blk_dev=virtio-blk-pci,disable-legacy=on,drive=d0,serial=stasis-disk-0
@@ -248,6 +256,14 @@ vio blktest-plain blktest.elf \
 want_status 1
 want_line '^blktest: .* testing 384 sectors from 16000, msix on$'
 want_line '^blktest: pass 2 ok \(384 sectors\)$'
+want_line '^blktest: done, .* [1-9][0-9]* irqs$'
+done_case
+
+# shellcheck disable=SC2086
+vio blktest-intx blktest.elf 'passes=1 sectors=512 irq=intx' $blk "$blk_dev"
+want_status 1
+want_line '^blktest: .* msix off$'
+want_line '^blktest: pass 1 ok \(512 sectors\)$'
 want_line '^blktest: done, .* [1-9][0-9]* irqs$'
 done_case
 

@@ -6,6 +6,8 @@
 #define MADT_ENTRIES 44
 #define MADT_LAPIC 0
 #define MADT_X2APIC 9
+#define MADT_IOAPIC 1
+#define MADT_ISO 2 /* interrupt source override */
 #define MADT_ENABLED 0x1
 
 static bool checksum_ok(const uint8_t *p, size_t len)
@@ -128,4 +130,51 @@ unsigned int guest_acpi_cpus(uint32_t *apic_ids, unsigned int max)
 		apic_ids[n++] = id;
 	}
 	return n;
+}
+
+/*
+ * Where ISA/PCI interrupt line @line arrives: the MADT's interrupt source
+ * overrides (type 2) map an ISA IRQ to a GSI with polarity and trigger
+ * flags; an I/O APIC (type 1) serves GSIs from its base. Without a MADT:
+ * GSI = line on the IOAPIC at 0xfec00000. Returns 0, or -1 when no I/O
+ * APIC has that GSI. Pins are below 24 on every IOAPIC we meet.
+ */
+int guest_acpi_gsi(unsigned int line, uint64_t *ioapic, unsigned int *pin,
+		   uint16_t *flags)
+{
+	const uint8_t *madt = guest_acpi_table("APIC");
+	uint32_t len, gsi = line, base, addr;
+	size_t i;
+
+	*flags = 0;
+	if (!madt) {
+		*ioapic = GUEST_IOAPIC_BASE;
+		*pin = line;
+		return line < 24 ? 0 : -1;
+	}
+	memcpy(&len, madt + 4, sizeof(len));
+	for (i = MADT_ENTRIES; i + 2 <= len && madt[i + 1] >= 2;
+	     i += madt[i + 1]) {
+		const uint8_t *e = madt + i;
+
+		if (e[0] == MADT_ISO && e[1] >= 10 && e[3] == line) {
+			memcpy(&gsi, e + 4, sizeof(gsi));
+			memcpy(flags, e + 8, sizeof(*flags));
+		}
+	}
+	for (i = MADT_ENTRIES; i + 2 <= len && madt[i + 1] >= 2;
+	     i += madt[i + 1]) {
+		const uint8_t *e = madt + i;
+
+		if (e[0] != MADT_IOAPIC || e[1] < 12)
+			continue;
+		memcpy(&addr, e + 4, sizeof(addr));
+		memcpy(&base, e + 8, sizeof(base));
+		if (gsi >= base && gsi - base < 24) {
+			*ioapic = addr;
+			*pin = gsi - base;
+			return 0;
+		}
+	}
+	return -1;
 }

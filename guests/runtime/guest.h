@@ -21,8 +21,9 @@
 #define GUEST_EXIT_BLKTEST 6 /* blktest: on-disk data wrong */
 #define GUEST_EXIT_NETTEST 7 /* nettest: frame lost, duplicated, bad */
 #define GUEST_EXIT_RNGTEST 8 /* rngtest: entropy looks constant */
-#define GUEST_EXIT_DEVICE 9 /* virtio device failed (NEEDS_RESET, I/O error) \
-			     */
+#define GUEST_EXIT_DEVICE                                  \
+	9 /* virtio device failed (NEEDS_RESET, I/O error) \
+	   */
 #define GUEST_EXIT_EXCEPTION 32 /* + vector, for CPU exceptions 0..31 */
 #define GUEST_EXIT_UNEXPECTED_IRQ 64
 
@@ -346,12 +347,16 @@ struct guest_virtio_dev {
 	uint32_t notify_mult, device_cfg_len;
 	uint64_t offered, features; /* device's features, negotiated ones */
 	unsigned int msix_cap; /* config offset, 0 without MSI-X */
+	bool msix_on; /* MSI-X enabled by guest_virtio_init */
 	uint64_t msix_table;
 	uint16_t msix_entries;
 	uint16_t config_vector;
 	unsigned int nqueues; /* set up by guest_virtq_setup */
 	struct guest_virtq vq[GUEST_VIRTIO_MAX_QUEUES];
 	bool wait_irq; /* guest_virtq_wait sleeps for the interrupt */
+	bool force_intx; /* use INTx even if MSI-X is there */
+	bool intx; /* INTx routed: waits read the ISR */
+	unsigned int intx_slot;
 };
 
 /* Finds the @index-th virtio device of @type (modern ID 0x1040 + type, or
@@ -408,10 +413,11 @@ static inline unsigned int guest_virtq_free(const struct guest_virtq *vq)
 	return vq->num_free;
 }
 
-/* Reads the common virtio test arguments into @wanted: event_idx=0 and
- * indirect=0 stop the driver asking for those features; irq=wait makes
- * it sleep for MSI-X interrupts instead of polling. Returns the feature
- * bits to OR into guest_virtio_init's @wanted. */
+/* Reads the common virtio test arguments: event_idx=0 and indirect=0
+ * stop the driver asking for those features; irq=wait makes waits sleep
+ * for the interrupt (MSI-X, or INTx when the device has no MSI-X) instead
+ * of polling; irq=intx does so with INTx even when MSI-X is there.
+ * Returns the feature bits to OR into guest_virtio_init's @wanted. */
 uint64_t guest_virtio_arg_features(struct guest_virtio_dev *dev);
 
 /* Freestanding C library pieces the compiler may call. */

@@ -61,6 +61,8 @@ void guest_lapic_init_local(void);
 uint32_t guest_lapic_id(void);
 void guest_lapic_send_ipi(uint32_t apic_id, uint32_t icr_low);
 unsigned int guest_acpi_cpus(uint32_t *apic_ids, unsigned int max);
+int guest_acpi_gsi(unsigned int line, uint64_t *ioapic, unsigned int *pin,
+		   uint16_t *flags);
 
 static inline void guest_cpuid_raw(uint32_t leaf, uint32_t sub, uint32_t out[4])
 {

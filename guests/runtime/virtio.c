@@ -60,6 +60,14 @@
 #define VIRTQ_AVAIL_F_NO_INTERRUPT 1
 #define VIRTQ_USED_F_NO_NOTIFY 1
 
+/* I/O APIC (82093AA data sheet 3.0): index at 0, data at 0x10. */
+#define IOAPIC_INDEX 0x00
+#define IOAPIC_DATA 0x10
+#define IOAPIC_REDIR 0x10 /* entry n: registers 0x10 + 2n, + 2n + 1 */
+#define IOAPIC_ACTIVE_LOW (1u << 13)
+#define MADT_POLARITY_MASK 0x3 /* MPS INTI flags (ACPI 6.5 5.2.12.5) */
+#define MADT_POLARITY_LOW 0x3
+
 #define RESET_POLLS 1000000
 #define STATUS_CHECK_POLLS 1024 /* polls between NEEDS_RESET checks */
 
@@ -71,6 +79,12 @@ static uint8_t status_read(const struct guest_virtio_dev *dev)
 static void status_set(struct guest_virtio_dev *dev, uint8_t bits)
 {
 	guest_mmio_write8(dev->common + COMMON_STATUS, status_read(dev) | bits);
+}
+
+static void ioapic_write(uint64_t base, uint32_t reg, uint32_t v)
+{
+	guest_mmio_write32(base + IOAPIC_INDEX, reg);
+	guest_mmio_write32(base + IOAPIC_DATA, v);
 }
 
 static bool is_virtio(const struct guest_pci_dev *d, uint16_t type)
@@ -185,7 +199,7 @@ static uint16_t msix_entry_claim(struct guest_virtio_dev *dev, uint16_t entry,
 {
 	uint64_t e;
 
-	if (!dev->msix_cap || entry >= dev->msix_entries ||
+	if (!dev->msix_on || entry >= dev->msix_entries ||
 	    guest_kit.irq_slots_used >= GUEST_DEVICE_VECTORS)
 		return GUEST_VIRTIO_NO_VECTOR;
 	*slot = guest_kit.irq_slots_used++;
@@ -210,6 +224,7 @@ static void msix_enable(struct guest_virtio_dev *dev)
 	ctl = guest_pci_read16(d, dev->msix_cap + MSIX_CONTROL);
 	guest_pci_write16(d, dev->msix_cap + MSIX_CONTROL,
 			  (ctl | MSIX_CTL_ENABLE) & ~MSIX_CTL_MASKALL);
+	dev->msix_on = true;
 	v = msix_entry_claim(dev, 0, &slot);
 	if (v == GUEST_VIRTIO_NO_VECTOR)
 		return;
@@ -217,6 +232,42 @@ static void msix_enable(struct guest_virtio_dev *dev)
 	guest_mmio_write16(dev->common + COMMON_MSIX, v);
 	if (guest_mmio_read16(dev->common + COMMON_MSIX) == v)
 		dev->config_vector = v;
+}
+
+/*
+ * INTx (4.1.5.3): the function's interrupt line, routed through the I/O
+ * APIC to a device vector, edge-triggered on purpose. The line rises when
+ * the device sets the ISR and falls when the driver reads it, so a waiter
+ * reads the ISR before each look at its queues: a completion after that
+ * read raises the line again and makes a new edge, one before it is seen
+ * by the look. No level-triggered handler is needed in ring 0.
+ */
+static int intx_enable(struct guest_virtio_dev *dev)
+{
+	const struct guest_pci_dev *d = dev->pci;
+	uint64_t ioapic;
+	unsigned int pin;
+	uint16_t flags;
+	uint32_t low;
+
+	/* Line 0 or 0xff: nobody routed it (PCI 3.0 6.2.4). */
+	if (!d->irq_pin || !d->irq_line || d->irq_line == 0xff ||
+	    guest_acpi_gsi(d->irq_line, &ioapic, &pin, &flags) ||
+	    guest_kit.irq_slots_used >= GUEST_DEVICE_VECTORS)
+		return -1;
+	dev->intx_slot = guest_kit.irq_slots_used++;
+	guest_lapic_init_local();
+	/* Redirection entry (82093AA data sheet 3.2.4): fixed, physical
+	 * destination, edge; active low only if the MADT says so. */
+	low = GUEST_VEC_DEVICE + dev->intx_slot;
+	if ((flags & MADT_POLARITY_MASK) == MADT_POLARITY_LOW)
+		low |= IOAPIC_ACTIVE_LOW;
+	ioapic_write(ioapic, IOAPIC_REDIR + 2 * pin + 1,
+		     guest_lapic_id() << 24);
+	ioapic_write(ioapic, IOAPIC_REDIR + 2 * pin, low);
+	guest_pci_enable(d, false);
+	dev->intx = true;
+	return 0;
 }
 
 uint64_t guest_virtio_arg_features(struct guest_virtio_dev *dev)
@@ -227,7 +278,8 @@ uint64_t guest_virtio_arg_features(struct guest_virtio_dev *dev)
 		f |= 1ull << GUEST_VIRTIO_F_EVENT_IDX;
 	if (guest_arg_u64("indirect", 1))
 		f |= 1ull << GUEST_VIRTIO_F_INDIRECT_DESC;
-	dev->wait_irq = guest_arg_is("irq", "wait");
+	dev->force_intx = guest_arg_is("irq", "intx");
+	dev->wait_irq = dev->force_intx || guest_arg_is("irq", "wait");
 	return f;
 }
 
@@ -267,7 +319,11 @@ int guest_virtio_init(struct guest_virtio_dev *dev, uint64_t wanted)
 			     dev->features);
 		goto failed;
 	}
-	msix_enable(dev);
+	if (dev->msix_cap && !dev->force_intx)
+		msix_enable(dev);
+	else if (dev->wait_irq && intx_enable(dev))
+		guest_printf("guest: virtio %02x.%x: no INTx route, polling\n",
+			     dev->pci->slot, dev->pci->func);
 	/* irq=wait: a slow timer so a timeout can fire while we sleep. */
 	if (dev->wait_irq && guest_timer_start(100))
 		dev->wait_irq = false;
@@ -422,6 +478,8 @@ int guest_virtq_setup(struct guest_virtio_dev *dev, unsigned int q,
 
 uint64_t guest_virtq_irqs(const struct guest_virtq *vq)
 {
+	if (vq->dev->intx)
+		return guest_irq_counts[vq->dev->intx_slot];
 	return vq->vector == GUEST_VIRTIO_NO_VECTOR
 		   ? 0
 		   : guest_irq_counts[vq->irq_slot];
@@ -563,12 +621,17 @@ void *guest_virtq_wait(struct guest_virtq *vq, uint32_t *len,
 {
 	uint64_t end = 0;
 	unsigned int polls = 0;
-	bool sleep = vq->dev->wait_irq && vq->vector != GUEST_VIRTIO_NO_VECTOR;
+	bool intx = vq->dev->intx;
+	bool sleep =
+	    vq->dev->wait_irq && (intx || vq->vector != GUEST_VIRTIO_NO_VECTOR);
 	void *token;
 
 	if (timeout_us)
 		end = guest_rdtsc() + guest_tsc_hz() / 1000000 * timeout_us;
 	for (;;) {
+		/* INTx: reading the ISR lowers the line (4.1.4.5.1). */
+		if (sleep && intx)
+			guest_mmio_read8(vq->dev->isr);
 		token = guest_virtq_get(vq, len);
 		if (token)
 			return token;
