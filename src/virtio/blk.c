@@ -156,15 +156,7 @@ static int blk_transfer(int fd, struct iovec *iov, unsigned n, off_t off,
 		if (r == 0)
 			return -EIO; /* the image shrank under us */
 		off += r;
-		while (n && (size_t)r >= iov->iov_len) {
-			r -= (ssize_t)iov->iov_len;
-			iov++;
-			n--;
-		}
-		if (n) {
-			iov->iov_base = (uint8_t *)iov->iov_base + r;
-			iov->iov_len -= (size_t)r;
-		}
+		iov_advance(&iov, &n, (size_t)r);
 	}
 	return 0;
 }
