@@ -304,8 +304,11 @@ struct virtio_device {
 #define VIRTIO_PCI_INTX_GSI(slot) (16u + ((unsigned)(slot)-1u) % 8u)
 
 /* Creates the transport for a device model (@ops, @priv), plugs it into
- * the PCI bus at @slot and names it @name. Returns 0 or -errno with a
- * one-line reason printed. */
+ * the PCI bus at @slot and names it @name. Zeroes @vdev first (set
+ * extra_fd afterwards); ops->features runs here. Needs vm->pci,
+ * vm->irq_routing and vm->mem set up. On failure nothing is left open and
+ * @priv is the caller's to free. Returns 0 or -errno with a one-line
+ * reason printed. */
 int virtio_device_create(struct virtio_device *vdev, struct vm *vm,
 			 const struct virtio_device_ops *ops, void *priv,
 			 const char *name, uint8_t slot);
@@ -315,7 +318,9 @@ int virtio_device_start(struct virtio_device *vdev);
 
 /* Parks the worker between requests: on return nothing of this device
  * touches guest memory or its state, and no request is half done. Used by
- * the pause protocol before a snapshot. */
+ * the pause protocol before a snapshot and around a driver reset. Parks
+ * nest: each park needs one unpark. Kicks that arrive meanwhile are kept
+ * and handled after the last unpark. Never call from the worker itself. */
 void virtio_device_park(struct virtio_device *vdev);
 void virtio_device_unpark(struct virtio_device *vdev);
 
@@ -332,8 +337,12 @@ void virtio_device_config_changed(struct virtio_device *vdev);
  * line naming the device and @why. */
 void virtio_device_fail(struct virtio_device *vdev, const char *why);
 
-/* Snapshot: the transport's table (struct virtio_device) and the post-load
- * step that re-arms ioeventfds, irqfd routes and BAR mappings. */
+/* Snapshot: the transport's table (struct virtio_device; its validate
+ * checks the state against the device as created) and the post-load step:
+ * MSI-X state from config space, MSI routes and pending vectors, INTx,
+ * BAR 0 and its ioeventfds, one look at every enabled queue, then
+ * ops->post_load. Call after guest memory is restored, before
+ * virtio_device_start. */
 extern const struct state_desc virtio_pci_state_desc;
 int virtio_device_post_load(struct virtio_device *vdev);
 
