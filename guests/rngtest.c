@@ -1,7 +1,9 @@
 /* rngtest.c - reads entropy from virtio-rng (virtio 1.2 5.4) and checks it
  * does not look constant: bit balance, distinct byte values, no buffer
  * repeated. Arguments: bytes=N (4096) per round, rounds=R (1; 0 = forever),
- * and the common virtio ones (event_idx=, indirect=, irq=wait). */
+ * timeout_ms=T (0 = wait forever for data: after a restore with
+ * --clock advance the TSC jumps), and the common virtio ones (event_idx=,
+ * indirect=, irq=wait|intx). */
 #include "guest.h"
 
 #define RNG_BUF 256
@@ -30,6 +32,7 @@ void guest_main(void)
 {
 	uint64_t want = guest_arg_u64("bytes", 4096);
 	uint64_t rounds = guest_arg_u64("rounds", 1), round;
+	uint64_t timeout_us = guest_arg_u64("timeout_ms", 0) * 1000;
 	struct guest_virtio_dev dev;
 	struct guest_virtq *vq;
 	unsigned int i;
@@ -61,7 +64,7 @@ void guest_main(void)
 
 		while (got < want) {
 			uint32_t len = 0;
-			uint8_t *p = guest_virtq_wait(vq, &len, 10000000);
+			uint8_t *p = guest_virtq_wait(vq, &len, timeout_us);
 			struct guest_vbuf b;
 
 			if (!p) {
