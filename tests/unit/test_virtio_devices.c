@@ -806,7 +806,8 @@ static void test_net_config(void **state)
 {
 	struct guest *g = net_guest(NULL, "a", NULL, "52:54:00:aa:bb:cc");
 	struct guest *h = net_guest(NULL, "b", NULL, NULL);
-	uint8_t mac[6], mac2[6];
+	const struct state_desc *d;
+	uint8_t mac[6], mac2[6], saved[6];
 
 	assert_int_equal(g->vdev.ops->device_id, 1); /* 5.1.1 */
 	assert_int_equal(g->vdev.ops->num_queues, 2);
@@ -825,8 +826,17 @@ static void test_net_config(void **state)
 	assert_int_equal(mac2[0], 0x52);
 	assert_int_equal(mac2[0] & 1, 0);
 	assert_memory_not_equal(mac, mac2, 6);
-	/* The saved state is the MAC. */
-	assert_int_equal(state_encoded_size(g->vdev.ops->state_desc), 6);
+	/* The saved state is the MAC: a restore onto another backend keeps
+	 * the address the guest read; a multicast one is refused. */
+	d = g->vdev.ops->state_desc;
+	assert_int_equal(state_encoded_size(d), 6);
+	assert_int_equal(state_encode(d, g->vdev.priv, saved, sizeof(saved)),
+			 0);
+	assert_int_equal(state_decode(d, 1, h->vdev.priv, saved, 6), 0);
+	h->vdev.ops->config_read(&h->vdev, 0, mac2, 6);
+	assert_memory_equal(mac2, mac, 6);
+	saved[0] |= 1;
+	assert_int_equal(state_decode(d, 1, h->vdev.priv, saved, 6), -EINVAL);
 	guest_free(g);
 	guest_free(h);
 }
