@@ -525,6 +525,23 @@ static void test_blk_malformed(void **state)
 	guest_free(g);
 }
 
+/* With EVENT_IDX (2.7.10) the device asks for a kick at the next new
+ * buffer once it has drained the queue: avail_event = avail idx. */
+static void test_blk_event_idx(void **state)
+{
+	struct guest *g = blk_guest(false, NULL);
+	gpa_t data = galloc(g, 512);
+	uint16_t avail_event;
+
+	g->vdev.vq[0].event_idx = true;
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(
+		    blk_req(g, T_IN, (uint64_t)i, data, 512, true, NULL), S_OK);
+	memcpy(&avail_event, gptr(g, QUEUE_GPA(0) + 0x2000 + 4 + 8 * QSIZE), 2);
+	assert_int_equal(avail_event, 3);
+	guest_free(g);
+}
+
 static void test_blk_identity(void **state)
 {
 	struct guest *g = blk_guest(false, NULL);
@@ -1062,6 +1079,7 @@ int main(void)
 		cmocka_unit_test(test_blk_get_id),
 		cmocka_unit_test(test_blk_discard),
 		cmocka_unit_test(test_blk_malformed),
+		cmocka_unit_test(test_blk_event_idx),
 		cmocka_unit_test(test_blk_identity),
 		cmocka_unit_test(test_blk_missing_image),
 		cmocka_unit_test(test_rng),
