@@ -341,8 +341,9 @@ void guest_main(void)
 		guest_exit(GUEST_EXIT_FAIL);
 	}
 	t.vq = &t.dev.vq[0];
-	if (t.depth > t.vq->size)
-		t.depth = t.vq->size;
+	/* Without indirect descriptors a request takes three. */
+	if (t.depth > (t.vq->use_indirect ? t.vq->size : t.vq->size / 3))
+		t.depth = t.vq->use_indirect ? t.vq->size : t.vq->size / 3;
 	guest_virtio_driver_ok(&t.dev);
 	cap = guest_virtio_cfg64(&t.dev, CFG_CAPACITY);
 	if (t.dev.offered & (1ull << BLK_F_RO)) {

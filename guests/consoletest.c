@@ -45,7 +45,8 @@ static void tx_send(const void *data, uint32_t len)
 		len = BUF_SIZE;
 	for (;;) {
 		tx_reap();
-		for (i = 0; i < TX_BUFS; i++)
+		/* The ring may be smaller than our buffer pool. */
+		for (i = 0; i < TX_BUFS && guest_virtq_free(&dev.vq[Q_TX]); i++)
 			if (!tx_busy[i])
 				goto found;
 		if (guest_virtio_needs_reset(&dev)) {

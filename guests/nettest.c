@@ -125,9 +125,12 @@ static bool send(enum kind kind, uint16_t flags, uint64_t seq)
 			   .len = len };
 	for (i = ETH_HDR + sizeof(*m); i < len; i++)
 		eth[i] = kind == K_DATA ? fill_byte(n.role, seq, i) : 0;
+	/* The ring may be smaller than our buffer pool. */
+	if (guest_virtq_add(&n.dev.vq[Q_TX],
+			    &(struct guest_vbuf){ b, NET_HDR + len, false }, 1,
+			    b))
+		return false;
 	n.tx_busy[slot] = true;
-	guest_virtq_add(&n.dev.vq[Q_TX],
-			&(struct guest_vbuf){ b, NET_HDR + len, false }, 1, b);
 	if (kind != K_SYNC)
 		n.ack_sent = n.recv;
 	return true;

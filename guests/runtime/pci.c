@@ -284,11 +284,15 @@ unsigned int guest_pci_scan(void)
 		for (func = 1; func < 8; func++)
 			func_add(slot, func);
 	}
-	if (reassign)
-		for (i = 0; i < guest_kit.pci_count; i++)
-			for (j = 0; j < GUEST_PCI_BARS; j++)
-				if (!guest_kit.pci[i].bar[j].io)
-					guest_kit.pci[i].bar[j].addr = 0;
+	/* A BAR beyond our identity map is moved below 4 GiB too. */
+	for (i = 0; i < guest_kit.pci_count; i++)
+		for (j = 0; j < GUEST_PCI_BARS; j++) {
+			struct guest_pci_bar *bar = &guest_kit.pci[i].bar[j];
+
+			if (!bar->io && (reassign || bar->addr + bar->size >
+							 guest_kit.map_top))
+				bar->addr = 0;
+		}
 	bars_assign();
 	return guest_kit.pci_count;
 }
