@@ -542,6 +542,75 @@ static void test_blk_event_idx(void **state)
 	guest_free(g);
 }
 
+/* Random requests, seeded: every one is answered with a valid status, the
+ * device writes nothing outside the chain's writable buffers, and the
+ * image keeps its size. */
+static void test_blk_random_requests(void **state)
+{
+	static const uint32_t types[] = {
+		T_IN,		T_OUT,	   T_FLUSH, T_GET_ID,
+		T_GET_LIFETIME, T_DISCARD, 13,	    99
+	};
+	struct guest *g = blk_guest(false, NULL);
+	uint8_t *before = malloc(0x10000);
+	char path[128];
+	unsigned ok = 0;
+	struct stat st;
+
+	assert_non_null(before);
+	srand(4);
+	for (int i = 0; i < 2000; i++) {
+		uint32_t type = types[rand() % 8];
+		uint64_t sector = rand() % 4 ? (uint64_t)(rand() % 4200)
+					     : (uint64_t)rand() << 40 | rand();
+		/* Discard segments (16 bytes) or whole and torn sectors. */
+		uint32_t olen = rand() % 2 ? 16u * (uint32_t)(rand() % 9)
+					   : 128u * (uint32_t)(rand() % 9);
+		uint32_t ilen = 128u * (uint32_t)(rand() % 9);
+		gpa_t hdr = DATA_GPA, out = hdr + 0x100, in = out + 0x1000;
+		gpa_t st_gpa = in + 0x1000;
+		struct buf b[4];
+		unsigned n = 0;
+		uint8_t status;
+		uint16_t head;
+		uint32_t len;
+
+		memset(gptr(g, DATA_GPA), 0xcc, 0x10000);
+		memcpy(gptr(g, hdr), &type, 4);
+		memcpy(gptr(g, hdr + 8), &sector, 8);
+		for (uint32_t k = 0; k < olen; k++)
+			((uint8_t *)gptr(g, out))[k] = (uint8_t)rand();
+		b[n++] = (struct buf){ hdr, 16, false };
+		if (olen)
+			b[n++] = (struct buf){ out, olen, false };
+		if (ilen)
+			b[n++] = (struct buf){ in, ilen, true };
+		b[n++] = (struct buf){ st_gpa, 1, true };
+		memcpy(before, gptr(g, DATA_GPA), 0x10000);
+		add_chain(g, 0, b, n);
+		assert_int_equal(g->vdev.ops->queue_notify(&g->vdev, 0), 0);
+		next_used(g, 0, &head, &len);
+		assert_int_equal(len, ilen + 1);
+		status = *(uint8_t *)gptr(g, st_gpa);
+		assert_true(status <= S_UNSUPP);
+		ok += status == S_OK;
+		/* Only [in, in + ilen) and the status byte may change. */
+		assert_memory_equal(before, gptr(g, DATA_GPA), in - DATA_GPA);
+		assert_memory_equal(before + (in + ilen - DATA_GPA),
+				    gptr(g, in + ilen), st_gpa - in - ilen);
+		assert_memory_equal(before + (st_gpa + 1 - DATA_GPA),
+				    gptr(g, st_gpa + 1),
+				    0x10000 - (st_gpa + 1 - DATA_GPA));
+	}
+	assert_int_equal(fake_virtio_fails, 0);
+	assert_true(ok > 200); /* not only errors */
+	disk_path(g, path, sizeof(path));
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_size, DISK_SECTORS * 512);
+	free(before);
+	guest_free(g);
+}
+
 static void test_blk_identity(void **state)
 {
 	struct guest *g = blk_guest(false, NULL);
@@ -1080,6 +1149,7 @@ int main(void)
 		cmocka_unit_test(test_blk_discard),
 		cmocka_unit_test(test_blk_malformed),
 		cmocka_unit_test(test_blk_event_idx),
+		cmocka_unit_test(test_blk_random_requests),
 		cmocka_unit_test(test_blk_identity),
 		cmocka_unit_test(test_blk_missing_image),
 		cmocka_unit_test(test_rng),
