@@ -14,6 +14,7 @@ readonly PROG=kvm-vm
 
 # Tunables (environment). Defaults are sized for the 2-core CI machine.
 KVMVM_TIMEOUT=${KVMVM_TIMEOUT:-1800} # host-side limit for one run, seconds
+KVMVM_BOOT_TIMEOUT=${KVMVM_BOOT_TIMEOUT:-600} # until L1 reaches the command
 KVMVM_MEM=${KVMVM_MEM:-4G}           # L1 RAM; TCG allocates it lazily
 KVMVM_SMP=${KVMVM_SMP:-2}            # L1 vCPUs (one TCG thread each)
 KVMVM_CPU=${KVMVM_CPU:-max}          # must expose svm and npt
@@ -227,6 +228,7 @@ out=$(port kvmvm.stdout) || exit 1
 err=$(port kvmvm.stderr) || exit 1
 # Progress on the command's stderr: a run that hangs later shows that the
 # VM itself came up.
+echo "KVMVM-UP" >/dev/ttyS0
 echo "kvm-vm: L1 VM up after $(cut -d' ' -f1 /proc/uptime) s; running the command" >"$err"
 
 chroot /host /bin/bash /run/kvmvm/cmd </dev/null >"$out" 2>"$err"
@@ -354,6 +356,7 @@ cmd_run() {
 	[[ $workdir != *$'\n'* && $workdir != *\"* && $workdir != *\$* && $workdir != *\`* && $workdir != *\\* ]] ||
 		die "WORKDIR contains characters the VM's init cannot quote"
 	[[ $KVMVM_TIMEOUT =~ ^[0-9]+$ ]] || die "KVMVM_TIMEOUT must be whole seconds"
+	[[ $KVMVM_BOOT_TIMEOUT =~ ^[0-9]+$ ]] || die "KVMVM_BOOT_TIMEOUT must be whole seconds"
 
 	cmd_prepare "$cache"
 	cache=$(realpath "$cache")
@@ -395,47 +398,70 @@ EOF
 	# if QEMU dies early; closing them after QEMU ends gives the cats EOF.
 	# If our stdout goes away (`... | head`), the second cat drains the
 	# FIFO so that the guest never blocks on a full port.
-	local p
-	for p in out err; do
-		mkfifo "$run/$p.in" "$run/$p.out"
-	done
-	exec 7<>"$run/out.out" 8<>"$run/err.out"
-	{ cat || exec cat >/dev/null; } <"$run/out.out" 7>&- 8>&- &
-	local cat_out=$!
-	{ cat >&2 || exec cat >/dev/null; } <"$run/err.out" 7>&- 8>&- &
-	local cat_err=$!
+	local p attempt qrc console=$run/console.log
+	for attempt in 1 2; do
+		rm -f "$run"/{out,err}.{in,out} "$run/boot-stuck" "$console"
+		for p in out err; do
+			mkfifo "$run/$p.in" "$run/$p.out"
+		done
+		exec 7<>"$run/out.out" 8<>"$run/err.out"
+		{ cat || exec cat >/dev/null; } <"$run/out.out" 7>&- 8>&- &
+		local cat_out=$!
+		{ cat >&2 || exec cat >/dev/null; } <"$run/err.out" 7>&- 8>&- &
+		local cat_err=$!
 
-	local append="console=ttyS0 panic=-1 rdinit=/init"
-	if [[ $KVMVM_DEBUG = 1 ]]; then
-		append+=" loglevel=7"
-	else
-		# Warnings and worse (soft lockups, hung tasks, panics) reach
-		# the console log, shown when a run times out or breaks.
-		append+=" quiet loglevel=5"
-	fi
-	local console=$run/console.log
-	# shellcheck disable=SC2054 # commas are QEMU's, not array separators
-	local qemu=(
-		qemu-system-x86_64 -nodefaults -no-user-config -no-reboot
-		-accel tcg,thread=multi -cpu "$KVMVM_CPU" -smp "$KVMVM_SMP" -m "$KVMVM_MEM"
-		-display none -vga none -monitor none
-		-serial "file:$console"
-		-kernel "$cache/kernel" -initrd "$run/initrd" -append "$append"
-		-fsdev local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap
-		-device virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot
-		-fsdev "local,id=workdir,path=${workdir//,/,,},security_model=none,multidevs=remap"
-		-device virtio-9p-pci,fsdev=workdir,mount_tag=workdir
-		-device virtio-serial-pci
-		-chardev "pipe,id=stdout,path=$run/out" -device virtserialport,chardev=stdout,name=kvmvm.stdout
-		-chardev "pipe,id=stderr,path=$run/err" -device virtserialport,chardev=stderr,name=kvmvm.stderr
-	)
-	local qrc=0
-	timeout -k 10 "$KVMVM_TIMEOUT" "${qemu[@]}" </dev/null >"$run/qemu.log" 2>&1 7>&- 8>&- &
-	qpid=$!
-	wait "$qpid" || qrc=$?
-	qpid=
-	exec 7>&- 8>&-
-	wait "$cat_out" "$cat_err" || true
+		local append="console=ttyS0 panic=-1 rdinit=/init"
+		if [[ $KVMVM_DEBUG = 1 ]]; then
+			append+=" loglevel=7"
+		else
+			# Warnings and worse (soft lockups, hung tasks, panics) reach
+			# the console log, shown when a run times out or breaks.
+			append+=" quiet loglevel=5"
+		fi
+		# shellcheck disable=SC2054 # commas are QEMU's, not array separators
+		local qemu=(
+			qemu-system-x86_64 -nodefaults -no-user-config -no-reboot
+			-accel tcg,thread=multi -cpu "$KVMVM_CPU" -smp "$KVMVM_SMP" -m "$KVMVM_MEM"
+			-display none -vga none -monitor none
+			-serial "file:$console"
+			-kernel "$cache/kernel" -initrd "$run/initrd" -append "$append"
+			-fsdev local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap
+			-device virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot
+			-fsdev "local,id=workdir,path=${workdir//,/,,},security_model=none,multidevs=remap"
+			-device virtio-9p-pci,fsdev=workdir,mount_tag=workdir
+			-device virtio-serial-pci
+			-chardev "pipe,id=stdout,path=$run/out" -device virtserialport,chardev=stdout,name=kvmvm.stdout
+			-chardev "pipe,id=stderr,path=$run/err" -device virtserialport,chardev=stderr,name=kvmvm.stderr
+		)
+		qrc=0
+		timeout -k 10 "$KVMVM_TIMEOUT" "${qemu[@]}" </dev/null >"$run/qemu.log" 2>&1 7>&- 8>&- &
+		qpid=$!
+		# Boot watchdog: L1 comes up in 10-60 s. One that has not reached
+		# its command after KVMVM_BOOT_TIMEOUT is stuck in its own boot (seen
+		# rarely under TCG): kill it, and boot once more.
+		(
+			for ((i = 0; i < KVMVM_BOOT_TIMEOUT; i += 2)); do
+				grep -aq KVMVM-UP "$console" 2>/dev/null && exit 0
+				kill -0 "$qpid" 2>/dev/null || exit 0
+				sleep 2
+			done
+			touch "$run/boot-stuck"
+			kill "$qpid" 2>/dev/null || true
+		) 7>&- 8>&- &
+		local watchdog=$!
+		wait "$qpid" || qrc=$?
+		qpid=
+		kill "$watchdog" 2>/dev/null || true
+		wait "$watchdog" 2>/dev/null || true
+		exec 7>&- 8>&-
+		wait "$cat_out" "$cat_err" || true
+		[[ -e $run/boot-stuck ]] || break
+		{
+			echo "$PROG: warning: the VM did not come up within ${KVMVM_BOOT_TIMEOUT}s (attempt $attempt)"
+			tr -d '\r' 2>/dev/null <"$console" | grep -av '^\s*$' | sed 's/^/  console: /' | tail -n 20 || true
+		} >&2
+		[[ $attempt = 2 ]] && die "the VM did not come up, twice"
+	done
 
 	[[ -n $KVMVM_CONSOLE ]] && cp "$console" "$KVMVM_CONSOLE"
 	local status
