@@ -71,19 +71,10 @@ static struct {
 	uint64_t verified;
 } t;
 
-static uint64_t mix(uint64_t x)
-{
-	/* splitmix64 finaliser: every input bit affects every output bit. */
-	x ^= x >> 30;
-	x *= 0xbf58476d1ce4e5b9ull;
-	x ^= x >> 27;
-	x *= 0x94d049bb133111ebull;
-	return x ^ (x >> 31);
-}
-
 static void pattern(uint64_t *w, uint64_t sector, uint32_t gen)
 {
-	uint64_t x = mix(t.seed ^ mix(sector ^ mix(gen)));
+	uint64_t x =
+	    guest_mix64(t.seed ^ guest_mix64(sector ^ guest_mix64(gen)));
 	unsigned int i;
 
 	w[0] = MAGIC;
@@ -91,7 +82,7 @@ static void pattern(uint64_t *w, uint64_t sector, uint32_t gen)
 	w[2] = gen;
 	w[3] = t.seed;
 	for (i = 4; i < WORDS; i++) {
-		/* xorshift64 (Marsaglia 2003); x is never 0 after mix(). */
+		/* xorshift64 (Marsaglia 2003). */
 		x ^= x << 13;
 		x ^= x >> 7;
 		x ^= x << 17;

@@ -57,18 +57,10 @@ static struct {
 	bool inject_dup, inject_lost;
 } n;
 
-static uint64_t mix(uint64_t x)
-{
-	x ^= x >> 30;
-	x *= 0xbf58476d1ce4e5b9ull;
-	x ^= x >> 27;
-	x *= 0x94d049bb133111ebull;
-	return x ^ (x >> 31);
-}
-
 static uint8_t fill_byte(uint8_t role, uint64_t seq, unsigned int i)
 {
-	return (uint8_t)(mix(seq << 8 | role) >> (8 * (i % 8))) ^ (i / 8);
+	return (uint8_t)(guest_mix64(seq << 8 | role) >> (8 * (i % 8))) ^
+	       (i / 8);
 }
 
 static __attribute__((noreturn)) void fail(const char *what, uint64_t want,

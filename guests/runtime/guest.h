@@ -420,6 +420,17 @@ static inline unsigned int guest_virtq_free(const struct guest_virtq *vq)
  * Returns the feature bits to OR into guest_virtio_init's @wanted. */
 uint64_t guest_virtio_arg_features(struct guest_virtio_dev *dev);
 
+/* splitmix64's finaliser: every input bit affects every output bit; for
+ * test patterns derived from (seed, position, generation). */
+static inline uint64_t guest_mix64(uint64_t x)
+{
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9ull;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
 /* Freestanding C library pieces the compiler may call. */
 void *memcpy(void *dst, const void *src, size_t n);
 void *memmove(void *dst, const void *src, size_t n);
