@@ -514,9 +514,12 @@ int vm_pause(struct vm *vm)
 	}
 	/* The vCPUs are parked, so no driver kicks a queue any more; park
 	 * the device workers between requests, so that nothing touches guest
-	 * memory or device state while a snapshot is taken. */
+	 * memory or device state while a snapshot is taken. Not under
+	 * pause_lock: a worker finishing its request may need it (a stop). */
+	pthread_mutex_unlock(&vm->pause_lock);
 	for (unsigned i = 0; i < vm->nvirtio; i++)
 		virtio_device_park(&vm->virtio[i]);
+	pthread_mutex_lock(&vm->pause_lock);
 	vm->last_pause_ns = now_ns(CLOCK_MONOTONIC) - t0;
 	atomic_store(&vm->paused, true);
 out:
