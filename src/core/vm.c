@@ -520,6 +520,14 @@ int vm_pause(struct vm *vm)
 	for (unsigned i = 0; i < vm->nvirtio; i++)
 		virtio_device_park(&vm->virtio[i]);
 	pthread_mutex_lock(&vm->pause_lock);
+	if (!atomic_load(&vm->pause_requested) ||
+	    atomic_load(&vm->stop_reason)) {
+		/* Resumed or stopping meanwhile: the workers run on. */
+		for (unsigned i = 0; i < vm->nvirtio; i++)
+			virtio_device_unpark(&vm->virtio[i]);
+		ret = atomic_load(&vm->stop_reason) ? -ESHUTDOWN : -EINTR;
+		goto out;
+	}
 	vm->last_pause_ns = now_ns(CLOCK_MONOTONIC) - t0;
 	atomic_store(&vm->paused, true);
 out:
