@@ -315,6 +315,16 @@ static void test_pci_identity(void **state)
 	assert_int_equal(cfg_read(t, PCI_CFG_INT_PIN, 1), 1);
 	assert_int_equal(cfg_read(t, PCI_CFG_INT_LINE, 1), INTX_GSI);
 	assert_true(cfg_read(t, PCI_CFG_STATUS, 2) & PCI_STATUS_CAP_LIST);
+	/* One MSI GSI per vector, from 24 in creation order. */
+	for (unsigned v = 0; v < NVEC; v++)
+		assert_int_equal(t->vdev->gsi[v], IRQ_ROUTING_FIRST_MSI + v);
+	assert_int_equal(t->vm.irq_routing.nmsi, NVEC);
+	assert_int_equal(
+	    irq_routing_set_msi(&t->vm.irq_routing, 23, 0, 0, true), -EINVAL);
+	assert_int_equal(irq_routing_set_msi(&t->vm.irq_routing,
+					     IRQ_ROUTING_FIRST_MSI + NVEC, 0, 0,
+					     true),
+			 -EINVAL);
 	/* BAR 0 sizes as VIRTIO_PCI_BAR_SIZE of 32-bit memory. */
 	cfg_write(t, PCI_CFG_BAR0, 4, 0xffffffffu);
 	assert_int_equal(cfg_read(t, PCI_CFG_BAR0, 4),
