@@ -3,7 +3,10 @@
  * repeated. Arguments: bytes=N (4096) per round, rounds=R (1; 0 = forever),
  * timeout_ms=T (0 = wait forever for data: after a restore with
  * --clock advance the TSC jumps), and the common virtio ones (event_idx=,
- * indirect=, irq=wait|intx). */
+ * indirect=, irq=wait|intx). inject=loop|range|len instead queues one
+ * broken chain (two descriptors chained to each other; a buffer at 1 TiB;
+ * a buffer of almost 4 GiB) and expects the device to refuse it with
+ * NEEDS_RESET within 5 s: "rngtest: NEEDS_RESET after inject=K", code 0. */
 #include "guest.h"
 
 #define RNG_BUF 256
@@ -28,6 +31,55 @@ static void fail(const char *what)
 	guest_exit(GUEST_EXIT_RNGTEST);
 }
 
+static void inject(struct guest_virtio_dev *dev, struct guest_virtq *vq)
+{
+	const char *kind = guest_arg_is("inject", "loop")    ? "loop"
+			   : guest_arg_is("inject", "range") ? "range"
+			   : guest_arg_is("inject", "len")   ? "len"
+							     : NULL;
+	uint64_t buf0 = (uint64_t)(uintptr_t)bufs[0];
+	uint64_t buf1 = (uint64_t)(uintptr_t)bufs[1];
+	struct guest_virtq_desc d[2] = {
+		{ buf0, 64, GUEST_VIRTQ_DESC_F_WRITE, 0 },
+	};
+	unsigned int n = 1;
+
+	if (!kind) {
+		guest_printf("rngtest: ERROR inject must be loop, range or "
+			     "len\n");
+		guest_exit(GUEST_EXIT_FAIL);
+	}
+	if (!strncmp(kind, "loop", 5)) {
+		/* 2.7.5.3.1: a chain must end; this one never does. */
+		d[0] = (struct guest_virtq_desc){ buf0, 64,
+						  GUEST_VIRTQ_DESC_F_WRITE |
+						      GUEST_VIRTQ_DESC_F_NEXT,
+						  1 };
+		d[1] = (struct guest_virtq_desc){ buf1, 64,
+						  GUEST_VIRTQ_DESC_F_WRITE |
+						      GUEST_VIRTQ_DESC_F_NEXT,
+						  0 };
+		n = 2;
+	} else if (!strncmp(kind, "range", 6)) {
+		d[0].addr = 1ull << 40;
+	} else {
+		d[0].len = 0xfffff000u;
+	}
+	guest_virtq_add_raw(vq, d, n, bufs[0]);
+	guest_virtq_kick(vq);
+	if (guest_virtq_wait(vq, NULL, 5000000)) {
+		guest_printf("rngtest: FAIL device accepted inject=%s\n", kind);
+		guest_exit(GUEST_EXIT_RNGTEST);
+	}
+	if (!guest_virtio_needs_reset(dev)) {
+		guest_printf("rngtest: FAIL no NEEDS_RESET after inject=%s\n",
+			     kind);
+		guest_exit(GUEST_EXIT_RNGTEST);
+	}
+	guest_printf("rngtest: NEEDS_RESET after inject=%s\n", kind);
+	guest_exit(GUEST_EXIT_OK);
+}
+
 void guest_main(void)
 {
 	uint64_t want = guest_arg_u64("bytes", 4096);
@@ -36,6 +88,7 @@ void guest_main(void)
 	struct guest_virtio_dev dev;
 	struct guest_virtq *vq;
 	unsigned int i;
+	size_t i_len;
 
 	guest_printf("rngtest: start\n");
 	if (!want)
@@ -51,6 +104,8 @@ void guest_main(void)
 	guest_printf(
 	    "rngtest: features 0x%lx msix %s common 0x%lx\n", dev.features,
 	    vq->vector == GUEST_VIRTIO_NO_VECTOR ? "off" : "on", dev.common);
+	if (guest_arg("inject", &i_len))
+		inject(&dev, vq);
 	for (i = 0; i < RNG_INFLIGHT; i++) {
 		struct guest_vbuf b = { bufs[i], RNG_BUF, true };
 

@@ -396,6 +396,14 @@ uint64_t guest_virtq_irqs(const struct guest_virtq *vq);
  * when the ring is full. */
 int guest_virtq_add(struct guest_virtq *vq, const struct guest_vbuf *bufs,
 		    unsigned int n, void *token);
+/* For tests of a device's defences: queues @n descriptors exactly as
+ * given, except that each next field is an index into @descs, turned into
+ * the ring slot that entry lands in (so chains may loop). Returns 0 or -1
+ * when fewer than n descriptors are free. The device will probably refuse
+ * the chain and set NEEDS_RESET; such descriptors are never given back. */
+int guest_virtq_add_raw(struct guest_virtq *vq,
+			const struct guest_virtq_desc *descs, unsigned int n,
+			void *token);
 /* Publishes what was added and notifies the device unless it asked not to
  * be (VIRTQ_USED_F_NO_NOTIFY or avail_event, 2.7.10). */
 void guest_virtq_kick(struct guest_virtq *vq);

@@ -539,6 +539,30 @@ int guest_virtq_add(struct guest_virtq *vq, const struct guest_vbuf *bufs,
 	return 0;
 }
 
+int guest_virtq_add_raw(struct guest_virtq *vq,
+			const struct guest_virtq_desc *descs, unsigned int n,
+			void *token)
+{
+	uint16_t slot[GUEST_VIRTQ_MAX_SEGS];
+	unsigned int i;
+
+	if (!n || n > GUEST_VIRTQ_MAX_SEGS || n > vq->num_free || !token)
+		return -1;
+	for (i = 0; i < n; i++)
+		slot[i] = desc_take(vq);
+	for (i = 0; i < n; i++) {
+		vq->desc[slot[i]].addr = descs[i].addr;
+		vq->desc[slot[i]].len = descs[i].len;
+		vq->desc[slot[i]].flags = descs[i].flags;
+		vq->desc[slot[i]].next =
+		    descs[i].next < n ? slot[descs[i].next] : descs[i].next;
+	}
+	vq->tokens[slot[0]] = token;
+	vq->avail[2 + (vq->avail_idx & (vq->size - 1))] = slot[0];
+	vq->avail_idx++;
+	return 0;
+}
+
 void guest_virtq_kick(struct guest_virtq *vq)
 {
 	uint16_t old = vq->avail[1], now = vq->avail_idx;
