@@ -1028,11 +1028,14 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 		}
 	}
 	for (unsigned i = 0; i < vm->nvirtio; i++) {
-		ret = virtio_device_post_load(&vm->virtio[i]);
+		char why[512];
+
+		ret = virtio_device_post_load(&vm->virtio[i], why, sizeof(why));
 		if (ret) {
-			set_err(err, errlen,
-				"snapshot: device %s cannot be restored: %s",
-				vm->virtio[i].name, strerror(-ret));
+			/* One line: the device's own reason (a changed disk
+			 * says which and how). */
+			set_err(err, errlen, "snapshot: device %s: %s",
+				vm->virtio[i].name, why);
 			return ret;
 		}
 	}

@@ -434,11 +434,9 @@ int virtio_blk_check_identity(struct virtio_device *vdev, char *err,
 	return -ESTALE;
 }
 
-static int blk_post_load(struct virtio_device *vdev)
+static int blk_post_load(struct virtio_device *vdev, char *err, size_t errlen)
 {
 	struct virtio_blk *blk = vdev->priv;
-	char err[512];
-	int ret;
 
 	if (blk->replaced) {
 		if (blk->size != blk->saved_size)
@@ -449,10 +447,7 @@ static int blk_post_load(struct virtio_device *vdev)
 				 blk->saved_size);
 		return 0;
 	}
-	ret = virtio_blk_check_identity(vdev, err, sizeof(err));
-	if (ret)
-		log_error("%s", err);
-	return ret;
+	return virtio_blk_check_identity(vdev, err, errlen);
 }
 
 static void blk_destroy(struct virtio_device *vdev)

@@ -166,9 +166,11 @@ struct virtio_device_ops {
 	/* Driver reset (status written 0, 4.1.4.3.1): drop device state. */
 	void (*reset)(struct virtio_device *vdev);
 	/* Device-specific saved state: desc describes the device struct
-	 * (vdev->priv). May be NULL. post_load runs after decode. */
+	 * (vdev->priv). May be NULL. post_load runs after decode; on
+	 * failure it returns -errno with one line in @err saying why (blk:
+	 * which disk changed and how). */
 	const struct state_desc *state_desc;
-	int (*post_load)(struct virtio_device *vdev);
+	int (*post_load)(struct virtio_device *vdev, char *err, size_t errlen);
 	/* Frees what the device opened; safe after a failed create. */
 	void (*destroy)(struct virtio_device *vdev);
 	/* Snapshot: runs with the worker parked, before state_desc is
@@ -342,9 +344,11 @@ void virtio_device_fail(struct virtio_device *vdev, const char *why);
  * MSI-X state from config space, MSI routes and pending vectors, INTx,
  * BAR 0 and its ioeventfds, one look at every enabled queue, then
  * ops->post_load. Call after guest memory is restored, before
- * virtio_device_start. */
+ * virtio_device_start. Returns 0, or -errno with one line in @err (not
+ * naming the device: the caller does). */
 extern const struct state_desc virtio_pci_state_desc;
-int virtio_device_post_load(struct virtio_device *vdev);
+int virtio_device_post_load(struct virtio_device *vdev, char *err,
+			    size_t errlen);
 
 /* Stops the worker and frees everything; safe on a zeroed struct. */
 void virtio_device_destroy(struct virtio_device *vdev);

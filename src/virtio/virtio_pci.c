@@ -1112,7 +1112,8 @@ const struct state_desc virtio_pci_state_desc = {
 	.validate = virtio_pci_validate,
 };
 
-int virtio_device_post_load(struct virtio_device *vdev)
+int virtio_device_post_load(struct virtio_device *vdev, char *err,
+			    size_t errlen)
 {
 	uint16_t ctrl;
 	int ret;
@@ -1142,7 +1143,11 @@ int virtio_device_post_load(struct virtio_device *vdev)
 	pthread_mutex_unlock(&vdev->lock);
 	/* BAR 0's MMIO range and ioeventfds, where the guest put it. */
 	ret = pci_device_post_load(&vdev->pci);
-	if (!ret && vdev->ops->post_load)
-		ret = vdev->ops->post_load(vdev);
+	if (ret) {
+		snprintf(err, errlen, "cannot map BAR 0: %s", strerror(-ret));
+		return ret;
+	}
+	if (vdev->ops->post_load)
+		ret = vdev->ops->post_load(vdev, err, errlen);
 	return ret;
 }

@@ -106,6 +106,7 @@ static void run_op(struct vm *vm, struct virtio_device *vdev, const uint8_t *op,
 	unsigned len = widths[op[1] & 3];
 	uint64_t off = le(op + 2, 2);
 	uint8_t d[8];
+	char err[256];
 
 	memcpy(d, op + 4, 8);
 	switch (op[0] % 8) {
@@ -140,7 +141,7 @@ static void run_op(struct vm *vm, struct virtio_device *vdev, const uint8_t *op,
 				 scratch_len) == 0 &&
 		    state_decode(&virtio_pci_state_desc, 1, vdev, scratch,
 				 scratch_len) == 0)
-			virtio_device_post_load(vdev);
+			virtio_device_post_load(vdev, err, sizeof(err));
 		break;
 	}
 }

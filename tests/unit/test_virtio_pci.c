@@ -79,7 +79,7 @@ static void model_reset(struct virtio_device *vdev)
 	m->resets++;
 }
 
-static int model_post_load(struct virtio_device *vdev)
+static int model_post_load(struct virtio_device *vdev, char *err, size_t errlen)
 {
 	struct test_model *m = vdev->priv;
 
@@ -706,6 +706,7 @@ static void test_state_roundtrip(void **state)
 	size_t pl = state_encoded_size(&pci_device_state_desc);
 	uint8_t *tr = malloc(tl), *pci = malloc(pl);
 	uint64_t e = VIRTIO_PCI_MSIX_TABLE_OFF + 16;
+	char err[256];
 
 	assert_non_null(tr);
 	assert_non_null(pci);
@@ -736,7 +737,7 @@ static void test_state_roundtrip(void **state)
 	assert_int_equal(
 	    state_decode(&pci_device_state_desc, 1, &b->pci, pci, pl), 0);
 	t2->model.saved = 0xabcd;
-	assert_int_equal(virtio_device_post_load(b), 0);
+	assert_int_equal(virtio_device_post_load(b, err, sizeof(err)), 0);
 	assert_int_equal(t2->model.post_loads, 1);
 
 	assert_int_equal(b->status, a->status);
