@@ -668,10 +668,21 @@ const struct api_ops vm_api_ops = {
 	.status = vm_api_status,
 };
 
+/* The host terminal the guest reads keys from: stdin when the serial port
+ * or the virtio console is on stdio (never both: the config refuses it);
+ * -1 when neither reads stdin. */
+static int vm_tty_input_fd(const struct vm *vm)
+{
+	if (vm->serial_in_fd >= 0)
+		return vm->serial_in_fd;
+	return vm->cfg.console == CONSOLE_STDIO ? STDIN_FILENO : -1;
+}
+
 int vm_run(struct vm *vm, bool start_paused)
 {
 	struct sigaction sa = { .sa_handler = vcpu_kick_handler };
 	struct vm_input in = { .len = 0 };
+	int tty_fd = vm_tty_input_fd(vm);
 	struct termios saved_tio;
 	bool tio_saved = false;
 	sigset_t block, term;
@@ -691,15 +702,15 @@ int vm_run(struct vm *vm, bool start_paused)
 	sigaddset(&term, SIGHUP);
 	sfd = signalfd(-1, &term, SFD_CLOEXEC | SFD_NONBLOCK);
 
-	if (vm->serial_in_fd >= 0 && isatty(vm->serial_in_fd) &&
-	    tcgetattr(vm->serial_in_fd, &saved_tio) == 0) {
+	if (tty_fd >= 0 && isatty(tty_fd) &&
+	    tcgetattr(tty_fd, &saved_tio) == 0) {
 		struct termios raw = saved_tio;
 
 		/* Keys go to the guest one at a time; Ctrl-C still stops
 		 * stasis (ISIG stays on). */
 		raw.c_lflag &= ~(tcflag_t)(ICANON | ECHO);
 		raw.c_iflag &= ~(tcflag_t)(ICRNL);
-		tcsetattr(vm->serial_in_fd, TCSANOW, &raw);
+		tcsetattr(tty_fd, TCSANOW, &raw);
 		tio_saved = true;
 	}
 
@@ -823,7 +834,7 @@ int vm_run(struct vm *vm, bool start_paused)
 	}
 out_restore:
 	if (tio_saved)
-		tcsetattr(vm->serial_in_fd, TCSANOW, &saved_tio);
+		tcsetattr(tty_fd, TCSANOW, &saved_tio);
 	if (sfd >= 0)
 		close(sfd);
 	pthread_sigmask(SIG_UNBLOCK, &term, NULL);
