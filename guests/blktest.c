@@ -10,7 +10,10 @@
  * DISCARD even if offered), timeout_ms=T (0 = wait forever), inject=stale
  * (self-test: in pass 2, rewrite one sector with its pass-1 content, as a
  * device replaying an old write would), and the common virtio ones
- * (event_idx=, indirect=, irq=wait). */
+ * (event_idx=, indirect=, irq=wait). bench=1 times instead of testing:
+ * sequential write (then FLUSH) and read of the tested sectors, then 4 KiB
+ * random reads and writes for bench_ms=T (2000) each, timed by the TSC;
+ * contents are not checked. */
 #include "guest.h"
 
 #define SECTOR 512
@@ -202,7 +205,10 @@ static void submit(struct blk_req *r, uint32_t type, uint64_t sector,
 	}
 }
 
-static void phase(uint32_t type)
+/* Every tested sector once, in order. Writes fill in the pattern and the
+ * bookkeeping unless @fill is false (bench: the buffers go as they are and
+ * nothing read back is checked). */
+static void phase(uint32_t type, bool fill)
 {
 	uint64_t s = t.start, end = t.start + t.sectors;
 
@@ -210,7 +216,7 @@ static void phase(uint32_t type)
 		struct blk_req *r = req_get();
 		uint32_t n = end - s < t.per_req ? end - s : t.per_req, i;
 
-		if (type == T_OUT)
+		if (type == T_OUT && fill)
 			for (i = 0; i < n; i++) {
 				t.gen[s + i - t.start] = t.pass;
 				pattern((uint64_t *)(r->data + i * SECTOR),
@@ -303,6 +309,75 @@ static void inject_stale(void)
 	drain();
 }
 
+/* Microseconds since @tsc0; hz / 1000 keeps the product in 64 bits for
+ * hours of cycles. */
+static uint64_t bench_us(uint64_t tsc0)
+{
+	return (guest_rdtsc() - tsc0) * 1000 / (guest_tsc_hz() / 1000);
+}
+
+/* Sequential: the tested sectors in per_req-sector requests, depth in
+ * flight; a write pass ends with a FLUSH (as dd conv=fdatasync does). */
+static void bench_seq(uint32_t type, const char *name)
+{
+	uint64_t tsc0 = guest_rdtsc(), us, bytes = t.sectors * SECTOR;
+
+	phase(type, false);
+	if (type == T_OUT && guest_virtio_has(&t.dev, BLK_F_FLUSH))
+		one(T_FLUSH, NULL, 0);
+	us = bench_us(tsc0);
+	guest_printf("blktest: bench %s bytes=%lu us=%lu mb_s=%lu\n", name,
+		     bytes, us, us ? bytes / us : 0);
+}
+
+/* Random: 4 KiB requests at 4 KiB-aligned sectors of the tested range,
+ * depth in flight, for @ms; the time includes draining the last ones (and
+ * the FLUSH after writes). */
+static void bench_rand(uint32_t type, const char *name, uint64_t ms)
+{
+	uint64_t slots = t.sectors / 8, ops = 0, tsc0, limit, us;
+
+	limit = guest_tsc_hz() / 1000 * ms;
+	tsc0 = guest_rdtsc();
+	while (guest_rdtsc() - tsc0 < limit) {
+		struct blk_req *r = req_get();
+		uint64_t s =
+		    t.start + guest_mix64(t.seed ^ ops << 1 ^ type) % slots * 8;
+
+		submit(r, type, s, 8, r->data, 8 * SECTOR);
+		ops++;
+	}
+	drain();
+	if (type == T_OUT && guest_virtio_has(&t.dev, BLK_F_FLUSH))
+		one(T_FLUSH, NULL, 0);
+	us = bench_us(tsc0);
+	guest_printf("blktest: bench %s ops=%lu us=%lu iops=%lu\n", name, ops,
+		     us, us ? ops * 1000000 / us : 0);
+}
+
+static void bench(void)
+{
+	uint64_t ms = guest_arg_u64("bench_ms", 2000);
+
+	if (t.per_req < 8 || t.start % 8 || t.sectors < 8 || !ms) {
+		guest_printf(
+		    "blktest: ERROR bench needs per_req >= 8, start a "
+		    "multiple of 8, 8 sectors or more, bench_ms > 0\n");
+		guest_exit(GUEST_EXIT_FAIL);
+	}
+	guest_printf("blktest: bench %lu sectors from %lu, %u per request, "
+		     "depth %u, tsc %lu Hz\n",
+		     t.sectors, t.start, t.per_req, t.depth, guest_tsc_hz());
+	/* Written first, so that reads find data rather than holes. */
+	bench_seq(T_OUT, "seq_write");
+	bench_seq(T_IN, "seq_read");
+	bench_rand(T_IN, "rand_read", ms);
+	bench_rand(T_OUT, "rand_write", ms);
+	guest_printf("blktest: bench done, %lu kicks, %lu kicks suppressed, "
+		     "%lu irqs\n",
+		     t.vq->kicks, t.vq->kicks_skipped, guest_virtq_irqs(t.vq));
+}
+
 void guest_main(void)
 {
 	uint64_t passes = guest_arg_u64("passes", 0), cap, want;
@@ -377,14 +452,18 @@ void guest_main(void)
 		t.reqs[i].data = data + (uint64_t)i * t.per_req * SECTOR;
 
 	get_id();
+	if (guest_arg_u64("bench", 0)) {
+		bench();
+		guest_exit(GUEST_EXIT_OK);
+	}
 	for (t.pass = 1; !passes || t.pass <= passes; t.pass++) {
 		t.verified = 0;
-		phase(T_OUT);
+		phase(T_OUT, true);
 		if (t.pass == 2 && guest_arg_is("inject", "stale"))
 			inject_stale();
 		if (guest_virtio_has(&t.dev, BLK_F_FLUSH))
 			one(T_FLUSH, NULL, 0);
-		phase(T_IN);
+		phase(T_IN, true);
 		guest_printf("blktest: pass %lu ok (%lu sectors)\n", t.pass,
 			     t.verified);
 		if (discard_on)

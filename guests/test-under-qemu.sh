@@ -284,6 +284,20 @@ want_line '^blktest: pass 1 ok'
 want_line '^blktest: CORRUPT sector 1024 pass 2 word 2: expected gen 2, disk has sector 1024 gen 1 seed 1 \(lost write\)$'
 done_case
 
+# The timing mode bench/virtio.sh uses: every phase reports, none is empty.
+# shellcheck disable=SC2086
+vio blktest-bench blktest.elf 'bench=1 sectors=4096 per_req=64 bench_ms=200' \
+	$blk "$blk_dev"
+want_status 1
+want_line '^blktest: bench 4096 sectors from 0, 64 per request, depth 16, tsc [1-9][0-9]* Hz$'
+want_line '^blktest: bench seq_write bytes=2097152 us=[1-9][0-9]* mb_s=[0-9]+$'
+want_line '^blktest: bench seq_read bytes=2097152 us=[1-9][0-9]* mb_s=[0-9]+$'
+want_line '^blktest: bench rand_read ops=[1-9][0-9]* us=[1-9][0-9]* iops=[0-9]+$'
+want_line '^blktest: bench rand_write ops=[1-9][0-9]* us=[1-9][0-9]* iops=[0-9]+$'
+want_line '^blktest: bench done, '
+no_line 'pass 1'
+done_case
+
 # consoletest: this script is the console's other end, over a TCP socket:
 # it waits for two lines, sends one and wants it echoed, then sends quit.
 name=consoletest
