@@ -9,8 +9,10 @@
  * requests in flight), per_req=K (8 sectors per request), discard=0 (skip
  * DISCARD even if offered), timeout_ms=T (0 = wait forever), inject=stale
  * (self-test: in pass 2, rewrite one sector with its pass-1 content, as a
- * device replaying an old write would), and the common virtio ones
- * (event_idx=, indirect=, irq=wait). bench=1 times instead of testing:
+ * device replaying an old write would), readonly=1 (the disk must offer
+ * RO: read sector F, then write it, which the device must refuse with
+ * IOERR, and end), and the common virtio ones (event_idx=, indirect=,
+ * irq=wait). bench=1 times instead of testing:
  * sequential write (then FLUSH) and read of the tested sectors, then 4 KiB
  * random reads and writes for bench_ms=T (2000) each, timed by the TSC;
  * contents are not checked. */
@@ -38,6 +40,7 @@
 #define T_GET_ID 8
 #define T_DISCARD 11
 #define S_OK 0
+#define S_IOERR 1
 #define S_UNSUPP 2
 #define ID_BYTES 20
 
@@ -378,6 +381,39 @@ static void bench(void)
 		     t.vq->kicks, t.vq->kicks_skipped, guest_virtq_irqs(t.vq));
 }
 
+/* readonly=1: a read-only disk (RO offered, 5.2.3) serves reads and
+ * refuses writes with IOERR even when the driver did not negotiate RO. */
+static void readonly_check(void)
+{
+	struct blk_req *r = &t.reqs[0];
+	int i;
+
+	for (i = 0; i < 2; i++) {
+		uint32_t type = i ? T_OUT : T_IN;
+
+		if (type == T_OUT)
+			pattern((uint64_t *)r->data, t.start, 1);
+		submit(r, type, t.start, 1, r->data, SECTOR);
+		guest_virtq_kick(t.vq);
+		if (guest_virtq_wait(t.vq, NULL, t.timeout_us) != r) {
+			guest_printf("blktest: ERROR no completion for type "
+				     "%u\n",
+				     type);
+			guest_exit(GUEST_EXIT_DEVICE);
+		}
+		r->busy = false;
+		if (r->status != (type == T_OUT ? S_IOERR : S_OK)) {
+			guest_printf("blktest: ERROR read-only disk: type %u "
+				     "status %u\n",
+				     type, r->status);
+			guest_exit(GUEST_EXIT_DEVICE);
+		}
+	}
+	guest_printf("blktest: read-only ok, write refused with status %u\n",
+		     S_IOERR);
+	guest_exit(GUEST_EXIT_OK);
+}
+
 void guest_main(void)
 {
 	uint64_t passes = guest_arg_u64("passes", 0), cap, want;
@@ -412,8 +448,12 @@ void guest_main(void)
 		t.depth = t.vq->use_indirect ? t.vq->size : t.vq->size / 3;
 	guest_virtio_driver_ok(&t.dev);
 	cap = guest_virtio_cfg64(&t.dev, CFG_CAPACITY);
-	if (t.dev.offered & (1ull << BLK_F_RO)) {
-		guest_printf("blktest: ERROR disk is read-only\n");
+	if (!(t.dev.offered & (1ull << BLK_F_RO)) !=
+	    !guest_arg_u64("readonly", 0)) {
+		guest_printf("blktest: ERROR disk is %s\n",
+			     t.dev.offered & (1ull << BLK_F_RO)
+				 ? "read-only"
+				 : "writable, readonly=1 wants read-only");
 		guest_exit(GUEST_EXIT_FAIL);
 	}
 	if (t.start >= cap) {
@@ -452,6 +492,8 @@ void guest_main(void)
 		t.reqs[i].data = data + (uint64_t)i * t.per_req * SECTOR;
 
 	get_id();
+	if (guest_arg_u64("readonly", 0))
+		readonly_check();
 	if (guest_arg_u64("bench", 0)) {
 		bench();
 		guest_exit(GUEST_EXIT_OK);

@@ -6,7 +6,10 @@
  * indirect=, irq=wait|intx). inject=loop|range|len instead queues one
  * broken chain (two descriptors chained to each other; a buffer at 1 TiB;
  * a buffer of almost 4 GiB) and expects the device to refuse it with
- * NEEDS_RESET within 5 s: "rngtest: NEEDS_RESET after inject=K", code 0. */
+ * NEEDS_RESET within 5 s: "rngtest: NEEDS_RESET after inject=K", code 0.
+ * With recover_ms=T it instead checks for T ms that the device stays in
+ * NEEDS_RESET (a snapshot may be taken then), resets it, sets it up again
+ * ("rngtest: recovered after reset") and runs its rounds as usual. */
 #include "guest.h"
 
 #define RNG_BUF 256
@@ -31,6 +34,7 @@ static void fail(const char *what)
 	guest_exit(GUEST_EXIT_RNGTEST);
 }
 
+/* Queues one broken chain; returns once the device shows NEEDS_RESET. */
 static void inject(struct guest_virtio_dev *dev, struct guest_virtq *vq)
 {
 	const char *kind = guest_arg_is("inject", "loop")    ? "loop"
@@ -77,7 +81,36 @@ static void inject(struct guest_virtio_dev *dev, struct guest_virtq *vq)
 		guest_exit(GUEST_EXIT_RNGTEST);
 	}
 	guest_printf("rngtest: NEEDS_RESET after inject=%s\n", kind);
-	guest_exit(GUEST_EXIT_OK);
+}
+
+/* 2.1.2: NEEDS_RESET lasts until the driver resets the device. */
+static void hold(struct guest_virtio_dev *dev, uint64_t ms)
+{
+	uint64_t end = guest_rdtsc() + guest_tsc_hz() / 1000 * ms;
+
+	do {
+		if (!guest_virtio_needs_reset(dev)) {
+			guest_printf("rngtest: FAIL NEEDS_RESET went away "
+				     "without a reset\n");
+			guest_exit(GUEST_EXIT_RNGTEST);
+		}
+		guest_pause();
+	} while (guest_rdtsc() < end);
+}
+
+/* Finds the device and brings it to DRIVER_OK with one queue; the reset
+ * guest_virtio_init starts with is also how a driver leaves NEEDS_RESET
+ * (2.1.2). */
+static struct guest_virtq *setup(struct guest_virtio_dev *dev)
+{
+	if (guest_virtio_find(GUEST_VIRTIO_RNG, 0, dev) ||
+	    guest_virtio_init(dev, guest_virtio_arg_features(dev)) ||
+	    guest_virtq_setup(dev, 0, 64)) {
+		guest_printf("rngtest: ERROR no usable virtio-rng\n");
+		guest_exit(GUEST_EXIT_FAIL);
+	}
+	guest_virtio_driver_ok(dev);
+	return &dev->vq[0];
 }
 
 void guest_main(void)
@@ -93,19 +126,23 @@ void guest_main(void)
 	guest_printf("rngtest: start\n");
 	if (!want)
 		want = 1;
-	if (guest_virtio_find(GUEST_VIRTIO_RNG, 0, &dev) ||
-	    guest_virtio_init(&dev, guest_virtio_arg_features(&dev)) ||
-	    guest_virtq_setup(&dev, 0, 64)) {
-		guest_printf("rngtest: ERROR no usable virtio-rng\n");
-		guest_exit(GUEST_EXIT_FAIL);
-	}
-	guest_virtio_driver_ok(&dev);
-	vq = &dev.vq[0];
+	vq = setup(&dev);
 	guest_printf(
 	    "rngtest: features 0x%lx msix %s common 0x%lx\n", dev.features,
 	    vq->vector == GUEST_VIRTIO_NO_VECTOR ? "off" : "on", dev.common);
-	if (guest_arg("inject", &i_len))
+	if (guest_arg("inject", &i_len)) {
 		inject(&dev, vq);
+		if (!guest_arg("recover_ms", &i_len))
+			guest_exit(GUEST_EXIT_OK);
+		hold(&dev, guest_arg_u64("recover_ms", 0));
+		vq = setup(&dev);
+		if (guest_virtio_needs_reset(&dev)) {
+			guest_printf("rngtest: FAIL NEEDS_RESET survived a "
+				     "reset\n");
+			guest_exit(GUEST_EXIT_RNGTEST);
+		}
+		guest_printf("rngtest: recovered after reset\n");
+	}
 	for (i = 0; i < RNG_INFLIGHT; i++) {
 		struct guest_vbuf b = { bufs[i], RNG_BUF, true };
 
