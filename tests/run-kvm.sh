@@ -2,9 +2,29 @@
 # Runs the integration tests that need /dev/kvm, one line per test:
 # "PASS name" or "FAIL name". Exits 1 when any failed. Run by
 # tests/run-all.sh, directly or inside the nested test VM.
+# `tests/run-kvm.sh --list` prints the names of the selected tests.
 set -u
-BUILD=$(cd "${1:?usage: tests/run-kvm.sh BUILD_DIR}" && pwd)
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+
+# selected: the test scripts STASIS_TESTS and STASIS_SLOW_TESTS select.
+selected() {
+	local t name
+	for t in "$ROOT"/tests/integration/kvm/*.sh; do
+		name=$(basename "$t" .sh)
+		# STASIS_TESTS=GLOB runs a subset (e.g. 'snap_*').
+		# shellcheck disable=SC2053 # a glob on purpose
+		[[ $name == ${STASIS_TESTS:-*} ]] || continue
+		case $name in
+		slow_*) [ "${STASIS_SLOW_TESTS:-0}" = 1 ] || continue ;;
+		esac
+		echo "$t"
+	done
+}
+if [ "${1:-}" = --list ]; then
+	selected | xargs -r -n1 basename | sed 's/\.sh$//'
+	exit 0
+fi
+BUILD=$(cd "${1:?usage: tests/run-kvm.sh BUILD_DIR | --list}" && pwd)
 export STASIS=$BUILD/stasis GUESTS=$BUILD/guests ROOT BUILD
 export STASIS_TIME_SCALE=${STASIS_TIME_SCALE:-1}
 # Scratch space on a local file system: UNIX sockets cannot live on the
@@ -27,13 +47,8 @@ elapsed() {
 TEST_LIMIT=${STASIS_TEST_LIMIT:-$((300 * STASIS_TIME_SCALE))}
 suite_start=$(date +%s%N)
 failed=0
-for t in "$ROOT"/tests/integration/kvm/*.sh; do
+for t in $(selected); do
 	name=$(basename "$t" .sh)
-	# STASIS_TESTS=GLOB runs a subset (e.g. 'snap_*').
-	[[ $name == ${STASIS_TESTS:-*} ]] || continue
-	case $name in
-	slow_*) [ "${STASIS_SLOW_TESTS:-0}" = 1 ] || continue ;;
-	esac
 	start=$(date +%s%N)
 	# Progress for logs watched live (CI): which test is running now.
 	echo "RUN  $name"
