@@ -1,6 +1,8 @@
-# bench/lib.sh - shared by bench/boot.sh and bench/snapshot.sh: where to run
-# (directly, or inside the nested KVM test VM), the timing helper, and the
-# statistics and table formatting. Sourced, not run.
+# bench/lib.sh - shared by the bench/*.sh scripts: where to run (directly, or
+# inside the nested KVM test VM), the timing helper, recording measurements,
+# waiting for VMMs, and the statistics and table formatting. Sourced, not
+# run.
+# shellcheck shell=bash
 
 BENCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -59,6 +61,72 @@ bench_setup() {
 	bench_note "no /dev/kvm here: running inside the nested KVM VM (KVMVM_MEM=${KVMVM_MEM:-4G}, cache $cache); numbers are 50-100x slower than hardware, compare ratios"
 	exec "$BENCH_ROOT/scripts/kvm-vm.sh" run "$cache" "$BENCH_ROOT" "${envs[@]}" \
 		-- bash "$script" "$BUILD" "$@"
+}
+
+# ------------------------------------------------------------- results --
+# A script that records measurements sets RES (a directory of its own) and
+# START ($SECONDS at its start) first.
+
+# bench_put SCENARIO METRIC VALUE: records one measurement.
+bench_put() {
+	mkdir -p "$RES/$1"
+	echo "$3" >>"$RES/$1/$2"
+}
+
+# bench_get SCENARIO METRIC: the median of its measurements, or "-".
+bench_get() {
+	if [[ -s $RES/$1/$2 ]]; then bench_median <"$RES/$1/$2"; else echo "-"; fi
+}
+
+# bench_step TEXT: progress on stderr, with the time since the start.
+bench_step() {
+	bench_note "$(printf '%4d s' $((SECONDS - START))) $*"
+}
+
+# bench_fail TEXT: a measurement that failed; listed at the end of the report
+# and left out of the medians.
+bench_fail() {
+	bench_note "$*"
+	echo "$*" >>"$RES/failures"
+}
+
+# bench_wait_for FILE TEXT PID SECONDS: until FILE contains TEXT. 1 if PID
+# died or time ran out.
+bench_wait_for() {
+	local end=$((SECONDS + $4))
+	until grep -qF "$2" "$1" 2>/dev/null; do
+		kill -0 "$3" 2>/dev/null || return 1
+		((SECONDS < end)) || return 1
+		sleep 0.2
+	done
+}
+
+# bench_wait_exit PID SECONDS: waits for a VMM we started; SIGKILL at the end.
+bench_wait_exit() {
+	local end=$((SECONDS + $2))
+	while kill -0 "$1" 2>/dev/null && ((SECONDS < end)); do
+		sleep 0.2
+	done
+	kill -9 "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+}
+
+# bench_qemu_save QMP_SOCK FILE: QEMU's suspend to a file, from a fresh QMP
+# client as for stasis ctl: stop, migrate exec:cat of the stopped VM until
+# query-migrate says completed, fsync (stasis's snapshot is durable, QEMU's
+# migration is not), cont. Prints "stop_us=A save_us=B" (A: connect,
+# negotiation and stop; B: migrate, wait and fsync); on failure prints the
+# last reply and returns 1.
+bench_qemu_save() {
+	local line mig wait fs
+	line=$("$BENCHTOOL" qmp "$1" '{"execute": "stop"}' \
+		"{\"execute\": \"migrate\", \"arguments\": {\"uri\": \"exec:cat > $2\"}}" \
+		wait-migrate cont-after-migrate) || { echo "$line" | tail -n 1; return 1; }
+	mig=$(bench_kv "$(sed -n 3p <<<"$line")" us)
+	wait=$(bench_kv "$(sed -n 4p <<<"$line")" us)
+	fs=$(bench_kv "$("$BENCHTOOL" fsync "$2")" us)
+	echo "stop_us=$(bench_calc "a + b" "$(bench_kv "$(sed -n 1p <<<"$line")" us)" \
+		"$(bench_kv "$(sed -n 2p <<<"$line")" us)") save_us=$(bench_calc "a + b + c" "$mig" "$wait" "$fs")"
 }
 
 # bench_kv LINE KEY: the value of KEY=VALUE in LINE (empty if absent).

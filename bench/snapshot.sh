@@ -45,23 +45,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# put SCENARIO METRIC VALUE: records one measurement.
-put() {
-	mkdir -p "$RES/$1"
-	echo "$3" >>"$RES/$1/$2"
-}
-# get SCENARIO METRIC: the median of its measurements, or "-".
-get() {
-	if [[ -s $RES/$1/$2 ]]; then bench_median <"$RES/$1/$2"; else echo "-"; fi
-}
-# step TEXT: progress on stderr, with the time since the start.
-step() {
-	bench_note "$(printf '%4d s' $((SECONDS - START))) $*"
-}
-fail() {
-	bench_note "$*"
-	echo "$*" >>"$RES/failures"
-}
+put() { bench_put "$@"; }
+get() { bench_get "$@"; }
+step() { bench_step "$@"; }
+fail() { bench_fail "$@"; }
 
 mib_of() {
 	case $1 in
@@ -78,27 +65,6 @@ touch_mib() {
 	n=$((mib * pct / 100))
 	((n > mib - 4)) && n=$((mib - 4))
 	echo "$n"
-}
-
-# wait_for FILE TEXT PID SECONDS: until FILE contains TEXT. 1 if PID died or
-# time ran out.
-wait_for() {
-	local end=$((SECONDS + $4))
-	until grep -qF "$2" "$1" 2>/dev/null; do
-		kill -0 "$3" 2>/dev/null || return 1
-		((SECONDS < end)) || return 1
-		sleep 0.2
-	done
-}
-
-# wait_exit PID SECONDS: waits for a VMM we started; SIGKILL at the end.
-wait_exit() {
-	local end=$((SECONDS + $2))
-	while kill -0 "$1" 2>/dev/null && ((SECONDS < end)); do
-		sleep 0.2
-	done
-	kill -9 "$1" 2>/dev/null || true
-	wait "$1" 2>/dev/null || true
 }
 
 # qemu_base MEM KERNEL CMDLINE: sets QBASE, the QEMU command line shared by
@@ -134,9 +100,9 @@ stasis_scenario() {
 		--cmdline "mode=touch mib=$mib" 2>"$DIR/s.err" &
 	pid=$!
 	PIDS+=("$pid")
-	if ! wait_for "$out" "memtest: touched $mib MiB" "$pid" $((120 + mib)); then
+	if ! bench_wait_for "$out" "memtest: touched $mib MiB" "$pid" $((120 + mib)); then
 		fail "$sc: stasis guest did not touch its memory: $(cat "$out" "$DIR/s.err" 2>/dev/null | tail -n 3)"
-		wait_exit "$pid" 1
+		bench_wait_exit "$pid" 1
 		return 0
 	fi
 	step "$sc: stasis touched; pause x$RUNS"
@@ -163,7 +129,7 @@ stasis_scenario() {
 		put "$sc" s_save_mbs "$(bench_calc "a / b" "$(file_size "$snap")" "$us")"
 	done
 	"$BENCHTOOL" http "$sock" PUT /vm/shutdown >/dev/null || true
-	wait_exit "$pid" 60
+	bench_wait_exit "$pid" 60
 	[[ -f $snap ]] || return 0
 	step "$sc: dd"
 	dd_bw "$sc" "$(file_size "$snap")"
@@ -192,16 +158,16 @@ stasis_scenario() {
 
 qemu_scenario() {
 	local sc=$1 mem=$2 mib=$3 sock=$SOCKDIR/q.sock out=$DIR/q.out pid line i
-	local snap=$DIR/qemu.snap us mig wait fs
+	local snap=$DIR/qemu.snap
 	qemu_base "$mem" "$GUESTS/memtest.elf" "mode=touch mib=$mib"
 	rm -f "$out"
 	"${QBASE[@]}" -serial "file:$out" -qmp "unix:$sock,server=on,wait=off" \
 		2>"$DIR/q.err" &
 	pid=$!
 	PIDS+=("$pid")
-	if ! wait_for "$out" "memtest: touched $mib MiB" "$pid" $((120 + mib)); then
+	if ! bench_wait_for "$out" "memtest: touched $mib MiB" "$pid" $((120 + mib)); then
 		fail "$sc: QEMU guest did not touch its memory: $(cat "$out" "$DIR/q.err" 2>/dev/null | tail -n 3)"
-		wait_exit "$pid" 1
+		bench_wait_exit "$pid" 1
 		return 0
 	fi
 	# No bandwidth cap (QEMU 7.2 defaults to 128 MiB/s for migration).
@@ -213,24 +179,14 @@ qemu_scenario() {
 		rm -f "$snap"
 		# stop, save, resume: stop is QEMU's pause; the save is a
 		# migration of the stopped VM into a file.
-		line=$("$BENCHTOOL" qmp "$sock" '{"execute": "stop"}' \
-			"{\"execute\": \"migrate\", \"arguments\": {\"uri\": \"exec:cat > $snap\"}}" \
-			wait-migrate cont-after-migrate) ||
-			{ fail "$sc: QEMU save failed: $(echo "$line" | tail -n 1)"; continue; }
-		# A fresh client, as for stasis: connect + negotiate + stop.
-		put "$sc" q_stop_rtt_ms "$(bench_calc "(a + b) / 1000" \
-			"$(bench_kv "$(sed -n 1p <<<"$line")" us)" \
-			"$(bench_kv "$(sed -n 2p <<<"$line")" us)")"
-		mig=$(bench_kv "$(sed -n 3p <<<"$line")" us)
-		wait=$(bench_kv "$(sed -n 4p <<<"$line")" us)
-		# Durable like stasis's file: add an fsync.
-		fs=$(bench_kv "$("$BENCHTOOL" fsync "$snap")" us)
-		us=$(bench_calc "a + b + c" "$mig" "$wait" "$fs")
-		put "$sc" q_save_s "$(bench_calc "a / 1e6" "$us")"
+		line=$(bench_qemu_save "$sock" "$snap") ||
+			{ fail "$sc: QEMU save failed: $line"; continue; }
+		put "$sc" q_stop_rtt_ms "$(bench_calc "a / 1000" "$(bench_kv "$line" stop_us)")"
+		put "$sc" q_save_s "$(bench_calc "a / 1e6" "$(bench_kv "$line" save_us)")"
 		put "$sc" q_file_mib "$(to_mib "$(file_size "$snap")")"
 	done
 	"$BENCHTOOL" qmp "$sock" '{"execute": "quit"}' >/dev/null || true
-	wait_exit "$pid" 60
+	bench_wait_exit "$pid" 60
 	[[ -f $snap ]] || return 0
 	step "$sc: QEMU restore x$RUNS"
 	for ((i = 1; i <= RUNS; i++)); do
@@ -260,10 +216,10 @@ first_output() {
 		--api-socket "$sock" --cmdline "$args" 2>"$DIR/c.err" &
 	pid=$!
 	PIDS+=("$pid")
-	if wait_for "$DIR/c.out" "counter: 5" "$pid" 120 &&
+	if bench_wait_for "$DIR/c.out" "counter: 5" "$pid" 120 &&
 		"$BENCHTOOL" http "$sock" PUT /vm/snapshot \
 			"{\"path\": \"$snap\", \"then\": \"exit\"}" >/dev/null; then
-		wait_exit "$pid" 60
+		bench_wait_exit "$pid" 60
 		for ((i = 1; i <= RUNS; i++)); do
 			line=$("$BENCHTOOL" boot --kill-at-first --timeout-ms 300000 -- \
 				"$STASIS" restore "$snap" --serial stdio 2>"$DIR/c.err")
@@ -275,7 +231,7 @@ first_output() {
 		done
 	else
 		fail "$sc: stasis counter snapshot failed: $(tail -n 3 "$DIR/c.out" "$DIR/c.err")"
-		wait_exit "$pid" 1
+		bench_wait_exit "$pid" 1
 	fi
 	rm -f "$snap" "$DIR/c.out"
 
@@ -288,11 +244,11 @@ first_output() {
 		2>"$DIR/c.err" &
 	pid=$!
 	PIDS+=("$pid")
-	if wait_for "$DIR/c.out" "counter: 5" "$pid" 120 &&
+	if bench_wait_for "$DIR/c.out" "counter: 5" "$pid" 120 &&
 		"$BENCHTOOL" qmp "$sock" '{"execute": "migrate-set-parameters", "arguments": {"max-bandwidth": 1099511627776}}' \
 			"{\"execute\": \"migrate\", \"arguments\": {\"uri\": \"exec:cat > $snap\"}}" \
 			wait-migrate '{"execute": "quit"}' >/dev/null; then
-		wait_exit "$pid" 60
+		bench_wait_exit "$pid" 60
 		for ((i = 1; i <= RUNS; i++)); do
 			line=$("$BENCHTOOL" boot --kill-at-first --timeout-ms 300000 -- \
 				"${QBASE[@]}" -serial stdio -incoming "exec:cat $snap" \
@@ -305,7 +261,7 @@ first_output() {
 		done
 	else
 		fail "$sc: QEMU counter snapshot failed: $(tail -n 3 "$DIR/c.out" "$DIR/c.err")"
-		wait_exit "$pid" 1
+		bench_wait_exit "$pid" 1
 	fi
 	rm -f "$snap" "$DIR/c.out"
 }

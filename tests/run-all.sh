@@ -84,7 +84,7 @@ else
 	kvm_status=0
 	for name in $("$ROOT/tests/run-kvm.sh" --list); do
 		for attempt in 1 2; do
-			KVMVM_TIMEOUT=${STASIS_NESTED_TEST_TIMEOUT:-1200} \
+			KVMVM_TIMEOUT=${STASIS_NESTED_TEST_TIMEOUT:-720} \
 				"$ROOT/scripts/kvm-vm.sh" run "$KVMVM_CACHE" "$ROOT" \
 				-e STASIS_TIME_SCALE="${STASIS_TIME_SCALE:-3}" \
 				-e STASIS_TESTS="$name" \

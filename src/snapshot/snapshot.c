@@ -370,8 +370,31 @@ static int snapshot_save_devices(struct vm *vm, struct snap_writer *w,
 	return 0;
 }
 
-/* One DEVICE record per virtio device, named as the device (blk0, net1):
- * the VM is paused, so every worker is parked between requests. */
+/* Runs each virtio model's pre_save (the VM is paused, so every worker is
+ * parked between requests). Before the vCPUs and interrupt controllers
+ * are saved: a pre_save may complete requests (net delivers frames that
+ * wait in its socket), and the interrupts that raises must be in the
+ * saved LAPIC and IOAPIC state, not lost after it. */
+static int snapshot_prepare_virtio(struct vm *vm, char *err, size_t errlen)
+{
+	for (unsigned i = 0; i < vm->nvirtio; i++) {
+		struct virtio_device *vdev = &vm->virtio[i];
+		int ret;
+
+		if (!vdev->ops->pre_save)
+			continue;
+		ret = vdev->ops->pre_save(vdev);
+		if (ret) {
+			set_err(err, errlen,
+				"device %s: cannot prepare its state: %s",
+				vdev->name, strerror(-ret));
+			return ret;
+		}
+	}
+	return 0;
+}
+
+/* One DEVICE record per virtio device, named as the device (blk0, net1). */
 static int snapshot_save_virtio(struct vm *vm, struct snap_writer *w, char *err,
 				size_t errlen)
 {
@@ -381,16 +404,6 @@ static int snapshot_save_virtio(struct vm *vm, struct snap_writer *w, char *err,
 		struct state_buf b = { 0 };
 		int ret = 0;
 
-		if (ops->pre_save) {
-			ret = ops->pre_save(vdev);
-			if (ret) {
-				set_err(err, errlen,
-					"device %s: cannot prepare its state: "
-					"%s",
-					vdev->name, strerror(-ret));
-				return ret;
-			}
-		}
 		ret = state_buf_put(&b, SNAPSHOT_DEV_NAME, 1, vdev->name,
 				    strlen(vdev->name));
 		if (!ret)
@@ -449,6 +462,8 @@ int snapshot_save(struct vm *vm, const char *path,
 	if (!ret)
 		ret = snap_write_record(w, SNAP_REC_CPUID, 1, 0, cpuid,
 					cpuid_len, err, errlen);
+	if (!ret)
+		ret = snapshot_prepare_virtio(vm, err, errlen);
 	if (!ret)
 		ret = snapshot_save_clock(vm, w, err, errlen);
 	if (!ret)

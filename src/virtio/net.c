@@ -325,6 +325,19 @@ static int net_fd_ready(struct virtio_device *vdev)
 	return net_input(vdev->priv);
 }
 
+/* Snapshot, worker parked: frames the peer sent before this VM paused may
+ * still wait in the socket or tap queue, which ends with the process if
+ * it exits after the snapshot. Deliver what the posted receive buffers
+ * take, so those frames are in guest memory, in the snapshot; the rest
+ * (none while the driver keeps buffers posted) stays queued. */
+static int net_pre_save(struct virtio_device *vdev)
+{
+	int r = net_input(vdev->priv);
+
+	/* -EIO: the queue broke, the device is in NEEDS_RESET and saved so. */
+	return r == -EAGAIN || r == -EIO ? 0 : r;
+}
+
 static void net_reset(struct virtio_device *vdev)
 {
 	struct virtio_net *net = vdev->priv;
@@ -360,6 +373,7 @@ static const struct virtio_device_ops net_ops = {
 	.reset = net_reset,
 	.state_desc = &net_state_desc,
 	.destroy = net_destroy,
+	.pre_save = net_pre_save,
 };
 
 static int net_open_tap(struct virtio_net *net, const char *name)
