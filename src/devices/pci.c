@@ -209,6 +209,8 @@ static void pci_data_io(void *opaque, uint64_t offset, uint8_t *data,
 	} else if (is_write) {
 		pci_device_write_config(dev, off, data, len);
 	} else {
+		if (dev->config_read)
+			dev->config_read(dev, off, len);
 		memcpy(data, dev->config + off, len);
 	}
 	pthread_mutex_unlock(&p->lock);

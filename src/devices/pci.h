@@ -72,6 +72,11 @@ struct pci_device {
 	 * May be NULL. */
 	void (*config_written)(struct pci_device *dev, unsigned off,
 			       unsigned len);
+	/* Called, with the host's lock held, before the guest reads config
+	 * bytes [off, off + len), so that the owner can refresh a window
+	 * whose contents live elsewhere (virtio's PCI configuration access
+	 * capability). Same rules as bar_remap. May be NULL. */
+	void (*config_read)(struct pci_device *dev, unsigned off, unsigned len);
 	void *opaque; /* for the owner */
 
 	/* Kept by the PCI code. */

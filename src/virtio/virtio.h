@@ -215,6 +215,7 @@ struct virtio_device {
 	/* Set up at creation. */
 	uint16_t nvectors; /* num_queues + 1 */
 	uint8_t msix_cap; /* config space offset of the MSI-X capability */
+	uint8_t pcicfg_cap; /* ... of the PCI configuration access one */
 	uint32_t intx_gsi; /* pin A's GSI (docs/virtio.md) */
 	uint64_t device_features; /* what ops->features offered, + ours */
 
@@ -268,6 +269,7 @@ struct virtio_device {
 #define VIRTIO_PCI_CAP_NOTIFY_CFG 2
 #define VIRTIO_PCI_CAP_ISR_CFG 3
 #define VIRTIO_PCI_CAP_DEVICE_CFG 4
+#define VIRTIO_PCI_CAP_PCI_CFG 5
 #define PCI_CAP_ID_VNDR 0x09
 #define PCI_CAP_ID_MSIX 0x11
 

@@ -509,6 +509,69 @@ static void virtio_msix_pba_read(struct virtio_device *vdev, uint64_t off,
 		put_le(data, vdev->msix_pba >> (8 * off), len);
 }
 
+static void virtio_pci_mmio(void *opaque, uint64_t off, uint8_t *data,
+			    uint32_t len, bool is_write);
+
+/* The PCI configuration access capability (4.1.4.9): a window through
+ * config space into BAR 0, for drivers that cannot map the BAR yet. The
+ * driver writes bar, offset and length, then reads or writes
+ * pci_cfg_data. Accesses the window cannot express are ignored (reads see
+ * whatever pci_cfg_data held). */
+#define PCICFG_BAR 4
+#define PCICFG_OFFSET 8
+#define PCICFG_LENGTH 12
+#define PCICFG_DATA 16
+#define PCICFG_CAP_LEN 20
+
+static bool virtio_pcicfg_target(const struct virtio_device *vdev,
+				 uint32_t *off, uint32_t *len)
+{
+	const uint8_t *cap = vdev->pci.config + vdev->pcicfg_cap;
+
+	*off = (uint32_t)get_le(cap + PCICFG_OFFSET, 4);
+	*len = (uint32_t)get_le(cap + PCICFG_LENGTH, 4);
+	/* 4.1.4.9.1: length 1, 2 or 4, offset aligned to it, inside the
+	 * BAR. */
+	return cap[PCICFG_BAR] == VIRTIO_PCI_BAR &&
+	       (*len == 1 || *len == 2 || *len == 4) && !(*off % *len) &&
+	       *off <= VIRTIO_PCI_BAR_SIZE - *len;
+}
+
+static bool virtio_pcicfg_data_hit(const struct virtio_device *vdev,
+				   unsigned off, unsigned len)
+{
+	unsigned data = vdev->pcicfg_cap + PCICFG_DATA;
+
+	return vdev->pcicfg_cap && off < data + 4 && off + len > data;
+}
+
+static void virtio_pcicfg_read(struct pci_device *dev, unsigned off,
+			       unsigned len)
+{
+	struct virtio_device *vdev = dev->opaque;
+	uint8_t *data = dev->config + vdev->pcicfg_cap + PCICFG_DATA;
+	uint32_t boff, blen;
+
+	if (!virtio_pcicfg_data_hit(vdev, off, len) ||
+	    !virtio_pcicfg_target(vdev, &boff, &blen))
+		return;
+	memset(data, 0, 4);
+	virtio_pci_mmio(vdev, boff, data, blen, false);
+}
+
+static void virtio_pcicfg_write(struct virtio_device *vdev, unsigned off,
+				unsigned len)
+{
+	uint32_t boff, blen;
+
+	if (!virtio_pcicfg_data_hit(vdev, off, len) ||
+	    !virtio_pcicfg_target(vdev, &boff, &blen))
+		return;
+	virtio_pci_mmio(vdev, boff,
+			vdev->pci.config + vdev->pcicfg_cap + PCICFG_DATA, blen,
+			true);
+}
+
 /* The capability's message control changed: enable and function mask. */
 static void virtio_pci_config_written(struct pci_device *dev, unsigned off,
 				      unsigned len)
@@ -528,6 +591,8 @@ static void virtio_pci_config_written(struct pci_device *dev, unsigned off,
 	/* MSI-X enable or INTx disable may change the line. */
 	virtio_intx_update(vdev);
 	pthread_mutex_unlock(&vdev->lock);
+	/* After the unlock: a BAR access takes the device lock itself. */
+	virtio_pcicfg_write(vdev, off, len);
 }
 
 /* ------------------------------------------------------------- BAR 0 -- */
@@ -862,6 +927,17 @@ static int virtio_pci_setup_config(struct virtio_device *vdev, uint8_t slot)
 			put_le(dev->config + o + 16, VIRTIO_PCI_NOTIFY_MULT, 4);
 	}
 	if (o >= 0) {
+		/* 4.1.4.9: bar, offset, length and data are the driver's. */
+		o = virtio_pci_add_cap(dev, VIRTIO_PCI_CAP_PCI_CFG, 0, 0,
+				       PCICFG_CAP_LEN);
+		if (o >= 0) {
+			vdev->pcicfg_cap = (uint8_t)o;
+			dev->wmask[o + PCICFG_BAR] = 0xff;
+			memset(dev->wmask + o + PCICFG_OFFSET, 0xff,
+			       PCICFG_CAP_LEN - PCICFG_OFFSET);
+		}
+	}
+	if (o >= 0) {
 		/* PCI 3.0, 6.8.2: table size - 1; table and PBA in BAR 0. */
 		o = pci_add_capability(dev, PCI_CAP_ID_MSIX, PCI_MSIX_CAP_LEN);
 		if (o >= 0) {
@@ -880,6 +956,7 @@ static int virtio_pci_setup_config(struct virtio_device *vdev, uint8_t slot)
 	(void)slot;
 	dev->bar_remap = virtio_pci_bar_remap;
 	dev->config_written = virtio_pci_config_written;
+	dev->config_read = virtio_pcicfg_read;
 	dev->opaque = vdev;
 	return 0;
 }

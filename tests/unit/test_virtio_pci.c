@@ -371,6 +371,10 @@ static void test_capabilities(void **state)
 				assert_int_equal(off, VIRTIO_PCI_NOTIFY_OFF);
 				assert_true(length >= 4 * (NQ - 1) + 2);
 				break;
+			case VIRTIO_PCI_CAP_PCI_CFG:
+				/* 4.1.4.9: + pci_cfg_data */
+				assert_int_equal(len, 20);
+				break;
 			default:
 				fail_msg("unexpected cfg_type %u", type);
 			}
@@ -390,8 +394,57 @@ static void test_capabilities(void **state)
 		}
 		ptr = cfg_read(t, ptr + 1, 1);
 	}
-	assert_int_equal(seen, 1u << 1 | 1u << 2 | 1u << 3 | 1u << 4);
+	assert_int_equal(seen, 1u << 1 | 1u << 2 | 1u << 3 | 1u << 4 | 1u << 5);
 	assert_true(msix);
+}
+
+/* Config space offset of the PCI configuration access capability. */
+static unsigned find_pcicfg_cap(struct tv *t)
+{
+	unsigned ptr = cfg_read(t, PCI_CFG_CAP_PTR, 1), n = 0;
+
+	while (ptr && n++ < 16) {
+		if (cfg_read(t, ptr, 1) == PCI_CAP_ID_VNDR &&
+		    cfg_read(t, ptr + 3, 1) == VIRTIO_PCI_CAP_PCI_CFG)
+			return ptr;
+		ptr = cfg_read(t, ptr + 1, 1);
+	}
+	fail_msg("no VIRTIO_PCI_CAP_PCI_CFG capability");
+	return 0;
+}
+
+/* 4.1.4.9: the window reaches BAR 0 without the BAR being mapped. */
+static void test_pci_cfg_window(void **state)
+{
+	struct tv *t = *state;
+	unsigned cap = find_pcicfg_cap(t);
+
+	/* Write device_status (common cfg 0x14) through the window. */
+	cfg_write(t, cap + 4, 1, 0);
+	cfg_write(t, cap + 8, 4, VIRTIO_PCI_COMMON_OFF + 0x14);
+	cfg_write(t, cap + 12, 4, 1);
+	cfg_write(t, cap + 16, 1, VIRTIO_STATUS_ACKNOWLEDGE);
+	enable_bar(t);
+	assert_int_equal(status(t), VIRTIO_STATUS_ACKNOWLEDGE);
+	assert_int_equal(cfg_read(t, cap + 16, 1), VIRTIO_STATUS_ACKNOWLEDGE);
+
+	/* A dword: device_feature_select = 1, then device_feature. */
+	cfg_write(t, cap + 8, 4, VIRTIO_PCI_COMMON_OFF + 0x00);
+	cfg_write(t, cap + 12, 4, 4);
+	cfg_write(t, cap + 16, 4, 1);
+	cfg_write(t, cap + 8, 4, VIRTIO_PCI_COMMON_OFF + 0x04);
+	assert_int_equal(cfg_read(t, cap + 16, 4), (uint32_t)(offered() >> 32));
+
+	/* A length the window cannot do, or a misaligned offset, is not
+	 * passed on: the status stays. */
+	cfg_write(t, cap + 8, 4, VIRTIO_PCI_COMMON_OFF + 0x14);
+	cfg_write(t, cap + 12, 4, 3);
+	cfg_write(t, cap + 16, 1, 0);
+	assert_int_equal(status(t), VIRTIO_STATUS_ACKNOWLEDGE);
+	cfg_write(t, cap + 8, 4, VIRTIO_PCI_COMMON_OFF + 0x15);
+	cfg_write(t, cap + 12, 4, 2);
+	cfg_write(t, cap + 16, 2, 0);
+	assert_int_equal(status(t), VIRTIO_STATUS_ACKNOWLEDGE);
 }
 
 /* ---------------------------------------------------- common config -- */
@@ -809,6 +862,7 @@ int main(void)
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 		T(test_pci_identity),
 		T(test_capabilities),
+		T(test_pci_cfg_window),
 		T(test_common_layout),
 		T(test_features_ok),
 		T(test_reset),
