@@ -31,6 +31,7 @@ demo: all
 bench: all
 	bench/boot.sh $(BUILD)
 	bench/snapshot.sh $(BUILD)
+	bench/virtio.sh $(BUILD)
 
 format:
 	git ls-files '*.c' '*.h' | xargs clang-format -i

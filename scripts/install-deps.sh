@@ -15,6 +15,7 @@ packages=(
 	clang-format         # `make format` and the format check
 	curl                 # drives the control API in tests
 	qemu-system-x86      # the peer VMM for the guest kit and benchmarks
+	fio                  # bench/virtio.sh: the host's own 4 KiB random IOPS
 	busybox-static       # userland of the nested test VM (hosts without /dev/kvm)
 	cpio xz-utils zstd   # initramfs building and kernel unpacking in tests
 )
