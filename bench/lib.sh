@@ -64,8 +64,30 @@ bench_setup() {
 }
 
 # ------------------------------------------------------------- results --
-# A script that records measurements sets RES (a directory of its own) and
-# START ($SECONDS at its start) first.
+# A script that records measurements calls bench_workdir first (or sets RES,
+# a directory of its own, and START, $SECONDS at its start).
+
+# bench_workdir NAME: a scratch directory DIR under BENCH_DIR (or TMPDIR, or
+# /tmp) with the results in RES, and SOCKDIR for UNIX sockets (a short path
+# on a local file system); both are removed at exit, after a SIGKILL to
+# every VMM the script put in PIDS. Sets DIR, SOCKDIR, RES, START, PIDS.
+bench_workdir() {
+	DIR=$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/stasis-bench-$1.XXXXXX")
+	SOCKDIR=$(mktemp -d /tmp/stasis-sock.XXXXXX)
+	RES=$DIR/results
+	START=$SECONDS
+	PIDS=()
+	mkdir -p "$RES"
+	trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+	local p
+	for p in "${PIDS[@]}"; do
+		kill -9 "$p" 2>/dev/null || true
+	done
+	rm -rf "$DIR" "$SOCKDIR"
+}
 
 # bench_put SCENARIO METRIC VALUE: records one measurement.
 bench_put() {

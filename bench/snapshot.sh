@@ -30,20 +30,7 @@ elif [[ ${KVMVM:-0} = 1 ]]; then
 else
 	SCENARIOS="256M/10 256M/100 2G/10 2G/100"
 fi
-DIR=$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/stasis-bench-snap.XXXXXX")
-# UNIX sockets: a short path on a local file system.
-SOCKDIR=$(mktemp -d /tmp/sbs.XXXXXX)
-RES=$DIR/results
-mkdir -p "$RES"
-PIDS=()
-cleanup() {
-	local p
-	for p in "${PIDS[@]}"; do
-		kill -9 "$p" 2>/dev/null || true
-	done
-	rm -rf "$DIR" "$SOCKDIR"
-}
-trap cleanup EXIT
+bench_workdir snap
 
 put() { bench_put "$@"; }
 get() { bench_get "$@"; }

@@ -33,22 +33,7 @@ SNAP_DISKS="1G 8G"
 	bench_die "BENCH_DISK_MIB and BENCH_RAND_MS must be positive integers"
 FIO=$(command -v fio || true)
 
-DIR=$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/stasis-bench-virtio.XXXXXX")
-# UNIX sockets: a short path on a local file system.
-SOCKDIR=$(mktemp -d /tmp/sbv.XXXXXX)
-RES=$DIR/results
-START=$SECONDS
-mkdir -p "$RES"
-PIDS=()
-cleanup() {
-	local p
-	for p in "${PIDS[@]}"; do
-		kill -9 "$p" 2>/dev/null || true
-	done
-	rm -rf "$DIR" "$SOCKDIR"
-}
-trap cleanup EXIT
-
+bench_workdir virtio
 put() { bench_put "$@"; }
 get() { bench_get "$@"; }
 step() { bench_step "$@"; }
@@ -171,22 +156,37 @@ host_run() {
 
 # ------------------------------------------------ snapshot with a disk --
 
+# busy_start VMM SCENARIO OUT: starts CMD (blktest BUSY_ARGS with its serial
+# in OUT) in the background and waits for its first pass; sets PID. 1 if
+# it did not get there.
+busy_start() {
+	"${CMD[@]}" </dev/null 2>"$3.err" &
+	PID=$!
+	PIDS+=("$PID")
+	bench_wait_for "$3" "blktest: pass 1 ok" "$PID" 600 && return 0
+	fail "$2: $1 blktest did not start: $(tail -q -n 2 "$3" "$3.err" 2>/dev/null | tr '\n' ' ')"
+	bench_wait_exit "$PID" 1
+	return 1
+}
+
+# busy_check VMM SCENARIO OUT: the guest carried on across the snapshots,
+# losing nothing.
+busy_check() {
+	sleep 1
+	if grep -E 'CORRUPT|ERROR' "$3" >&2; then
+		fail "$2: $1 blktest failed after a snapshot"
+	fi
+}
+
 # snap_stasis SIZE: stasis runs blktest on a sparse disk of SIZE and is
 # snapshotted RUNS times while it works (then resume).
 snap_stasis() {
 	local size=$1 sc=snap-$1 img=$DIR/snap.img out=$DIR/ss.out
-	local sock=$SOCKDIR/s.sock snap=$DIR/s.snap pid line i
+	local sock=$SOCKDIR/s.sock snap=$DIR/s.snap line i
 	rm -f "$img" "$out"
 	truncate -s "$size" "$img"
 	stasis_cmd "$img" "$BUSY_ARGS" --serial "file:$out" --api-socket "$sock"
-	"${CMD[@]}" </dev/null 2>"$DIR/ss.err" &
-	pid=$!
-	PIDS+=("$pid")
-	if ! bench_wait_for "$out" "blktest: pass 1 ok" "$pid" 600; then
-		fail "$sc: stasis blktest did not start: $(tail -q -n 2 "$out" "$DIR/ss.err" 2>/dev/null | tr '\n' ' ')"
-		bench_wait_exit "$pid" 1
-		return 0
-	fi
+	busy_start stasis "$sc" "$out" || return 0
 	for ((i = 1; i <= RUNS; i++)); do
 		sleep 0.5
 		rm -f "$snap"
@@ -196,30 +196,21 @@ snap_stasis() {
 		put_num "$sc" s_save_s "$(bench_calc "a / 1e6" "$(bench_kv "$(head -n 1 <<<"$line")" us)")"
 		put_num "$sc" s_file_mib "$(bench_calc "a / 1048576" "$(stat -c %s "$snap")")"
 	done
-	# The guest carried on across the snapshots, losing nothing.
-	sleep 1
-	grep -E 'CORRUPT|ERROR' "$out" >&2 && fail "$sc: stasis blktest failed after a snapshot"
+	busy_check stasis "$sc" "$out"
 	"$BENCHTOOL" http "$sock" PUT /vm/shutdown >/dev/null || true
-	bench_wait_exit "$pid" 60
+	bench_wait_exit "$PID" 60
 	rm -f "$img" "$snap"
 }
 
 # snap_qemu SIZE: the same under QEMU: stop, migrate to a file, fsync, cont.
 snap_qemu() {
 	local size=$1 sc=snap-$1 img=$DIR/snap.img out=$DIR/qs.out
-	local sock=$SOCKDIR/q.sock snap=$DIR/q.snap pid line i
+	local sock=$SOCKDIR/q.sock snap=$DIR/q.snap line i
 	rm -f "$img" "$out"
 	truncate -s "$size" "$img"
 	qemu_cmd "$img" "$BUSY_ARGS" -serial "file:$out" \
 		-qmp "unix:$sock,server=on,wait=off"
-	"${CMD[@]}" </dev/null 2>"$DIR/qs.err" &
-	pid=$!
-	PIDS+=("$pid")
-	if ! bench_wait_for "$out" "blktest: pass 1 ok" "$pid" 600; then
-		fail "$sc: QEMU blktest did not start: $(tail -q -n 2 "$out" "$DIR/qs.err" 2>/dev/null | tr '\n' ' ')"
-		bench_wait_exit "$pid" 1
-		return 0
-	fi
+	busy_start QEMU "$sc" "$out" || return 0
 	# No bandwidth cap (QEMU 7.2 defaults to 128 MiB/s for migration).
 	"$BENCHTOOL" qmp "$sock" '{"execute": "migrate-set-parameters", "arguments": {"max-bandwidth": 1099511627776}}' >/dev/null ||
 		fail "$sc: QEMU migrate-set-parameters failed"
@@ -231,10 +222,9 @@ snap_qemu() {
 		put_num "$sc" q_save_s "$(bench_calc "a / 1e6" "$(bench_kv "$line" save_us)")"
 		put_num "$sc" q_file_mib "$(bench_calc "a / 1048576" "$(stat -c %s "$snap")")"
 	done
-	sleep 1
-	grep -E 'CORRUPT|ERROR' "$out" >&2 && fail "$sc: QEMU blktest failed after a save"
+	busy_check QEMU "$sc" "$out"
 	"$BENCHTOOL" qmp "$sock" '{"execute": "quit"}' >/dev/null || true
-	bench_wait_exit "$pid" 60
+	bench_wait_exit "$PID" 60
 	rm -f "$img" "$snap"
 }
 
