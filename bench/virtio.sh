@@ -42,12 +42,13 @@ fail() { bench_fail "$@"; }
 # Both VMMs page-cache the image (stasis always, QEMU by its default
 # cache=writeback), so the host figures are taken through the page cache
 # too; the O_DIRECT ones show what the storage itself does.
-# 128 KiB requests (per_req=256 sectors), 16 in flight.
+# 128 KiB requests (per_req=256 sectors), 16 in flight. A request that
+# never completes ends the guest after a minute (timeout_ms), not the run.
 SECTORS=$((DISK_MIB * 2048))
-BENCH_ARGS="bench=1 sectors=$SECTORS per_req=256 depth=16 bench_ms=$RAND_MS"
+BENCH_ARGS="bench=1 sectors=$SECTORS per_req=256 depth=16 bench_ms=$RAND_MS timeout_ms=60000"
 # A guest busy on its disk during snapshots: write, flush, read, verify 4
 # MiB over and over.
-BUSY_ARGS="passes=0 sectors=8192 seed=7"
+BUSY_ARGS="passes=0 sectors=8192 seed=7 timeout_ms=60000"
 BLK_TIMEOUT_MS=$((900000 + 2 * RAND_MS))
 
 # stasis_cmd IMAGE ARGS [OPTIONS...]: sets CMD, a stasis run of blktest.
