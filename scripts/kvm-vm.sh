@@ -15,6 +15,7 @@ readonly PROG=kvm-vm
 # Tunables (environment). Defaults are sized for the 2-core CI machine.
 KVMVM_TIMEOUT=${KVMVM_TIMEOUT:-1800} # host-side limit for one run, seconds
 KVMVM_BOOT_TIMEOUT=${KVMVM_BOOT_TIMEOUT:-180} # until L1 reaches the command
+KVMVM_STALL_TIMEOUT=${KVMVM_STALL_TIMEOUT:-120} # without an L1 heartbeat
 KVMVM_MEM=${KVMVM_MEM:-4G}           # L1 RAM; TCG allocates it lazily
 KVMVM_SMP=${KVMVM_SMP:-2}            # L1 vCPUs (one TCG thread each)
 KVMVM_CPU=${KVMVM_CPU:-max}          # must expose svm and npt
@@ -229,6 +230,9 @@ err=$(port kvmvm.stderr) || exit 1
 # Progress on the command's stderr: a run that hangs later shows that the
 # VM itself came up.
 echo "KVMVM-UP" >/dev/ttyS0
+# Heartbeat: the host ends a VM whose beats stop, i.e. whose timers no
+# longer fire (the emulated L1 can stop making progress altogether).
+(while :; do echo KVMVM-BEAT >/dev/ttyS0; sleep 10; done) &
 echo "kvm-vm: L1 VM up after $(cut -d' ' -f1 /proc/uptime) s; running the command" >"$err"
 
 chroot /host /bin/bash /run/kvmvm/cmd </dev/null >"$out" 2>"$err"
@@ -331,6 +335,12 @@ cmd_prepare() {
 
 # -------------------------------------------------------------------- run --
 
+# console_tail FILE: the L1 console's last lines, heartbeats left out.
+console_tail() {
+	tr -d '\r' 2>/dev/null <"$1" | grep -av -e '^\s*$' -e KVMVM-BEAT |
+		sed 's/^/  console: /' | tail -n 20 || true
+}
+
 cmd_run() {
 	local cache=$1 workdir=$2
 	shift 2
@@ -358,6 +368,7 @@ cmd_run() {
 		die "WORKDIR contains characters the VM's init cannot quote"
 	[[ $KVMVM_TIMEOUT =~ ^[0-9]+$ ]] || die "KVMVM_TIMEOUT must be whole seconds"
 	[[ $KVMVM_BOOT_TIMEOUT =~ ^[0-9]+$ ]] || die "KVMVM_BOOT_TIMEOUT must be whole seconds"
+	[[ $KVMVM_STALL_TIMEOUT =~ ^[0-9]+$ ]] || die "KVMVM_STALL_TIMEOUT must be whole seconds"
 
 	cmd_prepare "$cache"
 	cache=$(realpath "$cache")
@@ -446,6 +457,7 @@ EOF
 		# has reported the command's status, the VM has nothing left to
 		# do but sync and power off: if that hangs (seen too), end it.
 		(
+			local beats last_beats=0 last_beat=0
 			for ((i = 0; ; i += 2)); do
 				kill -0 "$qpid" 2>/dev/null || exit 0
 				if ! grep -aq KVMVM-CMD "$console" 2>/dev/null; then
@@ -458,6 +470,15 @@ EOF
 					sleep 30
 					kill "$qpid" 2>/dev/null || true
 					exit 0
+				else
+					beats=$(grep -ac KVMVM-BEAT "$console" 2>/dev/null)
+					if ((beats != last_beats)); then
+						last_beats=$beats last_beat=$i
+					elif ((i - last_beat >= KVMVM_STALL_TIMEOUT)); then
+						touch "$run/stalled"
+						kill "$qpid" 2>/dev/null || true
+						exit 0
+					fi
 				fi
 				sleep 2
 			done
@@ -472,7 +493,7 @@ EOF
 		[[ -e $run/boot-stuck ]] || break
 		{
 			echo "$PROG: warning: the VM did not come up within ${KVMVM_BOOT_TIMEOUT}s (attempt $attempt)"
-			tr -d '\r' 2>/dev/null <"$console" | grep -av '^\s*$' | sed 's/^/  console: /' | tail -n 20 || true
+			console_tail "$console"
 		} >&2
 		[[ $attempt = 2 ]] && die "the VM did not come up, twice"
 	done
@@ -480,10 +501,17 @@ EOF
 	[[ -n $KVMVM_CONSOLE ]] && cp "$console" "$KVMVM_CONSOLE"
 	local status
 	status=$(tr -d '\r' 2>/dev/null <"$console" | sed -n 's/^KVMVM-\(EXIT\|ERROR\) /\1 /p' | tail -n1) || true
+	if [[ -e $run/stalled ]]; then
+		{
+			echo "$PROG: error: the VM stopped making progress (no heartbeat for ${KVMVM_STALL_TIMEOUT}s); VM killed"
+			console_tail "$console"
+		} >&2
+		exit "$EXIT_TIMEOUT"
+	fi
 	if [[ $qrc = 124 ]]; then
 		{
 			echo "$PROG: error: timed out after ${KVMVM_TIMEOUT}s (KVMVM_TIMEOUT); VM killed"
-			tr -d '\r' 2>/dev/null <"$console" | grep -av '^\s*$' | sed 's/^/  console: /' | tail -n 20 || true
+			console_tail "$console"
 		} >&2
 		exit "$EXIT_TIMEOUT"
 	fi
@@ -498,7 +526,7 @@ EOF
 	{
 		echo "$PROG: error: the VM ended without an exit status (qemu status $qrc)"
 		sed 's/^/  qemu: /' "$run/qemu.log" | tail -n 10 || true
-		tr -d '\r' 2>/dev/null <"$console" | grep -av '^\s*$' | sed 's/^/  console: /' | tail -n 20 || true
+		console_tail "$console"
 	} >&2
 	exit "$EXIT_HARNESS"
 }
