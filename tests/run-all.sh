@@ -77,15 +77,15 @@ else
 	# sees the host's / read-only and ROOT read-write. One VM per test
 	# (a boot costs 4-10 s) so that the host can time each test out:
 	# rarely, the emulated L1 stops making progress altogether, and
-	# nothing inside it can notice. Such a test is run once more, and
-	# the log says so; a test that hangs twice fails. Each step there
+	# nothing inside it can notice. Such a test is run again, up to
+	# three times, and the log says so. Each step there
 	# costs 50-100x hardware, so the snapshot chain runs 10 cycles.
 	: >"$kvm_log"
 	kvm_status=0
 	for name in $("$ROOT/tests/run-kvm.sh" --list); do
 		att=$LOGS/kvm-$name.out
-		for attempt in 1 2; do
-			KVMVM_TIMEOUT=${STASIS_NESTED_TEST_TIMEOUT:-480} \
+		for attempt in 1 2 3; do
+			KVMVM_TIMEOUT=${STASIS_NESTED_TEST_TIMEOUT:-360} \
 				"$ROOT/scripts/kvm-vm.sh" run "$KVMVM_CACHE" "$ROOT" \
 				-e STASIS_TIME_SCALE="${STASIS_TIME_SCALE:-3}" \
 				-e STASIS_TESTS="$name" \
@@ -104,7 +104,7 @@ else
 			echo "   ($name: the nested VM ended with status $st, attempt $attempt)"
 		done
 		cat "$att" >>"$kvm_log"
-		[ "$st" -gt 1 ] && echo "FAIL $name (nested VM status $st, twice)" | tee -a "$kvm_log"
+		[ "$st" -gt 1 ] && echo "FAIL $name (nested VM status $st, three times)" | tee -a "$kvm_log"
 		[ "$st" -gt "$kvm_status" ] && kvm_status=$st
 	done
 fi
