@@ -49,8 +49,14 @@ restore_and_count "$WORK/exit.snap" "$WORK/b1"
 restore_and_count "$WORK/exit.snap" "$WORK/b2" snapshot
 restored_continues "$WORK/a" "$WORK/b1"
 restored_continues "$WORK/a" "$WORK/b2"
-[[ $(first_counter "$WORK/b1") == $(first_counter "$WORK/b2") ]] ||
-	fail "two restores of one file started at $(first_counter "$WORK/b1") and $(first_counter "$WORK/b2")"
+# Both start from the same count. A timer tick that was due at the
+# snapshot fires on resume before or after the guest's next print,
+# depending on host timing (--clock advance), so the first printed value
+# may differ by one; anything more is a restore that did not start from
+# the saved point.
+b1=$(first_counter "$WORK/b1") b2=$(first_counter "$WORK/b2")
+((b1 - b2 <= 1 && b2 - b1 <= 1)) ||
+	fail "two restores of one file started at $b1 and $b2"
 
 # A restored VM's own snapshot restores too, and continues from there.
 restore_and_count "$WORK/second.snap" "$WORK/c"
