@@ -17,6 +17,7 @@
 #include <microhttpd.h>
 
 #include "control/api.h"
+#include "core/unix_socket.h"
 
 #define API_MAX_CONNECTIONS 16
 #define API_BACKLOG 16
@@ -743,33 +744,16 @@ static int api_remove_stale(const struct sockaddr_un *addr, char *err,
 			    size_t errlen)
 {
 	const char *path = addr->sun_path;
-	struct stat st;
-	int fd, ret = 0;
+	int ret = unix_socket_clear_stale(path, SOCK_STREAM);
 
-	if (lstat(path, &st))
-		return errno == ENOENT ? 0 : -errno;
-	if (!S_ISSOCK(st.st_mode)) {
+	if (ret == -EEXIST)
 		snprintf(err, errlen,
 			 "api socket %s exists and is not a socket", path);
-		return -EEXIST;
-	}
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0)
-		return -errno;
-	if (!connect(fd, (const struct sockaddr *)addr, sizeof(*addr)) ||
-	    errno == EAGAIN) {
+	else if (ret == -EADDRINUSE)
 		snprintf(err, errlen, "api socket %s is in use", path);
-		ret = -EADDRINUSE;
-	} else if (errno != ECONNREFUSED) {
-		ret = -errno;
-		snprintf(err, errlen, "cannot probe api socket %s: %s", path,
-			 strerror(-ret));
-	} else if (unlink(path) && errno != ENOENT) {
-		ret = -errno;
-		snprintf(err, errlen, "cannot remove stale api socket %s: %s",
+	else if (ret)
+		snprintf(err, errlen, "cannot clear stale api socket %s: %s",
 			 path, strerror(-ret));
-	}
-	close(fd);
 	return ret;
 }
 

@@ -9,6 +9,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "core/unix_socket.h"
+
 bool virtio_queue_ready(const struct virtio_device *vdev, unsigned q)
 {
 	/* The transport writes these on vCPU threads. */
@@ -144,7 +146,7 @@ int iov_write_all(int fd, struct iovec *iov, unsigned n)
 int virtio_unix_bind(int fd, const char *path)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int type, probe, ret;
+	int type, ret;
 	socklen_t len = sizeof(type);
 
 	if (strlen(path) >= sizeof(sa.sun_path))
@@ -156,14 +158,8 @@ int virtio_unix_bind(int fd, const char *path)
 		return -errno;
 	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len))
 		return -errno;
-	probe = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
-	if (probe < 0)
-		return -errno;
-	ret = connect(probe, (struct sockaddr *)&sa, sizeof(sa)) ? -errno : 0;
-	close(probe);
-	if (ret != -ECONNREFUSED)
-		return -EADDRINUSE;
-	if (unlink(path) && errno != ENOENT)
-		return -errno;
+	ret = unix_socket_clear_stale(path, type);
+	if (ret)
+		return ret == -EEXIST ? -EADDRINUSE : ret;
 	return bind(fd, (struct sockaddr *)&sa, sizeof(sa)) ? -errno : 0;
 }

@@ -52,8 +52,9 @@ void iov_advance(struct iovec **iov, unsigned *n, size_t bytes);
 int iov_write_all(int fd, struct iovec *iov, unsigned n);
 
 /* Binds the UNIX socket @fd at @path. A socket file left by a process that
- * is gone (nobody answers a connect) is replaced; a live one is an error
- * (-EADDRINUSE). Returns 0 or -errno. */
+ * is gone (nobody answers a connect) is replaced; a live one, or anything
+ * there that is not a socket, is an error (-EADDRINUSE). Returns 0 or
+ * -errno. */
 int virtio_unix_bind(int fd, const char *path);
 
 /* Copies the part [@off, @off + @len) of the device config image @cfg

@@ -1151,6 +1151,47 @@ static void test_net_bad_backend(void **state)
 	guest_free(g);
 }
 
+/* --net unix=PATH takes over a socket its dead owner left, but never
+ * removes anything else found at PATH. */
+static void test_net_socket_path(void **state)
+{
+	char dir[] = "/tmp/stasis-net-path.XXXXXX", path[64];
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct net_config cfg = { .backend = NET_BACKEND_UNIX, .path = path };
+	struct guest *g;
+	struct stat st;
+	int fd;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/sock", dir);
+
+	/* A regular file: refused and kept. */
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "data", 4), 4);
+	close(fd);
+	g = guest_new();
+	assert_true(virtio_net_create(&g->vdev, NULL, &cfg, 0, "net0", 6) < 0);
+	guest_free(g);
+	assert_int_equal(stat(path, &st), 0);
+	assert_true(S_ISREG(st.st_mode));
+	assert_int_equal(st.st_size, 4);
+	assert_int_equal(unlink(path), 0);
+
+	/* A socket whose owner is gone: replaced. */
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	close(fd);
+	g = guest_new();
+	assert_int_equal(virtio_net_create(&g->vdev, NULL, &cfg, 0, "net0", 6),
+			 0);
+	guest_free(g); /* destroys the device, which removes its socket */
+	unlink(path);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1175,6 +1216,7 @@ int main(void)
 		cmocka_unit_test(test_net_reply_to_sender),
 		cmocka_unit_test(test_net_tap),
 		cmocka_unit_test(test_net_bad_backend),
+		cmocka_unit_test(test_net_socket_path),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
