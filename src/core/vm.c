@@ -238,6 +238,7 @@ int vm_create(struct vm *vm, const struct vm_config *cfg,
 	atomic_init(&vm->pause_requested, false);
 	atomic_init(&vm->paused, false);
 	atomic_init(&vm->snapshot_active, false);
+	pthread_mutex_init(&vm->pause_op_lock, NULL);
 	pthread_mutex_init(&vm->pause_lock, NULL);
 	pthread_cond_init(&vm->pause_cond, NULL);
 	pthread_mutex_init(&vm->snapshot_lock, NULL);
@@ -489,6 +490,7 @@ int vm_pause(struct vm *vm)
 	unsigned running = 0;
 	int ret = 0;
 
+	pthread_mutex_lock(&vm->pause_op_lock);
 	pthread_mutex_lock(&vm->pause_lock);
 	if (atomic_load(&vm->stop_reason)) {
 		ret = -ESHUTDOWN;
@@ -515,23 +517,24 @@ int vm_pause(struct vm *vm)
 	/* The vCPUs are parked, so no driver kicks a queue any more; park
 	 * the device workers between requests, so that nothing touches guest
 	 * memory or device state while a snapshot is taken. Not under
-	 * pause_lock: a worker finishing its request may need it (a stop). */
+	 * pause_lock: a worker finishing its request may need it (a stop).
+	 * No vm_resume can run meanwhile (pause_op_lock). */
 	pthread_mutex_unlock(&vm->pause_lock);
 	for (unsigned i = 0; i < vm->nvirtio; i++)
 		virtio_device_park(&vm->virtio[i]);
 	pthread_mutex_lock(&vm->pause_lock);
-	if (!atomic_load(&vm->pause_requested) ||
-	    atomic_load(&vm->stop_reason)) {
-		/* Resumed or stopping meanwhile: the workers run on. */
+	if (atomic_load(&vm->stop_reason)) {
+		/* Stopping meanwhile: the workers run on to their end. */
 		for (unsigned i = 0; i < vm->nvirtio; i++)
 			virtio_device_unpark(&vm->virtio[i]);
-		ret = atomic_load(&vm->stop_reason) ? -ESHUTDOWN : -EINTR;
+		ret = -ESHUTDOWN;
 		goto out;
 	}
 	vm->last_pause_ns = now_ns(CLOCK_MONOTONIC) - t0;
 	atomic_store(&vm->paused, true);
 out:
 	pthread_mutex_unlock(&vm->pause_lock);
+	pthread_mutex_unlock(&vm->pause_op_lock);
 	return ret;
 }
 
@@ -539,6 +542,7 @@ int vm_resume(struct vm *vm)
 {
 	int ret = 0;
 
+	pthread_mutex_lock(&vm->pause_op_lock);
 	pthread_mutex_lock(&vm->pause_lock);
 	if (!atomic_load(&vm->pause_requested)) {
 		ret = -EALREADY;
@@ -551,6 +555,7 @@ int vm_resume(struct vm *vm)
 		pthread_cond_broadcast(&vm->pause_cond);
 	}
 	pthread_mutex_unlock(&vm->pause_lock);
+	pthread_mutex_unlock(&vm->pause_op_lock);
 	return ret;
 }
 

@@ -99,7 +99,11 @@ struct vm {
 
 	/* Pause protocol: pause_requested is set before the vCPUs are kicked;
 	 * each vCPU parks after KVM_RUN returns EINTR (so a half-done I/O exit
-	 * is completed first) and waits on pause_cond. */
+	 * is completed first) and waits on pause_cond. One vm_pause or
+	 * vm_resume runs at a time (pause_op_lock, taken before pause_lock),
+	 * so the virtio workers, parked outside pause_lock, are parked and
+	 * unparked in pairs. */
+	pthread_mutex_t pause_op_lock;
 	pthread_mutex_t pause_lock;
 	pthread_cond_t pause_cond;
 	atomic_bool pause_requested;
