@@ -93,7 +93,7 @@ static int irq_routing_commit_locked(struct irq_routing *r)
 }
 
 int irq_routing_set_msi(struct irq_routing *r, uint32_t gsi, uint64_t addr,
-			uint32_t data, bool valid)
+			uint32_t data)
 {
 	struct irq_msi_route *m;
 	int ret;
@@ -109,19 +109,9 @@ int irq_routing_set_msi(struct irq_routing *r, uint32_t gsi, uint64_t addr,
 	*m = (struct irq_msi_route){ .addr_lo = (uint32_t)addr,
 				     .addr_hi = (uint32_t)(addr >> 32),
 				     .data = data,
-				     .valid = valid };
+				     .valid = true };
 	ret = irq_routing_commit_locked(r);
 out:
-	pthread_mutex_unlock(&r->lock);
-	return ret;
-}
-
-int irq_routing_commit(struct irq_routing *r)
-{
-	int ret;
-
-	pthread_mutex_lock(&r->lock);
-	ret = irq_routing_commit_locked(r);
 	pthread_mutex_unlock(&r->lock);
 	return ret;
 }

@@ -34,14 +34,11 @@ int irq_routing_init(struct irq_routing *r, int vm_fd);
  * the same GSIs. Returns 0 or -ENOSPC. */
 int irq_routing_alloc_msi(struct irq_routing *r, uint32_t *gsi);
 
-/* Points MSI GSI @gsi at @addr/@data (@valid false: unroute it) and
- * commits the whole table with KVM_SET_GSI_ROUTING. Returns 0, -EINVAL
- * for a GSI not handed out, or the ioctl's -errno. */
+/* Points MSI GSI @gsi at @addr/@data and commits the whole table with
+ * KVM_SET_GSI_ROUTING. Returns 0, -EINVAL for a GSI not handed out, or the
+ * ioctl's -errno. */
 int irq_routing_set_msi(struct irq_routing *r, uint32_t gsi, uint64_t addr,
-			uint32_t data, bool valid);
-
-/* Commits the table as it stands (after a restore). Returns 0 or -errno. */
-int irq_routing_commit(struct irq_routing *r);
+			uint32_t data);
 
 /* Safe on a zeroed struct. */
 void irq_routing_destroy(struct irq_routing *r);

@@ -133,7 +133,7 @@ static void virtio_msix_route(struct virtio_device *vdev, unsigned v)
 	    vdev->routed[v][1] == e[1] && vdev->routed[v][2] == e[2])
 		return;
 	if (irq_routing_set_msi(&vdev->vm->irq_routing, vdev->gsi[v], addr,
-				e[2], true)) {
+				e[2])) {
 		vdev->route_valid[v] = false;
 		return;
 	}

@@ -319,11 +319,11 @@ static void test_pci_identity(void **state)
 	for (unsigned v = 0; v < NVEC; v++)
 		assert_int_equal(t->vdev->gsi[v], IRQ_ROUTING_FIRST_MSI + v);
 	assert_int_equal(t->vm.irq_routing.nmsi, NVEC);
-	assert_int_equal(
-	    irq_routing_set_msi(&t->vm.irq_routing, 23, 0, 0, true), -EINVAL);
+	assert_int_equal(irq_routing_set_msi(&t->vm.irq_routing, 23, 0, 0),
+			 -EINVAL);
 	assert_int_equal(irq_routing_set_msi(&t->vm.irq_routing,
-					     IRQ_ROUTING_FIRST_MSI + NVEC, 0, 0,
-					     true),
+					     IRQ_ROUTING_FIRST_MSI + NVEC, 0,
+					     0),
 			 -EINVAL);
 	/* BAR 0 sizes as VIRTIO_PCI_BAR_SIZE of 32-bit memory. */
 	cfg_write(t, PCI_CFG_BAR0, 4, 0xffffffffu);
