@@ -157,8 +157,7 @@ qemu_scenario() {
 		bench_wait_exit "$pid" 1
 		return 0
 	fi
-	# No bandwidth cap (QEMU 7.2 defaults to 128 MiB/s for migration).
-	"$BENCHTOOL" qmp "$sock" '{"execute": "migrate-set-parameters", "arguments": {"max-bandwidth": 1099511627776}}' >/dev/null ||
+	"$BENCHTOOL" qmp "$sock" "$BENCH_QMP_NOCAP" >/dev/null ||
 		fail "$sc: QEMU migrate-set-parameters failed"
 	step "$sc: QEMU touched; stop+save x$RUNS"
 	for ((i = 1; i <= RUNS; i++)); do
@@ -232,7 +231,7 @@ first_output() {
 	pid=$!
 	PIDS+=("$pid")
 	if bench_wait_for "$DIR/c.out" "counter: 5" "$pid" 120 &&
-		"$BENCHTOOL" qmp "$sock" '{"execute": "migrate-set-parameters", "arguments": {"max-bandwidth": 1099511627776}}' \
+		"$BENCHTOOL" qmp "$sock" "$BENCH_QMP_NOCAP" \
 			"{\"execute\": \"migrate\", \"arguments\": {\"uri\": \"exec:cat > $snap\"}}" \
 			wait-migrate '{"execute": "quit"}' >/dev/null; then
 		bench_wait_exit "$pid" 60

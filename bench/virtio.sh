@@ -212,8 +212,7 @@ snap_qemu() {
 	qemu_cmd "$img" "$BUSY_ARGS" -serial "file:$out" \
 		-qmp "unix:$sock,server=on,wait=off"
 	busy_start QEMU "$sc" "$out" || return 0
-	# No bandwidth cap (QEMU 7.2 defaults to 128 MiB/s for migration).
-	"$BENCHTOOL" qmp "$sock" '{"execute": "migrate-set-parameters", "arguments": {"max-bandwidth": 1099511627776}}' >/dev/null ||
+	"$BENCHTOOL" qmp "$sock" "$BENCH_QMP_NOCAP" >/dev/null ||
 		fail "$sc: QEMU migrate-set-parameters failed"
 	for ((i = 1; i <= RUNS; i++)); do
 		sleep 0.5
