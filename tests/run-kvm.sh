@@ -47,13 +47,20 @@ elapsed() {
 TEST_LIMIT=${STASIS_TEST_LIMIT:-$((300 * STASIS_TIME_SCALE))}
 suite_start=$(date +%s%N)
 failed=0
-for t in $(selected); do
+mapfile -t tests < <(selected)
+for t in "${tests[@]}"; do
 	name=$(basename "$t" .sh)
 	start=$(date +%s%N)
 	# Progress for logs watched live (CI): which test is running now.
 	echo "RUN  $name"
-	if out=$(timeout -k 10 "$TEST_LIMIT" bash "$t" 2>&1); then
+	out=$(timeout -k 10 "$TEST_LIMIT" bash "$t" 2>&1)
+	rc=$?
+	if [ "$rc" = 0 ]; then
 		echo "PASS $name ($(elapsed "$start"))"
+	elif [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+		echo "FAIL $name ($(elapsed "$start"), over its ${TEST_LIMIT} s limit)"
+		echo "$out" | tail -n 40 | sed 's/^/      | /'
+		failed=1
 	else
 		echo "FAIL $name ($(elapsed "$start"))"
 		echo "$out" | tail -n 40 | sed 's/^/      | /'
