@@ -13,7 +13,8 @@ packages=(
 	libcmocka-dev        # unit tests
 	clang libclang-rt-14-dev # libFuzzer targets and sanitizer runtimes
 	clang-format         # `make format` and the format check
-	curl                 # drives the control API in tests
+	curl                 # documentation examples (curl --unix-socket)
+	python3              # the tests' /dev/kvm probe and console socket client
 	qemu-system-x86      # the peer VMM for the guest kit and benchmarks
 	fio                  # bench/virtio.sh: the host's own 4 KiB random IOPS
 	busybox-static       # userland of the nested test VM (hosts without /dev/kvm)
