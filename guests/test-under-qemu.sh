@@ -62,8 +62,9 @@ want_line() {
 	grep -qE "$1" "$out" || fail "no line matching '$1'"
 }
 
+# no_line RE [FILE]: FILE (default: this case's output) has no such line.
 no_line() {
-	! grep -qE "$1" "$out" || fail "unexpected line matching '$1'"
+	! grep -qE "$1" "${2:-$out}" || fail "unexpected line matching '$1'${2:+ in ${2##*/}}"
 }
 
 want_count() {
@@ -390,6 +391,7 @@ want_line '^nettest: done, 2000 frames each way, 0 others'
 grep -q '^nettest: done, 2000 frames each way' "$out_b" ||
 	fail "role b did not finish"
 no_line 'LOST|DUP|BAD'
+no_line 'LOST|DUP|BAD' "$out_b"
 done_case
 
 net_pair nettest-plain \
@@ -399,11 +401,17 @@ want_status 1
 [ "$status_b" = 1 ] || fail "role b status $status_b, want 1"
 want_line '^nettest: role a .* features 0x100000020 window 8 frame 1514 '
 want_line '^nettest: done, 1000 frames each way'
+no_line 'LOST|DUP|BAD'
+grep -q '^nettest: done, 1000 frames each way' "$out_b" ||
+	fail "role b did not finish"
+no_line 'LOST|DUP|BAD' "$out_b"
 done_case
 
 # The checker: a frame sent twice must be reported by the receiver.
 net_pair nettest-inject 'count=300 inject=dup stall_ms=2000' \
 	'count=300 stall_ms=2000'
+# Role a sent the duplicate; the frames it got were right.
+no_line 'LOST|DUP|BAD'
 out=$out_b
 status=$status_b
 want_status 15
