@@ -289,11 +289,16 @@ static uint64_t eventfd_count(int fd)
 }
 
 /* Waits up to two seconds for *@p to reach @want. */
+/* Waits (up to 2 s) for the count at @p to reach @want, then a little
+ * longer: true when it is exactly @want, so a notification delivered twice
+ * fails as surely as one never delivered. */
 static bool wait_for(unsigned *p, unsigned want)
 {
 	for (int i = 0; i < 2000; i++) {
-		if (__atomic_load_n(p, __ATOMIC_SEQ_CST) >= want)
-			return true;
+		if (__atomic_load_n(p, __ATOMIC_SEQ_CST) >= want) {
+			usleep(20000);
+			return __atomic_load_n(p, __ATOMIC_SEQ_CST) == want;
+		}
 		usleep(1000);
 	}
 	return false;
