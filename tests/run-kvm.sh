@@ -47,8 +47,10 @@ elapsed() {
 TEST_LIMIT=${STASIS_TEST_LIMIT:-$((300 * STASIS_TIME_SCALE))}
 suite_start=$(date +%s%N)
 failed=0
-mapfile -t tests < <(selected)
+# Not `< <(...)`: the nested VM's /dev has no /dev/fd.
+mapfile -t tests <<<"$(selected)"
 for t in "${tests[@]}"; do
+	[ -n "$t" ] || continue
 	name=$(basename "$t" .sh)
 	start=$(date +%s%N)
 	# Progress for logs watched live (CI): which test is running now.
