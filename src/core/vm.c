@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/kvm.h"
 #include "core/log.h"
 #include "core/platform.h"
@@ -128,25 +129,32 @@ static int vm_create_memory(struct vm *vm)
 	return 0;
 }
 
-static int vm_open_serial(struct vm *vm, int *out_fd)
+static int vm_open_serial(struct vm *vm)
 {
-	*out_fd = -1;
+	int fd, ret;
+
+	vm->serial_out.fd = -1;
 	vm->serial_in_fd = -1;
 	switch (vm->cfg.serial) {
 	case SERIAL_STDIO:
-		*out_fd = STDOUT_FILENO;
+		ret = host_output_open(&vm->serial_out, STDOUT_FILENO);
+		if (ret) {
+			log_error("--serial stdio: cannot use stdout: %s",
+				  strerror(-ret));
+			return ret;
+		}
 		vm->serial_in_fd = STDIN_FILENO;
 		return 0;
 	case SERIAL_FILE:
-		*out_fd = open(vm->cfg.serial_path,
-			       O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-		if (*out_fd < 0) {
-			int err = -errno;
-
+		fd = open(vm->cfg.serial_path,
+			  O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (fd < 0) {
+			ret = -errno;
 			log_error("--serial: cannot open %s: %s",
-				  vm->cfg.serial_path, strerror(-err));
-			return err;
+				  vm->cfg.serial_path, strerror(-ret));
+			return ret;
 		}
+		host_output_adopt(&vm->serial_out, fd);
 		return 0;
 	case SERIAL_NONE:
 		return 0;
@@ -156,13 +164,12 @@ static int vm_open_serial(struct vm *vm, int *out_fd)
 
 static int vm_create_devices(struct vm *vm)
 {
-	int out_fd, ret;
+	int ret;
 
-	ret = vm_open_serial(vm, &out_fd);
+	ret = vm_open_serial(vm);
 	if (ret)
 		return ret;
-	vm->serial_out_fd = out_fd;
-	ret = uart_init(&vm->uart, vm, out_fd);
+	ret = uart_init(&vm->uart, vm, &vm->serial_out);
 	if (!ret)
 		ret = rtc_init(&vm->rtc, vm);
 	if (!ret)
@@ -231,7 +238,7 @@ int vm_create(struct vm *vm, const struct vm_config *cfg,
 	memset(vm, 0, sizeof(*vm));
 	vm->cfg = *cfg;
 	vm->kvm_fd = vm->vm_fd = vm->stop_eventfd = -1;
-	vm->serial_in_fd = vm->serial_out_fd = -1;
+	vm->serial_in_fd = vm->serial_out.fd = -1;
 	vm->mem.memfd = -1;
 	vm->ncpus = cfg->ncpus;
 	atomic_init(&vm->stop_reason, VM_RUNNING);
@@ -476,17 +483,9 @@ static const char *vm_stop_reason_name(enum vm_stop_reason r)
 	return "?";
 }
 
-static uint64_t now_ns(clockid_t clk)
-{
-	struct timespec ts;
-
-	clock_gettime(clk, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 int vm_pause(struct vm *vm)
 {
-	uint64_t t0 = now_ns(CLOCK_MONOTONIC);
+	uint64_t t0 = clock_now_ns(CLOCK_MONOTONIC);
 	unsigned running = 0;
 	int ret = 0;
 
@@ -530,7 +529,7 @@ int vm_pause(struct vm *vm)
 		ret = -ESHUTDOWN;
 		goto out;
 	}
-	vm->last_pause_ns = now_ns(CLOCK_MONOTONIC) - t0;
+	vm->last_pause_ns = clock_now_ns(CLOCK_MONOTONIC) - t0;
 	atomic_store(&vm->paused, true);
 out:
 	pthread_mutex_unlock(&vm->pause_lock);
@@ -565,7 +564,7 @@ void vm_get_status(struct vm *vm, struct vm_status *st)
 	st->paused = atomic_load(&vm->paused);
 	st->ncpus = vm->ncpus;
 	st->mem_size = vm->mem.size;
-	st->uptime_ns = now_ns(CLOCK_MONOTONIC) - vm->start_ns;
+	st->uptime_ns = clock_now_ns(CLOCK_MONOTONIC) - vm->start_ns;
 	pthread_mutex_lock(&vm->pause_lock);
 	st->last_pause_ns = vm->last_pause_ns;
 	pthread_mutex_unlock(&vm->pause_lock);
@@ -719,7 +718,7 @@ int vm_run(struct vm *vm, bool start_paused)
 		tio_saved = true;
 	}
 
-	vm->start_ns = now_ns(CLOCK_MONOTONIC);
+	vm->start_ns = clock_now_ns(CLOCK_MONOTONIC);
 	if (vm->cfg.api_socket) {
 		char err[256];
 
@@ -870,9 +869,7 @@ void vm_destroy(struct vm *vm)
 	pci_host_destroy(&vm->pci);
 	acpi_pm_destroy(&vm->acpi_pm);
 	debug_exit_destroy(&vm->debug_exit);
-	if (vm->serial_out_fd > STDERR_FILENO)
-		close(vm->serial_out_fd);
-	vm->serial_out_fd = -1;
+	host_output_close(&vm->serial_out);
 	guest_mem_destroy(&vm->mem);
 	free(vm->cpuid);
 	vm->cpuid = NULL;

@@ -15,6 +15,7 @@
 #include "bus/bus.h"
 #include "control/api.h"
 #include "core/config.h"
+#include "core/host_output.h"
 #include "core/irq_routing.h"
 #include "devices/acpi_pm.h"
 #include "devices/debug_exit.h"
@@ -94,7 +95,7 @@ struct vm {
 	int exit_status;
 	int stop_eventfd;
 	int serial_in_fd; /* host input for the UART, -1 when none */
-	int serial_out_fd; /* guest output, -1 when discarded */
+	struct host_output serial_out; /* guest output; fd -1: discarded */
 	uint64_t start_ns; /* CLOCK_MONOTONIC at vm_run */
 
 	/* Pause protocol: pause_requested is set before the vCPUs are kicked;

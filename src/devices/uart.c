@@ -75,9 +75,10 @@
 #define UART_MSR_RI 0x40
 #define UART_MSR_DCD 0x80
 
-/* How long a vCPU may wait for a non-blocking output fd to drain before
- * the byte is dropped: a stuck console reader must not stall the guest. */
-#define UART_TX_WAIT_MS 100
+/* How long a vCPU may wait for a full output (a slow reader) before the
+ * byte is dropped: a reader that stopped must not stall the guest, and a
+ * pause kicks the vCPU out of the wait at once. */
+#define UART_TX_WAIT_MS 500
 
 static unsigned uart_rx_capacity(const struct uart *u)
 {
@@ -206,23 +207,22 @@ static void uart_tx_byte(struct uart *u, uint8_t c)
 {
 	bool waited = false;
 
-	if (u->out_fd < 0)
+	if (!u->out || u->out->fd < 0)
 		return;
 	for (;;) {
-		struct pollfd p = { .fd = u->out_fd, .events = POLLOUT };
-		ssize_t n = write(u->out_fd, &c, 1);
+		struct pollfd p = { .fd = u->out->fd, .events = POLLOUT };
+		struct iovec iov = { .iov_base = &c, .iov_len = 1 };
+		ssize_t n = host_output_write(u->out, &iov, 1);
 
 		if (n == 1) {
 			u->tx_stalled = false;
 			return;
 		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+		if (n != -EAGAIN)
 			return;
-		/* A full non-blocking fd: wait a little for room, but only
-		 * once until the reader comes back, so that a stuck reader
-		 * costs one delay and not one per byte. */
+		/* A full output: wait a little for room, but only once
+		 * until the reader comes back, so that a stuck reader costs
+		 * one delay and not one per byte. */
 		if (waited || u->tx_stalled)
 			return;
 		waited = true;
@@ -387,13 +387,13 @@ static void uart_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t len,
 	pthread_mutex_unlock(&u->lock);
 }
 
-int uart_init(struct uart *u, struct vm *vm, int out_fd)
+int uart_init(struct uart *u, struct vm *vm, const struct host_output *out)
 {
 	int ret;
 
 	memset(u, 0, sizeof(*u));
 	u->vm = vm;
-	u->out_fd = out_fd;
+	u->out = out;
 	u->irq_level = 0; /* a fresh VM's line is low */
 	u->dll = 1; /* 115200 baud; the datasheet leaves it undefined */
 	u->msr = uart_msr_inputs(u);

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/host_output.h"
 #include "snapshot/state.h"
 
 struct vm;
@@ -17,10 +18,10 @@ struct vm;
 struct uart {
 	pthread_mutex_t lock;
 	struct vm *vm;
-	int out_fd; /* guest output; -1 discards */
+	const struct host_output *out; /* guest output; NULL discards */
 	bool initialized;
 	int irq_level; /* last level driven on the IRQ line */
-	bool tx_stalled; /* out_fd stayed full: drop without waiting */
+	bool tx_stalled; /* out stayed full: drop without waiting */
 
 	/* Saved state (uart_state_desc). */
 	uint8_t ier; /* interrupt enable, bits 3:0 */
@@ -40,9 +41,10 @@ struct uart {
 extern const struct state_desc uart_state_desc;
 
 /* Resets @u to power-on values, claims PLATFORM_PORT_COM1 on vm->pio and
- * drives PLATFORM_IRQ_COM1. @out_fd receives guest output (not owned; -1
- * discards it). Returns 0 or the negative errno of bus_register(). */
-int uart_init(struct uart *u, struct vm *vm, int out_fd);
+ * drives PLATFORM_IRQ_COM1. @out receives guest output (not owned, must
+ * outlive @u; NULL or fd -1 discards it). Returns 0 or the negative errno
+ * of bus_register(). */
+int uart_init(struct uart *u, struct vm *vm, const struct host_output *out);
 
 /* Puts host input into the receive FIFO. Returns how many bytes were taken
  * (0 when the FIFO is full or the UART is in loopback); the caller keeps

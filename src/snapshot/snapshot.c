@@ -694,12 +694,16 @@ static int snapshot_load_virtio(struct virtio_device *vdev,
 			vdev->name);
 		return -EINVAL;
 	}
-	/* The model's section exactly when the model saves state, then the
-	 * end. */
+	/* The model's section when the model saves state, then the end. A
+	 * model that gained state in a later stasis reads a file without its
+	 * section as a device with that state at its start (nothing half
+	 * done), so older snapshots keep restoring. */
 	ret = state_cursor_next(c, &st);
 	if (model && ret == 1 && st.tag == SNAPSHOT_DEV_MODEL)
 		ret = state_cursor_next(c, &extra) == 0 ? 0 : -EINVAL;
-	else if (model || ret != 0)
+	else if (ret == 0)
+		model = NULL;
+	else
 		ret = -EINVAL;
 	if (ret) {
 		set_err(err, errlen,

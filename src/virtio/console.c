@@ -10,10 +10,13 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
-#include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
+#include "core/host_output.h"
 #include "core/log.h"
+#include "snapshot/state.h"
 #include "virtio/device_priv.h"
 
 /* Feature bits (5.3.3). */
@@ -32,20 +35,45 @@
 #define CONSOLE_CFG_LEN 12
 
 /* A socket client that takes no output for this long is dropped, so a
- * stuck reader cannot stall the guest forever. */
-#define CONSOLE_CLIENT_TIMEOUT_S 5
+ * client that stopped reading cannot hold the guest's console (a Linux
+ * guest spins in its console write until the device takes the buffer).
+ * stdout and files have no such limit: their output waits for the reader,
+ * as a terminal's does. */
+#define CONSOLE_CLIENT_TIMEOUT_MS 5000
 
 struct virtio_console {
 	enum console_mode mode;
 	char *path; /* file or socket */
-	int out_fd; /* stdout, the file or the client; -1: output dropped */
+	/* stdout, the file or the client, never blocking; fd -1: output is
+	 * dropped (no client). */
+	struct host_output out;
 	int in_fd; /* stdin or the client; -1: no input */
 	int listen_fd; /* socket mode */
 	uint16_t cols, rows;
+	uint64_t stall_since; /* ns: since when the client took nothing */
+
+	/* Saved (console_state_desc): how many bytes of the transmit chain
+	 * at the head of the queue are already out. A reader that is full
+	 * leaves that chain in the queue, so a snapshot then restores it
+	 * with this count and the rest follows: nothing is written twice
+	 * or lost. */
+	uint32_t tx_done;
 
 	struct virtq_chain chain;
 	struct iovec iov[VIRTQ_MAX_CHAIN];
 	struct virtio_device *vdev;
+};
+
+static const struct state_field console_state_fields[] = {
+	STATE_U32(struct virtio_console, tx_done, 1),
+};
+
+static const struct state_desc console_state_desc = {
+	.name = "virtio-console",
+	.version = 1,
+	.min_version = 1,
+	.fields = console_state_fields,
+	.nfields = STATE_NFIELDS(console_state_fields),
 };
 
 static uint64_t console_features(struct virtio_device *vdev)
@@ -78,7 +106,7 @@ static void console_config_write(struct virtio_device *vdev, uint32_t off,
 	if (off != CONSOLE_CFG_EMERG_WR || len == 0)
 		return;
 	if (con->mode == CONSOLE_STDIO || con->mode == CONSOLE_FILE)
-		iov_write_all(con->out_fd, &iov, 1);
+		host_output_write(&con->out, &iov, 1);
 }
 
 /* Sets what the worker watches: the input, or the listening socket while
@@ -93,8 +121,11 @@ static void console_drop_client(struct virtio_console *con, const char *why)
 	if (con->mode != CONSOLE_SOCKET || con->in_fd < 0)
 		return;
 	log_info("%s: console client %s", con->vdev->name, why);
-	close(con->in_fd);
-	con->in_fd = con->out_fd = -1;
+	host_output_close(&con->out); /* the client's fd, also in_fd */
+	con->in_fd = -1;
+	con->stall_since = 0;
+	if (con->vdev->out_wait_fd >= 0)
+		con->vdev->out_wait_fd = -1;
 	console_watch(con);
 }
 
@@ -154,36 +185,79 @@ static int console_input(struct virtio_console *con)
 	return r == 0 && fd_readable(con->in_fd) ? -EAGAIN : 0;
 }
 
-/* Transmit queue: the whole buffer goes out, short writes continued. */
+/* The reader took nothing more of the head chain: keep the chain and wait
+ * for room; a socket client gets CONSOLE_CLIENT_TIMEOUT_MS from when it
+ * stopped reading, then is dropped and the chain completes. */
+static enum chain_result console_tx_wait(struct virtio_console *con)
+{
+	uint64_t now = clock_now_ns(CLOCK_MONOTONIC), waited;
+
+	if (con->mode != CONSOLE_SOCKET) {
+		virtio_device_wait_writable(con->vdev, con->out.fd, CONSOLE_TXQ,
+					    0);
+		return CHAIN_LATER;
+	}
+	if (!con->stall_since)
+		con->stall_since = now;
+	waited = (now - con->stall_since) / 1000000;
+	if (waited >= CONSOLE_CLIENT_TIMEOUT_MS) {
+		console_drop_client(con, "stopped reading");
+		con->tx_done = 0;
+		return CHAIN_DONE; /* the rest is dropped with the client */
+	}
+	virtio_device_wait_writable(
+	    con->vdev, con->out.fd, CONSOLE_TXQ,
+	    (unsigned)(CONSOLE_CLIENT_TIMEOUT_MS - waited));
+	return CHAIN_LATER;
+}
+
+/* Transmit queue: the buffer goes out from where an earlier try left it
+ * (tx_done). Output never blocks the worker: what the reader cannot take
+ * now stays in the queue until it can. */
 static enum chain_result console_tx(void *opaque, const struct virtq_chain *c,
 				    uint32_t *written)
 {
 	struct virtio_console *con = opaque;
 	unsigned n;
-	int ret;
+	ssize_t r;
 
 	*written = 0;
-	if (con->out_fd < 0)
-		return CHAIN_DONE; /* nobody listens: output is dropped */
-	n = iov_slice(c->iov, c->nout, 0, c->out_len, con->iov);
-	ret = iov_write_all(con->out_fd, con->iov, n);
-	if (ret && con->mode == CONSOLE_SOCKET)
-		console_drop_client(con, ret == -EAGAIN ? "stopped reading"
-							: "went away");
+	/* Nobody listens (output dropped), or a count the chain does not
+	 * have (the chain is done). */
+	if (con->out.fd < 0 || con->tx_done >= c->out_len) {
+		con->tx_done = 0;
+		return CHAIN_DONE;
+	}
+	n = iov_slice(c->iov, c->nout, con->tx_done, c->out_len - con->tx_done,
+		      con->iov);
+	r = host_output_write(&con->out, con->iov, n);
+	if (r > 0) {
+		con->stall_since = 0;
+		con->tx_done += (uint32_t)r;
+		if (con->tx_done == c->out_len) {
+			con->tx_done = 0;
+			return CHAIN_DONE;
+		}
+	}
+	if (r > 0 || r == -EAGAIN)
+		return console_tx_wait(con);
+	/* The reader is gone, or the file cannot grow: this output is
+	 * lost, as on a serial line with nobody at the other end. */
+	if (con->mode == CONSOLE_SOCKET)
+		console_drop_client(con, "went away");
+	con->tx_done = 0;
 	return CHAIN_DONE;
 }
 
 static void console_accept(struct virtio_console *con)
 {
-	struct timeval tv = { .tv_sec = CONSOLE_CLIENT_TIMEOUT_S };
 	int fd = accept4(con->listen_fd, NULL, NULL, SOCK_CLOEXEC);
 
 	if (fd < 0)
 		return;
-	/* Blocking with a send timeout: output is written whole or the
-	 * client is dropped. */
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	con->in_fd = con->out_fd = fd;
+	host_output_adopt(&con->out, fd);
+	con->in_fd = fd;
+	con->stall_since = 0;
 	console_watch(con);
 	log_info("%s: console client connected", con->vdev->name);
 }
@@ -212,7 +286,11 @@ static int console_fd_ready(struct virtio_device *vdev)
 
 static void console_reset(struct virtio_device *vdev)
 {
-	/* Nothing is kept between requests. */
+	struct virtio_console *con = vdev->priv;
+
+	/* The driver took its buffers back: a chain half written is gone. */
+	con->tx_done = 0;
+	con->stall_since = 0;
 }
 
 static void console_destroy(struct virtio_device *vdev)
@@ -221,11 +299,8 @@ static void console_destroy(struct virtio_device *vdev)
 
 	if (!con)
 		return;
-	if (con->mode == CONSOLE_FILE && con->out_fd >= 0)
-		close(con->out_fd);
+	host_output_close(&con->out); /* also a socket client's in_fd */
 	if (con->mode == CONSOLE_SOCKET) {
-		if (con->in_fd >= 0)
-			close(con->in_fd);
 		if (con->listen_fd >= 0) {
 			close(con->listen_fd);
 			unlink(con->path);
@@ -247,6 +322,7 @@ static const struct virtio_device_ops console_ops = {
 	.queue_notify = console_queue_notify,
 	.fd_ready = console_fd_ready,
 	.reset = console_reset,
+	.state_desc = &console_state_desc,
 	.destroy = console_destroy,
 };
 
@@ -261,7 +337,12 @@ static int console_open(struct virtio_console *con)
 	case CONSOLE_NONE:
 		return 0;
 	case CONSOLE_STDIO:
-		con->out_fd = STDOUT_FILENO;
+		ret = host_output_open(&con->out, STDOUT_FILENO);
+		if (ret) {
+			log_error("--console stdio: cannot use stdout: %s",
+				  strerror(-ret));
+			return ret;
+		}
 		con->in_fd = STDIN_FILENO;
 		if (!ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) && ws.ws_col &&
 		    ws.ws_row) {
@@ -272,14 +353,15 @@ static int console_open(struct virtio_console *con)
 	case CONSOLE_FILE:
 		/* Appended, so a restored VM's output follows the
 		 * original's. */
-		con->out_fd = open(
-		    con->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-		if (con->out_fd < 0) {
+		ret = open(con->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
+			   0644);
+		if (ret < 0) {
 			ret = -errno;
 			log_error("--console: cannot open %s: %s", con->path,
 				  strerror(-ret));
 			return ret;
 		}
+		host_output_adopt(&con->out, ret);
 		return 0;
 	case CONSOLE_SOCKET:
 		con->listen_fd = socket(
@@ -310,7 +392,7 @@ int virtio_console_create(struct virtio_device *vdev, struct vm *vm,
 	if (!con)
 		goto fail;
 	con->mode = mode;
-	con->in_fd = con->out_fd = con->listen_fd = -1;
+	con->in_fd = con->out.fd = con->listen_fd = -1;
 	if (path && !(con->path = strdup(path)))
 		goto fail;
 	ret = console_open(con);

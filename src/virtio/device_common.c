@@ -118,31 +118,6 @@ void iov_advance(struct iovec **iov, unsigned *n, size_t bytes)
 	}
 }
 
-int iov_write_all(int fd, struct iovec *iov, unsigned n)
-{
-	struct stat st;
-	bool sock = !fstat(fd, &st) && S_ISSOCK(st.st_mode);
-
-	/* Zero-length entries would make a zero-byte write look like a
-	 * stalled peer. */
-	while (n && iov->iov_len == 0) {
-		iov++;
-		n--;
-	}
-	while (n) {
-		struct msghdr msg = { .msg_iov = iov, .msg_iovlen = n };
-		ssize_t r = sock ? sendmsg(fd, &msg, MSG_NOSIGNAL)
-				 : writev(fd, iov, (int)n);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return -errno;
-		iov_advance(&iov, &n, (size_t)r);
-	}
-	return 0;
-}
-
 int virtio_unix_bind(int fd, const char *path)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };

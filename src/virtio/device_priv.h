@@ -47,10 +47,6 @@ unsigned iov_slice(const struct iovec *iov, unsigned n, size_t off, size_t len,
  * moving the pointers: what a short readv/writev leaves to do. */
 void iov_advance(struct iovec **iov, unsigned *n, size_t bytes);
 
-/* Writes all of @iov (@n entries, modified) to @fd, continuing after short
- * writes; MSG_NOSIGNAL on sockets. Returns 0 or -errno. */
-int iov_write_all(int fd, struct iovec *iov, unsigned n);
-
 /* Binds the UNIX socket @fd at @path. A socket file left by a process that
  * is gone (nobody answers a connect) is replaced; a live one, or anything
  * there that is not a socket, is an error (-EADDRINUSE). Returns 0 or

@@ -239,6 +239,13 @@ struct virtio_device {
 	/* Set when fd_ready returned -EAGAIN: extra_fd is not polled again
 	 * until a queue notify. Worker only. */
 	bool extra_fd_wait;
+	/* Output a device could not finish now (a console reader that is
+	 * full): the worker polls out_wait_fd for room, or waits until
+	 * out_wait_deadline (CLOCK_MONOTONIC ns; 0: no limit), and then
+	 * notifies queue out_wait_queue again. -1: none. Worker only. */
+	int out_wait_fd;
+	unsigned out_wait_queue;
+	uint64_t out_wait_deadline;
 	pthread_mutex_t park_lock;
 	pthread_cond_t park_cond;
 };
@@ -327,6 +334,13 @@ int virtio_device_start(struct virtio_device *vdev);
  * and handled after the last unpark. Never call from the worker itself. */
 void virtio_device_park(struct virtio_device *vdev);
 void virtio_device_unpark(struct virtio_device *vdev);
+
+/* From the worker, in ops->queue_notify: queue @q has output that @fd
+ * cannot take now. The worker calls queue_notify(@q) again once @fd has
+ * room or, when @timeout_ms is not 0, after that long at the latest; it
+ * parks meanwhile as usual, so a stuck reader never blocks a pause. */
+void virtio_device_wait_writable(struct virtio_device *vdev, int fd,
+				 unsigned q, unsigned timeout_ms);
 
 /* Sends queue @q's interrupt if the driver wants one (MSI-X vector through
  * its irqfd, else INTx with ISR bit 0). */

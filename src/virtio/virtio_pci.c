@@ -9,11 +9,13 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <linux/kvm.h>
 
 #include "bus/bus.h"
+#include "core/clock.h"
 #include "core/irq_routing.h"
 #include "core/kvm.h"
 #include "core/log.h"
@@ -261,6 +263,7 @@ static void virtio_reset_locked(struct virtio_device *vdev)
 	vdev->config_msix_vector = VIRTIO_MSI_NO_VECTOR;
 	vdev->isr = 0;
 	vdev->extra_fd_wait = false;
+	vdev->out_wait_fd = -1;
 	__atomic_store_n(&vdev->status, 0, __ATOMIC_RELEASE);
 	virtio_intx_update(vdev);
 }
@@ -735,18 +738,43 @@ static void virtio_worker_result(struct virtio_device *vdev, int ret,
 	virtio_device_fail(vdev, why);
 }
 
-/* Waits for kicks, the device's extra fd and control requests; runs the
- * device's callbacks one at a time, so between two of them nothing is in
- * flight: that is where it parks. */
+void virtio_device_wait_writable(struct virtio_device *vdev, int fd, unsigned q,
+				 unsigned timeout_ms)
+{
+	vdev->out_wait_fd = fd;
+	vdev->out_wait_queue = q;
+	vdev->out_wait_deadline =
+	    timeout_ms ? clock_now_ns(CLOCK_MONOTONIC) + timeout_ms * 1000000ull
+		       : 0;
+}
+
+/* The poll timeout that ends an output wait with a deadline: -1 (none) or
+ * the milliseconds left, rounded up so the wait never ends early. */
+static int virtio_out_wait_timeout(const struct virtio_device *vdev)
+{
+	uint64_t now;
+
+	if (vdev->out_wait_fd < 0 || !vdev->out_wait_deadline)
+		return -1;
+	now = clock_now_ns(CLOCK_MONOTONIC);
+	if (now >= vdev->out_wait_deadline)
+		return 0;
+	return (int)((vdev->out_wait_deadline - now + 999999) / 1000000);
+}
+
+/* Waits for kicks, the device's extra fd, room for waiting output and
+ * control requests; runs the device's callbacks one at a time, so between
+ * two of them nothing is in flight: that is where it parks. */
 static void *virtio_worker(void *arg)
 {
 	struct virtio_device *vdev = arg;
 	unsigned nq = virtio_nq(vdev);
 
 	while (!atomic_load(&vdev->stop_requested)) {
-		struct pollfd pfd[VIRTIO_MAX_QUEUES + 2];
-		nfds_t n = 0, extra = 0;
+		struct pollfd pfd[VIRTIO_MAX_QUEUES + 3];
+		nfds_t n = 0, extra = 0, out = 0;
 		bool live = virtio_live(vdev);
+		int timeout = -1;
 
 		pfd[n++] =
 		    (struct pollfd){ .fd = vdev->ctl_fd, .events = POLLIN };
@@ -758,7 +786,13 @@ static void *virtio_worker(void *arg)
 			pfd[n++] = (struct pollfd){ .fd = vdev->extra_fd,
 						    .events = POLLIN };
 		}
-		if (poll(pfd, n, -1) < 0) {
+		if (vdev->out_wait_fd >= 0 && live) {
+			out = n;
+			pfd[n++] = (struct pollfd){ .fd = vdev->out_wait_fd,
+						    .events = POLLOUT };
+			timeout = virtio_out_wait_timeout(vdev);
+		}
+		if (poll(pfd, n, timeout) < 0) {
 			if (errno != EINTR) {
 				log_error("%s: poll: %s", vdev->name,
 					  strerror(errno));
@@ -794,6 +828,18 @@ static void *virtio_worker(void *arg)
 			if (ret == -EAGAIN)
 				vdev->extra_fd_wait = true;
 			virtio_worker_result(vdev, ret, "the driver");
+		}
+		/* Room for the waiting output (or an error to report), or
+		 * its time is up: the device tries again. A kick above may
+		 * have ended the wait already. */
+		if (out && vdev->out_wait_fd >= 0 && virtio_live(vdev) &&
+		    (pfd[out].revents || virtio_out_wait_timeout(vdev) == 0)) {
+			unsigned q = vdev->out_wait_queue;
+
+			vdev->out_wait_fd = -1;
+			virtio_worker_result(vdev,
+					     vdev->ops->queue_notify(vdev, q),
+					     "the driver");
 		}
 	}
 	/* Whoever waits for a park must not wait for a stopped worker. */
@@ -1021,7 +1067,7 @@ int virtio_device_create(struct virtio_device *vdev, struct vm *vm,
 	int ret;
 
 	memset(vdev, 0, sizeof(*vdev));
-	vdev->ctl_fd = vdev->extra_fd = -1;
+	vdev->ctl_fd = vdev->extra_fd = vdev->out_wait_fd = -1;
 	for (unsigned q = 0; q < VIRTIO_MAX_QUEUES; q++)
 		vdev->kick_fd[q] = -1;
 	for (unsigned v = 0; v < VIRTIO_MAX_VECTORS; v++)
@@ -1205,6 +1251,7 @@ int virtio_device_post_load(struct virtio_device *vdev, char *err,
 	for (unsigned q = 0; q < VIRTIO_MAX_QUEUES; q++)
 		vdev->vq[q].mem = &vdev->vm->mem;
 	vdev->extra_fd_wait = false;
+	vdev->out_wait_fd = -1; /* the queue is looked at below */
 	/* Routes and lines as the restored registers say; pending vectors
 	 * that are deliverable now are sent. */
 	for (unsigned v = 0; v < vdev->nvectors; v++) {

@@ -28,6 +28,7 @@ int virtio_device_create(struct virtio_device *vdev, struct vm *vm,
 	snprintf(vdev->name, sizeof(vdev->name), "%s", name);
 	vdev->extra_fd = -1;
 	vdev->ctl_fd = -1;
+	vdev->out_wait_fd = -1;
 	for (unsigned q = 0; q < VIRTIO_MAX_QUEUES; q++)
 		vdev->kick_fd[q] = -1;
 	return 0;
@@ -37,6 +38,15 @@ void virtio_device_notify(struct virtio_device *vdev, unsigned q)
 {
 	if (q < VIRTIO_MAX_QUEUES)
 		fake_virtio_notifies[q]++;
+}
+
+/* As the worker sees it: the fields it would poll. */
+void virtio_device_wait_writable(struct virtio_device *vdev, int fd,
+				 unsigned q, unsigned timeout_ms)
+{
+	vdev->out_wait_fd = fd;
+	vdev->out_wait_queue = q;
+	vdev->out_wait_deadline = timeout_ms; /* ms, not a time, here */
 }
 
 void virtio_device_config_changed(struct virtio_device *vdev)

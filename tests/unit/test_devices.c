@@ -30,6 +30,7 @@
 struct test_vm {
 	struct vm vm;
 	int out[2]; /* UART output pipe: out[0] is read by the tests */
+	struct host_output uart_out; /* out[1] */
 };
 
 static struct test_vm *test_vm_create(void)
@@ -42,7 +43,8 @@ static struct test_vm *test_vm_create(void)
 	bus_init(&vm->pio, "pio");
 	bus_init(&vm->mmio, "mmio");
 	assert_int_equal(pipe2(t->out, O_NONBLOCK | O_CLOEXEC), 0);
-	assert_int_equal(uart_init(&vm->uart, vm, t->out[1]), 0);
+	t->uart_out = (struct host_output){ .fd = t->out[1] };
+	assert_int_equal(uart_init(&vm->uart, vm, &t->uart_out), 0);
 	assert_int_equal(rtc_init(&vm->rtc, vm), 0);
 	assert_int_equal(i8042_init(&vm->i8042, vm), 0);
 	assert_int_equal(debug_exit_init(&vm->debug_exit, vm), 0);
@@ -1287,7 +1289,7 @@ static void test_init_port_conflicts(void **state)
 	assert_int_equal(bus_register(&vm->pio, PLATFORM_PORT_ACPI_RESET, 1,
 				      dummy_io, NULL, "x"),
 			 0);
-	assert_int_equal(uart_init(&vm->uart, vm, -1), -EEXIST);
+	assert_int_equal(uart_init(&vm->uart, vm, NULL), -EEXIST);
 	assert_int_equal(rtc_init(&vm->rtc, vm), -EEXIST);
 	assert_int_equal(i8042_init(&vm->i8042, vm), -EEXIST);
 	assert_int_equal(debug_exit_init(&vm->debug_exit, vm), -EEXIST);

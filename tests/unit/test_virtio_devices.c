@@ -816,27 +816,42 @@ static void test_console_file(void **state)
 	guest_free(g);
 }
 
+/* A console on a socket in @g's directory (its address in *@sa), started,
+ * with a client connected and accepted; @rcvbuf, when not 0, is the
+ * client's receive buffer size. Returns the client. */
+static int console_socket_client(struct guest *g, struct sockaddr_un *sa,
+				 int rcvbuf)
+{
+	int c;
+
+	*sa = (struct sockaddr_un){ .sun_family = AF_UNIX };
+	snprintf(sa->sun_path, sizeof(sa->sun_path), "%s/con.sock", g->dir);
+	assert_int_equal(virtio_console_create(&g->vdev, NULL, CONSOLE_SOCKET,
+					       sa->sun_path, "console0", 5),
+			 0);
+	guest_start(g);
+	assert_true(g->vdev.extra_fd >= 0); /* the listening socket */
+	c = socket(AF_UNIX, SOCK_STREAM, 0);
+	assert_true(c >= 0);
+	if (rcvbuf)
+		setsockopt(c, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+	assert_int_equal(connect(c, (struct sockaddr *)sa, sizeof(*sa)), 0);
+	assert_int_equal(g->vdev.ops->fd_ready(&g->vdev), 0); /* accept */
+	return c;
+}
+
 static void test_console_socket(void **state)
 {
 	struct guest *g = guest_new();
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct sockaddr_un sa;
 	gpa_t in = galloc(g, 16), out = galloc(g, 4);
 	struct buf rx[] = { { in, 16, true } };
 	struct buf tx[] = { { out, 4, false } };
 	char got[8] = "";
 	uint16_t head;
 	uint32_t len;
-	int c;
+	int c = console_socket_client(g, &sa, 0);
 
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/con.sock", g->dir);
-	assert_int_equal(virtio_console_create(&g->vdev, NULL, CONSOLE_SOCKET,
-					       sa.sun_path, "console0", 5),
-			 0);
-	guest_start(g);
-	assert_true(g->vdev.extra_fd >= 0); /* the listening socket */
-	c = socket(AF_UNIX, SOCK_STREAM, 0);
-	assert_int_equal(connect(c, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	assert_int_equal(g->vdev.ops->fd_ready(&g->vdev), 0); /* accept */
 	assert_int_equal(write(c, "abc", 3), 3);
 	/* No receive buffer yet: the input waits in the socket. */
 	assert_int_equal(g->vdev.ops->fd_ready(&g->vdev), -EAGAIN);
@@ -864,6 +879,120 @@ static void test_console_socket(void **state)
 	assert_int_equal(g->vdev.ops->fd_ready(&g->vdev), 0);
 	next_used(g, 0, &head, &len);
 	assert_int_equal(len, 1);
+	close(c);
+	guest_free(g);
+}
+
+/* A reader that cannot keep up (a pipe of one page here): the chain stays
+ * in the queue, the worker is asked to wait for room, and the count of
+ * bytes already out is device state, so a snapshot taken then and
+ * restored writes the rest and nothing twice. */
+static void test_console_full_reader(void **state)
+{
+	struct guest *g = guest_new();
+	enum { LEN = 10000 };
+	gpa_t a = galloc(g, LEN);
+	struct buf chain[] = { { a, LEN, false } };
+	const struct state_desc *d;
+	uint8_t saved[16], *want = gptr(g, a), got[LEN];
+	char path[128];
+	size_t have = 0;
+	ssize_t r;
+	uint16_t head;
+	uint32_t len;
+	int rd;
+
+	for (unsigned i = 0; i < LEN; i++)
+		want[i] = (uint8_t)(i * 7 + i / 251);
+	snprintf(path, sizeof(path), "%s/fifo", g->dir);
+	assert_int_equal(mkfifo(path, 0600), 0);
+	rd = open(path, O_RDONLY | O_NONBLOCK);
+	assert_true(rd >= 0);
+	assert_int_equal(virtio_console_create(&g->vdev, NULL, CONSOLE_FILE,
+					       path, "console0", 5),
+			 0);
+	assert_true(fcntl(rd, F_SETPIPE_SZ, 4096) >= 4096);
+	d = g->vdev.ops->state_desc;
+	assert_non_null(d);
+	guest_start(g);
+	add_chain(g, 1, chain, 1);
+
+	/* The first page goes out; the rest waits with the chain. */
+	assert_int_equal(g->vdev.ops->queue_notify(&g->vdev, 1), 0);
+	assert_int_equal(used_idx(g, 1), 0);
+	assert_true(g->vdev.out_wait_fd >= 0);
+	assert_int_equal(g->vdev.out_wait_queue, 1);
+	assert_int_equal(g->vdev.out_wait_deadline, 0); /* no limit */
+	r = read(rd, got, sizeof(got));
+	assert_true(r > 0 && r < LEN);
+	have = (size_t)r;
+
+	/* Saved now, and loaded into a device that lost the count (as a
+	 * fresh process would have it): the count comes back. */
+	assert_true(state_encoded_size(d) <= sizeof(saved));
+	assert_int_equal(state_encode(d, g->vdev.priv, saved, sizeof(saved)),
+			 0);
+	g->vdev.ops->reset(&g->vdev);
+	assert_int_equal(
+	    state_decode(d, 1, g->vdev.priv, saved, state_encoded_size(d)), 0);
+
+	/* Room again, as the worker would see it: the rest follows. */
+	while (have < LEN) {
+		g->vdev.out_wait_fd = -1;
+		assert_int_equal(g->vdev.ops->queue_notify(&g->vdev, 1), 0);
+		r = read(rd, got + have, sizeof(got) - have);
+		assert_true(r > 0);
+		have += (size_t)r;
+	}
+	next_used(g, 1, &head, &len);
+	assert_int_equal(len, 0);
+	assert_int_equal(g->vdev.out_wait_fd, -1);
+	assert_memory_equal(got, want, LEN);
+	/* Nothing more: the chain was not written twice. */
+	assert_int_equal(read(rd, got, 1), -1);
+	assert_int_equal(errno, EAGAIN);
+	close(rd);
+	guest_free(g);
+}
+
+/* A socket client that stops reading: output waits with a time limit
+ * (after which the client is dropped), and continues when it reads. */
+static void test_console_socket_full(void **state)
+{
+	struct guest *g = guest_new();
+	struct sockaddr_un sa;
+	enum { LEN = 60000 };
+	gpa_t out = galloc(g, LEN);
+	struct buf tx[] = { { out, LEN, false } };
+	uint8_t got[LEN];
+	int c = console_socket_client(g, &sa, 4096), sent = 0;
+	uint16_t head;
+	uint32_t len;
+	ssize_t r;
+
+	memset(gptr(g, out), 'x', LEN);
+	/* Chains until the client's socket is full. */
+	while (g->vdev.out_wait_fd < 0) {
+		assert_true(sent < 1000);
+		add_chain(g, 1, tx, 1);
+		assert_int_equal(g->vdev.ops->queue_notify(&g->vdev, 1), 0);
+		sent++;
+	}
+	assert_int_equal(g->vdev.out_wait_queue, 1);
+	assert_true(g->vdev.out_wait_deadline > 0 &&
+		    g->vdev.out_wait_deadline <= 5000);
+	assert_int_equal(used_idx(g, 1), sent - 1);
+	/* The client reads everything; the waiting chain completes. */
+	for (size_t total = 0; total < (size_t)sent * LEN; total += (size_t)r) {
+		g->vdev.out_wait_fd = -1;
+		assert_int_equal(g->vdev.ops->queue_notify(&g->vdev, 1), 0);
+		r = recv(c, got, sizeof(got), MSG_DONTWAIT);
+		assert_true(r > 0);
+		assert_memory_equal(got, gptr(g, out), (size_t)r);
+	}
+	assert_int_equal(used_idx(g, 1), sent);
+	while (used_idx(g, 1) != g->used_seen[1])
+		next_used(g, 1, &head, &len);
 	close(c);
 	guest_free(g);
 }
@@ -1236,6 +1365,8 @@ int main(void)
 		cmocka_unit_test(test_rng),
 		cmocka_unit_test(test_console_file),
 		cmocka_unit_test(test_console_socket),
+		cmocka_unit_test(test_console_full_reader),
+		cmocka_unit_test(test_console_socket_full),
 		cmocka_unit_test(test_net_config),
 		cmocka_unit_test(test_net_round_trip),
 		cmocka_unit_test(test_net_full_peer),

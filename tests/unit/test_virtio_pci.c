@@ -4,6 +4,7 @@
  * kicks and park, NEEDS_RESET, and a state save -> load round trip. A test
  * device model stands in for blk/net/console/rng. */
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -41,6 +42,11 @@ struct test_model {
 	unsigned notifies[NQ];
 	unsigned resets;
 	unsigned post_loads;
+	/* Set: the next queue 0 notify has output @wait_fd cannot take and
+	 * asks the worker to wait (wait_ms: its limit). */
+	bool wait_armed;
+	int wait_fd;
+	unsigned wait_ms;
 };
 
 static uint64_t model_features(struct virtio_device *vdev)
@@ -68,6 +74,10 @@ static int model_queue_notify(struct virtio_device *vdev, unsigned q)
 {
 	struct test_model *m = vdev->priv;
 
+	if (q == 0 && m->wait_armed) {
+		m->wait_armed = false;
+		virtio_device_wait_writable(vdev, m->wait_fd, 0, m->wait_ms);
+	}
 	__atomic_add_fetch(&m->notifies[q], 1, __ATOMIC_SEQ_CST);
 	return m->notify_ret;
 }
@@ -726,6 +736,48 @@ static void test_kick_worker_park(void **state)
 	assert_int_equal(t->model.notifies[1], 0);
 }
 
+/* Output a reader cannot take: the worker waits for room without
+ * blocking (it still parks), tries again when there is room, and again
+ * when a time limit is up even without room. */
+static void test_wait_writable(void **state)
+{
+	struct tv *t = *state;
+	static char junk[4096];
+	int p[2];
+
+	assert_int_equal(pipe2(p, O_NONBLOCK), 0);
+	while (write(p[1], junk, sizeof(junk)) > 0)
+		;
+	driver_init(t);
+	t->model.wait_fd = p[1];
+	t->model.wait_ms = 0;
+	t->model.wait_armed = true;
+	assert_int_equal(virtio_device_start(t->vdev), 0);
+	/* DRIVER_OK's look at queue 0 finds output that must wait. */
+	assert_true(wait_for(&t->model.notifies[0], 1));
+	usleep(100000);
+	assert_int_equal(t->model.notifies[0], 1);
+	/* Waiting, it parks at once. */
+	virtio_device_park(t->vdev);
+	virtio_device_unpark(t->vdev);
+	/* Room: the model is called again. */
+	assert_true(read(p[0], junk, sizeof(junk)) > 0);
+	assert_true(wait_for(&t->model.notifies[0], 2));
+	usleep(50000);
+	assert_int_equal(t->model.notifies[0], 2);
+
+	/* With a limit and no room: called again when the limit is up. */
+	while (write(p[1], junk, sizeof(junk)) > 0)
+		;
+	t->model.wait_ms = 100;
+	t->model.wait_armed = true;
+	bar_write(t, VIRTIO_PCI_NOTIFY_OFF, 2, 0);
+	assert_true(wait_for(&t->model.notifies[0], 3));
+	assert_true(wait_for(&t->model.notifies[0], 4));
+	close(p[0]);
+	close(p[1]);
+}
+
 static void test_needs_reset(void **state)
 {
 	struct tv *t = *state;
@@ -875,6 +927,7 @@ int main(void)
 		T(test_msix_table),
 		T(test_intx),
 		T(test_kick_worker_park),
+		T(test_wait_writable),
 		T(test_needs_reset),
 		T(test_state_roundtrip),
 #undef T
