@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "bus/bus.h"
+#include "core/le.h"
 #include "core/platform.h"
 #include "core/vm.h"
 
@@ -23,24 +24,6 @@
 #define PCI_BAR_MAX_SIZE 0x80000000u
 #define PCI_CAP_ALIGN 4
 
-static uint32_t pci_get_le32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-	       (uint32_t)p[3] << 24;
-}
-
-static void pci_put_le32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void pci_put_le16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
 static bool pci_is_pow2(uint32_t v)
 {
 	return v && !(v & (v - 1));
@@ -50,17 +33,17 @@ void pci_device_init(struct pci_device *dev, uint16_t vendor_id,
 		     uint16_t device_id, uint32_t class_code, uint8_t revision)
 {
 	memset(dev, 0, sizeof(*dev));
-	pci_put_le16(dev->config + PCI_CFG_VENDOR_ID, vendor_id);
-	pci_put_le16(dev->config + PCI_CFG_DEVICE_ID, device_id);
+	put_le16(dev->config + PCI_CFG_VENDOR_ID, vendor_id);
+	put_le16(dev->config + PCI_CFG_DEVICE_ID, device_id);
 	dev->config[PCI_CFG_REVISION] = revision;
 	dev->config[PCI_CFG_CLASS_PROG] = (uint8_t)class_code;
 	dev->config[PCI_CFG_CLASS_PROG + 1] = (uint8_t)(class_code >> 8);
 	dev->config[PCI_CFG_CLASS_PROG + 2] = (uint8_t)(class_code >> 16);
 	dev->config[PCI_CFG_HEADER_TYPE] = 0x00; /* type 0, one function */
-	pci_put_le16(dev->wmask + PCI_CFG_COMMAND,
-		     PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER |
-			 PCI_COMMAND_PARITY | PCI_COMMAND_SERR |
-			 PCI_COMMAND_INTX_DISABLE);
+	put_le16(dev->wmask + PCI_CFG_COMMAND,
+		 PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER |
+		     PCI_COMMAND_PARITY | PCI_COMMAND_SERR |
+		     PCI_COMMAND_INTX_DISABLE);
 	dev->wmask[PCI_CFG_CACHE_LINE] = 0xff;
 	dev->wmask[PCI_CFG_LATENCY] = 0xff;
 	dev->wmask[PCI_CFG_INT_LINE] = 0xff;
@@ -80,8 +63,8 @@ int pci_device_set_bar(struct pci_device *dev, int bar, uint32_t size,
 	/* Address bits below the size are read-only 0, so writing all ones
 	 * reads back the size (PCI 3.0, 6.2.5.1); bits 3:0 = 0 say 32-bit,
 	 * non-prefetchable memory. */
-	pci_put_le32(dev->wmask + PCI_CFG_BAR0 + 4 * bar, ~(size - 1));
-	pci_put_le32(reg, addr);
+	put_le32(dev->wmask + PCI_CFG_BAR0 + 4 * bar, ~(size - 1));
+	put_le32(reg, addr);
 	return 0;
 }
 
@@ -116,8 +99,8 @@ static uint32_t pci_bar_decoded(const struct pci_device *dev, int bar)
 
 	if (!size || !(dev->config[PCI_CFG_COMMAND] & PCI_COMMAND_MEMORY))
 		return 0;
-	addr = pci_get_le32(dev->config + PCI_CFG_BAR0 + 4 * bar) &
-	       ~(size - 1) & ~PCI_BAR_FLAGS;
+	addr = get_le32(dev->config + PCI_CFG_BAR0 + 4 * bar) & ~(size - 1) &
+	       ~PCI_BAR_FLAGS;
 	if (addr == 0 || (uint64_t)addr + size > UINT32_MAX)
 		return 0;
 	return addr;
@@ -184,9 +167,9 @@ static void pci_addr_io(void *opaque, uint64_t offset, uint8_t *data,
 	}
 	pthread_mutex_lock(&p->lock);
 	if (is_write)
-		p->addr = pci_get_le32(data) & ~PCI_ADDR_RESERVED;
+		p->addr = get_le32(data) & ~PCI_ADDR_RESERVED;
 	else
-		pci_put_le32(data, p->addr);
+		put_le32(data, p->addr);
 	pthread_mutex_unlock(&p->lock);
 }
 

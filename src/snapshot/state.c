@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/le.h"
+
 static size_t state_kind_width(enum state_kind k)
 {
 	switch (k) {
@@ -40,21 +42,6 @@ size_t state_encoded_size_v(const struct state_desc *d, uint16_t version)
 size_t state_encoded_size(const struct state_desc *d)
 {
 	return state_encoded_size_v(d, d->version);
-}
-
-static void put_le(uint8_t *p, uint64_t v, size_t width)
-{
-	for (size_t i = 0; i < width; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get_le(const uint8_t *p, size_t width)
-{
-	uint64_t v = 0;
-
-	for (size_t i = 0; i < width; i++)
-		v |= (uint64_t)p[i] << (8 * i);
-	return v;
 }
 
 static uint64_t field_load(const uint8_t *src, enum state_kind k)

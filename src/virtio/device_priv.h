@@ -1,5 +1,5 @@
 /* Helpers shared by the virtio device models (blk.c, net.c, console.c,
- * rng.c): queue draining, iovec slicing and little-endian config bytes. */
+ * rng.c): queue draining, iovec slicing, config bytes. */
 #ifndef STASIS_VIRTIO_DEVICE_PRIV_H
 #define STASIS_VIRTIO_DEVICE_PRIV_H
 
@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "core/le.h"
 #include "virtio/virtio.h"
 
 /* What a chain handler tells virtio_queue_drain(). */
@@ -59,38 +60,5 @@ int virtio_unix_bind(int fd, const char *path);
  * config in any width). */
 void virtio_config_copy(const uint8_t *cfg, size_t cfg_len, uint32_t off,
 			uint8_t *data, uint32_t len);
-
-static inline void put_le16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
-static inline void put_le32(uint8_t *p, uint32_t v)
-{
-	put_le16(p, (uint16_t)v);
-	put_le16(p + 2, (uint16_t)(v >> 16));
-}
-
-static inline void put_le64(uint8_t *p, uint64_t v)
-{
-	put_le32(p, (uint32_t)v);
-	put_le32(p + 4, (uint32_t)(v >> 32));
-}
-
-static inline uint16_t get_le16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static inline uint32_t get_le32(const uint8_t *p)
-{
-	return get_le16(p) | (uint32_t)get_le16(p + 2) << 16;
-}
-
-static inline uint64_t get_le64(const uint8_t *p)
-{
-	return get_le32(p) | (uint64_t)get_le32(p + 4) << 32;
-}
 
 #endif

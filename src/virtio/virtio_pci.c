@@ -18,6 +18,7 @@
 #include "core/clock.h"
 #include "core/irq_routing.h"
 #include "core/kvm.h"
+#include "core/le.h"
 #include "core/log.h"
 #include "core/vm.h"
 
@@ -45,21 +46,6 @@ static const struct {
 	{ VIRTIO_ID_CONSOLE, 0x078000 }, /* communication, other */
 	{ VIRTIO_ID_RNG, 0xff0000 }, /* unassigned class */
 };
-
-static uint64_t get_le(const uint8_t *p, uint32_t len)
-{
-	uint64_t v = 0;
-
-	for (uint32_t i = len; i-- > 0;)
-		v = v << 8 | p[i];
-	return v;
-}
-
-static void put_le(uint8_t *p, uint64_t v, uint32_t len)
-{
-	for (uint32_t i = 0; i < len; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
 
 static bool is_pow2(uint32_t v)
 {
