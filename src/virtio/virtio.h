@@ -339,8 +339,8 @@ void virtio_device_unpark(struct virtio_device *vdev);
  * cannot take now. The worker calls queue_notify(@q) again once @fd has
  * room or, when @timeout_ms is not 0, after that long at the latest; it
  * parks meanwhile as usual, so a stuck reader never blocks a pause. */
-void virtio_device_wait_writable(struct virtio_device *vdev, int fd,
-				 unsigned q, unsigned timeout_ms);
+void virtio_device_wait_writable(struct virtio_device *vdev, int fd, unsigned q,
+				 unsigned timeout_ms);
 
 /* Sends queue @q's interrupt if the driver wants one (MSI-X vector through
  * its irqfd, else INTx with ISR bit 0). */
