@@ -41,8 +41,8 @@ void virtio_device_notify(struct virtio_device *vdev, unsigned q)
 }
 
 /* As the worker sees it: the fields it would poll. */
-void virtio_device_wait_writable(struct virtio_device *vdev, int fd,
-				 unsigned q, unsigned timeout_ms)
+void virtio_device_wait_writable(struct virtio_device *vdev, int fd, unsigned q,
+				 unsigned timeout_ms)
 {
 	vdev->out_wait_fd = fd;
 	vdev->out_wait_queue = q;
