@@ -8,6 +8,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/file_io.h"
+
 int host_output_open(struct host_output *out, int fd)
 {
 	char path[32];
@@ -88,16 +90,7 @@ ssize_t host_output_write(const struct host_output *out, struct iovec *iov,
 			return r == 0 || errno == EAGAIN ? -EAGAIN : -errno;
 		}
 		done += (size_t)r;
-		/* Drop what was written. */
-		while (n && (size_t)r >= iov->iov_len) {
-			r -= (ssize_t)iov->iov_len;
-			iov++;
-			n--;
-		}
-		if (n) {
-			iov->iov_base = (char *)iov->iov_base + r;
-			iov->iov_len -= (size_t)r;
-		}
+		iov_advance(&iov, &n, (size_t)r);
 	}
 }
 

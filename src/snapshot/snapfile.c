@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "core/file_io.h"
 #include "core/le.h"
 
 /* Header field offsets (docs/snapshot-format.md, "Header"). */
@@ -238,50 +239,18 @@ static bool bitmap_next_run(const uint8_t *bm, uint64_t nbits, uint64_t *pos,
 	return true;
 }
 
-/* pwritev/preadv until every byte moved. Consumes @iov. A read that meets
- * the end of the file returns -ENODATA. */
-static int rw_full(int fd, bool write, struct iovec *iov, int cnt, uint64_t off)
-{
-	while (cnt > 0) {
-		ssize_t n;
-
-		if (off > INT64_MAX)
-			return -EFBIG;
-		n = write ? pwritev(fd, iov, cnt, (off_t)off)
-			  : preadv(fd, iov, cnt, (off_t)off);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			return write ? -EIO : -ENODATA;
-		off += (uint64_t)n;
-		while (cnt > 0 && (size_t)n >= iov->iov_len) {
-			n -= (ssize_t)iov->iov_len;
-			iov++;
-			cnt--;
-		}
-		if (cnt > 0) {
-			iov->iov_base = (uint8_t *)iov->iov_base + n;
-			iov->iov_len -= (size_t)n;
-		}
-	}
-	return 0;
-}
-
 static int write_full(int fd, const void *buf, size_t len, uint64_t off)
 {
 	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
 
-	return rw_full(fd, true, &iov, 1, off);
+	return file_rw_full(fd, true, &iov, 1, off);
 }
 
 static int read_full(int fd, void *buf, size_t len, uint64_t off)
 {
 	struct iovec iov = { .iov_base = buf, .iov_len = len };
 
-	return rw_full(fd, false, &iov, 1, off);
+	return file_rw_full(fd, false, &iov, 1, off);
 }
 
 static int write_zeros(int fd, uint64_t len, uint64_t off)
@@ -315,9 +284,9 @@ static int page_io_flush(struct page_io *io)
 
 	if (!io->n)
 		return 0;
-	/* rw_full consumes its vector; keep ours for hashing. */
+	/* file_rw_full consumes its vector; keep ours for hashing. */
 	memcpy(iov, io->iov, io->n * sizeof(iov[0]));
-	ret = rw_full(io->fd, io->write, iov, (int)io->n, io->file_off);
+	ret = file_rw_full(io->fd, io->write, iov, io->n, io->file_off);
 	if (ret)
 		return ret;
 	for (unsigned i = 0; i < io->n; i++)
@@ -653,7 +622,7 @@ int snap_write_record(struct snap_writer *w, uint32_t type, uint16_t version,
 	iov[1] = (struct iovec){ .iov_base = (void *)data, .iov_len = len };
 	iov[2] =
 	    (struct iovec){ .iov_base = (void *)zero_block, .iov_len = pad };
-	ret = rw_full(w->fd, true, iov, 3, w->off);
+	ret = file_rw_full(w->fd, true, iov, 3, w->off);
 	if (ret)
 		return writer_io_fail(w, ret, type, err, errlen);
 	w->off += SNAP_RECORD_HEADER_SIZE + len + pad;
@@ -749,7 +718,7 @@ static int write_memory_record(struct snap_writer *w,
 	hash_zeros(w->xxh, pages_off - pad_off);
 	iov[0] = (struct iovec){ .iov_base = desc, .iov_len = sizeof(desc) };
 	iov[1] = (struct iovec){ .iov_base = (void *)bm, .iov_len = bm_len };
-	ret = rw_full(w->fd, true, iov, 2, bm_off - MEM_DESC_SIZE);
+	ret = file_rw_full(w->fd, true, iov, 2, bm_off - MEM_DESC_SIZE);
 	if (!ret)
 		ret = write_zeros(w->fd, pages_off - pad_off, pad_off);
 	if (ret)

@@ -140,27 +140,6 @@ static void blk_config_write(struct virtio_device *vdev, uint32_t off,
 	/* Nothing is writable without CONFIG_WCE, which is not offered. */
 }
 
-/* Reads or writes all of @iov (@n entries) at @off; short transfers are
- * continued, end of file is an error. */
-static int blk_transfer(int fd, struct iovec *iov, unsigned n, off_t off,
-			bool write)
-{
-	while (n) {
-		ssize_t r = write ? pwritev(fd, iov, (int)n, off)
-				  : preadv(fd, iov, (int)n, off);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return -errno;
-		if (r == 0)
-			return -EIO; /* the image shrank under us */
-		off += r;
-		iov_advance(&iov, &n, (size_t)r);
-	}
-	return 0;
-}
-
 /* Whether [sector, sector + bytes / 512) lies inside the disk. */
 static bool blk_in_range(const struct virtio_blk *blk, uint64_t sector,
 			 uint64_t bytes)
@@ -178,8 +157,7 @@ static uint8_t blk_read(struct virtio_blk *blk, const struct virtq_chain *c,
 	if (!blk_in_range(blk, sector, len))
 		return VIRTIO_BLK_S_IOERR;
 	n = iov_slice(c->iov + c->nout, c->nin, 0, len, blk->data);
-	if (blk_transfer(blk->fd, blk->data, n, (off_t)(sector * BLK_SECTOR),
-			 false))
+	if (file_rw_full(blk->fd, false, blk->data, n, sector * BLK_SECTOR))
 		return VIRTIO_BLK_S_IOERR;
 	return VIRTIO_BLK_S_OK;
 }
@@ -194,8 +172,7 @@ static uint8_t blk_write(struct virtio_blk *blk, const struct virtq_chain *c,
 	if (blk->readonly || !blk_in_range(blk, sector, len))
 		return VIRTIO_BLK_S_IOERR;
 	n = iov_slice(c->iov, c->nout, BLK_REQ_HEADER, len, blk->data);
-	if (blk_transfer(blk->fd, blk->data, n, (off_t)(sector * BLK_SECTOR),
-			 true))
+	if (file_rw_full(blk->fd, true, blk->data, n, sector * BLK_SECTOR))
 		return VIRTIO_BLK_S_IOERR;
 	/* Without FLUSH negotiated the driver expects writes to be durable
 	 * when completed (5.2.6.2: write-through). */

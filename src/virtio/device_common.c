@@ -105,19 +105,6 @@ void virtio_config_copy(const uint8_t *cfg, size_t cfg_len, uint32_t off,
 	memcpy(data, cfg + off, len);
 }
 
-void iov_advance(struct iovec **iov, unsigned *n, size_t bytes)
-{
-	while (*n && bytes >= (*iov)->iov_len) {
-		bytes -= (*iov)->iov_len;
-		(*iov)++;
-		(*n)--;
-	}
-	if (*n) {
-		(*iov)->iov_base = (uint8_t *)(*iov)->iov_base + bytes;
-		(*iov)->iov_len -= bytes;
-	}
-}
-
 int virtio_unix_bind(int fd, const char *path)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };

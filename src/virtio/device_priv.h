@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "core/file_io.h"
 #include "core/le.h"
 #include "virtio/virtio.h"
 
@@ -43,10 +44,6 @@ bool virtio_queue_ready(const struct virtio_device *vdev, unsigned q);
  * slice is shorter than @len when the array is. */
 unsigned iov_slice(const struct iovec *iov, unsigned n, size_t off, size_t len,
 		   struct iovec *out);
-
-/* Drops the first @bytes of the iovec array *@iov (*@n entries) by
- * moving the pointers: what a short readv/writev leaves to do. */
-void iov_advance(struct iovec **iov, unsigned *n, size_t bytes);
 
 /* Binds the UNIX socket @fd at @path. A socket file left by a process that
  * is gone (nobody answers a connect) is replaced; a live one, or anything
