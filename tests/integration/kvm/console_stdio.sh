@@ -54,10 +54,11 @@ wait_for_file() {
 # ctl_within SECONDS ARGS...: stasis ctl ARGS must answer within SECONDS
 # (scaled): a worker or vCPU stuck writing would hold it forever.
 ctl_within() {
-	local secs=$1
+	local secs rc=0
+	secs=$(scaled "$1")
 	shift
-	timeout -s KILL "$(scaled "$secs")" "$STASIS" ctl "$@" >/dev/null ||
-		fail "stasis ctl $* did not succeed within $(scaled "$secs") s with stdout full (status $?)"
+	timeout -s KILL "$secs" "$STASIS" ctl "$@" >/dev/null || rc=$?
+	((rc == 0)) || fail "stasis ctl $* did not succeed within $secs s with stdout full (status $rc)"
 }
 
 # --- virtio-console on stdout ------------------------------------------
