@@ -206,10 +206,28 @@ static enum vcpu_action vcpu_exit_continue(struct vcpu *vcpu)
 	return VCPU_CONTINUE;
 }
 
+/* Whether the vCPU holds its power-on register values (SDM vol. 3A
+ * 9.1.4): where KVM hands back a shut-down vCPU so (AMD SVM reinitialises
+ * the VMCB on a shutdown intercept), the guest's last state is gone. */
+static bool vcpu_in_reset_state(struct vcpu *vcpu)
+{
+	struct kvm_regs r;
+	struct kvm_sregs s;
+
+	return kvm_ioctl(vcpu->fd, KVM_GET_REGS, &r) >= 0 &&
+	       kvm_ioctl(vcpu->fd, KVM_GET_SREGS, &s) >= 0 && r.rip == 0xfff0 &&
+	       s.cs.selector == 0xf000 && !(s.cr0 & 1);
+}
+
 static enum vcpu_action vcpu_exit_shutdown(struct vcpu *vcpu)
 {
 	log_error("vCPU %u: triple fault (KVM_EXIT_SHUTDOWN)", vcpu->id);
 	vcpu_dump(vcpu);
+	if (vcpu_in_reset_state(vcpu))
+		log_error("vCPU %u: these are its power-on values: this host's "
+			  "KVM resets a vCPU that shut down, so the state "
+			  "before the fault is not known",
+			  vcpu->id);
 	vm_request_stop(vcpu->vm, VM_STOP_CRASH, 0);
 	return VCPU_STOP;
 }
