@@ -11,11 +11,12 @@
  * (self-test: in pass 2, rewrite one sector with its pass-1 content, as a
  * device replaying an old write would), readonly=1 (the disk must offer
  * RO: read sector F, then write it, which the device must refuse with
- * IOERR, and end), and the common virtio ones (event_idx=, indirect=,
- * irq=wait). bench=1 times instead of testing:
- * sequential write (then FLUSH) and read of the tested sectors, then 4 KiB
- * random reads and writes for bench_ms=T (2000) each, timed by the TSC;
- * contents are not checked. */
+ * IOERR, and end), disk=I (0; which virtio-blk device, counting from 0
+ * in PCI slot order: under stasis, the order of the --disk options), and
+ * the common virtio ones (event_idx=, indirect=, irq=wait). bench=1 times
+ * instead of testing: sequential write (then FLUSH) and read of the
+ * tested sectors, then 4 KiB random reads and writes for bench_ms=T (2000)
+ * each, timed by the TSC; contents are not checked. */
 #include "guest.h"
 
 #define SECTOR 512
@@ -417,6 +418,7 @@ static void readonly_check(void)
 void guest_main(void)
 {
 	uint64_t passes = guest_arg_u64("passes", 0), cap, want;
+	uint64_t disk = guest_arg_u64("disk", 0);
 	uint64_t disc_max = 0, disc_align = 0;
 	bool discard_on;
 	unsigned int i;
@@ -433,13 +435,16 @@ void guest_main(void)
 		guest_printf("blktest: ERROR bad depth or per_req\n");
 		guest_exit(GUEST_EXIT_FAIL);
 	}
-	if (guest_virtio_find(GUEST_VIRTIO_BLK, 0, &t.dev) ||
+	/* Bus 0 holds at most 256 functions; a larger index must not wrap
+	 * around to a disk that exists. */
+	if (disk > 255 || guest_virtio_find(GUEST_VIRTIO_BLK, disk, &t.dev) ||
 	    guest_virtio_init(&t.dev, guest_virtio_arg_features(&t.dev) |
 					  1ull << BLK_F_FLUSH |
 					  1ull << BLK_F_DISCARD |
 					  1ull << BLK_F_BLK_SIZE) ||
 	    guest_virtq_setup(&t.dev, 0, 256)) {
-		guest_printf("blktest: ERROR no usable virtio-blk\n");
+		guest_printf("blktest: ERROR no usable virtio-blk disk %lu\n",
+			     disk);
 		guest_exit(GUEST_EXIT_FAIL);
 	}
 	t.vq = &t.dev.vq[0];
@@ -471,12 +476,12 @@ void guest_main(void)
 			discard_on = false;
 	}
 	guest_printf("blktest: capacity %lu sectors, blk_size %u, features "
-		     "0x%lx, testing %lu sectors from %lu, msix %s\n",
+		     "0x%lx, disk %lu, testing %lu sectors from %lu, msix %s\n",
 		     cap,
 		     guest_virtio_has(&t.dev, BLK_F_BLK_SIZE)
 			 ? guest_virtio_cfg32(&t.dev, CFG_BLK_SIZE)
 			 : SECTOR,
-		     t.dev.features, t.sectors, t.start,
+		     t.dev.features, disk, t.sectors, t.start,
 		     t.vq->vector == GUEST_VIRTIO_NO_VECTOR ? "off" : "on");
 
 	t.reqs = guest_alloc(sizeof(*t.reqs) * t.depth, 64);

@@ -255,7 +255,7 @@ blk_dev=virtio-blk-pci,disable-legacy=on,drive=d0,serial=stasis-disk-0
 # shellcheck disable=SC2086 # $blk is several words on purpose
 vio blktest blktest.elf 'passes=3 seed=5' $blk "$blk_dev"
 want_status 1
-want_line '^blktest: capacity 16384 sectors, .* testing 2048 sectors from 0, msix on$'
+want_line '^blktest: capacity 16384 sectors, .* disk 0, testing 2048 sectors from 0, msix on$'
 want_line '^blktest: id "stasis-disk-0"$'
 want_line '^blktest: discard ok \(8 sectors at [0-9]+\)$'
 want_count '^blktest: pass [123] ok \(2048 sectors\)$' 3
@@ -302,6 +302,25 @@ want_line '^blktest: bench rand_read ops=[1-9][0-9]* us=[1-9][0-9]* iops=[0-9]+$
 want_line '^blktest: bench rand_write ops=[1-9][0-9]* us=[1-9][0-9]* iops=[0-9]+$'
 want_line '^blktest: bench done, '
 no_line 'pass 1'
+done_case
+
+# disk=I takes the I-th virtio-blk function in slot order: here the
+# second, smaller disk. There is no third.
+truncate -s 2M "$tmp/disk1.img"
+blk1="-drive file=$tmp/disk1.img,format=raw,if=none,id=d1 -device"
+blk1_dev=virtio-blk-pci,disable-legacy=on,drive=d1,serial=stasis-disk-1
+# shellcheck disable=SC2086
+vio blktest-disk1 blktest.elf 'passes=1 disk=1' $blk "$blk_dev" $blk1 "$blk1_dev"
+want_status 1
+want_line '^blktest: capacity 4096 sectors, .* disk 1, testing 2048 sectors from 0, msix on$'
+want_line '^blktest: id "stasis-disk-1"$'
+want_line '^blktest: pass 1 ok \(2048 sectors\)$'
+done_case
+
+# shellcheck disable=SC2086
+vio blktest-nodisk blktest.elf 'disk=2' $blk "$blk_dev" $blk1 "$blk1_dev"
+want_status 3
+want_line '^blktest: ERROR no usable virtio-blk disk 2$'
 done_case
 
 # consoletest: this script is the console's other end, over a TCP socket:

@@ -162,3 +162,28 @@ restored_continues() {
 		fail "counter jumped from $before (before) to $after (after restore)"
 	check_increasing "$2"
 }
+
+# blk_last_pass FILE: the number of blktest's last completed pass.
+blk_last_pass() {
+	sed -n 's/^blktest: pass \([0-9][0-9]*\) ok .*/\1/p' "$1" | tail -n 1
+}
+
+# blk_clean FILE [restored]: no corruption, no device error; a restored
+# guest did not start over.
+blk_clean() {
+	grep -Eq '^blktest: (CORRUPT|ERROR)' "$1" && fail "$1: $(grep -E '^blktest: (CORRUPT|ERROR)' "$1")"
+	[[ ${2:-} == restored ]] && grep -q '^blktest: start' "$1" && fail "$1: blktest started over"
+	grep -q '^guest: ' "$1" && fail "$1: $(grep '^guest: ' "$1")"
+	return 0
+}
+
+# blk_passes_continue ORIGINAL RESTORED: the original's passes then the
+# restored VM's (joined where the snapshot cut a line in two) count 1, 2,
+# 3... with no pass repeated or skipped: the pass in progress at the
+# snapshot is the first to end after the restore.
+blk_passes_continue() {
+	cat "$1" "$2" | sed -n 's/^blktest: pass \([0-9][0-9]*\) ok .*/\1/p' |
+		awk '$1 != NR { print "pass " $1 " where pass " NR " was due"; bad = 1; exit }
+			END { exit bad }' >"$2.passes" ||
+		fail "$2: across the restore: $(cat "$2.passes")"
+}

@@ -5,26 +5,12 @@
 . "$(dirname "$0")/../lib.sh"
 S=$WORK/api.sock
 
-# last_pass FILE: the number of blktest's last completed pass.
-last_pass() {
-	sed -n 's/^blktest: pass \([0-9][0-9]*\) ok .*/\1/p' "$1" | tail -n 1
-}
-
-# blk_clean FILE [restored]: no corruption, no device error; a restored
-# guest did not start over.
-blk_clean() {
-	grep -Eq '^blktest: (CORRUPT|ERROR)' "$1" && fail "$1: $(grep -E '^blktest: (CORRUPT|ERROR)' "$1")"
-	[[ ${2:-} == restored ]] && grep -q '^blktest: start' "$1" && fail "$1: blktest started over"
-	grep -q '^guest: ' "$1" && fail "$1: $(grep '^guest: ' "$1")"
-	return 0
-}
-
 # restore_blk OUT [restore options...]: restores blk.snap, wants two more
 # passes than before the snapshot, clean, and shuts the VM down.
 restore_blk() {
 	local out=$1 want
 	shift
-	want=$(($(last_pass "$WORK/blk.a") + 2))
+	want=$(($(blk_last_pass "$WORK/blk.a") + 2))
 	rm -f "$S"
 	start_stasis "$out" restore "$WORK/blk.snap" --api-socket "$S" \
 		--serial "file:$out" "$@"
@@ -34,13 +20,7 @@ restore_blk() {
 	wait_exit "$VM_PID" 60
 	expect_status "$RC" 0 "restored blktest ($out)"
 	blk_clean "$out" restored
-	# The pass in progress at the snapshot is the first to end: the
-	# original's passes then the restored VM's (joined where the snapshot
-	# cut a line) count 1, 2, 3... with no pass repeated or skipped.
-	cat "$WORK/blk.a" "$out" | sed -n 's/^blktest: pass \([0-9][0-9]*\) ok .*/\1/p' |
-		awk '$1 != NR { print "pass " $1 " where pass " NR " was due"; bad = 1; exit }
-			END { exit bad }' >"$out.passes" ||
-		fail "$out: across the restore: $(cat "$out.passes")"
+	blk_passes_continue "$WORK/blk.a" "$out"
 }
 
 # refused OUT [restore options...]: the restore fails with one line.
