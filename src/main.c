@@ -95,9 +95,11 @@ static void restore_usage(void)
 	       "                        copy: read in whole (the file may then "
 	       "change)\n"
 	       "  --disk PATH[,ro][,id=NAME]\n"
-	       "                        the Nth --disk replaces the snapshot's "
-	       "Nth disk,\n"
-	       "                        which is then not checked for changes "
+	       "                        replaces the snapshot's disk with that "
+	       "id (blkN\n"
+	       "                        when it had none), else the Nth --disk "
+	       "the Nth disk;\n"
+	       "                        it is then not checked for changes "
 	       "(docs/virtio.md)\n"
 	       "  --net tap=NAME | unix=PATH[,peer=PATH]\n"
 	       "                        the Nth --net replaces the Nth network "
@@ -105,11 +107,28 @@ static void restore_usage(void)
 	       "                        the guest keeps its MAC address\n");
 }
 
-/* Applies restore's --disk and --net: the Nth of each replaces the
- * snapshot's Nth disk or network backend. */
+/* The snapshot's disk that restore's @i-th --disk @d replaces: the one
+ * whose id (given, or "blkN" by default) is d's id, else the i-th. */
+static unsigned restore_disk_target(const struct vm_config *cfg,
+				    const struct disk_config *d, unsigned i)
+{
+	char name[16];
+
+	for (unsigned k = 0; d->id && k < cfg->ndisks; k++) {
+		snprintf(name, sizeof(name), "blk%u", k);
+		if (!strcmp(d->id, cfg->disks[k].id ? cfg->disks[k].id : name))
+			return k;
+	}
+	return i;
+}
+
+/* Applies restore's --disk and --net: a --disk replaces the snapshot's disk
+ * of its id= (so one disk can be vouched for alone), or else the disk at
+ * its own position; the Nth --net replaces the Nth network backend. */
 static int restore_replace_devices(struct vm_config *cfg, char **disks,
 				   unsigned ndisks, char **nets, unsigned nnets)
 {
+	bool done[CONFIG_MAX_DISKS] = { false };
 	char err[256];
 
 	if (ndisks > cfg->ndisks || nnets > cfg->nnets) {
@@ -121,14 +140,24 @@ static int restore_replace_devices(struct vm_config *cfg, char **disks,
 	}
 	for (unsigned i = 0; i < ndisks; i++) {
 		struct disk_config d;
+		unsigned k;
 
 		if (config_parse_disk(&d, disks[i], err, sizeof(err))) {
 			log_error("%s", err);
 			return -EINVAL;
 		}
+		k = restore_disk_target(cfg, &d, i);
+		if (done[k]) {
+			log_error(
+			    "--disk %s: disk %u (blk%u) is replaced twice",
+			    disks[i], k, k);
+			config_free_disk(&d);
+			return -EINVAL;
+		}
+		done[k] = true;
 		d.replaced = true;
-		config_free_disk(&cfg->disks[i]);
-		cfg->disks[i] = d;
+		config_free_disk(&cfg->disks[k]);
+		cfg->disks[k] = d;
 	}
 	for (unsigned i = 0; i < nnets; i++) {
 		struct net_config n;
