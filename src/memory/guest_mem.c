@@ -52,6 +52,21 @@ fail_errno:
 	return err;
 }
 
+void guest_mem_wrap(struct guest_mem *m, uint8_t *host, uint64_t low,
+		    uint64_t high)
+{
+	*m = (struct guest_mem){ .memfd = -1,
+				 .host = host,
+				 .size = low + high,
+				 .nregions = high ? 2 : 1 };
+	m->regions[0] = (struct mem_region){ .size = low, .host = host };
+	if (high)
+		m->regions[1] = (struct mem_region){ .gpa = GUEST_MEM_HIGH_BASE,
+						     .size = high,
+						     .file_offset = low,
+						     .host = host + low };
+}
+
 void guest_mem_destroy(struct guest_mem *m)
 {
 	for (unsigned i = 0; i < m->nregions; i++)

@@ -46,6 +46,13 @@ struct guest_mem {
  * 4 GiB hole. Returns 0 or -errno. */
 int guest_mem_init(struct guest_mem *m, uint64_t size);
 
+/* Describes the caller's buffer @host as guest RAM without a memfd (unit
+ * tests and fuzz targets): @low bytes at guest address 0 and, when @high is
+ * not 0, the next @high bytes at GUEST_MEM_HIGH_BASE, adjacent in @host as
+ * guest_mem_init lays them out. @host stays the caller's. */
+void guest_mem_wrap(struct guest_mem *m, uint8_t *host, uint64_t low,
+		    uint64_t high);
+
 /* Unmaps and closes; safe on a zeroed or already destroyed guest_mem. */
 void guest_mem_destroy(struct guest_mem *m);
 

@@ -153,6 +153,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	uint8_t *scratch = malloc(scratch_len);
 	struct virtio_device *vdev;
 	size_t nops, img;
+	uint8_t *ram;
 
 	log_set_level(true, false);
 	if (!vm || !scratch)
@@ -160,15 +161,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	vm->vm_fd = vm->kvm_fd = -1;
 	bus_init(&vm->pio, "pio");
 	bus_init(&vm->mmio, "mmio");
-	vm->mem.memfd = -1;
-	vm->mem.host = aligned_alloc(4096, RAM_SIZE);
-	if (!vm->mem.host)
+	ram = aligned_alloc(4096, RAM_SIZE);
+	if (!ram)
 		goto out_bus;
-	vm->mem.size = RAM_SIZE;
-	vm->mem.nregions = 1;
-	vm->mem.regions[0] = (struct mem_region){ .gpa = 0,
-						  .size = RAM_SIZE,
-						  .host = vm->mem.host };
+	guest_mem_wrap(&vm->mem, ram, RAM_SIZE, 0);
 	/* Ops first, the rest of the input is guest RAM. */
 	nops = size / OP_SIZE < MAX_OPS ? size / OP_SIZE : MAX_OPS;
 	memset(vm->mem.host, 0, RAM_SIZE);

@@ -45,15 +45,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (img > LOW_SIZE + HIGH_SIZE)
 		img = LOW_SIZE + HIGH_SIZE;
 	memcpy(ram, data + HEADER, img);
-	mem.host = ram;
-	mem.size = LOW_SIZE + HIGH_SIZE;
-	mem.nregions = 2;
-	mem.regions[0] =
-	    (struct mem_region){ .gpa = 0, .size = LOW_SIZE, .host = ram };
-	mem.regions[1] = (struct mem_region){ .gpa = GUEST_MEM_HIGH_BASE,
-					      .size = HIGH_SIZE,
-					      .file_offset = LOW_SIZE,
-					      .host = ram + LOW_SIZE };
+	guest_mem_wrap(&mem, ram, LOW_SIZE, HIGH_SIZE);
 
 	vq.mem = &mem;
 	vq.size =

@@ -72,12 +72,7 @@ static struct guest *guest_new(void)
 	g->ram = aligned_alloc(4096, RAM_SIZE);
 	assert_non_null(g->ram);
 	memset(g->ram, 0, RAM_SIZE);
-	g->mem.memfd = -1;
-	g->mem.host = g->ram;
-	g->mem.size = RAM_SIZE;
-	g->mem.nregions = 1;
-	g->mem.regions[0] =
-	    (struct mem_region){ .gpa = 0, .size = RAM_SIZE, .host = g->ram };
+	guest_mem_wrap(&g->mem, g->ram, RAM_SIZE, 0);
 	g->data = DATA_GPA;
 	g->vdev.extra_fd = -1;
 	g->vdev.ctl_fd = -1;

@@ -146,12 +146,7 @@ static struct tv *tv_create(void)
 	t->ram = aligned_alloc(4096, LOW_SIZE);
 	assert_non_null(t->ram);
 	memset(t->ram, 0, LOW_SIZE);
-	vm->mem.memfd = -1;
-	vm->mem.host = t->ram;
-	vm->mem.size = LOW_SIZE;
-	vm->mem.nregions = 1;
-	vm->mem.regions[0] =
-	    (struct mem_region){ .gpa = 0, .size = LOW_SIZE, .host = t->ram };
+	guest_mem_wrap(&vm->mem, t->ram, LOW_SIZE, 0);
 	assert_int_equal(pci_host_init(&vm->pci, vm), 0);
 	assert_int_equal(irq_routing_init(&vm->irq_routing, vm->vm_fd), 0);
 	t->vdev = &vm->virtio[0];

@@ -43,16 +43,7 @@ static int setup(void **state)
 	/* Like guest_mem_init: the regions are adjacent in host memory, so
 	 * a buffer that crosses the end of low RAM would reach real bytes
 	 * if the walk did not check each region. */
-	t->mem.memfd = -1;
-	t->mem.host = t->buf;
-	t->mem.size = LOW_SIZE + HIGH_SIZE;
-	t->mem.nregions = 2;
-	t->mem.regions[0] =
-	    (struct mem_region){ .gpa = 0, .size = LOW_SIZE, .host = t->buf };
-	t->mem.regions[1] = (struct mem_region){ .gpa = HIGH,
-						 .size = HIGH_SIZE,
-						 .file_offset = LOW_SIZE,
-						 .host = t->buf + LOW_SIZE };
+	guest_mem_wrap(&t->mem, t->buf, LOW_SIZE, HIGH_SIZE);
 	t->vq = (struct virtq){ .size = QSIZE,
 				.enabled = true,
 				.desc_gpa = DESC_GPA,
