@@ -111,15 +111,20 @@ expect_status() {
 }
 
 # counter_values FILE: prints the counter values in FILE, one per line.
-counter_values() {
-	# Complete lines only: a snapshot with --then exit can stop the guest
-	# half way through a line ("counter: 32" of 323), which the restored
-	# VM finishes in its own output.
+# complete_lines FILE: FILE without a last line that has no newline yet.
+# A snapshot with --then exit can stop the guest half way through a line
+# ("counter: 32" of 323), which the restored VM finishes in its own output;
+# a live file may end in a line still being written.
+complete_lines() {
 	if [[ -n $(tail -c 1 "$1") ]]; then
 		head -n -1 "$1"
 	else
 		cat "$1"
-	fi | sed -n 's/^counter: \([0-9][0-9]*\)\r\{0,1\}$/\1/p'
+	fi
+}
+
+counter_values() {
+	complete_lines "$1" | sed -n 's/^counter: \([0-9][0-9]*\)\r\{0,1\}$/\1/p'
 }
 
 # check_increasing FILE: the counter values are strictly increasing.
