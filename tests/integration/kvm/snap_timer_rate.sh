@@ -9,6 +9,8 @@ counter_reaches "$WORK/a" 200 60
 for i in $(seq 5); do
 	ctl "$S" snapshot "$WORK/s$i.snap" --then resume >/dev/null
 	v=$(last_counter "$WORK/a")
+	# Where a run that hits its time limit stood.
+	note "snapshot $i in place at counter $v"
 	counter_reaches "$WORK/a" $((v + 100)) 60
 done
 ctl "$S" snapshot "$WORK/last.snap" --then exit >/dev/null
