@@ -694,14 +694,14 @@ static int snapshot_load_virtio(struct virtio_device *vdev,
 			vdev->name);
 		return -EINVAL;
 	}
-	/* The model's section when the model saves state, then the end. A
-	 * model that gained state in a later stasis reads a file without its
-	 * section as a device with that state at its start (nothing half
-	 * done), so older snapshots keep restoring. */
+	/* The model's section when the model saves state, then the end. No
+	 * section reads as version 0 of the model's table, the one before it
+	 * had any fields: accepted when the table still reads version 0 (a
+	 * model that gained state later; its state stays as created). */
 	ret = state_cursor_next(c, &st);
 	if (model && ret == 1 && st.tag == SNAPSHOT_DEV_MODEL)
 		ret = state_cursor_next(c, &extra) == 0 ? 0 : -EINVAL;
-	else if (ret == 0)
+	else if (ret == 0 && (!model || model->min_version == 0))
 		model = NULL;
 	else
 		ret = -EINVAL;

@@ -68,10 +68,12 @@ static const struct state_field console_state_fields[] = {
 	STATE_U32(struct virtio_console, tx_done, 1),
 };
 
+/* Version 0 (no fields) is the console before tx_done: snapshots of it
+ * restore with nothing half written. */
 static const struct state_desc console_state_desc = {
 	.name = "virtio-console",
 	.version = 1,
-	.min_version = 1,
+	.min_version = 0,
 	.fields = console_state_fields,
 	.nfields = STATE_NFIELDS(console_state_fields),
 };
@@ -124,8 +126,7 @@ static void console_drop_client(struct virtio_console *con, const char *why)
 	host_output_close(&con->out); /* the client's fd, also in_fd */
 	con->in_fd = -1;
 	con->stall_since = 0;
-	if (con->vdev->out_wait_fd >= 0)
-		con->vdev->out_wait_fd = -1;
+	virtio_device_wait_writable(con->vdev, -1, CONSOLE_TXQ, 0);
 	console_watch(con);
 }
 

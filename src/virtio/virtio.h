@@ -338,7 +338,8 @@ void virtio_device_unpark(struct virtio_device *vdev);
 /* From the worker, in ops->queue_notify: queue @q has output that @fd
  * cannot take now. The worker calls queue_notify(@q) again once @fd has
  * room or, when @timeout_ms is not 0, after that long at the latest; it
- * parks meanwhile as usual, so a stuck reader never blocks a pause. */
+ * parks meanwhile as usual, so a stuck reader never blocks a pause. @fd -1
+ * ends a wait (the fd is being closed). */
 void virtio_device_wait_writable(struct virtio_device *vdev, int fd, unsigned q,
 				 unsigned timeout_ms);
 
