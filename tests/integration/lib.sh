@@ -110,20 +110,10 @@ expect_status() {
 	[[ $1 == "$2" ]] || fail "$3: exit status $1, expected $2"
 }
 
-# counter_values FILE: prints the counter values in FILE, one per line.
-# complete_lines FILE: FILE without a last line that has no newline yet.
-# A snapshot with --then exit can stop the guest half way through a line
-# ("counter: 32" of 323), which the restored VM finishes in its own output;
-# a live file may end in a line still being written.
-complete_lines() {
-	if [[ -n $(tail -c 1 "$1") ]]; then
-		head -n -1 "$1"
-	else
-		cat "$1"
-	fi
-}
-
-# complete_text: stdin up to its last newline.
+# complete_text: stdin up to its last newline. A snapshot with --then exit
+# can stop the guest half way through a line ("counter: 32" of 323), which
+# the restored VM finishes in its own output; a live file may end in a line
+# still being written.
 complete_text() {
 	local t
 	t=$(
@@ -138,13 +128,15 @@ complete_text() {
 	fi
 }
 
-counter_values() {
-	complete_lines "$1" | counter_sed
-}
-
 # counter_sed: the counter values of the lines on stdin.
 counter_sed() {
 	sed -n 's/^counter: \([0-9][0-9]*\)\r\{0,1\}$/\1/p'
+}
+
+# counter_values FILE: the counter values of FILE's complete lines, one per
+# line.
+counter_values() {
+	complete_text <"$1" | counter_sed
 }
 
 # check_increasing FILE: the counter values are strictly increasing.
@@ -166,10 +158,12 @@ last_counter() {
 	# one still being written at its end is left out.
 	tail -c 4096 "$1" 2>/dev/null | complete_text | counter_sed | tail -n 1
 }
+
 # first_counter FILE: the first counter value in FILE.
 first_counter() {
 	head -c 4096 "$1" 2>/dev/null | complete_text | counter_sed | head -n 1
 }
+
 # counter_reaches FILE N SECONDS: waits until the counter reaches N.
 counter_reaches() {
 	local file=$1 n=$2 end=$((SECONDS + $(scaled "$3"))) v
@@ -180,6 +174,7 @@ counter_reaches() {
 	done
 	fail "counter in $file stuck at '$(last_counter "$file")', wanted $n"
 }
+
 # restored_continues BEFORE AFTER [MAX_GAP]: the restored guest's first
 # complete value follows the last one printed before the snapshot. The
 # counter prints each new tick it sees, so on a loaded host printing may
