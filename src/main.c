@@ -104,7 +104,9 @@ static void restore_usage(void)
 	       "  --net tap=NAME | unix=PATH[,peer=PATH]\n"
 	       "                        the Nth --net replaces the Nth network "
 	       "backend;\n"
-	       "                        the guest keeps its MAC address\n");
+	       "                        the guest keeps its MAC address\n"
+	       "  --seccomp on|log|off  system-call filters per thread "
+	       "(default on)\n");
 }
 
 /* The snapshot's disk that restore's @i-th --disk @d replaces: the one
@@ -182,12 +184,14 @@ static int cmd_restore(int argc, char **argv)
 		{ "memory", required_argument, NULL, 'm' },
 		{ "disk", required_argument, NULL, 'd' },
 		{ "net", required_argument, NULL, 'n' },
+		{ "seccomp", required_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	char *disks[CONFIG_MAX_DISKS], *nets[CONFIG_MAX_NETS];
 	unsigned ndisks = 0, nnets = 0;
 	enum clock_policy clock = CLOCK_ADVANCE;
+	enum seccomp_mode seccomp = SECCOMP_ON;
 	struct snapshot_image img;
 	const char *serial = NULL, *api = NULL;
 	bool paused = false, copy_memory = false;
@@ -246,6 +250,13 @@ static int cmd_restore(int argc, char **argv)
 			}
 			nets[nnets++] = optarg;
 			break;
+		case 'S':
+			if (seccomp_mode_parse(optarg, &seccomp)) {
+				log_error("--seccomp: '%s' is not on, log or off",
+					  optarg);
+				return STASIS_EXIT_USAGE;
+			}
+			break;
 		case 'h':
 			restore_usage();
 			return STASIS_EXIT_OK;
@@ -267,6 +278,8 @@ static int cmd_restore(int argc, char **argv)
 		return STASIS_EXIT_USAGE;
 	}
 	img.copy_memory = copy_memory;
+	/* Host policy: from this command line only, whatever the file says. */
+	img.cfg.seccomp = seccomp;
 	/* Host-side options come from this command line, not the file. A
 	 * stdio console keeps stdin, so the serial port defaults to none. */
 	img.cfg.serial =

@@ -826,6 +826,55 @@ static void api_unlink_own(const struct api_server *s)
 		unlink(s->socket_path);
 }
 
+/* Starts the daemon on listening socket @fd; NULL on failure. */
+static struct MHD_Daemon *api_daemon_start(struct api_server *s, int fd)
+{
+	return MHD_start_daemon(
+	    MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+		MHD_USE_POLL | MHD_USE_ITC,
+	    0, NULL, NULL, api_access, s, MHD_OPTION_LISTEN_SOCKET, fd,
+	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)API_MAX_CONNECTIONS,
+	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)API_IDLE_TIMEOUT_S,
+	    MHD_OPTION_NOTIFY_COMPLETED, api_completed, s, MHD_OPTION_END);
+}
+
+struct api_launch {
+	struct api_server *s;
+	int fd;
+	int ret;
+};
+
+static void *api_launch_main(void *arg)
+{
+	struct api_launch *l = arg;
+
+	l->ret = l->s->ops->thread_init(l->s->ctx);
+	if (!l->ret)
+		l->s->mhd = api_daemon_start(l->s, l->fd);
+	return NULL;
+}
+
+/* With ops->thread_init, the daemon is started from a short-lived thread
+ * that runs it first: the daemon's threads are made by (and inherit from)
+ * the thread that starts it, and the caller's own thread must stay as it
+ * is. */
+static int api_daemon_launch(struct api_server *s, int fd)
+{
+	struct api_launch l = { .s = s, .fd = fd, .ret = 0 };
+	pthread_t t;
+	int ret;
+
+	if (!s->ops->thread_init) {
+		s->mhd = api_daemon_start(s, fd);
+		return 0;
+	}
+	ret = pthread_create(&t, NULL, api_launch_main, &l);
+	if (ret)
+		return -ret;
+	pthread_join(t, NULL);
+	return l.ret;
+}
+
 int api_server_start(struct api_server **out, const char *socket_path,
 		     const struct api_ops *ops, void *ctx, char *err,
 		     size_t errlen)
@@ -860,13 +909,15 @@ int api_server_start(struct api_server **out, const char *socket_path,
 		ret = fd;
 		goto err_sync;
 	}
-	s->mhd = MHD_start_daemon(
-	    MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-		MHD_USE_POLL | MHD_USE_ITC,
-	    0, NULL, NULL, api_access, s, MHD_OPTION_LISTEN_SOCKET, fd,
-	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)API_MAX_CONNECTIONS,
-	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)API_IDLE_TIMEOUT_S,
-	    MHD_OPTION_NOTIFY_COMPLETED, api_completed, s, MHD_OPTION_END);
+	ret = api_daemon_launch(s, fd);
+	if (ret) {
+		close(fd);
+		snprintf(err, errlen,
+			 "cannot start the api server on %s: its threads' "
+			 "set-up failed: %s",
+			 socket_path, strerror(-ret));
+		goto err_unlink;
+	}
 	if (!s->mhd) {
 		/* MHD may already have closed @fd; leaking it on this fatal
 		 * path beats closing a descriptor someone else now owns. */

@@ -41,6 +41,10 @@ struct api_ops {
 			char *err, size_t errlen);
 	int (*shutdown)(void *ctx, char *err, size_t errlen);
 	void (*status)(void *ctx, struct vm_status *st);
+	/* Optional: run first on the thread that starts the server's own
+	 * threads, which inherit what it sets (stasis: the API role's
+	 * seccomp filter). A failure stops api_server_start. */
+	int (*thread_init)(void *ctx);
 };
 
 /* Request bodies larger than this are refused with 413. */

@@ -41,6 +41,7 @@ void config_init(struct vm_config *c)
 	c->ncpus = 1;
 	c->serial = SERIAL_STDIO;
 	c->cpu_template = CPU_TEMPLATE_HOST;
+	c->seccomp = SECCOMP_ON;
 }
 
 void config_free_disk(struct disk_config *d)
@@ -451,6 +452,7 @@ enum config_opt {
 	OPT_NET,
 	OPT_CONSOLE,
 	OPT_RNG,
+	OPT_SECCOMP,
 };
 
 static const struct option config_long_opts[] = {
@@ -467,6 +469,7 @@ static const struct option config_long_opts[] = {
 	{ "net", required_argument, NULL, OPT_NET },
 	{ "console", required_argument, NULL, OPT_CONSOLE },
 	{ "rng", no_argument, NULL, OPT_RNG },
+	{ "seccomp", required_argument, NULL, OPT_SECCOMP },
 	{ "config", required_argument, NULL, OPT_CONFIG },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
@@ -561,6 +564,13 @@ static int config_apply(struct vm_config *c, int opt, const char *name,
 		return config_parse_console(c, value, err, errlen);
 	case OPT_RNG:
 		c->rng = true;
+		break;
+	case OPT_SECCOMP:
+		if (seccomp_mode_parse(value, &c->seccomp)) {
+			set_err(err, errlen, "--seccomp: '%s' is not on, log or off",
+				value);
+			return -EINVAL;
+		}
 		break;
 	default:
 		set_err(err, errlen, "option '%s' is not allowed here", name);
@@ -922,6 +932,9 @@ void config_print_run_usage(void)
 	    "  --console MODE        virtio-console: stdio | file:PATH |\n"
 	    "                        socket:PATH (UNIX, one client) | none\n"
 	    "  --rng                 virtio-rng fed by the host's getrandom()\n"
+	    "  --seccomp on|log|off  system-call filters per thread (default\n"
+	    "                        on; log: the kernel logs what would be\n"
+	    "                        refused; docs/security.md)\n"
 	    "  --config FILE.json    the same options as a JSON object;\n"
 	    "                        flags given too override it\n"
 	    "  --help\n",

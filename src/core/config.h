@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/seccomp.h"
+
 enum serial_mode {
 	SERIAL_STDIO, /* output to stdout, input from stdin */
 	SERIAL_FILE, /* output to a file, no input */
@@ -76,6 +78,8 @@ struct vm_config {
 	enum console_mode console;
 	char *console_path;
 	bool rng;
+	/* Host policy, never taken from a snapshot's CONFIG record. */
+	enum seccomp_mode seccomp;
 };
 
 /* Defaults: 256 MiB, 1 vCPU, serial on stdio, host CPU template. */

@@ -12,6 +12,7 @@
 #include "core/kvm.h"
 #include "core/log.h"
 #include "core/platform.h"
+#include "core/seccomp.h"
 #include "core/vm.h"
 #include "cpu/cpuid.h"
 
@@ -357,6 +358,10 @@ void *vcpu_thread(void *arg)
 	sigemptyset(&set);
 	sigaddset(&set, VCPU_KICK_SIGNAL);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+	if (seccomp_install(SECCOMP_ROLE_VCPU, vm->cfg.seccomp)) {
+		vm_request_stop(vm, VM_STOP_CRASH, 0);
+		return NULL;
+	}
 
 	while (!atomic_load(&vm->stop_reason)) {
 		int ret = ioctl(vcpu->fd, KVM_RUN, 0);

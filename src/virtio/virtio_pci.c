@@ -19,6 +19,7 @@
 #include "core/kvm.h"
 #include "core/le.h"
 #include "core/log.h"
+#include "core/seccomp.h"
 #include "core/vm.h"
 
 #define VIRTIO_STATUS_DRIVER_BITS                              \
@@ -755,6 +756,10 @@ static void *virtio_worker(void *arg)
 	struct virtio_device *vdev = arg;
 	unsigned nq = virtio_nq(vdev);
 
+	if (seccomp_install(SECCOMP_ROLE_WORKER, vdev->vm->cfg.seccomp)) {
+		vm_request_stop(vdev->vm, VM_STOP_CRASH, 0);
+		return NULL;
+	}
 	while (!atomic_load(&vdev->stop_requested)) {
 		struct pollfd pfd[VIRTIO_MAX_QUEUES + 3];
 		nfds_t n = 0, extra = 0, out = 0;
