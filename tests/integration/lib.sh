@@ -154,8 +154,8 @@ socket_answers() {
 
 # wait_for_socket SOCKET: waits until the control API answers.
 wait_for_socket() {
-	wait_until 30 socket_answers "$1" ||
-		fail "control socket $1 never answered within $(scaled 30) s"
+	wait_until 60 socket_answers "$1" ||
+		fail "control socket $1 never answered within $(scaled 60) s"
 }
 
 # has_line FILE REGEX: FILE exists and has a line matching the extended
