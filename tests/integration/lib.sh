@@ -96,8 +96,17 @@ test_on_exit() {
 }
 trap 'test_on_exit "$BASH_COMMAND"' EXIT
 
+# fail MESSAGE: says why the test fails, and where (the test's line that
+# called it, directly or through helpers), and ends it.
 fail() {
-	echo "$TEST_NAME: FAIL: $*" >&2
+	local i at=""
+	for ((i = 0; i < ${#BASH_LINENO[@]} - 1; i++)); do
+		if [[ ${BASH_SOURCE[i + 1]} == "$0" ]]; then
+			at=" (line ${BASH_LINENO[i]})"
+			break
+		fi
+	done
+	echo "$TEST_NAME: FAIL: $*$at" >&2
 	TEST_SAID=1
 	exit 1
 }
