@@ -1,7 +1,8 @@
 # Shared helpers for the integration tests: each test is a bash script
 # that sources this file, runs stasis on guest-kit images and exits 0 when
 # every check held. STASIS and GUESTS come from tests/run-all.sh.
-set -euo pipefail
+# -E: the ERR trap below also fires inside functions and subshells.
+set -eEuo pipefail
 
 : "${STASIS:?STASIS must point at the stasis binary}"
 : "${GUESTS:?GUESTS must point at the built guest images}"
@@ -9,11 +10,63 @@ set -euo pipefail
 : "${STASIS_TIME_SCALE:=1}"
 
 TEST_NAME=$(basename "$0" .sh)
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/stasis-$TEST_NAME.XXXXXX")
 BG_PIDS=()
+# Set once this shell has said why the test fails.
+TEST_SAID=
+
+# A test that stops must say why: set -e ends the script on any failing
+# command, which would otherwise go unexplained (a grep -c of nothing, a
+# pipeline cut short). The ERR trap names the command, its line and its
+# status before the shell dies. Bash runs it under the same rules as set -e:
+# not for `cmd || ...`, `cmd && ...` (but the last), `if cmd`, `while cmd`
+# or `! cmd`, nor inside functions called there. In a command substitution
+# set -e is off (so a failure there ends nothing and is not reported); the
+# assignment that receives a failed substitution fails in turn and is
+# reported, in the shell that dies of it.
+test_on_err() {
+	local status=$1 cmd=$2 pipe=$3 line=${BASH_LINENO[0]} src=${BASH_SOURCE[1]}
+	local where="" i
+	[[ $- == *e* ]] || return 0
+	if [[ ${FUNCNAME[1]} != main || $src != "$0" ]]; then
+		where=" (${src##*/}, in ${FUNCNAME[1]}"
+		# The first frame in the test script itself.
+		for ((i = 1; i < ${#FUNCNAME[@]} - 1; i++)); do
+			if [[ ${BASH_SOURCE[i + 1]} == "$0" ]]; then
+				where+=", called from line ${BASH_LINENO[i]}"
+				break
+			fi
+		done
+		where+=")"
+	fi
+	[[ $pipe == *" "* ]] && where+=" (pipeline statuses: $pipe)"
+	echo "$TEST_NAME: FAIL: line $line: $cmd exited $status$where" >&2
+	TEST_SAID=1
+}
+trap 'test_on_err "$?" "$BASH_COMMAND" "${PIPESTATUS[*]}"' ERR
+
+# The runner's time limit (SIGTERM from timeout) ends a test too: say what
+# it was doing. The EXIT trap then cleans up.
+test_on_term() {
+	echo "$TEST_NAME: FAIL: killed by SIGTERM (time limit?) while running: $1" >&2
+	TEST_SAID=1
+	exit 143
+}
+trap 'test_on_term "$BASH_COMMAND"' TERM
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/stasis-$TEST_NAME.XXXXXX")
+
+# at_exit COMMAND [ARG...]: runs COMMAND when the test ends, before the
+# scratch directory goes (e.g. unmounting something mounted there).
+AT_EXIT=()
+at_exit() {
+	AT_EXIT+=("$(printf '%q ' "$@")")
+}
 
 cleanup() {
-	local pid
+	local pid c
+	for c in "${AT_EXIT[@]}"; do
+		eval "$c" || true
+	done
 	for pid in "${BG_PIDS[@]}"; do
 		kill -9 "$pid" 2>/dev/null || true
 	done
@@ -27,10 +80,34 @@ cleanup() {
 	fi
 	rm -rf "$WORK"
 }
-trap cleanup EXIT
 
+# test_on_exit LAST_COMMAND: cleans up; a non-zero exit that nothing
+# explained (an explicit exit, a script ending in a failed `a && b`) says
+# so, with the last command run.
+test_on_exit() {
+	local status=$?
+	# Cleaning up is not the test: nothing here is a failure to report.
+	trap - ERR
+	if ((status != 0)) && [[ -z $TEST_SAID ]]; then
+		echo "$TEST_NAME: FAIL: exited with status $status without a message; last command: $1" >&2
+	fi
+	cleanup
+	return "$status"
+}
+trap 'test_on_exit "$BASH_COMMAND"' EXIT
+
+# fail MESSAGE: says why the test fails, and where (the test's line that
+# called it, directly or through helpers), and ends it.
 fail() {
-	echo "$TEST_NAME: FAIL: $*" >&2
+	local i at=""
+	for ((i = 0; i < ${#BASH_LINENO[@]} - 1; i++)); do
+		if [[ ${BASH_SOURCE[i + 1]} == "$0" ]]; then
+			at=" (line ${BASH_LINENO[i]})"
+			break
+		fi
+	done
+	echo "$TEST_NAME: FAIL: $*$at" >&2
+	TEST_SAID=1
 	exit 1
 }
 
@@ -65,44 +142,83 @@ start_stasis() {
 	BG_PIDS+=("$VM_PID")
 }
 
+# wait_until SECONDS COMMAND [ARG...]: polls COMMAND every 0.1 s (POLL)
+# until it succeeds, for at most SECONDS (scaled) of wall time; returns 1
+# then, for the caller to say what did not happen (`|| fail ...`). A
+# condition, never a fixed sleep: it ends as soon as the condition holds
+# on a fast host and waits long enough on a slow one.
+wait_until() {
+	local end=$((SECONDS + $(scaled "$1") + 1))
+	shift
+	until "$@"; do
+		((SECONDS < end)) || return 1
+		sleep "${POLL:-0.1}"
+	done
+}
+
+# socket_answers SOCKET: the control API answers a status request.
+socket_answers() {
+	[[ -S $1 ]] && "$STASIS" ctl "$1" status >/dev/null 2>&1
+}
+
 # wait_for_socket SOCKET: waits until the control API answers.
 wait_for_socket() {
-	local sock=$1 i
-	for ((i = 0; i < $(scaled 300); i++)); do
-		if [[ -S $sock ]] && "$STASIS" ctl "$sock" status >/dev/null 2>&1; then
-			return 0
-		fi
-		sleep 0.1
-	done
-	fail "control socket $sock never answered"
+	wait_until 60 socket_answers "$1" ||
+		fail "control socket $1 never answered within $(scaled 60) s"
+}
+
+# has_line FILE REGEX: FILE exists and has a line matching the extended
+# REGEX.
+has_line() {
+	[[ -f $1 ]] && grep -Eq -- "$2" "$1"
 }
 
 # wait_for_line FILE REGEX SECONDS: waits until FILE has a line matching.
 wait_for_line() {
-	local file=$1 re=$2 secs=$3 i
-	for ((i = 0; i < $(scaled "$secs") * 10; i++)); do
-		if [[ -f $file ]] && grep -Eq "$re" "$file"; then
-			return 0
-		fi
-		sleep 0.1
-	done
-	fail "no line matching '$re' in $file within $(scaled "$secs") s: $(tail -n 3 "$file" 2>/dev/null | tr '\n' '|')"
+	wait_until "$3" has_line "$1" "$2" ||
+		fail "no line matching '$2' in $1 within $(scaled "$3") s: $(tail -n 3 "$1" 2>/dev/null | tr '\n' '|')"
+}
+
+# line_count FILE REGEX: the number of FILE's lines matching the extended
+# REGEX; 0 (and status 0) when none do or FILE does not exist yet. Not
+# `grep -c`, which exits 1 on a count of 0: on a fast host a count is often
+# taken before the guest printed its first such line.
+line_count() {
+	local n
+	n=$(grep -Ec -- "$2" "$1" 2>/dev/null) || true
+	echo "${n:-0}"
+}
+
+# count_reaches FILE REGEX N: at least N lines of FILE match REGEX.
+count_reaches() {
+	(($(line_count "$1" "$2") >= $3))
+}
+
+# wait_for_count FILE REGEX N SECONDS: waits until N lines of FILE match
+# REGEX. For "the next line": take the count when the event of interest
+# has happened (after it, never before), then wait for count + 1.
+wait_for_count() {
+	wait_until "$4" count_reaches "$1" "$2" "$3" ||
+		fail "$1: $(line_count "$1" "$2") lines matching '$2' after $(scaled "$4") s, wanted $3: $(tail -n 3 "$1" 2>/dev/null | tr '\n' '|')"
 }
 
 # wait_exit PID SECONDS: waits for a background stasis and sets RC to its
 # exit status. (Not in $(...): only this shell can wait for its child.)
 wait_exit() {
-	local pid=$1 secs=$2 i
+	local pid=$1 secs=$2
 	RC=0
-	for ((i = 0; i < $(scaled "$secs") * 10; i++)); do
-		if ! kill -0 "$pid" 2>/dev/null || [[ $(ps -o stat= -p "$pid") == Z* ]]; then
-			wait "$pid" || RC=$?
-			return 0
-		fi
-		sleep 0.1
-	done
+	if wait_until "$secs" pid_exited "$pid"; then
+		wait "$pid" || RC=$?
+		return 0
+	fi
 	kill -9 "$pid" 2>/dev/null || true
 	fail "stasis (pid $pid) did not exit within $(scaled "$secs") s"
+}
+
+# pid_exited PID: PID has ended (a child that exited stays a zombie, which
+# kill -0 still finds, until this shell waits for it).
+pid_exited() {
+	! kill -0 "$1" 2>/dev/null || [[ $(ps -o stat= -p "$1") == Z* ]]
 }
 
 # expect_status GOT WANT WHAT
@@ -151,6 +267,23 @@ ctl() {
 		fail "stasis ctl $* failed (status $?)"
 }
 
+# vm_state SOCKET: the VM's state word from status (running, paused).
+# Read whole, not piped into grep -q: grep exits at its match, and under
+# pipefail a writer still writing then fails the pipeline with SIGPIPE.
+vm_state() {
+	local st
+	st=$(ctl "$1" status) || return 1
+	st=${st#*state: }
+	echo "${st%%$'\n'*}"
+}
+
+# expect_state SOCKET STATE WHAT: the VM is in STATE.
+expect_state() {
+	local st
+	st=$(vm_state "$1") || fail "$3: no status"
+	[[ $st == "$2" ]] || fail "$3: state '$st', expected '$2'"
+}
+
 # last_counter FILE: the last complete counter value in FILE.
 last_counter() {
 	# Only the file's end: a 2000 Hz counter writes megabytes, and this is
@@ -164,15 +297,17 @@ first_counter() {
 	head -c 4096 "$1" 2>/dev/null | complete_text | counter_sed | head -n 1
 }
 
+# counter_at_least FILE N: the last complete counter value is N or more.
+counter_at_least() {
+	local v
+	v=$(last_counter "$1")
+	[[ -n $v && $v -ge $2 ]]
+}
+
 # counter_reaches FILE N SECONDS: waits until the counter reaches N.
 counter_reaches() {
-	local file=$1 n=$2 end=$((SECONDS + $(scaled "$3"))) v
-	while ((SECONDS < end)); do
-		v=$(last_counter "$file")
-		[[ -n $v && $v -ge $n ]] && return 0
-		sleep 0.1
-	done
-	fail "counter in $file stuck at '$(last_counter "$file")', wanted $n"
+	wait_until "$3" counter_at_least "$1" "$2" ||
+		fail "counter in $1 stuck at '$(last_counter "$1")', wanted $2"
 }
 
 # restored_continues BEFORE AFTER [MAX_GAP]: the restored guest's first

@@ -7,21 +7,22 @@
 . "$(dirname "$0")/../lib.sh"
 
 # A reader that takes nothing until asked: holds the FIFO open with a
-# one-page buffer, writes WORK/full once the buffer is (almost) full and
-# drains into OUT (until every writer is gone) once WORK/go exists.
+# one-page buffer, writes WORK/full once the buffer holds FULL bytes and
+# drains into OUT (until every writer is gone; unbuffered, so that OUT
+# shows at once what came) once WORK/go exists.
 cat >"$WORK/reader.py" <<'PY'
 import fcntl, os, struct, sys, termios, time
-fifo, out, work = sys.argv[1:4]
+fifo, out, work, full = sys.argv[1:5]
 fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
 fcntl.fcntl(fd, 1031, 4096)  # F_SETPIPE_SZ: one page
 open(work + "/ready", "w").close()
 while not os.path.exists(work + "/go"):
     n = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
-    if n >= 4000 and not os.path.exists(work + "/full"):
+    if n >= int(full) and not os.path.exists(work + "/full"):
         open(work + "/full", "w").close()
-    time.sleep(0.05)
+    time.sleep(0.01)
 os.set_blocking(fd, True)
-with open(out, "wb") as f:
+with open(out, "wb", buffering=0) as f:
     while True:
         b = os.read(fd, 65536)
         if not b:
@@ -29,13 +30,14 @@ with open(out, "wb") as f:
         f.write(b)
 PY
 
-# start_reader NAME: a stopped reader on WORK/NAME.fifo draining into
-# WORK/NAME.out when WORK/NAME/go appears; sets READER_PID.
+# start_reader NAME FULL: a stopped reader on WORK/NAME.fifo draining into
+# WORK/NAME.out when WORK/NAME/go appears, WORK/NAME/full once FULL bytes
+# wait in the pipe; sets READER_PID.
 start_reader() {
 	local name=$1
 	mkdir -p "$WORK/$name"
 	mkfifo "$WORK/$name.fifo"
-	python3 "$WORK/reader.py" "$WORK/$name.fifo" "$WORK/$name.out" "$WORK/$name" \
+	python3 "$WORK/reader.py" "$WORK/$name.fifo" "$WORK/$name.out" "$WORK/$name" "$2" \
 		2>"$WORK/$name.reader.err" &
 	READER_PID=$!
 	BG_PIDS+=("$READER_PID")
@@ -43,12 +45,26 @@ start_reader() {
 }
 
 wait_for_file() {
-	local i
-	for ((i = 0; i < $(scaled "$2") * 10; i++)); do
-		[[ -e $1 ]] && return 0
-		sleep 0.1
-	done
-	fail "$1 did not appear within $(scaled "$2") s"
+	wait_until "$2" test -e "$1" || fail "$1 did not appear within $(scaled "$2") s"
+}
+
+# last_wrote FILE: the number of consoletest's last "wrote line N" on the
+# serial port (0 before the first).
+last_wrote() {
+	local n
+	n=$(sed -n 's/^consoletest: wrote line \([0-9][0-9]*\)$/\1/p' "$1" | tail -n 1)
+	echo "${n:-0}"
+}
+
+wrote_at_least() {
+	(($(last_wrote "$1") >= $2))
+}
+
+# size_above FILE BYTES: FILE is larger than BYTES.
+size_above() {
+	local n
+	n=$(stat -c %s "$1" 2>/dev/null) || return 1
+	((n > $2))
 }
 
 # ctl_within SECONDS ARGS...: stasis ctl ARGS must answer within SECONDS
@@ -62,7 +78,11 @@ ctl_within() {
 }
 
 # --- virtio-console on stdout ------------------------------------------
-start_reader con
+# Lines 1-9 of "consoletest: line N\n" take 20 bytes, 10-99 21, 100-999 22:
+# lines 1 to 191 fill 4094 bytes of the one-page pipe, and a line does not
+# go into a pipe that has no room for all of it. The guest has 16 transmit
+# buffers, so it writes up to line 191 + 16 = 207 before it must wait.
+start_reader con 4000
 S=$WORK/con.sock
 "$STASIS" run --kernel "$GUESTS/consoletest.elf" --debug-exit --api-socket "$S" \
 	--serial "file:$WORK/con.serial" --console stdio --cmdline "interval_ms=1" \
@@ -71,8 +91,11 @@ VM_PID=$!
 BG_PIDS+=("$VM_PID")
 wait_for_socket "$S"
 wait_for_file "$WORK/con/full" 120
-# The guest keeps writing into the full pipe for a while.
-sleep 1
+# Pause only once the guest has written more than the pipe can hold
+# (lines 1 to 195 are 4182 bytes): then some of its output is surely
+# waiting in stasis, not merely in the pipe.
+wait_until 120 wrote_at_least "$WORK/con.serial" 195 ||
+	fail "consoletest stopped at line $(last_wrote "$WORK/con.serial") with the pipe full; it should get to 207"
 ctl_within 30 "$S" pause
 ctl_within 60 "$S" snapshot "$WORK/con.snap" --then exit
 wait_exit "$VM_PID" 60
@@ -85,10 +108,7 @@ wait_exit "$READER_PID" 30
 start_stasis "$WORK/con2" restore "$WORK/con.snap" --api-socket "$S" \
 	--serial "file:$WORK/con2.serial"
 wait_for_socket "$S"
-for ((i = 0; i < $(scaled 60) * 10; i++)); do
-	[[ $(grep -c '^consoletest: line' "$WORK/con2.stdout") -ge 20 ]] && break
-	sleep 0.1
-done
+wait_for_count "$WORK/con2.stdout" '^consoletest: line' 20 60
 ctl "$S" shutdown >/dev/null
 wait_exit "$VM_PID" 60
 expect_status "$RC" 0 "restored consoletest shutdown: $(head -n 3 "$WORK/con2.err")"
@@ -120,7 +140,9 @@ note "console: $(wc -l <"$WORK/con.all") lines across the snapshot, none lost or
 
 # --- serial on stdout ---------------------------------------------------
 # The UART runs on the vCPU thread: a full pipe must not hold it in write.
-start_reader ser
+# It writes byte by byte, so the pipe fills to its last byte, and the next
+# byte finds it full.
+start_reader ser 4096
 S=$WORK/ser.sock
 "$STASIS" run --kernel "$GUESTS/counter.elf" --debug-exit --api-socket "$S" \
 	--serial stdio </dev/null >"$WORK/ser.fifo" 2>"$WORK/ser.err" &
@@ -128,12 +150,13 @@ VM_PID=$!
 BG_PIDS+=("$VM_PID")
 wait_for_socket "$S"
 wait_for_file "$WORK/ser/full" 120
-sleep 1
 ctl_within 30 "$S" pause
 ctl_within 30 "$S" resume
 touch "$WORK/ser/go"
-# Reading again, the guest's output flows again.
-sleep "$(scaled 2)"
+# Reading again, the guest's output flows again: more than the page the
+# pipe held comes through.
+wait_until 60 size_above "$WORK/ser.out" $((4096 + 200)) ||
+	fail "no serial output after the reader came back: $(stat -c %s "$WORK/ser.out") bytes"
 ctl_within 30 "$S" shutdown
 wait_exit "$VM_PID" 60
 expect_status "$RC" 0 "counter shutdown with a stalled serial reader: $(head -n 3 "$WORK/ser.err")"

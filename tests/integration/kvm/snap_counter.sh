@@ -13,7 +13,7 @@ counter_reaches "$WORK/a" 20 60
 ctl "$S" snapshot "$WORK/inplace.snap" --then resume >/dev/null
 v=$(last_counter "$WORK/a")
 counter_reaches "$WORK/a" $((v + 20)) 60
-ctl "$S" status | grep -q "state: running" || fail "not running after --then resume"
+expect_state "$S" running "after --then resume"
 
 # Then exit: the process ends with status 0 once the file is written.
 ctl "$S" snapshot "$WORK/exit.snap" --then exit >/dev/null

@@ -39,8 +39,10 @@ cycle smp "smp: cpus=2 totals" "smp: cpus=2 totals" --cpus 2 --cmdline "period_m
 grep -q STALL "$WORK/smp.b" && fail "smp after restore: $(grep STALL "$WORK/smp.b")"
 # Every CPU's total grew after the restore: compare the last line before
 # with the last line after.
-before=$(complete_text <"$WORK/smp.a" | grep "totals=" | tail -n 1 | sed 's/.*totals=//')
-after=$(complete_text <"$WORK/smp.b" | grep "totals=" | tail -n 1 | sed 's/.*totals=//')
+before=$(complete_text <"$WORK/smp.a" | sed -n 's/^smp: cpus=2 totals=//p' | tail -n 1)
+after=$(complete_text <"$WORK/smp.b" | sed -n 's/^smp: cpus=2 totals=//p' | tail -n 1)
+[[ $before =~ ^[0-9]+,[0-9]+$ && $after =~ ^[0-9]+,[0-9]+$ ]] ||
+	fail "smp totals unreadable: '$before' -> '$after'"
 IFS=, read -r b0 b1 <<<"$before"
 IFS=, read -r a0 a1 <<<"$after"
 ((a0 > b0 && a1 > b1)) || fail "smp totals did not grow: $before -> $after"

@@ -77,10 +77,10 @@ expect_status "$RC" 0 "consoletest (file) shutdown"
 start_stasis "$WORK/cons" run --kernel "$GUESTS/consoletest.elf" --debug-exit \
 	--serial "file:$WORK/cons" --console "socket:$WORK/con.sock" \
 	--cmdline "interval_ms=100"
-timeout -s KILL "$(scaled 60)" python3 - "$WORK/con.sock" >"$WORK/client" 2>&1 <<'PY' ||
+timeout -s KILL "$(scaled 60)" python3 - "$WORK/con.sock" "$(scaled 60)" >"$WORK/client" 2>&1 <<'PY' ||
 import re, socket, sys, time
 path = sys.argv[1]
-for _ in range(600):
+for _ in range(int(sys.argv[2]) * 10):
     try:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.connect(path)

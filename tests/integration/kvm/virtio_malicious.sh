@@ -25,7 +25,7 @@ start_stasis "$WORK/a" run --kernel "$GUESTS/rngtest.elf" --debug-exit \
 	--cmdline "inject=loop recover_ms=$(scaled 5000) rounds=0 irq=wait"
 wait_for_socket "$S"
 wait_for_line "$WORK/a" "^rngtest: NEEDS_RESET after inject=loop$" 60
-ctl "$S" status | grep -q "state: running" || fail "status after NEEDS_RESET"
+expect_state "$S" running "status after NEEDS_RESET"
 ctl "$S" snapshot "$WORK/a.snap" --then exit >/dev/null
 wait_exit "$VM_PID" 60
 expect_status "$RC" 0 "run after snapshot --then exit"

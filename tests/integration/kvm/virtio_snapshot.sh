@@ -69,15 +69,17 @@ last_recv() {
 	sed -n 's/^nettest: sent [0-9]* recv \([0-9][0-9]*\) ok$/\1/p' "$1" | tail -n 1
 }
 
+# recv_at_least FILE N: the last report has received N frames or more.
+recv_at_least() {
+	local v
+	v=$(last_recv "$1")
+	[[ -n $v && $v -ge $2 ]]
+}
+
 # recv_reaches FILE N SECONDS
 recv_reaches() {
-	local i v
-	for ((i = 0; i < $(scaled "$3") * 10; i++)); do
-		v=$(last_recv "$1")
-		[[ -n $v && $v -ge $2 ]] && return 0
-		sleep 0.1
-	done
-	fail "nettest in $1 stuck at recv '$(last_recv "$1")', wanted $2"
+	wait_until "$3" recv_at_least "$1" "$2" ||
+		fail "nettest in $1 stuck at recv '$(last_recv "$1")', wanted $2"
 }
 
 net_clean() {
