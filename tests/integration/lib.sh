@@ -13,11 +13,19 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/stasis-$TEST_NAME.XXXXXX")
 BG_PIDS=()
 
 cleanup() {
-	local pid
+	local rc=$? pid
 	for pid in "${BG_PIDS[@]}"; do
 		kill -9 "$pid" 2>/dev/null || true
 	done
 	wait 2>/dev/null || true
+	# A failing test ends with stasis's own lines on a triple fault, from
+	# any stasis stderr here: in the nested VM, tests/run-all.sh runs a
+	# test once more when they show a vCPU in its power-on state.
+	if [[ $rc != 0 ]]; then
+		find "$WORK" -maxdepth 2 -name '*.err' -size -20M \
+			-exec grep -H -e 'KVM_EXIT_SHUTDOWN' -e 'power-on values' {} + 2>/dev/null |
+			head -n 8 | sed "s|^$WORK/|$TEST_NAME: stasis stderr, |" >&2 || true
+	fi
 	# STASIS_KEEP_WORK=DIR keeps copies of the scratch files there.
 	if [[ -n ${STASIS_KEEP_WORK:-} ]]; then
 		mkdir -p "$STASIS_KEEP_WORK/$TEST_NAME"
