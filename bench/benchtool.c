@@ -20,12 +20,17 @@
  *       cont-after-migrate); prints
  *       the connect+negotiation time, then one line per command
  *   benchtool fsync FILE
+ *   benchtool kvm-cpuid
+ *       what this host's KVM_GET_SUPPORTED_CPUID offers in leaf 7.0 EDX,
+ *       which stasis's default (host) CPUID template passes on unchanged:
+ *       the bench scripts pick QEMU's -cpu from it (bench/lib.sh).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <linux/kvm.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -34,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/ptrace.h>
 #include <sys/resource.h>
@@ -786,6 +792,42 @@ static int cmd_fsync(int argc, char **argv)
 	return 0;
 }
 
+/* kvm-cpuid: leaf 7.0 EDX of KVM_GET_SUPPORTED_CPUID and its bit 29,
+ * ARCH_CAPABILITIES (SDM vol. 2A, CPUID leaf 07H), whose MSR (0x10a) is the
+ * one QEMU's -cpu host cannot set on some hosts. */
+static int cmd_kvm_cpuid(int argc, char **argv)
+{
+	enum { MAX_ENTRIES = 256 };
+	struct kvm_cpuid2 *c;
+	uint32_t edx = 0;
+	bool found = false;
+	int fd;
+
+	(void)argv;
+	if (argc)
+		die("usage: benchtool kvm-cpuid");
+	fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		die("cannot open /dev/kvm: %s", strerror(errno));
+	c = calloc(1, sizeof(*c) + MAX_ENTRIES * sizeof(c->entries[0]));
+	if (!c)
+		die("out of memory");
+	c->nent = MAX_ENTRIES;
+	if (ioctl(fd, KVM_GET_SUPPORTED_CPUID, c) < 0)
+		die("KVM_GET_SUPPORTED_CPUID: %s", strerror(errno));
+	for (uint32_t i = 0; i < c->nent; i++) {
+		if (c->entries[i].function == 7 && c->entries[i].index == 0) {
+			edx = c->entries[i].edx;
+			found = true;
+		}
+	}
+	printf("leaf7=%d edx=0x%08" PRIx32 " arch_capabilities=%d\n", found,
+	       edx, !!(edx & (1u << 29)));
+	free(c);
+	close(fd);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -800,8 +842,10 @@ int main(int argc, char **argv)
 		return cmd_qmp(argc - 2, argv + 2);
 	if (argc >= 2 && !strcmp(argv[1], "fsync"))
 		return cmd_fsync(argc - 2, argv + 2);
-	fputs("usage: benchtool boot|restore|http|qmp|fsync ... (see the "
-	      "source)\n",
+	if (argc >= 2 && !strcmp(argv[1], "kvm-cpuid"))
+		return cmd_kvm_cpuid(argc - 2, argv + 2);
+	fputs("usage: benchtool boot|restore|http|qmp|fsync|kvm-cpuid ...\n"
+	      "(see the source)\n",
 	      stderr);
 	return 2;
 }

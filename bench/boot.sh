@@ -4,7 +4,8 @@
 #
 # Usage: bench/boot.sh [BUILD_DIR]      (default: build)
 # Environment: BENCH_RUNS (10) runs of each VMM, interleaved; BENCH_MEM
-# (256M) guest RAM; QEMU (qemu-system-x86_64); KVMVM_CACHE, KVMVM_MEM for the
+# (256M) guest RAM; QEMU (qemu-system-x86_64); BENCH_QEMU_CPU, QEMU's -cpu
+# instead of the one bench/lib.sh picks; KVMVM_CACHE, KVMVM_MEM for the
 # nested VM used when /dev/kvm does not open here.
 # A benchmark, not a test: targets are reported PASS/MISS, and the exit
 # status is 0 unless the benchmark itself broke.
@@ -14,13 +15,12 @@ bench_setup "$0" "${1:-$BENCH_ROOT/build}"
 
 RUNS=${BENCH_RUNS:-10}
 MEM=${BENCH_MEM:-256M}
-HELLO_LINE="hello from the stasis guest kit"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/stasis-bench-boot.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 
 stasis_cmd=("$STASIS" run --kernel "$GUESTS/hello.elf" --mem "$MEM" --cpus 1
-	--serial stdio --debug-exit)
-qemu_cmd=("$QEMU" -M microvm -accel kvm -cpu host -m "$MEM" -smp 1
+	--cpu-template "$BENCH_CPU_TEMPLATE" --serial stdio --debug-exit)
+qemu_cmd=("$QEMU" -M microvm -accel kvm -cpu "$QEMU_CPU" -m "$MEM" -smp 1
 	-nodefaults -no-user-config -display none -serial stdio -no-reboot
 	-kernel "$GUESTS/hello.elf"
 	-device isa-debug-exit,iobase=0xf4,iosize=4)
@@ -33,7 +33,7 @@ one() {
 	line=$("$BENCHTOOL" boot --timeout-ms 120000 --out "$out" -- "$@" \
 		2>"$TMP/$label.err") || true
 	# hello exits through isa-debug-exit with code 0: status 1.
-	if [[ $(bench_kv "$line" exit) == 1 ]] && grep -qF "$HELLO_LINE" "$out"; then
+	if [[ $(bench_kv "$line" exit) == 1 ]] && grep -qF "$BENCH_HELLO_LINE" "$out"; then
 		echo "$line" >>"$TMP/$label"
 	else
 		bench_note "$label run failed: $line"

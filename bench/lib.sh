@@ -17,7 +17,8 @@ bench_note() {
 
 # bench_setup SCRIPT BUILD_DIR [ARGS...]: checks the build, builds the timing
 # helper, and re-executes SCRIPT inside scripts/kvm-vm.sh when /dev/kvm cannot
-# be opened here. Sets BUILD, STASIS, GUESTS, BENCHTOOL, QEMU.
+# be opened here; where it can, picks the peer's CPU model. Sets BUILD,
+# STASIS, GUESTS, BENCHTOOL, QEMU and (on KVM) QEMU_CPU.
 bench_setup() {
 	local script=$1 build=$2
 	shift 2
@@ -46,6 +47,7 @@ bench_setup() {
 	# A character device we can open (read-only here: "<>" would create a
 	# plain file where there is no device).
 	if [[ -c /dev/kvm && -w /dev/kvm ]] && (exec 3</dev/kvm) 2>/dev/null; then
+		bench_peer_cpu_choose
 		return 0
 	fi
 	[[ ${KVMVM:-0} = 1 ]] && bench_die "/dev/kvm does not open even inside the nested VM"
@@ -61,6 +63,111 @@ bench_setup() {
 	bench_note "no /dev/kvm here: running inside the nested KVM VM (KVMVM_MEM=${KVMVM_MEM:-4G}, cache $cache); numbers are 50-100x slower than hardware, compare ratios"
 	exec "$BENCH_ROOT/scripts/kvm-vm.sh" run "$cache" "$BENCH_ROOT" "${envs[@]}" \
 		-- bash "$script" "$BUILD" "$@"
+}
+
+# ------------------------------------------------------ the two CPUs --
+# stasis runs every benchmark with its default CPUID template, host: what
+# this host's KVM offers (KVM_GET_SUPPORTED_CPUID) plus the hypervisor bit
+# (src/cpu/cpuid.c, docs/cpu.md). Its QEMU counterpart is -cpu host, built
+# from the same KVM query. Both show ARCH_CAPABILITIES (CPUID.7.0:EDX[29])
+# where KVM offers it, as KVM emulates that MSR on every vendor; but QEMU
+# 7.2 also writes MSR 0x10a at vCPU creation with the value KVM reported,
+# and some KVMs refuse that write (KVM on PVM: QEMU aborts with "failed to
+# set MSR 0x10a"). Where -cpu host does not start, the peer runs
+# host,-arch-capabilities: the same CPU less that one bit and its MSR,
+# which none of the guest-kit guests reads. The stasis commands pass
+# --cpu-template "$BENCH_CPU_TEMPLATE" so that what is printed is what ran.
+BENCH_CPU_TEMPLATE=host
+BENCH_HELLO_LINE="hello from the stasis guest kit"
+
+# bench_kvm_kind: one line on which KVM this is.
+bench_kvm_kind() {
+	local kind vm=""
+	grep -qw hypervisor /proc/cpuinfo && vm=", in a VM (the host CPU shows the hypervisor flag)"
+	if [[ ${KVMVM:-0} = 1 ]]; then
+		echo "nested test VM (scripts/kvm-vm.sh): kvm_amd inside QEMU TCG with emulated SVM"
+		return 0
+	fi
+	# kvm-pvm.ko is KVM without VT-x/AMD-V (paging and privilege done
+	# in software), as cloud VMs without nested virtualisation offer.
+	if [[ -d /sys/module/kvm_pvm ]]; then
+		kind="KVM on PVM (kvm_pvm, software-virtualised)"
+	elif [[ -d /sys/module/kvm_intel ]]; then
+		kind="hardware KVM (kvm_intel, VT-x)"
+	elif [[ -d /sys/module/kvm_amd ]]; then
+		kind="hardware KVM (kvm_amd, AMD-V)"
+	else
+		kind="KVM of unknown kind (no kvm_intel, kvm_amd or kvm_pvm in /sys/module)"
+	fi
+	echo "$kind$vm"
+}
+
+# bench_qemu_starts CPU: whether QEMU with -cpu CPU starts here and runs
+# the hello guest far enough for its first serial output (the CPU models
+# that fail, fail before that: QEMU rejects the option or aborts creating
+# the vCPU). On failure QEMU's status and first error lines are in
+# BENCH_PROBE_ERR; when the guest ran but did not greet, its first line is
+# in BENCH_PROBE_GUEST.
+bench_qemu_starts() {
+	local out rc=0
+	BENCH_PROBE_ERR="" BENCH_PROBE_GUEST=""
+	out=$(mktemp "${TMPDIR:-/tmp}/stasis-bench-probe.XXXXXX")
+	# The braces' stderr takes bash's own word on a QEMU that aborts.
+	# shellcheck disable=SC2054 # the commas are QEMU's
+	{ timeout -k 5 180 "$QEMU" -M microvm -accel kvm -cpu "$1" -m 64M -smp 1 \
+		-nodefaults -no-user-config -display none -serial stdio -no-reboot \
+		-kernel "$GUESTS/hello.elf" -device isa-debug-exit,iobase=0xf4,iosize=4 \
+		</dev/null >"$out" 2>"$out.err"; } 2>/dev/null || rc=$?
+	if [[ -s $out ]]; then
+		# hello leaves through isa-debug-exit with code 0: status 1.
+		[[ $rc == 1 ]] && grep -qF "$BENCH_HELLO_LINE" "$out" ||
+			BENCH_PROBE_GUEST="status $rc: $(head -n 1 "$out")"
+		rm -f "$out" "$out.err"
+		return 0
+	fi
+	BENCH_PROBE_ERR="status $rc: $(grep -v '^$' "$out.err" | head -n 2 | tr '\n' ' ')"
+	rm -f "$out" "$out.err"
+	return 1
+}
+
+# bench_peer_cpu_choose: sets QEMU_CPU, the peer's -cpu (BENCH_QEMU_CPU
+# forces one), QEMU_CPU_WHY, and STASIS_ARCH_CAP (whether stasis's guest
+# sees ARCH_CAPABILITIES: 1, 0, or ? if not known).
+bench_peer_cpu_choose() {
+	local line want c
+	QEMU_CPU=""
+	line=$("$BENCHTOOL" kvm-cpuid 2>&1) || line=""
+	STASIS_ARCH_CAP=$(bench_kv "$line" arch_capabilities)
+	[[ -n $STASIS_ARCH_CAP ]] || STASIS_ARCH_CAP="?"
+	if [[ -n ${BENCH_QEMU_CPU:-} ]]; then
+		QEMU_CPU=$BENCH_QEMU_CPU
+		QEMU_CPU_WHY="set by BENCH_QEMU_CPU"
+		bench_note "peer CPU: -cpu $QEMU_CPU ($QEMU_CPU_WHY)"
+		return 0
+	fi
+	# The model matching stasis's first; the one without the MSR
+	# where QEMU cannot start with it.
+	for c in host host,-arch-capabilities; do
+		if bench_qemu_starts "$c"; then
+			QEMU_CPU=$c
+			[[ -z $BENCH_PROBE_GUEST ]] ||
+				bench_note "QEMU -cpu $c starts here, but its hello guest did not greet ($BENCH_PROBE_GUEST)"
+			break
+		fi
+		bench_note "QEMU -cpu $c does not start here ($BENCH_PROBE_ERR)"
+		want=${want:+$want; }"-cpu $c failed: $BENCH_PROBE_ERR"
+	done
+	[[ -n ${QEMU_CPU:-} ]] || bench_die "QEMU starts with no CPU model here: $want"
+	if [[ $QEMU_CPU == host ]]; then
+		QEMU_CPU_WHY="QEMU's counterpart of stasis's template host"
+	else
+		case $STASIS_ARCH_CAP in
+		1) QEMU_CPU_WHY="-cpu host does not start here; differs from stasis's CPU in ARCH_CAPABILITIES only, which stasis's guest sees" ;;
+		0) QEMU_CPU_WHY="-cpu host does not start here; KVM offers no ARCH_CAPABILITIES, so the same CPU as stasis's" ;;
+		*) QEMU_CPU_WHY="-cpu host does not start here; whether stasis's guest sees ARCH_CAPABILITIES is not known ($line)" ;;
+		esac
+	fi
+	bench_note "peer CPU: -cpu $QEMU_CPU ($QEMU_CPU_WHY)"
 }
 
 # ------------------------------------------------------------- results --
@@ -205,9 +312,18 @@ bench_verdict() {
 	esac
 }
 
+# bench_machine: the report's header lines: the machine, which KVM, and
+# the CPU each VMM gave its guest.
 bench_machine() {
-	local cpu
+	local cpu arch
 	cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
-	echo "machine: $(nproc) CPUs, $cpu, Linux $(uname -r)$([[ ${KVMVM:-0} = 1 ]] && echo ', nested KVM VM (kvm-vm.sh)')"
-	echo "stasis: $("$STASIS" --version 2>&1 | head -n1), $($QEMU --version | head -n1)"
+	case $STASIS_ARCH_CAP in
+	1) arch="ARCH_CAPABILITIES, CPUID.7.0:EDX[29], shown" ;;
+	0) arch="no ARCH_CAPABILITIES, CPUID.7.0:EDX[29]: KVM offers none" ;;
+	*) arch="whether ARCH_CAPABILITIES is shown is not known" ;;
+	esac
+	echo "machine: $(nproc) CPUs, $cpu, Linux $(uname -r)"
+	echo "environment: $(bench_kvm_kind)"
+	echo "stasis: $("$STASIS" --version 2>&1 | head -n1), --cpu-template $BENCH_CPU_TEMPLATE ($arch)"
+	echo "peer: $($QEMU --version | head -n1), -cpu $QEMU_CPU ($QEMU_CPU_WHY)"
 }

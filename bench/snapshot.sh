@@ -11,6 +11,7 @@
 #   BENCH_DIR        where snapshot files go (${TMPDIR:-/tmp}); the dd
 #                    baseline is measured there too
 #   QEMU             qemu-system-x86_64
+#   BENCH_QEMU_CPU   QEMU's -cpu, instead of the one bench/lib.sh picks
 #   KVMVM_CACHE, KVMVM_MEM (8G here)  for the nested VM used when /dev/kvm
 #                    does not open
 # A benchmark, not a test: targets are reported PASS/MISS, and the exit
@@ -57,7 +58,7 @@ touch_mib() {
 # qemu_base MEM KERNEL CMDLINE: sets QBASE, the QEMU command line shared by
 # the run and the restore of one scenario.
 qemu_base() {
-	QBASE=("$QEMU" -M microvm -accel kvm -cpu host -m "$1" -smp 1 -nodefaults
+	QBASE=("$QEMU" -M microvm -accel kvm -cpu "$QEMU_CPU" -m "$1" -smp 1 -nodefaults
 		-no-user-config -display none -no-reboot -kernel "$2"
 		-append "$3" -device isa-debug-exit,iobase=0xf4,iosize=4)
 }
@@ -83,7 +84,7 @@ stasis_scenario() {
 	local snap=$DIR/stasis.snap us
 	rm -f "$out"
 	"$STASIS" run --kernel "$GUESTS/memtest.elf" --mem "$mem" --cpus 1 \
-		--serial "file:$out" --api-socket "$sock" \
+		--cpu-template "$BENCH_CPU_TEMPLATE" --serial "file:$out" --api-socket "$sock" \
 		--cmdline "mode=touch mib=$mib" 2>"$DIR/s.err" &
 	pid=$!
 	PIDS+=("$pid")
@@ -198,7 +199,8 @@ first_output() {
 
 	# stasis
 	snap=$DIR/c-stasis.snap
-	"$STASIS" run --kernel "$kernel" --mem "$mem" --serial "file:$DIR/c.out" \
+	"$STASIS" run --kernel "$kernel" --mem "$mem" \
+		--cpu-template "$BENCH_CPU_TEMPLATE" --serial "file:$DIR/c.out" \
 		--api-socket "$sock" --cmdline "$args" 2>"$DIR/c.err" &
 	pid=$!
 	PIDS+=("$pid")

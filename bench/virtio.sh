@@ -15,6 +15,7 @@
 #   BENCH_DIR       where the images go (${TMPDIR:-/tmp}); the host figures
 #                   are measured on the same file system
 #   QEMU            qemu-system-x86_64
+#   BENCH_QEMU_CPU  QEMU's -cpu, instead of the one bench/lib.sh picks
 #   KVMVM_CACHE, KVMVM_MEM  for the nested VM used when /dev/kvm does not
 #                   open here
 # A benchmark, not a test: targets are reported PASS/MISS, and the exit
@@ -54,14 +55,14 @@ BLK_TIMEOUT_MS=$((900000 + 2 * RAND_MS))
 # stasis_cmd IMAGE ARGS [OPTIONS...]: sets CMD, a stasis run of blktest.
 stasis_cmd() {
 	CMD=("$STASIS" run --kernel "$GUESTS/blktest.elf" --mem "$MEM" --cpus 1
-		--debug-exit --disk "$1" --cmdline "$2" "${@:3}")
+		--cpu-template "$BENCH_CPU_TEMPLATE" --debug-exit --disk "$1" --cmdline "$2" "${@:3}")
 }
 
 # qemu_cmd IMAGE ARGS [OPTIONS...]: sets CMD, the same under QEMU: the pc
 # machine (microvm has no PCI at 0xcf8), a modern-only virtio-blk-pci.
 # shellcheck disable=SC2054 # the commas are QEMU's
 qemu_cmd() {
-	CMD=("$QEMU" -M pc -accel kvm -cpu host -m "$MEM" -smp 1 -nodefaults
+	CMD=("$QEMU" -M pc -accel kvm -cpu "$QEMU_CPU" -m "$MEM" -smp 1 -nodefaults
 		-no-user-config -display none -no-reboot
 		-kernel "$GUESTS/blktest.elf" -append "$2"
 		-device isa-debug-exit,iobase=0xf4,iosize=4

@@ -63,7 +63,7 @@ at_exit() {
 }
 
 cleanup() {
-	local pid c
+	local rc=${1:-0} pid c
 	for c in "${AT_EXIT[@]}"; do
 		eval "$c" || true
 	done
@@ -71,6 +71,16 @@ cleanup() {
 		kill -9 "$pid" 2>/dev/null || true
 	done
 	wait 2>/dev/null || true
+	# A failing test ends with stasis's own lines on a triple fault or a
+	# refused system call, from any stasis stderr here: in the nested VM,
+	# tests/run-all.sh runs a test once more when they show a vCPU in its
+	# power-on state.
+	if [[ $rc != 0 ]]; then
+		find "$WORK" -maxdepth 2 -name '*.err' -size -20M \
+			-exec grep -H -e 'KVM_EXIT_SHUTDOWN' -e 'power-on values' \
+			-e 'seccomp:' {} + 2>/dev/null |
+			head -n 8 | sed "s|^$WORK/|$TEST_NAME: stasis stderr, |" >&2 || true
+	fi
 	# STASIS_KEEP_WORK=DIR keeps copies of the scratch files there.
 	if [[ -n ${STASIS_KEEP_WORK:-} ]]; then
 		mkdir -p "$STASIS_KEEP_WORK/$TEST_NAME"
@@ -91,7 +101,7 @@ test_on_exit() {
 	if ((status != 0)) && [[ -z $TEST_SAID ]]; then
 		echo "$TEST_NAME: FAIL: exited with status $status without a message; last command: $1" >&2
 	fi
-	cleanup
+	cleanup "$status"
 	return "$status"
 }
 trap 'test_on_exit "$BASH_COMMAND"' EXIT
