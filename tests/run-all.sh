@@ -54,6 +54,10 @@ STASIS=$BUILD/stasis GUESTS=$BUILD/guests ROOT=$ROOT \
 	bash "$ROOT/tests/integration/cli.sh" >"$LOGS/cli.log" 2>&1
 result cli $? "$LOGS/cli.log"
 
+echo "== installation (meson install into a scratch DESTDIR)"
+BUILD=$BUILD ROOT=$ROOT bash "$ROOT/tests/integration/install.sh" >"$LOGS/install.log" 2>&1
+result install $? "$LOGS/install.log"
+
 echo "== guest kit under QEMU (the peer)"
 "$ROOT/guests/test-under-qemu.sh" "$BUILD" >"$LOGS/qemu-guests.log" 2>&1
 result guests-under-qemu $? "$LOGS/qemu-guests.log"
