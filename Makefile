@@ -5,7 +5,7 @@ BUILD ?= build
 SAN_BUILD ?= build-san
 MESON_OPTS ?= -Dwerror=true
 
-.PHONY: all deps check demo format format-check bench clean
+.PHONY: all deps check demo install format format-check bench clean
 
 all: deps $(BUILD)/build.ninja
 	ninja -C $(BUILD)
@@ -24,6 +24,14 @@ $(SAN_BUILD)/build.ninja:
 check: deps $(SAN_BUILD)/build.ninja
 	ninja -C $(SAN_BUILD)
 	tests/run-all.sh $(SAN_BUILD)
+
+# `make install [PREFIX=/usr] [DESTDIR=/tmp/root]`: meson install of the
+# release build (binary, man pages, systemd unit, bash completion);
+# meson reads DESTDIR from the environment.
+PREFIX ?= /usr/local
+install: all
+	meson configure $(BUILD) --prefix=$(PREFIX)
+	DESTDIR=$(DESTDIR) meson install -C $(BUILD)
 
 demo: all
 	scripts/demo.sh $(BUILD)

@@ -15,6 +15,9 @@ packages=(
 	clang-format         # `make format` and the format check
 	curl                 # documentation examples (curl --unix-socket)
 	python3              # the tests' /dev/kvm probe and console socket client
+	python3-yaml         # tests: reading docs/api.yaml to check it against the server
+	bash-completion      # tests: running the bash completion as bash would
+	groff-base           # tests: the man pages must format without warnings
 	qemu-system-x86      # the peer VMM for the guest kit and benchmarks
 	fio                  # bench/virtio.sh: the host's own 4 KiB random IOPS
 	busybox-static       # userland of the nested test VM (hosts without /dev/kvm)

@@ -56,6 +56,8 @@ static int run_vm(struct vm *vm, const struct vm_config *cfg)
 	return status;
 }
 
+static int cmd_run_or_resume(struct vm *vm, const struct vm_config *cfg);
+
 static int cmd_run(int argc, char **argv)
 {
 	struct vm_config cfg;
@@ -72,7 +74,7 @@ static int cmd_run(int argc, char **argv)
 		log_error("%s", err);
 		return STASIS_EXIT_USAGE;
 	}
-	status = run_vm(&vm, &cfg);
+	status = cmd_run_or_resume(&vm, &cfg);
 	config_free(&cfg);
 	return status;
 }
@@ -105,6 +107,10 @@ static void restore_usage(void)
 	       "                        the Nth --net replaces the Nth network "
 	       "backend;\n"
 	       "                        the guest keeps its MAC address\n"
+	       "  --on-term snapshot:PATH\n"
+	       "                        SIGTERM saves the VM to PATH, then "
+	       "exits 0;\n"
+	       "                        a failed save leaves it running\n"
 	       "  --seccomp on|log|off  system-call filters per thread "
 	       "(default on)\n");
 }
@@ -174,6 +180,122 @@ static int restore_replace_devices(struct vm_config *cfg, char **disks,
 	return 0;
 }
 
+/* How a snapshot is brought back: `stasis restore`'s options, or the run
+ * options of `stasis run --resume-from`. Host-side settings come from
+ * here, never from the file. */
+struct restore_opts {
+	const struct vm_config *run; /* run --resume-from: its host side */
+	const char *serial; /* restore --serial; NULL: the default */
+	const char *api_socket;
+	const char *on_term; /* --on-term snapshot:PATH's PATH, or NULL */
+	bool paused;
+	enum clock_policy clock;
+	bool copy_memory;
+	char **disks;
+	unsigned ndisks;
+	char **nets;
+	unsigned nnets;
+	bool mark_resumed; /* rename the file PATH.resumed once restored */
+	enum seccomp_mode seccomp;
+};
+
+/* Replaces @dst with a copy of @s (NULL for none); -ENOMEM. */
+static int replace_string(char **dst, const char *s)
+{
+	char *copy = NULL;
+
+	if (s && !(copy = strdup(s)))
+		return -ENOMEM;
+	free(*dst);
+	*dst = copy;
+	return 0;
+}
+
+/* The host side of a restored VM's config, from @o. */
+static int restore_host_config(struct vm_config *cfg,
+			       const struct restore_opts *o)
+{
+	/* A stdio console keeps stdin, so the serial port defaults to
+	 * none. */
+	cfg->serial =
+	    cfg->console == CONSOLE_STDIO ? SERIAL_NONE : SERIAL_STDIO;
+	if (o->run) {
+		cfg->serial = o->run->serial;
+		if (replace_string(&cfg->serial_path, o->run->serial_path))
+			return -ENOMEM;
+	} else if (o->serial && config_parse_serial(cfg, o->serial)) {
+		log_error("--serial: '%s' is not stdio, none or file:PATH",
+			  o->serial);
+		return -EINVAL;
+	}
+	/* Host policy: from this command line only, whatever the file says. */
+	cfg->seccomp = o->run ? o->run->seccomp : o->seccomp;
+	if (replace_string(&cfg->api_socket, o->api_socket) ||
+	    replace_string(&cfg->on_term_snapshot, o->on_term) ||
+	    replace_string(&cfg->resume_from, NULL))
+		return -ENOMEM;
+	return 0;
+}
+
+/* Restores the snapshot @path and runs it; returns the exit status. */
+static int restore_vm(const char *path, const struct restore_opts *o)
+{
+	struct snapshot_image img;
+	struct vm vm;
+	char err[512];
+	int ret, status;
+
+	ret = snapshot_open(path, &img, err, sizeof(err));
+	if (ret) {
+		log_error("%s: %s", path, err);
+		return STASIS_EXIT_USAGE;
+	}
+	img.copy_memory = o->copy_memory;
+	ret = restore_host_config(&img.cfg, o);
+	if (ret) {
+		snapshot_close(&img);
+		return ret == -ENOMEM ? STASIS_EXIT_HOST : STASIS_EXIT_USAGE;
+	}
+	err[0] = '\0';
+	if (restore_replace_devices(&img.cfg, o->disks, o->ndisks, o->nets,
+				    o->nnets) ||
+	    config_validate(&img.cfg, err, sizeof(err))) {
+		if (*err)
+			log_error("%s", err);
+		snapshot_close(&img);
+		return STASIS_EXIT_USAGE;
+	}
+
+	ret = vm_create(&vm, &img.cfg, img.cpuid);
+	if (ret) {
+		snapshot_close(&img);
+		return ret == -ENOTSUP ? STASIS_EXIT_USAGE : STASIS_EXIT_HOST;
+	}
+	ret = snapshot_restore(&vm, &img, o->clock, err, sizeof(err));
+	if (ret) {
+		log_error("%s: %s", path, err);
+		vm_destroy(&vm);
+		snapshot_close(&img);
+		return ret == -ENOMEM ? STASIS_EXIT_HOST : STASIS_EXIT_USAGE;
+	}
+	/* Before the guest runs: a VM that moved on must not come back
+	 * from this file by accident. */
+	ret =
+	    o->mark_resumed ? snapshot_mark_resumed(path, err, sizeof(err)) : 0;
+	if (ret < 0) {
+		log_error("--resume-from: %s", err);
+		vm_destroy(&vm);
+		snapshot_close(&img);
+		return STASIS_EXIT_HOST;
+	}
+	if (ret > 0)
+		log_warn("--resume-from: %s", err);
+	status = vm_run(&vm, o->paused);
+	vm_destroy(&vm);
+	snapshot_close(&img);
+	return status;
+}
+
 static int cmd_restore(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -184,20 +306,17 @@ static int cmd_restore(int argc, char **argv)
 		{ "memory", required_argument, NULL, 'm' },
 		{ "disk", required_argument, NULL, 'd' },
 		{ "net", required_argument, NULL, 'n' },
+		{ "on-term", required_argument, NULL, 't' },
 		{ "seccomp", required_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	char *disks[CONFIG_MAX_DISKS], *nets[CONFIG_MAX_NETS];
-	unsigned ndisks = 0, nnets = 0;
-	enum clock_policy clock = CLOCK_ADVANCE;
-	enum seccomp_mode seccomp = SECCOMP_ON;
-	struct snapshot_image img;
-	const char *serial = NULL, *api = NULL;
-	bool paused = false, copy_memory = false;
-	struct vm vm;
-	char err[512];
-	int opt, ret, status;
+	struct restore_opts o = { .disks = disks,
+				  .nets = nets,
+				  .seccomp = SECCOMP_ON };
+	char err[256];
+	int opt;
 
 	opterr = 0;
 	optind = 1;
@@ -205,19 +324,19 @@ static int cmd_restore(int argc, char **argv)
 	while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'a':
-			api = optarg;
+			o.api_socket = optarg;
 			break;
 		case 's':
-			serial = optarg;
+			o.serial = optarg;
 			break;
 		case 'p':
-			paused = true;
+			o.paused = true;
 			break;
 		case 'c':
 			if (!strcmp(optarg, "advance")) {
-				clock = CLOCK_ADVANCE;
+				o.clock = CLOCK_ADVANCE;
 			} else if (!strcmp(optarg, "frozen")) {
-				clock = CLOCK_FROZEN;
+				o.clock = CLOCK_FROZEN;
 			} else {
 				log_error("--clock: '%s' is not advance or "
 					  "frozen",
@@ -227,7 +346,7 @@ static int cmd_restore(int argc, char **argv)
 			break;
 		case 'm':
 			if (!strcmp(optarg, "map") || !strcmp(optarg, "copy")) {
-				copy_memory = !strcmp(optarg, "copy");
+				o.copy_memory = !strcmp(optarg, "copy");
 			} else {
 				log_error("--memory: '%s' is not map or copy",
 					  optarg);
@@ -235,25 +354,42 @@ static int cmd_restore(int argc, char **argv)
 			}
 			break;
 		case 'd':
-			if (ndisks == CONFIG_MAX_DISKS) {
+			if (o.ndisks == CONFIG_MAX_DISKS) {
 				log_error("--disk: more than %d disks",
 					  CONFIG_MAX_DISKS);
 				return STASIS_EXIT_USAGE;
 			}
-			disks[ndisks++] = optarg;
+			disks[o.ndisks++] = optarg;
 			break;
 		case 'n':
-			if (nnets == CONFIG_MAX_NETS) {
+			if (o.nnets == CONFIG_MAX_NETS) {
 				log_error("--net: more than %d network devices",
 					  CONFIG_MAX_NETS);
 				return STASIS_EXIT_USAGE;
 			}
-			nets[nnets++] = optarg;
+			nets[o.nnets++] = optarg;
 			break;
+		case 't': {
+			struct vm_config tmp;
+
+			/* Checked here, applied to the snapshot's config. */
+			config_init(&tmp);
+			if (config_parse_on_term(&tmp, optarg, err,
+						 sizeof(err))) {
+				log_error("%s", err);
+				return STASIS_EXIT_USAGE;
+			}
+			o.on_term = tmp.on_term_snapshot
+					? optarg + strlen("snapshot:")
+					: NULL;
+			config_free(&tmp);
+			break;
+		}
 		case 'S':
-			if (seccomp_mode_parse(optarg, &seccomp)) {
-				log_error("--seccomp: '%s' is not on, log or off",
-					  optarg);
+			if (seccomp_mode_parse(optarg, &o.seccomp)) {
+				log_error(
+				    "--seccomp: '%s' is not on, log or off",
+				    optarg);
 				return STASIS_EXIT_USAGE;
 			}
 			break;
@@ -272,54 +408,36 @@ static int cmd_restore(int argc, char **argv)
 		return STASIS_EXIT_USAGE;
 	}
 
-	ret = snapshot_open(argv[optind], &img, err, sizeof(err));
-	if (ret) {
-		log_error("%s: %s", argv[optind], err);
-		return STASIS_EXIT_USAGE;
-	}
-	img.copy_memory = copy_memory;
-	/* Host policy: from this command line only, whatever the file says. */
-	img.cfg.seccomp = seccomp;
-	/* Host-side options come from this command line, not the file. A
-	 * stdio console keeps stdin, so the serial port defaults to none. */
-	img.cfg.serial =
-	    img.cfg.console == CONSOLE_STDIO ? SERIAL_NONE : SERIAL_STDIO;
-	if (serial && config_parse_serial(&img.cfg, serial)) {
-		log_error("--serial: '%s' is not stdio, none or file:PATH",
-			  serial);
-		snapshot_close(&img);
-		return STASIS_EXIT_USAGE;
-	}
-	err[0] = '\0';
-	if (restore_replace_devices(&img.cfg, disks, ndisks, nets, nnets) ||
-	    config_validate(&img.cfg, err, sizeof(err))) {
-		if (*err)
-			log_error("%s", err);
-		snapshot_close(&img);
-		return STASIS_EXIT_USAGE;
-	}
-	if (api && !(img.cfg.api_socket = strdup(api))) {
-		snapshot_close(&img);
-		return STASIS_EXIT_HOST;
-	}
+	return restore_vm(argv[optind], &o);
+}
 
-	ret = vm_create(&vm, &img.cfg, img.cpuid);
-	if (ret) {
-		snapshot_close(&img);
-		return ret == -ENOTSUP ? STASIS_EXIT_USAGE : STASIS_EXIT_HOST;
+/* `stasis run --resume-from PATH`: a snapshot at PATH is restored with
+ * the run options' host side (serial, API socket, --on-term), its
+ * machine coming from the file; nothing there, the VM boots from the run
+ * options. A file that cannot be restored is refused, never replaced by a
+ * fresh boot (docs/install.md says why). */
+static int cmd_run_or_resume(struct vm *vm, const struct vm_config *cfg)
+{
+	struct restore_opts o = { .run = cfg, .mark_resumed = true };
+	char err[512];
+	int ret;
+
+	if (!cfg->resume_from)
+		return run_vm(vm, cfg);
+	ret = snapshot_find_resume(cfg->resume_from, err, sizeof(err));
+	if (ret < 0) {
+		log_error("--resume-from: %s", err);
+		return STASIS_EXIT_USAGE;
 	}
-	ret = snapshot_restore(&vm, &img, clock, err, sizeof(err));
-	if (ret) {
-		log_error("%s: %s", argv[optind], err);
-		vm_destroy(&vm);
-		snapshot_close(&img);
-		return ret == -ENOMEM ? STASIS_EXIT_HOST : STASIS_EXIT_USAGE;
+	if (!ret) {
+		log_info("%s does not exist: booting %s", cfg->resume_from,
+			 cfg->kernel);
+		return run_vm(vm, cfg);
 	}
-	/* The file is no longer needed once memory has been read. */
-	status = vm_run(&vm, paused);
-	vm_destroy(&vm);
-	snapshot_close(&img);
-	return status;
+	log_info("resuming from %s", cfg->resume_from);
+	o.api_socket = cfg->api_socket;
+	o.on_term = cfg->on_term_snapshot;
+	return restore_vm(cfg->resume_from, &o);
 }
 
 static int cmd_inspect(int argc, char **argv, bool verify_only)

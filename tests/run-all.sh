@@ -58,6 +58,15 @@ echo "== nested-VM attempt rules (made-up output)"
 bash "$ROOT/tests/nested-attempts-test.sh" >"$LOGS/nested-attempts.log" 2>&1
 result nested-attempts $? "$LOGS/nested-attempts.log"
 
+echo "== installation (meson install into a scratch DESTDIR)"
+BUILD=$BUILD ROOT=$ROOT bash "$ROOT/tests/integration/install.sh" >"$LOGS/install.log" 2>&1
+result install $? "$LOGS/install.log"
+
+echo "== docs/api.yaml against the server's endpoint table"
+{ "$BUILD/tests/unit/test_api" --endpoints-json >"$LOGS/endpoints.json" &&
+	python3 "$ROOT/tests/tools/check_api_spec.py" "$ROOT/docs/api.yaml" "$LOGS/endpoints.json"; } >"$LOGS/api-spec.log" 2>&1
+result api-spec $? "$LOGS/api-spec.log"
+
 echo "== guest kit under QEMU (the peer)"
 "$ROOT/guests/test-under-qemu.sh" "$BUILD" >"$LOGS/qemu-guests.log" 2>&1
 result guests-under-qemu $? "$LOGS/qemu-guests.log"

@@ -61,8 +61,7 @@ typedef enum MHD_Result (*api_handler)(struct api_server *s,
 				       const struct api_request *req);
 
 struct api_route {
-	const char *url;
-	const char *method;
+	struct api_endpoint ep;
 	api_handler handle;
 };
 
@@ -552,20 +551,69 @@ out:
 	return mret;
 }
 
-static const struct api_route api_routes[] = {
-	{ "/vm", MHD_HTTP_METHOD_GET, api_handle_status },
-	{ "/vm/pause", MHD_HTTP_METHOD_PUT, api_handle_pause },
-	{ "/vm/resume", MHD_HTTP_METHOD_PUT, api_handle_resume },
-	{ "/vm/shutdown", MHD_HTTP_METHOD_PUT, api_handle_shutdown },
-	{ "/vm/snapshot", MHD_HTTP_METHOD_PUT, api_handle_snapshot },
+const unsigned api_common_statuses[] = {
+	MHD_HTTP_FORBIDDEN,
+	MHD_HTTP_METHOD_NOT_ALLOWED,
+	MHD_HTTP_CONTENT_TOO_LARGE,
+	MHD_HTTP_INTERNAL_SERVER_ERROR,
+	0,
 };
+
+static const unsigned api_status_statuses[] = { MHD_HTTP_OK,
+						MHD_HTTP_BAD_REQUEST, 0 };
+/* 409: already paused (running), or a snapshot is being written. */
+static const unsigned api_pause_statuses[] = { MHD_HTTP_NO_CONTENT,
+					       MHD_HTTP_BAD_REQUEST,
+					       MHD_HTTP_CONFLICT, 0 };
+static const unsigned api_shutdown_statuses[] = { MHD_HTTP_ACCEPTED,
+						  MHD_HTTP_BAD_REQUEST, 0 };
+static const unsigned api_snapshot_statuses[] = {
+	MHD_HTTP_OK, MHD_HTTP_BAD_REQUEST, MHD_HTTP_CONFLICT,
+	MHD_HTTP_INSUFFICIENT_STORAGE, 0
+};
+static const char *const api_status_fields[] = { "state",
+						 "vcpus",
+						 "memory_bytes",
+						 "uptime_ms",
+						 "last_pause_us",
+						 "snapshot",
+						 "snapshot.done_bytes",
+						 "snapshot.total_bytes",
+						 NULL };
+static const char *const api_snapshot_keys[] = { "path", "then", NULL };
+static const char *const api_snapshot_required[] = { "path", NULL };
+
+static const struct api_route api_routes[] = {
+	{ { "/vm", MHD_HTTP_METHOD_GET, api_status_statuses, NULL, NULL,
+	    api_status_fields },
+	  api_handle_status },
+	{ { "/vm/pause", MHD_HTTP_METHOD_PUT, api_pause_statuses, NULL, NULL,
+	    NULL },
+	  api_handle_pause },
+	{ { "/vm/resume", MHD_HTTP_METHOD_PUT, api_pause_statuses, NULL, NULL,
+	    NULL },
+	  api_handle_resume },
+	{ { "/vm/shutdown", MHD_HTTP_METHOD_PUT, api_shutdown_statuses, NULL,
+	    NULL, NULL },
+	  api_handle_shutdown },
+	{ { "/vm/snapshot", MHD_HTTP_METHOD_PUT, api_snapshot_statuses,
+	    api_snapshot_keys, api_snapshot_required, api_snapshot_keys },
+	  api_handle_snapshot },
+};
+
+#define API_NROUTES (sizeof(api_routes) / sizeof(*api_routes))
+
+const struct api_endpoint *api_endpoint_get(size_t i)
+{
+	return i < API_NROUTES ? &api_routes[i].ep : NULL;
+}
 
 static const struct api_route *api_find_route(const char *url)
 {
 	size_t i;
 
-	for (i = 0; i < sizeof(api_routes) / sizeof(*api_routes); i++) {
-		if (!strcmp(url, api_routes[i].url))
+	for (i = 0; i < API_NROUTES; i++) {
+		if (!strcmp(url, api_routes[i].ep.url))
 			return &api_routes[i];
 	}
 	return NULL;
@@ -626,15 +674,15 @@ static enum MHD_Result api_begin(struct api_server *s, struct MHD_Connection *c,
 	route = api_find_route(url);
 	if (!route) {
 		api_quote(q, sizeof(q), url, strlen(url));
-		return api_reply_error(c, MHD_HTTP_NOT_FOUND, NULL,
+		return api_reply_error(c, API_STATUS_NO_ENDPOINT, NULL,
 				       "no such endpoint: %s", q);
 	}
-	if (strcmp(method, route->method)) {
+	if (strcmp(method, route->ep.method)) {
 		api_quote(q, sizeof(q), method, strlen(method));
 		return api_reply_error(c, MHD_HTTP_METHOD_NOT_ALLOWED,
-				       route->method,
+				       route->ep.method,
 				       "method %s not allowed on %s (use %s)",
-				       q, route->url, route->method);
+				       q, route->ep.url, route->ep.method);
 	}
 	/* Only an early refusal for honest clients; the body is capped as
 	 * it arrives whatever this header says. */

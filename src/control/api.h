@@ -47,6 +47,32 @@ struct api_ops {
 	int (*thread_init)(void *ctx);
 };
 
+/* What each endpoint answers, declared beside the routing table that
+ * serves it (api.c): the unit tests provoke every status listed and check
+ * every body's fields, and docs/api.yaml is checked against this. Lists
+ * end with 0 or NULL. */
+struct api_endpoint {
+	const char *url;
+	const char *method;
+	/* Statuses of this endpoint's own; every endpoint can also answer
+	 * api_common_statuses. */
+	const unsigned *statuses;
+	const char *const *request_keys; /* NULL: no body, or {} */
+	const char *const *request_required;
+	/* The success body's fields ("a.b" for b in object a); NULL: no
+	 * body. Error bodies are { "error": ... } everywhere. */
+	const char *const *reply_fields;
+};
+
+/* 403 (peer uid), 405 (method), 413 (body too large), 500 (out of memory,
+ * or the operation failed); 0-terminated. */
+extern const unsigned api_common_statuses[];
+/* The status for a URL that is no endpoint. */
+#define API_STATUS_NO_ENDPOINT 404
+
+/* The endpoints, in routing order; NULL past the last. */
+const struct api_endpoint *api_endpoint_get(size_t i);
+
 /* Request bodies larger than this are refused with 413. */
 #define API_BODY_MAX (64 * 1024)
 

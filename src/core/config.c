@@ -83,6 +83,8 @@ void config_free(struct vm_config *c)
 	config_clear_disks(c);
 	config_clear_nets(c);
 	free(c->console_path);
+	free(c->on_term_snapshot);
+	free(c->resume_from);
 	config_init(c);
 }
 
@@ -419,6 +421,31 @@ int config_parse_console(struct vm_config *c, const char *spec, char *err,
 	return 0;
 }
 
+int config_parse_on_term(struct vm_config *c, const char *spec, char *err,
+			 size_t errlen)
+{
+	const char *path = NULL;
+
+	if (!strncmp(spec, "snapshot:", 9) && spec[9]) {
+		path = spec + 9;
+		if (strlen(path) >= PATH_MAX) {
+			set_err(err, errlen, "--on-term: path too long");
+			return -EINVAL;
+		}
+	} else if (strcmp(spec, "stop")) {
+		set_err(err, errlen,
+			"--on-term: '%s' is not snapshot:PATH or stop", spec);
+		return -EINVAL;
+	}
+	free(c->on_term_snapshot);
+	c->on_term_snapshot = NULL;
+	if (path && !(c->on_term_snapshot = strdup(path))) {
+		set_err(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	return 0;
+}
+
 static int parse_cpus(const char *s, unsigned *out)
 {
 	unsigned long v;
@@ -453,6 +480,8 @@ enum config_opt {
 	OPT_CONSOLE,
 	OPT_RNG,
 	OPT_SECCOMP,
+	OPT_ON_TERM,
+	OPT_RESUME_FROM,
 };
 
 static const struct option config_long_opts[] = {
@@ -467,6 +496,8 @@ static const struct option config_long_opts[] = {
 	{ "api-socket", required_argument, NULL, OPT_API_SOCKET },
 	{ "disk", required_argument, NULL, OPT_DISK },
 	{ "net", required_argument, NULL, OPT_NET },
+	{ "on-term", required_argument, NULL, OPT_ON_TERM },
+	{ "resume-from", required_argument, NULL, OPT_RESUME_FROM },
 	{ "console", required_argument, NULL, OPT_CONSOLE },
 	{ "rng", no_argument, NULL, OPT_RNG },
 	{ "seccomp", required_argument, NULL, OPT_SECCOMP },
@@ -567,10 +598,20 @@ static int config_apply(struct vm_config *c, int opt, const char *name,
 		break;
 	case OPT_SECCOMP:
 		if (seccomp_mode_parse(value, &c->seccomp)) {
-			set_err(err, errlen, "--seccomp: '%s' is not on, log or off",
-				value);
+			set_err(err, errlen,
+				"--seccomp: '%s' is not on, log or off", value);
 			return -EINVAL;
 		}
+		break;
+	case OPT_ON_TERM:
+		return config_parse_on_term(c, value, err, errlen);
+	case OPT_RESUME_FROM:
+		if (!*value || strlen(value) >= PATH_MAX) {
+			set_err(err, errlen,
+				"--resume-from: path empty or too long");
+			return -EINVAL;
+		}
+		ret = set_string(&c->resume_from, value);
 		break;
 	default:
 		set_err(err, errlen, "option '%s' is not allowed here", name);
@@ -935,6 +976,12 @@ void config_print_run_usage(void)
 	    "  --seccomp on|log|off  system-call filters per thread (default\n"
 	    "                        on; log: the kernel logs what would be\n"
 	    "                        refused; docs/security.md)\n"
+	    "  --on-term snapshot:PATH\n"
+	    "                        SIGTERM saves the VM to PATH, then exits\n"
+	    "                        0; a failed save leaves it running\n"
+	    "  --resume-from PATH    restore PATH if it exists (then renamed\n"
+	    "                        PATH.resumed), else boot from the "
+	    "options\n"
 	    "  --config FILE.json    the same options as a JSON object;\n"
 	    "                        flags given too override it\n"
 	    "  --help\n",

@@ -80,6 +80,12 @@ struct vm_config {
 	bool rng;
 	/* Host policy, never taken from a snapshot's CONFIG record. */
 	enum seccomp_mode seccomp;
+
+	/* Host integration (docs/install.md), never recorded in snapshots:
+	 * where SIGTERM saves the VM (NULL: SIGTERM stops it), and the
+	 * snapshot `stasis run` resumes instead of booting when it exists. */
+	char *on_term_snapshot;
+	char *resume_from;
 };
 
 /* Defaults: 256 MiB, 1 vCPU, serial on stdio, host CPU template. */
@@ -122,6 +128,11 @@ int config_parse_net(struct net_config *n, const char *spec, char *err,
 		     size_t errlen);
 int config_parse_console(struct vm_config *c, const char *spec, char *err,
 			 size_t errlen);
+/* "--on-term snapshot:PATH" (SIGTERM saves to PATH, then stasis exits)
+ * or "stop" (the default: SIGTERM stops the VM). 0 or -EINVAL / -ENOMEM
+ * with a one-line reason in @err. */
+int config_parse_on_term(struct vm_config *c, const char *spec, char *err,
+			 size_t errlen);
 void config_free_disk(struct disk_config *d);
 void config_free_net(struct net_config *n);
 
@@ -136,8 +147,8 @@ void config_print_run_usage(void);
 /* The machine-shape part of @c (kernel, initrd, cmdline, mem, cpus,
  * debug-exit, cpu-template, and the virtio devices: disk, net, console,
  * rng) as a JSON object that config_load_json() reads back; host-side
- * options (serial, api-socket) are left out. Returns a heap string or
- * NULL. */
+ * options (serial, api-socket, on-term, resume-from) are left out. Returns a
+ * heap string or NULL. */
 char *config_to_json(const struct vm_config *c);
 
 #endif

@@ -589,16 +589,13 @@ void vm_get_status(struct vm *vm, struct vm_status *st)
 	}
 }
 
-int vm_snapshot(struct vm *vm, const char *path, enum vm_then then, char *err,
-		size_t errlen)
+/* vm_snapshot's work, with snapshot_lock held; releases it. */
+static int vm_snapshot_locked(struct vm *vm, const char *path,
+			      enum vm_then then, char *err, size_t errlen)
 {
 	bool was_paused;
 	int ret;
 
-	if (pthread_mutex_trylock(&vm->snapshot_lock)) {
-		snprintf(err, errlen, "another snapshot is being written");
-		return -EBUSY;
-	}
 	vm->snapshot_progress.done_bytes = 0;
 	vm->snapshot_progress.total_bytes = 0;
 	atomic_store(&vm->snapshot_active, true);
@@ -633,6 +630,51 @@ out:
 	atomic_store(&vm->snapshot_active, false);
 	pthread_mutex_unlock(&vm->snapshot_lock);
 	return ret;
+}
+
+int vm_snapshot(struct vm *vm, const char *path, enum vm_then then, char *err,
+		size_t errlen)
+{
+	if (pthread_mutex_trylock(&vm->snapshot_lock)) {
+		snprintf(err, errlen, "another snapshot is being written");
+		return -EBUSY;
+	}
+	return vm_snapshot_locked(vm, path, then, err, errlen);
+}
+
+/* SIGTERM with --on-term snapshot:PATH, on the main thread: waits for a
+ * snapshot the API may be writing, then saves and stops the VM (exit 0).
+ * A failed save leaves the VM as it was, running or paused, and stasis
+ * serving: the VM is never lost to a save that did not happen. Another
+ * SIGTERM tries again; SIGINT or SIGKILL discard the VM. */
+static void vm_save_on_term(struct vm *vm)
+{
+	const char *path = vm->cfg.on_term_snapshot;
+	char err[512] = "";
+	int ret;
+
+	pthread_mutex_lock(&vm->snapshot_lock);
+	if (atomic_load(&vm->stop_reason)) {
+		/* Stopping already (snapshot --then exit, shutdown). */
+		pthread_mutex_unlock(&vm->snapshot_lock);
+		return;
+	}
+	ret = vm_snapshot_locked(vm, path, VM_THEN_EXIT, err, sizeof(err));
+	if (!ret) {
+		log_info("SIGTERM: VM saved to %s", path);
+		return;
+	}
+	log_error("SIGTERM: cannot save the VM to %s: %s; it stays %s", path,
+		  err[0] ? err : strerror(-ret),
+		  atomic_load(&vm->paused) ? "paused" : "running");
+}
+
+static void vm_handle_signal(struct vm *vm, int signo)
+{
+	if (signo == SIGTERM && vm->cfg.on_term_snapshot)
+		vm_save_on_term(vm);
+	else
+		vm_request_stop(vm, VM_STOP_SIGNAL, 128 + signo);
 }
 
 static int vm_api_pause(void *ctx, char *err, size_t errlen)
@@ -823,9 +865,7 @@ int vm_run(struct vm *vm, bool start_paused)
 				struct signalfd_siginfo si;
 
 				if (read(sfd, &si, sizeof(si)) == sizeof(si))
-					vm_request_stop(vm, VM_STOP_SIGNAL,
-							128 +
-							    (int)si.ssi_signo);
+					vm_handle_signal(vm, (int)si.ssi_signo);
 			} else if (pfd[i].fd == vm->serial_in_fd) {
 				ssize_t r = read(vm->serial_in_fd, in.buf,
 						 sizeof(in.buf));

@@ -49,6 +49,18 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 
 void snapshot_close(struct snapshot_image *img);
 
+/* `stasis run --resume-from PATH` (snapshot/resume.c). Whether anything
+ * is at @path: 1 (restore it), 0 (nothing there: boot), or -errno with a
+ * one-line reason in @err when that cannot be known. */
+int snapshot_find_resume(const char *path, char *err, size_t errlen);
+
+/* Renames a restored @path to "@path.resumed" (replacing an older one)
+ * and makes that durable, so that the next --resume-from boots unless a
+ * new snapshot was written meanwhile. 0; 1 when renamed but the directory
+ * could not be synced (@err says so); -errno with @err filled when not
+ * renamed. */
+int snapshot_mark_resumed(const char *path, char *err, size_t errlen);
+
 /* Records appear in this order: CONFIG, CPUID, CLOCK, VCPU..., IRQCHIP,
  * PIT, DEVICE..., MEMORY..., END. Returns the position of @type in that
  * order, or -1 for a type outside it (optional records of later

@@ -61,6 +61,25 @@ expect 2 "bad magic" -- restore "$WORK/garbage.snap"
 expect 2 "usage" -- restore
 expect 2 "--clock: 'slow' is not" -- restore --clock slow x
 
+# Managed save and resume-or-boot (docs/install.md).
+expect 2 "--on-term: 'save' is not snapshot:PATH or stop" -- run --kernel x --on-term save
+expect 2 "--on-term: 'snapshot:' is not" -- restore --on-term snapshot: x
+expect 2 "--resume-from: path empty" -- run --kernel x --resume-from ""
+# Nothing at PATH: boots (here a kernel that is none, so it stops there).
+err=$(timeout -s KILL 20 "$STASIS" run --kernel "$WORK/random" --resume-from "$WORK/none.snap" 2>&1 </dev/null) && fail "booted a random kernel"
+[[ $err == *"$WORK/none.snap does not exist: booting $WORK/random"* && $err == *"not an ELF or bzImage"* ]] ||
+	fail "--resume-from, nothing there: $err"
+# Something that is not a snapshot: refused with status 2, left alone.
+cp "$WORK/garbage.snap" "$WORK/resume.snap"
+rc=0
+err=$(timeout -s KILL 20 "$STASIS" run --kernel "$GUESTS/hello.elf" --resume-from "$WORK/resume.snap" 2>&1 </dev/null) || rc=$?
+[[ $rc == 2 && $err == *"resuming from $WORK/resume.snap"* && $err == *"bad magic"* ]] ||
+	fail "--resume-from garbage: status $rc: $err"
+cmp -s "$WORK/resume.snap" "$WORK/garbage.snap" || fail "--resume-from changed a refused file"
+[[ ! -e $WORK/resume.snap.resumed ]] || fail "a refused file was set aside"
+"$STASIS" run --help | grep -q -- '--on-term snapshot:PATH' || fail "run --help lacks --on-term"
+"$STASIS" restore --help | grep -q -- '--on-term' || fail "restore --help lacks --on-term"
+
 # The control client.
 expect 6 "cannot connect to" -- ctl "$WORK/no.sock" status
 expect 2 "usage" -- ctl "$WORK/no.sock" dance

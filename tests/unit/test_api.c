@@ -222,6 +222,11 @@ static void *xmalloc(size_t n)
 	return p;
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 /* Async-signal-safe: the uid test's child uses it. */
 static int unix_addr(struct sockaddr_un *addr, const char *path)
 {
@@ -1286,11 +1291,219 @@ static void test_ctl_progress_on_tty(void **state)
 	assert_non_null(strstr(buf, "\r\033[K")); /* the line is cleared */
 }
 
+/* The fields of a JSON reply body, with "a.b" for the keys of an object
+ * field a, as one space-separated sorted string. */
+static void reply_fields(const char *body, char *out, size_t outlen)
+{
+	struct json_object *obj = json_tokener_parse(body);
+	const char *names[32];
+	char buf[64][48];
+	size_t n = 0;
+
+	assert_non_null(obj);
+	json_object_object_foreach(obj, key, val)
+	{
+		assert_true(n < 64);
+		snprintf(buf[n], sizeof(buf[n]), "%s", key);
+		n++;
+		if (json_object_is_type(val, json_type_object)) {
+			json_object_object_foreach(val, k2, v2)
+			{
+				(void)v2;
+				assert_true(n < 64);
+				snprintf(buf[n], sizeof(buf[n]), "%s.%s", key,
+					 k2);
+				n++;
+			}
+		}
+	}
+	json_object_put(obj);
+	assert_true(n <= 32);
+	for (size_t i = 0; i < n; i++)
+		names[i] = buf[i];
+	qsort(names, n, sizeof(*names), cmp_str);
+	out[0] = '\0';
+	for (size_t i = 0; i < n; i++)
+		snprintf(out + strlen(out), outlen - strlen(out), "%s%s",
+			 i ? " " : "", names[i]);
+}
+
+/* The declared fields, as reply_fields() prints them. */
+static void declared_fields(const char *const *fields, char *out, size_t outlen)
+{
+	const char *names[32];
+	size_t n = 0;
+
+	for (; fields && fields[n]; n++)
+		assert_true(n < 32);
+	memcpy(names, fields, n * sizeof(*names));
+	qsort(names, n, sizeof(*names), cmp_str);
+	out[0] = '\0';
+	for (size_t i = 0; i < n; i++)
+		snprintf(out + strlen(out), outlen - strlen(out), "%s%s",
+			 i ? " " : "", names[i]);
+}
+
+/* Asks @ep for @status the way a client would get it; false when there is
+ * no way to here (403 needs another uid: test_peer_uid_refused; a 500 of
+ * an endpoint without a failing operation needs malloc to fail). */
+static bool provoke(struct fixture *f, const struct api_endpoint *ep,
+		    unsigned status, struct reply *rep)
+{
+	const char *body = ep->request_keys
+			       ? "{\"path\": \"/x.snap\", \"then\": \"pause\"}"
+			       : NULL;
+	bool has_op = strcmp(ep->url, "/vm") != 0;
+	char *big;
+
+	pthread_mutex_lock(&f->vm.lock);
+	f->vm.paused = !strcmp(ep->url, "/vm/resume");
+	/* A snapshot in progress shows the status's nested fields. */
+	f->vm.snap_active = !strcmp(ep->url, "/vm");
+	f->vm.snap_total = 256 * MIB;
+	pthread_mutex_unlock(&f->vm.lock);
+	switch (status) {
+	case 200:
+	case 202:
+	case 204:
+		break;
+	case 400:
+		body = "[1]";
+		break;
+	case 405:
+		http(f->sock, "PATCH", ep->url, body, rep);
+		return true;
+	case 409:
+		f->vm.fail_ret = -EBUSY;
+		break;
+	case 413:
+		big = xmalloc(API_BODY_MAX + 2);
+		memset(big, ' ', API_BODY_MAX + 1);
+		big[API_BODY_MAX + 1] = '\0';
+		http(f->sock, ep->method, ep->url, big, rep);
+		free(big);
+		return true;
+	case 500:
+		if (!has_op)
+			return false;
+		f->vm.fail_ret = -EIO;
+		break;
+	case 507:
+		f->vm.fail_ret = -ENOSPC;
+		break;
+	default:
+		return false;
+	}
+	http(f->sock, ep->method, ep->url, body, rep);
+	f->vm.fail_ret = 0;
+	return true;
+}
+
+/* Every endpoint of the routing table answers each status it declares,
+ * with the declared fields, and nothing else: the table docs/api.yaml is
+ * checked against (tests/tools/check_api_spec.py). */
+static void test_endpoints_as_declared(void **state)
+{
+	struct fixture *f = *state;
+	char got[1024], want[1024];
+	struct reply rep;
+	size_t i;
+
+	for (i = 0; api_endpoint_get(i); i++) {
+		const struct api_endpoint *ep = api_endpoint_get(i);
+		unsigned all[16], n = 0;
+
+		for (const unsigned *st = ep->statuses; *st; st++)
+			all[n++] = *st;
+		for (const unsigned *st = api_common_statuses; *st; st++)
+			all[n++] = *st;
+		for (unsigned k = 0; k < n; k++) {
+			if (!provoke(f, ep, all[k], &rep)) {
+				if (all[k] == 403 || all[k] == 500)
+					continue;
+				fail_msg("%s %s: no way to get %u", ep->method,
+					 ep->url, all[k]);
+			}
+			if (rep.status != (int)all[k])
+				fail_msg("%s %s: %d, expected %u", ep->method,
+					 ep->url, rep.status, all[k]);
+			if (all[k] >= 300) {
+				assert_error(&rep, (int)all[k], "");
+				continue;
+			}
+			if (!ep->reply_fields) {
+				assert_string_equal(rep.body, "");
+				continue;
+			}
+			reply_fields(rep.body, got, sizeof(got));
+			declared_fields(ep->reply_fields, want, sizeof(want));
+			if (strcmp(got, want))
+				fail_msg("%s %s: fields '%s', declared '%s'",
+					 ep->method, ep->url, got, want);
+		}
+	}
+	assert_int_equal(i, 5);
+	http(f->sock, "GET", "/nowhere", NULL, &rep);
+	assert_error(&rep, API_STATUS_NO_ENDPOINT, "no such endpoint");
+}
+
+/* `test_api --endpoints-json`: the declared table, for the spec check. */
+static void json_strings(struct json_object *o, const char *key,
+			 const char *const *v)
+{
+	struct json_object *a = v ? json_object_new_array() : NULL;
+
+	for (; v && *v; v++)
+		json_object_array_add(a, json_object_new_string(*v));
+	json_object_object_add(o, key, a);
+}
+
+static void json_statuses(struct json_object *o, const char *key,
+			  const unsigned *st)
+{
+	struct json_object *a = json_object_new_array();
+
+	for (; *st; st++)
+		json_object_array_add(a, json_object_new_int((int)*st));
+	json_object_object_add(o, key, a);
+}
+
+static int print_endpoints(void)
+{
+	struct json_object *root = json_object_new_object();
+	struct json_object *eps = json_object_new_array();
+
+	json_statuses(root, "common_statuses", api_common_statuses);
+	json_object_object_add(root, "no_endpoint_status",
+			       json_object_new_int(API_STATUS_NO_ENDPOINT));
+	for (size_t i = 0; api_endpoint_get(i); i++) {
+		const struct api_endpoint *ep = api_endpoint_get(i);
+		struct json_object *o = json_object_new_object();
+
+		json_object_object_add(o, "url",
+				       json_object_new_string(ep->url));
+		json_object_object_add(o, "method",
+				       json_object_new_string(ep->method));
+		json_statuses(o, "statuses", ep->statuses);
+		json_strings(o, "request_keys", ep->request_keys);
+		json_strings(o, "request_required", ep->request_required);
+		json_strings(o, "reply_fields", ep->reply_fields);
+		json_object_array_add(eps, o);
+	}
+	json_object_object_add(root, "endpoints", eps);
+	printf("%s\n", json_object_to_json_string_ext(
+			   root, JSON_C_TO_STRING_PRETTY |
+				     JSON_C_TO_STRING_NOSLASHESCAPE));
+	json_object_put(root);
+	return 0;
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
+		T(test_endpoints_as_declared),
 		T(test_status),
 		T(test_pause_resume),
 		T(test_shutdown),
@@ -1319,5 +1532,7 @@ int main(void)
 		T(test_ctl_progress_on_tty),
 	};
 
+	if (argc == 2 && !strcmp(argv[1], "--endpoints-json"))
+		return print_endpoints();
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

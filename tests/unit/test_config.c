@@ -291,6 +291,49 @@ static void test_virtio_bad_flags(void **state)
 	config_free(&c);
 }
 
+/* --on-term and --resume-from: host-side options, in flags and JSON, never
+ * recorded with the machine. */
+static void test_host_integration(void **state)
+{
+	struct vm_config c;
+	char err[256] = "";
+	char *json;
+
+	assert_int_equal(parse(&c, err, sizeof(err), "--kernel", "k",
+			       "--on-term", "snapshot:/var/lib/stasis/a.snap",
+			       "--resume-from", "/var/lib/stasis/a.snap", NULL),
+			 0);
+	assert_string_equal(c.on_term_snapshot, "/var/lib/stasis/a.snap");
+	assert_string_equal(c.resume_from, "/var/lib/stasis/a.snap");
+	json = config_to_json(&c);
+	assert_non_null(json);
+	assert_null(strstr(json, "on-term"));
+	assert_null(strstr(json, "on_term"));
+	assert_null(strstr(json, "resume"));
+	free(json);
+	config_free(&c);
+	assert_null(c.on_term_snapshot);
+
+	/* "stop", the default, turns a file's save off again. */
+	config_init(&c);
+	assert_int_equal(config_load_json(&c,
+					  "{\"kernel\": \"k\", \"on_term\": "
+					  "\"snapshot:/x.snap\", "
+					  "\"resume-from\": \"/x.snap\"}",
+					  err, sizeof(err)),
+			 0);
+	assert_string_equal(c.on_term_snapshot, "/x.snap");
+	assert_int_equal(config_parse_on_term(&c, "stop", err, sizeof(err)), 0);
+	assert_null(c.on_term_snapshot);
+	assert_string_equal(c.resume_from, "/x.snap");
+	config_free(&c);
+
+	expect_bad("--on-term", "snapshot:", "not snapshot:PATH or stop");
+	expect_bad("--on-term", "save", "not snapshot:PATH or stop");
+	expect_bad("--on-term", "SNAPSHOT:/x", "not snapshot:PATH or stop");
+	expect_bad("--resume-from", "", "empty");
+}
+
 static void test_virtio_json(void **state)
 {
 	struct vm_config c, back;
@@ -420,6 +463,7 @@ int main(void)
 		cmocka_unit_test(test_virtio_bad_flags),
 		cmocka_unit_test(test_virtio_json),
 		cmocka_unit_test(test_virtio_flags_override_file),
+		cmocka_unit_test(test_host_integration),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
