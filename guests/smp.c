@@ -75,6 +75,13 @@ void guest_main(void)
 	period_ticks = (period_ms * smp.hz + 999) / 1000;
 	next = guest_ticks();
 	for (round = 1; !rounds || round <= rounds; round++) {
+		/* Ticks that came in a burst (a resume after a pause, a host
+		 * that ran something else) can leave the count whole periods
+		 * ahead: the round then starts now, so that every CPU has a
+		 * full period to count in and time it never had is not taken
+		 * for a stall. */
+		if (next < guest_ticks())
+			next = guest_ticks();
 		next += period_ticks ? period_ticks : 1;
 		while (guest_ticks() < next)
 			smp.slot[0].count++;

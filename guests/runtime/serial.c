@@ -1,5 +1,6 @@
 /* serial.c - polled 16550A output on COM1, guest_exit and the spinlock;
- * used from ring 3 (through the I/O bitmap) and from the ring-0 fault report. */
+ * used from ring 3 (through the I/O bitmap) and from the ring-0 fault
+ * report. */
 #include "runtime.h"
 
 #define COM1 0x3f8

@@ -144,7 +144,8 @@ static void test_every_role_refuses_socket(void **state)
 			fail_msg("role %s: status 0x%x, stderr '%s'",
 				 seccomp_role_name((enum seccomp_role)role),
 				 r.status, r.err);
-		snprintf(want, sizeof(want), "the %s thread made system call %d",
+		snprintf(want, sizeof(want),
+			 "the %s thread made system call %d",
 			 seccomp_role_name((enum seccomp_role)role),
 			 (int)__NR_socket);
 		if (!strstr(r.err, want))
