@@ -21,8 +21,11 @@ $(SAN_BUILD)/build.ninja:
 	meson setup $(SAN_BUILD) $(MESON_OPTS) -Db_sanitize=address,undefined \
 		-Db_lundef=false
 
-check: deps $(SAN_BUILD)/build.ninja
+# It also builds the release build, whose seccomp filters one KVM test
+# runs (tests/integration/kvm/seccomp_release.sh).
+check: deps $(SAN_BUILD)/build.ninja $(BUILD)/build.ninja
 	ninja -C $(SAN_BUILD)
+	ninja -C $(BUILD)
 	tests/run-all.sh $(SAN_BUILD)
 
 # `make install [PREFIX=/usr] [DESTDIR=/tmp/root]`: meson install of the
