@@ -309,6 +309,10 @@ static void pager_complete(struct pager *p)
 			};
 
 			ioctl(p->uffd, UFFDIO_UNREGISTER, &r);
+			/* Unregistering wakes the waiters it finds; this
+			 * wakes any it missed (a fault of a zero page queued
+			 * but not yet read). */
+			ioctl(p->uffd, UFFDIO_WAKE, &r);
 		}
 		p->registered = false;
 		p->complete = true;
