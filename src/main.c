@@ -12,6 +12,7 @@
 #include "core/log.h"
 #include "core/vm.h"
 #include "snapshot/inspect.h"
+#include "snapshot/pager.h"
 #include "snapshot/snapshot.h"
 
 static void usage(void)
@@ -88,12 +89,20 @@ static void restore_usage(void)
 	       "clocks move on\n"
 	       "                        by the time spent suspended; frozen: "
 	       "they don't\n"
-	       "  --memory MODE         map (default): guest memory is mapped "
-	       "from the file,\n"
-	       "                        copy-on-write, and read as the guest "
-	       "touches it;\n"
-	       "                        copy: read in whole (the file may then "
-	       "change)\n"
+	       "  --memory MODE         ondemand (default): the guest runs at "
+	       "once; each chunk\n"
+	       "                        of its memory is read and verified "
+	       "when first touched,\n"
+	       "                        the rest in the background (needs "
+	       "userfaultfd;\n"
+	       "                        without it the default is copy);\n"
+	       "                        map: mapped from the file, "
+	       "copy-on-write, verified\n"
+	       "                        before the guest runs (the page "
+	       "cache is shared);\n"
+	       "                        copy: read in whole and verified (the "
+	       "file may then\n"
+	       "                        change)\n"
 	       "  --disk PATH[,ro][,id=NAME]\n"
 	       "                        replaces the snapshot's disk with that "
 	       "id (blkN\n"
@@ -190,7 +199,8 @@ static int cmd_restore(int argc, char **argv)
 	enum clock_policy clock = CLOCK_ADVANCE;
 	struct snapshot_image img;
 	const char *serial = NULL, *api = NULL;
-	bool paused = false, copy_memory = false;
+	bool paused = false, copy_memory = false, ondemand = true;
+	bool memory_given = false;
 	struct vm vm;
 	char err[512];
 	int opt, ret, status;
@@ -222,10 +232,14 @@ static int cmd_restore(int argc, char **argv)
 			}
 			break;
 		case 'm':
-			if (!strcmp(optarg, "map") || !strcmp(optarg, "copy")) {
+			if (!strcmp(optarg, "map") || !strcmp(optarg, "copy") ||
+			    !strcmp(optarg, "ondemand")) {
 				copy_memory = !strcmp(optarg, "copy");
+				ondemand = !strcmp(optarg, "ondemand");
+				memory_given = true;
 			} else {
-				log_error("--memory: '%s' is not map or copy",
+				log_error("--memory: '%s' is not ondemand, map "
+					  "or copy",
 					  optarg);
 				return STASIS_EXIT_USAGE;
 			}
@@ -266,7 +280,20 @@ static int cmd_restore(int argc, char **argv)
 		log_error("%s: %s", argv[optind], err);
 		return STASIS_EXIT_USAGE;
 	}
+	/* Lazy restores need userfaultfd: the default falls back to copy
+	 * with a notice, an explicit request fails. */
+	if (ondemand && pager_probe(err, sizeof(err))) {
+		if (memory_given) {
+			log_error("--memory ondemand: %s", err);
+			snapshot_close(&img);
+			return STASIS_EXIT_HOST;
+		}
+		log_info("%s; restoring with --memory copy", err);
+		ondemand = false;
+		copy_memory = true;
+	}
 	img.copy_memory = copy_memory;
+	img.ondemand = ondemand;
 	/* Host-side options come from this command line, not the file. A
 	 * stdio console keeps stdin, so the serial port defaults to none. */
 	img.cfg.serial =
@@ -302,8 +329,11 @@ static int cmd_restore(int argc, char **argv)
 		snapshot_close(&img);
 		return ret == -ENOMEM ? STASIS_EXIT_HOST : STASIS_EXIT_USAGE;
 	}
-	/* The file is no longer needed once memory has been read. */
 	status = vm_run(&vm, paused);
+	/* After a chunk failed its check, threads may wait on memory that
+	 * will never come: the process ends without tearing down. */
+	if (vm.pager && pager_failed(vm.pager))
+		return status;
 	vm_destroy(&vm);
 	snapshot_close(&img);
 	return status;
