@@ -12,6 +12,7 @@
 #include "core/log.h"
 #include "core/vm.h"
 #include "snapshot/inspect.h"
+#include "snapshot/pager.h"
 #include "snapshot/snapshot.h"
 
 static void usage(void)
@@ -90,12 +91,20 @@ static void restore_usage(void)
 	       "clocks move on\n"
 	       "                        by the time spent suspended; frozen: "
 	       "they don't\n"
-	       "  --memory MODE         map (default): guest memory is mapped "
-	       "from the file,\n"
-	       "                        copy-on-write, and read as the guest "
-	       "touches it;\n"
-	       "                        copy: read in whole (the file may then "
-	       "change)\n"
+	       "  --memory MODE         ondemand (default): the guest runs at "
+	       "once; each chunk\n"
+	       "                        of its memory is read and verified "
+	       "when first touched,\n"
+	       "                        the rest in the background (needs "
+	       "userfaultfd;\n"
+	       "                        without it the default is copy);\n"
+	       "                        map: mapped from the file, "
+	       "copy-on-write, verified\n"
+	       "                        before the guest runs (the page "
+	       "cache is shared);\n"
+	       "                        copy: read in whole and verified (the "
+	       "file may then\n"
+	       "                        change)\n"
 	       "  --disk PATH[,ro][,id=NAME]\n"
 	       "                        replaces the snapshot's disk with that "
 	       "id (blkN\n"
@@ -191,6 +200,8 @@ struct restore_opts {
 	bool paused;
 	enum clock_policy clock;
 	bool copy_memory;
+	bool ondemand; /* lazy restore (the default) */
+	bool memory_given; /* --memory named a mode: no fallback */
 	char **disks;
 	unsigned ndisks;
 	char **nets;
@@ -241,6 +252,7 @@ static int restore_host_config(struct vm_config *cfg,
 static int restore_vm(const char *path, const struct restore_opts *o)
 {
 	struct snapshot_image img;
+	bool copy_memory, ondemand;
 	struct vm vm;
 	char err[512];
 	int ret, status;
@@ -250,7 +262,22 @@ static int restore_vm(const char *path, const struct restore_opts *o)
 		log_error("%s: %s", path, err);
 		return STASIS_EXIT_USAGE;
 	}
-	img.copy_memory = o->copy_memory;
+	/* Lazy restores need userfaultfd: the default falls back to copy
+	 * with a notice, an explicit request fails. */
+	copy_memory = o->copy_memory;
+	ondemand = o->ondemand;
+	if (ondemand && pager_probe(err, sizeof(err))) {
+		if (o->memory_given) {
+			log_error("--memory ondemand: %s", err);
+			snapshot_close(&img);
+			return STASIS_EXIT_HOST;
+		}
+		log_info("%s; restoring with --memory copy", err);
+		ondemand = false;
+		copy_memory = true;
+	}
+	img.copy_memory = copy_memory;
+	img.ondemand = ondemand;
 	ret = restore_host_config(&img.cfg, o);
 	if (ret) {
 		snapshot_close(&img);
@@ -291,6 +318,10 @@ static int restore_vm(const char *path, const struct restore_opts *o)
 	if (ret > 0)
 		log_warn("--resume-from: %s", err);
 	status = vm_run(&vm, o->paused);
+	/* After a chunk failed its check, threads may wait on memory that
+	 * will never come: the process ends without tearing down. */
+	if (vm.pager && pager_failed(vm.pager))
+		return status;
 	vm_destroy(&vm);
 	snapshot_close(&img);
 	return status;
@@ -314,6 +345,7 @@ static int cmd_restore(int argc, char **argv)
 	char *disks[CONFIG_MAX_DISKS], *nets[CONFIG_MAX_NETS];
 	struct restore_opts o = { .disks = disks,
 				  .nets = nets,
+				  .ondemand = true,
 				  .seccomp = SECCOMP_ON };
 	char err[256];
 	int opt;
@@ -345,10 +377,14 @@ static int cmd_restore(int argc, char **argv)
 			}
 			break;
 		case 'm':
-			if (!strcmp(optarg, "map") || !strcmp(optarg, "copy")) {
+			if (!strcmp(optarg, "map") || !strcmp(optarg, "copy") ||
+			    !strcmp(optarg, "ondemand")) {
 				o.copy_memory = !strcmp(optarg, "copy");
+				o.ondemand = !strcmp(optarg, "ondemand");
+				o.memory_given = true;
 			} else {
-				log_error("--memory: '%s' is not map or copy",
+				log_error("--memory: '%s' is not ondemand, map "
+					  "or copy",
 					  optarg);
 				return STASIS_EXIT_USAGE;
 			}
@@ -418,7 +454,9 @@ static int cmd_restore(int argc, char **argv)
  * fresh boot (docs/install.md says why). */
 static int cmd_run_or_resume(struct vm *vm, const struct vm_config *cfg)
 {
-	struct restore_opts o = { .run = cfg, .mark_resumed = true };
+	struct restore_opts o = { .run = cfg,
+				  .mark_resumed = true,
+				  .ondemand = true };
 	char err[512];
 	int ret;
 

@@ -25,6 +25,7 @@
 #include "core/seccomp.h"
 #include "cpu/cpuid.h"
 #include "cpu/vcpu_state.h"
+#include "snapshot/pager.h"
 #include "snapshot/snapshot.h"
 #include "virtio/devices.h"
 
@@ -493,6 +494,8 @@ static const char *vm_stop_reason_name(enum vm_stop_reason r)
 		return "stopped by signal";
 	case VM_STOP_REQUEST:
 		return "stopped on request";
+	case VM_STOP_MEMORY:
+		return "guest memory failed its check";
 	}
 	return "?";
 }
@@ -747,6 +750,14 @@ static int vm_tty_input_fd(const struct vm *vm)
 	return vm->cfg.console == CONSOLE_STDIO ? STDIN_FILENO : -1;
 }
 
+/* The pager's report of a chunk that failed its check: one line, and the
+ * VM stops with the status of a bad snapshot file. */
+static void vm_memory_failed(void *ctx, const char *line)
+{
+	log_error("%s", line);
+	vm_request_stop(ctx, VM_STOP_MEMORY, STASIS_EXIT_USAGE);
+}
+
 int vm_run(struct vm *vm, bool start_paused)
 {
 	struct sigaction sa = { .sa_handler = vcpu_kick_handler };
@@ -796,6 +807,17 @@ int vm_run(struct vm *vm, bool start_paused)
 			status = STASIS_EXIT_HOST;
 			goto out_restore;
 		}
+	}
+	/* From here on a chunk that fails its check stops the VM; one that
+	 * failed already (while devices were restored) stops it now, before
+	 * any worker or vCPU runs. */
+	if (vm->pager && pager_set_running(vm->pager, vm_memory_failed, vm)) {
+		char err[512];
+
+		pager_error(vm->pager, err, sizeof(err));
+		vm_memory_failed(vm, err);
+		status = STASIS_EXIT_USAGE;
+		goto out_restore;
 	}
 	/* Device workers run before any vCPU can kick them; with the signals
 	 * above blocked, as every thread of stasis but the vCPUs. */
@@ -883,6 +905,13 @@ int vm_run(struct vm *vm, bool start_paused)
 	}
 
 	vm_kick_vcpus(vm);
+	/* A vCPU or worker may wait forever on a chunk that failed: nothing
+	 * unverified is ever installed. They are not joined; the process
+	 * ends and takes them along (vm_destroy must not run). */
+	if (vm->pager && pager_failed(vm->pager)) {
+		status = vm->exit_status;
+		goto out_restore;
+	}
 	for (unsigned i = 0; i < vm->ncpus; i++) {
 		if (vm->vcpus[i].thread_started) {
 			pthread_join(vm->vcpus[i].thread, NULL);
@@ -896,6 +925,7 @@ int vm_run(struct vm *vm, bool start_paused)
 	switch ((enum vm_stop_reason)atomic_load(&vm->stop_reason)) {
 	case VM_STOP_DEBUG_EXIT:
 	case VM_STOP_SIGNAL:
+	case VM_STOP_MEMORY:
 		status = vm->exit_status;
 		break;
 	case VM_STOP_CRASH:
@@ -930,6 +960,8 @@ void vm_destroy(struct vm *vm)
 	/* Workers stop before the memory and buses they use go away. */
 	for (unsigned i = 0; i < vm->nvirtio; i++)
 		virtio_device_destroy(&vm->virtio[i]);
+	pager_stop(vm->pager);
+	vm->pager = NULL;
 	vm->nvirtio = 0;
 	irq_routing_destroy(&vm->irq_routing);
 	uart_destroy(&vm->uart);

@@ -46,7 +46,10 @@ enum vm_stop_reason {
 	VM_STOP_CRASH, /* internal error, failed entry, unhandled exit */
 	VM_STOP_SIGNAL, /* SIGINT/SIGTERM to stasis */
 	VM_STOP_REQUEST, /* control API shutdown, snapshot --then exit */
+	VM_STOP_MEMORY, /* a lazily restored chunk failed its check */
 };
+
+struct pager;
 
 struct vm;
 
@@ -69,6 +72,9 @@ struct vm {
 	struct kvm_cpuid2 *cpuid; /* after the template, before per-vCPU ids */
 
 	struct guest_mem mem;
+	/* Serves guest memory during a lazy restore (snapshot/pager.h);
+	 * NULL otherwise. */
+	struct pager *pager;
 	struct bus pio;
 	struct bus mmio;
 

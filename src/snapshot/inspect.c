@@ -77,9 +77,12 @@ static int inspect_one(struct snap_reader *r, struct inspect_record *ir,
 		*ram += d.size;
 		snprintf(ir->summary, sizeof(ir->summary),
 			 "gpa=0x%" PRIx64 " size=%" PRIu64
-			 " MiB stored=%" PRIu64 " pages (%" PRIu64 " MiB)",
+			 " MiB stored=%" PRIu64 " pages (%" PRIu64
+			 " MiB) chunks=%" PRIu64 "/%" PRIu64 " of %" PRIu32
+			 " KiB",
 			 d.gpa, d.size >> 20, d.stored_pages,
-			 (d.stored_pages * d.page_size) >> 20);
+			 (d.stored_pages * d.page_size) >> 20, d.stored_chunks,
+			 d.nchunks, d.chunk_size >> 10);
 		return 0;
 	}
 	ret = snap_read_payload(r, rec, INSPECT_PAYLOAD_MAX, &data, err,

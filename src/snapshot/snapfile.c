@@ -40,6 +40,9 @@
 #define REC_RESERVED 24
 
 #define MEM_DESC_SIZE 32
+/* Version 2: a 64-byte descriptor, then 32 bytes per chunk. */
+#define MEM2_DESC_SIZE 64
+#define MEM2_ENTRY_SIZE 32
 #define END_VERSION 0
 
 /* The reader's scratch buffer: payloads and bitmaps are streamed through
@@ -63,6 +66,7 @@ struct snap_writer {
 	char *tmp_name; /* temporary name inside dirfd */
 	uint64_t off; /* where the next record starts */
 	uint32_t page_size;
+	uint32_t format_version; /* what the header says: 1 or 2 */
 	uint32_t nrecords;
 	int io_error; /* sticky: a record may be half written */
 	XXH3_state_t *xxh;
@@ -102,6 +106,9 @@ struct mem_layout {
 	uint64_t pad_off;
 	uint64_t pad;
 	uint64_t pages_off;
+	/* Version 2: the table at bitmap_off (bitmap_bytes long), then pad
+	 * bytes up to the data area at pages_off. */
+	uint64_t data_bytes;
 };
 
 __attribute__((format(printf, 4, 5))) static int
@@ -289,7 +296,7 @@ static int page_io_flush(struct page_io *io)
 	ret = file_rw_full(io->fd, io->write, iov, io->n, io->file_off);
 	if (ret)
 		return ret;
-	for (unsigned i = 0; i < io->n; i++)
+	for (unsigned i = 0; io->xxh && i < io->n; i++)
 		XXH3_64bits_update(io->xxh, io->iov[i].iov_base,
 				   io->iov[i].iov_len);
 	if (io->progress)
@@ -356,12 +363,12 @@ static void put_str(uint8_t *field, size_t field_len, const char *s)
 	memcpy(field, s, strnlen(s, field_len));
 }
 
-static void header_encode(const struct snap_header *h,
+static void header_encode(const struct snap_header *h, uint32_t version,
 			  uint8_t out[SNAP_HEADER_SIZE])
 {
 	memset(out, 0, SNAP_HEADER_SIZE);
 	memcpy(out + HDR_MAGIC, SNAP_MAGIC, 8);
-	put_le32(out + HDR_FORMAT_VERSION, SNAP_FORMAT_VERSION);
+	put_le32(out + HDR_FORMAT_VERSION, version);
 	put_le32(out + HDR_ENDIAN, SNAP_ENDIAN_MARK);
 	put_le32(out + HDR_HEADER_SIZE, SNAP_HEADER_SIZE);
 	put_le32(out + HDR_PAGE_SIZE, h->page_size);
@@ -477,6 +484,8 @@ struct snap_writer *snap_writer_open(const char *path,
 	int ret;
 
 	if (!page_size_valid(hdr->page_size) || hdr->flags ||
+	    (hdr->format_version && hdr->format_version != 1 &&
+	     hdr->format_version != SNAP_FORMAT_VERSION) ||
 	    strnlen(hdr->stasis_version, sizeof(hdr->stasis_version)) >=
 		sizeof(hdr->stasis_version) ||
 	    strnlen(hdr->cpu_vendor, sizeof(hdr->cpu_vendor)) >=
@@ -495,6 +504,8 @@ struct snap_writer *snap_writer_open(const char *path,
 	w->fd = -1;
 	w->dirfd = -1;
 	w->page_size = hdr->page_size;
+	w->format_version =
+	    hdr->format_version ? hdr->format_version : SNAP_FORMAT_VERSION;
 	w->xxh = XXH3_createState();
 	w->path = strdup(path);
 	if (!w->xxh || !w->path || split_path(path, &dir, &w->base)) {
@@ -533,7 +544,7 @@ struct snap_writer *snap_writer_open(const char *path,
 		goto free_writer;
 	}
 
-	header_encode(hdr, hbuf);
+	header_encode(hdr, w->format_version, hbuf);
 	ret = write_full(w->fd, hbuf, sizeof(hbuf), 0);
 	if (ret) {
 		snap_fail(err, errlen, ret, "writing %s failed: %s", path,
@@ -711,7 +722,7 @@ static int write_memory_record(struct snap_writer *w,
 	put_le32(desc + 16, (uint32_t)ps);
 	put_le64(desc + 24, stored);
 
-	record_hash_start(w->xxh, SNAP_REC_MEMORY, SNAP_MEMORY_VERSION, 0,
+	record_hash_start(w->xxh, SNAP_REC_MEMORY, SNAP_MEMORY_VERSION_V1, 0,
 			  length);
 	XXH3_64bits_update(w->xxh, desc, sizeof(desc));
 	XXH3_64bits_update(w->xxh, bm, bm_len);
@@ -737,7 +748,7 @@ static int write_memory_record(struct snap_writer *w,
 
 	/* Last, so a header with a valid checksum is never followed by
 	 * pages that were not written. */
-	record_header_encode(hdr, SNAP_REC_MEMORY, SNAP_MEMORY_VERSION, 0,
+	record_header_encode(hdr, SNAP_REC_MEMORY, SNAP_MEMORY_VERSION_V1, 0,
 			     length, XXH3_64bits_digest(w->xxh));
 	ret = write_full(w->fd, hdr, sizeof(hdr), rec_off);
 	if (ret)
@@ -746,6 +757,165 @@ static int write_memory_record(struct snap_writer *w,
 	w->off = align8(pages_off + stored * ps);
 	w->nrecords++;
 	return 0;
+}
+
+/* Whether any page of [first, first + n) is marked in @bm. */
+static bool bitmap_any(const uint8_t *bm, uint64_t first, uint64_t n)
+{
+	for (uint64_t p = first; p < first + n; p++)
+		if (bit_test(bm, p))
+			return true;
+	return false;
+}
+
+/* The geometry a version 2 record of page size @ps uses. */
+static void chunk_geometry(uint64_t ps, uint32_t *chunk, uint32_t *block)
+{
+	uint64_t cs = ps > SNAP_CHUNK_SIZE ? ps : SNAP_CHUNK_SIZE;
+	uint64_t bs = cs / SNAP_CHUNK_MAX_BLOCKS;
+
+	*chunk = (uint32_t)cs;
+	*block = (uint32_t)(bs > ps ? bs : ps);
+}
+
+/* Bytes of block @j of a chunk of @len bytes (the last one may be short);
+ * @j must be inside the chunk. */
+static uint64_t block_len(uint64_t len, uint64_t bs, unsigned j)
+{
+	uint64_t left = len - (uint64_t)j * bs;
+
+	return left < bs ? left : bs;
+}
+
+static unsigned chunk_blocks(uint64_t len, uint64_t bs)
+{
+	return (unsigned)((len + bs - 1) / bs);
+}
+
+/* Writes one version 2 memory record: the stored blocks of every chunk
+ * straight from guest memory, then the chunk table, the descriptor and
+ * last the header with the checksum of descriptor, table and padding.
+ * @bm marks the pages that are not zero. */
+static int write_memory_record_v2(struct snap_writer *w,
+				  const struct mem_region *reg,
+				  const uint8_t *bm,
+				  struct snap_progress *progress)
+{
+	uint64_t ps = w->page_size, nchunks, table_bytes, pos, length;
+	uint64_t rec_off = w->off, table_off, data_off, stored_chunks = 0;
+	uint8_t hdr[SNAP_RECORD_HEADER_SIZE], desc[MEM2_DESC_SIZE];
+	struct page_io io = {
+		.fd = w->fd, .write = true, .xxh = NULL, .progress = progress
+	};
+	XXH3_state_t *ch = NULL;
+	uint8_t *table = NULL;
+	uint32_t cs, bs;
+	struct iovec iov[2];
+	int ret;
+
+	if (ps > SNAP_CHUNK_SIZE_MAX)
+		return -EINVAL;
+	chunk_geometry(ps, &cs, &bs);
+	nchunks = (reg->size + cs - 1) / cs;
+	table_bytes = nchunks * MEM2_ENTRY_SIZE;
+	table_off = rec_off + SNAP_RECORD_HEADER_SIZE + MEM2_DESC_SIZE;
+	data_off = align_up(table_off + table_bytes, ps);
+	if (data_off + reg->size > INT64_MAX)
+		return -EFBIG;
+	table = calloc(1, table_bytes);
+	ch = XXH3_createState();
+	if (!table || !ch) {
+		ret = -ENOMEM;
+		goto out;
+	}
+
+	io.file_off = data_off;
+	pos = data_off;
+	for (uint64_t c = 0; c < nchunks; c++) {
+		uint64_t start = c * cs, len = reg->size - start, stored = 0;
+		uint8_t *e = table + c * MEM2_ENTRY_SIZE;
+		uint64_t mask = 0;
+		unsigned nb;
+
+		if (len > cs)
+			len = cs;
+		nb = chunk_blocks(len, bs);
+		for (unsigned j = 0; j < nb; j++)
+			if (bitmap_any(bm, (start + (uint64_t)j * bs) / ps,
+				       block_len(len, bs, j) / ps))
+				mask |= 1ull << j;
+		if (!mask) {
+			e[13] = SNAP_CHUNK_ZERO;
+			continue;
+		}
+		/* The hash covers the whole chunk; blocks left out are zero
+		 * and hashed as such, without reading (and so allocating)
+		 * the memfd holes among them. */
+		XXH3_64bits_reset(ch);
+		for (unsigned j = 0; j < nb; j++) {
+			uint8_t *p = reg->host + start + (uint64_t)j * bs;
+			uint64_t n = block_len(len, bs, j);
+
+			if (!(mask >> j & 1)) {
+				hash_zeros(ch, n);
+				continue;
+			}
+			XXH3_64bits_update(ch, p, n);
+			ret = page_io_add(&io, p, n);
+			if (ret)
+				goto out;
+			stored += n;
+		}
+		put_le64(e + 0, pos - data_off);
+		put_le32(e + 8, (uint32_t)stored);
+		e[12] = SNAP_CODEC_RAW;
+		put_le64(e + 16, mask);
+		put_le64(e + 24, XXH3_64bits_digest(ch));
+		pos += stored;
+		stored_chunks++;
+	}
+	ret = page_io_flush(&io);
+	if (ret)
+		goto out;
+
+	length = pos - (rec_off + SNAP_RECORD_HEADER_SIZE);
+	memset(desc, 0, sizeof(desc));
+	put_le64(desc + 0, reg->gpa);
+	put_le64(desc + 8, reg->size);
+	put_le32(desc + 16, (uint32_t)ps);
+	put_le32(desc + 20, cs);
+	put_le32(desc + 24, bs);
+	put_le64(desc + 32, nchunks);
+	put_le64(desc + 40, stored_chunks);
+	put_le64(desc + 48, pos - data_off);
+
+	record_hash_start(w->xxh, SNAP_REC_MEMORY, SNAP_MEMORY_VERSION, 0,
+			  length);
+	XXH3_64bits_update(w->xxh, desc, sizeof(desc));
+	XXH3_64bits_update(w->xxh, table, table_bytes);
+	hash_zeros(w->xxh, data_off - (table_off + table_bytes));
+	iov[0] = (struct iovec){ .iov_base = desc, .iov_len = sizeof(desc) };
+	iov[1] = (struct iovec){ .iov_base = table, .iov_len = table_bytes };
+	ret = file_rw_full(w->fd, true, iov, 2, table_off - MEM2_DESC_SIZE);
+	if (!ret)
+		ret = write_zeros(w->fd, data_off - (table_off + table_bytes),
+				  table_off + table_bytes);
+	if (ret)
+		goto out;
+	/* Last, so a header with a valid checksum is never followed by
+	 * chunks that were not written. */
+	record_header_encode(hdr, SNAP_REC_MEMORY, SNAP_MEMORY_VERSION, 0,
+			     length, XXH3_64bits_digest(w->xxh));
+	ret = write_full(w->fd, hdr, sizeof(hdr), rec_off);
+	if (ret)
+		goto out;
+	/* Chunks end on a page boundary, so this is already 8-aligned. */
+	w->off = align8(pos);
+	w->nrecords++;
+out:
+	XXH3_freeState(ch);
+	free(table);
+	return ret;
 }
 
 int snap_write_memory(struct snap_writer *w, const struct guest_mem *mem,
@@ -795,8 +965,13 @@ int snap_write_memory(struct snap_writer *w, const struct guest_mem *mem,
 		progress->total_bytes += total;
 
 	for (i = 0; i < mem->nregions; i++) {
-		ret = write_memory_record(w, &mem->regions[i], bitmaps[i],
-					  stored[i], progress);
+		if (w->format_version == 1)
+			ret =
+			    write_memory_record(w, &mem->regions[i], bitmaps[i],
+						stored[i], progress);
+		else
+			ret = write_memory_record_v2(w, &mem->regions[i],
+						     bitmaps[i], progress);
 		if (ret) {
 			writer_io_fail(w, ret, SNAP_REC_MEMORY, err, errlen);
 			goto free_bitmaps;
@@ -1139,11 +1314,17 @@ int snap_read_payload(struct snap_reader *r, const struct snap_record *rec,
 	return 0;
 }
 
+static int mem2_verify(struct snap_reader *r, const struct snap_record *rec,
+		       char *err, size_t errlen);
+
 int snap_verify_record(struct snap_reader *r, const struct snap_record *rec,
 		       char *err, size_t errlen)
 {
 	int64_t n;
 	int ret;
+
+	if (rec->type == SNAP_REC_MEMORY && rec->version == SNAP_MEMORY_VERSION)
+		return mem2_verify(r, rec, err, errlen);
 
 	ret = check_rec(r, rec, err, errlen);
 	if (ret)
@@ -1157,6 +1338,476 @@ int snap_verify_record(struct snap_reader *r, const struct snap_record *rec,
 			return (int)n;
 	}
 	return checksum_result(r, rec, err, errlen);
+}
+
+/* A memory record whose version the file's format does not hold. */
+static int memory_version_fail(const struct snap_reader *r,
+			       const struct snap_record *rec, char *err,
+			       size_t errlen)
+{
+	return rec_fail(err, errlen, -EPROTO, rec, rec_header_off(rec),
+			"memory record version %u is not supported in format "
+			"version %" PRIu32 " (format 1 holds version 1, "
+			"format 2 version 2)",
+			rec->version, r->hdr.format_version);
+}
+
+/* Decodes and checks a version 2 descriptor into @m, starting the record
+ * checksum with it when @hash. */
+static int mem2_desc(struct snap_reader *r, const struct snap_record *rec,
+		     struct mem_layout *m, bool hash, char *err, size_t errlen)
+{
+	struct snap_memory_desc *d = &m->desc;
+	uint64_t roff = rec_header_off(rec), ps, cs, bs, expect;
+	uint8_t b[MEM2_DESC_SIZE];
+	int ret;
+
+	ret = check_rec(r, rec, err, errlen);
+	if (ret)
+		return ret;
+	if (rec->type != SNAP_REC_MEMORY)
+		return rec_fail(err, errlen, -EINVAL, rec, roff,
+				"not a memory record");
+	if (rec->version != SNAP_MEMORY_VERSION ||
+	    r->hdr.format_version != SNAP_FORMAT_VERSION)
+		return memory_version_fail(r, rec, err, errlen);
+	if (rec->length < MEM2_DESC_SIZE)
+		return rec_fail(err, errlen, -EINVAL, rec, roff,
+				"too short for a memory descriptor");
+	if (hash)
+		record_hash_start(r->xxh, rec->type, rec->version, rec->flags,
+				  rec->length);
+	ret = read_part(r, rec, b, MEM2_DESC_SIZE, rec->offset, hash, err,
+			errlen);
+	if (ret)
+		return ret;
+	memset(m, 0, sizeof(*m));
+	d->gpa = get_le64(b + 0);
+	d->size = get_le64(b + 8);
+	d->page_size = get_le32(b + 16);
+	d->chunk_size = get_le32(b + 20);
+	d->block_size = get_le32(b + 24);
+	d->reserved = get_le32(b + 28);
+	d->nchunks = get_le64(b + 32);
+	d->stored_chunks = get_le64(b + 40);
+	m->data_bytes = get_le64(b + 48);
+
+	ps = d->page_size;
+	cs = d->chunk_size;
+	bs = d->block_size;
+	if (d->reserved || get_le64(b + 56))
+		return rec_fail(err, errlen, -EINVAL, rec, roff,
+				"reserved descriptor field is not zero");
+	if (ps != r->hdr.page_size)
+		return rec_fail(err, errlen, -EINVAL, rec, roff,
+				"page size %" PRIu64
+				" differs from the header's %" PRIu32,
+				ps, r->hdr.page_size);
+	if (d->size == 0 || d->size % ps || d->gpa % ps ||
+	    d->gpa + d->size < d->gpa)
+		return rec_fail(err, errlen, -EINVAL, rec, roff,
+				"bad region: gpa 0x%" PRIx64 " size 0x%" PRIx64,
+				d->gpa, d->size);
+	if (cs < SNAP_CHUNK_SIZE_MIN || cs > SNAP_CHUNK_SIZE_MAX ||
+	    (cs & (cs - 1)) || cs < ps || bs < ps || bs > cs ||
+	    (bs & (bs - 1)) || cs / bs > SNAP_CHUNK_MAX_BLOCKS)
+		return rec_fail(err, errlen, -EINVAL, rec, roff,
+				"bad chunk geometry: chunk %" PRIu64
+				" bytes, block %" PRIu64 " bytes",
+				cs, bs);
+	if (d->nchunks != (d->size - 1) / cs + 1 ||
+	    d->stored_chunks > d->nchunks)
+		return rec_fail(err, errlen, -EINVAL, rec, roff,
+				"%" PRIu64 " chunks (%" PRIu64
+				" stored) for a region of 0x%" PRIx64 " bytes",
+				d->nchunks, d->stored_chunks, d->size);
+	/* nchunks < 2^48 (size < 2^64, chunks >= 2^16): no term wraps,
+	 * only their sum can. */
+	m->npages = d->size / ps;
+	m->bitmap_off = rec->offset + MEM2_DESC_SIZE;
+	m->bitmap_bytes = d->nchunks * MEM2_ENTRY_SIZE;
+	if (m->bitmap_bytes > r->size)
+		return rec_fail(err, errlen, -EINVAL, rec, roff,
+				"truncated: a chunk table of %" PRIu64
+				" bytes does not fit in the file",
+				m->bitmap_bytes);
+	m->pad_off = m->bitmap_off + m->bitmap_bytes;
+	m->pages_off = align_up(m->pad_off, ps);
+	m->pad = m->pages_off - m->pad_off;
+	if (__builtin_add_overflow(MEM2_DESC_SIZE + m->bitmap_bytes + m->pad,
+				   m->data_bytes, &expect) ||
+	    expect != rec->length)
+		return rec_fail(err, errlen, -EINVAL, rec, roff,
+				"length %" PRIu64
+				" does not match the descriptor",
+				rec->length);
+	return 0;
+}
+
+uint64_t snap_chunk_len(const struct snap_chunk_table *t, uint64_t idx)
+{
+	uint64_t left = t->size - idx * t->chunk_size;
+
+	return left < t->chunk_size ? left : t->chunk_size;
+}
+
+/* Decodes table entry @idx at @e and checks it against the layout and the
+ * running data offset *@next (relative to the data area). */
+static int mem2_entry(const struct snap_record *rec, const struct mem_layout *m,
+		      uint64_t idx, const uint8_t *e, uint64_t *next,
+		      uint64_t *stored, struct snap_chunk *out, char *err,
+		      size_t errlen)
+{
+	const struct snap_memory_desc *d = &m->desc;
+	uint64_t roff = rec_header_off(rec), len, expect = 0;
+	uint64_t bs = d->block_size;
+	struct snap_chunk c = {
+		.file_off = get_le64(e + 0),
+		.stored_len = get_le32(e + 8),
+		.codec = e[12],
+		.flags = e[13],
+		.block_mask = get_le64(e + 16),
+		.hash = get_le64(e + 24),
+	};
+	unsigned nb;
+
+	len = d->size - idx * d->chunk_size;
+	if (len > d->chunk_size)
+		len = d->chunk_size;
+	nb = chunk_blocks(len, bs);
+	if (c.flags & SNAP_CHUNK_PARENT)
+		return rec_fail(err, errlen, -EPROTO, rec, roff,
+				"chunk %" PRIu64
+				" is held by a parent snapshot, which this "
+				"stasis does not read",
+				idx);
+	if (c.flags & ~SNAP_CHUNK_ZERO || get_le16(e + 14))
+		return rec_fail(err, errlen, -EINVAL, rec, roff,
+				"chunk %" PRIu64
+				": unknown flags 0x%x or reserved bits set",
+				idx, c.flags);
+	if (c.flags & SNAP_CHUNK_ZERO) {
+		if (c.file_off || c.stored_len || c.codec || c.block_mask ||
+		    c.hash)
+			return rec_fail(
+			    err, errlen, -EINVAL, rec, roff,
+			    "zero chunk %" PRIu64 " has data fields set", idx);
+		*out = c;
+		return 0;
+	}
+	if (c.codec != SNAP_CODEC_RAW)
+		return rec_fail(err, errlen, -EPROTO, rec, roff,
+				"chunk %" PRIu64
+				": unknown codec %u (this stasis reads raw "
+				"chunks only)",
+				idx, c.codec);
+	if (!c.block_mask || (nb < 64 && c.block_mask >> nb))
+		return rec_fail(err, errlen, -EINVAL, rec, roff,
+				"chunk %" PRIu64 ": bad block mask 0x%" PRIx64,
+				idx, c.block_mask);
+	for (unsigned j = 0; j < nb; j++)
+		if (c.block_mask >> j & 1)
+			expect += block_len(len, bs, j);
+	/* Raw chunks follow each other with no gap, in chunk order. */
+	if (c.stored_len != expect || c.file_off != *next ||
+	    c.stored_len > m->data_bytes - *next)
+		return rec_fail(err, errlen, -EINVAL, rec, roff,
+				"chunk %" PRIu64 ": %" PRIu32
+				" bytes at data offset 0x%" PRIx64
+				", expected %" PRIu64 " at 0x%" PRIx64,
+				idx, c.stored_len, c.file_off, expect, *next);
+	*next += c.stored_len;
+	(*stored)++;
+	c.file_off += m->pages_off;
+	*out = c;
+	return 0;
+}
+
+static int verify_one_chunk(struct snap_reader *r, const struct mem_layout *m,
+			    uint64_t idx, const struct snap_chunk *c,
+			    uint8_t *buf, char *err, size_t errlen);
+
+/* Streams the chunk table and the padding after it through r->buf,
+ * checking every entry (into @out when not NULL) and feeding the record
+ * checksum when @hash. With @verify_buf (one chunk's bytes), each chunk's
+ * data is read into it and checked as its entry goes by. */
+static int mem2_table(struct snap_reader *r, const struct snap_record *rec,
+		      struct mem_layout *m, bool hash, struct snap_chunk *out,
+		      uint8_t *verify_buf, char *err, size_t errlen)
+{
+	uint64_t roff = rec_header_off(rec), next = 0, stored = 0, idx = 0;
+	/* Whole entries per read; the buffer holds at least one (it is at
+	 * least as large as the 128-byte header). */
+	uint64_t per = r->bufsize / MEM2_ENTRY_SIZE;
+	int64_t n;
+	int ret;
+
+	for (uint64_t done = 0; done < m->bitmap_bytes; done += (uint64_t)n) {
+		uint64_t left = m->bitmap_bytes - done;
+
+		if (left > per * MEM2_ENTRY_SIZE)
+			left = per * MEM2_ENTRY_SIZE;
+		n = read_chunk(r, rec, m->bitmap_off + done, left, hash, err,
+			       errlen);
+		if (n < 0)
+			return (int)n;
+		for (int64_t i = 0; i < n; i += MEM2_ENTRY_SIZE, idx++) {
+			struct snap_chunk c;
+
+			ret = mem2_entry(rec, m, idx, r->buf + i, &next,
+					 &stored, &c, err, errlen);
+			if (!ret && verify_buf)
+				ret = verify_one_chunk(r, m, idx, &c,
+						       verify_buf, err, errlen);
+			if (ret)
+				return ret;
+			if (out)
+				out[idx] = c;
+		}
+	}
+	if (stored != m->desc.stored_chunks || next != m->data_bytes)
+		return rec_fail(
+		    err, errlen, -EINVAL, rec, roff,
+		    "the table holds %" PRIu64 " chunks of %" PRIu64
+		    " bytes, the descriptor says %" PRIu64 " of %" PRIu64,
+		    stored, next, m->desc.stored_chunks, m->data_bytes);
+	m->desc.stored_bytes = m->data_bytes;
+	m->desc.stored_pages = m->data_bytes / m->desc.page_size;
+	for (uint64_t done = 0; done < m->pad; done += (uint64_t)n) {
+		n = read_chunk(r, rec, m->pad_off + done, m->pad - done, hash,
+			       err, errlen);
+		if (n < 0)
+			return (int)n;
+		if (!all_zero(r->buf, (size_t)n))
+			return rec_fail(err, errlen, -EINVAL, rec, roff,
+					"padding before the chunks is not "
+					"zero");
+	}
+	return 0;
+}
+
+/* Checks the record checksum of a version 2 record whose descriptor
+ * mem2_desc() fed to it: table and padding are hashed as bytes first, so
+ * that a damaged table is reported as a checksum mismatch, and decoded
+ * only once known intact. */
+static int mem2_checksum(struct snap_reader *r, const struct snap_record *rec,
+			 const struct mem_layout *m, char *err, size_t errlen)
+{
+	uint64_t left = m->bitmap_bytes + m->pad;
+	int64_t n;
+
+	for (uint64_t done = 0; done < left; done += (uint64_t)n) {
+		n = read_chunk(r, rec, m->bitmap_off + done, left - done, true,
+			       err, errlen);
+		if (n < 0)
+			return (int)n;
+	}
+	return checksum_result(r, rec, err, errlen);
+}
+
+void snap_chunk_table_free(struct snap_chunk_table *t)
+{
+	free(t->chunks);
+	memset(t, 0, sizeof(*t));
+	t->fd = -1;
+}
+
+int snap_read_chunk_table(struct snap_reader *r, const struct snap_record *rec,
+			  gpa_t gpa, uint64_t size, struct snap_chunk_table *t,
+			  char *err, size_t errlen)
+{
+	struct mem_layout m;
+	int ret;
+
+	memset(t, 0, sizeof(*t));
+	t->fd = -1;
+	ret = mem2_desc(r, rec, &m, true, err, errlen);
+	if (ret)
+		return ret;
+	/* The table is allocated only for the VM's own region, so its size
+	 * follows the VM's memory, not a number in the file. */
+	if (m.desc.gpa != gpa || m.desc.size != size)
+		return rec_fail(err, errlen, -EINVAL, rec, rec_header_off(rec),
+				"region gpa 0x%" PRIx64 " size 0x%" PRIx64
+				" matches no RAM region of this VM",
+				m.desc.gpa, m.desc.size);
+	ret = mem2_checksum(r, rec, &m, err, errlen);
+	if (ret)
+		return ret;
+	t->chunks = calloc(m.desc.nchunks, sizeof(*t->chunks));
+	if (!t->chunks)
+		return snap_fail(err, errlen, -ENOMEM, "out of memory");
+	ret = mem2_table(r, rec, &m, false, t->chunks, NULL, err, errlen);
+	if (ret) {
+		snap_chunk_table_free(t);
+		return ret;
+	}
+	t->fd = r->fd;
+	t->rec_index = rec->index;
+	t->gpa = m.desc.gpa;
+	t->size = m.desc.size;
+	t->page_size = m.desc.page_size;
+	t->chunk_size = m.desc.chunk_size;
+	t->block_size = m.desc.block_size;
+	t->nchunks = m.desc.nchunks;
+	t->stored_chunks = m.desc.stored_chunks;
+	t->data_off = m.pages_off;
+	t->data_bytes = m.data_bytes;
+	return 0;
+}
+
+/* One line about chunk @idx: its guest range and where it is in the file. */
+static int chunk_fail(const struct snap_chunk_table *t, uint64_t idx, char *err,
+		      size_t errlen, int code, const char *what)
+{
+	uint64_t gpa = t->gpa + idx * t->chunk_size;
+
+	return snap_fail(err, errlen, code,
+			 "memory chunk %" PRIu64 " (guest 0x%" PRIx64
+			 "-0x%" PRIx64 ") at file offset 0x%" PRIx64 ": %s",
+			 t->chunk_base + idx, gpa,
+			 gpa + snap_chunk_len(t, idx) - 1,
+			 t->chunks[idx].file_off, what);
+}
+
+/* XXH3-64 of chunk @idx whose stored blocks are at their place in @base;
+ * the others count as zero. */
+static uint64_t chunk_hash(const struct snap_chunk_table *t, uint64_t idx,
+			   const uint8_t *base, XXH3_state_t *st)
+{
+	uint64_t len = snap_chunk_len(t, idx), mask = t->chunks[idx].block_mask;
+	unsigned nb = chunk_blocks(len, t->block_size);
+
+	if (nb == 64 ? mask == ~0ull : mask == (1ull << nb) - 1)
+		return XXH3_64bits(base, len);
+	XXH3_64bits_reset(st);
+	for (unsigned j = 0; j < nb; j++) {
+		uint64_t n = block_len(len, t->block_size, j);
+
+		if (mask >> j & 1)
+			XXH3_64bits_update(
+			    st, base + (uint64_t)j * t->block_size, n);
+		else
+			hash_zeros(st, n);
+	}
+	return XXH3_64bits_digest(st);
+}
+
+/* Checks chunk @idx, whose stored blocks are in place at @base. */
+static int chunk_check(const struct snap_chunk_table *t, uint64_t idx,
+		       const uint8_t *base, char *err, size_t errlen)
+{
+	XXH3_state_t *st = XXH3_createState();
+	uint64_t h;
+
+	if (!st)
+		return snap_fail(err, errlen, -ENOMEM, "out of memory");
+	h = chunk_hash(t, idx, base, st);
+	XXH3_freeState(st);
+	if (h != t->chunks[idx].hash)
+		return chunk_fail(t, idx, err, errlen, -EBADMSG,
+				  "checksum mismatch");
+	return 0;
+}
+
+int snap_read_chunk(const struct snap_chunk_table *t, uint64_t idx,
+		    uint8_t *dst, bool fill_zeros, char *err, size_t errlen)
+{
+	struct iovec iov[SNAP_CHUNK_MAX_BLOCKS / 2 + 1];
+	const struct snap_chunk *c;
+	uint64_t len, bs = t->block_size;
+	unsigned nb, n = 0;
+	int ret;
+
+	if (idx >= t->nchunks)
+		return snap_fail(err, errlen, -EINVAL,
+				 "memory chunk %" PRIu64 " out of range", idx);
+	c = &t->chunks[idx];
+	len = snap_chunk_len(t, idx);
+	nb = chunk_blocks(len, bs);
+	if (c->flags & SNAP_CHUNK_ZERO) {
+		if (fill_zeros)
+			memset(dst, 0, len);
+		return 0;
+	}
+	if (c->codec != SNAP_CODEC_RAW)
+		return chunk_fail(t, idx, err, errlen, -EPROTO,
+				  "unknown codec");
+	/* One vector element per run of stored blocks: at most 32. */
+	for (unsigned j = 0; j < nb; j++) {
+		uint8_t *p = dst + (uint64_t)j * bs;
+		uint64_t bl = block_len(len, bs, j);
+
+		if (!(c->block_mask >> j & 1)) {
+			if (fill_zeros)
+				memset(p, 0, bl);
+			continue;
+		}
+		if (n &&
+		    (uint8_t *)iov[n - 1].iov_base + iov[n - 1].iov_len == p)
+			iov[n - 1].iov_len += bl;
+		else
+			iov[n++] =
+			    (struct iovec){ .iov_base = p, .iov_len = bl };
+	}
+	ret = file_rw_full(t->fd, false, iov, n, c->file_off);
+	if (ret == -ENODATA)
+		return chunk_fail(t, idx, err, errlen, ret,
+				  "unexpected end of file (the snapshot was "
+				  "truncated)");
+	if (ret)
+		return chunk_fail(t, idx, err, errlen, ret, strerror(-ret));
+	return chunk_check(t, idx, dst, err, errlen);
+}
+
+/* Reads chunk @idx, decoded as @c, into @buf and checks it: a table of
+ * that one chunk, so that verifying allocates nothing that grows with the
+ * file. */
+static int verify_one_chunk(struct snap_reader *r, const struct mem_layout *m,
+			    uint64_t idx, const struct snap_chunk *c,
+			    uint8_t *buf, char *err, size_t errlen)
+{
+	uint64_t start = idx * m->desc.chunk_size;
+	struct snap_chunk one = *c;
+	struct snap_chunk_table t = {
+		.fd = r->fd,
+		.gpa = m->desc.gpa + start,
+		.size = m->desc.size - start < m->desc.chunk_size
+			    ? m->desc.size - start
+			    : m->desc.chunk_size,
+		.page_size = m->desc.page_size,
+		.chunk_size = m->desc.chunk_size,
+		.block_size = m->desc.block_size,
+		.nchunks = 1,
+		.chunk_base = idx,
+		.chunks = &one,
+	};
+
+	return snap_read_chunk(&t, 0, buf, true, err, errlen);
+}
+
+/* Checks a version 2 record: descriptor, table and padding against the
+ * record checksum, then every chunk against its own. */
+static int mem2_verify(struct snap_reader *r, const struct snap_record *rec,
+		       char *err, size_t errlen)
+{
+	struct mem_layout m;
+	uint8_t *buf;
+	int ret;
+
+	ret = mem2_desc(r, rec, &m, true, err, errlen);
+	if (!ret)
+		ret = mem2_checksum(r, rec, &m, err, errlen);
+	if (ret)
+		return ret;
+	buf = malloc(m.desc.chunk_size);
+	if (!buf)
+		return snap_fail(err, errlen, -ENOMEM, "out of memory");
+	ret = mem2_desc(r, rec, &m, false, err, errlen);
+	if (!ret)
+		ret = mem2_table(r, rec, &m, false, NULL, buf, err, errlen);
+	free(buf);
+	return ret;
 }
 
 /* Decodes and checks a memory record's descriptor, bitmap and padding,
@@ -1177,11 +1828,9 @@ static int memory_layout(struct snap_reader *r, const struct snap_record *rec,
 	if (rec->type != SNAP_REC_MEMORY)
 		return rec_fail(err, errlen, -EINVAL, rec, roff,
 				"not a memory record");
-	if (rec->version != SNAP_MEMORY_VERSION)
-		return rec_fail(err, errlen, -EPROTO, rec, roff,
-				"memory record version %u is not supported "
-				"(%d)",
-				rec->version, SNAP_MEMORY_VERSION);
+	if (rec->version != SNAP_MEMORY_VERSION_V1 ||
+	    r->hdr.format_version != 1)
+		return memory_version_fail(r, rec, err, errlen);
 	if (rec->length < MEM_DESC_SIZE)
 		return rec_fail(err, errlen, -EINVAL, rec, roff,
 				"too short for a memory descriptor");
@@ -1278,7 +1927,16 @@ int snap_read_memory_desc(struct snap_reader *r, const struct snap_record *rec,
 	struct mem_layout m;
 	int ret;
 
-	ret = memory_layout(r, rec, &m, false, err, errlen);
+	if (rec->type == SNAP_REC_MEMORY &&
+	    rec->version == SNAP_MEMORY_VERSION) {
+		ret = mem2_desc(r, rec, &m, false, err, errlen);
+		if (!ret)
+			ret = mem2_table(r, rec, &m, false, NULL, NULL, err,
+					 errlen);
+	} else {
+		ret = memory_layout(r, rec, &m, false, err, errlen);
+		m.desc.stored_bytes = m.desc.stored_pages * m.desc.page_size;
+	}
 	if (ret)
 		return ret;
 	*desc = m.desc;
@@ -1317,6 +1975,163 @@ static int map_run(struct page_io *io, struct guest_mem *mem, gpa_t gpa,
 	return 0;
 }
 
+int snap_read_memory_table(struct snap_reader *r, const struct snap_record *rec,
+			   struct guest_mem *mem, struct snap_chunk_table *t,
+			   unsigned *region, char *err, size_t errlen)
+{
+	const struct mem_region *reg = NULL;
+	struct mem_layout m;
+	unsigned i;
+	int ret;
+
+	ret = mem2_desc(r, rec, &m, false, err, errlen);
+	if (ret)
+		return ret;
+	for (i = 0; i < mem->nregions && i < GUEST_MEM_MAX_REGIONS; i++) {
+		if (mem->regions[i].gpa == m.desc.gpa &&
+		    mem->regions[i].size == m.desc.size) {
+			reg = &mem->regions[i];
+			break;
+		}
+	}
+	if (!reg)
+		return rec_fail(err, errlen, -EINVAL, rec, rec_header_off(rec),
+				"region gpa 0x%" PRIx64 " size 0x%" PRIx64
+				" matches no RAM region of this VM",
+				m.desc.gpa, m.desc.size);
+	ret =
+	    snap_read_chunk_table(r, rec, reg->gpa, reg->size, t, err, errlen);
+	if (ret)
+		return ret;
+	/* Blocks not in the file must read as zero; punching the region
+	 * makes them so without allocating memory, whatever it held. */
+	if (mem->memfd >= 0 &&
+	    fallocate(mem->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		      (off_t)reg->file_offset, (off_t)reg->size) < 0) {
+		ret =
+		    snap_fail(err, errlen, -errno,
+			      "cannot clear guest memory: %s", strerror(errno));
+		snap_chunk_table_free(t);
+		return ret;
+	}
+	if (mem->memfd < 0)
+		memset(reg->host, 0, reg->size);
+	*region = i;
+	return 0;
+}
+
+/* A run of stored blocks, contiguous in both the file and guest memory,
+ * waiting to be mapped or copied. */
+struct mem2_run {
+	uint64_t off; /* offset in the region */
+	uint64_t file_off;
+	uint64_t len;
+};
+
+static int mem2_run_flush(struct snap_reader *r, struct guest_mem *mem,
+			  const struct mem_region *reg, struct mem2_run *run,
+			  unsigned *mapped_runs)
+{
+	int ret;
+
+	if (!run->len)
+		return 0;
+	if (r->map_memory && *mapped_runs < SNAP_MAP_MAX_RUNS &&
+	    run->len >= SNAP_MAP_MIN_PAGES * 4096ull) {
+		(*mapped_runs)++;
+		ret = guest_mem_map_file(mem, reg->gpa + run->off, run->len,
+					 r->fd, run->file_off);
+	} else {
+		ret = read_full(r->fd, reg->host + run->off, (size_t)run->len,
+				run->file_off);
+	}
+	run->len = 0;
+	return ret;
+}
+
+/* Loads a version 2 record up front: each chunk read (or, with
+ * map_memory and 4 KiB pages, mapped) into guest memory, then checked
+ * against its hash before the guest runs. */
+static int read_memory_v2(struct snap_reader *r, const struct snap_record *rec,
+			  struct guest_mem *mem, struct snap_progress *progress,
+			  char *err, size_t errlen)
+{
+	struct mem2_run run = { 0 };
+	struct snap_chunk_table t;
+	const struct mem_region *reg;
+	unsigned region, mapped_runs = 0;
+	bool map;
+	int ret;
+
+	ret = snap_read_memory_table(r, rec, mem, &t, &region, err, errlen);
+	if (ret)
+		return ret;
+	reg = &mem->regions[region];
+	map = r->map_memory && t.page_size == 4096 && mem->memfd >= 0;
+	if (progress)
+		progress->total_bytes += t.data_bytes;
+	for (uint64_t i = 0; i < t.nchunks; i++) {
+		const struct snap_chunk *c = &t.chunks[i];
+		uint64_t start = i * t.chunk_size, len = snap_chunk_len(&t, i);
+		uint64_t file_off = c->file_off;
+
+		if (c->flags & SNAP_CHUNK_ZERO)
+			continue;
+		if (!map) {
+			ret = snap_read_chunk(&t, i, reg->host + start, false,
+					      err, errlen);
+			if (ret)
+				goto out;
+			if (progress)
+				progress->done_bytes += c->stored_len;
+			continue;
+		}
+		for (unsigned j = 0; j < chunk_blocks(len, t.block_size); j++) {
+			uint64_t off = start + (uint64_t)j * t.block_size;
+			uint64_t n = block_len(len, t.block_size, j);
+
+			if (!(c->block_mask >> j & 1))
+				continue;
+			if (run.len && (run.off + run.len != off ||
+					run.file_off + run.len != file_off)) {
+				ret = mem2_run_flush(r, mem, reg, &run,
+						     &mapped_runs);
+				if (ret)
+					goto io_fail;
+			}
+			if (!run.len) {
+				run.off = off;
+				run.file_off = file_off;
+			}
+			run.len += n;
+			file_off += n;
+		}
+	}
+	ret = mem2_run_flush(r, mem, reg, &run, &mapped_runs);
+	if (ret)
+		goto io_fail;
+	/* Mapped pages are checked through the mapping: straight from the
+	 * page cache, before any guest instruction runs. */
+	for (uint64_t i = 0; map && i < t.nchunks; i++) {
+		if (t.chunks[i].flags & SNAP_CHUNK_ZERO)
+			continue;
+		ret = chunk_check(&t, i, reg->host + i * t.chunk_size, err,
+				  errlen);
+		if (ret)
+			goto out;
+		if (progress)
+			progress->done_bytes += t.chunks[i].stored_len;
+	}
+	ret = 0;
+	goto out;
+io_fail:
+	ret = rec_fail(err, errlen, ret, rec, rec_header_off(rec), "%s",
+		       io_strerror(ret));
+out:
+	snap_chunk_table_free(&t);
+	return ret;
+}
+
 int snap_read_memory(struct snap_reader *r, const struct snap_record *rec,
 		     struct guest_mem *mem, struct snap_progress *progress,
 		     char *err, size_t errlen)
@@ -1331,6 +2146,8 @@ int snap_read_memory(struct snap_reader *r, const struct snap_record *rec,
 	int64_t n;
 	int ret;
 
+	if (rec->type == SNAP_REC_MEMORY && rec->version == SNAP_MEMORY_VERSION)
+		return read_memory_v2(r, rec, mem, progress, err, errlen);
 	ret = memory_layout(r, rec, &m, true, err, errlen);
 	if (ret)
 		return ret;

@@ -14,7 +14,8 @@
 #include "memory/guest_mem.h"
 
 #define SNAP_MAGIC "STASISSN" /* 8 bytes, no NUL */
-#define SNAP_FORMAT_VERSION 1
+/* Format 2: MEMORY records hold a chunk table (record version 2). */
+#define SNAP_FORMAT_VERSION 2
 /* Oldest format version this stasis reads (see the compatibility rule in
  * docs/snapshot-format.md). */
 #define SNAP_FORMAT_MIN_VERSION 1
@@ -25,8 +26,24 @@
 /* Page sizes a snapshot may declare: powers of two in this range. */
 #define SNAP_PAGE_SIZE_MIN 4096u
 #define SNAP_PAGE_SIZE_MAX (1u << 30)
-/* Layout version of the SNAP_REC_MEMORY payload (owned by snapfile.c). */
-#define SNAP_MEMORY_VERSION 1
+/* Layout versions of the SNAP_REC_MEMORY payload (owned by snapfile.c):
+ * version 1 (format 1) is a page bitmap and the pages; version 2 (format 2)
+ * a table of chunks, each with its own checksum, so that a chunk can be
+ * read and verified alone. */
+#define SNAP_MEMORY_VERSION_V1 1
+#define SNAP_MEMORY_VERSION 2
+/* Chunk size the writer uses (docs/snapshot-format.md says why), and the
+ * range a reader accepts. */
+#define SNAP_CHUNK_SIZE (256u << 10)
+#define SNAP_CHUNK_SIZE_MIN (64u << 10)
+#define SNAP_CHUNK_SIZE_MAX (2u << 20)
+/* A chunk's block mask has one bit per block. */
+#define SNAP_CHUNK_MAX_BLOCKS 64
+/* Chunk table entry flags. */
+#define SNAP_CHUNK_ZERO 0x1 /* all zero, nothing stored */
+#define SNAP_CHUNK_PARENT 0x2 /* reserved: held by a parent snapshot */
+/* Chunk codecs; only raw is written or read today. */
+#define SNAP_CODEC_RAW 0
 
 /* Record types. A reader that meets an unknown type fails unless the
  * record carries SNAP_REC_OPTIONAL. */
@@ -72,7 +89,42 @@ struct snap_memory_desc {
 	uint64_t size; /* bytes, a multiple of page_size */
 	uint32_t page_size;
 	uint32_t reserved;
-	uint64_t stored_pages;
+	uint64_t stored_pages; /* version 1 */
+	/* Both versions: bytes of guest memory in the file. */
+	uint64_t stored_bytes;
+	/* Version 2 (0 in version 1). */
+	uint32_t chunk_size;
+	uint32_t block_size;
+	uint64_t nchunks;
+	uint64_t stored_chunks;
+};
+
+/* One chunk of a version 2 memory record, decoded and checked. */
+struct snap_chunk {
+	uint64_t file_off; /* absolute offset of the stored bytes */
+	uint32_t stored_len;
+	uint8_t codec; /* SNAP_CODEC_* */
+	uint8_t flags; /* SNAP_CHUNK_* */
+	uint64_t block_mask; /* bit j: block j is stored (else zero) */
+	uint64_t hash; /* XXH3-64 of the chunk's whole content */
+};
+
+/* A version 2 memory record's chunk table (snap_read_chunk_table). The
+ * fd is the reader's; it stays valid until the reader is closed. */
+struct snap_chunk_table {
+	int fd;
+	uint32_t rec_index; /* for messages */
+	uint64_t chunk_base; /* number of chunks[0] in its record: messages */
+	gpa_t gpa;
+	uint64_t size;
+	uint32_t page_size;
+	uint32_t chunk_size;
+	uint32_t block_size;
+	uint64_t nchunks;
+	uint64_t stored_chunks;
+	uint64_t data_off; /* file offset of the data area */
+	uint64_t data_bytes;
+	struct snap_chunk *chunks; /* nchunks entries */
 };
 
 /* Progress for status reports and the ctl progress bar. Updated by the
@@ -86,8 +138,10 @@ struct snap_progress {
 struct snap_writer;
 
 /* Creates a temporary file beside @path (same directory, so the final
- * rename is atomic) and writes the header. hdr->format_version is ignored:
- * the writer always writes SNAP_FORMAT_VERSION. Returns a writer or NULL
+ * rename is atomic) and writes the header. hdr->format_version 0 means
+ * SNAP_FORMAT_VERSION; 1 writes the previous format (MEMORY version 1),
+ * kept so that tests and tools can make the files older stasis wrote; any
+ * other value is refused. Returns a writer or NULL
  * with a one-line reason in @err. Nothing exists at @path until commit. */
 struct snap_writer *snap_writer_open(const char *path,
 				     const struct snap_header *hdr, char *err,
@@ -159,10 +213,44 @@ int snap_read_memory(struct snap_reader *r, const struct snap_record *rec,
 void snap_reader_set_map_memory(struct snap_reader *r, bool map);
 
 /* Decodes a memory record's descriptor (for inspect) and checks its layout
- * and bitmap, without the checksum or the pages. */
+ * and bitmap (version 1) or chunk table (version 2), without the checksum
+ * or the pages. */
 int snap_read_memory_desc(struct snap_reader *r, const struct snap_record *rec,
 			  struct snap_memory_desc *desc, char *err,
 			  size_t errlen);
+
+/* Reads, checks and checksums a version 2 memory record's descriptor and
+ * chunk table into @t (free with snap_chunk_table_free). The record must
+ * describe exactly the region @gpa, @size (so the table's size follows the
+ * VM's memory, never a number in the file); unknown codecs and chunks
+ * held by a parent snapshot are refused. Chunk data is not read. */
+int snap_read_chunk_table(struct snap_reader *r, const struct snap_record *rec,
+			  gpa_t gpa, uint64_t size, struct snap_chunk_table *t,
+			  char *err, size_t errlen);
+void snap_chunk_table_free(struct snap_chunk_table *t);
+
+/* For a version 2 record: finds the region of @mem it describes, reads
+ * its chunk table into @t (snap_read_chunk_table) and empties the region,
+ * so that what the file does not hold reads as zero. *@region is its index
+ * in mem->regions. Reads no chunk: lazy restores fetch them later. */
+int snap_read_memory_table(struct snap_reader *r, const struct snap_record *rec,
+			   struct guest_mem *mem, struct snap_chunk_table *t,
+			   unsigned *region, char *err, size_t errlen);
+
+/* Bytes of guest memory chunk @idx covers (the last may be short). */
+uint64_t snap_chunk_len(const struct snap_chunk_table *t, uint64_t idx);
+
+/* Reads chunk @idx of @t from the file into @dst (snap_chunk_len bytes)
+ * and checks its XXH3-64. Its stored blocks land at their place in @dst;
+ * the others are zero-filled when @fill_zeros, else left as they are (the
+ * hash counts them as zero either way: the caller knows they are).
+ * Thread-safe: uses no state of the reader. Returns 0; -EBADMSG for a
+ * checksum mismatch, -ENODATA when the file ends early, -EPROTO for an
+ * unknown codec, or -errno; @err then holds one line naming the chunk's
+ * guest address range and file offset. On failure @dst holds unverified
+ * bytes: the caller must not let the guest see them. */
+int snap_read_chunk(const struct snap_chunk_table *t, uint64_t idx,
+		    uint8_t *dst, bool fill_zeros, char *err, size_t errlen);
 
 const char *snap_record_type_name(uint32_t type);
 

@@ -17,6 +17,7 @@
 #include "core/vm.h"
 #include "cpu/cpuid.h"
 #include "cpu/vcpu_state.h"
+#include "snapshot/pager.h"
 #include "snapshot/state.h"
 
 /* Largest payloads stasis accepts for the small records; memory records
@@ -434,6 +435,13 @@ int snapshot_save(struct vm *vm, const char *path,
 	char *json;
 	int ret;
 
+	/* A lazily restored VM's memory is written whole: first every chunk
+	 * still in the old file is brought in. */
+	if (vm->pager) {
+		ret = pager_wait(vm->pager, err, errlen);
+		if (ret)
+			return ret;
+	}
 	hdr.page_size = (uint32_t)sysconf(_SC_PAGESIZE);
 	snprintf(hdr.stasis_version, sizeof(hdr.stasis_version), "%s",
 		 STASIS_VERSION);
@@ -884,6 +892,8 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 	bool dev_done[SNAPSHOT_NDEVICES] = { false };
 	bool virtio_done[VM_MAX_VIRTIO] = { false };
 	unsigned nvcpu = 0, nmem = 0, nirq = 0, npit = 0, nclock = 0;
+	struct snap_chunk_table tables[GUEST_MEM_MAX_REGIONS];
+	unsigned ntables = 0;
 	struct snapshot_clock saved_clock = { 0 };
 	struct kvm_pit_state2 pit;
 	struct snap_record rec;
@@ -902,7 +912,8 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 		if (rank >= 0 && rank < last_rank) {
 			set_err(err, errlen, "snapshot: %s record out of order",
 				snap_record_type_name(rec.type));
-			return -EINVAL;
+			ret = -EINVAL;
+			goto free_tables;
 		}
 		if (rank >= 0)
 			last_rank = rank;
@@ -911,12 +922,33 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 				set_err(err, errlen,
 					"snapshot: more memory records than "
 					"regions");
-				return -EINVAL;
+				ret = -EINVAL;
+				goto free_tables;
 			}
-			ret = snap_read_memory(img->r, &rec, &vm->mem, NULL,
-					       err, errlen);
+			if (img->ondemand &&
+			    rec.version == SNAP_MEMORY_VERSION) {
+				unsigned region;
+
+				/* Only the table now; the chunks as the guest
+				 * touches them. */
+				ret = snap_read_memory_table(
+				    img->r, &rec, &vm->mem, &tables[ntables],
+				    &region, err, errlen);
+				if (!ret && region != ntables) {
+					snap_chunk_table_free(&tables[ntables]);
+					set_err(err, errlen,
+						"snapshot: memory records out "
+						"of order");
+					ret = -EINVAL;
+				}
+				if (!ret)
+					ntables++;
+			} else {
+				ret = snap_read_memory(img->r, &rec, &vm->mem,
+						       NULL, err, errlen);
+			}
 			if (ret)
-				return ret;
+				goto free_tables;
 			nmem++;
 			continue;
 		}
@@ -924,12 +956,13 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 			set_err(err, errlen,
 				"snapshot: %s record version %u unknown",
 				snap_record_type_name(rec.type), rec.version);
-			return -EINVAL;
+			ret = -EINVAL;
+			goto free_tables;
 		}
 		ret = snap_read_payload(img->r, &rec, SNAPSHOT_RECORD_MAX,
 					&data, err, errlen);
 		if (ret)
-			return ret;
+			goto free_tables;
 		switch (rec.type) {
 		case SNAP_REC_VCPU:
 			if (nvcpu == vm->ncpus) {
@@ -1001,11 +1034,13 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 			break;
 		}
 		free(data);
-		if (ret)
-			return ret < 0 ? ret : -EINVAL;
+		if (ret) {
+			ret = ret < 0 ? ret : -EINVAL;
+			goto free_tables;
+		}
 	}
 	if (ret < 0)
-		return ret;
+		goto free_tables;
 	if (nvcpu != vm->ncpus || nmem != vm->mem.nregions || nirq != 1 ||
 	    npit != 1 || nclock != 1) {
 		set_err(err, errlen,
@@ -1013,14 +1048,16 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 			"irqchip %u, pit %u, clock %u)",
 			nvcpu, vm->ncpus, nmem, vm->mem.nregions, nirq, npit,
 			nclock);
-		return -EINVAL;
+		ret = -EINVAL;
+		goto free_tables;
 	}
 	for (size_t i = 0; i < SNAPSHOT_NDEVICES; i++) {
 		if (snapshot_device_present(vm, &snapshot_devices[i]) &&
 		    !dev_done[i]) {
 			set_err(err, errlen, "snapshot: device %s missing",
 				snapshot_devices[i].name);
-			return -EINVAL;
+			ret = -EINVAL;
+			goto free_tables;
 		}
 	}
 	for (unsigned i = 0; i < vm->nvirtio; i++) {
@@ -1029,7 +1066,27 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 				"snapshot: virtio device %s missing (the "
 				"snapshot has other devices than this VM)",
 				vm->virtio[i].name);
-			return -EINVAL;
+			ret = -EINVAL;
+			goto free_tables;
+		}
+	}
+	/* A lazy restore starts serving memory now: the devices' post-load
+	 * below reads guest memory already. */
+	if (ntables) {
+		struct page_source src;
+		char why[256];
+
+		ret = page_source_file_init(&src, tables, ntables);
+		if (ret) {
+			set_err(err, errlen, "snapshot: %s", strerror(-ret));
+			goto free_tables;
+		}
+		ntables = 0; /* the source has them */
+		ret = pager_start(&vm->pager, &vm->mem, &src, vm->cfg.seccomp,
+				  why, sizeof(why));
+		if (ret) {
+			set_err(err, errlen, "snapshot: lazy restore: %s", why);
+			return ret;
 		}
 	}
 	/* Derived state, now that memory is back: IRQ lines, BAR mappings,
@@ -1043,7 +1100,7 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 		if (ret) {
 			set_err(err, errlen, "snapshot: device %s: %s", d->name,
 				strerror(-ret));
-			return ret;
+			goto free_tables;
 		}
 	}
 	for (unsigned i = 0; i < vm->nvirtio; i++) {
@@ -1055,11 +1112,22 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 			 * says which and how). */
 			set_err(err, errlen, "snapshot: device %s: %s",
 				vm->virtio[i].name, why);
-			return ret;
+			goto free_tables;
 		}
 	}
+	/* A chunk the post-load read that failed its check is the reason,
+	 * whatever a device made of the zeros it then saw. */
+	if (vm->pager && (ret = pager_error(vm->pager, err, errlen)))
+		return ret;
 
 	img->saved_realtime_ns = saved_clock.host_realtime_ns;
 	return snapshot_apply_clock(vm, &saved_clock, clock, elapsed_ns, err,
 				    errlen);
+
+free_tables:
+	if (vm->pager && pager_error(vm->pager, err, errlen))
+		ret = -EBADMSG;
+	for (unsigned i = 0; i < ntables; i++)
+		snap_chunk_table_free(&tables[i]);
+	return ret;
 }

@@ -34,6 +34,9 @@ struct snapshot_image {
 	/* Copy guest memory out of the file instead of mapping it
 	 * (snap_reader_set_map_memory); `stasis restore --memory copy`. */
 	bool copy_memory;
+	/* Serve guest memory lazily from the file (snapshot/pager.h):
+	 * `--memory ondemand`. Files of format 1 are loaded as without it. */
+	bool ondemand;
 };
 
 /* Opens @path, checks the header against this host (page size, format

@@ -210,15 +210,17 @@ static uint64_t memfd_allocated(const struct guest_mem *m)
 
 static const uint8_t vcpu_blob[40] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 };
 
-/* CONFIG, VCPU, memory, END. */
-static void write_snapshot(const char *path, const struct guest_mem *m,
-			   struct snap_progress *progress)
+/* CONFIG, VCPU, memory, END, in format @format (0: the current one). */
+static void write_snapshot_format(const char *path, const struct guest_mem *m,
+				  struct snap_progress *progress,
+				  uint32_t format)
 {
 	char err[ERRLEN] = "";
 	struct snap_header h;
 	struct snap_writer *w;
 
 	test_header(&h);
+	h.format_version = format;
 	w = snap_writer_open(path, &h, err, sizeof(err));
 	if (!w)
 		fail_msg("%s", err);
@@ -233,6 +235,12 @@ static void write_snapshot(const char *path, const struct guest_mem *m,
 		fail_msg("%s", err);
 	if (snap_writer_commit(w, err, sizeof(err)))
 		fail_msg("%s", err);
+}
+
+static void write_snapshot(const char *path, const struct guest_mem *m,
+			   struct snap_progress *progress)
+{
+	write_snapshot_format(path, m, progress, 0);
 }
 
 /* Reads and checks everything in @path the way a restore does. Returns 0
@@ -308,9 +316,9 @@ static uint64_t fill_guest(struct guest_mem *m)
 	return stored;
 }
 
-static void test_round_trip(void **state)
+/* Both formats: the one written now and the one older files have. */
+static void round_trip(struct ctx *c, uint32_t format)
 {
-	struct ctx *c = *state;
 	struct snap_progress wp = { 0 }, rp = { 0 };
 	struct guest_mem src, dst;
 	struct snap_memory_desc desc;
@@ -323,7 +331,7 @@ static void test_round_trip(void **state)
 	assert_int_equal(guest_mem_init(&src, 8 << 20), 0);
 	stored = fill_guest(&src);
 	before = memfd_allocated(&src);
-	write_snapshot(c->path, &src, &wp);
+	write_snapshot_format(c->path, &src, &wp, format);
 	/* Scanning for data read no hole: nothing new was allocated. */
 	assert_int_equal(memfd_allocated(&src), before);
 	assert_int_equal(wp.total_bytes, stored * PS);
@@ -339,7 +347,7 @@ static void test_round_trip(void **state)
 	r = snap_reader_open(c->path, err, sizeof(err));
 	if (!r)
 		fail_msg("%s", err);
-	assert_int_equal(snap_reader_header(r)->format_version, 1);
+	assert_int_equal(snap_reader_header(r)->format_version, format);
 	assert_int_equal(snap_reader_header(r)->page_size, PS);
 	assert_string_equal(snap_reader_header(r)->stasis_version,
 			    "0.1.0-test");
@@ -377,6 +385,8 @@ static void test_round_trip(void **state)
 	assert_int_equal(desc.size, 8 << 20);
 	assert_int_equal(desc.page_size, PS);
 	assert_int_equal(desc.stored_pages, stored);
+	assert_int_equal(desc.stored_bytes, stored * PS);
+	assert_int_equal(rec.version, format);
 	assert_int_equal(snap_verify_record(r, &rec, err, sizeof(err)), 0);
 	if (snap_read_memory(r, &rec, &dst, &rp, err, sizeof(err)))
 		fail_msg("%s", err);
@@ -392,6 +402,16 @@ static void test_round_trip(void **state)
 	assert_memory_equal(src.host, dst.host, 8 << 20);
 	guest_mem_destroy(&src);
 	guest_mem_destroy(&dst);
+}
+
+static void test_round_trip(void **state)
+{
+	round_trip(*state, SNAP_FORMAT_VERSION);
+}
+
+static void test_round_trip_v1(void **state)
+{
+	round_trip(*state, 1);
 }
 
 /* The exact size and the page alignment, computed independently. */
@@ -472,7 +492,7 @@ static void test_layout_and_size(void **state)
 
 	assert_int_equal(guest_mem_init(&m, 8 << 20), 0);
 	stored = fill_guest(&m);
-	write_snapshot(c->path, &m, NULL);
+	write_snapshot_format(c->path, &m, NULL, 1);
 	buf = slurp(c->path, &len);
 
 	off = 128 + 32 + ((strlen(config_json) + 7) & ~7ul); /* VCPU */
@@ -501,7 +521,7 @@ static void test_exact_bytes(void **state)
 	struct ctx *c = *state;
 	static const uint8_t head[24] = {
 		'S',  'T',  'A',  'S',	'I', 'S', 'S', 'N', /* magic */
-		0x01, 0x00, 0x00, 0x00, /* format version */
+		0x02, 0x00, 0x00, 0x00, /* format version */
 		0x04, 0x03, 0x02, 0x01, /* byte-order mark */
 		0x80, 0x00, 0x00, 0x00, /* header size */
 		0x00, 0x10, 0x00, 0x00, /* page size */
@@ -524,7 +544,9 @@ static void test_exact_bytes(void **state)
 	uint8_t *b;
 
 	test_header(&h);
-	h.format_version = 99; /* ignored: the writer writes its own */
+	h.format_version = 99; /* no such format to write */
+	assert_null(snap_writer_open(c->path, &h, err, sizeof(err)));
+	h.format_version = 0; /* the current one */
 	w = snap_writer_open(c->path, &h, err, sizeof(err));
 	assert_non_null(w);
 	assert_int_equal(snap_write_record(w, SNAP_REC_CONFIG, 2, 0, "{}", 2,
@@ -660,7 +682,7 @@ static void test_bad_headers(void **state)
 	spit(c->bad, buf, len);
 	assert_null(snap_reader_open(c->bad, err, sizeof(err)));
 	assert_string_equal(err, "snapshot: format version 3 is newer than "
-				 "this stasis reads (1..1)");
+				 "this stasis reads (1..2)");
 	set_le32(buf + 8, 0);
 	spit(c->bad, buf, len);
 	assert_read_fails(c->bad, &m, "format version 0 is older");
@@ -890,6 +912,7 @@ static int write_mem_file(const char *path, uint16_t version, uint8_t *payload,
 	struct snap_writer *w;
 
 	test_header(&h);
+	h.format_version = 1; /* these payloads are version 1 records */
 	w = snap_writer_open(path, &h, err, sizeof(err));
 	assert_non_null(w);
 	assert_int_equal(snap_write_record(w, SNAP_REC_CONFIG, 1, 0, "{}", 2,
@@ -973,6 +996,258 @@ static void test_bad_memory_records(void **state)
 	write_mem_file(c->path, 1, p, 16);
 	assert_read_fails(c->path, &m, "too short for a memory descriptor");
 	guest_mem_destroy(&m);
+}
+
+/* The version 2 record of a 2 MiB region with pages 0 and 70 stored:
+ * 8 chunks of 256 KiB, chunk 0 holds page 0 (block 0), chunk 1 page 70
+ * (block 6), the others are zero. The example in docs/snapshot-format.md. */
+static uint8_t *write_v2_small(const char *path, struct guest_mem *m,
+			       size_t *len)
+{
+	char err[ERRLEN];
+	struct snap_header h;
+	struct snap_writer *w;
+
+	assert_int_equal(guest_mem_init(m, 2 << 20), 0);
+	fill_page(m, 0, 1);
+	fill_page(m, 70, 2);
+	test_header(&h);
+	w = snap_writer_open(path, &h, err, sizeof(err));
+	assert_non_null(w);
+	assert_int_equal(snap_write_record(w, SNAP_REC_CONFIG, 1, 0, "{}", 2,
+					   err, sizeof(err)),
+			 0);
+	assert_int_equal(snap_write_memory(w, m, NULL, err, sizeof(err)), 0);
+	assert_int_equal(snap_writer_commit(w, err, sizeof(err)), 0);
+	return slurp(path, len);
+}
+
+#define V2_REC 168 /* after the header and the 40-byte CONFIG record */
+#define V2_DESC (V2_REC + 32)
+#define V2_TABLE (V2_DESC + 64)
+#define V2_DATA 4096
+
+static void test_v2_exact_bytes(void **state)
+{
+	struct ctx *c = *state;
+	static const uint8_t rec_head[16] = {
+		0x08, 0x00, 0x00, 0x00, /* type MEMORY */
+		0x02, 0x00, /* version 2 */
+		0x00, 0x00, /* flags */
+		0x38, 0x2f, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /* 12088 */
+	};
+	static const uint8_t desc[64] = {
+		0, 0,	 0,    0, 0, 0, 0, 0, /* gpa 0 */
+		0, 0,	 0x20, 0, 0, 0, 0, 0, /* size 2 MiB */
+		0, 0x10, 0,    0, /* page size 4096 */
+		0, 0,	 0x04, 0, /* chunk size 256 KiB */
+		0, 0x10, 0,    0, /* block size 4096 */
+		0, 0,	 0,    0, /* reserved */
+		8, 0,	 0,    0, 0, 0, 0, 0, /* 8 chunks */
+		2, 0,	 0,    0, 0, 0, 0, 0, /* 2 stored */
+		0, 0x20, 0,    0, 0, 0, 0, 0, /* 8192 data bytes */
+		0, 0,	 0,    0, 0, 0, 0, 0, /* reserved */
+	};
+	uint8_t chunk[256 << 10], zero_entry[32] = { 0 }, *b, *e;
+	XXH3_state_t *st = XXH3_createState();
+	struct guest_mem m;
+	size_t len;
+
+	b = write_v2_small(c->path, &m, &len);
+	assert_int_equal(len, V2_REC + 32 + 12088 + 32);
+	assert_int_equal(le32(b + 8), 2); /* format version */
+	assert_memory_equal(b + V2_REC, rec_head, sizeof(rec_head));
+	assert_memory_equal(b + V2_DESC, desc, sizeof(desc));
+	/* Chunk 0: data offset 0, 4096 bytes, raw, block 0. */
+	e = b + V2_TABLE;
+	assert_int_equal(le64(e), 0);
+	assert_int_equal(le32(e + 8), 4096);
+	assert_int_equal(e[12], 0);
+	assert_int_equal(e[13], 0);
+	assert_int_equal(le64(e + 16), 1);
+	memset(chunk, 0, sizeof(chunk));
+	memcpy(chunk, guest_mem_ptr(&m, 0, PS), PS);
+	assert_int_equal(le64(e + 24), XXH3_64bits(chunk, sizeof(chunk)));
+	/* Chunk 1: the next 4096 bytes, block 6 (page 70 = 64 + 6). */
+	e += 32;
+	assert_int_equal(le64(e), 4096);
+	assert_int_equal(le32(e + 8), 4096);
+	assert_int_equal(le64(e + 16), 1ull << 6);
+	memset(chunk, 0, sizeof(chunk));
+	memcpy(chunk + 6 * PS, guest_mem_ptr(&m, 70 * PS, PS), PS);
+	assert_int_equal(le64(e + 24), XXH3_64bits(chunk, sizeof(chunk)));
+	/* Chunks 2..7: the zero flag and nothing else. */
+	zero_entry[13] = SNAP_CHUNK_ZERO;
+	for (unsigned i = 2; i < 8; i++)
+		assert_memory_equal(b + V2_TABLE + i * 32, zero_entry, 32);
+	/* Zero padding up to the page-aligned data area, then the pages. */
+	for (size_t i = V2_TABLE + 256; i < V2_DATA; i++)
+		assert_int_equal(b[i], 0);
+	assert_memory_equal(b + V2_DATA, guest_mem_ptr(&m, 0, PS), PS);
+	assert_memory_equal(b + V2_DATA + PS, guest_mem_ptr(&m, 70 * PS, PS),
+			    PS);
+	/* The record checksum covers header, descriptor, table and padding,
+	 * not the chunks. */
+	{
+		uint8_t hdr[32];
+
+		memcpy(hdr, b + V2_REC, 32);
+		memset(hdr + 16, 0, 8);
+		XXH3_64bits_reset(st);
+		XXH3_64bits_update(st, hdr, 32);
+		XXH3_64bits_update(st, b + V2_DESC, V2_DATA - V2_DESC);
+		assert_int_equal(le64(b + V2_REC + 16), XXH3_64bits_digest(st));
+	}
+	assert_int_equal(le32(b + V2_DATA + 2 * PS), SNAP_REC_END);
+	XXH3_freeState(st);
+	free(b);
+	guest_mem_destroy(&m);
+}
+
+/* Recomputes a version 2 memory record's checksum (its header, descriptor,
+ * table and padding, up to the data area). */
+static void fix_v2_checksum(uint8_t *b)
+{
+	XXH3_state_t *st = XXH3_createState();
+	uint8_t hdr[32];
+
+	memcpy(hdr, b + V2_REC, 32);
+	memset(hdr + 16, 0, 8);
+	XXH3_64bits_reset(st);
+	XXH3_64bits_update(st, hdr, 32);
+	XXH3_64bits_update(st, b + V2_DESC, V2_DATA - V2_DESC);
+	set_le64(b + V2_REC + 16, XXH3_64bits_digest(st));
+	XXH3_freeState(st);
+}
+
+/* Damaged chunk tables and chunks: each refused with one line. */
+static void test_v2_bad_tables(void **state)
+{
+	struct ctx *c = *state;
+	struct guest_mem m;
+	size_t len;
+	uint8_t *b;
+
+	b = write_v2_small(c->path, &m, &len);
+
+#define V2_CASE(edit, expect)                          \
+	do {                                           \
+		uint8_t *x = malloc(len);              \
+		assert_non_null(x);                    \
+		memcpy(x, b, len);                     \
+		edit;                                  \
+		fix_v2_checksum(x);                    \
+		spit(c->bad, x, len);                  \
+		assert_read_fails(c->bad, &m, expect); \
+		free(x);                               \
+	} while (0)
+
+	V2_CASE(x[V2_TABLE + 12] = 1, "chunk 0: unknown codec 1");
+	V2_CASE(x[V2_TABLE + 12] = 3, "unknown codec 3 (this stasis reads raw");
+	V2_CASE(x[V2_TABLE + 2 * 32 + 13] = SNAP_CHUNK_ZERO | SNAP_CHUNK_PARENT,
+		"chunk 2 is held by a parent snapshot");
+	V2_CASE(x[V2_TABLE + 13] = 0x4, "chunk 0: unknown flags 0x4");
+	V2_CASE(x[V2_TABLE + 14] = 1, "reserved bits set");
+	V2_CASE(x[V2_TABLE + 3 * 32 + 16] = 1, "zero chunk 3 has data fields");
+	V2_CASE(set_le32(x + V2_TABLE + 8, 8192),
+		"chunk 0: 8192 bytes at data offset 0x0, expected 4096 at 0x0");
+	V2_CASE(set_le64(x + V2_TABLE + 32, 0),
+		"chunk 1: 4096 bytes at data offset 0x0, expected 4096 at "
+		"0x1000");
+	V2_CASE(set_le64(x + V2_TABLE + 16, 0), "chunk 0: bad block mask");
+	V2_CASE(
+	    set_le64(x + V2_DESC + 40, 3),
+	    "the table holds 2 chunks of 8192 bytes, the descriptor says 3");
+	V2_CASE(set_le64(x + V2_DESC + 32, 9), "9 chunks (2 stored)");
+	V2_CASE(set_le32(x + V2_DESC + 20, 4096), "bad chunk geometry");
+	V2_CASE(set_le32(x + V2_DESC + 24, 2048), "bad chunk geometry");
+	V2_CASE(set_le32(x + V2_DESC + 24, 8192),
+		"chunk 0: 4096 bytes at data offset 0x0, expected 8192 at 0x0");
+	V2_CASE(set_le32(x + V2_DESC + 28, 1), "reserved descriptor field");
+	V2_CASE(x[V2_TABLE + 300] = 1, "padding before the chunks");
+	/* A flipped byte in a chunk: the record checksum does not cover it,
+	 * the chunk's own does, and the line names where it is. */
+	V2_CASE(x[V2_DATA + PS + 17] ^= 0x20,
+		"memory chunk 1 (guest 0x40000-0x7ffff) at file offset "
+		"0x2000: checksum mismatch");
+	/* A damaged table without a fixed checksum. */
+	{
+		uint8_t *x = malloc(len);
+
+		memcpy(x, b, len);
+		x[V2_TABLE + 40] ^= 1;
+		spit(c->bad, x, len);
+		assert_read_fails(c->bad, &m,
+				  "record 1 (MEMORY) at offset "
+				  "0xa8: checksum mismatch");
+		free(x);
+	}
+	/* Cut anywhere in the record: refused. */
+	spit(c->bad, b, len);
+	for (size_t n = V2_REC; n < len; n += 97) {
+		assert_int_equal(truncate(c->bad, (off_t)n), 0);
+		assert_read_fails(c->bad, &m, NULL);
+		spit(c->bad, b, len);
+	}
+#undef V2_CASE
+	free(b);
+	guest_mem_destroy(&m);
+}
+
+/* snap_read_chunk on its own: the page source primitive lazy restores
+ * use. Whole chunks come back verified, zero-filled where not stored. */
+static void test_v2_read_chunk(void **state)
+{
+	struct ctx *c = *state;
+	uint8_t *b, *chunk = malloc(256 << 10);
+	struct snap_chunk_table t;
+	struct guest_mem m, dst;
+	struct snap_reader *r;
+	struct snap_record rec;
+	char err[ERRLEN];
+	unsigned region;
+	size_t len;
+
+	b = write_v2_small(c->path, &m, &len);
+	assert_int_equal(guest_mem_init(&dst, 2 << 20), 0);
+	r = snap_reader_open(c->path, err, sizeof(err));
+	assert_non_null(r);
+	assert_int_equal(snap_reader_next(r, &rec, err, sizeof(err)), 1);
+	assert_int_equal(snap_reader_next(r, &rec, err, sizeof(err)), 1);
+	assert_int_equal(rec.type, SNAP_REC_MEMORY);
+	assert_int_equal(snap_read_memory_table(r, &rec, &dst, &t, &region, err,
+						sizeof(err)),
+			 0);
+	assert_int_equal(region, 0);
+	assert_int_equal(t.nchunks, 8);
+	assert_int_equal(t.stored_chunks, 2);
+	assert_int_equal(t.chunks[1].file_off, V2_DATA + PS);
+	memset(chunk, 0x5a, 256 << 10);
+	assert_int_equal(snap_read_chunk(&t, 1, chunk, true, err, sizeof(err)),
+			 0);
+	assert_memory_equal(chunk, guest_mem_ptr(&m, 64 * PS, 256 << 10),
+			    256 << 10);
+	memset(chunk, 0x5a, 256 << 10);
+	assert_int_equal(snap_read_chunk(&t, 5, chunk, true, err, sizeof(err)),
+			 0);
+	assert_memory_equal(
+	    chunk, guest_mem_ptr(&m, 5 * (256 << 10), 256 << 10), 256 << 10);
+	assert_int_equal(snap_read_chunk(&t, 8, chunk, true, err, sizeof(err)),
+			 -EINVAL);
+	/* The file cut short after the table was read. */
+	assert_int_equal(truncate(c->path, V2_DATA + PS + 100), 0);
+	assert_int_equal(snap_read_chunk(&t, 1, chunk, true, err, sizeof(err)),
+			 -ENODATA);
+	assert_string_equal(err, "snapshot: memory chunk 1 (guest "
+				 "0x40000-0x7ffff) at file offset 0x2000: "
+				 "unexpected end of file (the snapshot was "
+				 "truncated)");
+	snap_chunk_table_free(&t);
+	snap_reader_close(r);
+	free(chunk);
+	free(b);
+	guest_mem_destroy(&m);
+	guest_mem_destroy(&dst);
 }
 
 /* RAM in two regions around the 4 GiB hole: only touched pages are read,
@@ -1366,6 +1641,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup_dir, teardown_dir)
 		T(test_round_trip),
+		T(test_round_trip_v1),
 		T(test_mapped_restore),
 		T(test_layout_and_size),
 		T(test_exact_bytes),
@@ -1375,6 +1651,9 @@ int main(void)
 		T(test_bad_records),
 		T(test_unknown_records),
 		T(test_bad_memory_records),
+		T(test_v2_exact_bytes),
+		T(test_v2_bad_tables),
+		T(test_v2_read_chunk),
 		T(test_two_regions),
 		T(test_huge_page_size),
 		T(test_large_payload),

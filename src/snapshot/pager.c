@@ -1,0 +1,542 @@
+/* The fault handler of lazy restores (pager.h): userfaultfd on guest RAM,
+ * a fault thread that serves touched chunks first, a fill thread that
+ * brings in the rest. */
+#include "snapshot/pager.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PAGER_PAGE 4096ull
+#define PAGER_MSG_BATCH 16
+
+/* A chunk's state: CAS from MISSING to BUSY claims it for one thread. */
+enum { CHUNK_MISSING, CHUNK_BUSY, CHUNK_DONE };
+
+struct pager_region {
+	uint8_t *host;
+	struct page_source_region geo;
+	_Atomic uint8_t *state; /* per chunk */
+};
+
+struct pager {
+	int uffd;
+	int stop_fd; /* eventfd: wakes the fault thread */
+	struct page_source src;
+	unsigned nregions;
+	struct pager_region regions[GUEST_MEM_MAX_REGIONS];
+	uint64_t stored_total;
+	atomic_uint_fast64_t done; /* chunks with data installed */
+	atomic_int
+	    faults_active; /* the fault thread is serving: filler waits */
+	atomic_bool stopping;
+
+	pthread_mutex_t lock; /* guards what follows */
+	pthread_cond_t cond;
+	bool complete; /* every chunk is in; memory let go */
+	bool registered;
+	bool running; /* pager_set_running was called */
+	int fail_code;
+	char fail_line[512];
+	void (*on_fail)(void *, const char *);
+	void *fail_ctx;
+
+	pthread_t fault_thread, fill_thread;
+	bool fault_started, fill_started;
+	enum seccomp_mode seccomp;
+};
+
+static int pager_open_uffd(char *err, size_t errlen)
+{
+	int fd, dev, e1;
+
+	/* Kernel faults (KVM, syscalls on guest buffers) must be served
+	 * too, so UFFD_USER_MODE_ONLY is no option. */
+	fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (fd >= 0)
+		return fd;
+	e1 = errno;
+	dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+	if (dev >= 0) {
+		fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+		close(dev);
+		if (fd >= 0)
+			return fd;
+	}
+	snprintf(err, errlen,
+		 "userfaultfd is not available (%s; /dev/userfaultfd: %s): "
+		 "vm.unprivileged_userfaultfd=1, access to /dev/userfaultfd "
+		 "or CAP_SYS_PTRACE would allow it",
+		 strerror(e1), dev < 0 ? strerror(errno) : "refused");
+	return -e1;
+}
+
+int pager_probe(char *err, size_t errlen)
+{
+	int fd = pager_open_uffd(err, errlen);
+
+	if (fd < 0)
+		return fd;
+	close(fd);
+	return 0;
+}
+
+/* Records the first failure. Before the guest runs, memory is let go so
+ * that stasis's own reads (device post-load) end; after, the callback
+ * stops the VM and everything unserved stays unserved. */
+static void pager_fail(struct pager *p, int code, const char *line)
+{
+	void (*cb)(void *, const char *) = NULL;
+	char copy[sizeof(p->fail_line)];
+
+	pthread_mutex_lock(&p->lock);
+	if (!p->fail_code) {
+		p->fail_code = code ? code : -EIO;
+		snprintf(p->fail_line, sizeof(p->fail_line), "%s", line);
+		if (p->running) {
+			cb = p->on_fail;
+			snprintf(copy, sizeof(copy), "%s", line);
+		} else if (p->registered) {
+			for (unsigned i = 0; i < p->nregions; i++) {
+				struct uffdio_range r = {
+					.start = (uintptr_t)p->regions[i].host,
+					.len = p->regions[i].geo.size,
+				};
+
+				ioctl(p->uffd, UFFDIO_UNREGISTER, &r);
+			}
+			p->registered = false;
+		}
+		pthread_cond_broadcast(&p->cond);
+	}
+	pthread_mutex_unlock(&p->lock);
+	if (cb)
+		cb(p->fail_ctx, copy);
+}
+
+bool pager_failed(struct pager *p)
+{
+	bool f;
+
+	pthread_mutex_lock(&p->lock);
+	f = p->fail_code != 0;
+	pthread_mutex_unlock(&p->lock);
+	return f;
+}
+
+/* Installs @len bytes at @dst from @src. Pages present already (the guest
+ * or the other thread got there first) are skipped: what is there is
+ * verified content, or the guest's own writes to it. */
+static int pager_copy(struct pager *p, uint8_t *dst, const uint8_t *src,
+		      uint64_t len)
+{
+	while (len) {
+		struct uffdio_copy c = { .dst = (uintptr_t)dst,
+					 .src = (uintptr_t)src,
+					 .len = len };
+		uint64_t adv;
+
+		if (ioctl(p->uffd, UFFDIO_COPY, &c) == 0)
+			return 0;
+		if (errno == EAGAIN && c.copy > 0)
+			adv = (uint64_t)c.copy;
+		else if (errno == EAGAIN)
+			continue;
+		else if (errno == EEXIST)
+			adv = c.copy > 0 ? (uint64_t)c.copy : PAGER_PAGE;
+		else
+			return -errno;
+		dst += adv;
+		src += adv;
+		len -= adv;
+	}
+	return 0;
+}
+
+static void pager_zero_page(struct pager *p, uint64_t addr)
+{
+	struct uffdio_zeropage z = {
+		.range = { .start = addr & ~(PAGER_PAGE - 1),
+			   .len = PAGER_PAGE },
+	};
+
+	while (ioctl(p->uffd, UFFDIO_ZEROPAGE, &z) && errno == EAGAIN)
+		z.zeropage = 0;
+}
+
+static void pager_wake(struct pager *p, uint64_t addr)
+{
+	struct uffdio_range r = { .start = addr & ~(PAGER_PAGE - 1),
+				  .len = PAGER_PAGE };
+
+	ioctl(p->uffd, UFFDIO_WAKE, &r);
+}
+
+/* Claims, reads, checks and installs chunk @idx of region @ri. Returns
+ * false when another thread has it (it will wake the waiters). */
+static bool pager_serve(struct pager *p, unsigned ri, uint64_t idx,
+			uint8_t *buf)
+{
+	struct pager_region *r = &p->regions[ri];
+	uint64_t cs = r->geo.chunk_size, bs = r->geo.block_size;
+	uint64_t start = idx * cs, len = r->geo.size - start, mask;
+	uint8_t expect = CHUNK_MISSING;
+	char line[512];
+	int ret;
+
+	if (!atomic_compare_exchange_strong(&r->state[idx], &expect,
+					    CHUNK_BUSY))
+		return false;
+	if (len > cs)
+		len = cs;
+	mask = p->src.ops->chunk_mask(p->src.ctx, ri, idx);
+	ret = p->src.ops->read_chunk(p->src.ctx, ri, idx, buf, line,
+				     sizeof(line));
+	if (ret) {
+		/* Stays BUSY: nobody installs it. */
+		pager_fail(p, ret, line);
+		return true;
+	}
+	/* One copy per run of stored blocks. */
+	for (uint64_t j = 0, nb = (len + bs - 1) / bs, k; j < nb; j = k) {
+		uint64_t off = j * bs, end;
+
+		for (k = j; k < nb && (mask >> k & 1); k++)
+			;
+		if (k == j) {
+			k++;
+			continue;
+		}
+		end = k * bs < len ? k * bs : len;
+		ret =
+		    pager_copy(p, r->host + start + off, buf + off, end - off);
+		if (ret) {
+			snprintf(line, sizeof(line),
+				 "snapshot: installing guest memory at 0x%llx "
+				 "failed: %s",
+				 (unsigned long long)(r->geo.gpa + start + off),
+				 strerror(-ret));
+			pager_fail(p, ret, line);
+			return true;
+		}
+	}
+	atomic_store(&r->state[idx], CHUNK_DONE);
+	if (atomic_fetch_add(&p->done, 1) + 1 == p->stored_total) {
+		pthread_mutex_lock(&p->lock);
+		pthread_cond_broadcast(&p->cond);
+		pthread_mutex_unlock(&p->lock);
+	}
+	return true;
+}
+
+static void pager_fault(struct pager *p, uint64_t addr, uint8_t *buf)
+{
+	for (unsigned ri = 0; ri < p->nregions; ri++) {
+		struct pager_region *r = &p->regions[ri];
+		uint64_t off = addr - (uintptr_t)r->host, idx, blk;
+
+		if (addr < (uintptr_t)r->host || off >= r->geo.size)
+			continue;
+		if (pager_failed(p))
+			return; /* nothing more is served */
+		idx = off / r->geo.chunk_size;
+		blk = off % r->geo.chunk_size / r->geo.block_size;
+		if (!(p->src.ops->chunk_mask(p->src.ctx, ri, idx) >> blk & 1))
+			pager_zero_page(p, addr);
+		else if (!pager_serve(p, ri, idx, buf) &&
+			 atomic_load(&r->state[idx]) == CHUNK_DONE)
+			pager_wake(p, addr); /* a stale message */
+		return;
+	}
+}
+
+/* Each pager thread first loads its seccomp filter; one that cannot is a
+ * failed restore, never an unfiltered thread. */
+static bool pager_thread_filter(struct pager *p)
+{
+	if (!seccomp_install(SECCOMP_ROLE_UFFD, p->seccomp))
+		return true;
+	pager_fail(p, -EPERM, "lazy restore: cannot load the seccomp filter");
+	return false;
+}
+
+static void *pager_fault_main(void *arg)
+{
+	struct pager *p = arg;
+	uint8_t *buf;
+
+	if (!pager_thread_filter(p))
+		return NULL;
+	buf = malloc(SNAP_CHUNK_SIZE_MAX);
+
+	while (buf && !atomic_load(&p->stopping)) {
+		struct pollfd pfd[2] = { { .fd = p->uffd, .events = POLLIN },
+					 { .fd = p->stop_fd,
+					   .events = POLLIN } };
+		struct uffd_msg msg[PAGER_MSG_BATCH];
+		ssize_t n;
+
+		if (poll(pfd, 2, -1) < 0 && errno != EINTR)
+			break;
+		if (pfd[1].revents)
+			break;
+		if (!(pfd[0].revents & POLLIN))
+			continue;
+		atomic_store(&p->faults_active, 1);
+		n = read(p->uffd, msg, sizeof(msg));
+		for (ssize_t i = 0; n > 0 && i < n / (ssize_t)sizeof(msg[0]);
+		     i++)
+			if (msg[i].event == UFFD_EVENT_PAGEFAULT)
+				pager_fault(p, msg[i].arg.pagefault.address,
+					    buf);
+		atomic_store(&p->faults_active, 0);
+	}
+	free(buf);
+	return NULL;
+}
+
+/* Lets go of guest memory once all of it is in: later faults (zero
+ * blocks) are then the kernel's, at full speed, with no thread of ours. */
+static void pager_complete(struct pager *p)
+{
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&p->lock);
+	while (!p->fail_code && atomic_load(&p->done) < p->stored_total &&
+	       !atomic_load(&p->stopping))
+		pthread_cond_wait(&p->cond, &p->lock);
+	if (!p->fail_code && !atomic_load(&p->stopping)) {
+		for (unsigned i = 0; p->registered && i < p->nregions; i++) {
+			struct uffdio_range r = {
+				.start = (uintptr_t)p->regions[i].host,
+				.len = p->regions[i].geo.size,
+			};
+
+			ioctl(p->uffd, UFFDIO_UNREGISTER, &r);
+			/* Unregistering wakes the waiters it finds; this
+			 * wakes any it missed (a fault of a zero page queued
+			 * but not yet read). */
+			ioctl(p->uffd, UFFDIO_WAKE, &r);
+		}
+		p->registered = false;
+		p->complete = true;
+		pthread_cond_broadcast(&p->cond);
+		/* A failed write leaves the fault thread up; harmless. */
+		(void)!write(p->stop_fd, &one, sizeof(one));
+	}
+	pthread_mutex_unlock(&p->lock);
+}
+
+static void *pager_fill_main(void *arg)
+{
+	struct pager *p = arg;
+	const struct timespec step = { .tv_nsec = 50000 };
+	uint8_t *buf;
+
+	if (!pager_thread_filter(p))
+		return NULL;
+	buf = malloc(SNAP_CHUNK_SIZE_MAX);
+
+	for (unsigned ri = 0; buf && ri < p->nregions; ri++) {
+		for (uint64_t i = 0; i < p->regions[ri].geo.nchunks; i++) {
+			if (atomic_load(&p->stopping) || pager_failed(p))
+				goto out;
+			/* Faults first: the guest is waiting on those. */
+			while (atomic_load(&p->faults_active) &&
+			       !atomic_load(&p->stopping))
+				nanosleep(&step, NULL);
+			if (p->src.ops->chunk_mask(p->src.ctx, ri, i))
+				pager_serve(p, ri, i, buf);
+		}
+	}
+	if (buf)
+		pager_complete(p);
+out:
+	free(buf);
+	return NULL;
+}
+
+int pager_start(struct pager **out, struct guest_mem *mem,
+		struct page_source *src, enum seccomp_mode seccomp, char *err,
+		size_t errlen)
+{
+	struct uffdio_api api = { .api = UFFD_API };
+	struct pager *p;
+	int ret;
+
+	*out = NULL;
+	p = calloc(1, sizeof(*p));
+	if (!p) {
+		if (src->ops)
+			src->ops->destroy(src->ctx);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	p->src = *src;
+	p->uffd = -1;
+	p->seccomp = seccomp;
+	p->stop_fd = -1;
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->cond, NULL);
+	if (src->nregions != mem->nregions) {
+		snprintf(err, errlen,
+			 "the page source has %u regions, guest "
+			 "memory %u",
+			 src->nregions, mem->nregions);
+		ret = -EINVAL;
+		goto fail;
+	}
+	p->nregions = src->nregions;
+	for (unsigned i = 0; i < p->nregions; i++) {
+		struct pager_region *r = &p->regions[i];
+
+		r->geo = src->regions[i];
+		r->host = mem->regions[i].host;
+		if (r->geo.gpa != mem->regions[i].gpa ||
+		    r->geo.size != mem->regions[i].size ||
+		    r->geo.chunk_size > SNAP_CHUNK_SIZE_MAX) {
+			snprintf(err, errlen,
+				 "the page source does not match "
+				 "guest memory");
+			ret = -EINVAL;
+			goto fail;
+		}
+		r->state = calloc(r->geo.nchunks ? r->geo.nchunks : 1, 1);
+		if (!r->state) {
+			snprintf(err, errlen, "out of memory");
+			ret = -ENOMEM;
+			goto fail;
+		}
+		p->stored_total += r->geo.stored_chunks;
+	}
+	p->uffd = pager_open_uffd(err, errlen);
+	if (p->uffd < 0) {
+		ret = p->uffd;
+		goto fail;
+	}
+	if (ioctl(p->uffd, UFFDIO_API, &api) < 0 ||
+	    !(api.features & UFFD_FEATURE_MISSING_SHMEM)) {
+		ret = -ENOTSUP;
+		snprintf(err, errlen,
+			 "userfaultfd cannot serve shared memory "
+			 "on this kernel");
+		goto fail;
+	}
+	for (unsigned i = 0; i < p->nregions; i++) {
+		struct uffdio_register reg = {
+			.range = { .start = (uintptr_t)p->regions[i].host,
+				   .len = p->regions[i].geo.size },
+			.mode = UFFDIO_REGISTER_MODE_MISSING,
+		};
+
+		if (ioctl(p->uffd, UFFDIO_REGISTER, &reg) < 0) {
+			ret = -errno;
+			snprintf(err, errlen,
+				 "userfaultfd: cannot register "
+				 "guest memory: %s",
+				 strerror(errno));
+			goto fail;
+		}
+		p->registered = true;
+	}
+	p->stop_fd = eventfd(0, EFD_CLOEXEC);
+	if (p->stop_fd < 0) {
+		ret = -errno;
+		snprintf(err, errlen, "eventfd: %s", strerror(errno));
+		goto fail;
+	}
+	ret = pthread_create(&p->fault_thread, NULL, pager_fault_main, p);
+	if (!ret) {
+		p->fault_started = true;
+		ret = pthread_create(&p->fill_thread, NULL, pager_fill_main, p);
+		p->fill_started = ret == 0;
+	}
+	if (ret) {
+		snprintf(err, errlen, "cannot start the pager: %s",
+			 strerror(ret));
+		ret = -ret;
+		goto fail;
+	}
+	*out = p;
+	return 0;
+
+fail:
+	pager_stop(p);
+	return ret;
+}
+
+int pager_set_running(struct pager *p, void (*on_fail)(void *, const char *),
+		      void *ctx)
+{
+	int ret;
+
+	pthread_mutex_lock(&p->lock);
+	p->on_fail = on_fail;
+	p->fail_ctx = ctx;
+	p->running = true;
+	ret = p->fail_code;
+	pthread_mutex_unlock(&p->lock);
+	return ret;
+}
+
+int pager_error(struct pager *p, char *err, size_t errlen)
+{
+	int ret;
+
+	pthread_mutex_lock(&p->lock);
+	ret = p->fail_code;
+	if (ret)
+		snprintf(err, errlen, "%s", p->fail_line);
+	pthread_mutex_unlock(&p->lock);
+	return ret;
+}
+
+int pager_wait(struct pager *p, char *err, size_t errlen)
+{
+	pthread_mutex_lock(&p->lock);
+	while (!p->complete && !p->fail_code)
+		pthread_cond_wait(&p->cond, &p->lock);
+	pthread_mutex_unlock(&p->lock);
+	return pager_error(p, err, errlen);
+}
+
+void pager_stop(struct pager *p)
+{
+	uint64_t one = 1;
+
+	if (!p)
+		return;
+	atomic_store(&p->stopping, true);
+	pthread_mutex_lock(&p->lock);
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+	/* The fault thread polls it; a full counter wakes it too. */
+	if (p->stop_fd >= 0)
+		(void)!write(p->stop_fd, &one, sizeof(one));
+	if (p->fill_started)
+		pthread_join(p->fill_thread, NULL);
+	if (p->fault_started)
+		pthread_join(p->fault_thread, NULL);
+	if (p->uffd >= 0)
+		close(p->uffd); /* unregisters, wakes any waiter */
+	if (p->stop_fd >= 0)
+		close(p->stop_fd);
+	for (unsigned i = 0; i < GUEST_MEM_MAX_REGIONS; i++)
+		free(p->regions[i].state);
+	if (p->src.ops)
+		p->src.ops->destroy(p->src.ctx);
+	pthread_mutex_destroy(&p->lock);
+	pthread_cond_destroy(&p->cond);
+	free(p);
+}

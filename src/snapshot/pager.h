@@ -1,0 +1,103 @@
+/* Lazy restore of guest memory: the guest runs before its memory is read,
+ * and each piece is fetched, verified and installed when first touched.
+ *
+ * Two parts, each swappable:
+ * - a PAGE SOURCE says how guest memory is cut into chunks, which blocks of
+ *   each chunk hold data, and reads one chunk on request, verified. The one
+ *   here serves a snapshot file (page_source_file_init); a migration
+ *   stream would be another.
+ * - the PAGER (fault handler) registers guest RAM with userfaultfd in
+ *   MISSING mode and asks the source for the chunk of each fault, on a
+ *   thread of its own; a second thread brings in the remaining chunks in
+ *   source order, stepping aside whenever faults are waiting. Blocks the
+ *   source holds no data for are installed as zero pages. Every access
+ *   to guest RAM (vCPUs through KVM, virtio workers, a snapshot being
+ *   written) faults and is served the same way.
+ * A chunk that fails its check is never installed: the pager stops
+ * serving and reports one line (docs/architecture.md, "Lazy restore"). */
+#ifndef STASIS_PAGER_H
+#define STASIS_PAGER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/seccomp.h"
+#include "memory/guest_mem.h"
+#include "snapshot/snapfile.h"
+
+/* One contiguous stretch of guest RAM as the source cuts it. */
+struct page_source_region {
+	gpa_t gpa;
+	uint64_t size;
+	uint32_t chunk_size; /* a power of two, at most SNAP_CHUNK_SIZE_MAX */
+	uint32_t block_size; /* chunk_size / block_size <= 64 */
+	uint64_t nchunks;
+	uint64_t stored_chunks; /* chunks with data */
+};
+
+struct page_source_ops {
+	/* Which blocks of chunk @idx of region @region hold data (bit j for
+	 * block j); 0 for a chunk that is all zero. */
+	uint64_t (*chunk_mask)(void *ctx, unsigned region, uint64_t idx);
+	/* Reads chunk @idx into @buf (its stored blocks at their place;
+	 * others untouched) and checks it. Returns 0 or -errno with one line
+	 * in @err naming the chunk's guest range and where it came from.
+	 * Called from two threads at once, for different chunks. */
+	int (*read_chunk)(void *ctx, unsigned region, uint64_t idx,
+			  uint8_t *buf, char *err, size_t errlen);
+	void (*destroy)(void *ctx);
+};
+
+struct page_source {
+	const struct page_source_ops *ops;
+	void *ctx;
+	unsigned nregions;
+	struct page_source_region regions[GUEST_MEM_MAX_REGIONS];
+};
+
+/* A source serving the chunk tables @tables (one per region, in the order
+ * of @mem's regions; taken over and freed by destroy) from their file,
+ * which must stay open as long as the source. */
+int page_source_file_init(struct page_source *src,
+			  struct snap_chunk_table *tables, unsigned n);
+
+struct pager;
+
+/* Whether this process may use userfaultfd (the syscall, else
+ * /dev/userfaultfd): 0, or -errno with one line in @err saying why not. */
+int pager_probe(char *err, size_t errlen);
+
+/* Registers @mem's RAM (whose regions must match @src's, and be empty)
+ * and starts the fault and fill threads, each of which loads the uffd
+ * role's seccomp filter in mode @seccomp first. @src is the pager's from now
+ * on. Returns 0 or -errno with one line in @err. */
+int pager_start(struct pager **out, struct guest_mem *mem,
+		struct page_source *src, enum seccomp_mode seccomp, char *err,
+		size_t errlen);
+
+/* Called once, before the guest or any device worker runs. From now on a
+ * failed chunk calls @on_fail(@ctx, line) once, from a pager thread, and
+ * the pager serves nothing more: whoever touches unserved memory waits
+ * until the process ends. Before this call a failure instead releases all
+ * memory (it reads as zero, only stasis itself can be reading it) and is
+ * kept for pager_error. Returns -EBADMSG or the like when a chunk has
+ * failed already (then @on_fail is not called), else 0. */
+int pager_set_running(struct pager *p, void (*on_fail)(void *, const char *),
+		      void *ctx);
+
+/* The failure so far: 0, or its code with its line in @err. */
+int pager_error(struct pager *p, char *err, size_t errlen);
+
+/* Waits until every chunk is in guest memory (then the pager has let go
+ * of it) and returns 0, or a failure's code and line. */
+int pager_wait(struct pager *p, char *err, size_t errlen);
+
+/* Whether a chunk failed. */
+bool pager_failed(struct pager *p);
+
+/* Stops the threads, lets go of guest memory, frees everything. Only
+ * when no thread can be waiting for a chunk that failed. */
+void pager_stop(struct pager *p);
+
+#endif
