@@ -94,7 +94,7 @@ done
 get() { bench_get "$@"; }
 f1() { bench_fmt "%.1f" "$1"; }
 echo
-bench_machine | head -n 3
+bench_machine | sed -n 1,3p
 echo "guest: vmgenid guest, 256 MiB, $TOUCH MiB filled; snapshot $(du -m "$DIR/base.snap" | cut -f1) MiB; restore --memory map; medians of $RUNS runs"
 echo
 printf '%-4s %14s %12s %14s %14s %16s %16s\n' N "all ready ms" "clones/s" \
