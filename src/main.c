@@ -115,7 +115,8 @@ static void restore_usage(void)
 	       "  --net tap=NAME | unix=PATH[,peer=PATH]\n"
 	       "                        the Nth --net replaces the Nth network "
 	       "backend;\n"
-	       "                        the guest keeps its MAC address\n"
+	       "                        the guest keeps its MAC address "
+	       "(mac= is refused)\n"
 	       "  --on-term snapshot:PATH\n"
 	       "                        SIGTERM saves the VM to PATH, then "
 	       "exits 0;\n"
@@ -181,6 +182,15 @@ static int restore_replace_devices(struct vm_config *cfg, char **disks,
 
 		if (config_parse_net(&n, nets[i], err, sizeof(err))) {
 			log_error("%s", err);
+			return -EINVAL;
+		}
+		/* The MAC is guest-visible device state the running driver
+		 * has already read; a new one would not reach it. */
+		if (n.mac_set) {
+			log_error("--net %s: a restored guest keeps the MAC it "
+				  "was saved with (docs/clones.md)",
+				  nets[i]);
+			config_free_net(&n);
 			return -EINVAL;
 		}
 		config_free_net(&cfg->nets[i]);

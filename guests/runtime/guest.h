@@ -236,6 +236,12 @@ static inline void guest_barrier(void)
  * taken on the boot CPU (counted by a ring-0 stub, which also EOIs). */
 extern volatile uint64_t guest_irq_counts[GUEST_DEVICE_VECTORS];
 
+/* Routes interrupt line @line (an ISA IRQ or a GSI, through the MADT's
+ * overrides) edge-triggered to a fresh device vector on this CPU; its
+ * count is guest_irq_counts[*slot]. Returns 0, or -1 when no I/O APIC has
+ * it or no vector is left. */
+int guest_irq_route_line(unsigned int line, unsigned int *slot);
+
 /* ------------------------------------------------------------------ PCI --
  * pci.c: bus 0 through configuration mechanism #1 (ports 0xcf8/0xcfc, PCI
  * Local Bus 3.0, 3.2.2.3.2). guest_pci_scan() sizes every BAR and gives a

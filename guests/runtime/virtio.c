@@ -242,29 +242,37 @@ static void msix_enable(struct guest_virtio_dev *dev)
  * read raises the line again and makes a new edge, one before it is seen
  * by the look. No level-triggered handler is needed in ring 0.
  */
-static int intx_enable(struct guest_virtio_dev *dev)
+int guest_irq_route_line(unsigned int line, unsigned int *slot)
 {
-	const struct guest_pci_dev *d = dev->pci;
 	uint64_t ioapic;
 	unsigned int pin;
 	uint16_t flags;
 	uint32_t low;
 
-	/* Line 0 or 0xff: nobody routed it (PCI 3.0 6.2.4). */
-	if (!d->irq_pin || !d->irq_line || d->irq_line == 0xff ||
-	    guest_acpi_gsi(d->irq_line, &ioapic, &pin, &flags) ||
+	if (guest_acpi_gsi(line, &ioapic, &pin, &flags) ||
 	    guest_kit.irq_slots_used >= GUEST_DEVICE_VECTORS)
 		return -1;
-	dev->intx_slot = guest_kit.irq_slots_used++;
+	*slot = guest_kit.irq_slots_used++;
 	guest_lapic_init_local();
 	/* Redirection entry (82093AA data sheet 3.2.4): fixed, physical
 	 * destination, edge; active low only if the MADT says so. */
-	low = GUEST_VEC_DEVICE + dev->intx_slot;
+	low = GUEST_VEC_DEVICE + *slot;
 	if ((flags & MADT_POLARITY_MASK) == MADT_POLARITY_LOW)
 		low |= IOAPIC_ACTIVE_LOW;
 	ioapic_write(ioapic, IOAPIC_REDIR + 2 * pin + 1,
 		     guest_lapic_id() << 24);
 	ioapic_write(ioapic, IOAPIC_REDIR + 2 * pin, low);
+	return 0;
+}
+
+static int intx_enable(struct guest_virtio_dev *dev)
+{
+	const struct guest_pci_dev *d = dev->pci;
+
+	/* Line 0 or 0xff: nobody routed it (PCI 3.0 6.2.4). */
+	if (!d->irq_pin || !d->irq_line || d->irq_line == 0xff ||
+	    guest_irq_route_line(d->irq_line, &dev->intx_slot))
+		return -1;
 	guest_pci_enable(d, false);
 	dev->intx = true;
 	return 0;

@@ -1,5 +1,7 @@
 /* The guest's ACPI tables (ACPI 6.4, chapter 5): RSDP, XSDT, a
- * hardware-reduced FADT, a DSDT holding \_S5, and the MADT. */
+ * hardware-reduced FADT, a DSDT holding \_S5, the MADT and, with a VM
+ * Generation ID, an SSDT declaring it and the event device that notifies
+ * it. */
 #include <errno.h>
 #include <string.h>
 
@@ -41,8 +43,8 @@
 
 /* XSDT (5.2.8): header, then 64-bit table addresses. */
 #define XSDT_REVISION 1
-#define XSDT_ENTRIES 2 /* FADT, MADT */
-#define XSDT_SIZE (SDT_HDR_SIZE + 8 * XSDT_ENTRIES)
+#define XSDT_MAX_ENTRIES 3 /* FADT, MADT, the SSDT when there is one */
+#define XSDT_SIZE(n) (SDT_HDR_SIZE + 8 * (n))
 
 /* FADT (5.2.9, table 5.9), revision 6.4. */
 #define FADT_SIZE 276
@@ -127,6 +129,76 @@ static const uint8_t dsdt_aml[] = {
 	PLATFORM_ACPI_S5_SLP_TYP, /* element 0: SLP_TYPa */
 	0x00, /* ZeroOp: element 1, SLP_TYPb (unused) */
 };
+
+/*
+ * SSDT (5.2.11.2) for the VM Generation ID, as Microsoft's "Virtual Machine
+ * Generation ID" specification and Linux's vmgenid driver expect it:
+ *
+ *   Scope (\_SB) {
+ *     Device (VGEN) {
+ *       Name (_HID, "VMGENCTR")
+ *       Name (_CID, "VM_GEN_COUNTER")
+ *       Name (_DDN, "VM_Gen_Counter")
+ *       Method (ADDR) { Return (Package () { low32, high32 }) }
+ *     }
+ *     Device (GED0) {                  // Generic Event Device, 5.6.9
+ *       Name (_HID, "ACPI0013")
+ *       Name (_CRS, ResourceTemplate () {
+ *         Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive)
+ *           { PLATFORM_IRQ_ACPI_GED } })
+ *       Method (_EVT, 1) { Notify (\_SB.VGEN, 0x80) }
+ *     }
+ *   }
+ *
+ * Hardware-reduced ACPI has no GPE block (4.1), so the event device is how
+ * stasis raises the notification after a restore. AML encoded by hand
+ * (20.2); ADDR always holds two DWordConsts, whatever the address, so the
+ * bytes keep one fixed form that docs/devices.md describes and guests may
+ * scan for. PkgLength is one byte (bits 7:6 = 0) up to 63, else two bytes
+ * (bits 7:6 = 1, low nibble in byte 0 bits 3:0, the rest in byte 1); it
+ * counts itself and what follows it in the package.
+ */
+#define SSDT_REVISION 2
+#define SSDT_ADDR_LOW 85 /* offsets of the patched values in ssdt_aml */
+#define SSDT_ADDR_HIGH 90
+#define SSDT_GED_GSI 130
+/* String literals keep one AML element a line; the literal's NUL is not
+ * part of the table (SSDT_AML_LEN). */
+static const char ssdt_aml[] =
+    /* Scope (\_SB), PkgLength 155 (2 bytes) */
+    "\x10\x4b\x09\\_SB_"
+    /* Device (VGEN), PkgLength 84 (2 bytes) */
+    "\x5b\x82\x44\x05VGEN"
+    /* Name (_HID, "VMGENCTR") */
+    "\x08_HID\x0dVMGENCTR\0"
+    /* Name (_CID, "VM_GEN_COUNTER") */
+    "\x08_CID\x0dVM_GEN_COUNTER\0"
+    /* Name (_DDN, "VM_Gen_Counter") */
+    "\x08_DDN\x0dVM_Gen_Counter\0"
+    /* Method (ADDR, 0), PkgLength 20: Return (Package (2) { DWordConst,
+     * DWordConst }), the package's PkgLength 12 */
+    "\x14\x14"
+    "ADDR\x00\xa4\x12\x0c\x02"
+    "\x0c\x00\x00\x00\x00"
+    "\x0c\x00\x00\x00\x00"
+    /* Device (GED0), PkgLength 60 */
+    "\x5b\x82\x3cGED0"
+    /* Name (_HID, "ACPI0013") */
+    "\x08_HID\x0d"
+    "ACPI0013\0"
+    /* Name (_CRS, Buffer (11) {...}), PkgLength 14: an Extended Interrupt
+     * Descriptor (6.4.3.6: length 6, flags consumer | edge, active high,
+     * exclusive; one interrupt number), then the End Tag (6.4.2.9) */
+    "\x08_CRS\x11\x0e\x0a\x0b"
+    "\x89\x06\x00\x03\x01\x00\x00\x00\x00"
+    "\x79\x00"
+    /* Method (_EVT, 1), PkgLength 19: Notify (\_SB.VGEN, 0x80) */
+    "\x14\x13_EVT\x01"
+    "\x86\\\x2e_SB_VGEN\x0a\x80";
+#define SSDT_AML_LEN (sizeof(ssdt_aml) - 1)
+
+#define SSDT_SIZE (SDT_HDR_SIZE + SSDT_AML_LEN)
+_Static_assert(SSDT_AML_LEN == 156, "the SSDT's PkgLengths count 156");
 
 /* SLP_TYP is a 3-bit field of the sleep control register (4.8.3.7). */
 _Static_assert(PLATFORM_ACPI_S5_SLP_TYP <= 7, "SLP_TYP is 3 bits");
@@ -274,26 +346,51 @@ static void rsdp_fill(struct outbuf *b, gpa_t xsdt)
 /* Where each table goes. The RSDP comes first: PLATFORM_ACPI_TABLES is
  * inside the 0xE0000-0xFFFFF window OSes scan for it (5.2.5.1). */
 struct acpi_layout {
-	gpa_t rsdp, xsdt, fadt, dsdt, madt, end;
+	gpa_t rsdp, xsdt, fadt, dsdt, madt, ssdt, end;
+	unsigned nxsdt;
 };
 
-static void acpi_layout(unsigned ncpus, struct acpi_layout *l)
+/* The SSDT, when there is one, goes last so that the other tables sit
+ * where they always have. */
+static void acpi_layout(unsigned ncpus, bool ssdt, struct acpi_layout *l)
 {
+	l->nxsdt = ssdt ? 3 : 2;
 	l->rsdp = PLATFORM_ACPI_TABLES;
 	l->xsdt = ACPI_ALIGN_UP(l->rsdp + RSDP_SIZE);
-	l->fadt = ACPI_ALIGN_UP(l->xsdt + XSDT_SIZE);
+	l->fadt = ACPI_ALIGN_UP(l->xsdt + XSDT_SIZE(l->nxsdt));
 	l->dsdt = ACPI_ALIGN_UP(l->fadt + FADT_SIZE);
 	l->madt = ACPI_ALIGN_UP(l->dsdt + DSDT_SIZE);
 	l->end = l->madt + madt_size(ncpus);
+	l->ssdt = 0;
+	if (ssdt) {
+		l->ssdt = ACPI_ALIGN_UP(l->end);
+		l->end = l->ssdt + SSDT_SIZE;
+	}
 }
 
 _Static_assert(PLATFORM_ACPI_TABLES % ACPI_ALIGN == 0 &&
-		   PLATFORM_ACPI_TABLES + 4 * ACPI_ALIGN + RSDP_SIZE +
-			   XSDT_SIZE + FADT_SIZE + DSDT_SIZE + MADT_MAX_SIZE <=
-		       PLATFORM_ACPI_TABLES_END,
-	       "the ACPI tables fit their area for PLATFORM_MAX_CPUS");
+		   PLATFORM_ACPI_TABLES + 5 * ACPI_ALIGN + RSDP_SIZE +
+			   XSDT_SIZE(XSDT_MAX_ENTRIES) + FADT_SIZE + DSDT_SIZE +
+			   MADT_MAX_SIZE + SSDT_SIZE <=
+		       PLATFORM_VMGENID_ADDR,
+	       "the ACPI tables fit before the generation ID");
+_Static_assert(SSDT_SIZE <= MADT_MAX_SIZE,
+	       "acpi_build's buffer holds the SSDT");
+_Static_assert(PLATFORM_VMGENID_ADDR % 8 == 0 &&
+		   PLATFORM_VMGENID_ADDR + 16 <= PLATFORM_ACPI_TABLES_END,
+	       "the generation ID is 8-byte aligned in the table area");
 
-int acpi_build(struct guest_mem *mem, unsigned ncpus, gpa_t *rsdp)
+static void ssdt_fill(struct outbuf *b, gpa_t vmgenid)
+{
+	acpi_header(b, "SSDT", SSDT_SIZE, SSDT_REVISION);
+	out_put_bytes(b, SDT_HDR_SIZE, ssdt_aml, SSDT_AML_LEN);
+	out_put32(b, SDT_HDR_SIZE + SSDT_ADDR_LOW, (uint32_t)vmgenid);
+	out_put32(b, SDT_HDR_SIZE + SSDT_ADDR_HIGH, (uint32_t)(vmgenid >> 32));
+	out_put32(b, SDT_HDR_SIZE + SSDT_GED_GSI, PLATFORM_IRQ_ACPI_GED);
+}
+
+int acpi_build(struct guest_mem *mem, unsigned ncpus, gpa_t vmgenid,
+	       gpa_t *rsdp)
 {
 	uint8_t buf[MADT_MAX_SIZE > FADT_SIZE ? MADT_MAX_SIZE : FADT_SIZE];
 	struct outbuf b = { .data = buf, .len = sizeof(buf) };
@@ -309,7 +406,7 @@ int acpi_build(struct guest_mem *mem, unsigned ncpus, gpa_t *rsdp)
 		return -EFAULT;
 	/* Nothing stale may be found by the OS's RSDP scan. */
 	memset(area, 0, PLATFORM_ACPI_TABLES_END - PLATFORM_ACPI_TABLES);
-	acpi_layout(ncpus, &l);
+	acpi_layout(ncpus, vmgenid != 0, &l);
 
 	memset(buf, 0, sizeof(buf));
 	acpi_header(&b, "DSDT", DSDT_SIZE, DSDT_REVISION);
@@ -330,11 +427,21 @@ int acpi_build(struct guest_mem *mem, unsigned ncpus, gpa_t *rsdp)
 	if (ret)
 		return ret;
 
+	if (l.ssdt) {
+		memset(buf, 0, sizeof(buf));
+		ssdt_fill(&b, vmgenid);
+		ret = acpi_commit(mem, l.ssdt, &b, SSDT_SIZE);
+		if (ret)
+			return ret;
+	}
+
 	memset(buf, 0, sizeof(buf));
-	acpi_header(&b, "XSDT", XSDT_SIZE, XSDT_REVISION);
+	acpi_header(&b, "XSDT", XSDT_SIZE(l.nxsdt), XSDT_REVISION);
 	out_put64(&b, SDT_HDR_SIZE, l.fadt);
 	out_put64(&b, SDT_HDR_SIZE + 8, l.madt);
-	ret = acpi_commit(mem, l.xsdt, &b, XSDT_SIZE);
+	if (l.ssdt)
+		out_put64(&b, SDT_HDR_SIZE + 16, l.ssdt);
+	ret = acpi_commit(mem, l.xsdt, &b, XSDT_SIZE(l.nxsdt));
 	if (ret)
 		return ret;
 

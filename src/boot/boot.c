@@ -396,7 +396,7 @@ static int boot_write(struct guest_mem *mem, const struct boot_config *cfg,
 	size_t n;
 	int ret;
 
-	ret = acpi_build(mem, cfg->ncpus, rsdp);
+	ret = acpi_build(mem, cfg->ncpus, cfg->vmgenid, rsdp);
 	if (ret)
 		return ret;
 	if (p->kind == BOOT_KIND_BZIMAGE)

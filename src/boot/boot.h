@@ -29,6 +29,9 @@ struct boot_config {
 	size_t initrd_len;
 	const char *cmdline; /* never NULL; "" for none */
 	unsigned ncpus;
+	/* Where the VM Generation ID lives (PLATFORM_VMGENID_ADDR), or 0 for
+	 * no generation ID device in the ACPI tables. */
+	gpa_t vmgenid;
 };
 
 /* Initial state of the boot CPU; see PLATFORM_BOOT_* selectors. */
@@ -81,8 +84,12 @@ size_t e820_build(const struct guest_mem *mem, struct e820_entry *out,
 		  size_t max);
 
 /* Writes RSDP, XSDT, MADT (one LAPIC per CPU, the IOAPIC, ISA overrides),
- * FADT (hardware-reduced, sleep and reset registers) and DSDT (\_S5) into
- * the PLATFORM_ACPI_TABLES area. Returns 0 or -errno. */
-int acpi_build(struct guest_mem *mem, unsigned ncpus, gpa_t *rsdp);
+ * FADT (hardware-reduced, sleep and reset registers), DSDT (\_S5) and,
+ * when @vmgenid is not 0, an SSDT with the VM Generation ID device whose
+ * ADDR returns @vmgenid and the Generic Event Device that notifies it,
+ * into the PLATFORM_ACPI_TABLES area (the ID itself is the caller's).
+ * Returns 0 or -errno. */
+int acpi_build(struct guest_mem *mem, unsigned ncpus, gpa_t vmgenid,
+	       gpa_t *rsdp);
 
 #endif

@@ -42,6 +42,7 @@ void config_init(struct vm_config *c)
 	c->serial = SERIAL_STDIO;
 	c->cpu_template = CPU_TEMPLATE_HOST;
 	c->seccomp = SECCOMP_ON;
+	c->vmgenid = true;
 }
 
 void config_free_disk(struct disk_config *d)
@@ -482,6 +483,7 @@ enum config_opt {
 	OPT_SECCOMP,
 	OPT_ON_TERM,
 	OPT_RESUME_FROM,
+	OPT_VMGENID,
 };
 
 static const struct option config_long_opts[] = {
@@ -501,6 +503,7 @@ static const struct option config_long_opts[] = {
 	{ "console", required_argument, NULL, OPT_CONSOLE },
 	{ "rng", no_argument, NULL, OPT_RNG },
 	{ "seccomp", required_argument, NULL, OPT_SECCOMP },
+	{ "vmgenid", required_argument, NULL, OPT_VMGENID },
 	{ "config", required_argument, NULL, OPT_CONFIG },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
@@ -602,6 +605,14 @@ static int config_apply(struct vm_config *c, int opt, const char *name,
 				"--seccomp: '%s' is not on, log or off", value);
 			return -EINVAL;
 		}
+		break;
+	case OPT_VMGENID:
+		if (strcmp(value, "on") && strcmp(value, "off")) {
+			set_err(err, errlen, "--vmgenid: '%s' is not on or off",
+				value);
+			return -EINVAL;
+		}
+		c->vmgenid = !strcmp(value, "on");
 		break;
 	case OPT_ON_TERM:
 		return config_parse_on_term(c, value, err, errlen);
@@ -973,6 +984,9 @@ void config_print_run_usage(void)
 	    "  --console MODE        virtio-console: stdio | file:PATH |\n"
 	    "                        socket:PATH (UNIX, one client) | none\n"
 	    "  --rng                 virtio-rng fed by the host's getrandom()\n"
+	    "  --vmgenid on|off      VM Generation ID device, renewed on "
+	    "every\n"
+	    "                        restore (default on; docs/devices.md)\n"
 	    "  --seccomp on|log|off  system-call filters per thread (default\n"
 	    "                        on; log: the kernel logs what would be\n"
 	    "                        refused; docs/security.md)\n"
@@ -1107,6 +1121,8 @@ char *config_to_json(const struct vm_config *c)
 	json_object_object_add(
 	    o, "cpu-template",
 	    json_object_new_string(config_cpu_template_name(c->cpu_template)));
+	json_object_object_add(
+	    o, "vmgenid", json_object_new_string(c->vmgenid ? "on" : "off"));
 	if (config_virtio_to_json(c, o)) {
 		json_object_put(o);
 		return NULL;

@@ -78,6 +78,9 @@ struct vm_config {
 	enum console_mode console;
 	char *console_path;
 	bool rng;
+	/* The VM Generation ID device (ACPI tables and ID); a restore takes
+	 * its presence from the snapshot's own device record. */
+	bool vmgenid;
 	/* Host policy, never taken from a snapshot's CONFIG record. */
 	enum seccomp_mode seccomp;
 

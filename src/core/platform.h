@@ -28,6 +28,11 @@
 #define PLATFORM_ACPI_RESET_VALUE 0x01
 #define PLATFORM_ACPI_S5_SLP_TYP 5 /* \_S5 package value in the DSDT */
 #define PLATFORM_IRQ_ACPI_SCI 9
+/* The Generic Event Device (ACPI 6.4, 5.6.9) the SSDT declares beside the
+ * VM Generation ID device: an edge on this GSI makes OSPM run its _EVT,
+ * which notifies the generation ID device (docs/devices.md). ISA IRQ 10 is
+ * otherwise unused, and Linux takes ISA IRQs as edge, active high. */
+#define PLATFORM_IRQ_ACPI_GED 10
 
 /* Interrupt controllers (in-kernel, KVM). */
 #define PLATFORM_LAPIC_BASE 0xfee00000ull
@@ -55,6 +60,9 @@
 #define PLATFORM_EBDA_START 0x9fc00ull
 #define PLATFORM_ACPI_TABLES 0xe0000ull /* RSDP and tables, 128 KiB */
 #define PLATFORM_ACPI_TABLES_END 0x100000ull
+/* The 16-byte VM Generation ID, in the last page of the (e820-reserved)
+ * ACPI table area, after the tables; the SSDT's VGEN.ADDR returns it. */
+#define PLATFORM_VMGENID_ADDR 0xff000ull
 #define PLATFORM_KERNEL_LOAD 0x100000ull /* 1 MiB */
 
 #define PLATFORM_MAX_CPUS 64

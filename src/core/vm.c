@@ -192,6 +192,7 @@ static int vm_create_devices(struct vm *vm)
 		ret = acpi_pm_init(&vm->acpi_pm, vm);
 	if (!ret && vm->cfg.debug_exit)
 		ret = debug_exit_init(&vm->debug_exit, vm);
+	vmgenid_init(&vm->vmgenid, vm);
 	if (ret)
 		log_error("cannot create devices: %s", strerror(-ret));
 	return ret;
@@ -414,13 +415,15 @@ void vm_images_close(struct vm_images *img)
 
 int vm_boot(struct vm *vm, const struct vm_images *img)
 {
-	struct boot_config bc = { .kernel = img->kernel,
-				  .kernel_len = img->kernel_len,
-				  .initrd = img->initrd,
-				  .initrd_len = img->initrd_len,
-				  .cmdline =
-				      vm->cfg.cmdline ? vm->cfg.cmdline : "",
-				  .ncpus = vm->ncpus };
+	struct boot_config bc = {
+		.kernel = img->kernel,
+		.kernel_len = img->kernel_len,
+		.initrd = img->initrd,
+		.initrd_len = img->initrd_len,
+		.cmdline = vm->cfg.cmdline ? vm->cfg.cmdline : "",
+		.ncpus = vm->ncpus,
+		.vmgenid = vm->cfg.vmgenid ? PLATFORM_VMGENID_ADDR : 0
+	};
 	struct boot_cpu cpu;
 	char err[256] = "";
 	int ret;
@@ -429,6 +432,13 @@ int vm_boot(struct vm *vm, const struct vm_images *img)
 	if (ret) {
 		log_error("%s: %s", vm->cfg.kernel, err);
 		return ret;
+	}
+	if (vm->cfg.vmgenid) {
+		ret = vmgenid_boot(&vm->vmgenid);
+		if (ret) {
+			log_error("vmgenid: %s", strerror(-ret));
+			return ret;
+		}
 	}
 	ret = vcpu_set_boot_state(&vm->vcpus[0], &cpu);
 	if (ret)

@@ -18,6 +18,7 @@
 #include "core/host_output.h"
 #include "core/irq_routing.h"
 #include "devices/acpi_pm.h"
+#include "devices/vmgenid.h"
 #include "devices/debug_exit.h"
 #include "devices/i8042.h"
 #include "devices/pci.h"
@@ -89,6 +90,7 @@ struct vm {
 	struct debug_exit debug_exit;
 	struct pci_host pci;
 	struct acpi_pm acpi_pm;
+	struct vmgenid vmgenid;
 	/* GSI routes: the IOAPIC/PIC defaults and the MSI-X vectors. */
 	struct irq_routing irq_routing;
 	/* In PCI slot order from 1: disks, nets, console, rng. */

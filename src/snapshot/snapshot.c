@@ -159,6 +159,10 @@ struct snapshot_device {
 	size_t offset; /* of the device struct in struct vm */
 	int (*post_load)(struct vm *vm);
 	bool only_with_debug_exit;
+	/* When set, the record is written only if this says so, and a file
+	 * without it restores with the device as created (files from before
+	 * the device existed, or a VM without it). */
+	bool (*saved)(const struct vm *vm);
 };
 
 static int snapshot_uart_post_load(struct vm *vm)
@@ -191,19 +195,31 @@ static int snapshot_debug_exit_post_load(struct vm *vm)
 	return debug_exit_post_load(&vm->debug_exit);
 }
 
+static int snapshot_vmgenid_post_load(struct vm *vm)
+{
+	return vmgenid_post_load(&vm->vmgenid);
+}
+
+static bool snapshot_vmgenid_saved(const struct vm *vm)
+{
+	return vm->vmgenid.addr != 0;
+}
+
 static const struct snapshot_device snapshot_devices[] = {
 	{ "uart", &uart_state_desc, offsetof(struct vm, uart),
-	  snapshot_uart_post_load, false },
+	  snapshot_uart_post_load, false, NULL },
 	{ "rtc", &rtc_state_desc, offsetof(struct vm, rtc),
-	  snapshot_rtc_post_load, false },
+	  snapshot_rtc_post_load, false, NULL },
 	{ "i8042", &i8042_state_desc, offsetof(struct vm, i8042),
-	  snapshot_i8042_post_load, false },
+	  snapshot_i8042_post_load, false, NULL },
 	{ "pci", &pci_host_state_desc, offsetof(struct vm, pci),
-	  snapshot_pci_post_load, false },
+	  snapshot_pci_post_load, false, NULL },
 	{ "acpi_pm", &acpi_pm_state_desc, offsetof(struct vm, acpi_pm),
-	  snapshot_acpi_pm_post_load, false },
+	  snapshot_acpi_pm_post_load, false, NULL },
 	{ "debug_exit", &debug_exit_state_desc, offsetof(struct vm, debug_exit),
-	  snapshot_debug_exit_post_load, true },
+	  snapshot_debug_exit_post_load, true, NULL },
+	{ "vmgenid", &vmgenid_state_desc, offsetof(struct vm, vmgenid),
+	  snapshot_vmgenid_post_load, false, snapshot_vmgenid_saved },
 };
 
 #define SNAPSHOT_NDEVICES \
@@ -356,7 +372,8 @@ static int snapshot_save_devices(struct vm *vm, struct snap_writer *w,
 		struct state_buf b = { 0 };
 		int ret;
 
-		if (!snapshot_device_present(vm, d))
+		if (!snapshot_device_present(vm, d) ||
+		    (d->saved && !d->saved(vm)))
 			continue;
 		ret = state_buf_put(&b, SNAPSHOT_DEV_NAME, 1, d->name,
 				    strlen(d->name));
@@ -1053,7 +1070,7 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 	}
 	for (size_t i = 0; i < SNAPSHOT_NDEVICES; i++) {
 		if (snapshot_device_present(vm, &snapshot_devices[i]) &&
-		    !dev_done[i]) {
+		    !snapshot_devices[i].saved && !dev_done[i]) {
 			set_err(err, errlen, "snapshot: device %s missing",
 				snapshot_devices[i].name);
 			ret = -EINVAL;

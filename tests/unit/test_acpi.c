@@ -97,7 +97,7 @@ static void build(struct guest_mem *m, uint64_t size, unsigned ncpus,
 	gpa_t rsdp = 0;
 
 	assert_int_equal(guest_mem_init(m, size), 0);
-	assert_int_equal(acpi_build(m, ncpus, &rsdp), 0);
+	assert_int_equal(acpi_build(m, ncpus, 0, &rsdp), 0);
 	find_tables(m, rsdp, t);
 }
 
@@ -264,8 +264,9 @@ static void test_bad_ncpus(void **state)
 	gpa_t rsdp = 0;
 
 	assert_int_equal(guest_mem_init(&m, 64 * MIB), 0);
-	assert_int_equal(acpi_build(&m, 0, &rsdp), -EINVAL);
-	assert_int_equal(acpi_build(&m, PLATFORM_MAX_CPUS + 1, &rsdp), -EINVAL);
+	assert_int_equal(acpi_build(&m, 0, 0, &rsdp), -EINVAL);
+	assert_int_equal(acpi_build(&m, PLATFORM_MAX_CPUS + 1, 0, &rsdp),
+			 -EINVAL);
 	guest_mem_destroy(&m);
 }
 
@@ -278,12 +279,97 @@ static void test_rebuild(void **state)
 	uint32_t len;
 
 	build(&m, 64 * MIB, 64, &t);
-	assert_int_equal(acpi_build(&m, 1, &rsdp), 0);
+	assert_int_equal(acpi_build(&m, 1, 0, &rsdp), 0);
 	find_tables(&m, rsdp, &t);
 	len = gm_u32(&m, t.madt + 4);
 	assert_int_equal(len, 44 + 8 + 12 + 2 * 10 + 6);
 	for (uint32_t i = 0; i < 63 * 8; i++)
 		assert_int_equal(gm_u8(&m, t.madt + len + i), 0);
+	guest_mem_destroy(&m);
+}
+
+/* The VM Generation ID's SSDT, byte for byte: guests may scan for this
+ * fixed form (docs/devices.md), so it must not drift. */
+static const uint8_t want_ssdt_aml[] = {
+	0x10, 0x4b, 0x09, 0x5c, 0x5f, 0x53, 0x42, 0x5f, /* Scope (\_SB) */
+	0x5b, 0x82, 0x44, 0x05, 0x56, 0x47, 0x45, 0x4e, /* Device (VGEN) */
+	0x08, 0x5f, 0x48, 0x49, 0x44, 0x0d, 0x56, 0x4d, 0x47, 0x45, 0x4e,
+	0x43, 0x54, 0x52, 0x00, /* _HID "VMGENCTR" */
+	0x08, 0x5f, 0x43, 0x49, 0x44, 0x0d, 0x56, 0x4d, 0x5f, 0x47, 0x45,
+	0x4e, 0x5f, 0x43, 0x4f, 0x55, 0x4e, 0x54, 0x45, 0x52, 0x00, /* _CID */
+	0x08, 0x5f, 0x44, 0x44, 0x4e, 0x0d, 0x56, 0x4d, 0x5f, 0x47, 0x65,
+	0x6e, 0x5f, 0x43, 0x6f, 0x75, 0x6e, 0x74, 0x65, 0x72, 0x00, /* _DDN */
+	0x14, 0x14, 0x41, 0x44, 0x44, 0x52, 0x00, 0xa4, 0x12, 0x0c, 0x02,
+	0x0c, 0x00, 0xf0, 0x0f, 0x00, 0x0c, 0x00, 0x00, 0x00, 0x00, /* ADDR */
+	0x5b, 0x82, 0x3c, 0x47, 0x45, 0x44, 0x30, /* Device (GED0) */
+	0x08, 0x5f, 0x48, 0x49, 0x44, 0x0d, 0x41, 0x43, 0x50, 0x49, 0x30,
+	0x30, 0x31, 0x33, 0x00, /* _HID "ACPI0013" */
+	0x08, 0x5f, 0x43, 0x52, 0x53, 0x11, 0x0e, 0x0a, 0x0b, 0x89, 0x06,
+	0x00, 0x03, 0x01, 0x0a, 0x00, 0x00, 0x00, 0x79, 0x00, /* _CRS */
+	0x14, 0x13, 0x5f, 0x45, 0x56, 0x54, 0x01, 0x86, 0x5c, 0x2e, 0x5f,
+	0x53, 0x42, 0x5f, 0x56, 0x47, 0x45, 0x4e, 0x0a, 0x80, /* _EVT */
+};
+
+/* A PkgLength (ACPI 6.4, 20.2.4) at @p: its value, its size in @n. */
+static uint32_t pkg_length(const uint8_t *p, unsigned *n)
+{
+	uint32_t v = p[0] & 0x3f;
+
+	*n = 1 + (p[0] >> 6);
+	if (*n > 1)
+		v = p[0] & 0x0f;
+	for (unsigned i = 1; i < *n; i++)
+		v |= (uint32_t)p[i] << (4 + 8 * (i - 1));
+	return v;
+}
+
+static void test_ssdt_vmgenid(void **state)
+{
+	struct guest_mem m;
+	struct tables t;
+	gpa_t rsdp = 0, ssdt = 0;
+	const uint8_t *aml;
+	uint32_t len, v;
+	unsigned n;
+
+	assert_int_equal(guest_mem_init(&m, 64 * MIB), 0);
+	assert_int_equal(acpi_build(&m, 1, PLATFORM_VMGENID_ADDR, &rsdp), 0);
+	/* The other tables stay where they are without the SSDT. */
+	t.rsdp = scan_rsdp(&m);
+	assert_int_equal(t.rsdp, rsdp);
+	t.xsdt = gm_u64(&m, rsdp + 24);
+	assert_int_equal(check_table(&m, t.xsdt, "XSDT"), 36 + 3 * 8);
+	ssdt = gm_u64(&m, t.xsdt + 36 + 16);
+	len = check_table(&m, ssdt, "SSDT");
+	assert_int_equal(len, 36 + sizeof(want_ssdt_aml));
+	assert_int_equal(gm_u8(&m, ssdt + 8), 2);
+	assert_true(ssdt + len <= PLATFORM_VMGENID_ADDR);
+	aml = guest_mem_ptr(&m, ssdt + 36, len - 36);
+	assert_memory_equal(aml, want_ssdt_aml, sizeof(want_ssdt_aml));
+	/* The package lengths nest: the scope ends with the table, the two
+	 * devices fill it. */
+	v = pkg_length(aml + 1, &n);
+	assert_int_equal(1 + v, len - 36);
+	v = pkg_length(aml + 10, &n);
+	assert_int_equal(n, 2);
+	assert_int_equal(8 + 2 + v + 2 + pkg_length(aml + 96, &n), len - 36);
+	/* ADDR names the generation ID: low and high DWords. */
+	assert_int_equal(gm_u32(&m, ssdt + 36 + 85),
+			 (uint32_t)PLATFORM_VMGENID_ADDR);
+	assert_int_equal(gm_u32(&m, ssdt + 36 + 90), 0);
+	/* The ID is in memory the e820 map reserves. */
+	{
+		struct e820_entry map[E820_MAX_ENTRIES];
+		size_t ne = e820_build(&m, map, E820_MAX_ENTRIES);
+		bool reserved = false;
+
+		for (size_t i = 0; i < ne; i++)
+			if (map[i].addr <= PLATFORM_VMGENID_ADDR &&
+			    PLATFORM_VMGENID_ADDR + 16 <=
+				map[i].addr + map[i].size)
+				reserved = map[i].type == E820_RESERVED;
+		assert_true(reserved);
+	}
 	guest_mem_destroy(&m);
 }
 
@@ -422,6 +508,7 @@ int main(void)
 		cmocka_unit_test(test_madt_64),
 		cmocka_unit_test(test_bad_ncpus),
 		cmocka_unit_test(test_rebuild),
+		cmocka_unit_test(test_ssdt_vmgenid),
 		cmocka_unit_test(test_e820_64m),
 		cmocka_unit_test(test_e820_3g),
 		cmocka_unit_test(test_e820_3g_4k),
