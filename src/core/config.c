@@ -252,6 +252,8 @@ int config_parse_disk(struct disk_config *d, const char *spec, char *err,
 	while ((item = next_item(&p))) {
 		if (!strcmp(item, "ro")) {
 			d->readonly = true;
+		} else if (!strcmp(item, "verify=hash")) {
+			d->verify_hash = true;
 		} else if (!strncmp(item, "id=", 3)) {
 			size_t n = strlen(item + 3);
 
@@ -273,7 +275,7 @@ int config_parse_disk(struct disk_config *d, const char *spec, char *err,
 		} else {
 			set_err(err, errlen,
 				"--disk: unknown option '%s' (PATH[,ro][,id="
-				"NAME])",
+				"NAME][,verify=hash])",
 				item);
 			goto fail;
 		}
@@ -909,10 +911,12 @@ void config_print_run_usage(void)
 	    "                        write of v exits with status (v<<1)|1\n"
 	    "  --cpu-template T      host | baseline (default host)\n"
 	    "  --api-socket PATH     serve the control API on this socket\n"
-	    "  --disk PATH[,ro][,id=NAME]\n"
+	    "  --disk PATH[,ro][,id=NAME][,verify=hash]\n"
 	    "                        virtio-blk on a raw image; repeatable "
 	    "(at\n"
-	    "                        most %d); id: up to 20 characters\n"
+	    "                        most %d); id: up to 20 characters;\n"
+	    "                        verify=hash: snapshots hash the whole "
+	    "image\n"
 	    "  --net tap=NAME[,mac=MAC]\n"
 	    "  --net unix=PATH[,peer=PATH][,mac=MAC]\n"
 	    "                        virtio-net on a tap device or a datagram\n"
@@ -932,8 +936,9 @@ static char *config_disk_string(const struct disk_config *d)
 {
 	char *s = NULL;
 
-	if (asprintf(&s, "%s%s%s%s", d->path, d->readonly ? ",ro" : "",
-		     d->id ? ",id=" : "", d->id ? d->id : "") < 0)
+	if (asprintf(&s, "%s%s%s%s%s", d->path, d->readonly ? ",ro" : "",
+		     d->id ? ",id=" : "", d->id ? d->id : "",
+		     d->verify_hash ? ",verify=hash" : "") < 0)
 		return NULL;
 	return s;
 }

@@ -26,9 +26,12 @@ struct disk_config {
 	char *path;
 	bool readonly;
 	char *id; /* virtio-blk GET_ID string (<= 20 bytes); NULL: "blkN" */
+	/* verify=hash: every snapshot records an xxh3 of the whole image,
+	 * and a restore checks it (docs/virtio.md). Recorded. */
+	bool verify_hash;
 	/* Given again to `stasis restore --disk`: the user vouches for the
-	 * image, so its identity is not checked against the snapshot. Never
-	 * recorded. */
+	 * image, so its identity is not checked against the snapshot (with
+	 * verify_hash: only its content hash is). Never recorded. */
 	bool replaced;
 };
 
