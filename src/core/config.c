@@ -17,6 +17,7 @@
 #include <json-c/json.h>
 
 #include "core/platform.h"
+#include "core/text.h"
 #include "memory/guest_mem.h"
 
 /* Config files are small; anything larger is not one of ours. */
@@ -633,12 +634,20 @@ int config_load_json(struct vm_config *c, const char *text, char *err,
 	enum json_tokener_error jerr;
 	int ret = 0;
 
+	size_t len = strlen(text), bad;
+
+	/* RFC 8259 section 8.1: JSON text is UTF-8. json-c would take any
+	 * byte inside a string; the control API does not, nor does this. */
+	if (!text_is_utf8(text, len, &bad)) {
+		set_err(err, errlen, "not valid UTF-8 at byte %zu", bad);
+		return -EINVAL;
+	}
 	tok = json_tokener_new_ex(32);
 	if (!tok) {
 		set_err(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
-	root = json_tokener_parse_ex(tok, text, (int)strlen(text));
+	root = json_tokener_parse_ex(tok, text, (int)len);
 	jerr = json_tokener_get_error(tok);
 	if (!root || jerr != json_tokener_success) {
 		set_err(
@@ -661,7 +670,10 @@ int config_load_json(struct vm_config *c, const char *text, char *err,
 		const char *sval;
 
 		if (!o || o->val == OPT_CONFIG || o->val == OPT_HELP) {
-			set_err(err, errlen, "unknown key \"%s\"", key);
+			char q[80];
+
+			set_err(err, errlen, "unknown key \"%s\"",
+				text_escape(q, sizeof(q), key, strlen(key)));
 			ret = -EINVAL;
 			goto out;
 		}

@@ -9,6 +9,7 @@
 #include <json-c/json.h>
 
 #include "core/log.h"
+#include "core/text.h"
 #include "cpu/cpuid.h"
 #include "cpu/vcpu_state.h"
 #include "snapshot/inspect.h"
@@ -129,6 +130,8 @@ static int inspect_one(struct snap_reader *r, struct inspect_record *ir,
 		break;
 	}
 	free(data);
+	/* The summary quotes the file: printed and put in JSON escaped. */
+	text_escape_inplace(ir->summary, sizeof(ir->summary));
 	return ret;
 }
 

@@ -14,6 +14,7 @@
 
 #include "core/kvm.h"
 #include "core/log.h"
+#include "core/text.h"
 #include "core/vm.h"
 #include "cpu/cpuid.h"
 #include "cpu/vcpu_state.h"
@@ -787,9 +788,11 @@ static int snapshot_load_device(struct vm *vm, const uint8_t *data, size_t len,
 		}
 	}
 	if (!d) {
-		set_err(err, errlen, "snapshot: unknown device '%.*s'",
-			(int)(name.len > 32 ? 32 : name.len),
-			(const char *)name.payload);
+		char q[48];
+
+		set_err(err, errlen, "snapshot: unknown device '%s'",
+			text_escape(q, sizeof(q), (const char *)name.payload,
+				    name.len > 32 ? 32 : name.len));
 		return -EINVAL;
 	}
 	/* The device is freshly created and not running yet: a failure here

@@ -490,8 +490,11 @@ static void test_snapshot_bad_requests(void **state)
 		{ "{\"path\": \"/x\", \"then\": 1}", "\"then\" must be" },
 		{ "{\"path\": \"/x\", \"compress\": true}",
 		  "unknown key \"compress\"" },
-		{ "{\"path\": \"/x\", \"a\\nb\": 1}", "unknown key \"a?b\"" },
-		{ "{\"path\": \"\xff\"}", "malformed JSON" },
+		{ "{\"path\": \"/x\", \"a\\nb\": 1}",
+		  "unknown key \"a\\x0ab\"" },
+		{ "{\"path\": \"/x\", \"a\\u00ffb\": 1}",
+		  "unknown key \"a\\xc3\\xbfb\"" },
+		{ "{\"path\": \"\xff\"}", "not valid UTF-8 at byte 10" },
 		{ "{\"path\": [[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]}",
 		  "malformed JSON" },
 	};
@@ -542,7 +545,8 @@ static void test_snapshot_failures(void **state)
 		  "cannot open /x" },
 		{ -EBUSY, "a snapshot is already running", 409,
 		  "already running" },
-		{ -EINVAL, "bad\nreason", 400, "bad reason" },
+		{ -EINVAL, "bad\nreason", 400, "bad\\x0areason" },
+		{ -EINVAL, "bad \xff byte", 400, "bad \\xff byte" },
 		{ 7, NULL, 500, "snapshot failed" },
 	};
 	struct fixture *f = *state;

@@ -151,6 +151,21 @@ static void test_json(void **state)
 	    -EINVAL);
 	assert_int_equal(
 	    config_load_json(&c, "{\"mem\": -5}", err, sizeof(err)), -EINVAL);
+	/* Invalid UTF-8 anywhere is refused before the JSON is read: in a
+	 * key, in a value, an overlong form. */
+	assert_int_equal(
+	    config_load_json(&c, "{\"debug-ex\xfft\": true}", err, sizeof(err)),
+	    -EINVAL);
+	assert_string_equal(err, "not valid UTF-8 at byte 10");
+	assert_int_equal(config_load_json(&c, "{\"kernel\": \"\xc0\xaf\"}", err,
+					  sizeof(err)),
+			 -EINVAL);
+	assert_non_null(strstr(err, "UTF-8"));
+	/* Valid UTF-8 in an unknown key is quoted escaped. */
+	assert_int_equal(
+	    config_load_json(&c, "{\"k\xc3\xa9y\": 1}", err, sizeof(err)),
+	    -EINVAL);
+	assert_string_equal(err, "unknown key \"k\\xc3\\xa9y\"");
 	config_free(&c);
 }
 
