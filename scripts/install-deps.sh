@@ -10,6 +10,7 @@ packages=(
 	libjson-c-dev        # JSON config files and control-API bodies
 	libmicrohttpd-dev    # HTTP/1.1 server for the control API socket
 	libxxhash-dev        # xxh3 checksums on every snapshot record
+	libgnutls28-dev      # HMAC-SHA256 for signed snapshots (runtime on every Debian)
 	libcmocka-dev        # unit tests
 	clang libclang-rt-14-dev # libFuzzer targets and sanitizer runtimes
 	clang-format         # `make format` and the format check

@@ -6,12 +6,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "control/api.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "core/vm.h"
 #include "snapshot/inspect.h"
+#include "snapshot/sign.h"
 #include "snapshot/snapshot.h"
 
 static void usage(void)
@@ -25,7 +27,9 @@ static void usage(void)
 	    "  ctl SOCKET status|pause|resume|shutdown [--json]\n"
 	    "  ctl SOCKET snapshot PATH [--then resume|pause|exit] [--json]\n"
 	    "  inspect FILE [--json]          describe a snapshot\n"
-	    "  verify FILE                    check every checksum (exit 0/1)\n"
+	    "  verify FILE [--key FILE]       check every checksum, and the "
+	    "signature\n"
+	    "                                 with the key (exit 0/1)\n"
 	    "  --version                      print the version\n"
 	    "  --help                         this text\n");
 }
@@ -63,6 +67,8 @@ static int cmd_run(int argc, char **argv)
 	char err[512] = "";
 	int ret, status;
 
+	struct snap_key *key = NULL;
+
 	config_init(&cfg);
 	ret = config_parse_run_args(&cfg, argc, argv, err, sizeof(err));
 	if (ret) {
@@ -72,8 +78,17 @@ static int cmd_run(int argc, char **argv)
 		log_error("%s", err);
 		return STASIS_EXIT_USAGE;
 	}
+	/* Read now, so a bad key stops the VM before it starts. */
+	if (cfg.sign_key_path &&
+	    !(key = snap_key_new(cfg.sign_key_path, err, sizeof(err)))) {
+		log_error("--sign-key: %s", err);
+		config_free(&cfg);
+		return STASIS_EXIT_USAGE;
+	}
+	cfg.sign_key = key;
 	status = run_vm(&vm, &cfg);
 	config_free(&cfg);
+	snap_key_free(key);
 	return status;
 }
 
@@ -104,6 +119,15 @@ static void restore_usage(void)
 	       "                        verify=hash against the snapshot's "
 	       "hash of it\n"
 	       "                        (docs/virtio.md)\n"
+	       "  --require-signed KEYFILE\n"
+	       "                        refuse a snapshot without a valid "
+	       "signature by\n"
+	       "                        that key, before any of it is used "
+	       "(implies\n"
+	       "                        --memory copy and signs its own "
+	       "snapshots)\n"
+	       "  --sign-key KEYFILE    sign the restored VM's snapshots with "
+	       "this key\n"
 	       "  --net tap=NAME | unix=PATH[,peer=PATH]\n"
 	       "                        the Nth --net replaces the Nth network "
 	       "backend;\n"
@@ -185,6 +209,8 @@ static int cmd_restore(int argc, char **argv)
 		{ "memory", required_argument, NULL, 'm' },
 		{ "disk", required_argument, NULL, 'd' },
 		{ "net", required_argument, NULL, 'n' },
+		{ "require-signed", required_argument, NULL, 'r' },
+		{ "sign-key", required_argument, NULL, 'k' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -192,7 +218,9 @@ static int cmd_restore(int argc, char **argv)
 	unsigned ndisks = 0, nnets = 0;
 	enum clock_policy clock = CLOCK_ADVANCE;
 	struct snapshot_image img;
-	const char *serial = NULL, *api = NULL;
+	const char *serial = NULL, *api = NULL, *require = NULL, *sign = NULL;
+	struct snap_key *rkey = NULL, *skey = NULL;
+	struct stat checked, now;
 	bool paused = false, copy_memory = false;
 	struct vm vm;
 	char err[512];
@@ -249,6 +277,12 @@ static int cmd_restore(int argc, char **argv)
 			}
 			nets[nnets++] = optarg;
 			break;
+		case 'r':
+			require = optarg;
+			break;
+		case 'k':
+			sign = optarg;
+			break;
 		case 'h':
 			restore_usage();
 			return STASIS_EXIT_OK;
@@ -264,76 +298,134 @@ static int cmd_restore(int argc, char **argv)
 		return STASIS_EXIT_USAGE;
 	}
 
+	if (require && !(rkey = snap_key_new(require, err, sizeof(err)))) {
+		log_error("--require-signed: %s", err);
+		return STASIS_EXIT_USAGE;
+	}
+	if (sign && !(skey = snap_key_new(sign, err, sizeof(err)))) {
+		log_error("--sign-key: %s", err);
+		snap_key_free(rkey);
+		return STASIS_EXIT_USAGE;
+	}
+	/* The whole file is checked before anything in it is read for use.
+	 * Memory is then copied, not mapped, so that nothing is read from
+	 * the file once the restore is done; and the file must stay the one
+	 * checked (restore_unchanged) until then. */
+	if (rkey) {
+		ret = snap_verify_signature(argv[optind], rkey, &checked, err,
+					    sizeof(err));
+		if (ret) {
+			log_error("%s: %s (--require-signed)", argv[optind],
+				  err);
+			status = STASIS_EXIT_USAGE;
+			goto out_keys;
+		}
+		copy_memory = true;
+	}
 	ret = snapshot_open(argv[optind], &img, err, sizeof(err));
 	if (ret) {
 		log_error("%s: %s", argv[optind], err);
-		return STASIS_EXIT_USAGE;
+		status = STASIS_EXIT_USAGE;
+		goto out_keys;
 	}
+	if (rkey && (fstat(snap_reader_fd(img.r), &now) ||
+		     !snap_same_file(&checked, &now))) {
+		log_error("%s: changed after its signature was checked",
+			  argv[optind]);
+		snapshot_close(&img);
+		status = STASIS_EXIT_USAGE;
+		goto out_keys;
+	}
+	img.cfg.sign_key = skey ? skey : rkey;
 	img.copy_memory = copy_memory;
 	/* Host-side options come from this command line, not the file. A
 	 * stdio console keeps stdin, so the serial port defaults to none. */
 	img.cfg.serial =
 	    img.cfg.console == CONSOLE_STDIO ? SERIAL_NONE : SERIAL_STDIO;
+	status = STASIS_EXIT_USAGE;
 	if (serial && config_parse_serial(&img.cfg, serial)) {
 		log_error("--serial: '%s' is not stdio, none or file:PATH",
 			  serial);
-		snapshot_close(&img);
-		return STASIS_EXIT_USAGE;
+		goto out_image;
 	}
 	err[0] = '\0';
 	if (restore_replace_devices(&img.cfg, disks, ndisks, nets, nnets) ||
 	    config_validate(&img.cfg, err, sizeof(err))) {
 		if (*err)
 			log_error("%s", err);
-		snapshot_close(&img);
-		return STASIS_EXIT_USAGE;
+		goto out_image;
 	}
 	if (api && !(img.cfg.api_socket = strdup(api))) {
-		snapshot_close(&img);
-		return STASIS_EXIT_HOST;
+		status = STASIS_EXIT_HOST;
+		goto out_image;
 	}
 
 	ret = vm_create(&vm, &img.cfg, img.cpuid);
 	if (ret) {
-		snapshot_close(&img);
-		return ret == -ENOTSUP ? STASIS_EXIT_USAGE : STASIS_EXIT_HOST;
+		status = ret == -ENOTSUP ? STASIS_EXIT_USAGE : STASIS_EXIT_HOST;
+		goto out_image;
 	}
 	ret = snapshot_restore(&vm, &img, clock, err, sizeof(err));
+	/* Everything was read from the file checked: not a byte changed
+	 * meanwhile. */
+	if (!ret && rkey &&
+	    (fstat(snap_reader_fd(img.r), &now) ||
+	     !snap_same_file(&checked, &now))) {
+		snprintf(err, sizeof(err),
+			 "changed while it was restored, after its signature "
+			 "was checked");
+		ret = -ESTALE;
+	}
 	if (ret) {
 		log_error("%s: %s", argv[optind], err);
 		vm_destroy(&vm);
-		snapshot_close(&img);
-		return ret == -ENOMEM ? STASIS_EXIT_HOST : STASIS_EXIT_USAGE;
+		status = ret == -ENOMEM ? STASIS_EXIT_HOST : STASIS_EXIT_USAGE;
+		goto out_image;
 	}
 	/* The file is no longer needed once memory has been read. */
 	status = vm_run(&vm, paused);
 	vm_destroy(&vm);
+out_image:
 	snapshot_close(&img);
+out_keys:
+	snap_key_free(rkey);
+	snap_key_free(skey);
 	return status;
 }
 
 static int cmd_inspect(int argc, char **argv, bool verify_only)
 {
 	bool as_json = false;
-	const char *path = NULL;
+	const char *path = NULL, *key_path = NULL;
+	struct snap_key *key = NULL;
+	char err[256];
+	int status;
 
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--json") && !verify_only) {
 			as_json = true;
+		} else if (!strcmp(argv[i], "--key") && i + 1 < argc &&
+			   !key_path) {
+			key_path = argv[++i];
 		} else if (argv[i][0] == '-' || path) {
-			log_error("usage: stasis %s FILE%s", argv[0],
-				  verify_only ? "" : " [--json]");
-			return STASIS_EXIT_USAGE;
+			path = NULL;
+			break;
 		} else {
 			path = argv[i];
 		}
 	}
 	if (!path) {
-		log_error("usage: stasis %s FILE%s", argv[0],
+		log_error("usage: stasis %s FILE%s [--key FILE]", argv[0],
 			  verify_only ? "" : " [--json]");
 		return STASIS_EXIT_USAGE;
 	}
-	return snapshot_inspect(path, as_json, verify_only);
+	if (key_path && !(key = snap_key_new(key_path, err, sizeof(err)))) {
+		log_error("--key: %s", err);
+		return STASIS_EXIT_USAGE;
+	}
+	status = snapshot_inspect(path, as_json, verify_only, key);
+	snap_key_free(key);
+	return status;
 }
 
 int main(int argc, char **argv)

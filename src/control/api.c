@@ -20,9 +20,13 @@
 #include "core/text.h"
 #include "core/unix_socket.h"
 
-#define API_MAX_CONNECTIONS 16
-#define API_BACKLOG 16
-#define API_IDLE_TIMEOUT_S 60
+/* One thread per connection: clients that send half a request and wait
+ * (slow-loris) each hold one until the idle timeout, so the limit leaves
+ * room for many of them and for 64 busy clients at once, and an idle
+ * connection is dropped after 10 s. */
+#define API_MAX_CONNECTIONS 256
+#define API_BACKLOG 128
+#define API_IDLE_TIMEOUT_S 10
 #define API_STOP_GRACE_S 2
 #define API_DRAIN_MAX (16 * API_BODY_MAX)
 #define API_JSON_DEPTH 8

@@ -80,6 +80,7 @@ void config_free(struct vm_config *c)
 	free(c->cmdline);
 	free(c->serial_path);
 	free(c->api_socket);
+	free(c->sign_key_path);
 	config_clear_disks(c);
 	config_clear_nets(c);
 	free(c->console_path);
@@ -454,6 +455,7 @@ enum config_opt {
 	OPT_NET,
 	OPT_CONSOLE,
 	OPT_RNG,
+	OPT_SIGN_KEY,
 };
 
 static const struct option config_long_opts[] = {
@@ -470,6 +472,7 @@ static const struct option config_long_opts[] = {
 	{ "net", required_argument, NULL, OPT_NET },
 	{ "console", required_argument, NULL, OPT_CONSOLE },
 	{ "rng", no_argument, NULL, OPT_RNG },
+	{ "sign-key", required_argument, NULL, OPT_SIGN_KEY },
 	{ "config", required_argument, NULL, OPT_CONFIG },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
@@ -535,6 +538,9 @@ static int config_apply(struct vm_config *c, int opt, const char *name,
 		break;
 	case OPT_API_SOCKET:
 		ret = set_string(&c->api_socket, value);
+		break;
+	case OPT_SIGN_KEY:
+		ret = set_string(&c->sign_key_path, value);
 		break;
 	case OPT_DISK:
 		if (c->ndisks >= CONFIG_MAX_DISKS) {
@@ -923,6 +929,9 @@ void config_print_run_usage(void)
 	    "                        write of v exits with status (v<<1)|1\n"
 	    "  --cpu-template T      host | baseline (default host)\n"
 	    "  --api-socket PATH     serve the control API on this socket\n"
+	    "  --sign-key FILE       sign every snapshot with this key (an "
+	    "HMAC;\n"
+	    "                        docs/snapshot-format.md)\n"
 	    "  --disk PATH[,ro][,id=NAME][,verify=hash]\n"
 	    "                        virtio-blk on a raw image; repeatable "
 	    "(at\n"

@@ -18,6 +18,7 @@
 #include "core/vm.h"
 #include "cpu/cpuid.h"
 #include "cpu/vcpu_state.h"
+#include "snapshot/sign.h"
 #include "snapshot/state.h"
 
 /* Largest payloads stasis accepts for the small records; memory records
@@ -477,6 +478,9 @@ int snapshot_save(struct vm *vm, const char *path,
 		ret = snapshot_save_virtio(vm, w, err, errlen);
 	if (!ret)
 		ret = snap_write_memory(w, &vm->mem, progress, err, errlen);
+	/* Last before END: the tag covers every byte before it. */
+	if (!ret && vm->cfg.sign_key)
+		ret = snap_sign(w, vm->cfg.sign_key, err, errlen);
 	if (ret) {
 		snap_writer_abort(w);
 		goto out;
@@ -493,7 +497,8 @@ int snapshot_record_rank(uint32_t type)
 	static const uint32_t order[] = {
 		SNAP_REC_CONFIG, SNAP_REC_CPUID,   SNAP_REC_CLOCK,
 		SNAP_REC_VCPU,	 SNAP_REC_IRQCHIP, SNAP_REC_PIT,
-		SNAP_REC_DEVICE, SNAP_REC_MEMORY,  SNAP_REC_END,
+		SNAP_REC_DEVICE, SNAP_REC_MEMORY,  SNAP_REC_SIGNATURE,
+		SNAP_REC_END,
 	};
 
 	for (int i = 0; i < (int)(sizeof(order) / sizeof(order[0])); i++)
@@ -574,6 +579,10 @@ int snapshot_open(const char *path, struct snapshot_image *img, char *err,
 	}
 	free(data);
 	data = NULL;
+	/* Host-side options are the restoring command line's: a snapshot
+	 * never names a key file (or makes restore read one). */
+	free(img->cfg.sign_key_path);
+	img->cfg.sign_key_path = NULL;
 	if (!ret)
 		ret = config_validate(&img->cfg, msg, sizeof(msg));
 	if (ret) {
