@@ -42,12 +42,15 @@ for ((seed = FIRST; seed < FIRST + RUNS; seed++)); do
 	mode=map
 	((seed % 2)) && mode=copy
 	# verify reads every record: it may find a damaged layout (1), never
-	# crash.
+	# crash. Every fourth seed, to keep the campaign's time down.
 	rc=0
-	"$STASIS" verify "$WORK/d.snap" >/dev/null 2>"$WORK/v.err" || rc=$?
+	: >"$WORK/v.err"
+	if ((seed % 4 == 0)); then
+		"$STASIS" verify "$WORK/d.snap" >/dev/null 2>"$WORK/v.err" || rc=$?
+	fi
 	[[ $rc == 0 || $rc == 1 ]] || fail "$what: verify status $rc: $(head -c 600 "$WORK/v.err")"
 	rc=0
-	timeout --preserve-status -k "$(scaled 10)" -s TERM "$(scaled 2)" "$STASIS" restore "$WORK/d.snap" \
+	timeout --preserve-status -k "$(scaled 10)" -s TERM "$(scaled 1)" "$STASIS" restore "$WORK/d.snap" \
 		--serial none --memory "$mode" </dev/null >/dev/null 2>"$WORK/r.err" || rc=$?
 	if grep -Eq 'Sanitizer|runtime error|SUMMARY:' "$WORK/r.err" "$WORK/v.err"; then
 		fail "$what ($mode): sanitizer report: $(grep -E -m3 'Sanitizer|runtime error' "$WORK/r.err" "$WORK/v.err")"
