@@ -68,9 +68,10 @@ run_until u.snap "$WORK/u" restore "$WORK/a.snap"
 refused u.snap "an unsigned snapshot" "u\.snap: not signed .*--require-signed" --require-signed "$K"
 
 # Forged: a VCPU payload changed (seed 3 damages a VCPU record) with its
-# checksum recomputed, so every checksum holds; only the tag tells.
+# checksum recomputed, so the framing and every checksum hold (the check
+# gets past them to the tag: the message says so); only the tag tells.
 "$DAMAGE" "$WORK/a.snap" "$WORK/f.snap" 3 | grep -q ': VCPU record' || fail "snapdamage 3 did not pick a VCPU record"
-"$STASIS" verify "$WORK/f.snap" >/dev/null 2>&1 || fail "the forged file's checksums should hold"
+cmp -s "$WORK/a.snap" "$WORK/f.snap" && fail "snapdamage changed nothing"
 refused f.snap "a forged snapshot" "f\.snap: signature does not match" --require-signed "$K"
 refused a.snap "another key" "signed with key id $id, not this key's" --require-signed "$K2"
 
