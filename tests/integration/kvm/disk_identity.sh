@@ -1,8 +1,9 @@
 # The disk identity at restore, on one host: a 64 MiB image changed past
 # its first MiB with its mtime put back, a `cp --preserve=all` copy
 # written back over it, and a copy renamed over its path are each refused
-# with one line naming the disk; a second disk with verify=hash is checked
-# by content instead, so a plain copy of it restores and a changed byte is
+# with one line naming the disk; a snapshot whose disk record is in the
+# older version 1 still restores, checked on size, mtime and first MiB as
+# before; a second disk with verify=hash is checked by content instead, so a plain copy of it restores and a changed byte is
 # refused; a block device (a loop device, where this host has one) is
 # told apart from another one with the same contents.
 . "$(dirname "$0")/../lib.sh"
@@ -92,6 +93,21 @@ err=$(timeout -s KILL "$(scaled 60)" "$STASIS" restore "$WORK/s3.snap" --serial 
 [[ $err == *"moved.img changed since the snapshot: its content hash differs"* ]] || fail "changed copy: $err"
 printf 'X' | dd of="$H" bs=1 seek=$((48 << 20)) conv=notrunc status=none
 refused s3 "hashed disk changed at 48 MiB" "hashed\.img changed since the snapshot: its content hash differs" --disk "$D"
+
+# A snapshot as a stasis before the device and inode identity wrote it
+# (virtio-blk table version 1: size, mtime, first MiB) still restores,
+# checked as it was then: so it misses the write at 32 MiB with the mtime
+# put back, which the same snapshot in version 2 refuses.
+snap s4
+"$BUILD/tests/tools/snapedit" "$WORK/s4.snap" "$WORK/v1.snap" --blk-v1 1 || fail "snapedit --blk-v1"
+accepted v1
+mtime=$(stat -c %y "$D")
+dd if=/dev/urandom of="$D" bs=4k seek=8192 count=1 conv=notrunc status=none
+touch -d "$mtime" "$D"
+accepted v1
+refused s4 "write at 32 MiB, version 2" "disk\.img changed since the snapshot: its status changed"
+touch "$D"
+refused v1 "a version 1 record, mtime changed" "disk\.img changed since the snapshot: modified at"
 
 ctl "$S" shutdown >/dev/null
 wait_exit "$VM_PID" 60
