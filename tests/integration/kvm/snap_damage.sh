@@ -7,12 +7,14 @@
 # own end, the guest's debug exit, or still running when the test stops
 # it with SIGTERM),
 # or a guest crash reported cleanly (status 4). Never a sanitizer report,
-# a host crash or a hang. STASIS_DAMAGE_RUNS sets the count (48; seeds
-# from STASIS_DAMAGE_SEED, 1), alternating --memory map and copy.
+# a host crash or a hang. STASIS_DAMAGE_RUNS sets the count (24; seeds
+# from STASIS_DAMAGE_SEED, 1), alternating --memory map and copy;
+# snap_damage_b.sh runs the next 24 seeds, so that each stays within one
+# test's time in the nested test VM.
 . "$(dirname "$0")/../lib.sh"
 DAMAGE=$BUILD/tests/tools/snapdamage
-RUNS=${STASIS_DAMAGE_RUNS:-48}
-FIRST=${STASIS_DAMAGE_SEED:-1}
+RUNS=${STASIS_DAMAGE_RUNS:-24}
+FIRST=${DAMAGE_FIRST_SEED:-${STASIS_DAMAGE_SEED:-1}}
 S=$WORK/api.sock
 
 truncate -s 1M "$WORK/disk.img"
