@@ -50,7 +50,8 @@ static void *handler(void *arg)
 			continue;
 		uint64_t off = (msg.arg.pagefault.address - (uintptr_t)c->mem) &
 			       ~(uint64_t)(c->chunk - 1);
-		if (pread(c->fd, c->buf, c->chunk, (off_t)off) != (ssize_t)c->chunk)
+		if (pread(c->fd, c->buf, c->chunk, (off_t)off) !=
+		    (ssize_t)c->chunk)
 			abort();
 		volatile uint64_t h = XXH3_64bits(c->buf, c->chunk);
 		(void)h;
@@ -109,9 +110,10 @@ int main(int argc, char **argv)
 			(void)h;
 			t0 = now_us();
 			t_hash += t0 - t1;
-			struct uffdio_copy cp = {
-				.dst = (uintptr_t)c.mem + i * chunk,
-				.src = (uintptr_t)c.buf, .len = chunk };
+			struct uffdio_copy cp = { .dst = (uintptr_t)c.mem +
+							 i * chunk,
+						  .src = (uintptr_t)c.buf,
+						  .len = chunk };
 			ioctl(c.uffd, UFFDIO_COPY, &cp);
 			t_copy += now_us() - t0;
 		}
@@ -127,8 +129,7 @@ int main(int argc, char **argv)
 		double per = (t_read + t_hash + t_copy) / (n / 2);
 		printf("%-8zu %12.1f %12.1f %12.1f %12.1f %14.0f\n",
 		       chunk >> 10, t_read / (n / 2), t_hash / (n / 2),
-		       t_copy / (n / 2), (t1 - t0) / (n - n / 2),
-		       chunk / per);
+		       t_copy / (n / 2), (t1 - t0) / (n - n / 2), chunk / per);
 		munmap(c.mem, size);
 		close(memfd);
 		close(c.uffd);

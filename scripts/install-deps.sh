@@ -11,6 +11,7 @@ packages=(
 	libmicrohttpd-dev    # HTTP/1.1 server for the control API socket
 	libxxhash-dev        # xxh3 checksums on every snapshot record
 	libseccomp-dev       # per-thread system-call filters (docs/security.md)
+	libgnutls28-dev      # HMAC-SHA256 for signed snapshots (runtime on every Debian)
 	libcmocka-dev        # unit tests
 	clang libclang-rt-14-dev # libFuzzer targets and sanitizer runtimes
 	clang-format         # `make format` and the format check

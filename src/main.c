@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "control/api.h"
 #include "core/config.h"
@@ -13,6 +14,7 @@
 #include "core/vm.h"
 #include "snapshot/inspect.h"
 #include "snapshot/pager.h"
+#include "snapshot/sign.h"
 #include "snapshot/snapshot.h"
 
 static void usage(void)
@@ -62,6 +64,7 @@ static int cmd_run_or_resume(struct vm *vm, const struct vm_config *cfg);
 static int cmd_run(int argc, char **argv)
 {
 	struct vm_config cfg;
+	struct snap_key *key = NULL;
 	struct vm vm;
 	char err[512] = "";
 	int ret, status;
@@ -75,8 +78,17 @@ static int cmd_run(int argc, char **argv)
 		log_error("%s", err);
 		return STASIS_EXIT_USAGE;
 	}
+	/* Read now, so a bad key stops the VM before it starts. */
+	if (cfg.sign_key_path &&
+	    !(key = snap_key_new(cfg.sign_key_path, err, sizeof(err)))) {
+		log_error("--sign-key: %s", err);
+		config_free(&cfg);
+		return STASIS_EXIT_USAGE;
+	}
+	cfg.sign_key = key;
 	status = cmd_run_or_resume(&vm, &cfg);
 	config_free(&cfg);
+	snap_key_free(key);
 	return status;
 }
 
@@ -105,13 +117,25 @@ static void restore_usage(void)
 	       "                        copy: read in whole and verified (the "
 	       "file may then\n"
 	       "                        change)\n"
-	       "  --disk PATH[,ro][,id=NAME]\n"
+	       "  --disk PATH[,ro][,id=NAME][,verify=hash]\n"
 	       "                        replaces the snapshot's disk with that "
 	       "id (blkN\n"
 	       "                        when it had none), else the Nth --disk "
 	       "the Nth disk;\n"
-	       "                        it is then not checked for changes "
-	       "(docs/virtio.md)\n"
+	       "                        it is then not checked for changes, "
+	       "or with\n"
+	       "                        verify=hash against the snapshot's "
+	       "hash of it\n"
+	       "                        (docs/virtio.md)\n"
+	       "  --require-signed KEYFILE\n"
+	       "                        refuse a snapshot without a valid "
+	       "signature by\n"
+	       "                        that key, before any of it is used "
+	       "(implies\n"
+	       "                        --memory copy and signs its own "
+	       "snapshots)\n"
+	       "  --sign-key KEYFILE    sign the restored VM's snapshots with "
+	       "this key\n"
 	       "  --net tap=NAME | unix=PATH[,peer=PATH]\n"
 	       "                        the Nth --net replaces the Nth network "
 	       "backend;\n"
@@ -212,6 +236,9 @@ struct restore_opts {
 	bool copy_memory;
 	bool ondemand; /* lazy restore (the default) */
 	bool memory_given; /* --memory named a mode: no fallback */
+	const char
+	    *require_signed; /* key file the snapshot must be signed by */
+	const char *sign_key; /* key file for the restored VM's snapshots */
 	char **disks;
 	unsigned ndisks;
 	char **nets;
@@ -261,26 +288,59 @@ static int restore_host_config(struct vm_config *cfg,
 /* Restores the snapshot @path and runs it; returns the exit status. */
 static int restore_vm(const char *path, const struct restore_opts *o)
 {
+	struct snap_key *rkey = NULL, *skey = NULL;
 	struct snapshot_image img;
-	bool copy_memory, ondemand;
+	bool copy_memory = o->copy_memory, ondemand = o->ondemand;
+	struct stat checked, now;
 	struct vm vm;
 	char err[512];
 	int ret, status;
 
+	if (o->require_signed &&
+	    !(rkey = snap_key_new(o->require_signed, err, sizeof(err)))) {
+		log_error("--require-signed: %s", err);
+		return STASIS_EXIT_USAGE;
+	}
+	if (o->sign_key &&
+	    !(skey = snap_key_new(o->sign_key, err, sizeof(err)))) {
+		log_error("--sign-key: %s", err);
+		snap_key_free(rkey);
+		return STASIS_EXIT_USAGE;
+	}
+	/* The whole file is checked before anything in it is read for use.
+	 * Memory is then copied, not mapped or fetched later, so that nothing
+	 * is read from the file once the restore is done; and the file must
+	 * stay the one checked until then. */
+	if (rkey) {
+		ret = snap_verify_signature(path, rkey, &checked, err,
+					    sizeof(err));
+		if (ret) {
+			log_error("%s: %s (--require-signed)", path, err);
+			status = STASIS_EXIT_USAGE;
+			goto out_keys;
+		}
+		copy_memory = true;
+		ondemand = false;
+	}
 	ret = snapshot_open(path, &img, err, sizeof(err));
 	if (ret) {
 		log_error("%s: %s", path, err);
-		return STASIS_EXIT_USAGE;
+		status = STASIS_EXIT_USAGE;
+		goto out_keys;
+	}
+	status = STASIS_EXIT_USAGE;
+	if (rkey && (fstat(snap_reader_fd(img.r), &now) ||
+		     !snap_same_file(&checked, &now))) {
+		log_error("%s: changed after its signature was checked", path);
+		goto out_image;
 	}
 	/* Lazy restores need userfaultfd: the default falls back to copy
 	 * with a notice, an explicit request fails. */
-	copy_memory = o->copy_memory;
-	ondemand = o->ondemand;
 	if (ondemand && pager_probe(err, sizeof(err))) {
 		if (o->memory_given) {
 			log_error("--memory ondemand: %s", err);
-			snapshot_close(&img);
-			return STASIS_EXIT_HOST;
+			status = STASIS_EXIT_HOST;
+			goto out_image;
 		}
 		log_info("%s; restoring with --memory copy", err);
 		ondemand = false;
@@ -290,30 +350,42 @@ static int restore_vm(const char *path, const struct restore_opts *o)
 	img.ondemand = ondemand;
 	ret = restore_host_config(&img.cfg, o);
 	if (ret) {
-		snapshot_close(&img);
-		return ret == -ENOMEM ? STASIS_EXIT_HOST : STASIS_EXIT_USAGE;
+		status = ret == -ENOMEM ? STASIS_EXIT_HOST : STASIS_EXIT_USAGE;
+		goto out_image;
 	}
+	img.cfg.sign_key = skey	    ? skey
+			   : rkey   ? rkey
+			   : o->run ? o->run->sign_key
+				    : NULL;
 	err[0] = '\0';
 	if (restore_replace_devices(&img.cfg, o->disks, o->ndisks, o->nets,
 				    o->nnets) ||
 	    config_validate(&img.cfg, err, sizeof(err))) {
 		if (*err)
 			log_error("%s", err);
-		snapshot_close(&img);
-		return STASIS_EXIT_USAGE;
+		goto out_image;
 	}
 
 	ret = vm_create(&vm, &img.cfg, img.cpuid);
 	if (ret) {
-		snapshot_close(&img);
-		return ret == -ENOTSUP ? STASIS_EXIT_USAGE : STASIS_EXIT_HOST;
+		status = ret == -ENOTSUP ? STASIS_EXIT_USAGE : STASIS_EXIT_HOST;
+		goto out_image;
 	}
 	ret = snapshot_restore(&vm, &img, o->clock, err, sizeof(err));
+	/* Everything was read from the file checked: not a byte changed
+	 * meanwhile. */
+	if (!ret && rkey &&
+	    (fstat(snap_reader_fd(img.r), &now) ||
+	     !snap_same_file(&checked, &now))) {
+		snprintf(err, sizeof(err),
+			 "changed while it was restored, after its signature "
+			 "was checked");
+		ret = -ESTALE;
+	}
 	if (ret) {
 		log_error("%s: %s", path, err);
-		vm_destroy(&vm);
-		snapshot_close(&img);
-		return ret == -ENOMEM ? STASIS_EXIT_HOST : STASIS_EXIT_USAGE;
+		status = ret == -ENOMEM ? STASIS_EXIT_HOST : STASIS_EXIT_USAGE;
+		goto out_vm;
 	}
 	/* Before the guest runs: a VM that moved on must not come back
 	 * from this file by accident. */
@@ -321,9 +393,8 @@ static int restore_vm(const char *path, const struct restore_opts *o)
 	    o->mark_resumed ? snapshot_mark_resumed(path, err, sizeof(err)) : 0;
 	if (ret < 0) {
 		log_error("--resume-from: %s", err);
-		vm_destroy(&vm);
-		snapshot_close(&img);
-		return STASIS_EXIT_HOST;
+		status = STASIS_EXIT_HOST;
+		goto out_vm;
 	}
 	if (ret > 0)
 		log_warn("--resume-from: %s", err);
@@ -332,8 +403,13 @@ static int restore_vm(const char *path, const struct restore_opts *o)
 	 * will never come: the process ends without tearing down. */
 	if (vm.pager && pager_failed(vm.pager))
 		return status;
+out_vm:
 	vm_destroy(&vm);
+out_image:
 	snapshot_close(&img);
+out_keys:
+	snap_key_free(rkey);
+	snap_key_free(skey);
 	return status;
 }
 
@@ -349,6 +425,8 @@ static int cmd_restore(int argc, char **argv)
 		{ "net", required_argument, NULL, 'n' },
 		{ "on-term", required_argument, NULL, 't' },
 		{ "seccomp", required_argument, NULL, 'S' },
+		{ "require-signed", required_argument, NULL, 'r' },
+		{ "sign-key", required_argument, NULL, 'k' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -439,6 +517,12 @@ static int cmd_restore(int argc, char **argv)
 				return STASIS_EXIT_USAGE;
 			}
 			break;
+		case 'r':
+			o.require_signed = optarg;
+			break;
+		case 'k':
+			o.sign_key = optarg;
+			break;
 		case 'h':
 			restore_usage();
 			return STASIS_EXIT_OK;
@@ -491,25 +575,36 @@ static int cmd_run_or_resume(struct vm *vm, const struct vm_config *cfg)
 static int cmd_inspect(int argc, char **argv, bool verify_only)
 {
 	bool as_json = false;
-	const char *path = NULL;
+	const char *path = NULL, *key_path = NULL;
+	struct snap_key *key = NULL;
+	char err[256];
+	int status;
 
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--json") && !verify_only) {
 			as_json = true;
+		} else if (!strcmp(argv[i], "--key") && i + 1 < argc &&
+			   !key_path) {
+			key_path = argv[++i];
 		} else if (argv[i][0] == '-' || path) {
-			log_error("usage: stasis %s FILE%s", argv[0],
-				  verify_only ? "" : " [--json]");
-			return STASIS_EXIT_USAGE;
+			path = NULL;
+			break;
 		} else {
 			path = argv[i];
 		}
 	}
 	if (!path) {
-		log_error("usage: stasis %s FILE%s", argv[0],
+		log_error("usage: stasis %s FILE%s [--key FILE]", argv[0],
 			  verify_only ? "" : " [--json]");
 		return STASIS_EXIT_USAGE;
 	}
-	return snapshot_inspect(path, as_json, verify_only);
+	if (key_path && !(key = snap_key_new(key_path, err, sizeof(err)))) {
+		log_error("--key: %s", err);
+		return STASIS_EXIT_USAGE;
+	}
+	status = snapshot_inspect(path, as_json, verify_only, key);
+	snap_key_free(key);
+	return status;
 }
 
 int main(int argc, char **argv)

@@ -17,11 +17,16 @@
 #include <microhttpd.h>
 
 #include "control/api.h"
+#include "core/text.h"
 #include "core/unix_socket.h"
 
-#define API_MAX_CONNECTIONS 16
-#define API_BACKLOG 16
-#define API_IDLE_TIMEOUT_S 60
+/* One thread per connection: clients that send half a request and wait
+ * (slow-loris) each hold one until the idle timeout, so the limit leaves
+ * room for many of them and for 64 busy clients at once, and an idle
+ * connection is dropped after 10 s. */
+#define API_MAX_CONNECTIONS 256
+#define API_BACKLOG 128
+#define API_IDLE_TIMEOUT_S 10
 #define API_STOP_GRACE_S 2
 #define API_DRAIN_MAX (16 * API_BODY_MAX)
 #define API_JSON_DEPTH 8
@@ -71,32 +76,12 @@ static const char *const api_then_names[] = {
 	[VM_THEN_EXIT] = "exit",
 };
 
-/* Copies @len bytes of @s for an error message: bounded, and with control
- * characters replaced so a hostile key or URL cannot break the one-line
- * reply. */
+/* Copies @len bytes of @s for an error message: bounded, and escaped
+ * (text_escape) so a hostile key or URL cannot break the one-line reply
+ * or put bytes in it that are not UTF-8. */
 static void api_quote(char *out, size_t outlen, const char *s, size_t len)
 {
-	size_t i, n = 0;
-
-	for (i = 0; i < len && n + 4 < outlen; i++) {
-		unsigned char ch = s[i];
-
-		if (i == API_QUOTE_MAX) {
-			memcpy(out + n, "...", 3);
-			n += 3;
-			break;
-		}
-		out[n++] = (ch < 0x20 || ch == 0x7f) ? '?' : ch;
-	}
-	out[n] = '\0';
-}
-
-static void api_one_line(char *s)
-{
-	for (; *s; s++) {
-		if ((unsigned char)*s < 0x20 || *s == 0x7f)
-			*s = ' ';
-	}
+	text_escape(out, outlen, s, len);
 }
 
 /* JSON whitespace, RFC 8259 section 2. */
@@ -153,13 +138,18 @@ struct json_object *api_parse_json_object(const char *body, size_t len,
 		snprintf(err, errlen, "request body contains a NUL character");
 		return NULL;
 	}
+	/* The same check as config files and snapshot CONFIG records. */
+	if (!text_is_utf8(body, len, &end)) {
+		snprintf(err, errlen,
+			 "malformed JSON: not valid UTF-8 at byte %zu", end);
+		return NULL;
+	}
 	tok = json_tokener_new_ex(API_JSON_DEPTH);
 	if (!tok) {
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	json_tokener_set_flags(tok, JSON_TOKENER_STRICT |
-					JSON_TOKENER_VALIDATE_UTF8);
+	json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
 	obj = json_tokener_parse_ex(tok, body, (int)len);
 	jerr = json_tokener_get_error(tok);
 	end = json_tokener_get_parse_end(tok);
@@ -392,7 +382,7 @@ static enum MHD_Result api_reply_error(struct MHD_Connection *c,
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	api_one_line(msg);
+	text_escape_inplace(msg, sizeof(msg));
 	return api_reply_strings(c, status, allow, kv, 2);
 }
 

@@ -17,6 +17,7 @@
 #include <json-c/json.h>
 
 #include "core/platform.h"
+#include "core/text.h"
 #include "memory/guest_mem.h"
 
 /* Config files are small; anything larger is not one of ours. */
@@ -81,6 +82,7 @@ void config_free(struct vm_config *c)
 	free(c->cmdline);
 	free(c->serial_path);
 	free(c->api_socket);
+	free(c->sign_key_path);
 	config_clear_disks(c);
 	config_clear_nets(c);
 	free(c->console_path);
@@ -256,6 +258,8 @@ int config_parse_disk(struct disk_config *d, const char *spec, char *err,
 	while ((item = next_item(&p))) {
 		if (!strcmp(item, "ro")) {
 			d->readonly = true;
+		} else if (!strcmp(item, "verify=hash")) {
+			d->verify_hash = true;
 		} else if (!strncmp(item, "id=", 3)) {
 			size_t n = strlen(item + 3);
 
@@ -277,7 +281,7 @@ int config_parse_disk(struct disk_config *d, const char *spec, char *err,
 		} else {
 			set_err(err, errlen,
 				"--disk: unknown option '%s' (PATH[,ro][,id="
-				"NAME])",
+				"NAME][,verify=hash])",
 				item);
 			goto fail;
 		}
@@ -484,6 +488,7 @@ enum config_opt {
 	OPT_ON_TERM,
 	OPT_RESUME_FROM,
 	OPT_VMGENID,
+	OPT_SIGN_KEY,
 };
 
 static const struct option config_long_opts[] = {
@@ -504,6 +509,7 @@ static const struct option config_long_opts[] = {
 	{ "rng", no_argument, NULL, OPT_RNG },
 	{ "seccomp", required_argument, NULL, OPT_SECCOMP },
 	{ "vmgenid", required_argument, NULL, OPT_VMGENID },
+	{ "sign-key", required_argument, NULL, OPT_SIGN_KEY },
 	{ "config", required_argument, NULL, OPT_CONFIG },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
@@ -569,6 +575,9 @@ static int config_apply(struct vm_config *c, int opt, const char *name,
 		break;
 	case OPT_API_SOCKET:
 		ret = set_string(&c->api_socket, value);
+		break;
+	case OPT_SIGN_KEY:
+		ret = set_string(&c->sign_key_path, value);
 		break;
 	case OPT_DISK:
 		if (c->ndisks >= CONFIG_MAX_DISKS) {
@@ -693,12 +702,20 @@ int config_load_json(struct vm_config *c, const char *text, char *err,
 	enum json_tokener_error jerr;
 	int ret = 0;
 
+	size_t len = strlen(text), bad;
+
+	/* RFC 8259 section 8.1: JSON text is UTF-8. json-c would take any
+	 * byte inside a string; the control API does not, nor does this. */
+	if (!text_is_utf8(text, len, &bad)) {
+		set_err(err, errlen, "not valid UTF-8 at byte %zu", bad);
+		return -EINVAL;
+	}
 	tok = json_tokener_new_ex(32);
 	if (!tok) {
 		set_err(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
-	root = json_tokener_parse_ex(tok, text, (int)strlen(text));
+	root = json_tokener_parse_ex(tok, text, (int)len);
 	jerr = json_tokener_get_error(tok);
 	if (!root || jerr != json_tokener_success) {
 		set_err(
@@ -721,7 +738,10 @@ int config_load_json(struct vm_config *c, const char *text, char *err,
 		const char *sval;
 
 		if (!o || o->val == OPT_CONFIG || o->val == OPT_HELP) {
-			set_err(err, errlen, "unknown key \"%s\"", key);
+			char q[80];
+
+			set_err(err, errlen, "unknown key \"%s\"",
+				text_escape(q, sizeof(q), key, strlen(key)));
 			ret = -EINVAL;
 			goto out;
 		}
@@ -971,10 +991,15 @@ void config_print_run_usage(void)
 	    "                        write of v exits with status (v<<1)|1\n"
 	    "  --cpu-template T      host | baseline (default host)\n"
 	    "  --api-socket PATH     serve the control API on this socket\n"
-	    "  --disk PATH[,ro][,id=NAME]\n"
+	    "  --sign-key FILE       sign every snapshot with this key (an "
+	    "HMAC;\n"
+	    "                        docs/snapshot-format.md)\n"
+	    "  --disk PATH[,ro][,id=NAME][,verify=hash]\n"
 	    "                        virtio-blk on a raw image; repeatable "
 	    "(at\n"
-	    "                        most %d); id: up to 20 characters\n"
+	    "                        most %d); id: up to 20 characters;\n"
+	    "                        verify=hash: snapshots hash the whole "
+	    "image\n"
 	    "  --net tap=NAME[,mac=MAC]\n"
 	    "  --net unix=PATH[,peer=PATH][,mac=MAC]\n"
 	    "                        virtio-net on a tap device or a datagram\n"
@@ -1006,8 +1031,9 @@ static char *config_disk_string(const struct disk_config *d)
 {
 	char *s = NULL;
 
-	if (asprintf(&s, "%s%s%s%s", d->path, d->readonly ? ",ro" : "",
-		     d->id ? ",id=" : "", d->id ? d->id : "") < 0)
+	if (asprintf(&s, "%s%s%s%s%s", d->path, d->readonly ? ",ro" : "",
+		     d->id ? ",id=" : "", d->id ? d->id : "",
+		     d->verify_hash ? ",verify=hash" : "") < 0)
 		return NULL;
 	return s;
 }

@@ -28,9 +28,12 @@ struct disk_config {
 	char *path;
 	bool readonly;
 	char *id; /* virtio-blk GET_ID string (<= 20 bytes); NULL: "blkN" */
+	/* verify=hash: every snapshot records an xxh3 of the whole image,
+	 * and a restore checks it (docs/virtio.md). Recorded. */
+	bool verify_hash;
 	/* Given again to `stasis restore --disk`: the user vouches for the
-	 * image, so its identity is not checked against the snapshot. Never
-	 * recorded. */
+	 * image, so its identity is not checked against the snapshot (with
+	 * verify_hash: only its content hash is). Never recorded. */
 	bool replaced;
 };
 
@@ -58,6 +61,8 @@ enum console_mode {
 #define CONFIG_DEFAULT_MEM (256ull << 20)
 #define CONFIG_MAX_CMDLINE 4096
 
+struct snap_key;
+
 /* Every string is owned (heap) and freed by config_free(). */
 struct vm_config {
 	char *kernel;
@@ -70,6 +75,12 @@ struct vm_config {
 	bool debug_exit;
 	enum cpu_template cpu_template;
 	char *api_socket;
+	/* --sign-key FILE: snapshots carry an HMAC with that key
+	 * (docs/snapshot-format.md#signature). Host-side, never recorded:
+	 * a snapshot's CONFIG cannot name one. sign_key is the key, loaded
+	 * by the caller (main) and owned by it. */
+	char *sign_key_path;
+	const struct snap_key *sign_key;
 
 	struct disk_config disks[CONFIG_MAX_DISKS];
 	unsigned ndisks;

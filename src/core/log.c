@@ -4,6 +4,9 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include "core/text.h"
 
 static bool log_quiet_flag;
 static bool log_verbose_flag;
@@ -16,11 +19,14 @@ void log_set_level(bool quiet, bool verbose)
 
 static void log_line(const char *tag, const char *fmt, va_list ap)
 {
-	char buf[1024];
+	char buf[1024], out[1024];
 
 	vsnprintf(buf, sizeof(buf), fmt, ap);
+	/* Messages quote file names, keys and guest or file data: whatever
+	 * they hold, the line stays one line of plain text. */
+	text_escape(out, sizeof(out), buf, strlen(buf));
 	/* One write per line so that messages from vCPU threads don't mix. */
-	fprintf(stderr, "stasis: %s%s\n", tag, buf);
+	fprintf(stderr, "stasis: %s%s\n", tag, out);
 }
 
 void log_error(const char *fmt, ...)

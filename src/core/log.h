@@ -1,4 +1,5 @@
-/* One-line messages on stderr, prefixed with "stasis: ". */
+/* One-line messages on stderr, prefixed with "stasis: ". Bytes outside
+ * printable ASCII are shown escaped (\xNN, text_escape). */
 #ifndef STASIS_LOG_H
 #define STASIS_LOG_H
 

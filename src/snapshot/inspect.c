@@ -9,9 +9,11 @@
 #include <json-c/json.h>
 
 #include "core/log.h"
+#include "core/text.h"
 #include "cpu/cpuid.h"
 #include "cpu/vcpu_state.h"
 #include "snapshot/inspect.h"
+#include "snapshot/sign.h"
 #include "snapshot/snapfile.h"
 #include "snapshot/snapshot.h"
 
@@ -22,6 +24,9 @@ struct inspect_record {
 	struct snap_record rec;
 	bool checksum_ok;
 	char summary[256];
+	/* A SIGNATURE record: its key id, as 16 hex digits. */
+	bool signed_;
+	char key_id[17];
 };
 
 static void inspect_vcpu(const void *data, size_t len, char *out, size_t n)
@@ -62,6 +67,7 @@ static int inspect_one(struct snap_reader *r, struct inspect_record *ir,
 	int ret;
 
 	ir->summary[0] = '\0';
+	ir->signed_ = false;
 	if (rec->type == SNAP_REC_MEMORY) {
 		struct snap_memory_desc d;
 
@@ -117,6 +123,22 @@ static int inspect_one(struct snap_reader *r, struct inspect_record *ir,
 		if (!strncmp(ir->summary, "malformed", 9))
 			ret = -EINVAL;
 		break;
+	case SNAP_REC_SIGNATURE: {
+		struct snap_signature sig;
+
+		if (snap_signature_decode(data, rec->length, &sig) ||
+		    sig.algorithm != SNAP_SIG_HMAC_SHA256) {
+			snprintf(ir->summary, sizeof(ir->summary),
+				 "malformed or unknown algorithm");
+			ret = -EINVAL;
+			break;
+		}
+		ir->signed_ = true;
+		snap_key_id_format(sig.key_id, ir->key_id);
+		snprintf(ir->summary, sizeof(ir->summary),
+			 "HMAC-SHA256, key id %s", ir->key_id);
+		break;
+	}
 	case SNAP_REC_DEVICE:
 		/* The first section is the device's name. */
 		if (rec->length >= 8) {
@@ -132,10 +154,13 @@ static int inspect_one(struct snap_reader *r, struct inspect_record *ir,
 		break;
 	}
 	free(data);
+	/* The summary quotes the file: printed and put in JSON escaped. */
+	text_escape_inplace(ir->summary, sizeof(ir->summary));
 	return ret;
 }
 
-int snapshot_inspect(const char *path, bool as_json, bool verify_only)
+int snapshot_inspect(const char *path, bool as_json, bool verify_only,
+		     const struct snap_key *key)
 {
 	struct json_object *root = NULL, *records = NULL;
 	const struct snap_header *hdr;
@@ -143,6 +168,7 @@ int snapshot_inspect(const char *path, bool as_json, bool verify_only)
 	struct inspect_record ir;
 	uint64_t stored = 0, ram = 0;
 	unsigned n = 0, bad = 0;
+	char key_id[17] = "";
 	int last_rank = 0;
 	char err[256];
 	int ret;
@@ -195,6 +221,8 @@ int snapshot_inspect(const char *path, bool as_json, bool verify_only)
 		n++;
 		if (rr)
 			bad++;
+		if (ir.signed_)
+			memcpy(key_id, ir.key_id, sizeof(key_id));
 		if (as_json) {
 			struct json_object *o = json_object_new_object();
 
@@ -230,6 +258,21 @@ int snapshot_inspect(const char *path, bool as_json, bool verify_only)
 		if (!as_json)
 			log_error("%s: %s", path, err);
 	}
+	/* With a key, the signature too: a file whose checksums are all
+	 * sound may still not be the one the key holder wrote. */
+	if (key && ret >= 0) {
+		struct stat st;
+		char why[256];
+
+		if (snap_verify_signature(path, key, &st, why, sizeof(why))) {
+			bad++;
+			if (!as_json)
+				log_error("%s: %s", path, why);
+			else
+				snprintf(err, sizeof(err), "%s", why);
+			ret = -EKEYREJECTED;
+		}
+	}
 	if (as_json) {
 		json_object_object_add(root, "records", records);
 		json_object_object_add(root, "memory_bytes",
@@ -238,6 +281,16 @@ int snapshot_inspect(const char *path, bool as_json, bool verify_only)
 				       json_object_new_int64((int64_t)stored));
 		json_object_object_add(root, "ok",
 				       json_object_new_boolean(bad == 0));
+		json_object_object_add(root, "signed",
+				       json_object_new_boolean(*key_id));
+		if (*key_id)
+			json_object_object_add(root, "key_id",
+					       json_object_new_string(key_id));
+		if (key)
+			json_object_object_add(
+			    root, "signature_ok",
+			    json_object_new_boolean(ret != -EKEYREJECTED &&
+						    bad == 0));
 		if (ret < 0)
 			json_object_object_add(root, "error",
 					       json_object_new_string(err));
@@ -252,8 +305,19 @@ int snapshot_inspect(const char *path, bool as_json, bool verify_only)
 		       ram ? 100.0 * (double)stored / (double)ram : 0.0);
 		printf("  %u records, %s\n", n,
 		       bad ? "PROBLEMS FOUND" : "all checksums ok");
+		if (*key_id)
+			printf("  signed: HMAC-SHA256, key id %s (%s)\n",
+			       key_id,
+			       !key  ? "not checked: give verify --key FILE"
+			       : bad ? "NOT VALID"
+				     : "valid");
+		else
+			printf("  not signed\n");
 	} else if (!bad) {
-		printf("%s: ok (%u records)\n", path, n);
+		printf(
+		    "%s: ok (%u records%s%s%s)\n", path, n,
+		    key ? ", signature valid, key id " : "", key ? key_id : "",
+		    !key && *key_id ? ", signed, signature not checked" : "");
 	}
 	snap_reader_close(r);
 	if (verify_only)

@@ -8,6 +8,11 @@
  * and memory statistics, as text or JSON; with @verify_only, prints one
  * line. Returns the exit status: 0 when every record is sound, 1 when
  * any is not, 2 when the file cannot be opened as a snapshot (inspect). */
-int snapshot_inspect(const char *path, bool as_json, bool verify_only);
+struct snap_key;
+
+/* With @key (may be NULL), the signature is checked too: a file not
+ * signed with it is not sound. */
+int snapshot_inspect(const char *path, bool as_json, bool verify_only,
+		     const struct snap_key *key);
 
 #endif

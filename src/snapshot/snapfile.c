@@ -173,10 +173,27 @@ const char *snap_record_type_name(uint32_t type)
 		return "DEVICE";
 	case SNAP_REC_MEMORY:
 		return "MEMORY";
+	case SNAP_REC_SIGNATURE:
+		return "SIGNATURE";
 	case SNAP_REC_END:
 		return "END";
 	}
 	return unknown_type;
+}
+
+int snap_writer_fd(const struct snap_writer *w)
+{
+	return w->fd;
+}
+
+uint64_t snap_writer_offset(const struct snap_writer *w)
+{
+	return w->off;
+}
+
+int snap_reader_fd(const struct snap_reader *r)
+{
+	return r->fd;
 }
 
 static bool type_is_known(uint32_t type)

@@ -56,6 +56,7 @@ enum snap_record_type {
 	SNAP_REC_CLOCK = 6, /* kvmclock and the host time at save */
 	SNAP_REC_DEVICE = 7, /* one emulated device's state table */
 	SNAP_REC_MEMORY = 8, /* one RAM region, zero pages left out */
+	SNAP_REC_SIGNATURE = 9, /* optional: HMAC of all before it (sign.h) */
 	SNAP_REC_END = 0xffff,
 };
 
@@ -253,5 +254,11 @@ int snap_read_chunk(const struct snap_chunk_table *t, uint64_t idx,
 		    uint8_t *dst, bool fill_zeros, char *err, size_t errlen);
 
 const char *snap_record_type_name(uint32_t type);
+
+/* For the signature (sign.c), which covers the file's bytes as written
+ * or read: the open file, and where the writer's next record goes. */
+int snap_writer_fd(const struct snap_writer *w);
+uint64_t snap_writer_offset(const struct snap_writer *w);
+int snap_reader_fd(const struct snap_reader *r);
 
 #endif

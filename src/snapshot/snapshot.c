@@ -14,10 +14,12 @@
 
 #include "core/kvm.h"
 #include "core/log.h"
+#include "core/text.h"
 #include "core/vm.h"
 #include "cpu/cpuid.h"
 #include "cpu/vcpu_state.h"
 #include "snapshot/pager.h"
+#include "snapshot/sign.h"
 #include "snapshot/state.h"
 
 /* Largest payloads stasis accepts for the small records; memory records
@@ -501,6 +503,9 @@ int snapshot_save(struct vm *vm, const char *path,
 		ret = snapshot_save_virtio(vm, w, err, errlen);
 	if (!ret)
 		ret = snap_write_memory(w, &vm->mem, progress, err, errlen);
+	/* Last before END: the tag covers every byte before it. */
+	if (!ret && vm->cfg.sign_key)
+		ret = snap_sign(w, vm->cfg.sign_key, err, errlen);
 	if (ret) {
 		snap_writer_abort(w);
 		goto out;
@@ -517,7 +522,8 @@ int snapshot_record_rank(uint32_t type)
 	static const uint32_t order[] = {
 		SNAP_REC_CONFIG, SNAP_REC_CPUID,   SNAP_REC_CLOCK,
 		SNAP_REC_VCPU,	 SNAP_REC_IRQCHIP, SNAP_REC_PIT,
-		SNAP_REC_DEVICE, SNAP_REC_MEMORY,  SNAP_REC_END,
+		SNAP_REC_DEVICE, SNAP_REC_MEMORY,  SNAP_REC_SIGNATURE,
+		SNAP_REC_END,
 	};
 
 	for (int i = 0; i < (int)(sizeof(order) / sizeof(order[0])); i++)
@@ -598,6 +604,10 @@ int snapshot_open(const char *path, struct snapshot_image *img, char *err,
 	}
 	free(data);
 	data = NULL;
+	/* Host-side options are the restoring command line's: a snapshot
+	 * never names a key file (or makes restore read one). */
+	free(img->cfg.sign_key_path);
+	img->cfg.sign_key_path = NULL;
 	if (!ret)
 		ret = config_validate(&img->cfg, msg, sizeof(msg));
 	if (ret) {
@@ -812,9 +822,11 @@ static int snapshot_load_device(struct vm *vm, const uint8_t *data, size_t len,
 		}
 	}
 	if (!d) {
-		set_err(err, errlen, "snapshot: unknown device '%.*s'",
-			(int)(name.len > 32 ? 32 : name.len),
-			(const char *)name.payload);
+		char q[48];
+
+		set_err(err, errlen, "snapshot: unknown device '%s'",
+			text_escape(q, sizeof(q), (const char *)name.payload,
+				    name.len > 32 ? 32 : name.len));
 		return -EINVAL;
 	}
 	/* The device is freshly created and not running yet: a failure here

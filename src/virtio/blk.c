@@ -14,6 +14,8 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <xxhash.h>
@@ -68,18 +70,36 @@
 /* The part of the image the identity hashes. */
 #define BLK_IDENTITY_HASH_BYTES (1u << 20)
 
+/* saved_ident bits (table version 2). */
+#define BLK_IDENT_STAT 0x1 /* dev, ino (rdev for a device), ctime recorded */
+#define BLK_IDENT_BLOCK 0x2 /* the image is a block device */
+#define BLK_IDENT_FULL_HASH 0x4 /* saved_full_hash is the whole image's */
+#define BLK_IDENT_KNOWN 0x7
+
+/* Longest wait for the file-time clock to move past the image's ctime
+ * (1 s granular file systems need up to a second). */
+#define BLK_TICK_WAIT_MS 1100
+
 struct virtio_blk {
 	/* Saved (blk_state_desc): the image's identity when the snapshot
 	 * was taken, filled by blk_pre_save. */
 	uint64_t saved_size; /* bytes */
 	uint64_t saved_mtime_ns;
 	uint64_t saved_hash; /* xxh3-64 of the first MiB */
+	/* Version 2: what the kernel sets and no user can. A version 1
+	 * record leaves them 0 (saved_ident 0: checked as before). */
+	uint32_t saved_ident; /* BLK_IDENT_* */
+	uint64_t saved_dev; /* st_dev of a file, st_rdev of a device */
+	uint64_t saved_ino;
+	uint64_t saved_ctime_ns;
+	uint64_t saved_full_hash; /* xxh3-64 of the image (verify=hash) */
 
 	/* From the config and the image; rebuilt on every start. */
 	char *path;
 	int fd;
 	bool readonly;
 	bool replaced; /* --disk at restore: skip the identity check */
+	bool verify_hash; /* verify=hash: record the whole image's hash */
 	uint64_t size; /* bytes */
 	uint64_t capacity; /* sectors */
 	char id[BLK_ID_BYTES]; /* NUL-padded, not terminated when full */
@@ -90,18 +110,31 @@ struct virtio_blk {
 	struct virtio_device *vdev;
 };
 
+static int blk_state_validate(const void *obj)
+{
+	const struct virtio_blk *blk = obj;
+
+	return blk->saved_ident & ~BLK_IDENT_KNOWN ? -EINVAL : 0;
+}
+
 static const struct state_field blk_state_fields[] = {
 	STATE_U64(struct virtio_blk, saved_size, 1),
 	STATE_U64(struct virtio_blk, saved_mtime_ns, 1),
 	STATE_U64(struct virtio_blk, saved_hash, 1),
+	STATE_U32(struct virtio_blk, saved_ident, 2),
+	STATE_U64(struct virtio_blk, saved_dev, 2),
+	STATE_U64(struct virtio_blk, saved_ino, 2),
+	STATE_U64(struct virtio_blk, saved_ctime_ns, 2),
+	STATE_U64(struct virtio_blk, saved_full_hash, 2),
 };
 
 static const struct state_desc blk_state_desc = {
 	.name = "virtio-blk",
-	.version = 1,
+	.version = 2,
 	.min_version = 1,
 	.fields = blk_state_fields,
 	.nfields = STATE_NFIELDS(blk_state_fields),
+	.validate = blk_state_validate,
 };
 
 static uint64_t blk_features(struct virtio_device *vdev)
@@ -306,29 +339,32 @@ static void blk_reset(struct virtio_device *vdev)
 	/* Nothing is kept between requests. */
 }
 
-/* The identity of the image behind @fd: size, mtime and a hash of the
- * first MiB. */
-static int blk_identity(int fd, uint64_t *size, uint64_t *mtime_ns,
-			uint64_t *hash)
+/* What identifies an image: the kernel's view of the file and hashes of
+ * its contents. */
+struct blk_ident {
+	uint64_t size;
+	uint64_t mtime_ns;
+	uint64_t ctime_ns;
+	uint64_t dev; /* st_dev, or st_rdev for a block device */
+	uint64_t ino; /* 0 for a block device */
+	bool block;
+	uint64_t hash; /* first MiB */
+	uint64_t full_hash; /* the whole image, when asked for */
+};
+
+static uint64_t blk_ts_ns(const struct timespec *ts)
+{
+	return (uint64_t)ts->tv_sec * 1000000000ull + (uint64_t)ts->tv_nsec;
+}
+
+/* xxh3-64 of bytes [0, @len) of @fd, read through one 1 MiB buffer. */
+static int blk_hash_range(int fd, uint64_t len, uint64_t *hash)
 {
 	XXH3_state_t *h;
 	uint8_t *buf;
-	struct stat st;
-	uint64_t want, done = 0;
+	uint64_t done = 0;
 	int ret = 0;
 
-	if (fstat(fd, &st))
-		return -errno;
-	if (S_ISBLK(st.st_mode)) {
-		if (ioctl(fd, BLKGETSIZE64, size))
-			return -errno;
-	} else {
-		*size = (uint64_t)st.st_size;
-	}
-	*mtime_ns = (uint64_t)st.st_mtim.tv_sec * 1000000000ull +
-		    (uint64_t)st.st_mtim.tv_nsec;
-	want =
-	    *size < BLK_IDENTITY_HASH_BYTES ? *size : BLK_IDENTITY_HASH_BYTES;
 	buf = malloc(BLK_IDENTITY_HASH_BYTES);
 	h = XXH3_createState();
 	if (!buf || !h) {
@@ -336,9 +372,13 @@ static int blk_identity(int fd, uint64_t *size, uint64_t *mtime_ns,
 		goto out;
 	}
 	XXH3_64bits_reset(h);
-	while (done < want) {
-		ssize_t n = pread(fd, buf, (size_t)(want - done), (off_t)done);
+	while (done < len) {
+		uint64_t want = len - done;
+		ssize_t n;
 
+		if (want > BLK_IDENTITY_HASH_BYTES)
+			want = BLK_IDENTITY_HASH_BYTES;
+		n = pread(fd, buf, (size_t)want, (off_t)done);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
@@ -355,11 +395,65 @@ out:
 	return ret;
 }
 
+/* The identity of the image behind @fd; the whole image is hashed only
+ * with @full. */
+static int blk_identity(int fd, bool full, struct blk_ident *id)
+{
+	struct stat st;
+	int ret;
+
+	memset(id, 0, sizeof(*id));
+	if (fstat(fd, &st))
+		return -errno;
+	id->block = S_ISBLK(st.st_mode);
+	if (id->block) {
+		if (ioctl(fd, BLKGETSIZE64, &id->size))
+			return -errno;
+		id->dev = (uint64_t)st.st_rdev;
+	} else {
+		id->size = (uint64_t)st.st_size;
+		id->dev = (uint64_t)st.st_dev;
+		id->ino = (uint64_t)st.st_ino;
+	}
+	id->mtime_ns = blk_ts_ns(&st.st_mtim);
+	id->ctime_ns = blk_ts_ns(&st.st_ctim);
+	ret = blk_hash_range(fd,
+			     id->size < BLK_IDENTITY_HASH_BYTES
+				 ? id->size
+				 : BLK_IDENTITY_HASH_BYTES,
+			     &id->hash);
+	if (!ret && full)
+		ret = blk_hash_range(fd, id->size, &id->full_hash);
+	return ret;
+}
+
+/* File times come from the kernel's coarse clock (one tick, 1 to 10 ms),
+ * truncated to the file system's granularity (1 s on some). A write in
+ * the same tick as the last one before the snapshot would leave ctime as
+ * recorded; once the clock has moved past it, any later write moves
+ * ctime. So the snapshot waits, at most a tick (or a second), before the
+ * guest or anyone else can write again. */
+static void blk_wait_past_ctime(uint64_t ctime_ns)
+{
+	/* A ctime on a whole second suggests a 1 s granular file system. */
+	uint64_t until =
+	    ctime_ns + (ctime_ns % 1000000000ull ? 1 : 1000000000ull);
+	struct timespec now, nap = { 0, 1000000 };
+
+	for (int i = 0; i < BLK_TICK_WAIT_MS; i++) {
+		clock_gettime(CLOCK_REALTIME_COARSE, &now);
+		if (blk_ts_ns(&now) >= until)
+			return;
+		nanosleep(&nap, NULL);
+	}
+}
+
 /* With the worker parked (no request in flight): make the image durable,
  * then record what restore will compare. */
 static int blk_pre_save(struct virtio_device *vdev)
 {
 	struct virtio_blk *blk = vdev->priv;
+	struct blk_ident id;
 	int ret;
 
 	if (fdatasync(blk->fd)) {
@@ -368,53 +462,145 @@ static int blk_pre_save(struct virtio_device *vdev)
 			  strerror(-ret));
 		return ret;
 	}
-	ret = blk_identity(blk->fd, &blk->saved_size, &blk->saved_mtime_ns,
-			   &blk->saved_hash);
-	if (ret)
+	ret = blk_identity(blk->fd, blk->verify_hash, &id);
+	if (ret) {
 		log_error("%s: cannot read %s: %s", vdev->name, blk->path,
 			  strerror(-ret));
-	return ret;
+		return ret;
+	}
+	blk->saved_size = id.size;
+	blk->saved_mtime_ns = id.mtime_ns;
+	blk->saved_hash = id.hash;
+	blk->saved_ident = BLK_IDENT_STAT;
+	if (id.block)
+		blk->saved_ident |= BLK_IDENT_BLOCK;
+	if (blk->verify_hash)
+		blk->saved_ident |= BLK_IDENT_FULL_HASH;
+	blk->saved_dev = id.dev;
+	blk->saved_ino = id.ino;
+	blk->saved_ctime_ns = id.ctime_ns;
+	blk->saved_full_hash = id.full_hash;
+	if (!id.block)
+		blk_wait_past_ctime(id.ctime_ns);
+	return 0;
 }
 
-int virtio_blk_check_identity(struct virtio_device *vdev, char *err,
-			      size_t errlen)
+/* Fills @err with "disk PATH changed since the snapshot: WHY (...)". */
+static int blk_changed(const struct virtio_blk *blk, char *err, size_t errlen,
+		       const char *why)
 {
-	struct virtio_blk *blk = vdev->priv;
-	uint64_t size, mtime_ns, hash;
+	snprintf(err, errlen,
+		 "disk %s changed since the snapshot: %s (give --disk to "
+		 "restore to use it anyway)",
+		 blk->path, why);
+	return -ESTALE;
+}
+
+/* Compares the image now open with what the snapshot recorded: the
+ * content hashes, and on the same host the kernel's identity of the file.
+ * docs/virtio.md says what each level catches. */
+static int blk_compare(const struct virtio_blk *blk, const struct blk_ident *id,
+		       bool hash_only, char *err, size_t errlen)
+{
+	uint32_t ident = blk->saved_ident;
+	char why[160];
+
+	if (hash_only && !(ident & BLK_IDENT_FULL_HASH)) {
+		snprintf(err, errlen,
+			 "disk %s: the snapshot holds no hash of this disk "
+			 "(it was not run with verify=hash)",
+			 blk->path);
+		return -ESTALE;
+	}
+	if (id->size != blk->saved_size) {
+		snprintf(why, sizeof(why), "%" PRIu64 " bytes, was %" PRIu64,
+			 id->size, blk->saved_size);
+		return blk_changed(blk, err, errlen, why);
+	}
+	if ((ident & BLK_IDENT_STAT) &&
+	    id->block != !!(ident & BLK_IDENT_BLOCK))
+		return blk_changed(blk, err, errlen,
+				   id->block
+				       ? "now a block device, was a file"
+				       : "now a file, was a block device");
+	if (id->hash != blk->saved_hash)
+		return blk_changed(blk, err, errlen, "its first MiB differs");
+	if (ident & BLK_IDENT_FULL_HASH) {
+		/* The content is what matters: a copy on another host, with
+		 * other times and inode, passes. */
+		if (id->full_hash != blk->saved_full_hash)
+			return blk_changed(blk, err, errlen,
+					   "its content hash differs");
+		return 0;
+	}
+	if (ident & BLK_IDENT_BLOCK) {
+		/* A device node's times move only with writes through that
+		 * node, not through a mount or a loop device's file: they
+		 * tell nothing, so the device number is what is compared. */
+		if (id->dev != blk->saved_dev) {
+			snprintf(why, sizeof(why),
+				 "another block device (%u:%u, was %u:%u)",
+				 major(id->dev), minor(id->dev),
+				 major(blk->saved_dev), minor(blk->saved_dev));
+			return blk_changed(blk, err, errlen, why);
+		}
+		return 0;
+	}
+	if ((ident & BLK_IDENT_STAT) &&
+	    (id->dev != blk->saved_dev || id->ino != blk->saved_ino)) {
+		snprintf(why, sizeof(why),
+			 "another file (a copy, or renamed over the path: "
+			 "inode %" PRIu64 ", was %" PRIu64
+			 "; verify=hash checks a copy)",
+			 id->ino, blk->saved_ino);
+		return blk_changed(blk, err, errlen, why);
+	}
+	if (id->mtime_ns != blk->saved_mtime_ns) {
+		snprintf(why, sizeof(why),
+			 "modified at %" PRIu64 " ns, was %" PRIu64,
+			 id->mtime_ns, blk->saved_mtime_ns);
+		return blk_changed(blk, err, errlen, why);
+	}
+	if ((ident & BLK_IDENT_STAT) && id->ctime_ns != blk->saved_ctime_ns) {
+		snprintf(why, sizeof(why),
+			 "its status changed at %" PRIu64
+			 " ns (ctime), was %" PRIu64
+			 ": written, or its times set back",
+			 id->ctime_ns, blk->saved_ctime_ns);
+		return blk_changed(blk, err, errlen, why);
+	}
+	return 0;
+}
+
+static int blk_check(struct virtio_blk *blk, bool hash_only, char *err,
+		     size_t errlen)
+{
+	struct blk_ident id;
 	int ret;
 
-	ret = blk_identity(blk->fd, &size, &mtime_ns, &hash);
+	ret =
+	    blk_identity(blk->fd, blk->saved_ident & BLK_IDENT_FULL_HASH, &id);
 	if (ret) {
 		snprintf(err, errlen, "disk %s: cannot read it: %s", blk->path,
 			 strerror(-ret));
 		return ret;
 	}
-	if (size != blk->saved_size)
-		snprintf(err, errlen,
-			 "disk %s changed since the snapshot: %" PRIu64
-			 " bytes, was %" PRIu64
-			 " (give --disk to restore to use it anyway)",
-			 blk->path, size, blk->saved_size);
-	else if (hash != blk->saved_hash)
-		snprintf(err, errlen,
-			 "disk %s changed since the snapshot: its first MiB "
-			 "differs (give --disk to restore to use it anyway)",
-			 blk->path);
-	else if (mtime_ns != blk->saved_mtime_ns)
-		snprintf(err, errlen,
-			 "disk %s changed since the snapshot: modified at "
-			 "%" PRIu64 " ns, was %" PRIu64
-			 " (give --disk to restore to use it anyway)",
-			 blk->path, mtime_ns, blk->saved_mtime_ns);
-	else
-		return 0;
-	return -ESTALE;
+	return blk_compare(blk, &id, hash_only, err, errlen);
+}
+
+int virtio_blk_check_identity(struct virtio_device *vdev, char *err,
+			      size_t errlen)
+{
+	return blk_check(vdev->priv, false, err, errlen);
 }
 
 static int blk_post_load(struct virtio_device *vdev, char *err, size_t errlen)
 {
 	struct virtio_blk *blk = vdev->priv;
 
+	/* restore --disk PATH,verify=hash: a copy checked by content. */
+	if (blk->replaced && blk->verify_hash)
+		return blk_check(blk, true, err, errlen);
 	if (blk->replaced) {
 		if (blk->size != blk->saved_size)
 			log_warn("%s: %s holds %" PRIu64
@@ -513,6 +699,7 @@ int virtio_blk_create(struct virtio_device *vdev, struct vm *vm,
 	}
 	blk->readonly = cfg->readonly;
 	blk->replaced = cfg->replaced;
+	blk->verify_hash = cfg->verify_hash;
 	ret = blk_open(blk, cfg, name);
 	if (ret)
 		goto fail;

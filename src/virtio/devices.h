@@ -20,11 +20,13 @@ int virtio_console_create(struct virtio_device *vdev, struct vm *vm,
 			  enum console_mode mode, const char *path,
 			  const char *name, uint8_t slot);
 /* The disk-consistency rule at restore (docs/virtio.md): the image behind
- * a restored virtio-blk device must have the size, modification time and
- * first-MiB hash recorded when the snapshot was taken. Returns 0, or
- * -ESTALE with one line naming the disk and what differs in @err. The
- * device's post_load runs it unless the disk was replaced at restore
- * (disk_config.replaced). */
+ * a restored virtio-blk device must be the one recorded when the snapshot
+ * was taken: same size and first-MiB hash, and either the same whole-image
+ * hash (verify=hash) or the same file (device, inode, ctime, mtime; for a
+ * block device its device number). Returns 0, or -ESTALE with one line
+ * naming the disk and what differs in @err. The device's post_load runs
+ * it unless the disk was replaced at restore (disk_config.replaced; then
+ * only the hash is checked, with verify=hash). */
 int virtio_blk_check_identity(struct virtio_device *vdev, char *err,
 			      size_t errlen);
 

@@ -2,7 +2,10 @@
  * that a restore refuses what this host cannot honour. A test tool, not
  * part of stasis. Usage:
  *   snapedit IN OUT [--page-size N] [--format-version N] [--vendor STR]
- *            [--cpuid-set FN.IDX.REG.BIT]
+ *            [--cpuid-set FN.IDX.REG.BIT] [--blk-v1 1]
+ * --blk-v1 rewrites each virtio-blk model section as version 1 of its
+ * table (size, mtime, first-MiB hash), as a stasis before the device and
+ * inode identity wrote it.
  * Checksums are recomputed, so only the meaning changes. */
 #include <errno.h>
 #include <stdio.h>
@@ -24,7 +27,46 @@ struct edits {
 	const char *vendor;
 	uint32_t fn, idx, bit;
 	int reg; /* 0..3 = EAX..EDX, -1 for none */
+	bool blk_v1;
 };
+
+/* Section tags of a DEVICE record (docs/snapshot-format.md). */
+#define DEV_NAME 1
+#define DEV_MODEL 4
+/* virtio-blk table version 1: three u64. */
+#define BLK_V1_LEN 24
+
+/* In a DEVICE record of a virtio-blk device (name "blkN"), rewrites the
+ * model section (tag 4) as version 1 in place: its first 24 bytes, the
+ * version 1 fields. Shortens *len. */
+static void edit_blk_v1(uint8_t *p, uint64_t *len)
+{
+	uint64_t off = 0;
+	bool blk = false;
+
+	while (off + 8 <= *len) {
+		uint16_t tag = (uint16_t)(p[off] | p[off + 1] << 8);
+		uint32_t n = (uint32_t)p[off + 4] | (uint32_t)p[off + 5] << 8 |
+			     (uint32_t)p[off + 6] << 16 |
+			     (uint32_t)p[off + 7] << 24;
+		uint64_t padded = (n + 7ull) & ~7ull;
+
+		if (off + 8 + padded > *len)
+			return;
+		if (tag == DEV_NAME)
+			blk = n >= 3 && !memcmp(p + off + 8, "blk", 3);
+		if (blk && tag == DEV_MODEL && n > BLK_V1_LEN &&
+		    off + 8 + padded == *len) {
+			p[off + 2] = 1;
+			p[off + 3] = 0;
+			p[off + 4] = BLK_V1_LEN;
+			p[off + 5] = p[off + 6] = p[off + 7] = 0;
+			*len = off + 8 + BLK_V1_LEN;
+			return;
+		}
+		off += 8 + padded;
+	}
+}
 
 static int die(const char *msg)
 {
@@ -105,6 +147,8 @@ int main(int argc, char **argv)
 			e.format_version = atol(argv[i + 1]);
 		else if (!strcmp(argv[i], "--vendor"))
 			e.vendor = argv[i + 1];
+		else if (!strcmp(argv[i], "--blk-v1"))
+			e.blk_v1 = atol(argv[i + 1]) != 0;
 		else if (!strcmp(argv[i], "--cpuid-set")) {
 			if (parse_cpuid_set(argv[i + 1], &e))
 				return die("bad --cpuid-set (FN.IDX.REG.BIT)");
@@ -162,6 +206,8 @@ int main(int argc, char **argv)
 			data = out;
 			rec.length = len;
 		}
+		if (rec.type == SNAP_REC_DEVICE && e.blk_v1)
+			edit_blk_v1(data, &rec.length);
 		if (snap_write_record(w, rec.type, rec.version, rec.flags, data,
 				      rec.length, err, sizeof(err)))
 			return die(err);

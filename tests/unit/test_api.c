@@ -132,6 +132,12 @@ static int fake_snapshot(void *ctx, const char *path, enum vm_then then,
 	ret = fake_fail(vm, err, errlen);
 	if (ret)
 		goto out;
+	/* As vm_snapshot: one at a time. */
+	if (vm->snap_active) {
+		snprintf(err, errlen, "a snapshot is already running");
+		ret = -EBUSY;
+		goto out;
+	}
 	vm->snap_active = true;
 	vm->snap_total = 256 * MIB;
 	vm->snap_done = vm->snap_total / 2;
@@ -495,8 +501,11 @@ static void test_snapshot_bad_requests(void **state)
 		{ "{\"path\": \"/x\", \"then\": 1}", "\"then\" must be" },
 		{ "{\"path\": \"/x\", \"compress\": true}",
 		  "unknown key \"compress\"" },
-		{ "{\"path\": \"/x\", \"a\\nb\": 1}", "unknown key \"a?b\"" },
-		{ "{\"path\": \"\xff\"}", "malformed JSON" },
+		{ "{\"path\": \"/x\", \"a\\nb\": 1}",
+		  "unknown key \"a\\x0ab\"" },
+		{ "{\"path\": \"/x\", \"a\\u00ffb\": 1}",
+		  "unknown key \"a\\xc3\\xbfb\"" },
+		{ "{\"path\": \"\xff\"}", "not valid UTF-8 at byte 10" },
 		{ "{\"path\": [[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]}",
 		  "malformed JSON" },
 	};
@@ -547,7 +556,8 @@ static void test_snapshot_failures(void **state)
 		  "cannot open /x" },
 		{ -EBUSY, "a snapshot is already running", 409,
 		  "already running" },
-		{ -EINVAL, "bad\nreason", 400, "bad reason" },
+		{ -EINVAL, "bad\nreason", 400, "bad\\x0areason" },
+		{ -EINVAL, "bad \xff byte", 400, "bad \\xff byte" },
 		{ 7, NULL, 500, "snapshot failed" },
 	};
 	struct fixture *f = *state;
@@ -1498,6 +1508,244 @@ static int print_endpoints(void)
 	return 0;
 }
 
+/* ------------------------------------------------------ load and abuse -- */
+
+#define LOAD_CLIENTS 64
+/* Requests per client; STASIS_API_LOAD_REQUESTS runs a longer load. */
+#define LOAD_REQUESTS 24
+
+struct load_client {
+	const char *sock;
+	unsigned seed;
+	int bad; /* replies that were not well formed */
+	char why[160];
+	int ok[4], refused[4];
+};
+
+static const char *const load_urls[] = { "/vm", "/vm/pause", "/vm/resume",
+					 "/vm/snapshot" };
+
+/* A reply is well formed when it has an HTTP status line and either no
+ * body (204), a JSON object (200), or for an error status an "error"
+ * string of one line. */
+static bool load_reply_ok(const struct reply *rep, char *why, size_t n)
+{
+	struct json_object *obj, *e;
+	bool ok;
+
+	if (rep->status == 204 && !*rep->body)
+		return true;
+	if (rep->status != 200 && rep->status != 400 && rep->status != 409) {
+		snprintf(why, n, "status %d: %.80s", rep->status, rep->raw);
+		return false;
+	}
+	obj = json_tokener_parse(rep->body);
+	ok = obj && json_object_is_type(obj, json_type_object);
+	if (ok && rep->status != 200)
+		ok = json_object_object_get_ex(obj, "error", &e) &&
+		     json_object_is_type(e, json_type_string) &&
+		     !strchr(json_object_get_string(e), '\n');
+	if (!ok)
+		snprintf(why, n, "status %d, body %.80s", rep->status,
+			 rep->body);
+	json_object_put(obj);
+	return ok;
+}
+
+static void *load_client_main(void *arg)
+{
+	struct load_client *c = arg;
+	struct reply *rep = xmalloc(sizeof(*rep));
+	const char *env = getenv("STASIS_API_LOAD_REQUESTS");
+	int n = env && atoi(env) > 0 ? atoi(env) : LOAD_REQUESTS;
+
+	for (int i = 0; i < n; i++) {
+		int k = (int)(rand_r(&c->seed) % 4);
+
+		if (k == 0)
+			http(c->sock, "GET", load_urls[k], NULL, rep);
+		else if (k == 3)
+			http(c->sock, "PUT", load_urls[k],
+			     "{\"path\": \"/load.snap\", \"then\": \"resume\"}",
+			     rep);
+		else
+			http(c->sock, "PUT", load_urls[k], NULL, rep);
+		if (!load_reply_ok(rep, c->why, sizeof(c->why)))
+			c->bad++;
+		else if (rep->status < 300)
+			c->ok[k]++;
+		else
+			c->refused[k]++;
+	}
+	free(rep);
+	return NULL;
+}
+
+/* 64 clients at once, each issuing status, pause, resume and snapshot in
+ * a random order: every reply arrives and is well formed, the calls the
+ * VM saw are the requests made, and its state is what they left. */
+static void test_concurrent_clients(void **state)
+{
+	struct fixture *f = *state;
+	struct load_client *c = calloc(LOAD_CLIENTS, sizeof(*c));
+	pthread_t t[LOAD_CLIENTS];
+	int ok[4] = { 0 }, refused[4] = { 0 }, pauses, resumes;
+	struct reply rep;
+
+	assert_non_null(c);
+	f->vm.snap_steps = 1; /* 50 ms: snapshots overlap other requests */
+	for (int i = 0; i < LOAD_CLIENTS; i++) {
+		c[i].sock = f->sock;
+		c[i].seed = 1000u + (unsigned)i;
+		assert_int_equal(
+		    pthread_create(&t[i], NULL, load_client_main, &c[i]), 0);
+	}
+	for (int i = 0; i < LOAD_CLIENTS; i++) {
+		pthread_join(t[i], NULL);
+		if (c[i].bad)
+			fail_msg("client %d: %d bad replies, last: %s", i,
+				 c[i].bad, c[i].why);
+		for (int k = 0; k < 4; k++) {
+			ok[k] += c[i].ok[k];
+			refused[k] += c[i].refused[k];
+		}
+	}
+	/* Every request reached the VM or was refused by it, once. */
+	assert_int_equal(f->vm.calls_pause, ok[1] + refused[1]);
+	assert_int_equal(f->vm.calls_resume, ok[2] + refused[2]);
+	/* A snapshot refused while another runs never reaches the VM. */
+	assert_true(f->vm.calls_snapshot >= ok[3]);
+	assert_int_equal(refused[0], 0);
+	assert_true(ok[1] > 0 && ok[2] > 0 && ok[3] > 0);
+	/* Consistent: successful pauses and resumes alternate, so the VM is
+	 * paused exactly when one more pause than resume succeeded. */
+	pauses = ok[1];
+	resumes = ok[2];
+	assert_true(pauses == resumes || pauses == resumes + 1);
+	assert_int_equal(f->vm.paused, pauses == resumes + 1);
+	assert_false(f->vm.snap_active);
+	http(f->sock, "GET", "/vm", NULL, &rep);
+	assert_int_equal(rep.status, 200);
+	free(c);
+}
+
+/* Sends @raw on a new connection and leaves it open; returns the fd. */
+static int hold_connection(const char *sock, const char *raw)
+{
+	int fd = connect_unix(sock);
+
+	assert_true(fd >= 0);
+	if (*raw)
+		assert_int_equal(send(fd, raw, strlen(raw), MSG_NOSIGNAL),
+				 (ssize_t)strlen(raw));
+	return fd;
+}
+
+/* Slow-loris clients (requests half sent, and held) as many as the old
+ * connection limit and more: others are still answered at once. */
+static void test_slow_clients(void **state)
+{
+	static const char *const partial[] = {
+		"",
+		"GET /vm HTTP/1.1\r\n",
+		"GET /vm HTTP/1.1\r\nHost: x\r\nX-Slow: a",
+		"PUT /vm/snapshot HTTP/1.1\r\nHost: x\r\nContent-Length: "
+		"100\r\n"
+		"\r\n{\"path\": ",
+	};
+	struct fixture *f = *state;
+	int fds[48];
+	struct reply rep;
+	struct timespec a, b;
+
+	for (int i = 0; i < 48; i++)
+		fds[i] = hold_connection(f->sock, partial[i % 4]);
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	for (int i = 0; i < 8; i++) {
+		http(f->sock, "GET", "/vm", NULL, &rep);
+		assert_int_equal(rep.status, 200);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	/* Answered, not after some client's timeout (seconds). */
+	assert_true(b.tv_sec - a.tv_sec < 5);
+	assert_int_equal(f->vm.calls_snapshot, 0);
+	for (int i = 0; i < 48; i++)
+		close(fds[i]);
+}
+
+/* Malformed HTTP: each gets an error status or is closed; the server
+ * answers the next client as before. */
+static void test_malformed_http(void **state)
+{
+	static const char *const bad[] = {
+		"\r\n\r\n",
+		"GARBAGE\r\n\r\n",
+		"GET\r\n\r\n",
+		"GET /vm\r\n\r\n",
+		"GET /vm HTTP/9.9\r\nHost: x\r\n\r\n",
+		"GET /vm HTTP/1.1\r\nNo colon here\r\n\r\n",
+		"\xff\xfe\x00\x01 / HTTP/1.1\r\n\r\n",
+		"PUT /vm/pause HTTP/1.1\r\nHost: x\r\nContent-Length: "
+		"-5\r\n\r\n",
+		"PUT /vm/pause HTTP/1.1\r\nHost: x\r\nContent-Length: "
+		"99999999999999999999999\r\n\r\n",
+		"PUT /vm/pause HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+		"chunked\r\n\r\nzz\r\n",
+		"GET /vm/../vm HTTP/1.1\r\nHost: x\r\n\r\n",
+	};
+	struct fixture *f = *state;
+	struct reply rep;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		http_raw(f->sock, bad[i], strlen(bad[i]), &rep);
+		if (rep.status != -1 && (rep.status < 400 || rep.status > 505))
+			fail_msg("request %zu: status %d", i, rep.status);
+		http(f->sock, "GET", "/vm", NULL, &rep);
+		assert_int_equal(rep.status, 200);
+	}
+	assert_int_equal(f->vm.calls_pause, 0);
+}
+
+/* A client that disconnects while its snapshot is running: the snapshot
+ * completes, other clients are answered meanwhile, and the next
+ * snapshot is accepted. */
+static void test_disconnect_mid_snapshot(void **state)
+{
+	struct fixture *f = *state;
+	const char *req = "PUT /vm/snapshot HTTP/1.1\r\nHost: x\r\n"
+			  "Content-Length: 19\r\n\r\n{\"path\": \"/a.snap\"}";
+	struct reply rep;
+	int fd;
+
+	f->vm.snap_gate = true;
+	fd = hold_connection(f->sock, req);
+	wait_snapshot_started(&f->vm);
+	close(fd);
+	for (int i = 0; i < 4; i++) {
+		http(f->sock, "GET", "/vm", NULL, &rep);
+		assert_int_equal(rep.status, 200);
+		assert_non_null(strstr(rep.body, "\"snapshot\": {"));
+	}
+	/* Another snapshot while it runs: refused, not queued. */
+	http(f->sock, "PUT", "/vm/snapshot", "{\"path\": \"/b.snap\"}", &rep);
+	assert_int_equal(rep.status, 409);
+	release_snapshot(&f->vm);
+	/* Once done, the next one goes through. */
+	for (int i = 0; i < 200; i++) {
+		struct timespec ms = { 0, 10 * 1000 * 1000 };
+
+		http(f->sock, "GET", "/vm", NULL, &rep);
+		if (strstr(rep.body, "\"snapshot\": null"))
+			break;
+		nanosleep(&ms, NULL);
+	}
+	assert_non_null(strstr(rep.body, "\"snapshot\": null"));
+	f->vm.snap_gate = false;
+	http(f->sock, "PUT", "/vm/snapshot", "{\"path\": \"/c.snap\"}", &rep);
+	assert_int_equal(rep.status, 200);
+	assert_string_equal(f->vm.snap_path, "/c.snap");
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(int argc, char **argv)
@@ -1530,6 +1778,10 @@ int main(int argc, char **argv)
 		T(test_ctl_no_server),
 		T(test_ctl_bad_replies),
 		T(test_ctl_progress_on_tty),
+		T(test_concurrent_clients),
+		T(test_slow_clients),
+		T(test_malformed_http),
+		T(test_disconnect_mid_snapshot),
 	};
 
 	if (argc == 2 && !strcmp(argv[1], "--endpoints-json"))

@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "core/config.h"
+#include "snapshot/snapshot.h"
 
 static void test_sizes(void **state)
 {
@@ -151,7 +152,48 @@ static void test_json(void **state)
 	    -EINVAL);
 	assert_int_equal(
 	    config_load_json(&c, "{\"mem\": -5}", err, sizeof(err)), -EINVAL);
+	/* Invalid UTF-8 anywhere is refused before the JSON is read: in a
+	 * key, in a value, an overlong form. */
+	assert_int_equal(
+	    config_load_json(&c, "{\"debug-ex\xfft\": true}", err, sizeof(err)),
+	    -EINVAL);
+	assert_string_equal(err, "not valid UTF-8 at byte 10");
+	assert_int_equal(config_load_json(&c, "{\"kernel\": \"\xc0\xaf\"}", err,
+					  sizeof(err)),
+			 -EINVAL);
+	assert_non_null(strstr(err, "UTF-8"));
+	/* Valid UTF-8 in an unknown key is quoted escaped. */
+	assert_int_equal(
+	    config_load_json(&c, "{\"k\xc3\xa9y\": 1}", err, sizeof(err)),
+	    -EINVAL);
+	assert_string_equal(err, "unknown key \"k\\xc3\\xa9y\"");
 	config_free(&c);
+}
+
+/* A snapshot whose CONFIG record has a 0xff byte in a key: refused by
+ * snapshot_open with one line, as a config file is. */
+static void test_snapshot_config_utf8(void **state)
+{
+	char dir[] = "/tmp/stasis-cfgsnap-XXXXXX", path[64], err[512];
+	struct snap_header h = { .page_size = 4096, .stasis_version = "t" };
+	static const char json[] =
+	    "{\"mem\": \"64M\", \"debug-ex\xfft\": true}";
+	struct snapshot_image img;
+	struct snap_writer *w;
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/c.snap", dir);
+	w = snap_writer_open(path, &h, err, sizeof(err));
+	assert_non_null(w);
+	assert_int_equal(snap_write_record(w, SNAP_REC_CONFIG, 1, 0, json,
+					   strlen(json), err, sizeof(err)),
+			 0);
+	assert_int_equal(snap_writer_commit(w, err, sizeof(err)), 0);
+	assert_int_not_equal(snapshot_open(path, &img, err, sizeof(err)), 0);
+	assert_string_equal(
+	    err, "snapshot: bad configuration: not valid UTF-8 at byte 24");
+	unlink(path);
+	rmdir(dir);
 }
 
 static void test_flags_override_file(void **state)
@@ -462,6 +504,7 @@ int main(void)
 		cmocka_unit_test(test_virtio_flags),
 		cmocka_unit_test(test_virtio_bad_flags),
 		cmocka_unit_test(test_virtio_json),
+		cmocka_unit_test(test_snapshot_config_utf8),
 		cmocka_unit_test(test_virtio_flags_override_file),
 		cmocka_unit_test(test_host_integration),
 	};

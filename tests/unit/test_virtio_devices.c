@@ -705,8 +705,8 @@ static void test_blk_identity(void **state)
 		make_image(path, DISK_SECTORS * 512, 0x77);
 		assert_int_equal(
 		    virtio_blk_create(&g->vdev, NULL, &cfg, "blk0", 3), 0);
-		assert_int_equal(state_decode(d, 1, g->vdev.priv, saved,
-					      state_encoded_size(d)),
+		assert_int_equal(state_decode(d, d->version, g->vdev.priv,
+					      saved, state_encoded_size(d)),
 				 0);
 		err[0] = '\0';
 		assert_int_equal(
@@ -720,6 +720,283 @@ static void test_blk_identity(void **state)
 		}
 		guest_free(g);
 	}
+}
+
+/* A snapshot's virtio-blk record for the image at @path: a device on it
+ * (with verify=hash when @verify), pre-saved, encoded at the current
+ * table version into @saved. */
+static size_t blk_save_record(const char *path, bool verify, uint8_t *saved,
+			      size_t n)
+{
+	struct guest *g = guest_new();
+	struct disk_config cfg = { .path = (char *)path,
+				   .verify_hash = verify };
+	const struct state_desc *d;
+	size_t len;
+
+	assert_int_equal(virtio_blk_create(&g->vdev, NULL, &cfg, "blk0", 3), 0);
+	d = g->vdev.ops->state_desc;
+	len = state_encoded_size(d);
+	assert_true(len <= n);
+	assert_int_equal(g->vdev.ops->pre_save(&g->vdev), 0);
+	assert_int_equal(state_encode(d, g->vdev.priv, saved, len), 0);
+	guest_free(g);
+	return len;
+}
+
+/* A restore of that record onto the image now at @path: a fresh device
+ * opened by path, the record decoded at @version, post_load. */
+static int blk_restore_record(const char *path, const uint8_t *saved,
+			      uint16_t version, bool replaced, bool verify,
+			      char *err, size_t errlen)
+{
+	struct guest *g = guest_new();
+	struct disk_config cfg = { .path = (char *)path,
+				   .replaced = replaced,
+				   .verify_hash = verify };
+	const struct state_desc *d;
+	int ret;
+
+	assert_int_equal(virtio_blk_create(&g->vdev, NULL, &cfg, "blk0", 3), 0);
+	d = g->vdev.ops->state_desc;
+	assert_int_equal(state_decode(d, version, g->vdev.priv, saved,
+				      state_encoded_size_v(d, version)),
+			 0);
+	err[0] = '\0';
+	ret = g->vdev.ops->post_load(&g->vdev, err, errlen);
+	if (ret) {
+		assert_non_null(strstr(err, path));
+		assert_null(strchr(err, '\n'));
+	}
+	guest_free(g);
+	return ret;
+}
+
+/* Sets @path's mtime back to @mtime, as `touch -d` does. */
+static void set_mtime(const char *path, struct timespec mtime)
+{
+	struct timespec t[2] = { { .tv_nsec = UTIME_OMIT }, mtime };
+
+	assert_int_equal(utimensat(AT_FDCWD, path, t, 0), 0);
+}
+
+static void run_cmd(const char *fmt, const char *a, const char *b)
+{
+	char cmd[512];
+
+	snprintf(cmd, sizeof(cmd), fmt, a, b);
+	assert_int_equal(system(cmd), 0);
+}
+
+/* What the version 2 identity catches on one host: a write past the
+ * hashed first MiB with the mtime put back, a copy with every time
+ * preserved, a file renamed over the path; and what verify=hash lets
+ * through (a copy) and catches (any changed byte). */
+static void test_blk_identity_same_host(void **state)
+{
+	char dir[] = "/tmp/stasis-blkid-XXXXXX", img[128], copy[128], err[512];
+	uint8_t saved[128], v1[128];
+	struct stat st;
+	size_t len;
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(img, sizeof(img), "%s/disk.img", dir);
+	snprintf(copy, sizeof(copy), "%s/copy.img", dir);
+	make_image(img, 3 << 20, 0x3c);
+	len = blk_save_record(img, false, saved, sizeof(saved));
+	assert_int_equal(stat(img, &st), 0);
+	/* Unchanged: accepted, again and again. */
+	assert_int_equal(
+	    blk_restore_record(img, saved, 2, false, false, err, sizeof(err)),
+	    0);
+	assert_int_equal(
+	    blk_restore_record(img, saved, 2, false, false, err, sizeof(err)),
+	    0);
+
+	/* 4 KiB written at 2 MiB, past the first MiB, the mtime put back:
+	 * the ctime tells. A version 1 record (size, mtime, first MiB) is
+	 * checked as before, and misses it. */
+	{
+		uint8_t junk[4096];
+		int fd = open(img, O_WRONLY);
+
+		memset(junk, 0xee, sizeof(junk));
+		assert_true(fd >= 0);
+		assert_int_equal(pwrite(fd, junk, sizeof(junk), 2 << 20),
+				 (ssize_t)sizeof(junk));
+		close(fd);
+	}
+	set_mtime(img, st.st_mtim);
+	assert_int_equal(
+	    blk_restore_record(img, saved, 2, false, false, err, sizeof(err)),
+	    -ESTALE);
+	assert_non_null(strstr(err, "ctime"));
+	memcpy(v1, saved, len);
+	assert_int_equal(
+	    blk_restore_record(img, v1, 1, false, false, err, sizeof(err)), 0);
+	/* Vouched for: accepted. */
+	assert_int_equal(
+	    blk_restore_record(img, saved, 2, true, false, err, sizeof(err)),
+	    0);
+
+	/* A write right after the snapshot, within the kernel's time tick:
+	 * the snapshot waited for the tick to pass, so ctime still moves. */
+	for (int i = 0; i < 20; i++) {
+		int fd;
+
+		blk_save_record(img, false, saved, sizeof(saved));
+		fd = open(img, O_WRONLY);
+		assert_true(fd >= 0);
+		assert_int_equal(fstat(fd, &st), 0);
+		assert_int_equal(pwrite(fd, "y", 1, (2 << 20) + i), 1);
+		close(fd);
+		set_mtime(img, st.st_mtim);
+		if (blk_restore_record(img, saved, 2, false, false, err,
+				       sizeof(err)) != -ESTALE)
+			fail_msg("a write at once after the snapshot (try %d) "
+				 "was not seen",
+				 i);
+	}
+
+	/* A copy with everything preserved, renamed over the path. */
+	make_image(img, 3 << 20, 0x3c);
+	len = blk_save_record(img, false, saved, sizeof(saved));
+	run_cmd("cp --preserve=all '%s' '%s'", img, copy);
+	assert_int_equal(
+	    blk_restore_record(copy, saved, 2, false, false, err, sizeof(err)),
+	    -ESTALE);
+	assert_non_null(strstr(err, "another file"));
+	run_cmd("mv '%s' '%s'", copy, img);
+	assert_int_equal(
+	    blk_restore_record(img, saved, 2, false, false, err, sizeof(err)),
+	    -ESTALE);
+	assert_non_null(strstr(err, "another file"));
+	/* ... yet a copy is what verify=hash accepts, on its content, but
+	 * only when the snapshot holds the hash. */
+	assert_int_equal(
+	    blk_restore_record(img, saved, 2, true, true, err, sizeof(err)),
+	    -ESTALE);
+	assert_non_null(strstr(err, "no hash"));
+	len = blk_save_record(img, true, saved, sizeof(saved));
+	run_cmd("cp '%s' '%s'", img, copy);
+	assert_int_equal(
+	    blk_restore_record(copy, saved, 2, true, true, err, sizeof(err)),
+	    0);
+	/* The config says verify=hash (not replaced): a copy renamed over
+	 * the path passes on its content too. */
+	run_cmd("mv '%s' '%s'", copy, img);
+	assert_int_equal(
+	    blk_restore_record(img, saved, 2, false, true, err, sizeof(err)),
+	    0);
+	/* One byte at the end, size and first MiB the same: refused. */
+	{
+		int fd = open(img, O_WRONLY);
+
+		assert_true(fd >= 0);
+		assert_int_equal(pwrite(fd, "x", 1, (3 << 20) - 1), 1);
+		close(fd);
+	}
+	assert_int_equal(
+	    blk_restore_record(img, saved, 2, false, true, err, sizeof(err)),
+	    -ESTALE);
+	assert_non_null(strstr(err, "content hash"));
+	(void)len;
+	run_cmd("rm -rf '%s'%s", dir, "");
+}
+
+/* Attaches @img to a free loop device, its name in @dev; false when this
+ * host cannot (not root, no losetup, no loop driver). */
+static bool loop_attach(const char *img, char *dev, size_t n)
+{
+	char cmd[256];
+	FILE *p;
+	bool ok;
+
+	if (geteuid() != 0)
+		return false;
+	snprintf(cmd, sizeof(cmd), "losetup -f --show '%s' 2>/dev/null", img);
+	p = popen(cmd, "r");
+	if (!p)
+		return false;
+	ok = fgets(dev, (int)n, p) && !strncmp(dev, "/dev/loop", 9);
+	pclose(p);
+	if (ok)
+		dev[strcspn(dev, "\n")] = '\0';
+	return ok;
+}
+
+/* A block device: its device number is compared, not its node's times
+ * (they move only with writes through that node); a write through the
+ * loop device's file, past the first MiB, is caught by verify=hash only. */
+static void test_blk_identity_block_device(void **state)
+{
+	char dir[] = "/tmp/stasis-blkid-XXXXXX", img[128], img2[128], dev[64],
+	     dev2[64], err[512];
+	uint8_t saved[128];
+	int fd;
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(img, sizeof(img), "%s/a.img", dir);
+	snprintf(img2, sizeof(img2), "%s/b.img", dir);
+	make_image(img, 2 << 20, 0x11);
+	make_image(img2, 2 << 20, 0x11);
+	if (!loop_attach(img, dev, sizeof(dev))) {
+		run_cmd("rm -rf '%s'%s", dir, "");
+		skip(); /* needs root and a loop device */
+	}
+	assert_true(loop_attach(img2, dev2, sizeof(dev2)));
+	blk_save_record(dev, false, saved, sizeof(saved));
+	assert_int_equal(
+	    blk_restore_record(dev, saved, 2, false, false, err, sizeof(err)),
+	    0);
+	/* The same size and contents on another device. */
+	assert_int_equal(
+	    blk_restore_record(dev2, saved, 2, false, false, err, sizeof(err)),
+	    -ESTALE);
+	assert_non_null(strstr(err, "another block device"));
+	/* A regular file where the device was. */
+	assert_int_equal(
+	    blk_restore_record(img, saved, 2, false, false, err, sizeof(err)),
+	    -ESTALE);
+
+	/* With verify=hash, a write behind the device's back is caught. */
+	blk_save_record(dev, true, saved, sizeof(saved));
+	fd = open(img, O_WRONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, "x", 1, (3 << 19)), 1);
+	assert_int_equal(fsync(fd), 0);
+	close(fd);
+	run_cmd("blockdev --flushbufs '%s'%s", dev, "");
+	assert_int_equal(
+	    blk_restore_record(dev, saved, 2, false, true, err, sizeof(err)),
+	    -ESTALE);
+	assert_non_null(strstr(err, "content hash"));
+	run_cmd("losetup -d '%s' '%s'", dev, dev2);
+	run_cmd("rm -rf '%s'%s", dir, "");
+}
+
+/* The saved identity's flags: unknown bits are refused at decode. */
+static void test_blk_identity_bad_flags(void **state)
+{
+	char dir[] = "/tmp/stasis-blkid-XXXXXX", img[128];
+	uint8_t saved[128];
+	struct guest *g;
+	struct disk_config cfg = { .path = img };
+	const struct state_desc *d;
+	size_t len;
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(img, sizeof(img), "%s/disk.img", dir);
+	make_image(img, 1 << 20, 0);
+	len = blk_save_record(img, false, saved, sizeof(saved));
+	/* saved_ident follows the three u64 of version 1. */
+	saved[24] |= 0x80;
+	g = guest_new();
+	assert_int_equal(virtio_blk_create(&g->vdev, NULL, &cfg, "blk0", 3), 0);
+	d = g->vdev.ops->state_desc;
+	assert_int_not_equal(state_decode(d, 2, g->vdev.priv, saved, len), 0);
+	guest_free(g);
+	run_cmd("rm -rf '%s'%s", dir, "");
 }
 
 static void test_blk_missing_image(void **state)
@@ -1356,6 +1633,9 @@ int main(void)
 		cmocka_unit_test(test_blk_event_idx),
 		cmocka_unit_test(test_blk_random_requests),
 		cmocka_unit_test(test_blk_identity),
+		cmocka_unit_test(test_blk_identity_same_host),
+		cmocka_unit_test(test_blk_identity_bad_flags),
+		cmocka_unit_test(test_blk_identity_block_device),
 		cmocka_unit_test(test_blk_missing_image),
 		cmocka_unit_test(test_rng),
 		cmocka_unit_test(test_console_file),

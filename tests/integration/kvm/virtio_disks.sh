@@ -4,9 +4,9 @@
 # refuses writes, and disk=3 does not exist. A busy blktest on the third
 # disk is snapshotted with all three attached; at restore a change to
 # the first image is refused with one line naming it, restore --disk for
-# that image alone still refuses a changed third one (and --disk id=d-c
-# for the third alone still refuses the first), and with the third as
-# saved the guest carries on.
+# that image alone still refuses a changed third one, even with its times
+# put back (and --disk id=d-c for the third alone still refuses the
+# first), and with the third vouched for too the guest carries on.
 . "$(dirname "$0")/../lib.sh"
 S=$WORK/api.sock
 A=$WORK/a.img
@@ -134,14 +134,17 @@ rc=0
 	</dev/null >/dev/null 2>"$WORK/r.4.err" || rc=$?
 [[ $rc == 2 || $rc == 1 ]] && grep -q "is replaced twice" "$WORK/r.4.err" ||
 	fail "two --disk for d-c: status $rc: $(cat "$WORK/r.4.err")"
+# Its times put back: still refused, the kernel's ctime moved.
 touch -r "$WORK/c.times" "$C"
+refused "$WORK/r.5" c.img "its status changed" --disk "$A,id=d-a"
 
-# With c.img as it was, --disk for a.img lets the guest carry on: the
-# pass in progress at the snapshot ends first, then more, no CORRUPT.
+# With c.img's contents as they were, --disk for a.img and for c.img
+# lets the guest carry on: the pass in progress at the snapshot ends
+# first, then more, no CORRUPT.
 want=$((last + 2))
 rm -f "$S"
 start_stasis "$WORK/snap.b" restore "$WORK/disks.snap" --api-socket "$S" \
-	--serial "file:$WORK/snap.b" --disk "$A,id=d-a"
+	--serial "file:$WORK/snap.b" --disk "$A,id=d-a" --disk "$C,id=d-c"
 wait_for_socket "$S"
 wait_for_line "$WORK/snap.b" "^blktest: pass $want ok" 120
 ctl "$S" shutdown >/dev/null
