@@ -1,6 +1,7 @@
 /* seccomp.c - the system calls and ioctl numbers each thread role needs,
  * as libseccomp filters; and the SIGSYS report that names the role. */
 #include <errno.h>
+#include <linux/fs.h>
 #include <linux/kvm.h>
 #include <linux/userfaultfd.h>
 #include <sched.h>
@@ -152,18 +153,20 @@ static const int ioctls_vcpu[] = {
 	(int)KVM_GET_LAPIC,
 };
 
-/* Taking a snapshot, and resuming afterwards. */
+/* Taking a snapshot, and resuming afterwards; a disk that is a block
+ * device gives its size to the identity check. */
 static const int ioctls_snapshot[] = {
-	(int)KVM_GET_REGS,	  (int)KVM_GET_SREGS,
-	(int)KVM_GET_MSRS,	  (int)KVM_GET_FPU,
-	(int)KVM_GET_XSAVE,	  (int)KVM_GET_XSAVE2,
-	(int)KVM_GET_XCRS,	  (int)KVM_GET_LAPIC,
-	(int)KVM_GET_VCPU_EVENTS, (int)KVM_GET_MP_STATE,
-	(int)KVM_GET_DEBUGREGS,	  (int)KVM_GET_IRQCHIP,
-	(int)KVM_GET_PIT2,	  (int)KVM_GET_CLOCK,
-	(int)KVM_SET_CLOCK,	  (int)KVM_GET_TSC_KHZ,
-	(int)KVM_CHECK_EXTENSION, (int)KVM_KVMCLOCK_CTRL,
-	(int)KVM_GET_DIRTY_LOG,	  (int)KVM_CLEAR_DIRTY_LOG,
+	(int)BLKGETSIZE64,	  (int)KVM_GET_REGS,
+	(int)KVM_GET_SREGS,	  (int)KVM_GET_MSRS,
+	(int)KVM_GET_FPU,	  (int)KVM_GET_XSAVE,
+	(int)KVM_GET_XSAVE2,	  (int)KVM_GET_XCRS,
+	(int)KVM_GET_LAPIC,	  (int)KVM_GET_VCPU_EVENTS,
+	(int)KVM_GET_MP_STATE,	  (int)KVM_GET_DEBUGREGS,
+	(int)KVM_GET_IRQCHIP,	  (int)KVM_GET_PIT2,
+	(int)KVM_GET_CLOCK,	  (int)KVM_SET_CLOCK,
+	(int)KVM_GET_TSC_KHZ,	  (int)KVM_CHECK_EXTENSION,
+	(int)KVM_KVMCLOCK_CTRL,	  (int)KVM_GET_DIRTY_LOG,
+	(int)KVM_CLEAR_DIRTY_LOG,
 };
 
 /* Teardown: virtio devices take back their ioeventfds and irqfds. */
