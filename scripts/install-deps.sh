@@ -10,6 +10,8 @@ packages=(
 	libjson-c-dev        # JSON config files and control-API bodies
 	libmicrohttpd-dev    # HTTP/1.1 server for the control API socket
 	libxxhash-dev        # xxh3 checksums on every snapshot record
+	libzstd-dev          # zstd compression of snapshot memory chunks
+	liblz4-dev           # lz4 compression of snapshot memory chunks
 	libcmocka-dev        # unit tests
 	clang libclang-rt-14-dev # libFuzzer targets and sanitizer runtimes
 	clang-format         # `make format` and the format check

@@ -578,8 +578,8 @@ void vm_get_status(struct vm *vm, struct vm_status *st)
 	}
 }
 
-int vm_snapshot(struct vm *vm, const char *path, enum vm_then then, char *err,
-		size_t errlen)
+int vm_snapshot(struct vm *vm, const char *path, enum vm_then then,
+		const struct snap_compress *compress, char *err, size_t errlen)
 {
 	bool was_paused;
 	int ret;
@@ -600,7 +600,8 @@ int vm_snapshot(struct vm *vm, const char *path, enum vm_then then, char *err,
 			goto out;
 		}
 	}
-	ret = snapshot_save(vm, path, &vm->snapshot_progress, err, errlen);
+	ret = snapshot_save(vm, path, compress, &vm->snapshot_progress, err,
+			    errlen);
 	if (ret) {
 		/* The guest carries on: running again, unless it was paused
 		 * already or the caller wanted it paused afterwards anyway. */
@@ -651,9 +652,10 @@ static int vm_api_resume(void *ctx, char *err, size_t errlen)
 }
 
 static int vm_api_snapshot(void *ctx, const char *path, enum vm_then then,
-			   char *err, size_t errlen)
+			   const struct snap_compress *compress, char *err,
+			   size_t errlen)
 {
-	return vm_snapshot(ctx, path, then, err, errlen);
+	return vm_snapshot(ctx, path, then, compress, err, errlen);
 }
 
 static int vm_api_shutdown(void *ctx, char *err, size_t errlen)
