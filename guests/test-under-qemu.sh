@@ -450,5 +450,41 @@ else
 fi
 done_case
 
+# Ring 3 runs at IOPL 0 on every host: no guest's ring-3 code may use
+# int n or an IOPL-sensitive instruction the #GP handler does not carry
+# out. The checker must also catch them: a made-up image with each.
+name=ring3-instructions
+problems=
+out=$tmp/ring3.out
+"$(dirname "$0")/tools/check-ring3.sh" "$guests"/*.elf >"$out" 2>&1 ||
+	fail "$(head -n 5 "$out" | tr '\n' ' ')"
+cat >"$tmp/bad.S" <<'EOF_S'
+	.text
+	.globl _start, guest_ring0_text_end
+_start:	int $0x80
+guest_ring0_text_end:
+	sti
+	cli
+	hlt
+	inb $0x60, %al
+	int3
+	int $0x80
+	int1
+	popfq
+	iretq
+EOF_S
+if cc -c "$tmp/bad.S" -o "$tmp/bad.o" &&
+	ld -Ttext=0x100000 -e _start "$tmp/bad.o" -o "$tmp/bad.elf"; then
+	"$(dirname "$0")/tools/check-ring3.sh" "$tmp/bad.elf" >"$out" 2>&1
+	[ "$(grep -c 'ring-3 code at' "$out")" = 4 ] ||
+		fail "checker found $(grep -c 'ring-3 code at' "$out") of 4: $(cat "$out")"
+	for insn in 'int +\$0x80' int1 popf iretq; do
+		grep -Eq "<guest_ring0_text_end>: $insn" "$out" || fail "checker missed $insn"
+	done
+else
+	fail "cannot build the checker's test image"
+fi
+done_case
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

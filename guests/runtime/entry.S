@@ -1,6 +1,7 @@
 /* entry.S - boot entries (PVH, Linux 32- and 64-bit), the switch to long
  * mode, the AP real-mode trampoline, interrupt stubs and the ring-3 entry.
- * Ring-0 code here sticks to plain moves, stack ops and the system
+ * All of it runs in ring 0 (sections .head.text and .text.ring0). Ring-0
+ * code here sticks to plain moves, stack ops and the system
  * instructions it needs (see docs/guest-kit.md, "ring-0 constraints"). */
 #include "guest-layout.h"
 
@@ -90,7 +91,7 @@ guest_entry_linux64:
 	movl %eax, %ss
 	jmp bsp_start64
 
-	.text
+	.section .text.ring0, "ax"
 	.code32
 start32:
 	movl $GUEST_SEL_DATA, %eax
@@ -175,7 +176,7 @@ ap_start64:
 3:	hlt
 	jmp 3b
 
-/* guest_ring0_enter_user(entry, stack, arg): iretq to ring 3 with IOPL 3
+/* guest_ring0_enter_user(entry, stack, arg): iretq to ring 3 with IOPL 0
  * and interrupts off (SDM vol. 3A 6.14.3 frame layout). */
 	.globl guest_ring0_enter_user
 guest_ring0_enter_user:
@@ -246,15 +247,51 @@ guest_isr_timer:
 	popq %rax
 	iretq
 
-/* Vector 0x80 from ring 3: sleep until an interrupt. sti's one-instruction
- * shadow makes "sti; hlt" race-free (SDM vol. 2B, STI). */
+/*
+ * #GP. Ring 3 runs at IOPL 0, so its sti and cli (SDM vol. 2B, STI, CLI)
+ * and its hlt (privileged) trap here with error code 0. Carry out those
+ * three on its behalf and step over the one-byte instruction: sti and cli
+ * set or clear IF in the frame that iretq restores; hlt is "sti; hlt;
+ * cli" here, waiting for the next interrupt (sti's one-instruction
+ * shadow makes that race-free). Anything else is fatal and reported as
+ * before. A handful of instructions: on some hosts ring 0 is emulated.
+ * Frame: error code, rip, cs, rflags, rsp, ss; plus %rax once pushed.
+ */
 	.balign 16
-	.globl guest_isr_wait
-guest_isr_wait:
+	.globl guest_isr_gp
+guest_isr_gp:
+	testb $3, 16(%rsp)
+	jz gp_fatal
+	cmpq $0, (%rsp)
+	jne gp_fatal
+	pushq %rax
+	movq 16(%rsp), %rax
+	movb (%rax), %al
+	cmpb $0xf4, %al		/* hlt */
+	je gp_hlt
+	cmpb $0xfb, %al		/* sti */
+	je gp_sti
+	cmpb $0xfa, %al		/* cli */
+	jne gp_fatal_pop
+	andq $~GUEST_RFLAGS_IF, 32(%rsp)
+	jmp gp_step
+gp_sti:
+	orq $GUEST_RFLAGS_IF, 32(%rsp)
+	jmp gp_step
+gp_hlt:
 	sti
 	hlt
 	cli
+gp_step:
+	incq 16(%rsp)
+	popq %rax
+	addq $8, %rsp
 	iretq
+gp_fatal_pop:
+	popq %rax
+gp_fatal:
+	pushq $13
+	jmp isr_report
 
 /* Device vectors (MSI-X, edge-triggered): vector GUEST_VEC_DEVICE + i
  * counts into guest_irq_counts[i], then EOI. One 16-byte slot per vector

@@ -1,5 +1,5 @@
 /* guest.h - the guest kit's interface for test-guest programs.
- * Programs run in ring 3 with IOPL 3; see docs/guest-kit.md. */
+ * Programs run in ring 3 with IOPL 0; see docs/guest-kit.md. */
 #ifndef GUEST_H
 #define GUEST_H
 
@@ -76,6 +76,8 @@ struct guest_cpu {
 	void (*entry)(unsigned int index); /* ring-3 function of an AP */
 	uint64_t user_stack; /* base of the ring-3 stack */
 	struct guest_tss tss;
+	/* Must follow tss: the TSS limit covers it (iomap_base). */
+	uint8_t iomap[GUEST_IOMAP_BYTES + 1];
 };
 
 /* Provided by each guest program; runs in ring 3 on the boot CPU. Its
@@ -121,7 +123,8 @@ static inline uint64_t guest_rdtsc(void)
  * interrupts. Each tick increments that CPU's guest_cpu.ticks. */
 int guest_timer_start(unsigned int hz);
 uint64_t guest_ticks(void);
-/* Sleeps (hlt in ring 0) until the next interrupt on this CPU. */
+/* Sleeps until the next interrupt on this CPU: a ring-3 hlt, which the
+ * #GP handler carries out as sti; hlt; cli in ring 0. */
 void guest_wait_interrupt(void);
 
 /* CPUs. guest_cpus_start() starts every other CPU the MADT lists; each
@@ -152,7 +155,7 @@ const void *guest_acpi_table(const char sig[4]);
 void guest_cpuid(uint32_t leaf, uint32_t sub, uint32_t out[4]);
 uint64_t guest_xcr0(void);
 
-/* Port I/O; ring 3 may use it because of IOPL 3. */
+/* Port I/O; ring 3 may use every port: the TSS I/O bitmap is all zero. */
 static inline void guest_outb(uint16_t port, uint8_t v)
 {
 	__asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port));

@@ -3,6 +3,15 @@
  * loop-light: on some hosts every ring-0 instruction is emulated. */
 #include "runtime.h"
 
+/* The IST stack sits between struct guest_cpu and GUEST_IST_TOP: keep it
+ * at least 8 KiB deep. */
+_Static_assert(sizeof(struct guest_cpu) + 0x2000 <= GUEST_IST_TOP,
+	       "struct guest_cpu leaves too little room for the IST stack");
+_Static_assert(__builtin_offsetof(struct guest_cpu, iomap) ==
+		   __builtin_offsetof(struct guest_cpu, tss) +
+		       sizeof(struct guest_tss),
+	       "the I/O bitmap must follow the TSS");
+
 #define CR0_MP (1u << 1)
 #define CR0_EM (1u << 2)
 #define CR0_TS (1u << 3)
@@ -48,8 +57,8 @@ static const char *const exception_names[32] = {
 	"res", "res", "res", "res", "#HV", "#VC", "#SX", "res",
 };
 
-static void idt_set(unsigned int vector, const void *handler, unsigned int dpl,
-		    unsigned int ist)
+static GUEST_RING0 void idt_set(unsigned int vector, const void *handler,
+				unsigned int dpl, unsigned int ist)
 {
 	uint64_t addr = (uint64_t)handler;
 	struct idt_gate *g = &idt[vector];
@@ -62,7 +71,7 @@ static void idt_set(unsigned int vector, const void *handler, unsigned int dpl,
 	g->offset_high = addr >> 32;
 }
 
-static void idt_build(void)
+static GUEST_RING0 void idt_build(void)
 {
 	unsigned int v;
 
@@ -74,15 +83,16 @@ static void idt_build(void)
 	idt[2].ist = 1;
 	idt[8].ist = 1;
 	idt[18].ist = 1;
-	/* int3 and into from ring 3 report as #BP/#OF, not as #GP. */
+	/* int3 from ring 3 reports as #BP, not as #GP. No other gate is open
+	 * to ring 3: some hosts raise #UD for any ring-3 int n. */
 	idt_set(3, guest_isr_table + 16 * 3, 3, 0);
-	idt_set(4, guest_isr_table + 16 * 4, 3, 0);
+	/* Ring 3's trapped sti, cli and hlt (entry.S). */
+	idt_set(13, guest_isr_gp, 0, 0);
 	idt_set(GUEST_VEC_TIMER, guest_isr_timer, 0, 0);
-	idt_set(GUEST_VEC_WAIT, guest_isr_wait, 3, 0);
 	idt_set(GUEST_VEC_SPURIOUS, guest_isr_spurious, 0, 0);
 }
 
-static uint64_t read_cr(int which)
+static GUEST_RING0 uint64_t read_cr(int which)
 {
 	uint64_t v = 0;
 
@@ -97,7 +107,7 @@ static uint64_t read_cr(int which)
 
 /* SSE always; XSAVE, AVX and AVX-512 state when CPUID offers them, so
  * ring-3 programs can use vector registers (SDM vol. 3A 13.1, 13.3). */
-static void fpu_enable(void)
+static GUEST_RING0 void fpu_enable(void)
 {
 	uint32_t r[4];
 	uint64_t cr0 = read_cr(0), cr4 = read_cr(4), xcr0 = XCR0_X87_SSE;
@@ -130,7 +140,7 @@ static void fpu_enable(void)
 			   "d"((uint32_t)(xcr0 >> 32)));
 }
 
-static void cpu_setup(struct guest_cpu *cpu)
+static GUEST_RING0 void cpu_setup(struct guest_cpu *cpu)
 {
 	uint8_t *block = (uint8_t *)cpu;
 	uint64_t tss = (uint64_t)&cpu->tss;
@@ -141,10 +151,16 @@ static void cpu_setup(struct guest_cpu *cpu)
 
 	cpu->tss.rsp[0] = (uint64_t)(block + GUEST_KBLOCK_SIZE);
 	cpu->tss.ist[0] = (uint64_t)(block + GUEST_IST_TOP);
+	/* Every port open to ring 3 (the bitmap is zero: bss for the boot
+	 * CPU, cleared by ap_prepare for the others), and the byte past the
+	 * last port's bit all ones (SDM vol. 1 19.5.2). */
 	cpu->tss.iomap_base = sizeof(struct guest_tss);
-	/* Available 64-bit TSS descriptor (SDM vol. 3A 8.2.3). */
-	desc[0] = (sizeof(struct guest_tss) - 1) | ((tss & 0xffffff) << 16) |
-		  (0x89ull << 40) | (((tss >> 24) & 0xff) << 56);
+	cpu->iomap[GUEST_IOMAP_BYTES] = 0xff;
+	/* Available 64-bit TSS descriptor (SDM vol. 3A 8.2.3); its limit
+	 * takes in the I/O bitmap. */
+	desc[0] = (sizeof(struct guest_tss) + sizeof(cpu->iomap) - 1) |
+		  ((tss & 0xffffff) << 16) | (0x89ull << 40) |
+		  (((tss >> 24) & 0xff) << 56);
 	desc[1] = tss >> 32;
 	__asm__ volatile("ltr %0" : : "r"(sel));
 	__asm__ volatile("lidt %0" : : "m"(idtr));
@@ -158,7 +174,7 @@ static void cpu_setup(struct guest_cpu *cpu)
 	fpu_enable();
 }
 
-void guest_ring0_start_bsp(void)
+GUEST_RING0 void guest_ring0_start_bsp(void)
 {
 	struct guest_cpu *cpu = (struct guest_cpu *)guest_bsp_kblock;
 
@@ -171,14 +187,14 @@ void guest_ring0_start_bsp(void)
 			       cpu->user_stack + GUEST_USTACK_SIZE - 8, NULL);
 }
 
-void guest_ring0_start_ap(struct guest_cpu *cpu)
+GUEST_RING0 void guest_ring0_start_ap(struct guest_cpu *cpu)
 {
 	cpu_setup(cpu);
 	guest_ring0_enter_user(guest_runtime_ap_main,
 			       cpu->user_stack + GUEST_USTACK_SIZE - 8, cpu);
 }
 
-void guest_ring0_trap(struct guest_trap_frame *f)
+GUEST_RING0 void guest_ring0_trap(struct guest_trap_frame *f)
 {
 	struct guest_cpu *cpu =
 	    (struct guest_cpu *)((uint64_t)f &

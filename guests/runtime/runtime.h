@@ -37,11 +37,16 @@ extern uint64_t guest_boot_info_addr;
 extern struct guest_cpu *volatile guest_ap_boot_cpu;
 extern uint64_t guest_gdt[];
 extern const uint8_t guest_trampoline_start[], guest_trampoline_end[];
-extern const uint8_t guest_isr_table[], guest_isr_timer[], guest_isr_wait[],
+extern const uint8_t guest_isr_table[], guest_isr_timer[], guest_isr_gp[],
     guest_isr_spurious[], guest_isr_device[];
 extern uint8_t guest_image_start[], guest_image_end[];
 __attribute__((noreturn)) void
 guest_ring0_enter_user(void (*entry)(void *), uint64_t stack, void *arg);
+
+/* Code that runs only in ring 0 goes in its own section, which the link
+ * keeps at the start of the image (guest.ld) so that the ring-3 check
+ * (guests/tools/check-ring3.sh) knows where ring-3 code begins. */
+#define GUEST_RING0 __attribute__((section(".text.ring0")))
 
 /* ring0.c: runs in ring 0, on the CPU's kernel stack. */
 void guest_ring0_start_bsp(void);

@@ -1,5 +1,5 @@
 /* serial.c - polled 16550A output on COM1, guest_exit and the spinlock;
- * used from ring 3 (IOPL 3) and from the ring-0 fault report. */
+ * used from ring 3 (through the I/O bitmap) and from the ring-0 fault report. */
 #include "runtime.h"
 
 #define COM1 0x3f8
@@ -97,5 +97,5 @@ void guest_exit(unsigned int code)
 
 void guest_wait_interrupt(void)
 {
-	__asm__ volatile("int %0" : : "i"(GUEST_VEC_WAIT) : "memory");
+	__asm__ volatile("hlt" ::: "memory");
 }
