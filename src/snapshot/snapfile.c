@@ -957,7 +957,7 @@ static int write_memory_record_v2(struct snap_writer *w,
 	struct chunk_job jobs[CHUNK_BATCH];
 	struct chunk_batch batch = { .jobs = jobs };
 	struct chunk_worker *wk = NULL;
-	unsigned nworkers = compress ? w->threads : 1;
+	unsigned nworkers = w->threads;
 	uint8_t *table = NULL, *outbuf = NULL;
 	uint32_t cs, bs;
 	struct iovec iov[2];
