@@ -10,6 +10,12 @@
 #                    2G/100 inside the nested VM (it alone takes ~15 min there)
 #   BENCH_DIR        where snapshot files go (${TMPDIR:-/tmp}); the dd
 #                    baseline is measured there too
+#   BENCH_CODECS     --compress choices measured on realistic memory
+#                    ("none lz4 zstd:1 zstd:3"); "" skips that part
+#   BENCH_CODEC_MEM  RAM of the codec guests (256M); memtest mode=text
+#                    fills all but 56 MiB of it
+#   BENCH_LINUX      a vmlinux for the Linux early-boot codec guest
+#                    (default: $STASIS_LINUX_CACHE/vmlinux when present)
 #   QEMU             qemu-system-x86_64
 #   BENCH_QEMU_CPU   QEMU's -cpu, instead of the one bench/lib.sh picks
 #   KVMVM_CACHE, KVMVM_MEM (8G here)  for the nested VM used when /dev/kvm
@@ -254,6 +260,43 @@ first_output() {
 	rm -f "$snap" "$DIR/c.out"
 }
 
+# codec_guest NAME ARGS...: boots a stasis guest (ARGS after --mem),
+# waits for the line READY_RE in its console, pauses it, then saves the
+# same state with each codec of CODECS RUNS times (then: pause), keeping
+# file size and time. The ratio is the none file over each codec's.
+codec_guest() {
+	local name=$1 ready=$2 secs=$3 sock=$SOCKDIR/c.sock out=$DIR/codec.out
+	local snap=$DIR/codec.snap pid line us c i
+	shift 3
+	rm -f "$out" "$sock"
+	"$STASIS" run --mem "$CODEC_MEM" --cpus 1 --serial "file:$out" \
+		--api-socket "$sock" "$@" 2>"$DIR/codec.err" &
+	pid=$!
+	PIDS+=("$pid")
+	if ! bench_wait_for "$out" "$ready" "$pid" "$secs"; then
+		fail "codec $name: guest not ready: $(tail -n 3 "$out" "$DIR/codec.err" 2>/dev/null)"
+		bench_wait_exit "$pid" 1
+		return 0
+	fi
+	"$BENCHTOOL" http "$sock" PUT /vm/pause >/dev/null ||
+		fail "codec $name: pause failed"
+	for c in $CODECS; do
+		step "codec $name: $c x$RUNS"
+		for ((i = 1; i <= RUNS; i++)); do
+			rm -f "$snap"
+			line=$("$BENCHTOOL" http "$sock" PUT /vm/snapshot \
+				"{\"path\": \"$snap\", \"then\": \"pause\", \"compress\": \"$c\"}") ||
+				{ fail "codec $name: snapshot $c failed: $(echo $line)"; continue; }
+			us=$(bench_kv "$(echo "$line" | head -n1)" us)
+			put "$name/$c" bytes "$(file_size "$snap")"
+			put "$name/$c" us "$us"
+		done
+	done
+	"$BENCHTOOL" http "$sock" PUT /vm/shutdown >/dev/null || true
+	bench_wait_exit "$pid" 60
+	rm -f "$snap"
+}
+
 # ---------------------------------------------------------------- main --
 
 START=$SECONDS
@@ -272,6 +315,25 @@ for s in $SCENARIOS; do
 	step "$s: QEMU, touching $mib MiB"
 	qemu_scenario "$s" "$mem" "$mib"
 done
+CODECS=${BENCH_CODECS-none lz4 zstd:1 zstd:3}
+CODEC_MEM=${BENCH_CODEC_MEM:-256M}
+LINUX=${BENCH_LINUX:-${STASIS_LINUX_CACHE:+$STASIS_LINUX_CACHE/vmlinux}}
+CODEC_GUESTS=()
+if [[ -n $CODECS ]]; then
+	# The codecs are compared against none, so none is always measured.
+	[[ " $CODECS " == *" none "* ]] || CODECS="none $CODECS"
+	text_mib=$(($(mib_of "$CODEC_MEM") - 56))
+	CODEC_GUESTS+=(memtest-text)
+	codec_guest memtest-text "memtest: pass 1 ok" $((120 + text_mib)) 		--kernel "$GUESTS/memtest.elf" --cmdline "mib=$text_mib mode=text"
+	if [[ -n $LINUX && -f $LINUX ]]; then
+		CODEC_GUESTS+=(linux-boot)
+		# Early boot: the kernel, its page tables and slabs, up to the
+		# point it stops for want of a root file system.
+		codec_guest linux-boot "Kernel panic|Run /init|VFS: " 300 			--kernel "$LINUX" --cmdline "console=ttyS0 nokaslr"
+	else
+		bench_note "codec: no vmlinux (BENCH_LINUX or STASIS_LINUX_CACHE); the Linux guest is left out"
+	fi
+fi
 OUT_MEMS=$(for s in $SCENARIOS; do echo "${s%/*}"; done | sort -u | sort -h)
 for mem in $OUT_MEMS; do
 	step "restore to first output, counter guest, $mem"
@@ -376,6 +438,36 @@ for s in $SCENARIOS; do
 			"$(f1 "$r")" "$(f2 "$v")" "$(f2 "$(get "$s" q_ready_s)")"
 	done
 done
+if ((${#CODEC_GUESTS[@]})); then
+	echo
+	echo "-- compression (--compress), memory of a paused guest, $CODEC_MEM RAM --"
+	echo "ratio = none file / codec file; MB/s = guest bytes in the none file per"
+	echo "second of save (request to fsynced, renamed file), on $(nproc) CPUs"
+	printf '%-13s %-8s | %10s %7s | %8s %9s\n' guest codec "file MiB" ratio "save s" "MB/s in"
+	for g in "${CODEC_GUESTS[@]}"; do
+		base=$(get "$g/none" bytes)
+		for c in $CODECS; do
+			b=$(get "$g/$c" bytes)
+			u=$(get "$g/$c" us)
+			printf '%-13s %-8s | %10s %7s | %8s %9s\n' "$g" "$c" \
+				"$(f1 "$(bench_calc "a / 1048576" "$b")")" \
+				"$(f2 "$(bench_calc "a / b" "$base" "$b")")" \
+				"$(f3 "$(bench_calc "a / 1e6" "$u")")" \
+				"$(f0 "$(bench_calc "a / b" "$base" "$u")")"
+		done
+	done
+	for g in "${CODEC_GUESTS[@]}"; do
+		[[ $g == linux-boot ]] || continue
+		for c in $CODECS; do
+			[[ $c == zstd* ]] || continue
+			r=$(bench_calc "a / b" "$(get "$g/none" bytes)" "$(get "$g/$c" bytes)")
+			m=$(bench_calc "a / b" "$(get "$g/none" bytes)" "$(get "$g/$c" us)")
+			printf '  %-4s %-9s %s shrinks Linux >= 3x at >= 1000 MB/s: %sx at %s MB/s\n' \
+				"$(bench_verdict "$(bench_calc "(a >= 3 && b >= 1000) ? 1 : 0" "$r" "$m")")" \
+				"$g" "$c" "$(f2 "$r")" "$(f0 "$m")"
+		done
+	done
+fi
 if [[ -s $RES/failures ]]; then
 	echo
 	echo "failures (left out of the medians):"

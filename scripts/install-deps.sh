@@ -12,6 +12,8 @@ packages=(
 	libxxhash-dev        # xxh3 checksums on every snapshot record
 	libseccomp-dev       # per-thread system-call filters (docs/security.md)
 	libgnutls28-dev      # HMAC-SHA256 for signed snapshots (runtime on every Debian)
+	libzstd-dev          # zstd compression of snapshot memory chunks
+	liblz4-dev           # lz4 compression of snapshot memory chunks
 	libcmocka-dev        # unit tests
 	clang libclang-rt-14-dev # libFuzzer targets and sanitizer runtimes
 	clang-format         # `make format` and the format check

@@ -256,8 +256,22 @@ static int api_get_then(struct json_object *val, enum vm_then *then, char *err,
 	return -EINVAL;
 }
 
+static int api_get_compress(struct json_object *val,
+			    struct snap_compress *compress, char *err,
+			    size_t errlen)
+{
+	if (!json_object_is_type(val, json_type_string)) {
+		snprintf(err, errlen,
+			 "\"compress\" must be a string such as \"zstd:3\"");
+		return -EINVAL;
+	}
+	return snap_compress_parse(json_object_get_string(val), compress, err,
+				   errlen);
+}
+
 int api_parse_snapshot_request(const char *body, size_t len, char *path,
-			       size_t pathlen, enum vm_then *then, char *err,
+			       size_t pathlen, enum vm_then *then,
+			       struct snap_compress *compress, char *err,
 			       size_t errlen)
 {
 	struct json_object *obj;
@@ -282,6 +296,8 @@ int api_parse_snapshot_request(const char *body, size_t len, char *path,
 	if (!obj)
 		return -EINVAL;
 	*then = VM_THEN_RESUME;
+	*compress =
+	    (struct snap_compress){ .codec = SNAP_COMPRESS_DEFAULT_CODEC };
 	json_object_object_foreach(obj, key, val)
 	{
 		if (!strcmp(key, "path")) {
@@ -289,6 +305,8 @@ int api_parse_snapshot_request(const char *body, size_t len, char *path,
 			have_path = !ret;
 		} else if (!strcmp(key, "then")) {
 			ret = api_get_then(val, then, err, errlen);
+		} else if (!strcmp(key, "compress")) {
+			ret = api_get_compress(val, compress, err, errlen);
 		} else {
 			api_unknown_key(key, err, errlen);
 			ret = -EINVAL;
@@ -501,7 +519,9 @@ static enum MHD_Result api_handle_snapshot(struct api_server *s,
 					   const struct api_request *req)
 {
 	char err[API_ERR_MAX] = "";
-	const char *kv[4];
+	struct snap_compress compress;
+	char compress_name[16];
+	const char *kv[6];
 	enum vm_then then;
 	enum MHD_Result mret;
 	char *path;
@@ -512,7 +532,7 @@ static enum MHD_Result api_handle_snapshot(struct api_server *s,
 		return api_reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
 				 API_NOMEM_BODY, NULL);
 	ret = api_parse_snapshot_request(req->body, req->len, path, PATH_MAX,
-					 &then, err, sizeof(err));
+					 &then, &compress, err, sizeof(err));
 	if (ret) {
 		mret = api_reply_error(c,
 				       ret == -EMSGSIZE
@@ -524,7 +544,7 @@ static enum MHD_Result api_handle_snapshot(struct api_server *s,
 	/* A snapshot may run for minutes with the socket silent; the idle
 	 * timeout must not cut the connection before the reply. */
 	MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0U);
-	ret = s->ops->snapshot(s->ctx, path, then, err, sizeof(err));
+	ret = s->ops->snapshot(s->ctx, path, then, &compress, err, sizeof(err));
 	MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT,
 				  (unsigned)API_IDLE_TIMEOUT_S);
 	if (ret) {
@@ -535,7 +555,10 @@ static enum MHD_Result api_handle_snapshot(struct api_server *s,
 	kv[1] = path;
 	kv[2] = "then";
 	kv[3] = api_then_names[then];
-	mret = api_reply_strings(c, MHD_HTTP_OK, NULL, kv, 4);
+	snap_compress_format(&compress, compress_name, sizeof(compress_name));
+	kv[4] = "compress";
+	kv[5] = compress_name;
+	mret = api_reply_strings(c, MHD_HTTP_OK, NULL, kv, 6);
 out:
 	free(path);
 	return mret;
@@ -570,7 +593,8 @@ static const char *const api_status_fields[] = { "state",
 						 "snapshot.done_bytes",
 						 "snapshot.total_bytes",
 						 NULL };
-static const char *const api_snapshot_keys[] = { "path", "then", NULL };
+static const char *const api_snapshot_keys[] = { "path", "then", "compress",
+						 NULL };
 static const char *const api_snapshot_required[] = { "path", NULL };
 
 static const struct api_route api_routes[] = {

@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "snapshot/codec.h"
+
 /* What the VM does once a snapshot is written. */
 enum vm_then {
 	VM_THEN_RESUME,
@@ -38,7 +40,8 @@ struct api_ops {
 	int (*pause)(void *ctx, char *err, size_t errlen);
 	int (*resume)(void *ctx, char *err, size_t errlen);
 	int (*snapshot)(void *ctx, const char *path, enum vm_then then,
-			char *err, size_t errlen);
+			const struct snap_compress *compress, char *err,
+			size_t errlen);
 	int (*shutdown)(void *ctx, char *err, size_t errlen);
 	void (*status)(void *ctx, struct vm_status *st);
 	/* Optional: run first on the thread that starts the server's own
@@ -91,12 +94,15 @@ void api_server_stop(struct api_server *s);
 
 /* Parses and validates the body of PUT /vm/snapshot: a JSON object with a
  * string "path" (required, non-empty, no NUL, shorter than @pathlen) and
- * an optional "then" ("resume", the default, "pause" or "exit"); any other
+ * an optional "then" ("resume", the default, "pause" or "exit") and an
+ * optional "compress" ("none", "lz4", "zstd" or "zstd:LEVEL", as
+ * --compress takes it; SNAP_COMPRESS_DEFAULT_CODEC when absent); any other
  * key is an error. A pure function (the fuzz target). Returns 0, -EINVAL
  * or -EMSGSIZE (more than API_BODY_MAX bytes) with a one-line reason in
  * @err. */
 int api_parse_snapshot_request(const char *body, size_t len, char *path,
-			       size_t pathlen, enum vm_then *then, char *err,
+			       size_t pathlen, enum vm_then *then,
+			       struct snap_compress *compress, char *err,
 			       size_t errlen);
 
 struct json_object;

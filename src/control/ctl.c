@@ -50,7 +50,7 @@ struct ctl_command {
 	const char *method;
 	const char *url;
 	const char *done; /* what a success means, for people */
-	bool snapshot; /* takes PATH and --then; no reply timeout */
+	bool snapshot; /* takes PATH, --then, --compress; no reply timeout */
 	/* prints a success for people; returns the exit status */
 	int (*print)(const struct ctl_args *a, const struct ctl_command *cmd,
 		     const struct ctl_response *r);
@@ -61,6 +61,7 @@ struct ctl_args {
 	const struct ctl_command *cmd;
 	const char *path;
 	const char *then;
+	const char *compress; /* NULL: the server's default */
 	bool json;
 };
 
@@ -650,7 +651,8 @@ static void ctl_progress_stop(struct ctl_progress *p)
 	pthread_mutex_destroy(&p->lock);
 }
 
-/* {"path": ..., "then": ...}, with a relative PATH made absolute here:
+/* {"path": ..., "then": ..., "compress": ...} ("compress" only when
+ * given), with a relative PATH made absolute here:
  * the user means their directory, not the one stasis runs in. */
 static char *ctl_snapshot_body(const struct ctl_args *a, char *err,
 			       size_t errlen)
@@ -683,6 +685,18 @@ static char *ctl_snapshot_body(const struct ctl_args *a, char *err,
 				     JSON_C_TO_STRING_NOSLASHESCAPE));
 		}
 	}
+	if (body && a->compress) {
+		struct json_object *c = json_object_new_string(a->compress);
+
+		free(body);
+		body = NULL;
+		if (c && !json_object_object_add(obj, "compress", c))
+			body = strdup(json_object_to_json_string_ext(
+			    obj, JSON_C_TO_STRING_PLAIN |
+				     JSON_C_TO_STRING_NOSLASHESCAPE));
+		else
+			json_object_put(c);
+	}
 	json_object_put(path);
 	json_object_put(then);
 	json_object_put(obj);
@@ -697,7 +711,9 @@ static void ctl_usage(FILE *f)
 	fprintf(f, "usage: stasis ctl SOCKET status|pause|resume|shutdown "
 		   "[--json]\n"
 		   "       stasis ctl SOCKET snapshot PATH "
-		   "[--then resume|pause|exit] [--json]\n");
+		   "[--then resume|pause|exit]\n"
+		   "                [--compress none|lz4|zstd[:LEVEL]] "
+		   "[--json]\n");
 }
 
 /* Returns 0, 1 for --help, or -EINVAL after printing why. */
@@ -746,6 +762,22 @@ static int ctl_parse_args(int argc, char **argv, struct ctl_args *a)
 				log_error("--then takes resume, pause or exit");
 				return -EINVAL;
 			}
+		} else if (options && (!strcmp(argv[k], "--compress") ||
+				       !strncmp(argv[k], "--compress=", 11))) {
+			struct snap_compress c;
+			char cerr[128];
+
+			if (argv[k][10] == '=')
+				a->compress = argv[k] + 11;
+			else if (k + 1 < argc)
+				a->compress = argv[++k];
+			else
+				a->compress = "";
+			if (snap_compress_parse(a->compress, &c, cerr,
+						sizeof(cerr))) {
+				log_error("--compress: %s", cerr);
+				return -EINVAL;
+			}
 		} else if (options && argv[k][0] == '-' && argv[k][1]) {
 			log_error("unknown ctl option '%s'", argv[k]);
 			return -EINVAL;
@@ -761,8 +793,9 @@ static int ctl_parse_args(int argc, char **argv, struct ctl_args *a)
 			log_error("snapshot needs a PATH");
 			return -EINVAL;
 		}
-	} else if (a->then) {
-		log_error("--then only applies to snapshot");
+	} else if (a->then || a->compress) {
+		log_error("%s only applies to snapshot",
+			  a->then ? "--then" : "--compress");
 		return -EINVAL;
 	}
 	return 0;

@@ -95,8 +95,10 @@ static const int calls_snapshot[] = {
 };
 
 /* The control API: libmicrohttpd's listener and its thread per
- * connection (clone with CLONE_THREAD only; clone3 gets ENOSYS, on which
- * glibc falls back to clone, whose flags a filter can see). */
+ * connection. Threads are made with clone and CLONE_THREAD only (clone3
+ * gets ENOSYS, on which glibc falls back to clone, whose flags a filter
+ * can see); the snapshot writer, in api or main, starts threads too, to
+ * compress and hash chunks. */
 static const int calls_api[] = {
 	SCMP_SYS(accept4),     SCMP_SYS(accept),      SCMP_SYS(recvfrom),
 	SCMP_SYS(recvmsg),     SCMP_SYS(sendto),      SCMP_SYS(sendmsg),
@@ -204,6 +206,7 @@ static const struct role_filter role_filters[SECCOMP_ROLE_COUNT] = {
 			   LIST(calls_snapshot) },
 		.ioctls = { LIST(ioctls_irq), LIST(ioctls_tty),
 			    LIST(ioctls_snapshot), LIST(ioctls_teardown) },
+		.clone_threads = true, /* the snapshot writer's helpers */
 	},
 	[SECCOMP_ROLE_VCPU] = {
 		.name = "vcpu",
@@ -302,10 +305,11 @@ static void seccomp_sigsys(int sig, siginfo_t *si, void *uc)
 
 	p = put_str(p, "stasis: error: seccomp: the ");
 	/* A thread that never loaded a filter but has one inherited it: only
-	 * the api role may start threads. */
+	 * the api and main roles start threads (connections, the snapshot
+	 * writer's helpers). */
 	p = put_str(p, thread_role >= 0
 			   ? seccomp_role_name((enum seccomp_role)thread_role)
-			   : "api (a thread it started)");
+			   : "helper (started by an api or main thread)");
 	p = put_str(p, " thread made system call ");
 	p = put_uint(p, (unsigned long)si->si_syscall);
 	if (si->si_syscall == __NR_ioctl) {

@@ -172,8 +172,8 @@ void vm_get_status(struct vm *vm, struct vm_status *st);
  * runs on, unless it was paused before or @then is VM_THEN_PAUSE. Returns
  * 0 or -errno with a one-line reason in @err; -EBUSY while another
  * snapshot runs. */
-int vm_snapshot(struct vm *vm, const char *path, enum vm_then then, char *err,
-		size_t errlen);
+int vm_snapshot(struct vm *vm, const char *path, enum vm_then then,
+		const struct snap_compress *compress, char *err, size_t errlen);
 
 /* The API callbacks for a VM (ctx is the struct vm). */
 extern const struct api_ops vm_api_ops;

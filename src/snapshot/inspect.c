@@ -59,7 +59,7 @@ static void inspect_vcpu(const void *data, size_t len, char *out, size_t n)
 /* Reads and checks one record; fills @ir. Returns 0 when the record is
  * sound, -errno otherwise (with the reason in ir->summary). */
 static int inspect_one(struct snap_reader *r, struct inspect_record *ir,
-		       uint64_t *stored, uint64_t *ram)
+		       uint64_t *stored, uint64_t *raw, uint64_t *ram)
 {
 	const struct snap_record *rec = &ir->rec;
 	char err[256];
@@ -79,16 +79,35 @@ static int inspect_one(struct snap_reader *r, struct inspect_record *ir,
 			snprintf(ir->summary, sizeof(ir->summary), "%s", err);
 			return ret;
 		}
-		*stored += d.stored_pages * d.page_size;
+		*stored += d.stored_bytes;
 		*ram += d.size;
+		if (!d.chunk_size) { /* version 1: pages, never compressed */
+			*raw += d.stored_bytes;
+			snprintf(ir->summary, sizeof(ir->summary),
+				 "gpa=0x%" PRIx64 " size=%" PRIu64
+				 " MiB stored=%" PRIu64 " pages (%" PRIu64
+				 " MiB)",
+				 d.gpa, d.size >> 20, d.stored_pages,
+				 d.stored_bytes >> 20);
+			return 0;
+		}
+		*raw += d.raw_bytes;
 		snprintf(ir->summary, sizeof(ir->summary),
 			 "gpa=0x%" PRIx64 " size=%" PRIu64
-			 " MiB stored=%" PRIu64 " pages (%" PRIu64
-			 " MiB) chunks=%" PRIu64 "/%" PRIu64 " of %" PRIu32
-			 " KiB",
-			 d.gpa, d.size >> 20, d.stored_pages,
-			 (d.stored_pages * d.page_size) >> 20, d.stored_chunks,
-			 d.nchunks, d.chunk_size >> 10);
+			 " MiB stored=%.2f MiB of %.2f MiB touched "
+			 "(ratio %.2f) chunks=%" PRIu64 "/%" PRIu64
+			 " of %" PRIu32 " KiB codec: none %" PRIu64
+			 " lz4 %" PRIu64 " zstd %" PRIu64,
+			 d.gpa, d.size >> 20,
+			 (double)d.stored_bytes / (1 << 20),
+			 (double)d.raw_bytes / (1 << 20),
+			 d.stored_bytes
+			     ? (double)d.raw_bytes / (double)d.stored_bytes
+			     : 1.0,
+			 d.stored_chunks, d.nchunks, d.chunk_size >> 10,
+			 d.codec_chunks[SNAP_CODEC_RAW],
+			 d.codec_chunks[SNAP_CODEC_LZ4],
+			 d.codec_chunks[SNAP_CODEC_ZSTD]);
 		return 0;
 	}
 	ret = snap_read_payload(r, rec, INSPECT_PAYLOAD_MAX, &data, err,
@@ -166,7 +185,7 @@ int snapshot_inspect(const char *path, bool as_json, bool verify_only,
 	const struct snap_header *hdr;
 	struct snap_reader *r;
 	struct inspect_record ir;
-	uint64_t stored = 0, ram = 0;
+	uint64_t stored = 0, raw = 0, ram = 0;
 	unsigned n = 0, bad = 0;
 	char key_id[17] = "";
 	int last_rank = 0;
@@ -207,7 +226,7 @@ int snapshot_inspect(const char *path, bool as_json, bool verify_only,
 
 	while ((ret = snap_reader_next(r, &ir.rec, err, sizeof(err))) == 1) {
 		int rank = snapshot_record_rank(ir.rec.type);
-		int rr = inspect_one(r, &ir, &stored, &ram);
+		int rr = inspect_one(r, &ir, &stored, &raw, &ram);
 
 		/* The same order rule restore enforces. */
 		if (!rr && rank >= 0 && rank < last_rank) {
@@ -279,6 +298,8 @@ int snapshot_inspect(const char *path, bool as_json, bool verify_only,
 				       json_object_new_int64((int64_t)ram));
 		json_object_object_add(root, "stored_memory_bytes",
 				       json_object_new_int64((int64_t)stored));
+		json_object_object_add(root, "touched_memory_bytes",
+				       json_object_new_int64((int64_t)raw));
 		json_object_object_add(root, "ok",
 				       json_object_new_boolean(bad == 0));
 		json_object_object_add(root, "signed",
@@ -299,10 +320,13 @@ int snapshot_inspect(const char *path, bool as_json, bool verify_only,
 					     JSON_C_TO_STRING_NOSLASHESCAPE));
 		json_object_put(root);
 	} else if (!verify_only) {
-		printf("  memory: %" PRIu64 " MiB of RAM, %.2f MiB stored "
-		       "(%.2f%%)\n",
-		       ram >> 20, (double)stored / (1 << 20),
-		       ram ? 100.0 * (double)stored / (double)ram : 0.0);
+		printf("  memory: %" PRIu64 " MiB of RAM, %.2f MiB touched, "
+		       "%.2f MiB stored (%.2f%% of RAM, compression ratio "
+		       "%.2f)\n",
+		       ram >> 20, (double)raw / (1 << 20),
+		       (double)stored / (1 << 20),
+		       ram ? 100.0 * (double)stored / (double)ram : 0.0,
+		       stored ? (double)raw / (double)stored : 1.0);
 		printf("  %u records, %s\n", n,
 		       bad ? "PROBLEMS FOUND" : "all checksums ok");
 		if (*key_id)

@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,6 +72,8 @@ struct snap_writer {
 	uint32_t nrecords;
 	int io_error; /* sticky: a record may be half written */
 	XXH3_state_t *xxh;
+	struct snap_compress compress; /* snap_writer_set_compress() */
+	unsigned threads; /* compressing threads, >= 1 */
 };
 
 struct snap_reader {
@@ -521,6 +525,7 @@ struct snap_writer *snap_writer_open(const char *path,
 	w->fd = -1;
 	w->dirfd = -1;
 	w->page_size = hdr->page_size;
+	w->threads = 1;
 	w->format_version =
 	    hdr->format_version ? hdr->format_version : SNAP_FORMAT_VERSION;
 	w->xxh = XXH3_createState();
@@ -809,10 +814,148 @@ static unsigned chunk_blocks(uint64_t len, uint64_t bs)
 	return (unsigned)((len + bs - 1) / bs);
 }
 
-/* Writes one version 2 memory record: the stored blocks of every chunk
- * straight from guest memory, then the chunk table, the descriptor and
- * last the header with the checksum of descriptor, table and padding.
- * @bm marks the pages that are not zero. */
+/* Chunks handed to the workers at a time: enough to keep every thread
+ * busy, few enough that their compressed copies stay small (16 MiB of
+ * 256 KiB chunks) and are written while still in cache. */
+#define CHUNK_BATCH 64
+
+/* One chunk on its way to the file. */
+struct chunk_job {
+	uint8_t *host; /* the chunk in guest memory */
+	uint64_t len; /* its bytes */
+	uint64_t mask; /* stored blocks; 0 for a zero chunk */
+	uint64_t stored; /* bytes of its stored blocks */
+	uint64_t hash;
+	uint8_t *out; /* room for the compressed bytes (a chunk) */
+	size_t out_len; /* compressed size; 0: stored raw */
+};
+
+/* A batch of jobs shared by the workers; each takes the next job. */
+struct chunk_batch {
+	struct chunk_job *jobs;
+	unsigned n;
+	uint32_t bs;
+	atomic_uint next;
+};
+
+/* One worker's own tools: a compressor (NULL: hash only), a buffer to
+ * gather a chunk's stored blocks, a hash state. */
+struct chunk_worker {
+	struct chunk_batch *b;
+	struct snap_compressor *z;
+	uint8_t *gather;
+	XXH3_state_t *xxh;
+	pthread_t thread;
+	bool started;
+};
+
+/* Hashes chunk @j (the whole chunk, blocks left out counted as zeros,
+ * without reading, and so allocating, the memfd holes among them) and
+ * compresses its stored blocks when that saves at least a sixteenth. */
+static void chunk_job_run(struct chunk_worker *wk, struct chunk_job *j)
+{
+	unsigned nb = chunk_blocks(j->len, wk->b->bs);
+	uint64_t bs = wk->b->bs, full = nb == 64 ? ~0ull : (1ull << nb) - 1;
+	const uint8_t *src = j->host;
+
+	j->out_len = 0;
+	if (j->mask == full) {
+		j->hash = XXH3_64bits(j->host, j->len);
+	} else {
+		XXH3_64bits_reset(wk->xxh);
+		for (unsigned k = 0; k < nb; k++) {
+			uint64_t n = block_len(j->len, bs, k);
+
+			if (j->mask >> k & 1)
+				XXH3_64bits_update(
+				    wk->xxh, j->host + (uint64_t)k * bs, n);
+			else
+				hash_zeros(wk->xxh, n);
+		}
+		j->hash = XXH3_64bits_digest(wk->xxh);
+	}
+	if (!wk->z)
+		return;
+	if (j->mask != full) {
+		uint64_t at = 0;
+
+		for (unsigned k = 0; k < nb; k++) {
+			uint64_t n = block_len(j->len, bs, k);
+
+			if (!(j->mask >> k & 1))
+				continue;
+			memcpy(wk->gather + at, j->host + (uint64_t)k * bs, n);
+			at += n;
+		}
+		src = wk->gather;
+	}
+	j->out_len = snap_compressor_run(wk->z, src, j->stored, j->out,
+					 j->stored - j->stored / 16);
+}
+
+static void *chunk_worker_main(void *arg)
+{
+	struct chunk_worker *wk = arg;
+	unsigned i;
+
+	while ((i = atomic_fetch_add(&wk->b->next, 1)) < wk->b->n)
+		if (wk->b->jobs[i].mask)
+			chunk_job_run(wk, &wk->b->jobs[i]);
+	return NULL;
+}
+
+/* Runs a batch on @n workers: worker 0 is the calling thread, the others
+ * threads of their own for this batch only. A thread that cannot be
+ * started leaves its share to the others. */
+static void chunk_batch_run(struct chunk_worker *wk, unsigned n)
+{
+	atomic_store(&wk[0].b->next, 0);
+	for (unsigned i = 1; i < n; i++)
+		wk[i].started = !pthread_create(&wk[i].thread, NULL,
+						chunk_worker_main, &wk[i]);
+	chunk_worker_main(&wk[0]);
+	for (unsigned i = 1; i < n; i++)
+		if (wk[i].started)
+			pthread_join(wk[i].thread, NULL);
+}
+
+static void chunk_workers_free(struct chunk_worker *wk, unsigned n)
+{
+	for (unsigned i = 0; wk && i < n; i++) {
+		snap_compressor_free(wk[i].z);
+		free(wk[i].gather);
+		XXH3_freeState(wk[i].xxh);
+	}
+	free(wk);
+}
+
+static struct chunk_worker *chunk_workers_new(struct snap_writer *w,
+					      struct chunk_batch *b, unsigned n,
+					      uint32_t cs)
+{
+	struct chunk_worker *wk = calloc(n, sizeof(*wk));
+	bool compress = w->compress.codec != SNAP_CODEC_RAW;
+
+	for (unsigned i = 0; wk && i < n; i++) {
+		wk[i].b = b;
+		wk[i].xxh = XXH3_createState();
+		if (compress) {
+			wk[i].z = snap_compressor_new(&w->compress);
+			wk[i].gather = malloc(cs);
+		}
+		if (!wk[i].xxh || (compress && (!wk[i].z || !wk[i].gather))) {
+			chunk_workers_free(wk, n);
+			return NULL;
+		}
+	}
+	return wk;
+}
+
+/* Writes one version 2 memory record: the stored blocks of every chunk,
+ * raw straight from guest memory or compressed, batch after batch in
+ * chunk order, then the chunk table, the descriptor and last the header
+ * with the checksum of descriptor, table and padding. @bm marks the pages
+ * that are not zero. */
 static int write_memory_record_v2(struct snap_writer *w,
 				  const struct mem_region *reg,
 				  const uint8_t *bm,
@@ -821,11 +964,18 @@ static int write_memory_record_v2(struct snap_writer *w,
 	uint64_t ps = w->page_size, nchunks, table_bytes, pos, length;
 	uint64_t rec_off = w->off, table_off, data_off, stored_chunks = 0;
 	uint8_t hdr[SNAP_RECORD_HEADER_SIZE], desc[MEM2_DESC_SIZE];
-	struct page_io io = {
-		.fd = w->fd, .write = true, .xxh = NULL, .progress = progress
-	};
-	XXH3_state_t *ch = NULL;
-	uint8_t *table = NULL;
+	bool compress = w->compress.codec != SNAP_CODEC_RAW;
+	/* Compressed sizes are not what the progress counts (guest bytes):
+	 * each batch reports its guest bytes once written. */
+	struct page_io io = { .fd = w->fd,
+			      .write = true,
+			      .xxh = NULL,
+			      .progress = compress ? NULL : progress };
+	struct chunk_job jobs[CHUNK_BATCH];
+	struct chunk_batch batch = { .jobs = jobs };
+	struct chunk_worker *wk = NULL;
+	unsigned nworkers = w->threads;
+	uint8_t *table = NULL, *outbuf = NULL;
 	uint32_t cs, bs;
 	struct iovec iov[2];
 	int ret;
@@ -833,6 +983,7 @@ static int write_memory_record_v2(struct snap_writer *w,
 	if (ps > SNAP_CHUNK_SIZE_MAX)
 		return -EINVAL;
 	chunk_geometry(ps, &cs, &bs);
+	batch.bs = bs;
 	nchunks = (reg->size + cs - 1) / cs;
 	table_bytes = nchunks * MEM2_ENTRY_SIZE;
 	table_off = rec_off + SNAP_RECORD_HEADER_SIZE + MEM2_DESC_SIZE;
@@ -840,61 +991,89 @@ static int write_memory_record_v2(struct snap_writer *w,
 	if (data_off + reg->size > INT64_MAX)
 		return -EFBIG;
 	table = calloc(1, table_bytes);
-	ch = XXH3_createState();
-	if (!table || !ch) {
+	wk = chunk_workers_new(w, &batch, nworkers, cs);
+	if (compress)
+		outbuf = malloc((size_t)CHUNK_BATCH * cs);
+	if (!table || !wk || (compress && !outbuf)) {
 		ret = -ENOMEM;
 		goto out;
 	}
 
 	io.file_off = data_off;
 	pos = data_off;
-	for (uint64_t c = 0; c < nchunks; c++) {
-		uint64_t start = c * cs, len = reg->size - start, stored = 0;
-		uint8_t *e = table + c * MEM2_ENTRY_SIZE;
-		uint64_t mask = 0;
-		unsigned nb;
+	for (uint64_t c0 = 0; c0 < nchunks; c0 += CHUNK_BATCH) {
+		uint64_t guest_bytes = 0;
 
-		if (len > cs)
-			len = cs;
-		nb = chunk_blocks(len, bs);
-		for (unsigned j = 0; j < nb; j++)
-			if (bitmap_any(bm, (start + (uint64_t)j * bs) / ps,
-				       block_len(len, bs, j) / ps))
-				mask |= 1ull << j;
-		if (!mask) {
-			e[13] = SNAP_CHUNK_ZERO;
-			continue;
+		batch.n = (unsigned)(nchunks - c0 < CHUNK_BATCH ? nchunks - c0
+								: CHUNK_BATCH);
+		for (unsigned k = 0; k < batch.n; k++) {
+			uint64_t start = (c0 + k) * cs, len = reg->size - start;
+			struct chunk_job *j = &jobs[k];
+			unsigned nb;
+
+			if (len > cs)
+				len = cs;
+			*j = (struct chunk_job){
+				.host = reg->host + start,
+				.len = len,
+				.out = outbuf ? outbuf + (size_t)k * cs : NULL,
+			};
+			nb = chunk_blocks(len, bs);
+			for (unsigned b = 0; b < nb; b++) {
+				uint64_t n = block_len(len, bs, b);
+
+				if (!bitmap_any(bm,
+						(start + (uint64_t)b * bs) / ps,
+						n / ps))
+					continue;
+				j->mask |= 1ull << b;
+				j->stored += n;
+			}
 		}
-		/* The hash covers the whole chunk; blocks left out are zero
-		 * and hashed as such, without reading (and so allocating)
-		 * the memfd holes among them. */
-		XXH3_64bits_reset(ch);
-		for (unsigned j = 0; j < nb; j++) {
-			uint8_t *p = reg->host + start + (uint64_t)j * bs;
-			uint64_t n = block_len(len, bs, j);
+		chunk_batch_run(wk, nworkers);
+		for (unsigned k = 0; k < batch.n; k++) {
+			uint8_t *e = table + (c0 + k) * MEM2_ENTRY_SIZE;
+			struct chunk_job *j = &jobs[k];
+			uint64_t len = j->out_len ? j->out_len : j->stored;
 
-			if (!(mask >> j & 1)) {
-				hash_zeros(ch, n);
+			if (!j->mask) {
+				e[13] = SNAP_CHUNK_ZERO;
 				continue;
 			}
-			XXH3_64bits_update(ch, p, n);
-			ret = page_io_add(&io, p, n);
+			if (j->out_len) {
+				ret = page_io_add(&io, j->out, j->out_len);
+				e[12] = w->compress.codec;
+			} else {
+				ret = 0;
+				for (unsigned b = 0;
+				     !ret && b < chunk_blocks(j->len, bs); b++)
+					if (j->mask >> b & 1)
+						ret = page_io_add(
+						    &io,
+						    j->host + (uint64_t)b * bs,
+						    block_len(j->len, bs, b));
+				e[12] = SNAP_CODEC_RAW;
+			}
 			if (ret)
 				goto out;
-			stored += n;
+			put_le64(e + 0, pos - data_off);
+			put_le32(e + 8, (uint32_t)len);
+			put_le64(e + 16, j->mask);
+			put_le64(e + 24, j->hash);
+			pos += len;
+			guest_bytes += j->stored;
+			stored_chunks++;
 		}
-		put_le64(e + 0, pos - data_off);
-		put_le32(e + 8, (uint32_t)stored);
-		e[12] = SNAP_CODEC_RAW;
-		put_le64(e + 16, mask);
-		put_le64(e + 24, XXH3_64bits_digest(ch));
-		pos += stored;
-		stored_chunks++;
+		/* The queued vectors point into this batch's buffers. */
+		ret = page_io_flush(&io);
+		if (ret)
+			goto out;
+		if (compress && progress)
+			progress->done_bytes += guest_bytes;
 	}
-	ret = page_io_flush(&io);
-	if (ret)
-		goto out;
 
+	/* Compressed chunks may end anywhere: the next record starts on
+	 * the next 8-byte boundary. */
 	length = pos - (rec_off + SNAP_RECORD_HEADER_SIZE);
 	memset(desc, 0, sizeof(desc));
 	put_le64(desc + 0, reg->gpa);
@@ -917,6 +1096,8 @@ static int write_memory_record_v2(struct snap_writer *w,
 	if (!ret)
 		ret = write_zeros(w->fd, data_off - (table_off + table_bytes),
 				  table_off + table_bytes);
+	if (!ret)
+		ret = write_zeros(w->fd, align8(pos) - pos, pos);
 	if (ret)
 		goto out;
 	/* Last, so a header with a valid checksum is never followed by
@@ -926,13 +1107,35 @@ static int write_memory_record_v2(struct snap_writer *w,
 	ret = write_full(w->fd, hdr, sizeof(hdr), rec_off);
 	if (ret)
 		goto out;
-	/* Chunks end on a page boundary, so this is already 8-aligned. */
 	w->off = align8(pos);
 	w->nrecords++;
 out:
-	XXH3_freeState(ch);
+	chunk_workers_free(wk, nworkers);
+	free(outbuf);
 	free(table);
 	return ret;
+}
+
+int snap_writer_set_compress(struct snap_writer *w,
+			     const struct snap_compress *c, unsigned threads)
+{
+	long cpus;
+
+	if (!snap_codec_name(c->codec) ||
+	    (c->codec != SNAP_CODEC_RAW && w->format_version < 2) ||
+	    (c->codec == SNAP_CODEC_ZSTD && c->level &&
+	     (c->level < SNAP_ZSTD_LEVEL_MIN ||
+	      c->level > SNAP_ZSTD_LEVEL_MAX)))
+		return -EINVAL;
+	w->compress = *c;
+	if (!threads) {
+		cpus = sysconf(_SC_NPROCESSORS_ONLN);
+		threads = cpus > 0 ? (unsigned)cpus : 1;
+	}
+	w->threads = threads < SNAP_COMPRESS_MAX_THREADS
+			 ? threads
+			 : SNAP_COMPRESS_MAX_THREADS;
+	return 0;
 }
 
 int snap_write_memory(struct snap_writer *w, const struct guest_mem *mem,
@@ -1379,6 +1582,7 @@ static int mem2_desc(struct snap_reader *r, const struct snap_record *rec,
 	uint8_t b[MEM2_DESC_SIZE];
 	int ret;
 
+	memset(m, 0, sizeof(*m));
 	ret = check_rec(r, rec, err, errlen);
 	if (ret)
 		return ret;
@@ -1512,11 +1716,11 @@ static int mem2_entry(const struct snap_record *rec, const struct mem_layout *m,
 		*out = c;
 		return 0;
 	}
-	if (c.codec != SNAP_CODEC_RAW)
+	if (!snap_codec_name(c.codec))
 		return rec_fail(err, errlen, -EPROTO, rec, roff,
 				"chunk %" PRIu64
-				": unknown codec %u (this stasis reads raw "
-				"chunks only)",
+				": unknown codec %u (this stasis reads none, "
+				"lz4 and zstd)",
 				idx, c.codec);
 	if (!c.block_mask || (nb < 64 && c.block_mask >> nb))
 		return rec_fail(err, errlen, -EINVAL, rec, roff,
@@ -1525,14 +1729,22 @@ static int mem2_entry(const struct snap_record *rec, const struct mem_layout *m,
 	for (unsigned j = 0; j < nb; j++)
 		if (c.block_mask >> j & 1)
 			expect += block_len(len, bs, j);
-	/* Raw chunks follow each other with no gap, in chunk order. */
-	if (c.stored_len != expect || c.file_off != *next ||
-	    c.stored_len > m->data_bytes - *next)
-		return rec_fail(err, errlen, -EINVAL, rec, roff,
-				"chunk %" PRIu64 ": %" PRIu32
-				" bytes at data offset 0x%" PRIx64
-				", expected %" PRIu64 " at 0x%" PRIx64,
-				idx, c.stored_len, c.file_off, expect, *next);
+	c.raw_len = (uint32_t)expect;
+	/* Chunks follow each other with no gap, in chunk order; a raw one
+	 * holds exactly its blocks, a compressed one fewer bytes (a writer
+	 * stores raw what does not shrink), so none exceeds a chunk. */
+	if ((c.codec == SNAP_CODEC_RAW
+		 ? c.stored_len != expect
+		 : !c.stored_len || c.stored_len >= expect) ||
+	    c.file_off != *next || c.stored_len > m->data_bytes - *next)
+		return rec_fail(
+		    err, errlen, -EINVAL, rec, roff,
+		    "chunk %" PRIu64 ": %" PRIu32
+		    " bytes (%s) at data offset 0x%" PRIx64
+		    ", expected %s%" PRIu64 " at 0x%" PRIx64,
+		    idx, c.stored_len, snap_codec_name(c.codec), c.file_off,
+		    c.codec == SNAP_CODEC_RAW ? "" : "1..",
+		    c.codec == SNAP_CODEC_RAW ? expect : expect - 1, *next);
 	*next += c.stored_len;
 	(*stored)++;
 	c.file_off += m->pages_off;
@@ -1580,6 +1792,10 @@ static int mem2_table(struct snap_reader *r, const struct snap_record *rec,
 				return ret;
 			if (out)
 				out[idx] = c;
+			if (!(c.flags & SNAP_CHUNK_ZERO)) {
+				m->desc.raw_bytes += c.raw_len;
+				m->desc.codec_chunks[c.codec]++;
+			}
 		}
 	}
 	if (stored != m->desc.stored_chunks || next != m->data_bytes)
@@ -1727,6 +1943,86 @@ static int chunk_check(const struct snap_chunk_table *t, uint64_t idx,
 	return 0;
 }
 
+/* Scatters the @len bytes of stored blocks at @src to their places in
+ * chunk @idx at @dst, zero-filling the others when @fill_zeros. */
+static void chunk_scatter(const struct snap_chunk_table *t, uint64_t idx,
+			  const uint8_t *src, uint8_t *dst, bool fill_zeros)
+{
+	uint64_t len = snap_chunk_len(t, idx), bs = t->block_size;
+	uint64_t mask = t->chunks[idx].block_mask;
+
+	for (unsigned j = 0; j < chunk_blocks(len, bs); j++) {
+		uint64_t bl = block_len(len, bs, j);
+		uint8_t *p = dst + (uint64_t)j * bs;
+
+		if (mask >> j & 1) {
+			memcpy(p, src, bl);
+			src += bl;
+		} else if (fill_zeros) {
+			memset(p, 0, bl);
+		}
+	}
+}
+
+/* A compressed chunk: its stored bytes read into a buffer of their own,
+ * decompressed (straight into @dst when every block is stored), then
+ * checked against the hash of the uncompressed content. */
+static int read_chunk_compressed(const struct snap_chunk_table *t, uint64_t idx,
+				 uint8_t *dst, bool fill_zeros, char *err,
+				 size_t errlen)
+{
+	const struct snap_chunk *c = &t->chunks[idx];
+	bool direct = c->raw_len == snap_chunk_len(t, idx);
+	uint8_t *in, *raw = NULL;
+	char what[96];
+	size_t got;
+	int ret;
+
+	if (!snap_codec_name(c->codec))
+		return chunk_fail(t, idx, err, errlen, -EPROTO,
+				  "unknown codec");
+	/* The table reader bounds both sizes by the chunk size. */
+	in = malloc(c->stored_len);
+	if (!direct)
+		raw = malloc(c->raw_len);
+	if (!in || (!direct && !raw)) {
+		ret = snap_fail(err, errlen, -ENOMEM, "out of memory");
+		goto out;
+	}
+	ret = read_full(t->fd, in, c->stored_len, c->file_off);
+	if (ret == -ENODATA) {
+		ret = chunk_fail(t, idx, err, errlen, ret,
+				 "unexpected end of file (the snapshot was "
+				 "truncated)");
+		goto out;
+	}
+	if (ret) {
+		ret = chunk_fail(t, idx, err, errlen, ret, strerror(-ret));
+		goto out;
+	}
+	ret = snap_codec_decompress(c->codec, in, c->stored_len,
+				    direct ? dst : raw, c->raw_len, &got);
+	if (ret) {
+		if (got && got != c->raw_len)
+			snprintf(what, sizeof(what),
+				 "%s data decompresses to %zu bytes, not "
+				 "%" PRIu32,
+				 snap_codec_name(c->codec), got, c->raw_len);
+		else
+			snprintf(what, sizeof(what), "damaged %s data",
+				 snap_codec_name(c->codec));
+		ret = chunk_fail(t, idx, err, errlen, ret, what);
+		goto out;
+	}
+	if (!direct)
+		chunk_scatter(t, idx, raw, dst, fill_zeros);
+	ret = chunk_check(t, idx, dst, err, errlen);
+out:
+	free(raw);
+	free(in);
+	return ret;
+}
+
 int snap_read_chunk(const struct snap_chunk_table *t, uint64_t idx,
 		    uint8_t *dst, bool fill_zeros, char *err, size_t errlen)
 {
@@ -1748,8 +2044,8 @@ int snap_read_chunk(const struct snap_chunk_table *t, uint64_t idx,
 		return 0;
 	}
 	if (c->codec != SNAP_CODEC_RAW)
-		return chunk_fail(t, idx, err, errlen, -EPROTO,
-				  "unknown codec");
+		return read_chunk_compressed(t, idx, dst, fill_zeros, err,
+					     errlen);
 	/* One vector element per run of stored blocks: at most 32. */
 	for (unsigned j = 0; j < nb; j++) {
 		uint8_t *p = dst + (uint64_t)j * bs;
@@ -2085,6 +2381,20 @@ static int read_memory_v2(struct snap_reader *r, const struct snap_record *rec,
 		return ret;
 	reg = &mem->regions[region];
 	map = r->map_memory && t.page_size == 4096 && mem->memfd >= 0;
+	/* Compressed chunks have no page in the file to map, and the raw
+	 * ones after them are no longer page-aligned: a mapping restore
+	 * refuses the file rather than copying behind the caller's back. */
+	for (uint64_t i = 0; r->map_memory && i < t.nchunks; i++) {
+		if (t.chunks[i].codec == SNAP_CODEC_RAW)
+			continue;
+		ret =
+		    rec_fail(err, errlen, -EOPNOTSUPP, rec, rec_header_off(rec),
+			     "memory chunk %" PRIu64
+			     " is compressed (%s) and cannot be mapped: "
+			     "restore with --memory copy or ondemand",
+			     i, snap_codec_name(t.chunks[i].codec));
+		goto out;
+	}
 	if (progress)
 		progress->total_bytes += t.data_bytes;
 	for (uint64_t i = 0; i < t.nchunks; i++) {

@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 #include "memory/guest_mem.h"
+#include "snapshot/codec.h"
 
 #define SNAP_MAGIC "STASISSN" /* 8 bytes, no NUL */
 /* Format 2: MEMORY records hold a chunk table (record version 2). */
@@ -42,8 +43,7 @@
 /* Chunk table entry flags. */
 #define SNAP_CHUNK_ZERO 0x1 /* all zero, nothing stored */
 #define SNAP_CHUNK_PARENT 0x2 /* reserved: held by a parent snapshot */
-/* Chunk codecs; only raw is written or read today. */
-#define SNAP_CODEC_RAW 0
+/* Chunk codecs (SNAP_CODEC_*) are in codec.h. */
 
 /* Record types. A reader that meets an unknown type fails unless the
  * record carries SNAP_REC_OPTIONAL. */
@@ -98,12 +98,18 @@ struct snap_memory_desc {
 	uint32_t block_size;
 	uint64_t nchunks;
 	uint64_t stored_chunks;
+	/* Version 2, from the table (snap_read_memory_desc): guest bytes
+	 * the stored chunks hold before compression (stored_bytes is what
+	 * the file holds), and the stored chunks per codec. */
+	uint64_t raw_bytes;
+	uint64_t codec_chunks[SNAP_CODEC_COUNT];
 };
 
 /* One chunk of a version 2 memory record, decoded and checked. */
 struct snap_chunk {
 	uint64_t file_off; /* absolute offset of the stored bytes */
 	uint32_t stored_len;
+	uint32_t raw_len; /* bytes of its stored blocks, uncompressed */
 	uint8_t codec; /* SNAP_CODEC_* */
 	uint8_t flags; /* SNAP_CHUNK_* */
 	uint64_t block_mask; /* bit j: block j is stored (else zero) */
@@ -162,6 +168,14 @@ int snap_write_record(struct snap_writer *w, uint32_t type, uint16_t version,
  * (vCPUs and device DMA stopped). @progress may be NULL. */
 int snap_write_memory(struct snap_writer *w, const struct guest_mem *mem,
 		      struct snap_progress *progress, char *err, size_t errlen);
+
+/* Compresses the chunks of the memory records written after this call
+ * with @c (codec.h) on @threads threads (0: one per online CPU, at most
+ * SNAP_COMPRESS_MAX_THREADS). A chunk that does not shrink is stored raw.
+ * Returns -EINVAL for an unknown codec or a format 1 writer. */
+#define SNAP_COMPRESS_MAX_THREADS 16
+int snap_writer_set_compress(struct snap_writer *w,
+			     const struct snap_compress *c, unsigned threads);
 
 /* Writes END, fsyncs, renames over @path and fsyncs the directory.
  * Frees @w whatever the outcome; on failure the temporary file is removed
@@ -247,8 +261,9 @@ uint64_t snap_chunk_len(const struct snap_chunk_table *t, uint64_t idx);
  * hash counts them as zero either way: the caller knows they are).
  * Thread-safe: uses no state of the reader. Returns 0; -EBADMSG for a
  * checksum mismatch, -ENODATA when the file ends early, -EPROTO for an
- * unknown codec, or -errno; @err then holds one line naming the chunk's
- * guest address range and file offset. On failure @dst holds unverified
+ * unknown codec, -EBADMSG too for compressed data that is damaged or
+ * decompresses to another size, or -errno; @err then holds one line naming the
+ * chunk's guest address range and file offset. On failure @dst holds unverified
  * bytes: the caller must not let the guest see them. */
 int snap_read_chunk(const struct snap_chunk_table *t, uint64_t idx,
 		    uint8_t *dst, bool fill_zeros, char *err, size_t errlen);

@@ -444,6 +444,7 @@ static int snapshot_save_virtio(struct vm *vm, struct snap_writer *w, char *err,
 }
 
 int snapshot_save(struct vm *vm, const char *path,
+		  const struct snap_compress *compress,
 		  struct snap_progress *progress, char *err, size_t errlen)
 {
 	struct kvm_cpuid_entry2 *leaf0 = cpuid_find(vm->cpuid, 0, 0);
@@ -482,6 +483,12 @@ int snapshot_save(struct vm *vm, const char *path,
 	w = snap_writer_open(path, &hdr, err, errlen);
 	if (!w) {
 		ret = errno ? -errno : -EIO;
+		goto out;
+	}
+	if (compress && snap_writer_set_compress(w, compress, 0)) {
+		snap_writer_abort(w);
+		set_err(err, errlen, "snapshot: unknown compression");
+		ret = -EINVAL;
 		goto out;
 	}
 	ret = snap_write_record(w, SNAP_REC_CONFIG, 1, 0, json, strlen(json),

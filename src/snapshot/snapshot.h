@@ -20,9 +20,12 @@ enum clock_policy {
 	CLOCK_FROZEN, /* the guest resumes at the instant it was saved */
 };
 
-/* Writes every record for @vm, which must be paused, to @path atomically.
- * Returns 0 or -errno with a one-line reason in @err. */
+/* Writes every record for @vm, which must be paused, to @path atomically,
+ * its memory compressed with @compress (NULL: SNAP_COMPRESS_DEFAULT_CODEC)
+ * on one thread per online CPU. Returns 0 or -errno with a one-line reason
+ * in @err. */
 int snapshot_save(struct vm *vm, const char *path,
+		  const struct snap_compress *compress,
 		  struct snap_progress *progress, char *err, size_t errlen);
 
 /* An opened snapshot whose configuration and CPUID have been read. */
