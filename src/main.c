@@ -112,7 +112,10 @@ static void restore_usage(void)
 	       "exits 0;\n"
 	       "                        a failed save leaves it running\n"
 	       "  --seccomp on|log|off  system-call filters per thread "
-	       "(default on)\n");
+	       "(default on)\n"
+	       "  --user UID[:GID]      run as this user once the host "
+	       "resources are open\n"
+	       "                        (needs root; docs/security.md)\n");
 }
 
 /* The snapshot's disk that restore's @i-th --disk @d replaces: the one
@@ -197,6 +200,7 @@ struct restore_opts {
 	unsigned nnets;
 	bool mark_resumed; /* rename the file PATH.resumed once restored */
 	enum seccomp_mode seccomp;
+	struct run_user user; /* --user */
 };
 
 /* Replaces @dst with a copy of @s (NULL for none); -ENOMEM. */
@@ -230,6 +234,7 @@ static int restore_host_config(struct vm_config *cfg,
 	}
 	/* Host policy: from this command line only, whatever the file says. */
 	cfg->seccomp = o->run ? o->run->seccomp : o->seccomp;
+	cfg->user = o->run ? o->run->user : o->user;
 	if (replace_string(&cfg->api_socket, o->api_socket) ||
 	    replace_string(&cfg->on_term_snapshot, o->on_term) ||
 	    replace_string(&cfg->resume_from, NULL))
@@ -308,6 +313,7 @@ static int cmd_restore(int argc, char **argv)
 		{ "net", required_argument, NULL, 'n' },
 		{ "on-term", required_argument, NULL, 't' },
 		{ "seccomp", required_argument, NULL, 'S' },
+		{ "user", required_argument, NULL, 'u' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -390,6 +396,12 @@ static int cmd_restore(int argc, char **argv)
 				log_error(
 				    "--seccomp: '%s' is not on, log or off",
 				    optarg);
+				return STASIS_EXIT_USAGE;
+			}
+			break;
+		case 'u':
+			if (privdrop_parse(optarg, &o.user, err, sizeof(err))) {
+				log_error("%s", err);
 				return STASIS_EXIT_USAGE;
 			}
 			break;
