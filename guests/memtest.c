@@ -7,7 +7,11 @@
  * (self-test: flip one word after filling, so verification must fail),
  * mode=text (fill with lines of words and numbers, like logs or page
  * cache text, instead of the pattern that no codec can shrink; verified
- * the same way). */
+ * the same way), smp=1 (every CPU the MADT lists takes an equal slice of
+ * the region and, pass after pass, rewrites it with that pass's pattern
+ * and verifies it; CPU 0 prints each of its passes with every CPU's pass
+ * count, so memory that keeps changing on all CPUs is what a snapshot
+ * catches). */
 #include "guest.h"
 
 #define MIB (1ull << 20)
@@ -23,6 +27,8 @@ struct memtest {
 	struct extent ext[MAX_EXTENTS];
 	unsigned int count;
 	uint64_t seed;
+	uint64_t words; /* in all extents */
+	volatile uint64_t passes[GUEST_MAX_CPUS]; /* smp=1: each CPU's */
 };
 
 /* xorshift64 (Marsaglia 2003) of a mix of seed and address: every word
@@ -158,6 +164,60 @@ static void memtest_verify(const struct memtest *t)
 	}
 }
 
+/* smp=1: words [lo, hi) of the region, counted across extents, filled
+ * with @seed's pattern or checked against it. */
+static void memtest_range(const struct memtest *t, uint64_t lo, uint64_t hi,
+			  uint64_t seed, bool fill)
+{
+	uint64_t base = 0;
+
+	for (unsigned int e = 0; e < t->count; e++) {
+		volatile uint64_t *p = t->ext[e].start;
+		uint64_t from = lo > base ? lo - base : 0;
+		uint64_t to =
+		    hi - base < t->ext[e].words ? hi - base : t->ext[e].words;
+
+		for (uint64_t i = from; hi > base && i < to; i++) {
+			uint64_t want = pattern(seed, (uint64_t *)&p[i]);
+
+			if (fill) {
+				p[i] = want;
+			} else if (p[i] != want) {
+				guest_printf("memtest: MISMATCH at 0x%lx "
+					     "expected 0x%016lx got 0x%016lx\n",
+					     (uint64_t)&p[i], want, p[i]);
+				guest_exit(GUEST_EXIT_MEMTEST);
+			}
+		}
+		base += t->ext[e].words;
+	}
+}
+
+static struct memtest t;
+
+/* smp=1: one pass of CPU @index over its slice, with the pattern of its
+ * next pass number; returns that number. */
+static uint64_t memtest_slice_pass(unsigned int index)
+{
+	/* Set before any AP starts, and fixed from then on. */
+	unsigned int n = guest_cpus_known();
+	uint64_t lo = t.words * index / n;
+	uint64_t hi = t.words * (index + 1) / n;
+	uint64_t pass = t.passes[index] + 1;
+	uint64_t seed = t.seed + pass * 0x9e3779b9ull + index;
+
+	memtest_range(&t, lo, hi, seed, true);
+	memtest_range(&t, lo, hi, seed, false);
+	t.passes[index] = pass;
+	return pass;
+}
+
+static void memtest_ap(unsigned int index)
+{
+	for (;;)
+		memtest_slice_pass(index);
+}
+
 static void idle_ticks(uint64_t n)
 {
 	uint64_t end = guest_ticks() + n;
@@ -166,9 +226,43 @@ static void idle_ticks(uint64_t n)
 		guest_wait_interrupt();
 }
 
+/* smp=1: CPU 0 prints "pass N ok (M MiB, cpus=K passes=a,b,...)". */
+static void memtest_smp(uint64_t mib, uint64_t passes)
+{
+	char line[96 + GUEST_MAX_CPUS * 21];
+	unsigned int n, i;
+
+	n = guest_cpus_start(memtest_ap);
+	if (n != guest_cpus_known()) {
+		guest_printf("memtest: ERROR %u of %u cpus started\n", n,
+			     guest_cpus_known());
+		guest_exit(GUEST_EXIT_FAIL);
+	}
+	for (;;) {
+		uint64_t pass = memtest_slice_pass(0);
+		size_t len;
+
+		len = guest_snprintf(line, sizeof(line),
+				     "memtest: pass %lu ok (%lu MiB, cpus=%u "
+				     "passes=",
+				     pass, mib, n);
+		for (i = 0; i < n && len < sizeof(line); i++)
+			len +=
+			    guest_snprintf(line + len, sizeof(line) - len,
+					   "%s%lu", i ? "," : "", t.passes[i]);
+		if (len < sizeof(line))
+			guest_snprintf(line + len, sizeof(line) - len, ")\n");
+		guest_puts(line);
+		/* passes=P: done once every CPU has made P passes. */
+		for (i = 0; passes && i < n && t.passes[i] >= passes; i++)
+			;
+		if (passes && i == n)
+			guest_exit(GUEST_EXIT_OK);
+	}
+}
+
 void guest_main(void)
 {
-	static struct memtest t;
 	uint64_t touch = guest_arg_u64("touch", 0);
 	bool touch_mode = touch || guest_arg_is("mode", "touch");
 	bool text = guest_arg_is("mode", "text");
@@ -185,6 +279,10 @@ void guest_main(void)
 	}
 	if ((touch_mode || delay_ms) && guest_timer_start(TOUCH_HZ))
 		guest_exit(GUEST_EXIT_FAIL);
+	for (unsigned int e = 0; e < t.count; e++)
+		t.words += t.ext[e].words;
+	if (guest_arg_u64("smp", 0))
+		memtest_smp(mib, passes);
 	if (text)
 		memtest_text(&t, false);
 	else

@@ -147,7 +147,10 @@ static void restore_usage(void)
 	       "exits 0;\n"
 	       "                        a failed save leaves it running\n"
 	       "  --seccomp on|log|off  system-call filters per thread "
-	       "(default on)\n");
+	       "(default on)\n"
+	       "  --user UID[:GID]      run as this user once the host "
+	       "resources are open\n"
+	       "                        (needs root; docs/security.md)\n");
 }
 
 /* The snapshot's disk that restore's @i-th --disk @d replaces: the one
@@ -246,6 +249,7 @@ struct restore_opts {
 	unsigned nnets;
 	bool mark_resumed; /* rename the file PATH.resumed once restored */
 	enum seccomp_mode seccomp;
+	struct run_user user; /* --user */
 };
 
 /* Replaces @dst with a copy of @s (NULL for none); -ENOMEM. */
@@ -279,6 +283,7 @@ static int restore_host_config(struct vm_config *cfg,
 	}
 	/* Host policy: from this command line only, whatever the file says. */
 	cfg->seccomp = o->run ? o->run->seccomp : o->seccomp;
+	cfg->user = o->run ? o->run->user : o->user;
 	if (replace_string(&cfg->api_socket, o->api_socket) ||
 	    replace_string(&cfg->on_term_snapshot, o->on_term) ||
 	    replace_string(&cfg->resume_from, NULL))
@@ -334,6 +339,20 @@ static int restore_vm(const char *path, const struct restore_opts *o)
 		     !snap_same_file(&checked, &now))) {
 		log_error("%s: changed after its signature was checked", path);
 		goto out_image;
+	}
+	/* --user drops privileges once every thread can still follow, and
+	 * the pager's threads run from the restore on: the two do not mix
+	 * yet, so a restore with --user copies memory. */
+	if (ondemand && (o->run ? o->run->user.set : o->user.set)) {
+		if (o->memory_given) {
+			log_error(
+			    "--memory ondemand cannot be used with --user "
+			    "(use copy or map)");
+			goto out_image;
+		}
+		log_info("--user: restoring with --memory copy");
+		ondemand = false;
+		copy_memory = true;
 	}
 	/* Lazy restores need userfaultfd: the default falls back to copy
 	 * with a notice, an explicit request fails. */
@@ -428,6 +447,7 @@ static int cmd_restore(int argc, char **argv)
 		{ "seccomp", required_argument, NULL, 'S' },
 		{ "require-signed", required_argument, NULL, 'r' },
 		{ "sign-key", required_argument, NULL, 'k' },
+		{ "user", required_argument, NULL, 'u' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -523,6 +543,12 @@ static int cmd_restore(int argc, char **argv)
 			break;
 		case 'k':
 			o.sign_key = optarg;
+			break;
+		case 'u':
+			if (privdrop_parse(optarg, &o.user, err, sizeof(err))) {
+				log_error("%s", err);
+				return STASIS_EXIT_USAGE;
+			}
 			break;
 		case 'h':
 			restore_usage();

@@ -958,7 +958,6 @@ int api_server_start(struct api_server **out, const char *socket_path,
 		goto err_free;
 	s->ops = ops;
 	s->ctx = ctx;
-	s->uid = geteuid();
 	pthread_mutex_init(&s->lock, NULL);
 	/* Monotonic, so the stop grace period ignores clock changes. */
 	pthread_condattr_init(&attr);
@@ -971,6 +970,15 @@ int api_server_start(struct api_server **out, const char *socket_path,
 		ret = fd;
 		goto err_sync;
 	}
+	if (ops->listening) {
+		ret = ops->listening(ctx, err, errlen);
+		if (ret) {
+			close(fd);
+			goto err_unlink;
+		}
+	}
+	/* Who we are from now on, which may not be who bound the socket. */
+	s->uid = geteuid();
 	ret = api_daemon_launch(s, fd);
 	if (ret) {
 		close(fd);

@@ -48,6 +48,11 @@ struct api_ops {
 	 * threads, which inherit what it sets (stasis: the API role's
 	 * seccomp filter). A failure stops api_server_start. */
 	int (*thread_init)(void *ctx);
+	/* Optional: run on the caller's thread once the socket is bound and
+	 * listening, before the server has any thread of its own (stasis:
+	 * gives up root, so the socket could be bound where only root may).
+	 * A failure stops api_server_start. */
+	int (*listening)(void *ctx, char *err, size_t errlen);
 };
 
 /* What each endpoint answers, declared beside the routing table that

@@ -485,6 +485,7 @@ enum config_opt {
 	OPT_CONSOLE,
 	OPT_RNG,
 	OPT_SECCOMP,
+	OPT_USER,
 	OPT_ON_TERM,
 	OPT_RESUME_FROM,
 	OPT_VMGENID,
@@ -510,6 +511,7 @@ static const struct option config_long_opts[] = {
 	{ "seccomp", required_argument, NULL, OPT_SECCOMP },
 	{ "vmgenid", required_argument, NULL, OPT_VMGENID },
 	{ "sign-key", required_argument, NULL, OPT_SIGN_KEY },
+	{ "user", required_argument, NULL, OPT_USER },
 	{ "config", required_argument, NULL, OPT_CONFIG },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
@@ -623,6 +625,8 @@ static int config_apply(struct vm_config *c, int opt, const char *name,
 		}
 		c->vmgenid = !strcmp(value, "on");
 		break;
+	case OPT_USER:
+		return privdrop_parse(value, &c->user, err, errlen);
 	case OPT_ON_TERM:
 		return config_parse_on_term(c, value, err, errlen);
 	case OPT_RESUME_FROM:
@@ -959,6 +963,8 @@ int config_validate(const struct vm_config *c, char *err, size_t errlen)
 		set_err(err, errlen, "--kernel is required");
 		return -EINVAL;
 	}
+	if (privdrop_check(&c->user, err, errlen))
+		return -EPERM;
 	if (c->mem_size < GUEST_MEM_MIN || c->mem_size > GUEST_MEM_MAX) {
 		set_err(err, errlen,
 			"--mem: %llu bytes is outside 2 MiB to 1 TiB",
@@ -1015,6 +1021,9 @@ void config_print_run_usage(void)
 	    "  --seccomp on|log|off  system-call filters per thread (default\n"
 	    "                        on; log: the kernel logs what would be\n"
 	    "                        refused; docs/security.md)\n"
+	    "  --user UID[:GID]      once /dev/kvm, disks, taps and sockets\n"
+	    "                        are open, run as this user (a name\n"
+	    "                        keeps its groups); needs root\n"
 	    "  --on-term snapshot:PATH\n"
 	    "                        SIGTERM saves the VM to PATH, then exits\n"
 	    "                        0; a failed save leaves it running\n"

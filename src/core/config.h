@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/privdrop.h"
 #include "core/seccomp.h"
 
 enum serial_mode {
@@ -94,6 +95,7 @@ struct vm_config {
 	bool vmgenid;
 	/* Host policy, never taken from a snapshot's CONFIG record. */
 	enum seccomp_mode seccomp;
+	struct run_user user; /* --user: who stasis becomes before the guest */
 
 	/* Host integration (docs/install.md), never recorded in snapshots:
 	 * where SIGTERM saves the VM (NULL: SIGTERM stops it), and the

@@ -738,6 +738,42 @@ static void vm_api_status(void *ctx, struct vm_status *st)
 	vm_get_status(ctx, st);
 }
 
+/* --user: the sockets stasis bound are handed to the user, who must be
+ * able to remove them at exit (in a sticky directory such as /tmp only
+ * their owner may), then root is given up. Runs before any thread of the
+ * VM exists (privdrop_apply() says why). */
+static int vm_drop_user(struct vm *vm, char *err, size_t errlen)
+{
+	const struct vm_config *c = &vm->cfg;
+	const char *paths[2 + CONFIG_MAX_NETS];
+	unsigned n = 0;
+
+	if (!c->user.set)
+		return 0;
+	if (c->api_socket)
+		paths[n++] = c->api_socket;
+	if (c->console == CONSOLE_SOCKET && c->console_path)
+		paths[n++] = c->console_path;
+	for (unsigned i = 0; i < c->nnets; i++)
+		if (c->nets[i].backend == NET_BACKEND_UNIX && c->nets[i].path)
+			paths[n++] = c->nets[i].path;
+	for (unsigned i = 0; i < n; i++) {
+		if (lchown(paths[i], c->user.uid, c->user.gid)) {
+			int ret = -errno;
+
+			snprintf(err, errlen, "--user: cannot hand %s over: %s",
+				 paths[i], strerror(-ret));
+			return ret;
+		}
+	}
+	return privdrop_apply(&c->user, err, errlen);
+}
+
+static int vm_api_listening(void *ctx, char *err, size_t errlen)
+{
+	return vm_drop_user(ctx, err, errlen);
+}
+
 /* The control API's threads, and the snapshots they write. */
 static int vm_api_thread_init(void *ctx)
 {
@@ -753,6 +789,7 @@ const struct api_ops vm_api_ops = {
 	.shutdown = vm_api_shutdown,
 	.status = vm_api_status,
 	.thread_init = vm_api_thread_init,
+	.listening = vm_api_listening,
 };
 
 /* The host terminal the guest reads keys from: stdin when the serial port
@@ -818,6 +855,15 @@ int vm_run(struct vm *vm, bool start_paused)
 		ret = api_server_start(&vm->api, vm->cfg.api_socket,
 				       &vm_api_ops, vm, err, sizeof(err));
 		if (ret) {
+			log_error("%s", err);
+			status = STASIS_EXIT_HOST;
+			goto out_restore;
+		}
+	} else {
+		char err[256];
+
+		/* With an API, its socket is bound first (vm_api_listening). */
+		if (vm_drop_user(vm, err, sizeof(err))) {
 			log_error("%s", err);
 			status = STASIS_EXIT_HOST;
 			goto out_restore;

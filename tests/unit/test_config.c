@@ -335,6 +335,44 @@ static void test_virtio_bad_flags(void **state)
 
 /* --on-term and --resume-from: host-side options, in flags and JSON, never
  * recorded with the machine. */
+/* --user and the JSON key user; a host policy, never in the CONFIG
+ * record. */
+static void test_user(void **state)
+{
+	struct vm_config c;
+	char err[256] = "";
+	char *json;
+
+	assert_int_equal(parse(&c, err, sizeof(err), "--kernel", "k", "--user",
+			       "65534:65534", NULL),
+			 0);
+	assert_true(c.user.set);
+	assert_int_equal(c.user.uid, 65534);
+	assert_int_equal(c.user.gid, 65534);
+	assert_int_equal(config_validate(&c, err, sizeof(err)),
+			 geteuid() == 0 ? 0 : -EPERM);
+	json = config_to_json(&c);
+	assert_non_null(json);
+	assert_null(strstr(json, "user"));
+	free(json);
+	config_free(&c);
+
+	config_init(&c);
+	assert_int_equal(config_load_json(&c,
+					  "{\"kernel\": \"k\", \"user\": "
+					  "65534}",
+					  err, sizeof(err)),
+			 0);
+	assert_int_equal(c.user.uid, 65534);
+	assert_int_equal(c.user.gid, 65534);
+	assert_int_equal(
+	    config_load_json(&c, "{\"user\": \"0:0\"}", err, sizeof(err)),
+	    -EINVAL);
+	assert_non_null(strstr(err, "uid 0 is root"));
+	config_free(&c);
+	expect_bad("--user", "1:2:3", "is not UID[:GID]");
+}
+
 static void test_host_integration(void **state)
 {
 	struct vm_config c;
@@ -507,6 +545,7 @@ int main(void)
 		cmocka_unit_test(test_snapshot_config_utf8),
 		cmocka_unit_test(test_virtio_flags_override_file),
 		cmocka_unit_test(test_host_integration),
+		cmocka_unit_test(test_user),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -10,3 +10,9 @@ grep -q "MISMATCH" "$WORK/out2" || fail "inject=1 found no mismatch"
 # Asking for more than the VM has is the guest's error, not a crash.
 rc=$(run_guest memtest "$WORK/out3" --mem 32M --cmdline "mib=64 passes=1")
 expect_status "$rc" 3 "memtest too big (exit code 1)"
+# smp=1: both CPUs rewrite and verify their slice pass after pass; the
+# guest ends once each has made 3.
+rc=$(run_guest memtest "$WORK/out4" --mem 128M --cpus 2 --cmdline "mib=32 smp=1 passes=3")
+expect_status "$rc" 1 "memtest smp=1"
+tail -n 1 "$WORK/out4" | grep -Eq "^memtest: pass [0-9]+ ok \(32 MiB, cpus=2 passes=([3-9]|[1-9][0-9]+),([3-9]|[1-9][0-9]+)\)" ||
+	fail "smp=1: the last line is not both CPUs past pass 3: $(tail -n 2 "$WORK/out4")"
