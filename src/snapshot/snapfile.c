@@ -1574,6 +1574,56 @@ static int memory_version_fail(const struct snap_reader *r,
 
 /* Decodes and checks a version 2 descriptor into @m, starting the record
  * checksum with it when @hash. */
+/* What both MEMORY versions check first: a MEMORY record of @version in
+ * a file of @format, long enough for its @desc_size-byte descriptor,
+ * which is read into @buf (hashed when @hash). */
+static int memory_desc_read(struct snap_reader *r,
+			    const struct snap_record *rec, uint16_t version,
+			    uint32_t format, uint8_t *buf, size_t desc_size,
+			    bool hash, char *err, size_t errlen)
+{
+	uint64_t roff = rec_header_off(rec);
+	int ret;
+
+	ret = check_rec(r, rec, err, errlen);
+	if (ret)
+		return ret;
+	if (rec->type != SNAP_REC_MEMORY)
+		return rec_fail(err, errlen, -EINVAL, rec, roff,
+				"not a memory record");
+	if (rec->version != version || r->hdr.format_version != format)
+		return memory_version_fail(r, rec, err, errlen);
+	if (rec->length < desc_size)
+		return rec_fail(err, errlen, -EINVAL, rec, roff,
+				"too short for a memory descriptor");
+	if (hash)
+		record_hash_start(r->xxh, rec->type, rec->version, rec->flags,
+				  rec->length);
+	return read_part(r, rec, buf, desc_size, rec->offset, hash, err,
+			 errlen);
+}
+
+/* The region a MEMORY descriptor names: the header's page size, and a
+ * non-empty, page-aligned range that does not wrap. */
+static int memory_region_check(const struct snap_reader *r,
+			       const struct snap_record *rec, uint64_t gpa,
+			       uint64_t size, uint64_t ps, char *err,
+			       size_t errlen)
+{
+	uint64_t roff = rec_header_off(rec);
+
+	if (ps != r->hdr.page_size)
+		return rec_fail(err, errlen, -EINVAL, rec, roff,
+				"page size %" PRIu64
+				" differs from the header's %" PRIu32,
+				ps, r->hdr.page_size);
+	if (size == 0 || size % ps || gpa % ps || gpa + size < gpa)
+		return rec_fail(err, errlen, -EINVAL, rec, roff,
+				"bad region: gpa 0x%" PRIx64 " size 0x%" PRIx64,
+				gpa, size);
+	return 0;
+}
+
 static int mem2_desc(struct snap_reader *r, const struct snap_record *rec,
 		     struct mem_layout *m, bool hash, char *err, size_t errlen)
 {
@@ -1583,23 +1633,8 @@ static int mem2_desc(struct snap_reader *r, const struct snap_record *rec,
 	int ret;
 
 	memset(m, 0, sizeof(*m));
-	ret = check_rec(r, rec, err, errlen);
-	if (ret)
-		return ret;
-	if (rec->type != SNAP_REC_MEMORY)
-		return rec_fail(err, errlen, -EINVAL, rec, roff,
-				"not a memory record");
-	if (rec->version != SNAP_MEMORY_VERSION ||
-	    r->hdr.format_version != SNAP_FORMAT_VERSION)
-		return memory_version_fail(r, rec, err, errlen);
-	if (rec->length < MEM2_DESC_SIZE)
-		return rec_fail(err, errlen, -EINVAL, rec, roff,
-				"too short for a memory descriptor");
-	if (hash)
-		record_hash_start(r->xxh, rec->type, rec->version, rec->flags,
-				  rec->length);
-	ret = read_part(r, rec, b, MEM2_DESC_SIZE, rec->offset, hash, err,
-			errlen);
+	ret = memory_desc_read(r, rec, SNAP_MEMORY_VERSION, SNAP_FORMAT_VERSION,
+			       b, MEM2_DESC_SIZE, hash, err, errlen);
 	if (ret)
 		return ret;
 	memset(m, 0, sizeof(*m));
@@ -1619,16 +1654,9 @@ static int mem2_desc(struct snap_reader *r, const struct snap_record *rec,
 	if (d->reserved || get_le64(b + 56))
 		return rec_fail(err, errlen, -EINVAL, rec, roff,
 				"reserved descriptor field is not zero");
-	if (ps != r->hdr.page_size)
-		return rec_fail(err, errlen, -EINVAL, rec, roff,
-				"page size %" PRIu64
-				" differs from the header's %" PRIu32,
-				ps, r->hdr.page_size);
-	if (d->size == 0 || d->size % ps || d->gpa % ps ||
-	    d->gpa + d->size < d->gpa)
-		return rec_fail(err, errlen, -EINVAL, rec, roff,
-				"bad region: gpa 0x%" PRIx64 " size 0x%" PRIx64,
-				d->gpa, d->size);
+	ret = memory_region_check(r, rec, d->gpa, d->size, ps, err, errlen);
+	if (ret)
+		return ret;
 	if (cs < SNAP_CHUNK_SIZE_MIN || cs > SNAP_CHUNK_SIZE_MAX ||
 	    (cs & (cs - 1)) || cs < ps || bs < ps || bs > cs ||
 	    (bs & (bs - 1)) || cs / bs > SNAP_CHUNK_MAX_BLOCKS)
@@ -2135,23 +2163,8 @@ static int memory_layout(struct snap_reader *r, const struct snap_record *rec,
 	int64_t n;
 	int ret;
 
-	ret = check_rec(r, rec, err, errlen);
-	if (ret)
-		return ret;
-	if (rec->type != SNAP_REC_MEMORY)
-		return rec_fail(err, errlen, -EINVAL, rec, roff,
-				"not a memory record");
-	if (rec->version != SNAP_MEMORY_VERSION_V1 ||
-	    r->hdr.format_version != 1)
-		return memory_version_fail(r, rec, err, errlen);
-	if (rec->length < MEM_DESC_SIZE)
-		return rec_fail(err, errlen, -EINVAL, rec, roff,
-				"too short for a memory descriptor");
-	if (hash)
-		record_hash_start(r->xxh, rec->type, rec->version, rec->flags,
-				  rec->length);
-	ret = read_part(r, rec, r->buf, MEM_DESC_SIZE, rec->offset, hash, err,
-			errlen);
+	ret = memory_desc_read(r, rec, SNAP_MEMORY_VERSION_V1, 1, r->buf,
+			       MEM_DESC_SIZE, hash, err, errlen);
 	if (ret)
 		return ret;
 	d->gpa = get_le64(r->buf + 0);
@@ -2164,16 +2177,9 @@ static int memory_layout(struct snap_reader *r, const struct snap_record *rec,
 	if (d->reserved)
 		return rec_fail(err, errlen, -EINVAL, rec, roff,
 				"reserved descriptor field is not zero");
-	if (ps != r->hdr.page_size)
-		return rec_fail(err, errlen, -EINVAL, rec, roff,
-				"page size %" PRIu64
-				" differs from the header's %" PRIu32,
-				ps, r->hdr.page_size);
-	if (d->size == 0 || d->size % ps || d->gpa % ps ||
-	    d->gpa + d->size < d->gpa)
-		return rec_fail(err, errlen, -EINVAL, rec, roff,
-				"bad region: gpa 0x%" PRIx64 " size 0x%" PRIx64,
-				d->gpa, d->size);
+	ret = memory_region_check(r, rec, d->gpa, d->size, ps, err, errlen);
+	if (ret)
+		return ret;
 	m->npages = d->size / ps;
 	if (d->stored_pages > m->npages)
 		return rec_fail(err, errlen, -EINVAL, rec, roff,

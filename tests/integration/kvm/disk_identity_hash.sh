@@ -17,39 +17,7 @@ start_stasis "$WORK/vm" run --kernel "$GUESTS/counter.elf" --debug-exit \
 	--disk "$D" --disk "$H,verify=hash"
 wait_for_socket "$S"
 counter_reaches "$WORK/vm" 3 60
-
-# snap NAME: a snapshot of the running VM, which carries on.
-snap() {
-	ctl "$S" snapshot "$WORK/$1.snap" --then resume >/dev/null
-}
-
-# accepted SNAP [restore options...]: the restore checks the disks and
-# waits, paused; it is then shut down without the guest having run.
-accepted() {
-	local snap=$1 sock=$WORK/r.sock
-	shift
-	rm -f "$sock"
-	start_stasis "$WORK/r" restore "$WORK/$snap.snap" --paused \
-		--api-socket "$sock" --serial none "$@"
-	local pid=$VM_PID
-	wait_for_socket "$sock"
-	ctl "$sock" shutdown >/dev/null
-	wait_exit "$pid" 60
-	[[ ! -s $WORK/r.err ]] || fail "restore of $snap said: $(cat "$WORK/r.err")"
-}
-
-# refused SNAP WHAT PATTERN [restore options...]: one line, status 2,
-# matching PATTERN (which names the disk).
-refused() {
-	local snap=$1 what=$2 pat=$3 rc=0 err
-	shift 3
-	err=$(timeout -s KILL "$(scaled 60)" "$STASIS" restore "$WORK/$snap.snap" \
-		--serial none "$@" 2>&1 >/dev/null </dev/null) || rc=$?
-	[[ $rc == 2 ]] || fail "$what: restore status $rc, expected 2 ($err)"
-	[[ $(printf '%s\n' "$err" | grep -c .) == 1 ]] || fail "$what: not one line: $err"
-	[[ $err =~ $pat ]] || fail "$what: '$pat' not in: $err"
-}
-
+. "$(dirname "$0")/../disk_identity_lib.sh"
 snap s1
 # The verify=hash disk: a plain copy (new inode and times, as on another
 # host) renamed over its path passes on its content...
