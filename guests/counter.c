@@ -15,15 +15,7 @@ void guest_main(void)
 		guest_exit(GUEST_EXIT_FAIL);
 	}
 	for (;;) {
-		while ((now = guest_ticks()) == last)
-			guest_wait_interrupt();
-		/* Ticks only grow; anything else means lost or replayed state.
-		 * A jump forward just means printing fell behind. */
-		if (now < last) {
-			guest_printf("counter: ERROR went from %lu to %lu\n",
-				     last, now);
-			guest_exit(GUEST_EXIT_COUNTER);
-		}
+		now = guest_tick_next("counter", last);
 		last = now;
 		guest_printf("counter: %lu\n", now);
 		if (max && now >= max)

@@ -152,13 +152,7 @@ void guest_main(void)
 	vmgenid_read(addr, last_id);
 	print_id(last_id, 0);
 	for (;;) {
-		while ((now = guest_ticks()) == last)
-			guest_wait_interrupt();
-		if (now < last) {
-			guest_printf("counter: ERROR went from %lu to %lu\n",
-				     last, now);
-			guest_exit(GUEST_EXIT_COUNTER);
-		}
+		now = guest_tick_next("counter", last);
 		last = now;
 		if (routed)
 			notify = guest_irq_counts[slot];

@@ -123,6 +123,11 @@ static inline uint64_t guest_rdtsc(void)
  * interrupts. Each tick increments that CPU's guest_cpu.ticks. */
 int guest_timer_start(unsigned int hz);
 uint64_t guest_ticks(void);
+/* Sleeps until this CPU's tick count differs from @last and returns it.
+ * Ticks only grow: a count below @last means lost or replayed state, and
+ * the guest says so ("NAME: ERROR went from A to B") and exits with
+ * GUEST_EXIT_COUNTER. A jump forward just means the caller fell behind. */
+uint64_t guest_tick_next(const char *name, uint64_t last);
 /* Sleeps until the next interrupt on this CPU: a ring-3 hlt, which the
  * #GP handler carries out as sti; hlt; cli in ring 0. */
 void guest_wait_interrupt(void);

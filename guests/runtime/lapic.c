@@ -172,3 +172,17 @@ uint64_t guest_ticks(void)
 {
 	return guest_cpu_self()->ticks;
 }
+
+uint64_t guest_tick_next(const char *name, uint64_t last)
+{
+	uint64_t now;
+
+	while ((now = guest_ticks()) == last)
+		guest_wait_interrupt();
+	if (now < last) {
+		guest_printf("%s: ERROR went from %lu to %lu\n", name, last,
+			     now);
+		guest_exit(GUEST_EXIT_COUNTER);
+	}
+	return now;
+}

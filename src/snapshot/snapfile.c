@@ -714,6 +714,26 @@ static int scan_region(int memfd, const struct mem_region *reg, uint32_t ps,
 	return 0;
 }
 
+/* Ends a MEMORY record of @version at @rec_off whose payload (@length
+ * bytes) is written and hashed: its header goes last, so a header with a
+ * valid checksum is never followed by data that was not written. The next
+ * record starts at @end, rounded up to 8. */
+static int memory_record_seal(struct snap_writer *w, uint16_t version,
+			      uint64_t rec_off, uint64_t length, uint64_t end)
+{
+	uint8_t hdr[SNAP_RECORD_HEADER_SIZE];
+	int ret;
+
+	record_header_encode(hdr, SNAP_REC_MEMORY, version, 0, length,
+			     XXH3_64bits_digest(w->xxh));
+	ret = write_full(w->fd, hdr, sizeof(hdr), rec_off);
+	if (ret)
+		return ret;
+	w->off = align8(end);
+	w->nrecords++;
+	return 0;
+}
+
 /* Writes one memory record: descriptor, bitmap and padding, then the pages
  * straight from guest memory, then the header with the checksum of all. */
 static int write_memory_record(struct snap_writer *w,
@@ -722,7 +742,7 @@ static int write_memory_record(struct snap_writer *w,
 {
 	uint64_t ps = w->page_size, npages = reg->size / ps;
 	uint64_t rec_off = w->off, bm_off, bm_len, pad_off, pages_off, length;
-	uint8_t hdr[SNAP_RECORD_HEADER_SIZE], desc[MEM_DESC_SIZE];
+	uint8_t desc[MEM_DESC_SIZE];
 	struct page_io io = {
 		.fd = w->fd, .write = true, .xxh = w->xxh, .progress = progress
 	};
@@ -768,17 +788,9 @@ static int write_memory_record(struct snap_writer *w,
 	if (ret)
 		return ret;
 
-	/* Last, so a header with a valid checksum is never followed by
-	 * pages that were not written. */
-	record_header_encode(hdr, SNAP_REC_MEMORY, SNAP_MEMORY_VERSION_V1, 0,
-			     length, XXH3_64bits_digest(w->xxh));
-	ret = write_full(w->fd, hdr, sizeof(hdr), rec_off);
-	if (ret)
-		return ret;
 	/* The pages end on a page boundary, so this is already 8-aligned. */
-	w->off = align8(pages_off + stored * ps);
-	w->nrecords++;
-	return 0;
+	return memory_record_seal(w, SNAP_MEMORY_VERSION_V1, rec_off, length,
+				  pages_off + stored * ps);
 }
 
 /* Whether any page of [first, first + n) is marked in @bm. */
@@ -963,7 +975,7 @@ static int write_memory_record_v2(struct snap_writer *w,
 {
 	uint64_t ps = w->page_size, nchunks, table_bytes, pos, length;
 	uint64_t rec_off = w->off, table_off, data_off, stored_chunks = 0;
-	uint8_t hdr[SNAP_RECORD_HEADER_SIZE], desc[MEM2_DESC_SIZE];
+	uint8_t desc[MEM2_DESC_SIZE];
 	bool compress = w->compress.codec != SNAP_CODEC_RAW;
 	/* Compressed sizes are not what the progress counts (guest bytes):
 	 * each batch reports its guest bytes once written. */
@@ -1100,15 +1112,7 @@ static int write_memory_record_v2(struct snap_writer *w,
 		ret = write_zeros(w->fd, align8(pos) - pos, pos);
 	if (ret)
 		goto out;
-	/* Last, so a header with a valid checksum is never followed by
-	 * chunks that were not written. */
-	record_header_encode(hdr, SNAP_REC_MEMORY, SNAP_MEMORY_VERSION, 0,
-			     length, XXH3_64bits_digest(w->xxh));
-	ret = write_full(w->fd, hdr, sizeof(hdr), rec_off);
-	if (ret)
-		goto out;
-	w->off = align8(pos);
-	w->nrecords++;
+	ret = memory_record_seal(w, SNAP_MEMORY_VERSION, rec_off, length, pos);
 out:
 	chunk_workers_free(wk, nworkers);
 	free(outbuf);
