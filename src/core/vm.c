@@ -262,6 +262,7 @@ int vm_create(struct vm *vm, const struct vm_config *cfg,
 	pthread_mutex_init(&vm->pause_lock, NULL);
 	pthread_cond_init(&vm->pause_cond, NULL);
 	pthread_mutex_init(&vm->snapshot_lock, NULL);
+	pthread_mutex_init(&vm->run_state_lock, NULL);
 	bus_init(&vm->pio, "pio");
 	bus_init(&vm->mmio, "mmio");
 
@@ -613,18 +614,20 @@ static int vm_snapshot_locked(struct vm *vm, const char *path,
 
 	vm->snapshot_progress.done_bytes = 0;
 	vm->snapshot_progress.total_bytes = 0;
+	pthread_mutex_lock(&vm->run_state_lock);
 	atomic_store(&vm->snapshot_active, true);
 	was_paused = atomic_load(&vm->pause_requested);
-	if (!was_paused) {
-		ret = vm_pause(vm);
-		if (ret) {
-			snprintf(err, errlen, "cannot pause the VM: %s",
-				 strerror(-ret));
-			goto out;
-		}
+	ret = was_paused ? 0 : vm_pause(vm);
+	pthread_mutex_unlock(&vm->run_state_lock);
+	if (ret) {
+		snprintf(err, errlen, "cannot pause the VM: %s",
+			 strerror(-ret));
+		pthread_mutex_lock(&vm->run_state_lock);
+		goto out;
 	}
 	ret = snapshot_save(vm, path, compress, &vm->snapshot_progress, err,
 			    errlen);
+	pthread_mutex_lock(&vm->run_state_lock);
 	if (ret) {
 		/* The guest carries on: running again, unless it was paused
 		 * already or the caller wanted it paused afterwards anyway. */
@@ -644,6 +647,7 @@ static int vm_snapshot_locked(struct vm *vm, const char *path,
 	}
 out:
 	atomic_store(&vm->snapshot_active, false);
+	pthread_mutex_unlock(&vm->run_state_lock);
 	pthread_mutex_unlock(&vm->snapshot_lock);
 	return ret;
 }
@@ -694,10 +698,21 @@ static void vm_handle_signal(struct vm *vm, int signo)
 		vm_request_stop(vm, VM_STOP_SIGNAL, 128 + signo);
 }
 
+/* The API's pause and resume decide under run_state_lock, so that
+ * neither can slip between a snapshot's own pause and its end. */
 static int vm_api_pause(void *ctx, char *err, size_t errlen)
 {
-	int ret = vm_pause(ctx);
+	struct vm *vm = ctx;
+	int ret;
 
+	pthread_mutex_lock(&vm->run_state_lock);
+	if (atomic_load(&vm->snapshot_active)) {
+		pthread_mutex_unlock(&vm->run_state_lock);
+		snprintf(err, errlen, "a snapshot is being written");
+		return -EBUSY;
+	}
+	ret = vm_pause(vm);
+	pthread_mutex_unlock(&vm->run_state_lock);
 	if (ret == -EALREADY)
 		snprintf(err, errlen, "the VM is already paused");
 	else if (ret)
@@ -710,11 +725,14 @@ static int vm_api_resume(void *ctx, char *err, size_t errlen)
 	struct vm *vm = ctx;
 	int ret;
 
+	pthread_mutex_lock(&vm->run_state_lock);
 	if (atomic_load(&vm->snapshot_active)) {
+		pthread_mutex_unlock(&vm->run_state_lock);
 		snprintf(err, errlen, "a snapshot is being written");
 		return -EBUSY;
 	}
 	ret = vm_resume(vm);
+	pthread_mutex_unlock(&vm->run_state_lock);
 	if (ret == -EALREADY)
 		snprintf(err, errlen, "the VM is already running");
 	return ret;

@@ -123,6 +123,12 @@ struct vm {
 	/* One snapshot at a time; progress is read by the status API. */
 	pthread_mutex_t snapshot_lock;
 	atomic_bool snapshot_active;
+	/* Held while the control API's pause or resume decides and acts, and
+	 * while a snapshot sets or clears snapshot_active with its own pause
+	 * and resume: no API resume lands between a snapshot's pause and the
+	 * end of its save (which would write memory the guest is changing).
+	 * Taken before pause_op_lock; never held across a save. */
+	pthread_mutex_t run_state_lock;
 	struct snap_progress snapshot_progress;
 
 	uint32_t *msr_list; /* MSRs KVM can save */

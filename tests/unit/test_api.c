@@ -23,9 +23,9 @@
 #include <json-c/json.h>
 
 #include "control/api.h"
+#include "http_unix.h"
 
 #define MIB (1024ULL * 1024)
-#define REPLY_MAX (128 * 1024)
 
 /* The VM as the server sees it: records calls, fails on demand, and can
  * hold a snapshot open (gate) or make it slow (steps). */
@@ -50,13 +50,6 @@ struct fixture {
 	char sock[128];
 	struct api_server *srv;
 	struct fake_vm vm;
-};
-
-struct reply {
-	int status;
-	char *head; /* inside raw */
-	char *body;
-	char raw[REPLY_MAX + 1];
 };
 
 static int fake_fail(struct fake_vm *vm, char *err, size_t errlen)
@@ -234,92 +227,22 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* Async-signal-safe: the uid test's child uses it. */
-static int unix_addr(struct sockaddr_un *addr, const char *path)
-{
-	size_t len = strlen(path);
-
-	memset(addr, 0, sizeof(*addr));
-	addr->sun_family = AF_UNIX;
-	if (len >= sizeof(addr->sun_path))
-		return -1;
-	memcpy(addr->sun_path, path, len + 1);
-	return 0;
-}
-
-static int connect_unix(const char *path)
-{
-	struct sockaddr_un addr;
-	int fd;
-
-	if (unix_addr(&addr, path))
-		return -1;
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof(addr))) {
-		close(fd);
-		return -1;
-	}
-	return fd;
-}
-
 /* Sends @raw as is and reads the reply until the server closes. */
 static void http_raw(const char *sock, const char *raw, size_t len,
-		     struct reply *rep)
+		     struct http_reply *rep)
 {
-	struct pollfd pfd;
-	size_t got = 0;
-	ssize_t n;
-	char *sep;
-	int fd;
-
-	memset(rep, 0, sizeof(*rep));
-	fd = connect_unix(sock);
-	assert_true(fd >= 0);
-	while (len) {
-		n = send(fd, raw, len, MSG_NOSIGNAL);
-		if (n < 0)
-			break; /* the server may refuse before reading it all */
-		raw += n;
-		len -= (size_t)n;
-	}
-	pfd.fd = fd;
-	pfd.events = POLLIN;
-	while (got < REPLY_MAX && poll(&pfd, 1, 5000) == 1) {
-		n = recv(fd, rep->raw + got, REPLY_MAX - got, 0);
-		if (n <= 0)
-			break;
-		got += (size_t)n;
-	}
-	close(fd);
-	rep->raw[got] = '\0';
-	rep->head = rep->raw;
-	rep->body = rep->raw + got;
-	sep = strstr(rep->raw, "\r\n\r\n");
-	if (sep) {
-		*sep = '\0';
-		rep->body = sep + 4;
-	}
-	if (sscanf(rep->raw, "HTTP/1.1 %d", &rep->status) != 1)
-		rep->status = -1;
+	assert_int_equal(http_unix_exchange(sock, raw, len, rep, 5000), 0);
 }
 
 static void http(const char *sock, const char *method, const char *url,
-		 const char *body, struct reply *rep)
+		 const char *body, struct http_reply *rep)
 {
-	char *req;
-	int n;
-
-	n = asprintf(&req,
-		     "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-		     "Content-Length: %zu\r\n\r\n%s",
-		     method, url, body ? strlen(body) : 0, body ? body : "");
-	assert_true(n > 0);
-	http_raw(sock, req, (size_t)n, rep);
-	free(req);
+	assert_int_equal(http_unix_request(sock, method, url, body, rep, 5000),
+			 0);
 }
 
 /* The reply's {"error": ...} message; fails the test if there is none. */
-static void assert_error(const struct reply *rep, int status,
+static void assert_error(const struct http_reply *rep, int status,
 			 const char *needle)
 {
 	struct json_object *obj, *val;
@@ -338,7 +261,7 @@ static void assert_error(const struct reply *rep, int status,
 	json_object_put(obj);
 }
 
-static struct json_object *reply_json(const struct reply *rep)
+static struct json_object *reply_json(const struct http_reply *rep)
 {
 	struct json_object *obj = json_tokener_parse(rep->body);
 
@@ -375,7 +298,7 @@ static void test_status(void **state)
 {
 	struct fixture *f = *state;
 	struct json_object *obj;
-	struct reply rep;
+	struct http_reply rep;
 
 	http(f->sock, "GET", "/vm", NULL, &rep);
 	assert_int_equal(rep.status, 200);
@@ -395,7 +318,7 @@ static void test_pause_resume(void **state)
 {
 	struct fixture *f = *state;
 	struct json_object *obj;
-	struct reply rep;
+	struct http_reply rep;
 
 	http(f->sock, "PUT", "/vm/pause", NULL, &rep);
 	assert_int_equal(rep.status, 204);
@@ -419,7 +342,7 @@ static void test_pause_resume(void **state)
 static void test_shutdown(void **state)
 {
 	struct fixture *f = *state;
-	struct reply rep;
+	struct http_reply rep;
 
 	http(f->sock, "PUT", "/vm/shutdown", NULL, &rep);
 	assert_int_equal(rep.status, 202);
@@ -430,7 +353,7 @@ static void test_shutdown(void **state)
 static void test_action_body_checked(void **state)
 {
 	struct fixture *f = *state;
-	struct reply rep;
+	struct http_reply rep;
 
 	http(f->sock, "PUT", "/vm/pause", "{\"force\": true}", &rep);
 	assert_error(&rep, 400, "unknown key \"force\"");
@@ -446,7 +369,7 @@ static void test_snapshot(void **state)
 {
 	struct fixture *f = *state;
 	struct json_object *obj;
-	struct reply rep;
+	struct http_reply rep;
 
 	http(f->sock, "PUT", "/vm/snapshot",
 	     "{\"path\": \"/tmp/vm.snap\", \"then\": \"pause\"}", &rep);
@@ -515,7 +438,7 @@ static void test_snapshot_bad_requests(void **state)
 		  "malformed JSON" },
 	};
 	struct fixture *f = *state;
-	struct reply rep;
+	struct http_reply rep;
 	size_t i;
 
 	for (i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
@@ -529,7 +452,7 @@ static void test_snapshot_path_too_long(void **state)
 {
 	static char body[PATH_MAX + 32];
 	struct fixture *f = *state;
-	struct reply rep;
+	struct http_reply rep;
 	size_t n;
 
 	n = (size_t)sprintf(body, "{\"path\": \"/");
@@ -566,7 +489,7 @@ static void test_snapshot_failures(void **state)
 		{ 7, NULL, 500, "snapshot failed" },
 	};
 	struct fixture *f = *state;
-	struct reply rep;
+	struct http_reply rep;
 	size_t i;
 
 	for (i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
@@ -583,7 +506,7 @@ static void test_not_found(void **state)
 	static const char *const urls[] = { "/", "/vm/", "/vms",
 					    "/vm/pause/now", "/VM" };
 	struct fixture *f = *state;
-	struct reply rep;
+	struct http_reply rep;
 	size_t i;
 
 	for (i = 0; i < sizeof(urls) / sizeof(*urls); i++) {
@@ -597,7 +520,7 @@ static void test_not_found(void **state)
 static void test_method_not_allowed(void **state)
 {
 	struct fixture *f = *state;
-	struct reply rep;
+	struct http_reply rep;
 
 	http(f->sock, "POST", "/vm", NULL, &rep);
 	assert_error(&rep, 405, "method POST not allowed on /vm");
@@ -642,7 +565,7 @@ static void test_body_too_large(void **state)
 	struct fixture *f = *state;
 	size_t big = API_BODY_MAX + 1, len;
 	char *body, *raw;
-	struct reply rep;
+	struct http_reply rep;
 
 	/* Exactly API_BODY_MAX bytes is still accepted. */
 	body = xmalloc(big + 1);
@@ -697,7 +620,7 @@ static void test_socket_in_use(void **state)
 {
 	struct fixture *f = *state;
 	struct api_server *other = NULL;
-	struct reply rep;
+	struct http_reply rep;
 	char err[256] = "";
 
 	assert_int_equal(start_other(f, f->sock, &other, err, sizeof(err)),
@@ -715,11 +638,11 @@ static void test_stale_socket_replaced(void **state)
 	struct fixture *f = *state;
 	struct api_server *srv;
 	char path[160], err[256];
-	struct reply rep;
+	struct http_reply rep;
 	int fd;
 
 	snprintf(path, sizeof(path), "%s/stale.sock", f->dir);
-	assert_int_equal(unix_addr(&addr, path), 0);
+	assert_int_equal(http_unix_addr(&addr, path), 0);
 	fd = socket(AF_UNIX, SOCK_STREAM, 0);
 	assert_int_equal(bind(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
 	close(fd);
@@ -768,7 +691,7 @@ static void test_bad_socket_paths(void **state)
 struct bg_request {
 	const char *sock;
 	const char *body;
-	struct reply rep;
+	struct http_reply rep;
 	pthread_t thread;
 };
 
@@ -804,7 +727,7 @@ static void test_status_during_snapshot(void **state)
 	struct bg_request b = { .sock = f->sock,
 				.body = "{\"path\": \"/big.snap\"}" };
 	struct json_object *obj, *snap;
-	struct reply rep;
+	struct http_reply rep;
 
 	f->vm.snap_gate = true;
 	assert_int_equal(pthread_create(&b.thread, NULL, bg_snapshot_main, &b),
@@ -885,7 +808,7 @@ static void test_peer_uid_refused(void **state)
 		/* Child: only async-signal-safe calls, no cmocka. */
 		if (setgid(65534) || setuid(65534))
 			_exit(10);
-		fd = connect_unix(f->sock);
+		fd = http_unix_connect(f->sock);
 		if (fd < 0)
 			_exit(11);
 		if (write(fd, req, sizeof(req) - 1) != sizeof(req) - 1)
@@ -1222,7 +1145,7 @@ static void run_bad_server(struct fixture *f, const char *reply, size_t len,
 
 	snprintf(b.path, sizeof(b.path), "%s/bad.sock", f->dir);
 	unlink(b.path);
-	assert_int_equal(unix_addr(&addr, b.path), 0);
+	assert_int_equal(http_unix_addr(&addr, b.path), 0);
 	b.fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	assert_int_equal(bind(b.fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
 	assert_int_equal(listen(b.fd, 1), 0);
@@ -1398,7 +1321,7 @@ static void declared_fields(const char *const *fields, char *out, size_t outlen)
  * no way to here (403 needs another uid: test_peer_uid_refused; a 500 of
  * an endpoint without a failing operation needs malloc to fail). */
 static bool provoke(struct fixture *f, const struct api_endpoint *ep,
-		    unsigned status, struct reply *rep)
+		    unsigned status, struct http_reply *rep)
 {
 	const char *body = ep->request_keys
 			       ? "{\"path\": \"/x.snap\", \"then\": \"pause\"}"
@@ -1456,7 +1379,7 @@ static void test_endpoints_as_declared(void **state)
 {
 	struct fixture *f = *state;
 	char got[1024], want[1024];
-	struct reply rep;
+	struct http_reply rep;
 	size_t i;
 
 	for (i = 0; api_endpoint_get(i); i++) {
@@ -1565,37 +1488,10 @@ struct load_client {
 static const char *const load_urls[] = { "/vm", "/vm/pause", "/vm/resume",
 					 "/vm/snapshot" };
 
-/* A reply is well formed when it has an HTTP status line and either no
- * body (204), a JSON object (200), or for an error status an "error"
- * string of one line. */
-static bool load_reply_ok(const struct reply *rep, char *why, size_t n)
-{
-	struct json_object *obj, *e;
-	bool ok;
-
-	if (rep->status == 204 && !*rep->body)
-		return true;
-	if (rep->status != 200 && rep->status != 400 && rep->status != 409) {
-		snprintf(why, n, "status %d: %.80s", rep->status, rep->raw);
-		return false;
-	}
-	obj = json_tokener_parse(rep->body);
-	ok = obj && json_object_is_type(obj, json_type_object);
-	if (ok && rep->status != 200)
-		ok = json_object_object_get_ex(obj, "error", &e) &&
-		     json_object_is_type(e, json_type_string) &&
-		     !strchr(json_object_get_string(e), '\n');
-	if (!ok)
-		snprintf(why, n, "status %d, body %.80s", rep->status,
-			 rep->body);
-	json_object_put(obj);
-	return ok;
-}
-
 static void *load_client_main(void *arg)
 {
 	struct load_client *c = arg;
-	struct reply *rep = xmalloc(sizeof(*rep));
+	struct http_reply *rep = xmalloc(sizeof(*rep));
 	const char *env = getenv("STASIS_API_LOAD_REQUESTS");
 	int n = env && atoi(env) > 0 ? atoi(env) : LOAD_REQUESTS;
 
@@ -1610,7 +1506,7 @@ static void *load_client_main(void *arg)
 			     rep);
 		else
 			http(c->sock, "PUT", load_urls[k], NULL, rep);
-		if (!load_reply_ok(rep, c->why, sizeof(c->why)))
+		if (!http_reply_well_formed(rep, c->why, sizeof(c->why)))
 			c->bad++;
 		else if (rep->status < 300)
 			c->ok[k]++;
@@ -1630,7 +1526,7 @@ static void test_concurrent_clients(void **state)
 	struct load_client *c = calloc(LOAD_CLIENTS, sizeof(*c));
 	pthread_t t[LOAD_CLIENTS];
 	int ok[4] = { 0 }, refused[4] = { 0 }, pauses, resumes;
-	struct reply rep;
+	struct http_reply rep;
 
 	assert_non_null(c);
 	f->vm.snap_steps = 1; /* 50 ms: snapshots overlap other requests */
@@ -1672,7 +1568,7 @@ static void test_concurrent_clients(void **state)
 /* Sends @raw on a new connection and leaves it open; returns the fd. */
 static int hold_connection(const char *sock, const char *raw)
 {
-	int fd = connect_unix(sock);
+	int fd = http_unix_connect(sock);
 
 	assert_true(fd >= 0);
 	if (*raw)
@@ -1695,7 +1591,7 @@ static void test_slow_clients(void **state)
 	};
 	struct fixture *f = *state;
 	int fds[48];
-	struct reply rep;
+	struct http_reply rep;
 	struct timespec a, b;
 
 	for (int i = 0; i < 48; i++)
@@ -1734,7 +1630,7 @@ static void test_malformed_http(void **state)
 		"GET /vm/../vm HTTP/1.1\r\nHost: x\r\n\r\n",
 	};
 	struct fixture *f = *state;
-	struct reply rep;
+	struct http_reply rep;
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		http_raw(f->sock, bad[i], strlen(bad[i]), &rep);
@@ -1754,7 +1650,7 @@ static void test_disconnect_mid_snapshot(void **state)
 	struct fixture *f = *state;
 	const char *req = "PUT /vm/snapshot HTTP/1.1\r\nHost: x\r\n"
 			  "Content-Length: 19\r\n\r\n{\"path\": \"/a.snap\"}";
-	struct reply rep;
+	struct http_reply rep;
 	int fd;
 
 	f->vm.snap_gate = true;
