@@ -698,44 +698,36 @@ static void vm_handle_signal(struct vm *vm, int signo)
 		vm_request_stop(vm, VM_STOP_SIGNAL, 128 + signo);
 }
 
-/* The API's pause and resume decide under run_state_lock, so that
- * neither can slip between a snapshot's own pause and its end. */
-static int vm_api_pause(void *ctx, char *err, size_t errlen)
+/* The API's pause and resume: @op (vm_pause or vm_resume) decided under
+ * run_state_lock, so that neither can slip between a snapshot's own pause
+ * and its end. */
+static int vm_api_run_state(struct vm *vm, int (*op)(struct vm *),
+			    const char *already, char *err, size_t errlen)
 {
-	struct vm *vm = ctx;
-	int ret;
+	int ret = -EBUSY;
 
 	pthread_mutex_lock(&vm->run_state_lock);
-	if (atomic_load(&vm->snapshot_active)) {
-		pthread_mutex_unlock(&vm->run_state_lock);
-		snprintf(err, errlen, "a snapshot is being written");
-		return -EBUSY;
-	}
-	ret = vm_pause(vm);
+	if (!atomic_load(&vm->snapshot_active))
+		ret = op(vm);
 	pthread_mutex_unlock(&vm->run_state_lock);
-	if (ret == -EALREADY)
-		snprintf(err, errlen, "the VM is already paused");
+	if (ret == -EBUSY)
+		snprintf(err, errlen, "a snapshot is being written");
+	else if (ret == -EALREADY)
+		snprintf(err, errlen, "the VM is already %s", already);
 	else if (ret)
-		snprintf(err, errlen, "cannot pause: %s", strerror(-ret));
+		snprintf(err, errlen, "cannot %s: %s",
+			 op == vm_pause ? "pause" : "resume", strerror(-ret));
 	return ret;
+}
+
+static int vm_api_pause(void *ctx, char *err, size_t errlen)
+{
+	return vm_api_run_state(ctx, vm_pause, "paused", err, errlen);
 }
 
 static int vm_api_resume(void *ctx, char *err, size_t errlen)
 {
-	struct vm *vm = ctx;
-	int ret;
-
-	pthread_mutex_lock(&vm->run_state_lock);
-	if (atomic_load(&vm->snapshot_active)) {
-		pthread_mutex_unlock(&vm->run_state_lock);
-		snprintf(err, errlen, "a snapshot is being written");
-		return -EBUSY;
-	}
-	ret = vm_resume(vm);
-	pthread_mutex_unlock(&vm->run_state_lock);
-	if (ret == -EALREADY)
-		snprintf(err, errlen, "the VM is already running");
-	return ret;
+	return vm_api_run_state(ctx, vm_resume, "running", err, errlen);
 }
 
 static int vm_api_snapshot(void *ctx, const char *path, enum vm_then then,
