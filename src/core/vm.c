@@ -23,6 +23,7 @@
 #include "core/log.h"
 #include "core/platform.h"
 #include "core/seccomp.h"
+#include "core/timings.h"
 #include "cpu/cpuid.h"
 #include "cpu/vcpu_state.h"
 #include "snapshot/pager.h"
@@ -112,14 +113,13 @@ static int vm_create_irqchip(struct vm *vm)
 	return 0;
 }
 
-static int vm_create_memory(struct vm *vm)
+static int vm_create_memory(struct vm *vm, uint64_t size)
 {
-	int ret = guest_mem_init(&vm->mem, vm->cfg.mem_size);
+	int ret = guest_mem_init(&vm->mem, size);
 
 	if (ret) {
 		log_error("cannot allocate %llu MiB of guest memory: %s",
-			  (unsigned long long)(vm->cfg.mem_size >> 20),
-			  strerror(-ret));
+			  (unsigned long long)(size >> 20), strerror(-ret));
 		return ret;
 	}
 	for (unsigned i = 0; i < vm->mem.nregions; i++) {
@@ -242,10 +242,8 @@ static int vm_create_virtio(struct vm *vm)
 	return 0;
 }
 
-int vm_create(struct vm *vm, const struct vm_config *cfg,
-	      const struct kvm_cpuid2 *cpuid)
+int vm_prepare(struct vm *vm, const struct vm_config *cfg, uint64_t mem_size)
 {
-	char err[512];
 	int ret;
 
 	memset(vm, 0, sizeof(*vm));
@@ -273,52 +271,27 @@ int vm_create(struct vm *vm, const struct vm_config *cfg,
 	ret = vm_create_kvm(vm);
 	if (ret)
 		goto fail;
-	ret = vm_create_memory(vm);
+	timings_mark(cfg->timings, TIMING_KVM);
+	ret = vm_create_memory(vm, mem_size);
 	if (ret)
 		goto fail;
+	timings_mark(cfg->timings, TIMING_MEMORY);
 	ret = vm_create_irqchip(vm);
 	if (ret)
 		goto fail;
-
+	/* The host's CPUID and MSR list: asked once, whatever is restored
+	 * into a prepared VM later. */
 	vm->cpuid = cpuid_get_supported(vm->kvm_fd);
 	if (!vm->cpuid) {
 		ret = -errno;
 		log_error("KVM_GET_SUPPORTED_CPUID: %s", strerror(-ret));
 		goto fail;
 	}
-	if (cpuid) {
-		/* A snapshot's CPUID: the guest already saw it, so it must be
-		 * honoured exactly or not at all. */
-		ret = cpuid_check_host(cpuid, vm->cpuid, err, sizeof(err));
-		if (ret) {
-			log_error("%s", err);
-			goto fail;
-		}
-		free(vm->cpuid);
-		vm->cpuid = cpuid_dup(cpuid);
-		if (!vm->cpuid) {
-			ret = -ENOMEM;
-			goto fail;
-		}
-	} else {
-		cpuid_apply_template(vm->cpuid, cfg->cpu_template);
-	}
 	ret = vcpu_state_msr_list(vm->kvm_fd, &vm->msr_list, &vm->nmsrs);
 	if (ret) {
 		log_error("KVM_GET_MSR_INDEX_LIST: %s", strerror(-ret));
 		goto fail;
 	}
-
-	ret = vm_create_devices(vm);
-	if (ret)
-		goto fail;
-	ret = irq_routing_init(&vm->irq_routing, vm->vm_fd);
-	if (ret)
-		goto fail;
-	ret = vm_create_virtio(vm);
-	if (ret)
-		goto fail;
-
 	vm->vcpus = calloc(vm->ncpus, sizeof(*vm->vcpus));
 	if (!vm->vcpus) {
 		ret = -ENOMEM;
@@ -331,10 +304,70 @@ int vm_create(struct vm *vm, const struct vm_config *cfg,
 		if (ret)
 			goto fail;
 	}
+	timings_mark(cfg->timings, TIMING_VCPUS);
 	return 0;
 
 fail:
 	vm_destroy(vm);
+	return ret;
+}
+
+int vm_complete(struct vm *vm, const struct vm_config *cfg,
+		const struct kvm_cpuid2 *cpuid)
+{
+	char err[512];
+	int ret;
+
+	/* vm_prepare() made these for the caller's promise of @cfg. */
+	if (cfg->ncpus != vm->ncpus ||
+	    guest_mem_limit(&vm->mem, cfg->mem_size)) {
+		log_error("internal: the prepared VM does not fit");
+		return -EINVAL;
+	}
+	vm->cfg = *cfg;
+	if (cpuid) {
+		/* A snapshot's CPUID: the guest already saw it, so it must be
+		 * honoured exactly or not at all. */
+		ret = cpuid_check_host(cpuid, vm->cpuid, err, sizeof(err));
+		if (ret) {
+			log_error("%s", err);
+			return ret;
+		}
+		free(vm->cpuid);
+		vm->cpuid = cpuid_dup(cpuid);
+		if (!vm->cpuid)
+			return -ENOMEM;
+	} else {
+		cpuid_apply_template(vm->cpuid, cfg->cpu_template);
+	}
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		ret = vcpu_set_cpuid(&vm->vcpus[i]);
+		if (ret)
+			return ret;
+	}
+	ret = vm_create_devices(vm);
+	if (ret)
+		return ret;
+	ret = irq_routing_init(&vm->irq_routing, vm->vm_fd);
+	if (ret)
+		return ret;
+	ret = vm_create_virtio(vm);
+	if (ret)
+		return ret;
+	timings_mark(cfg->timings, TIMING_MACHINE);
+	return 0;
+}
+
+int vm_create(struct vm *vm, const struct vm_config *cfg,
+	      const struct kvm_cpuid2 *cpuid)
+{
+	int ret = vm_prepare(vm, cfg, cfg->mem_size);
+
+	if (ret)
+		return ret;
+	ret = vm_complete(vm, cfg, cpuid);
+	if (ret)
+		vm_destroy(vm);
 	return ret;
 }
 
@@ -595,6 +628,7 @@ void vm_get_status(struct vm *vm, struct vm_status *st)
 	pthread_mutex_lock(&vm->pause_lock);
 	st->last_pause_ns = vm->last_pause_ns;
 	pthread_mutex_unlock(&vm->pause_lock);
+	st->timings = vm->cfg.timings;
 	st->snapshot_active = atomic_load(&vm->snapshot_active);
 	if (st->snapshot_active) {
 		st->snapshot_done_bytes = vm->snapshot_progress.done_bytes;
@@ -849,7 +883,10 @@ int vm_run(struct vm *vm, bool start_paused)
 	vm->start_ns = clock_now_ns(CLOCK_MONOTONIC);
 	if (vm->cfg.seccomp != SECCOMP_OFF)
 		seccomp_report_init();
-	if (vm->cfg.api_socket) {
+	if (vm->api) {
+		/* A waiting restore target's, serving since before the
+		 * restore (vm_target_wait). */
+	} else if (vm->cfg.api_socket) {
 		char err[256];
 
 		ret = api_server_start(&vm->api, vm->cfg.api_socket,

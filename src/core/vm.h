@@ -139,6 +139,18 @@ struct vm {
 int vm_create(struct vm *vm, const struct vm_config *cfg,
 	      const struct kvm_cpuid2 *cpuid);
 
+/* vm_create() in two halves, for a restore target made ahead of time:
+ * vm_prepare() opens KVM, creates the VM, @mem_size bytes of guest memory
+ * (registered with KVM before the irqchip, where it is cheap), the
+ * irqchip, @cfg->ncpus vCPUs, and asks the host's CPUID and MSR list;
+ * only @cfg's host side matters to it. vm_complete() makes it the VM of
+ * @cfg (at most @mem_size of RAM, exactly its vCPU count): its CPUID,
+ * devices and routes. Both print a one-line reason and return -errno;
+ * after a failed vm_complete() the caller must vm_destroy(). */
+int vm_prepare(struct vm *vm, const struct vm_config *cfg, uint64_t mem_size);
+int vm_complete(struct vm *vm, const struct vm_config *cfg,
+		const struct kvm_cpuid2 *cpuid);
+
 /* The kernel and initrd files, mapped read-only. */
 struct vm_images {
 	const uint8_t *kernel;
@@ -191,6 +203,8 @@ int vm_set_irq(struct vm *vm, uint32_t gsi, int level);
 
 /* vCPU side (core/vcpu.c). */
 int vcpu_create(struct vm *vm, struct vcpu *vcpu, unsigned id);
+/* KVM_SET_CPUID2 of the VM's CPUID for this vCPU (before its first run). */
+int vcpu_set_cpuid(struct vcpu *vcpu);
 void vcpu_destroy(struct vcpu *vcpu);
 int vcpu_set_boot_state(struct vcpu *vcpu, const struct boot_cpu *boot);
 void *vcpu_thread(void *arg);
