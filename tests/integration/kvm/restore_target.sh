@@ -53,7 +53,7 @@ refused() {
 		fail "$what: restored ($out)"
 	fi
 	[[ $(printf '%s\n' "$out" | wc -l) == 1 ]] || fail "$what: not one line: $out"
-	grep -qE "$pat" <<<"$out" || fail "$what: '$out' does not match '$pat'"
+	grep -qE -- "$pat" <<<"$out" || fail "$what: '$out' does not match '$pat'"
 	expect_state "$t" "waiting for a snapshot (PUT /vm/restore)" "after $what"
 }
 
