@@ -416,7 +416,8 @@ static void test_status(void **state)
 	assert_int_equal(json_int(obj, "uptime_ms"), 12345);
 	assert_true(json_is_null(obj, "last_pause_us"));
 	assert_true(json_is_null(obj, "snapshot"));
-	assert_int_equal(json_object_object_length(obj), 6);
+	assert_true(json_is_null(obj, "timings")); /* booted, not restored */
+	assert_int_equal(json_object_object_length(obj), 7);
 	json_object_put(obj);
 }
 
@@ -1170,6 +1171,36 @@ static void test_ctl_snapshot(void **state)
 				     "writing /full.snap\n");
 }
 
+/* ctl restore sends the options given and no others, with the path made
+ * absolute; a refusal is one line from the server's reply. */
+static void test_ctl_restore(void **state)
+{
+	struct fixture *f = *state;
+	struct ctl_run run;
+
+	run_ctl(&run, f->sock, "restore", "/c.snap", "--memory", "map",
+		"--paused", "--clock=frozen", NULL);
+	assert_int_equal(run.status, 0);
+	assert_string_equal(run.out, "restored /c.snap (--memory map)\n");
+	assert_string_equal(f->vm.restore_path, "/c.snap");
+	assert_int_equal(f->vm.restore_req.memory, API_MEMORY_MAP);
+	assert_int_equal(f->vm.restore_req.clock, API_CLOCK_FROZEN);
+	assert_true(f->vm.restore_req.paused);
+
+	run_ctl(&run, f->sock, "restore", "rel.snap", NULL);
+	assert_int_equal(run.status, 0);
+	assert_string_equal(run.out, "restored rel.snap (--memory ondemand)\n");
+	assert_true(f->vm.restore_path[0] == '/');
+	assert_false(f->vm.restore_req.paused);
+
+	f->vm.fail_ret = -EINVAL;
+	f->vm.fail_msg = "/c.snap: too big";
+	run_ctl(&run, f->sock, "restore", "/c.snap", NULL);
+	f->vm.fail_msg = NULL;
+	assert_int_equal(run.status, 1);
+	assert_string_equal(run.err, "stasis: error: /c.snap: too big\n");
+}
+
 static void test_ctl_usage(void **state)
 {
 	static const char *const bad[][4] = {
@@ -1183,6 +1214,11 @@ static void test_ctl_usage(void **state)
 		{ "/s", "status", "--then", "exit" },
 		{ "/s", "status", "--verbose", NULL },
 		{ "/s", "pause", "now", NULL },
+		{ "/s", "restore", NULL },
+		{ "/s", "restore", "/x", "--memory" },
+		{ "/s", "restore", "/x", "--memory=lazy" },
+		{ "/s", "restore", "/x", "--then" },
+		{ "/s", "snapshot", "/x", "--paused" },
 	};
 	struct ctl_run run;
 	size_t i;
@@ -1937,6 +1973,7 @@ int main(int argc, char **argv)
 		T(test_ctl_actions),
 		T(test_ctl_snapshot),
 		T(test_ctl_usage),
+		T(test_ctl_restore),
 		T(test_ctl_no_server),
 		T(test_ctl_bad_replies),
 		T(test_ctl_progress_on_tty),
