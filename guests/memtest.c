@@ -4,7 +4,9 @@
  * Arguments: mib=N (16), seed=S (1), passes=P (0 = forever), delay_ms=D
  * (0, pause between passes), mode=touch or touch=N (fill N MiB, then
  * print a heartbeat every second, or every beat_ms=B ms from 1 to 1000,
- * without writing more), inject=1
+ * without writing more; dirty=M dirty_at=S: S seconds after the fill,
+ * invert the first M MiB once and print "memtest:
+ * dirtied M MiB"), inject=1
  * (self-test: flip one word after filling, so verification must fail),
  * mode=text (fill with lines of words and numbers, like logs or page
  * cache text, instead of the pattern that no codec can shrink; verified
@@ -227,6 +229,21 @@ static void idle_ticks(uint64_t n)
 		guest_wait_interrupt();
 }
 
+/* dirty=M: inverts the first @mib MiB of the region, so every page of it
+ * changes. */
+static void memtest_dirty(struct memtest *m, uint64_t mib)
+{
+	uint64_t left = mib * MIB / 8;
+
+	for (unsigned int e = 0; e < m->count && left; e++) {
+		uint64_t n = m->ext[e].words < left ? m->ext[e].words : left;
+
+		for (uint64_t i = 0; i < n; i++)
+			m->ext[e].start[i] = ~m->ext[e].start[i];
+		left -= n;
+	}
+}
+
 /* smp=1: CPU 0 prints "pass N ok (M MiB, cpus=K passes=a,b,...)". */
 static void memtest_smp(uint64_t mib, uint64_t passes)
 {
@@ -301,8 +318,20 @@ void guest_main(void)
 		t.ext[0].start[12345 % t.ext[0].words] ^= 0x100;
 
 	if (touch_mode) {
+		uint64_t dirty = guest_arg_u64("dirty", 0);
+		uint64_t dirty_at =
+		    guest_ticks() + guest_arg_u64("dirty_at", 0) * hz;
+
 		guest_printf("memtest: touched %lu MiB\n", mib);
 		for (beat = 1;; beat++) {
+			/* An increment's worth of writes, after the
+			 * benchmark has saved the parent. */
+			if (dirty && guest_ticks() >= dirty_at) {
+				memtest_dirty(&t, dirty);
+				guest_printf("memtest: dirtied %lu MiB\n",
+					     dirty);
+				dirty = 0;
+			}
 			idle_ticks(hz * beat_ms / 1000 ? hz * beat_ms / 1000
 						       : 1);
 			guest_printf("memtest: idle %lu\n", beat);

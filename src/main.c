@@ -2,6 +2,7 @@
  * arguments and returns an exit status; only this file exits. */
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -580,6 +581,10 @@ static int restore_wait(const struct restore_opts *base)
 				      : rs.img.copy_memory ? API_MEMORY_COPY
 							   : API_MEMORY_MAP;
 			req->paused = o.paused;
+			/* Pause and resume requests after the reply wait for
+			 * vm_run to have made the vCPUs. */
+			pthread_mutex_lock(&vm.pause_op_lock);
+			vm.pause_op_held = true;
 			vm_target_answer(&t, 0, NULL);
 			return restore_run(req->path, &o, &vm, &rs);
 		}

@@ -850,7 +850,7 @@ int vm_run(struct vm *vm, bool start_paused)
 	struct vm_input in = { .len = 0 };
 	int tty_fd = vm_tty_input_fd(vm);
 	struct termios saved_tio;
-	bool tio_saved = false;
+	bool tio_saved = false, op_locked;
 	sigset_t block, term;
 	int sfd, ret, status;
 
@@ -881,6 +881,14 @@ int vm_run(struct vm *vm, bool start_paused)
 	}
 
 	vm->start_ns = clock_now_ns(CLOCK_MONOTONIC);
+	/* A client may resume a VM started paused as soon as the API
+	 * answers, or pause one whose vCPUs are not made yet: pause and
+	 * resume wait until they are (a waiting target took the lock as it
+	 * answered the restore). */
+	op_locked = start_paused || vm->pause_op_held;
+	if (op_locked && !vm->pause_op_held)
+		pthread_mutex_lock(&vm->pause_op_lock);
+	vm->pause_op_held = false;
 	if (vm->cfg.seccomp != SECCOMP_OFF)
 		seccomp_report_init();
 	if (vm->api) {
@@ -948,6 +956,9 @@ int vm_run(struct vm *vm, bool start_paused)
 		vm_kick_vcpus(vm);
 		atomic_store(&vm->paused, true);
 	}
+	if (op_locked)
+		pthread_mutex_unlock(&vm->pause_op_lock);
+	op_locked = false;
 	/* Every thread is made; each filtered itself as it started. A
 	 * failure here leaves the guest unprotected: stop it instead. */
 	if (seccomp_install(SECCOMP_ROLE_MAIN, vm->cfg.seccomp))
@@ -1034,6 +1045,8 @@ int vm_run(struct vm *vm, bool start_paused)
 		break;
 	}
 out_restore:
+	if (op_locked)
+		pthread_mutex_unlock(&vm->pause_op_lock);
 	if (tio_saved)
 		tcsetattr(tty_fd, TCSANOW, &saved_tio);
 	if (sfd >= 0)

@@ -113,6 +113,9 @@ struct vm {
 	 * so the virtio workers, parked outside pause_lock, are parked and
 	 * unparked in pairs. */
 	pthread_mutex_t pause_op_lock;
+	/* Set by whoever took pause_op_lock for vm_run to release once the
+	 * vCPUs exist (a waiting target, as it answers its restore). */
+	bool pause_op_held;
 	pthread_mutex_t pause_lock;
 	pthread_cond_t pause_cond;
 	atomic_bool pause_requested;
