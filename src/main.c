@@ -548,6 +548,10 @@ static int restore_wait(const struct restore_opts *base)
 	host.timings = base->timings;
 	if (vm_prepare(&vm, &host, base->mem_max))
 		return STASIS_EXIT_HOST;
+	if (vm_prepare_threads(&vm)) {
+		vm_destroy(&vm);
+		return STASIS_EXIT_HOST;
+	}
 	t.vm = &vm;
 	t.ncpus = base->ncpus;
 	t.mem_max = base->mem_max;
@@ -596,7 +600,8 @@ static int restore_wait(const struct restore_opts *base)
 		}
 		/* A VM that took some of the file is made again, from
 		 * scratch, for the next request. */
-		if (touched && vm_prepare(&vm, &host, base->mem_max)) {
+		if (touched && (vm_prepare(&vm, &host, base->mem_max) ||
+				vm_prepare_threads(&vm))) {
 			vm_target_answer(&t, -EIO, err);
 			log_error("cannot prepare the next VM; exiting");
 			vm_target_stop(&t);

@@ -480,6 +480,66 @@ int vm_boot(struct vm *vm, const struct vm_images *img)
 	return ret;
 }
 
+/* A vCPU thread made ahead: waits at the gate, then is a vCPU thread. */
+static void *vm_gated_vcpu_thread(void *arg)
+{
+	struct vcpu *vcpu = arg;
+	struct vm *vm = vcpu->vm;
+	int gate;
+
+	pthread_mutex_lock(&vm->pause_lock);
+	while (!(gate = vm->vcpu_gate))
+		pthread_cond_wait(&vm->pause_cond, &vm->pause_lock);
+	pthread_mutex_unlock(&vm->pause_lock);
+	return gate > 0 ? vcpu_thread(arg) : NULL;
+}
+
+/* Opens (1) or closes (-1) the gate of the threads vm_prepare_threads
+ * made; closing joins them. */
+static void vm_open_gate(struct vm *vm, int gate)
+{
+	pthread_mutex_lock(&vm->pause_lock);
+	vm->vcpu_gate = gate;
+	pthread_cond_broadcast(&vm->pause_cond);
+	pthread_mutex_unlock(&vm->pause_lock);
+	for (unsigned i = 0; i < vm->vcpu_threads_made; i++) {
+		if (gate > 0)
+			vm->vcpus[i].thread_started = true;
+		else
+			pthread_join(vm->vcpus[i].thread, NULL);
+	}
+	if (gate < 0)
+		vm->vcpu_threads_made = 0;
+}
+
+int vm_prepare_threads(struct vm *vm)
+{
+	sigset_t block, saved;
+	int ret = 0;
+
+	/* As vm_run's threads: every signal stasis handles is blocked, the
+	 * kick unblocked by vcpu_thread itself. */
+	sigemptyset(&block);
+	sigaddset(&block, VCPU_KICK_SIGNAL);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &block, &saved);
+	vm->vcpu_gate = 0;
+	for (unsigned i = 0; i < vm->ncpus && !ret; i++) {
+		ret = -pthread_create(&vm->vcpus[i].thread, NULL,
+				      vm_gated_vcpu_thread, &vm->vcpus[i]);
+		if (!ret)
+			vm->vcpu_threads_made++;
+	}
+	pthread_sigmask(SIG_SETMASK, &saved, NULL);
+	if (ret) {
+		log_error("cannot start the vCPU threads: %s", strerror(-ret));
+		vm_open_gate(vm, -1);
+	}
+	return ret;
+}
+
 static void vm_kick_vcpus(struct vm *vm)
 {
 	for (unsigned i = 0; i < vm->ncpus; i++) {
@@ -941,7 +1001,10 @@ int vm_run(struct vm *vm, bool start_paused)
 		for (unsigned i = 0; i < vm->nvirtio; i++)
 			virtio_device_park(&vm->virtio[i]);
 	}
-	for (unsigned i = 0; i < vm->ncpus; i++) {
+	/* A waiting target's threads exist already (vm_prepare_threads). */
+	if (vm->vcpu_threads_made == vm->ncpus)
+		vm_open_gate(vm, 1);
+	for (unsigned i = 0; i < vm->ncpus && !vm->vcpu_threads_made; i++) {
 		ret = pthread_create(&vm->vcpus[i].thread, NULL, vcpu_thread,
 				     &vm->vcpus[i]);
 		if (ret) {
@@ -1062,6 +1125,8 @@ out_restore:
 
 void vm_destroy(struct vm *vm)
 {
+	if (vm->vcpu_threads_made && !vm->vcpu_gate)
+		vm_open_gate(vm, -1);
 	if (vm->vcpus) {
 		for (unsigned i = 0; i < vm->ncpus; i++)
 			vcpu_destroy(&vm->vcpus[i]);

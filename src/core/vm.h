@@ -116,6 +116,12 @@ struct vm {
 	/* Set by whoever took pause_op_lock for vm_run to release once the
 	 * vCPUs exist (a waiting target, as it answers its restore). */
 	bool pause_op_held;
+	/* vm_prepare_threads: this many vCPU threads exist and wait at a
+	 * gate (under pause_lock, on pause_cond) that vm_run opens (1) or
+	 * vm_destroy closes (-1); 0 while they wait. Until it opens they
+	 * are not thread_started: nothing kicks them. */
+	unsigned vcpu_threads_made;
+	int vcpu_gate;
 	pthread_mutex_t pause_lock;
 	pthread_cond_t pause_cond;
 	atomic_bool pause_requested;
@@ -153,6 +159,12 @@ int vm_create(struct vm *vm, const struct vm_config *cfg,
 int vm_prepare(struct vm *vm, const struct vm_config *cfg, uint64_t mem_size);
 int vm_complete(struct vm *vm, const struct vm_config *cfg,
 		const struct kvm_cpuid2 *cpuid);
+
+/* Starts the vCPU threads of a prepared VM ahead of time, waiting at a
+ * gate: vm_run lets them run instead of creating them, vm_destroy ends
+ * them if it never did. They load their seccomp filter once let through.
+ * Returns 0 or -errno (none is left then). */
+int vm_prepare_threads(struct vm *vm);
 
 /* The kernel and initrd files, mapped read-only. */
 struct vm_images {

@@ -99,6 +99,21 @@ for mode in ondemand map copy; do
 	grep -q ERROR "$out" && fail "guest error after restore: $(grep ERROR "$out")"
 done
 
+# Two vCPUs, made (with their threads) before the request.
+T=$WORK/t-smp.sock out=$WORK/t-smp
+start_stasis "$out" restore --wait --api-socket "$T" --mem-max 512M --cpus 2 \
+	--serial "file:$out"
+target=$VM_PID
+wait_for_socket "$T"
+ctl "$T" restore "$WORK/big.snap" >/dev/null
+wait_for_line "$out" "^counter: [0-9]+$" 60
+first=$(first_counter "$out")
+counter_reaches "$out" $((first + 20)) 60
+restored_continues "$WORK/big" "$out"
+ctl "$T" shutdown >/dev/null
+wait_exit "$target" 60
+expect_status "$RC" 0 "the two-vCPU target"
+
 # Refused on the command line, in one line each.
 for args in "--wait --api-socket $WORK/x.sock" "--wait --mem-max 1G" \
 	"--wait --api-socket $WORK/x.sock --mem-max 1G $WORK/base.snap" \
