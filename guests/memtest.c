@@ -3,7 +3,10 @@
  * once and idles so a benchmark sees a known amount of dirtied memory.
  * Arguments: mib=N (16), seed=S (1), passes=P (0 = forever), delay_ms=D
  * (0, pause between passes), mode=touch or touch=N (fill N MiB, then
- * print a heartbeat every second without writing more), inject=1
+ * print a heartbeat every second, or every beat_ms=B ms from 1 to 1000,
+ * without writing more; dirty=M dirty_at=S: S seconds after the fill,
+ * invert the first M MiB once and print "memtest:
+ * dirtied M MiB"), inject=1
  * (self-test: flip one word after filling, so verification must fail),
  * mode=text (fill with lines of words and numbers, like logs or page
  * cache text, instead of the pattern that no codec can shrink; verified
@@ -226,6 +229,21 @@ static void idle_ticks(uint64_t n)
 		guest_wait_interrupt();
 }
 
+/* dirty=M: inverts the first @mib MiB of the region, so every page of it
+ * changes. */
+static void memtest_dirty(struct memtest *m, uint64_t mib)
+{
+	uint64_t left = mib * MIB / 8;
+
+	for (unsigned int e = 0; e < m->count && left; e++) {
+		uint64_t n = m->ext[e].words < left ? m->ext[e].words : left;
+
+		for (uint64_t i = 0; i < n; i++)
+			m->ext[e].start[i] = ~m->ext[e].start[i];
+		left -= n;
+	}
+}
+
 /* smp=1: CPU 0 prints "pass N ok (M MiB, cpus=K passes=a,b,...)". */
 static void memtest_smp(uint64_t mib, uint64_t passes)
 {
@@ -269,6 +287,10 @@ void guest_main(void)
 	uint64_t mib = touch ? touch : guest_arg_u64("mib", 16);
 	uint64_t passes = guest_arg_u64("passes", 0);
 	uint64_t delay_ms = guest_arg_u64("delay_ms", 0);
+	uint64_t beat_ms = guest_arg_u64("beat_ms", 1000);
+	/* Fast heartbeats (a benchmark's first output after a restore)
+	 * need a faster timer; one tick per beat then. */
+	uint64_t hz = beat_ms && beat_ms < 100 ? 1000 / beat_ms : TOUCH_HZ;
 	uint64_t pass, beat;
 
 	t.seed = guest_arg_u64("seed", 1);
@@ -277,7 +299,12 @@ void guest_main(void)
 		guest_printf("memtest: ERROR cannot get %lu MiB of RAM\n", mib);
 		guest_exit(GUEST_EXIT_FAIL);
 	}
-	if ((touch_mode || delay_ms) && guest_timer_start(TOUCH_HZ))
+	if (!beat_ms || beat_ms > 1000) {
+		guest_printf("memtest: ERROR beat_ms=%lu is not 1..1000\n",
+			     beat_ms);
+		guest_exit(GUEST_EXIT_FAIL);
+	}
+	if ((touch_mode || delay_ms) && guest_timer_start(hz))
 		guest_exit(GUEST_EXIT_FAIL);
 	for (unsigned int e = 0; e < t.count; e++)
 		t.words += t.ext[e].words;
@@ -291,9 +318,22 @@ void guest_main(void)
 		t.ext[0].start[12345 % t.ext[0].words] ^= 0x100;
 
 	if (touch_mode) {
+		uint64_t dirty = guest_arg_u64("dirty", 0);
+		uint64_t dirty_at =
+		    guest_ticks() + guest_arg_u64("dirty_at", 0) * hz;
+
 		guest_printf("memtest: touched %lu MiB\n", mib);
 		for (beat = 1;; beat++) {
-			idle_ticks(TOUCH_HZ);
+			/* An increment's worth of writes, after the
+			 * benchmark has saved the parent. */
+			if (dirty && guest_ticks() >= dirty_at) {
+				memtest_dirty(&t, dirty);
+				guest_printf("memtest: dirtied %lu MiB\n",
+					     dirty);
+				dirty = 0;
+			}
+			idle_ticks(hz * beat_ms / 1000 ? hz * beat_ms / 1000
+						       : 1);
 			guest_printf("memtest: idle %lu\n", beat);
 		}
 	}
@@ -304,7 +344,7 @@ void guest_main(void)
 			memtest_verify(&t);
 		guest_printf("memtest: pass %lu ok (%lu MiB)\n", pass, mib);
 		if (delay_ms)
-			idle_ticks((delay_ms * TOUCH_HZ + 999) / 1000);
+			idle_ticks((delay_ms * hz + 999) / 1000);
 	}
 	guest_exit(GUEST_EXIT_OK);
 }

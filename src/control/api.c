@@ -18,6 +18,7 @@
 
 #include "control/api.h"
 #include "core/text.h"
+#include "core/timings.h"
 #include "core/unix_socket.h"
 
 /* One thread per connection: clients that send half a request and wait
@@ -323,6 +324,99 @@ out:
 	return ret;
 }
 
+static const char *const api_memory_names[] = {
+	[API_MEMORY_DEFAULT] = "default",
+	[API_MEMORY_ONDEMAND] = "ondemand",
+	[API_MEMORY_MAP] = "map",
+	[API_MEMORY_COPY] = "copy",
+};
+
+const char *api_memory_name(enum api_memory m)
+{
+	return m <= API_MEMORY_COPY ? api_memory_names[m] : "?";
+}
+
+/* One of @names[1..n) for the string @val, as its index; 0 if none. */
+static unsigned api_get_word(struct json_object *val, const char *const *names,
+			     unsigned n)
+{
+	if (!json_object_is_type(val, json_type_string))
+		return 0;
+	for (unsigned i = 1; i < n; i++)
+		if (!strcmp(json_object_get_string(val), names[i]))
+			return i;
+	return 0;
+}
+
+int api_parse_restore_request(const char *body, size_t len, char *path,
+			      size_t pathlen, struct api_restore *req,
+			      char *err, size_t errlen)
+{
+	static const char *const clocks[] = { "default", "advance", "frozen" };
+	struct json_object *obj;
+	bool have_path = false;
+	int ret = 0;
+
+	if (len > API_BODY_MAX) {
+		snprintf(err, errlen, "request body is larger than %d bytes",
+			 API_BODY_MAX);
+		return -EMSGSIZE;
+	}
+	if (!pathlen || api_is_blank(body, len)) {
+		snprintf(err, errlen,
+			 "missing request body: expected {\"path\": ...}");
+		return -EINVAL;
+	}
+	obj = api_parse_json_object(body, len, err, errlen);
+	if (!obj)
+		return -EINVAL;
+	*req = (struct api_restore){ .path = path };
+	json_object_object_foreach(obj, key, val)
+	{
+		if (!strcmp(key, "path")) {
+			ret = api_get_path(val, path, pathlen, err, errlen);
+			have_path = !ret;
+		} else if (!strcmp(key, "memory")) {
+			req->memory = (enum api_memory)api_get_word(
+			    val, api_memory_names, 4);
+			if (!req->memory) {
+				snprintf(err, errlen,
+					 "\"memory\" must be \"ondemand\", "
+					 "\"map\" or \"copy\"");
+				ret = -EINVAL;
+			}
+		} else if (!strcmp(key, "clock")) {
+			req->clock =
+			    (enum api_clock)api_get_word(val, clocks, 3);
+			if (!req->clock) {
+				snprintf(err, errlen,
+					 "\"clock\" must be \"advance\" or "
+					 "\"frozen\"");
+				ret = -EINVAL;
+			}
+		} else if (!strcmp(key, "paused")) {
+			if (!json_object_is_type(val, json_type_boolean)) {
+				snprintf(err, errlen,
+					 "\"paused\" must be true or false");
+				ret = -EINVAL;
+			}
+			req->paused = json_object_get_boolean(val);
+		} else {
+			api_unknown_key(key, err, errlen);
+			ret = -EINVAL;
+		}
+		if (ret)
+			goto out;
+	}
+	if (!have_path) {
+		snprintf(err, errlen, "missing key \"path\"");
+		ret = -EINVAL;
+	}
+out:
+	json_object_put(obj);
+	return ret;
+}
+
 /* Queues a reply; @body may be NULL for none, @allow adds an Allow header
  * (RFC 9110 section 15.5.6 requires it with 405). */
 static enum MHD_Result api_reply(struct MHD_Connection *c, unsigned status,
@@ -438,6 +532,34 @@ static enum MHD_Result api_reply_op_error(struct MHD_Connection *c, int ret,
 			       what, strerror_r(-ret, buf, sizeof(buf)));
 }
 
+/* The restore's phases as a JSON object of "NAME_us" members (null for
+ * a phase not reached), or null for a VM that was booted. */
+static void api_format_timings(const struct timings *t, char *out,
+			       size_t outlen)
+{
+	size_t len;
+
+	if (!t) {
+		snprintf(out, outlen, "null");
+		return;
+	}
+	/* exec_source is one of timings.c's fixed strings. */
+	len = (size_t)snprintf(out, outlen, "{ \"exec_source\": \"%s\"",
+			       t->exec_source ? t->exec_source : "unknown");
+	for (int m = 0; m < TIMING_COUNT && len < outlen; m++) {
+		int64_t us = timings_us(t, (enum timing_mark)m);
+		char v[24] = "null";
+
+		if (us >= 0)
+			snprintf(v, sizeof(v), "%lld", (long long)us);
+		len +=
+		    (size_t)snprintf(out + len, outlen - len, ", \"%s_us\": %s",
+				     timings_name((enum timing_mark)m), v);
+	}
+	if (len < outlen)
+		snprintf(out + len, outlen - len, " }");
+}
+
 static enum MHD_Result api_handle_status(struct api_server *s,
 					 struct MHD_Connection *c,
 					 const struct api_request *req)
@@ -446,7 +568,8 @@ static enum MHD_Result api_handle_status(struct api_server *s,
 	char err[API_ERR_MAX] = "";
 	char last_pause[24] = "null";
 	char snapshot[80] = "null";
-	char body[512];
+	char timings[640];
+	char body[1024];
 
 	if (api_parse_empty_request(req->body, req->len, err, sizeof(err)))
 		return api_reply_error(c, MHD_HTTP_BAD_REQUEST, NULL, "%s",
@@ -460,15 +583,18 @@ static enum MHD_Result api_handle_status(struct api_server *s,
 			 "{ \"done_bytes\": %llu, \"total_bytes\": %llu }",
 			 (unsigned long long)st.snapshot_done_bytes,
 			 (unsigned long long)st.snapshot_total_bytes);
+	api_format_timings(st.timings, timings, sizeof(timings));
 	/* Only numbers and fixed words: no escaping needed. */
 	snprintf(body, sizeof(body),
 		 "{ \"state\": \"%s\", \"vcpus\": %u, \"memory_bytes\": %llu, "
 		 "\"uptime_ms\": %llu, \"last_pause_us\": %s, "
-		 "\"snapshot\": %s }\n",
-		 st.paused ? "paused" : "running", st.ncpus,
-		 (unsigned long long)st.mem_size,
+		 "\"snapshot\": %s, \"timings\": %s }\n",
+		 st.waiting  ? "waiting"
+		 : st.paused ? "paused"
+			     : "running",
+		 st.ncpus, (unsigned long long)st.mem_size,
 		 (unsigned long long)(st.uptime_ns / 1000000), last_pause,
-		 snapshot);
+		 snapshot, timings);
 	return api_reply(c, MHD_HTTP_OK, body, NULL);
 }
 
@@ -564,6 +690,60 @@ out:
 	return mret;
 }
 
+/* 200 once the snapshot is restored and about to run; 400 for a bad
+ * request or a snapshot this target cannot take (the target waits on);
+ * 409 when this is no waiting target, or it has restored already. */
+static enum MHD_Result api_handle_restore(struct api_server *s,
+					  struct MHD_Connection *c,
+					  const struct api_request *req)
+{
+	char err[API_ERR_MAX] = "";
+	struct api_restore r;
+	const char *kv[6];
+	enum MHD_Result mret;
+	char *path;
+	int ret;
+
+	if (!s->ops->restore)
+		return api_reply_error(c, MHD_HTTP_CONFLICT, NULL,
+				       "this VM is running already (PUT "
+				       "/vm/restore is for stasis restore "
+				       "--wait)");
+	path = malloc(PATH_MAX);
+	if (!path)
+		return api_reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+				 API_NOMEM_BODY, NULL);
+	ret = api_parse_restore_request(req->body, req->len, path, PATH_MAX, &r,
+					err, sizeof(err));
+	if (ret) {
+		mret = api_reply_error(c,
+				       ret == -EMSGSIZE
+					   ? MHD_HTTP_CONTENT_TOO_LARGE
+					   : MHD_HTTP_BAD_REQUEST,
+				       NULL, "%s", err);
+		goto out;
+	}
+	/* A copy restore of a large guest reads for a while. */
+	MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0U);
+	ret = s->ops->restore(s->ctx, &r, err, sizeof(err));
+	MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT,
+				  (unsigned)API_IDLE_TIMEOUT_S);
+	if (ret) {
+		mret = api_reply_op_error(c, ret, "restore", err, sizeof(err));
+		goto out;
+	}
+	kv[0] = "path";
+	kv[1] = path;
+	kv[2] = "memory";
+	kv[3] = api_memory_name(r.memory);
+	kv[4] = "state";
+	kv[5] = r.paused ? "paused" : "running";
+	mret = api_reply_strings(c, MHD_HTTP_OK, NULL, kv, 6);
+out:
+	free(path);
+	return mret;
+}
+
 const unsigned api_common_statuses[] = {
 	MHD_HTTP_FORBIDDEN,
 	MHD_HTTP_METHOD_NOT_ALLOWED,
@@ -592,10 +772,30 @@ static const char *const api_status_fields[] = { "state",
 						 "snapshot",
 						 "snapshot.done_bytes",
 						 "snapshot.total_bytes",
+						 "timings",
+						 "timings.exec_source",
+						 "timings.main_us",
+						 "timings.kvm_us",
+						 "timings.memory_us",
+						 "timings.vcpus_us",
+						 "timings.request_us",
+						 "timings.file_us",
+						 "timings.machine_us",
+						 "timings.state_us",
+						 "timings.devices_us",
+						 "timings.first_run_us",
+						 "timings.first_exit_us",
 						 NULL };
 static const char *const api_snapshot_keys[] = { "path", "then", "compress",
 						 NULL };
 static const char *const api_snapshot_required[] = { "path", NULL };
+static const unsigned api_restore_statuses[] = { MHD_HTTP_OK,
+						 MHD_HTTP_BAD_REQUEST,
+						 MHD_HTTP_CONFLICT, 0 };
+static const char *const api_restore_keys[] = { "path", "memory", "clock",
+						"paused", NULL };
+static const char *const api_restore_fields[] = { "path", "memory", "state",
+						  NULL };
 
 static const struct api_route api_routes[] = {
 	{ { "/vm", MHD_HTTP_METHOD_GET, api_status_statuses, NULL, NULL,
@@ -613,6 +813,9 @@ static const struct api_route api_routes[] = {
 	{ { "/vm/snapshot", MHD_HTTP_METHOD_PUT, api_snapshot_statuses,
 	    api_snapshot_keys, api_snapshot_required, api_snapshot_keys },
 	  api_handle_snapshot },
+	{ { "/vm/restore", MHD_HTTP_METHOD_PUT, api_restore_statuses,
+	    api_restore_keys, api_snapshot_required, api_restore_fields },
+	  api_handle_restore },
 };
 
 #define API_NROUTES (sizeof(api_routes) / sizeof(*api_routes))

@@ -18,7 +18,10 @@ enum vm_then {
 	VM_THEN_EXIT,
 };
 
+struct timings;
+
 struct vm_status {
+	bool waiting; /* a restore target that has not restored yet */
 	bool paused;
 	unsigned ncpus;
 	uint64_t mem_size;
@@ -28,7 +31,34 @@ struct vm_status {
 	bool snapshot_active;
 	uint64_t snapshot_done_bytes;
 	uint64_t snapshot_total_bytes;
+	/* The restore's phases (core/timings.h); NULL for a booted VM. */
+	const struct timings *timings;
 };
+
+/* PUT /vm/restore into a waiting restore target (stasis restore --wait):
+ * the snapshot and how to restore it. */
+enum api_memory {
+	API_MEMORY_DEFAULT, /* the target's own --memory, else ondemand */
+	API_MEMORY_ONDEMAND,
+	API_MEMORY_MAP,
+	API_MEMORY_COPY,
+};
+
+enum api_clock {
+	API_CLOCK_DEFAULT, /* the target's own --clock */
+	API_CLOCK_ADVANCE,
+	API_CLOCK_FROZEN,
+};
+
+struct api_restore {
+	char *path; /* the caller's buffer */
+	enum api_memory memory; /* in: asked for; out: the mode used */
+	enum api_clock clock;
+	bool paused; /* stay paused until PUT /vm/resume */
+};
+
+/* "ondemand", "map", "copy" ("default" for API_MEMORY_DEFAULT). */
+const char *api_memory_name(enum api_memory m);
 
 /* Callbacks run on the server's threads, possibly several at once (a
  * status poll while a snapshot runs); they must not call api_server_stop.
@@ -44,6 +74,12 @@ struct api_ops {
 			size_t errlen);
 	int (*shutdown)(void *ctx, char *err, size_t errlen);
 	void (*status)(void *ctx, struct vm_status *st);
+	/* Optional (NULL: PUT /vm/restore answers 409): serves a snapshot
+	 * into a waiting target. Returns once the VM is restored, just
+	 * before its vCPUs start (0), or refused with the target still
+	 * waiting (-EINVAL: the request or the file; -EBUSY: not waiting). */
+	int (*restore)(void *ctx, struct api_restore *req, char *err,
+		       size_t errlen);
 	/* Optional: run first on the thread that starts the server's own
 	 * threads, which inherit what it sets (stasis: the API role's
 	 * seccomp filter). A failure stops api_server_start. */
@@ -109,6 +145,15 @@ int api_parse_snapshot_request(const char *body, size_t len, char *path,
 			       size_t pathlen, enum vm_then *then,
 			       struct snap_compress *compress, char *err,
 			       size_t errlen);
+
+/* Parses and validates the body of PUT /vm/restore: a JSON object with
+ * "path" (required, as for a snapshot) and the optional "memory"
+ * ("ondemand", "map" or "copy"), "clock" ("advance" or "frozen") and
+ * "paused" (a boolean); any other key is an error. A pure function.
+ * Returns 0, -EINVAL or -EMSGSIZE with a one-line reason in @err. */
+int api_parse_restore_request(const char *body, size_t len, char *path,
+			      size_t pathlen, struct api_restore *req,
+			      char *err, size_t errlen);
 
 struct json_object;
 

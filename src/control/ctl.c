@@ -54,6 +54,7 @@ struct ctl_command {
 	/* prints a success for people; returns the exit status */
 	int (*print)(const struct ctl_args *a, const struct ctl_command *cmd,
 		     const struct ctl_response *r);
+	bool restore; /* takes PATH, --memory, --clock, --paused; as snapshot */
 };
 
 struct ctl_args {
@@ -62,6 +63,8 @@ struct ctl_args {
 	const char *path;
 	const char *then;
 	const char *compress; /* NULL: the server's default */
+	const char *memory, *clock; /* restore's; NULL: the target's */
+	bool paused;
 	bool json;
 };
 
@@ -401,9 +404,11 @@ static int ctl_parse_status(const struct ctl_response *r, struct vm_status *st)
 	    !json_object_is_type(val, json_type_string))
 		goto out;
 	state = json_object_get_string(val);
-	if (strcmp(state, "paused") && strcmp(state, "running"))
+	if (strcmp(state, "paused") && strcmp(state, "running") &&
+	    strcmp(state, "waiting"))
 		goto out;
 	st->paused = !strcmp(state, "paused");
+	st->waiting = !strcmp(state, "waiting");
 	if (!ctl_get_u64(obj, "vcpus", &ncpus) || ncpus > UINT_MAX ||
 	    !ctl_get_u64(obj, "memory_bytes", &st->mem_size) ||
 	    !ctl_get_u64(obj, "uptime_ms", &uptime_ms) ||
@@ -455,6 +460,12 @@ static int ctl_print_status(const struct ctl_args *a,
 		return CTL_EXIT_FAILED;
 	}
 	ctl_format_bytes(mem, sizeof(mem), st.mem_size);
+	if (st.waiting) {
+		printf("state: waiting for a snapshot (PUT /vm/restore)\n"
+		       "vcpus: %u\nmemory: at most %s\n",
+		       st.ncpus, mem);
+		return CTL_EXIT_OK;
+	}
 	printf("state: %s\nvcpus: %u\nmemory: %s\nuptime: %.1f s\n",
 	       st.paused ? "paused" : "running", st.ncpus, mem,
 	       (double)st.uptime_ns / 1e9);
@@ -499,13 +510,34 @@ static int ctl_print_snapshot(const struct ctl_args *a,
 	return CTL_EXIT_OK;
 }
 
+static int ctl_print_restore(const struct ctl_args *a,
+			     const struct ctl_command *cmd,
+			     const struct ctl_response *r)
+{
+	struct json_object *obj = ctl_parse_json(r), *val;
+	char mode[16] = "?";
+
+	if (obj && json_object_object_get_ex(obj, "memory", &val) &&
+	    json_object_is_type(val, json_type_string))
+		snprintf(mode, sizeof(mode), "%s", json_object_get_string(val));
+	ctl_sanitize(mode);
+	printf("restored %s (--memory %s)\n", a->path, mode);
+	json_object_put(obj);
+	return CTL_EXIT_OK;
+}
+
 static const struct ctl_command ctl_commands[] = {
-	{ "status", "GET", "/vm", NULL, false, ctl_print_status },
-	{ "pause", "PUT", "/vm/pause", "VM paused", false, ctl_print_done },
-	{ "resume", "PUT", "/vm/resume", "VM resumed", false, ctl_print_done },
+	{ "status", "GET", "/vm", NULL, false, ctl_print_status, false },
+	{ "pause", "PUT", "/vm/pause", "VM paused", false, ctl_print_done,
+	  false },
+	{ "resume", "PUT", "/vm/resume", "VM resumed", false, ctl_print_done,
+	  false },
 	{ "shutdown", "PUT", "/vm/shutdown", "VM shutting down", false,
-	  ctl_print_done },
-	{ "snapshot", "PUT", "/vm/snapshot", NULL, true, ctl_print_snapshot },
+	  ctl_print_done, false },
+	{ "snapshot", "PUT", "/vm/snapshot", NULL, true, ctl_print_snapshot,
+	  false },
+	{ "restore", "PUT", "/vm/restore", NULL, false, ctl_print_restore,
+	  true },
 };
 
 /* Turns a finished request into output and an exit status. */
@@ -706,6 +738,68 @@ static char *ctl_snapshot_body(const struct ctl_args *a, char *err,
 	return body;
 }
 
+/* {"path": ..., "memory": ..., "clock": ..., "paused": true}, only the
+ * keys given; PATH made absolute as for a snapshot. */
+static char *ctl_restore_body(const struct ctl_args *a, char *err,
+			      size_t errlen)
+{
+	struct json_object *obj = json_object_new_object();
+	char *cwd = NULL, *abs = NULL, *body = NULL;
+	bool ok = obj != NULL;
+
+	if (a->path[0] != '/') {
+		cwd = getcwd(NULL, 0);
+		if (!cwd ||
+		    asprintf(&abs, "%s%s%s", cwd, strcmp(cwd, "/") ? "/" : "",
+			     a->path) < 0) {
+			snprintf(err, errlen,
+				 "cannot resolve relative path %s: %s", a->path,
+				 strerror(errno));
+			free(cwd);
+			json_object_put(obj);
+			return NULL;
+		}
+		free(cwd);
+	}
+	ok =
+	    ok && !json_object_object_add(
+		      obj, "path", json_object_new_string(abs ? abs : a->path));
+	if (ok && a->memory)
+		ok = !json_object_object_add(obj, "memory",
+					     json_object_new_string(a->memory));
+	if (ok && a->clock)
+		ok = !json_object_object_add(obj, "clock",
+					     json_object_new_string(a->clock));
+	if (ok && a->paused)
+		ok = !json_object_object_add(obj, "paused",
+					     json_object_new_boolean(1));
+	if (ok)
+		body = strdup(json_object_to_json_string_ext(
+		    obj,
+		    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+	json_object_put(obj);
+	free(abs);
+	if (!body)
+		snprintf(err, errlen, "out of memory");
+	return body;
+}
+
+/* --NAME VALUE or --NAME=VALUE at argv[*k]: the value ("" when missing),
+ * or NULL when argv[*k] is another option. */
+static const char *ctl_option_value(int argc, char **argv, int *k,
+				    const char *name)
+{
+	size_t n = strlen(name);
+
+	if (strncmp(argv[*k], name, n))
+		return NULL;
+	if (argv[*k][n] == '=')
+		return argv[*k] + n + 1;
+	if (argv[*k][n])
+		return NULL;
+	return *k + 1 < argc ? argv[++*k] : "";
+}
+
 static void ctl_usage(FILE *f)
 {
 	fprintf(f, "usage: stasis ctl SOCKET status|pause|resume|shutdown "
@@ -713,6 +807,10 @@ static void ctl_usage(FILE *f)
 		   "       stasis ctl SOCKET snapshot PATH "
 		   "[--then resume|pause|exit]\n"
 		   "                [--compress none|lz4|zstd[:LEVEL]] "
+		   "[--json]\n"
+		   "       stasis ctl SOCKET restore PATH "
+		   "[--memory ondemand|map|copy]\n"
+		   "                [--clock advance|frozen] [--paused] "
 		   "[--json]\n");
 }
 
@@ -720,6 +818,7 @@ static void ctl_usage(FILE *f)
 static int ctl_parse_args(int argc, char **argv, struct ctl_args *a)
 {
 	bool options = true;
+	const char *v;
 	size_t i;
 	int k;
 
@@ -739,7 +838,8 @@ static int ctl_parse_args(int argc, char **argv, struct ctl_args *a)
 	}
 	if (!a->cmd) {
 		log_error("unknown ctl command '%s' (usage: stasis ctl SOCKET "
-			  "status|pause|resume|shutdown|snapshot PATH)",
+			  "status|pause|resume|shutdown|snapshot PATH|restore "
+			  "PATH)",
 			  argv[2]);
 		return -EINVAL;
 	}
@@ -778,22 +878,42 @@ static int ctl_parse_args(int argc, char **argv, struct ctl_args *a)
 				log_error("--compress: %s", cerr);
 				return -EINVAL;
 			}
+		} else if (options && a->cmd->restore &&
+			   (v = ctl_option_value(argc, argv, &k, "--memory"))) {
+			a->memory = v;
+			if (strcmp(v, "ondemand") && strcmp(v, "map") &&
+			    strcmp(v, "copy")) {
+				log_error("--memory takes ondemand, map or "
+					  "copy");
+				return -EINVAL;
+			}
+		} else if (options && a->cmd->restore &&
+			   (v = ctl_option_value(argc, argv, &k, "--clock"))) {
+			a->clock = v;
+			if (strcmp(v, "advance") && strcmp(v, "frozen")) {
+				log_error("--clock takes advance or frozen");
+				return -EINVAL;
+			}
+		} else if (options && a->cmd->restore &&
+			   !strcmp(argv[k], "--paused")) {
+			a->paused = true;
 		} else if (options && argv[k][0] == '-' && argv[k][1]) {
 			log_error("unknown ctl option '%s'", argv[k]);
 			return -EINVAL;
-		} else if (a->cmd->snapshot && !a->path) {
+		} else if ((a->cmd->snapshot || a->cmd->restore) && !a->path) {
 			a->path = argv[k];
 		} else {
 			log_error("unexpected argument '%s'", argv[k]);
 			return -EINVAL;
 		}
 	}
-	if (a->cmd->snapshot) {
+	if (a->cmd->snapshot || a->cmd->restore) {
 		if (!a->path || !a->path[0]) {
-			log_error("snapshot needs a PATH");
+			log_error("%s needs a PATH", a->cmd->name);
 			return -EINVAL;
 		}
-	} else if (a->then || a->compress) {
+	}
+	if (!a->cmd->snapshot && (a->then || a->compress)) {
 		log_error("%s only applies to snapshot",
 			  a->then ? "--then" : "--compress");
 		return -EINVAL;
@@ -818,18 +938,19 @@ int ctl_main(int argc, char **argv)
 	}
 	if (ret)
 		return CTL_EXIT_USAGE; /* the one-line reason is printed */
-	if (!a.cmd->snapshot) {
+	if (!a.cmd->snapshot && !a.cmd->restore) {
 		ret = ctl_request(a.socket_path, a.cmd->method, a.cmd->url,
 				  NULL, CTL_TIMEOUT_MS, &r, err, sizeof(err));
 		status = ctl_report(&a, ret, err, &r);
 		goto out;
 	}
-	body = ctl_snapshot_body(&a, err, sizeof(err));
+	body = a.cmd->restore ? ctl_restore_body(&a, err, sizeof(err))
+			      : ctl_snapshot_body(&a, err, sizeof(err));
 	if (!body) {
 		log_error("%s", err);
 		return CTL_EXIT_FAILED;
 	}
-	if (isatty(STDERR_FILENO))
+	if (a.cmd->snapshot && isatty(STDERR_FILENO))
 		show_progress = !ctl_progress_start(&progress, a.socket_path);
 	/* No reply timeout: writing a large guest may take minutes. */
 	ret = ctl_request(a.socket_path, a.cmd->method, a.cmd->url, body, -1,

@@ -63,6 +63,7 @@ enum console_mode {
 #define CONFIG_MAX_CMDLINE 4096
 
 struct snap_key;
+struct timings;
 
 /* Every string is owned (heap) and freed by config_free(). */
 struct vm_config {
@@ -102,6 +103,9 @@ struct vm_config {
 	 * snapshot `stasis run` resumes instead of booting when it exists. */
 	char *on_term_snapshot;
 	char *resume_from;
+	/* A restore's phase time stamps (core/timings.h), owned by main;
+	 * NULL when nobody keeps them. */
+	struct timings *timings;
 };
 
 /* Defaults: 256 MiB, 1 vCPU, serial on stdio, host CPU template. */

@@ -4,6 +4,7 @@
 #define STASIS_LOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 /* "stasis: error: ...". */
 void log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -15,5 +16,10 @@ void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 void log_set_level(bool quiet, bool verbose);
+
+/* From now on this thread's log_error() also copies its message (without
+ * the prefix) into @buf, the last one winning, so that a request can be
+ * answered with the reason the operation printed; @len 0 stops it. */
+void log_capture_errors(char *buf, size_t len);
 
 #endif

@@ -23,6 +23,7 @@
 #include "core/log.h"
 #include "core/platform.h"
 #include "core/seccomp.h"
+#include "core/timings.h"
 #include "cpu/cpuid.h"
 #include "cpu/vcpu_state.h"
 #include "snapshot/pager.h"
@@ -112,14 +113,13 @@ static int vm_create_irqchip(struct vm *vm)
 	return 0;
 }
 
-static int vm_create_memory(struct vm *vm)
+static int vm_create_memory(struct vm *vm, uint64_t size)
 {
-	int ret = guest_mem_init(&vm->mem, vm->cfg.mem_size);
+	int ret = guest_mem_init(&vm->mem, size);
 
 	if (ret) {
 		log_error("cannot allocate %llu MiB of guest memory: %s",
-			  (unsigned long long)(vm->cfg.mem_size >> 20),
-			  strerror(-ret));
+			  (unsigned long long)(size >> 20), strerror(-ret));
 		return ret;
 	}
 	for (unsigned i = 0; i < vm->mem.nregions; i++) {
@@ -242,10 +242,8 @@ static int vm_create_virtio(struct vm *vm)
 	return 0;
 }
 
-int vm_create(struct vm *vm, const struct vm_config *cfg,
-	      const struct kvm_cpuid2 *cpuid)
+int vm_prepare(struct vm *vm, const struct vm_config *cfg, uint64_t mem_size)
 {
-	char err[512];
 	int ret;
 
 	memset(vm, 0, sizeof(*vm));
@@ -274,52 +272,27 @@ int vm_create(struct vm *vm, const struct vm_config *cfg,
 	ret = vm_create_kvm(vm);
 	if (ret)
 		goto fail;
-	ret = vm_create_memory(vm);
+	timings_mark(cfg->timings, TIMING_KVM);
+	ret = vm_create_memory(vm, mem_size);
 	if (ret)
 		goto fail;
+	timings_mark(cfg->timings, TIMING_MEMORY);
 	ret = vm_create_irqchip(vm);
 	if (ret)
 		goto fail;
-
+	/* The host's CPUID and MSR list: asked once, whatever is restored
+	 * into a prepared VM later. */
 	vm->cpuid = cpuid_get_supported(vm->kvm_fd);
 	if (!vm->cpuid) {
 		ret = -errno;
 		log_error("KVM_GET_SUPPORTED_CPUID: %s", strerror(-ret));
 		goto fail;
 	}
-	if (cpuid) {
-		/* A snapshot's CPUID: the guest already saw it, so it must be
-		 * honoured exactly or not at all. */
-		ret = cpuid_check_host(cpuid, vm->cpuid, err, sizeof(err));
-		if (ret) {
-			log_error("%s", err);
-			goto fail;
-		}
-		free(vm->cpuid);
-		vm->cpuid = cpuid_dup(cpuid);
-		if (!vm->cpuid) {
-			ret = -ENOMEM;
-			goto fail;
-		}
-	} else {
-		cpuid_apply_template(vm->cpuid, cfg->cpu_template);
-	}
 	ret = vcpu_state_msr_list(vm->kvm_fd, &vm->msr_list, &vm->nmsrs);
 	if (ret) {
 		log_error("KVM_GET_MSR_INDEX_LIST: %s", strerror(-ret));
 		goto fail;
 	}
-
-	ret = vm_create_devices(vm);
-	if (ret)
-		goto fail;
-	ret = irq_routing_init(&vm->irq_routing, vm->vm_fd);
-	if (ret)
-		goto fail;
-	ret = vm_create_virtio(vm);
-	if (ret)
-		goto fail;
-
 	vm->vcpus = calloc(vm->ncpus, sizeof(*vm->vcpus));
 	if (!vm->vcpus) {
 		ret = -ENOMEM;
@@ -332,10 +305,70 @@ int vm_create(struct vm *vm, const struct vm_config *cfg,
 		if (ret)
 			goto fail;
 	}
+	timings_mark(cfg->timings, TIMING_VCPUS);
 	return 0;
 
 fail:
 	vm_destroy(vm);
+	return ret;
+}
+
+int vm_complete(struct vm *vm, const struct vm_config *cfg,
+		const struct kvm_cpuid2 *cpuid)
+{
+	char err[512];
+	int ret;
+
+	/* vm_prepare() made these for the caller's promise of @cfg. */
+	if (cfg->ncpus != vm->ncpus ||
+	    guest_mem_limit(&vm->mem, cfg->mem_size)) {
+		log_error("internal: the prepared VM does not fit");
+		return -EINVAL;
+	}
+	vm->cfg = *cfg;
+	if (cpuid) {
+		/* A snapshot's CPUID: the guest already saw it, so it must be
+		 * honoured exactly or not at all. */
+		ret = cpuid_check_host(cpuid, vm->cpuid, err, sizeof(err));
+		if (ret) {
+			log_error("%s", err);
+			return ret;
+		}
+		free(vm->cpuid);
+		vm->cpuid = cpuid_dup(cpuid);
+		if (!vm->cpuid)
+			return -ENOMEM;
+	} else {
+		cpuid_apply_template(vm->cpuid, cfg->cpu_template);
+	}
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		ret = vcpu_set_cpuid(&vm->vcpus[i]);
+		if (ret)
+			return ret;
+	}
+	ret = vm_create_devices(vm);
+	if (ret)
+		return ret;
+	ret = irq_routing_init(&vm->irq_routing, vm->vm_fd);
+	if (ret)
+		return ret;
+	ret = vm_create_virtio(vm);
+	if (ret)
+		return ret;
+	timings_mark(cfg->timings, TIMING_MACHINE);
+	return 0;
+}
+
+int vm_create(struct vm *vm, const struct vm_config *cfg,
+	      const struct kvm_cpuid2 *cpuid)
+{
+	int ret = vm_prepare(vm, cfg, cfg->mem_size);
+
+	if (ret)
+		return ret;
+	ret = vm_complete(vm, cfg, cpuid);
+	if (ret)
+		vm_destroy(vm);
 	return ret;
 }
 
@@ -445,6 +478,66 @@ int vm_boot(struct vm *vm, const struct vm_images *img)
 	if (ret)
 		log_error("vCPU 0: cannot set boot registers: %s",
 			  strerror(-ret));
+	return ret;
+}
+
+/* A vCPU thread made ahead: waits at the gate, then is a vCPU thread. */
+static void *vm_gated_vcpu_thread(void *arg)
+{
+	struct vcpu *vcpu = arg;
+	struct vm *vm = vcpu->vm;
+	int gate;
+
+	pthread_mutex_lock(&vm->pause_lock);
+	while (!(gate = vm->vcpu_gate))
+		pthread_cond_wait(&vm->pause_cond, &vm->pause_lock);
+	pthread_mutex_unlock(&vm->pause_lock);
+	return gate > 0 ? vcpu_thread(arg) : NULL;
+}
+
+/* Opens (1) or closes (-1) the gate of the threads vm_prepare_threads
+ * made; closing joins them. */
+static void vm_open_gate(struct vm *vm, int gate)
+{
+	pthread_mutex_lock(&vm->pause_lock);
+	vm->vcpu_gate = gate;
+	pthread_cond_broadcast(&vm->pause_cond);
+	pthread_mutex_unlock(&vm->pause_lock);
+	for (unsigned i = 0; i < vm->vcpu_threads_made; i++) {
+		if (gate > 0)
+			vm->vcpus[i].thread_started = true;
+		else
+			pthread_join(vm->vcpus[i].thread, NULL);
+	}
+	if (gate < 0)
+		vm->vcpu_threads_made = 0;
+}
+
+int vm_prepare_threads(struct vm *vm)
+{
+	sigset_t block, saved;
+	int ret = 0;
+
+	/* As vm_run's threads: every signal stasis handles is blocked, the
+	 * kick unblocked by vcpu_thread itself. */
+	sigemptyset(&block);
+	sigaddset(&block, VCPU_KICK_SIGNAL);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &block, &saved);
+	vm->vcpu_gate = 0;
+	for (unsigned i = 0; i < vm->ncpus && !ret; i++) {
+		ret = -pthread_create(&vm->vcpus[i].thread, NULL,
+				      vm_gated_vcpu_thread, &vm->vcpus[i]);
+		if (!ret)
+			vm->vcpu_threads_made++;
+	}
+	pthread_sigmask(SIG_SETMASK, &saved, NULL);
+	if (ret) {
+		log_error("cannot start the vCPU threads: %s", strerror(-ret));
+		vm_open_gate(vm, -1);
+	}
 	return ret;
 }
 
@@ -596,6 +689,7 @@ void vm_get_status(struct vm *vm, struct vm_status *st)
 	pthread_mutex_lock(&vm->pause_lock);
 	st->last_pause_ns = vm->last_pause_ns;
 	pthread_mutex_unlock(&vm->pause_lock);
+	st->timings = vm->cfg.timings;
 	st->snapshot_active = atomic_load(&vm->snapshot_active);
 	if (st->snapshot_active) {
 		st->snapshot_done_bytes = vm->snapshot_progress.done_bytes;
@@ -826,7 +920,7 @@ int vm_run(struct vm *vm, bool start_paused)
 	struct vm_input in = { .len = 0 };
 	int tty_fd = vm_tty_input_fd(vm);
 	struct termios saved_tio;
-	bool tio_saved = false;
+	bool tio_saved = false, op_locked;
 	sigset_t block, term;
 	int sfd, ret, status;
 
@@ -857,9 +951,20 @@ int vm_run(struct vm *vm, bool start_paused)
 	}
 
 	vm->start_ns = clock_now_ns(CLOCK_MONOTONIC);
+	/* A client may resume a VM started paused as soon as the API
+	 * answers, or pause one whose vCPUs are not made yet: pause and
+	 * resume wait until they are (a waiting target took the lock as it
+	 * answered the restore). */
+	op_locked = start_paused || vm->pause_op_held;
+	if (op_locked && !vm->pause_op_held)
+		pthread_mutex_lock(&vm->pause_op_lock);
+	vm->pause_op_held = false;
 	if (vm->cfg.seccomp != SECCOMP_OFF)
 		seccomp_report_init();
-	if (vm->cfg.api_socket) {
+	if (vm->api) {
+		/* A waiting restore target's, serving since before the
+		 * restore (vm_target_wait). */
+	} else if (vm->cfg.api_socket) {
 		char err[256];
 
 		ret = api_server_start(&vm->api, vm->cfg.api_socket,
@@ -906,7 +1011,10 @@ int vm_run(struct vm *vm, bool start_paused)
 		for (unsigned i = 0; i < vm->nvirtio; i++)
 			virtio_device_park(&vm->virtio[i]);
 	}
-	for (unsigned i = 0; i < vm->ncpus; i++) {
+	/* A waiting target's threads exist already (vm_prepare_threads). */
+	if (vm->vcpu_threads_made == vm->ncpus)
+		vm_open_gate(vm, 1);
+	for (unsigned i = 0; i < vm->ncpus && !vm->vcpu_threads_made; i++) {
 		ret = pthread_create(&vm->vcpus[i].thread, NULL, vcpu_thread,
 				     &vm->vcpus[i]);
 		if (ret) {
@@ -921,6 +1029,9 @@ int vm_run(struct vm *vm, bool start_paused)
 		vm_kick_vcpus(vm);
 		atomic_store(&vm->paused, true);
 	}
+	if (op_locked)
+		pthread_mutex_unlock(&vm->pause_op_lock);
+	op_locked = false;
 	/* Every thread is made; each filtered itself as it started. A
 	 * failure here leaves the guest unprotected: stop it instead. */
 	if (seccomp_install(SECCOMP_ROLE_MAIN, vm->cfg.seccomp))
@@ -1007,6 +1118,8 @@ int vm_run(struct vm *vm, bool start_paused)
 		break;
 	}
 out_restore:
+	if (op_locked)
+		pthread_mutex_unlock(&vm->pause_op_lock);
 	if (tio_saved)
 		tcsetattr(tty_fd, TCSANOW, &saved_tio);
 	if (sfd >= 0)
@@ -1022,6 +1135,8 @@ out_restore:
 
 void vm_destroy(struct vm *vm)
 {
+	if (vm->vcpu_threads_made && !vm->vcpu_gate)
+		vm_open_gate(vm, -1);
 	if (vm->vcpus) {
 		for (unsigned i = 0; i < vm->ncpus; i++)
 			vcpu_destroy(&vm->vcpus[i]);

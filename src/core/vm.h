@@ -113,6 +113,15 @@ struct vm {
 	 * so the virtio workers, parked outside pause_lock, are parked and
 	 * unparked in pairs. */
 	pthread_mutex_t pause_op_lock;
+	/* Set by whoever took pause_op_lock for vm_run to release once the
+	 * vCPUs exist (a waiting target, as it answers its restore). */
+	bool pause_op_held;
+	/* vm_prepare_threads: this many vCPU threads exist and wait at a
+	 * gate (under pause_lock, on pause_cond) that vm_run opens (1) or
+	 * vm_destroy closes (-1); 0 while they wait. Until it opens they
+	 * are not thread_started: nothing kicks them. */
+	unsigned vcpu_threads_made;
+	int vcpu_gate;
 	pthread_mutex_t pause_lock;
 	pthread_cond_t pause_cond;
 	atomic_bool pause_requested;
@@ -144,6 +153,24 @@ struct vm {
  * so far is released. */
 int vm_create(struct vm *vm, const struct vm_config *cfg,
 	      const struct kvm_cpuid2 *cpuid);
+
+/* vm_create() in two halves, for a restore target made ahead of time:
+ * vm_prepare() opens KVM, creates the VM, @mem_size bytes of guest memory
+ * (registered with KVM before the irqchip, where it is cheap), the
+ * irqchip, @cfg->ncpus vCPUs, and asks the host's CPUID and MSR list;
+ * only @cfg's host side matters to it. vm_complete() makes it the VM of
+ * @cfg (at most @mem_size of RAM, exactly its vCPU count): its CPUID,
+ * devices and routes. Both print a one-line reason and return -errno;
+ * after a failed vm_complete() the caller must vm_destroy(). */
+int vm_prepare(struct vm *vm, const struct vm_config *cfg, uint64_t mem_size);
+int vm_complete(struct vm *vm, const struct vm_config *cfg,
+		const struct kvm_cpuid2 *cpuid);
+
+/* Starts the vCPU threads of a prepared VM ahead of time, waiting at a
+ * gate: vm_run lets them run instead of creating them, vm_destroy ends
+ * them if it never did. They load their seccomp filter once let through.
+ * Returns 0 or -errno (none is left then). */
+int vm_prepare_threads(struct vm *vm);
 
 /* The kernel and initrd files, mapped read-only. */
 struct vm_images {
@@ -197,6 +224,8 @@ int vm_set_irq(struct vm *vm, uint32_t gsi, int level);
 
 /* vCPU side (core/vcpu.c). */
 int vcpu_create(struct vm *vm, struct vcpu *vcpu, unsigned id);
+/* KVM_SET_CPUID2 of the VM's CPUID for this vCPU (before its first run). */
+int vcpu_set_cpuid(struct vcpu *vcpu);
 void vcpu_destroy(struct vcpu *vcpu);
 int vcpu_set_boot_state(struct vcpu *vcpu, const struct boot_cpu *boot);
 void *vcpu_thread(void *arg);

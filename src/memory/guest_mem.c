@@ -30,7 +30,7 @@ int guest_mem_init(struct guest_mem *m, uint64_t size)
 		m->host = NULL;
 		goto fail_errno;
 	}
-	m->size = size;
+	m->size = m->mapped = size;
 
 	low = size < GUEST_MEM_LOW_LIMIT ? size : GUEST_MEM_LOW_LIMIT;
 	m->regions[0] = (struct mem_region){
@@ -67,12 +67,34 @@ void guest_mem_wrap(struct guest_mem *m, uint8_t *host, uint64_t low,
 						     .host = host + low };
 }
 
+int guest_mem_limit(struct guest_mem *m, uint64_t size)
+{
+	uint64_t low;
+
+	if (m->memfd < 0 || size < GUEST_MEM_MIN || size > m->size ||
+	    (size & 0xfff))
+		return -EINVAL;
+	for (unsigned i = 0; i < m->nregions; i++)
+		if (m->regions[i].file_mapped)
+			return -EINVAL;
+	low = size < GUEST_MEM_LOW_LIMIT ? size : GUEST_MEM_LOW_LIMIT;
+	m->regions[0].size = low;
+	m->nregions = 1;
+	if (size > low) {
+		/* size <= m->size, so the reserve has its high region. */
+		m->regions[1].size = size - low;
+		m->nregions = 2;
+	}
+	m->size = size;
+	return 0;
+}
+
 void guest_mem_destroy(struct guest_mem *m)
 {
-	for (unsigned i = 0; i < m->nregions; i++)
+	for (unsigned i = 0; i < GUEST_MEM_MAX_REGIONS; i++)
 		free(m->regions[i].file_mapped);
 	if (m->host)
-		munmap(m->host, m->size);
+		munmap(m->host, m->mapped ? m->mapped : m->size);
 	if (m->memfd >= 0)
 		close(m->memfd);
 	memset(m, 0, sizeof(*m));

@@ -38,6 +38,9 @@ struct guest_mem {
 	int memfd;
 	uint8_t *host; /* the whole memfd, mapped shared */
 	uint64_t size; /* total RAM bytes */
+	/* Bytes of the memfd mapped at host: size, or more after
+	 * guest_mem_limit() (a restore target's reserve). */
+	uint64_t mapped;
 	unsigned nregions;
 	struct mem_region regions[GUEST_MEM_MAX_REGIONS];
 };
@@ -45,6 +48,14 @@ struct guest_mem {
 /* Creates @size bytes of guest RAM (a multiple of 4 KiB) laid out around the
  * 4 GiB hole. Returns 0 or -errno. */
 int guest_mem_init(struct guest_mem *m, uint64_t size);
+
+/* Narrows memory made by guest_mem_init() to its first @size bytes of
+ * RAM, laid out as guest_mem_init(@size) would: a smaller guest's regions
+ * are a prefix of a larger one's, at the same memfd offsets. The rest
+ * stays mapped (and registered with KVM by whoever did) but is no RAM to
+ * the accessors. Returns 0 or -EINVAL (@size invalid or over the size,
+ * or a page already mapped from a file). */
+int guest_mem_limit(struct guest_mem *m, uint64_t size);
 
 /* Describes the caller's buffer @host as guest RAM without a memfd (unit
  * tests and fuzz targets): @low bytes at guest address 0 and, when @high is

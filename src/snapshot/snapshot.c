@@ -15,6 +15,7 @@
 #include "core/kvm.h"
 #include "core/log.h"
 #include "core/text.h"
+#include "core/timings.h"
 #include "core/vm.h"
 #include "cpu/cpuid.h"
 #include "cpu/vcpu_state.h"
@@ -1106,6 +1107,7 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 			goto free_tables;
 		}
 	}
+	timings_mark(vm->cfg.timings, TIMING_STATE);
 	/* A lazy restore starts serving memory now: the devices' post-load
 	 * below reads guest memory already. */
 	if (ntables) {
@@ -1157,8 +1159,10 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 		return ret;
 
 	img->saved_realtime_ns = saved_clock.host_realtime_ns;
-	return snapshot_apply_clock(vm, &saved_clock, clock, elapsed_ns, err,
-				    errlen);
+	ret = snapshot_apply_clock(vm, &saved_clock, clock, elapsed_ns, err,
+				   errlen);
+	timings_mark(vm->cfg.timings, TIMING_DEVICES);
+	return ret;
 
 free_tables:
 	if (vm->pager && pager_error(vm->pager, err, errlen))

@@ -60,6 +60,14 @@ expect 2 "usage" -- verify
 expect 2 "bad magic" -- restore "$WORK/garbage.snap"
 expect 2 "usage" -- restore
 expect 2 "--clock: 'slow' is not" -- restore --clock slow x
+expect 2 "usage: stasis restore --wait" -- restore --wait --mem-max 1G
+expect 2 "usage: stasis restore --wait" -- restore --wait --api-socket "$WORK/t.sock"
+expect 2 "usage: stasis restore --wait" -- restore --wait --api-socket "$WORK/t.sock" --mem-max 1G x.snap
+expect 2 "--mem-max: '3' is not a size" -- restore --wait --api-socket "$WORK/t.sock" --mem-max 3
+expect 2 "--mem-max: '2T' is not a size" -- restore --wait --api-socket "$WORK/t.sock" --mem-max 2T
+expect 2 "--cpus: '0' is not a vCPU count" -- restore --wait --api-socket "$WORK/t.sock" --mem-max 1G --cpus 0
+expect 2 "--user cannot be used with --wait" -- restore --wait --api-socket "$WORK/t.sock" --mem-max 1G --user 65534
+expect 2 "--mem-max and --cpus are for --wait" -- restore --mem-max 1G x.snap
 
 # Managed save and resume-or-boot (docs/install.md).
 expect 2 "--on-term: 'save' is not snapshot:PATH or stop" -- run --kernel x --on-term save

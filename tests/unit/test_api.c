@@ -23,6 +23,7 @@
 #include <json-c/json.h>
 
 #include "control/api.h"
+#include "core/timings.h"
 #include "http_unix.h"
 
 #define MIB (1024ULL * 1024)
@@ -43,6 +44,11 @@ struct fake_vm {
 	int snap_steps; /* slow snapshot: steps of 50 ms */
 	bool snap_active;
 	uint64_t snap_done, snap_total;
+	int calls_restore;
+	char restore_path[PATH_MAX];
+	struct api_restore restore_req;
+	struct timings timings; /* shown by the status once restored */
+	bool restored;
 };
 
 struct fixture {
@@ -164,7 +170,29 @@ static void fake_status(void *ctx, struct vm_status *st)
 	st->snapshot_active = vm->snap_active;
 	st->snapshot_done_bytes = vm->snap_done;
 	st->snapshot_total_bytes = vm->snap_total;
+	st->timings = vm->restored ? &vm->timings : NULL;
 	pthread_mutex_unlock(&vm->lock);
+}
+
+static int fake_restore(void *ctx, struct api_restore *req, char *err,
+			size_t errlen)
+{
+	struct fake_vm *vm = ctx;
+	int ret;
+
+	pthread_mutex_lock(&vm->lock);
+	vm->calls_restore++;
+	ret = fake_fail(vm, err, errlen);
+	if (!ret) {
+		snprintf(vm->restore_path, sizeof(vm->restore_path), "%s",
+			 req->path);
+		vm->restore_req = *req;
+		if (req->memory == API_MEMORY_DEFAULT)
+			req->memory = API_MEMORY_ONDEMAND;
+		vm->restored = true;
+	}
+	pthread_mutex_unlock(&vm->lock);
+	return ret;
 }
 
 static const struct api_ops fake_ops = {
@@ -173,6 +201,7 @@ static const struct api_ops fake_ops = {
 	.snapshot = fake_snapshot,
 	.shutdown = fake_shutdown,
 	.status = fake_status,
+	.restore = fake_restore,
 };
 
 static int setup(void **state)
@@ -310,7 +339,8 @@ static void test_status(void **state)
 	assert_int_equal(json_int(obj, "uptime_ms"), 12345);
 	assert_true(json_is_null(obj, "last_pause_us"));
 	assert_true(json_is_null(obj, "snapshot"));
-	assert_int_equal(json_object_object_length(obj), 6);
+	assert_true(json_is_null(obj, "timings")); /* booted, not restored */
+	assert_int_equal(json_object_object_length(obj), 7);
 	json_object_put(obj);
 }
 
@@ -1064,6 +1094,36 @@ static void test_ctl_snapshot(void **state)
 				     "writing /full.snap\n");
 }
 
+/* ctl restore sends the options given and no others, with the path made
+ * absolute; a refusal is one line from the server's reply. */
+static void test_ctl_restore(void **state)
+{
+	struct fixture *f = *state;
+	struct ctl_run run;
+
+	run_ctl(&run, f->sock, "restore", "/c.snap", "--memory", "map",
+		"--paused", "--clock=frozen", NULL);
+	assert_int_equal(run.status, 0);
+	assert_string_equal(run.out, "restored /c.snap (--memory map)\n");
+	assert_string_equal(f->vm.restore_path, "/c.snap");
+	assert_int_equal(f->vm.restore_req.memory, API_MEMORY_MAP);
+	assert_int_equal(f->vm.restore_req.clock, API_CLOCK_FROZEN);
+	assert_true(f->vm.restore_req.paused);
+
+	run_ctl(&run, f->sock, "restore", "rel.snap", NULL);
+	assert_int_equal(run.status, 0);
+	assert_string_equal(run.out, "restored rel.snap (--memory ondemand)\n");
+	assert_true(f->vm.restore_path[0] == '/');
+	assert_false(f->vm.restore_req.paused);
+
+	f->vm.fail_ret = -EINVAL;
+	f->vm.fail_msg = "/c.snap: too big";
+	run_ctl(&run, f->sock, "restore", "/c.snap", NULL);
+	f->vm.fail_msg = NULL;
+	assert_int_equal(run.status, 1);
+	assert_string_equal(run.err, "stasis: error: /c.snap: too big\n");
+}
+
 static void test_ctl_usage(void **state)
 {
 	static const char *const bad[][4] = {
@@ -1077,6 +1137,11 @@ static void test_ctl_usage(void **state)
 		{ "/s", "status", "--then", "exit" },
 		{ "/s", "status", "--verbose", NULL },
 		{ "/s", "pause", "now", NULL },
+		{ "/s", "restore", NULL },
+		{ "/s", "restore", "/x", "--memory" },
+		{ "/s", "restore", "/x", "--memory=lazy" },
+		{ "/s", "restore", "/x", "--then" },
+		{ "/s", "snapshot", "/x", "--paused" },
 	};
 	struct ctl_run run;
 	size_t i;
@@ -1323,16 +1388,20 @@ static void declared_fields(const char *const *fields, char *out, size_t outlen)
 static bool provoke(struct fixture *f, const struct api_endpoint *ep,
 		    unsigned status, struct http_reply *rep)
 {
-	const char *body = ep->request_keys
-			       ? "{\"path\": \"/x.snap\", \"then\": \"pause\"}"
-			       : NULL;
+	bool restore = !strcmp(ep->url, "/vm/restore");
+	const char *body = !ep->request_keys ? NULL
+			   : restore
+			       ? "{\"path\": \"/x.snap\", \"paused\": true}"
+			       : "{\"path\": \"/x.snap\", \"then\": \"pause\"}";
 	bool has_op = strcmp(ep->url, "/vm") != 0;
 	char *big;
 
 	pthread_mutex_lock(&f->vm.lock);
 	f->vm.paused = !strcmp(ep->url, "/vm/resume");
-	/* A snapshot in progress shows the status's nested fields. */
+	/* A snapshot in progress and a restore's phases show the status's
+	 * nested fields. */
 	f->vm.snap_active = !strcmp(ep->url, "/vm");
+	f->vm.restored = !strcmp(ep->url, "/vm");
 	f->vm.snap_total = 256 * MIB;
 	pthread_mutex_unlock(&f->vm.lock);
 	switch (status) {
@@ -1415,7 +1484,7 @@ static void test_endpoints_as_declared(void **state)
 					 ep->method, ep->url, got, want);
 		}
 	}
-	assert_int_equal(i, 5);
+	assert_int_equal(i, 6);
 	http(f->sock, "GET", "/nowhere", NULL, &rep);
 	assert_error(&rep, API_STATUS_NO_ENDPOINT, "no such endpoint");
 }
@@ -1682,6 +1751,93 @@ static void test_disconnect_mid_snapshot(void **state)
 	assert_string_equal(f->vm.snap_path, "/c.snap");
 }
 
+/* PUT /vm/restore's body: every key, and each way to get one wrong. */
+static void test_parse_restore_request(void **state)
+{
+	static const char *const bad[] = {
+		"",
+		"{}",
+		"{\"path\": \"\"}",
+		"{\"path\": 3}",
+		"{\"path\": \"/a\", \"memory\": \"lazy\"}",
+		"{\"path\": \"/a\", \"memory\": 1}",
+		"{\"path\": \"/a\", \"clock\": \"stopped\"}",
+		"{\"path\": \"/a\", \"paused\": \"yes\"}",
+		"{\"path\": \"/a\", \"then\": \"pause\"}",
+		"{\"path\": \"/a/very/long/path\"}",
+		"[\"/a\"]",
+	};
+	struct api_restore r;
+	char path[16], err[256];
+	const char *body = "{\"path\": \"/a/b\"}";
+
+	assert_int_equal(api_parse_restore_request(body, strlen(body), path,
+						   sizeof(path), &r, err,
+						   sizeof(err)),
+			 0);
+	assert_string_equal(path, "/a/b");
+	assert_ptr_equal(r.path, path);
+	assert_int_equal(r.memory, API_MEMORY_DEFAULT);
+	assert_int_equal(r.clock, API_CLOCK_DEFAULT);
+	assert_false(r.paused);
+	body = "{\"path\": \"/a\", \"memory\": \"map\", \"clock\": "
+	       "\"frozen\", \"paused\": true}";
+	assert_int_equal(api_parse_restore_request(body, strlen(body), path,
+						   sizeof(path), &r, err,
+						   sizeof(err)),
+			 0);
+	assert_int_equal(r.memory, API_MEMORY_MAP);
+	assert_int_equal(r.clock, API_CLOCK_FROZEN);
+	assert_true(r.paused);
+	assert_string_equal(api_memory_name(API_MEMORY_COPY), "copy");
+	for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+		err[0] = '\0';
+		assert_int_equal(api_parse_restore_request(
+				     bad[i], strlen(bad[i]), path, sizeof(path),
+				     &r, err, sizeof(err)),
+				 -EINVAL);
+		assert_true(err[0] != '\0');
+		assert_null(strchr(err, '\n'));
+	}
+}
+
+/* The restore endpoint hands the parsed request to the callback and says
+ * which memory mode was used; a refusal keeps the callback's reason. */
+static void test_restore(void **state)
+{
+	struct fixture *f = *state;
+	struct http_reply rep;
+
+	http(f->sock, "PUT", "/vm/restore",
+	     "{\"path\": \"/c.snap\", \"memory\": \"copy\"}", &rep);
+	assert_int_equal(rep.status, 200);
+	assert_string_equal(f->vm.restore_path, "/c.snap");
+	assert_int_equal(f->vm.restore_req.memory, API_MEMORY_COPY);
+	assert_non_null(strstr(rep.body, "\"memory\": \"copy\""));
+	assert_non_null(strstr(rep.body, "\"state\": \"running\""));
+
+	f->vm.fail_ret = -EINVAL;
+	f->vm.fail_msg = "/big.snap: too big for this target";
+	http(f->sock, "PUT", "/vm/restore", "{\"path\": \"/big.snap\"}", &rep);
+	assert_error(&rep, 400, "too big for this target");
+	f->vm.fail_msg = NULL;
+
+	http(f->sock, "PUT", "/vm/restore", "{\"path\": \"/c.snap\", \"x\": 1}",
+	     &rep);
+	assert_error(&rep, 400, "unknown key");
+	assert_int_equal(f->vm.calls_restore, 2);
+
+	/* The phases once restored: microseconds since exec, null where
+	 * not reached. */
+	timings_init(&f->vm.timings, false);
+	timings_mark(&f->vm.timings, TIMING_FILE);
+	http(f->sock, "GET", "/vm", NULL, &rep);
+	assert_int_equal(rep.status, 200);
+	assert_non_null(strstr(rep.body, "\"timings\": {"));
+	assert_non_null(strstr(rep.body, "\"first_exit_us\": null"));
+	assert_null(strstr(rep.body, "\"file_us\": null"));
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(int argc, char **argv)
@@ -1707,10 +1863,13 @@ int main(int argc, char **argv)
 		T(test_stop_drains),
 		T(test_peer_uid_refused),
 		cmocka_unit_test(test_parse_snapshot_request),
+		cmocka_unit_test(test_parse_restore_request),
+		T(test_restore),
 		T(test_ctl_status),
 		T(test_ctl_actions),
 		T(test_ctl_snapshot),
 		T(test_ctl_usage),
+		T(test_ctl_restore),
 		T(test_ctl_no_server),
 		T(test_ctl_bad_replies),
 		T(test_ctl_progress_on_tty),
