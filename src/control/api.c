@@ -270,15 +270,12 @@ static int api_get_compress(struct json_object *val,
 				   errlen);
 }
 
-int api_parse_snapshot_request(const char *body, size_t len, char *path,
-			       size_t pathlen, enum vm_then *then,
-			       struct snap_compress *compress, char *err,
+/* The start of a body that names a path (PUT /vm/snapshot, /vm/restore):
+ * bounded, present, one JSON object, which *@obj then holds. */
+static int api_parse_path_body(const char *body, size_t len, size_t pathlen,
+			       struct json_object **obj, char *err,
 			       size_t errlen)
 {
-	struct json_object *obj;
-	bool have_path = false;
-	int ret = 0;
-
 	if (len > API_BODY_MAX) {
 		snprintf(err, errlen, "request body is larger than %d bytes",
 			 API_BODY_MAX);
@@ -293,9 +290,22 @@ int api_parse_snapshot_request(const char *body, size_t len, char *path,
 			 "missing request body: expected {\"path\": ...}");
 		return -EINVAL;
 	}
-	obj = api_parse_json_object(body, len, err, errlen);
-	if (!obj)
-		return -EINVAL;
+	*obj = api_parse_json_object(body, len, err, errlen);
+	return *obj ? 0 : -EINVAL;
+}
+
+int api_parse_snapshot_request(const char *body, size_t len, char *path,
+			       size_t pathlen, enum vm_then *then,
+			       struct snap_compress *compress, char *err,
+			       size_t errlen)
+{
+	struct json_object *obj;
+	bool have_path = false;
+	int ret;
+
+	ret = api_parse_path_body(body, len, pathlen, &obj, err, errlen);
+	if (ret)
+		return ret;
 	*then = VM_THEN_RESUME;
 	*compress =
 	    (struct snap_compress){ .codec = SNAP_COMPRESS_DEFAULT_CODEC };
@@ -355,21 +365,11 @@ int api_parse_restore_request(const char *body, size_t len, char *path,
 	static const char *const clocks[] = { "default", "advance", "frozen" };
 	struct json_object *obj;
 	bool have_path = false;
-	int ret = 0;
+	int ret;
 
-	if (len > API_BODY_MAX) {
-		snprintf(err, errlen, "request body is larger than %d bytes",
-			 API_BODY_MAX);
-		return -EMSGSIZE;
-	}
-	if (!pathlen || api_is_blank(body, len)) {
-		snprintf(err, errlen,
-			 "missing request body: expected {\"path\": ...}");
-		return -EINVAL;
-	}
-	obj = api_parse_json_object(body, len, err, errlen);
-	if (!obj)
-		return -EINVAL;
+	ret = api_parse_path_body(body, len, pathlen, &obj, err, errlen);
+	if (ret)
+		return ret;
 	*req = (struct api_restore){ .path = path };
 	json_object_object_foreach(obj, key, val)
 	{

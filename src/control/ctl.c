@@ -683,6 +683,30 @@ static void ctl_progress_stop(struct ctl_progress *p)
 	pthread_mutex_destroy(&p->lock);
 }
 
+/* @path made absolute against ctl's working directory into *@abs (NULL
+ * when it is already): the user means their directory, not the one
+ * stasis runs in. 0, or -1 with a line in @err. */
+static int ctl_absolute_path(const char *path, char **abs, char *err,
+			     size_t errlen)
+{
+	char *cwd;
+
+	*abs = NULL;
+	if (path[0] == '/')
+		return 0;
+	cwd = getcwd(NULL, 0);
+	if (!cwd || asprintf(abs, "%s%s%s", cwd, strcmp(cwd, "/") ? "/" : "",
+			     path) < 0) {
+		snprintf(err, errlen, "cannot resolve relative path %s: %s",
+			 path, strerror(errno));
+		free(cwd);
+		*abs = NULL;
+		return -1;
+	}
+	free(cwd);
+	return 0;
+}
+
 /* {"path": ..., "then": ..., "compress": ...} ("compress" only when
  * given), with a relative PATH made absolute here:
  * the user means their directory, not the one stasis runs in. */
@@ -690,21 +714,10 @@ static char *ctl_snapshot_body(const struct ctl_args *a, char *err,
 			       size_t errlen)
 {
 	struct json_object *obj, *path, *then;
-	char *cwd = NULL, *abs = NULL, *body = NULL;
+	char *abs = NULL, *body = NULL;
 
-	if (a->path[0] != '/') {
-		cwd = getcwd(NULL, 0);
-		if (!cwd ||
-		    asprintf(&abs, "%s%s%s", cwd, strcmp(cwd, "/") ? "/" : "",
-			     a->path) < 0) {
-			snprintf(err, errlen,
-				 "cannot resolve relative path %s: %s", a->path,
-				 strerror(errno));
-			free(cwd);
-			return NULL;
-		}
-		free(cwd);
-	}
+	if (ctl_absolute_path(a->path, &abs, err, errlen))
+		return NULL;
 	obj = json_object_new_object();
 	path = json_object_new_string(abs ? abs : a->path);
 	then = json_object_new_string(a->then ? a->then : "resume");
@@ -743,24 +756,14 @@ static char *ctl_snapshot_body(const struct ctl_args *a, char *err,
 static char *ctl_restore_body(const struct ctl_args *a, char *err,
 			      size_t errlen)
 {
-	struct json_object *obj = json_object_new_object();
-	char *cwd = NULL, *abs = NULL, *body = NULL;
-	bool ok = obj != NULL;
+	struct json_object *obj;
+	char *abs = NULL, *body = NULL;
+	bool ok;
 
-	if (a->path[0] != '/') {
-		cwd = getcwd(NULL, 0);
-		if (!cwd ||
-		    asprintf(&abs, "%s%s%s", cwd, strcmp(cwd, "/") ? "/" : "",
-			     a->path) < 0) {
-			snprintf(err, errlen,
-				 "cannot resolve relative path %s: %s", a->path,
-				 strerror(errno));
-			free(cwd);
-			json_object_put(obj);
-			return NULL;
-		}
-		free(cwd);
-	}
+	if (ctl_absolute_path(a->path, &abs, err, errlen))
+		return NULL;
+	obj = json_object_new_object();
+	ok = obj != NULL;
 	ok =
 	    ok && !json_object_object_add(
 		      obj, "path", json_object_new_string(abs ? abs : a->path));

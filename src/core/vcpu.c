@@ -365,7 +365,8 @@ void *vcpu_thread(void *arg)
 	sigemptyset(&set);
 	sigaddset(&set, VCPU_KICK_SIGNAL);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
-	if (seccomp_install(SECCOMP_ROLE_VCPU, vm->cfg.seccomp)) {
+	if (!vcpu->filtered &&
+	    seccomp_install(SECCOMP_ROLE_VCPU, vm->cfg.seccomp)) {
 		vm_request_stop(vm, VM_STOP_CRASH, 0);
 		return NULL;
 	}

@@ -488,6 +488,12 @@ static void *vm_gated_vcpu_thread(void *arg)
 	struct vm *vm = vcpu->vm;
 	int gate;
 
+	/* The filter now, not on the restore's path: building it takes a
+	 * good part of a millisecond. What the thread does until its first
+	 * KVM_RUN (futex, sigprocmask) is in the vCPU role's list. */
+	vcpu->filtered = !seccomp_install(SECCOMP_ROLE_VCPU, vm->cfg.seccomp);
+	if (!vcpu->filtered)
+		vm_request_stop(vm, VM_STOP_CRASH, 0);
 	pthread_mutex_lock(&vm->pause_lock);
 	while (!(gate = vm->vcpu_gate))
 		pthread_cond_wait(&vm->pause_cond, &vm->pause_lock);

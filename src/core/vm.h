@@ -61,6 +61,7 @@ struct vcpu {
 	struct kvm_run *run; /* shared page KVM fills on each exit */
 	pthread_t thread;
 	bool thread_started;
+	bool filtered; /* its seccomp filter is loaded (made ahead) */
 	uint64_t exits; /* count, for status and debugging */
 };
 
