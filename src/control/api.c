@@ -271,8 +271,8 @@ static int api_get_compress(struct json_object *val,
 
 int api_parse_snapshot_request(const char *body, size_t len, char *path,
 			       size_t pathlen, enum vm_then *then,
-			       struct snap_compress *compress, char *err,
-			       size_t errlen)
+			       struct snap_compress *compress, bool *live,
+			       char *err, size_t errlen)
 {
 	struct json_object *obj;
 	bool have_path = false;
@@ -296,6 +296,7 @@ int api_parse_snapshot_request(const char *body, size_t len, char *path,
 	if (!obj)
 		return -EINVAL;
 	*then = VM_THEN_RESUME;
+	*live = false;
 	*compress =
 	    (struct snap_compress){ .codec = SNAP_COMPRESS_DEFAULT_CODEC };
 	json_object_object_foreach(obj, key, val)
@@ -307,6 +308,14 @@ int api_parse_snapshot_request(const char *body, size_t len, char *path,
 			ret = api_get_then(val, then, err, errlen);
 		} else if (!strcmp(key, "compress")) {
 			ret = api_get_compress(val, compress, err, errlen);
+		} else if (!strcmp(key, "live")) {
+			if (!json_object_is_type(val, json_type_boolean)) {
+				snprintf(err, errlen,
+					 "\"live\" must be true or false");
+				ret = -EINVAL;
+			} else {
+				*live = json_object_get_boolean(val);
+			}
 		} else {
 			api_unknown_key(key, err, errlen);
 			ret = -EINVAL;
@@ -446,7 +455,8 @@ static enum MHD_Result api_handle_status(struct api_server *s,
 	char err[API_ERR_MAX] = "";
 	char last_pause[24] = "null";
 	char snapshot[80] = "null";
-	char body[512];
+	char last[160] = "null";
+	char body[640];
 
 	if (api_parse_empty_request(req->body, req->len, err, sizeof(err)))
 		return api_reply_error(c, MHD_HTTP_BAD_REQUEST, NULL, "%s",
@@ -460,15 +470,24 @@ static enum MHD_Result api_handle_status(struct api_server *s,
 			 "{ \"done_bytes\": %llu, \"total_bytes\": %llu }",
 			 (unsigned long long)st.snapshot_done_bytes,
 			 (unsigned long long)st.snapshot_total_bytes);
+	if (st.have_last_snapshot)
+		snprintf(
+		    last, sizeof(last),
+		    "{ \"live\": %s, \"pause_us\": %llu, "
+		    "\"total_ms\": %llu, \"extra_bytes\": %llu }",
+		    st.last_snapshot.live ? "true" : "false",
+		    (unsigned long long)(st.last_snapshot.pause_ns / 1000),
+		    (unsigned long long)(st.last_snapshot.total_ns / 1000000),
+		    (unsigned long long)st.last_snapshot.extra_bytes);
 	/* Only numbers and fixed words: no escaping needed. */
 	snprintf(body, sizeof(body),
 		 "{ \"state\": \"%s\", \"vcpus\": %u, \"memory_bytes\": %llu, "
 		 "\"uptime_ms\": %llu, \"last_pause_us\": %s, "
-		 "\"snapshot\": %s }\n",
+		 "\"snapshot\": %s, \"last_snapshot\": %s }\n",
 		 st.paused ? "paused" : "running", st.ncpus,
 		 (unsigned long long)st.mem_size,
 		 (unsigned long long)(st.uptime_ns / 1000000), last_pause,
-		 snapshot);
+		 snapshot, last);
 	return api_reply(c, MHD_HTTP_OK, body, NULL);
 }
 
@@ -514,16 +533,57 @@ static enum MHD_Result api_handle_shutdown(struct api_server *s,
 				 MHD_HTTP_ACCEPTED);
 }
 
+/* PUT /vm/snapshot's reply: what was written and what it cost. */
+static enum MHD_Result api_reply_snapshot(struct MHD_Connection *c,
+					  const char *path, enum vm_then then,
+					  const struct snap_compress *compress,
+					  const struct snapshot_stats *st)
+{
+	struct json_object *obj = json_object_new_object();
+	char name[16];
+	enum MHD_Result ret;
+	char *body = NULL;
+
+	snap_compress_format(compress, name, sizeof(name));
+	if (!obj ||
+	    json_object_object_add(obj, "path", json_object_new_string(path)) ||
+	    json_object_object_add(
+		obj, "then", json_object_new_string(api_then_names[then])) ||
+	    json_object_object_add(obj, "compress",
+				   json_object_new_string(name)) ||
+	    json_object_object_add(obj, "live",
+				   json_object_new_boolean(st->live)) ||
+	    json_object_object_add(
+		obj, "pause_us",
+		json_object_new_int64((int64_t)(st->pause_ns / 1000))) ||
+	    json_object_object_add(
+		obj, "total_ms",
+		json_object_new_int64((int64_t)(st->total_ns / 1000000))) ||
+	    json_object_object_add(
+		obj, "extra_bytes",
+		json_object_new_int64((int64_t)st->extra_bytes)) ||
+	    asprintf(&body, "%s\n",
+		     json_object_to_json_string_ext(obj, API_JSON_OUT)) < 0) {
+		json_object_put(obj);
+		return api_reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+				 API_NOMEM_BODY, NULL);
+	}
+	json_object_put(obj);
+	ret = api_reply(c, MHD_HTTP_OK, body, NULL);
+	free(body);
+	return ret;
+}
+
 static enum MHD_Result api_handle_snapshot(struct api_server *s,
 					   struct MHD_Connection *c,
 					   const struct api_request *req)
 {
 	char err[API_ERR_MAX] = "";
+	struct snapshot_stats stats = { 0 };
 	struct snap_compress compress;
-	char compress_name[16];
-	const char *kv[6];
 	enum vm_then then;
 	enum MHD_Result mret;
+	bool live;
 	char *path;
 	int ret;
 
@@ -532,7 +592,8 @@ static enum MHD_Result api_handle_snapshot(struct api_server *s,
 		return api_reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
 				 API_NOMEM_BODY, NULL);
 	ret = api_parse_snapshot_request(req->body, req->len, path, PATH_MAX,
-					 &then, &compress, err, sizeof(err));
+					 &then, &compress, &live, err,
+					 sizeof(err));
 	if (ret) {
 		mret = api_reply_error(c,
 				       ret == -EMSGSIZE
@@ -544,21 +605,15 @@ static enum MHD_Result api_handle_snapshot(struct api_server *s,
 	/* A snapshot may run for minutes with the socket silent; the idle
 	 * timeout must not cut the connection before the reply. */
 	MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0U);
-	ret = s->ops->snapshot(s->ctx, path, then, &compress, err, sizeof(err));
+	ret = s->ops->snapshot(s->ctx, path, then, &compress, live, &stats, err,
+			       sizeof(err));
 	MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT,
 				  (unsigned)API_IDLE_TIMEOUT_S);
 	if (ret) {
 		mret = api_reply_op_error(c, ret, "snapshot", err, sizeof(err));
 		goto out;
 	}
-	kv[0] = "path";
-	kv[1] = path;
-	kv[2] = "then";
-	kv[3] = api_then_names[then];
-	snap_compress_format(&compress, compress_name, sizeof(compress_name));
-	kv[4] = "compress";
-	kv[5] = compress_name;
-	mret = api_reply_strings(c, MHD_HTTP_OK, NULL, kv, 6);
+	mret = api_reply_snapshot(c, path, then, &compress, &stats);
 out:
 	free(path);
 	return mret;
@@ -592,9 +647,18 @@ static const char *const api_status_fields[] = { "state",
 						 "snapshot",
 						 "snapshot.done_bytes",
 						 "snapshot.total_bytes",
+						 "last_snapshot",
+						 "last_snapshot.live",
+						 "last_snapshot.pause_us",
+						 "last_snapshot.total_ms",
+						 "last_snapshot.extra_bytes",
 						 NULL };
 static const char *const api_snapshot_keys[] = { "path", "then", "compress",
-						 NULL };
+						 "live", NULL };
+static const char *const api_snapshot_fields[] = { "path",	  "then",
+						   "compress",	  "live",
+						   "pause_us",	  "total_ms",
+						   "extra_bytes", NULL };
 static const char *const api_snapshot_required[] = { "path", NULL };
 
 static const struct api_route api_routes[] = {
@@ -611,7 +675,7 @@ static const struct api_route api_routes[] = {
 	    NULL, NULL },
 	  api_handle_shutdown },
 	{ { "/vm/snapshot", MHD_HTTP_METHOD_PUT, api_snapshot_statuses,
-	    api_snapshot_keys, api_snapshot_required, api_snapshot_keys },
+	    api_snapshot_keys, api_snapshot_required, api_snapshot_fields },
 	  api_handle_snapshot },
 };
 

@@ -1,6 +1,7 @@
 /* `stasis ctl`: a small HTTP/1.1 client for the control API on its UNIX
  * socket, printing readable results or the server's JSON. */
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
@@ -50,7 +51,8 @@ struct ctl_command {
 	const char *method;
 	const char *url;
 	const char *done; /* what a success means, for people */
-	bool snapshot; /* takes PATH, --then, --compress; no reply timeout */
+	bool snapshot; /* takes PATH, --then, --compress, --live; no reply
+			* timeout */
 	/* prints a success for people; returns the exit status */
 	int (*print)(const struct ctl_args *a, const struct ctl_command *cmd,
 		     const struct ctl_response *r);
@@ -62,6 +64,7 @@ struct ctl_args {
 	const char *path;
 	const char *then;
 	const char *compress; /* NULL: the server's default */
+	bool live; /* --live */
 	bool json;
 };
 
@@ -494,6 +497,20 @@ static int ctl_print_snapshot(const struct ctl_args *a,
 	if (path)
 		ctl_sanitize(path);
 	printf("snapshot written to %s\n", path ? path : a->path);
+	/* A live save says what the guest felt of it. */
+	if (obj && json_object_object_get_ex(obj, "live", &val) &&
+	    json_object_get_boolean(val)) {
+		struct json_object *p = NULL, *t = NULL, *x = NULL;
+
+		json_object_object_get_ex(obj, "pause_us", &p);
+		json_object_object_get_ex(obj, "total_ms", &t);
+		json_object_object_get_ex(obj, "extra_bytes", &x);
+		printf("live: paused %" PRId64 " us, %" PRId64
+		       " ms in all, %" PRId64 " KiB of extra memory\n",
+		       p ? json_object_get_int64(p) : 0,
+		       t ? json_object_get_int64(t) : 0,
+		       x ? json_object_get_int64(x) / 1024 : 0);
+	}
 	free(path);
 	json_object_put(obj);
 	return CTL_EXIT_OK;
@@ -651,8 +668,8 @@ static void ctl_progress_stop(struct ctl_progress *p)
 	pthread_mutex_destroy(&p->lock);
 }
 
-/* {"path": ..., "then": ..., "compress": ...} ("compress" only when
- * given), with a relative PATH made absolute here:
+/* {"path": ..., "then": ..., "compress": ..., "live": true} ("compress"
+ * and "live" only when given), with a relative PATH made absolute here:
  * the user means their directory, not the one stasis runs in. */
 static char *ctl_snapshot_body(const struct ctl_args *a, char *err,
 			       size_t errlen)
@@ -697,6 +714,15 @@ static char *ctl_snapshot_body(const struct ctl_args *a, char *err,
 		else
 			json_object_put(c);
 	}
+	if (body && a->live) {
+		free(body);
+		body = NULL;
+		if (!json_object_object_add(obj, "live",
+					    json_object_new_boolean(true)))
+			body = strdup(json_object_to_json_string_ext(
+			    obj, JSON_C_TO_STRING_PLAIN |
+				     JSON_C_TO_STRING_NOSLASHESCAPE));
+	}
 	json_object_put(path);
 	json_object_put(then);
 	json_object_put(obj);
@@ -713,7 +739,7 @@ static void ctl_usage(FILE *f)
 		   "       stasis ctl SOCKET snapshot PATH "
 		   "[--then resume|pause|exit]\n"
 		   "                [--compress none|lz4|zstd[:LEVEL]] "
-		   "[--json]\n");
+		   "[--live] [--json]\n");
 }
 
 /* Returns 0, 1 for --help, or -EINVAL after printing why. */
@@ -748,6 +774,8 @@ static int ctl_parse_args(int argc, char **argv, struct ctl_args *a)
 			options = false;
 		} else if (options && !strcmp(argv[k], "--json")) {
 			a->json = true;
+		} else if (options && !strcmp(argv[k], "--live")) {
+			a->live = true;
 		} else if (options && (!strcmp(argv[k], "--then") ||
 				       !strncmp(argv[k], "--then=", 7))) {
 			if (argv[k][6] == '=')
@@ -793,9 +821,11 @@ static int ctl_parse_args(int argc, char **argv, struct ctl_args *a)
 			log_error("snapshot needs a PATH");
 			return -EINVAL;
 		}
-	} else if (a->then || a->compress) {
-		log_error("%s only applies to snapshot",
-			  a->then ? "--then" : "--compress");
+	} else if (a->then || a->compress || a->live) {
+		log_error("%s only applies to snapshot", a->then ? "--then"
+							 : a->live
+							     ? "--live"
+							     : "--compress");
 		return -EINVAL;
 	}
 	return 0;

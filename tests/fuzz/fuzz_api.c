@@ -16,13 +16,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static char path[PATH_MAX];
 	struct snap_compress compress;
 	enum vm_then then;
+	bool live;
 	char err[256];
 	int ret;
 
 	err[0] = '\0';
 	ret = api_parse_snapshot_request((const char *)data, size, path,
-					 sizeof(path), &then, &compress, err,
-					 sizeof(err));
+					 sizeof(path), &then, &compress, &live,
+					 err, sizeof(err));
 	if (ret == 0) {
 		/* The contract the snapshot code relies on. */
 		if (!path[0] || strlen(path) >= sizeof(path) ||
