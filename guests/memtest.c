@@ -281,11 +281,13 @@ static uint64_t gen_tag(uint64_t g, const volatile uint64_t *page)
 
 /* mode=gen: the pages of CPU @index's slice, counted across extents:
  * [lo, hi) in 4 KiB pages of the whole region. */
-static unsigned int gen_ncpus = 1; /* set before any AP starts */
+/* smp=1: set before any AP starts; the CPU count is known once they are
+ * being started (guest_cpus_start sets it first). */
+static bool gen_smp;
 
 static void gen_slice(unsigned int index, uint64_t *lo, uint64_t *hi)
 {
-	unsigned int n = gen_ncpus;
+	unsigned int n = gen_smp ? guest_cpus_known() : 1;
 	uint64_t pages = t.words / GEN_PAGE_WORDS;
 
 	*lo = pages * index / n;
@@ -361,7 +363,7 @@ static void memtest_gen(uint64_t mib, uint64_t passes)
 	unsigned int n = 1, i;
 
 	if (smp) {
-		gen_ncpus = guest_cpus_known();
+		gen_smp = true;
 		n = guest_cpus_start(gen_ap);
 		if (n != guest_cpus_known()) {
 			guest_printf("memtest: ERROR %u of %u cpus started\n",

@@ -146,9 +146,13 @@ static const int calls_live[] = {
 
 /* A live snapshot, set up by the thread that writes it (api): a
  * userfaultfd (the syscall, or /dev/userfaultfd through openat, in the
- * snapshot list) and its eventfd. */
+ * snapshot list) and its eventfd; the fault thread it starts stacks the
+ * live role's filter on the inherited one (prctl for no_new_privs, which
+ * is set already, and seccomp: a stacked filter can only refuse more). */
 static const int calls_live_setup[] = {
 	SCMP_SYS(userfaultfd),
+	SCMP_SYS(prctl),
+	SCMP_SYS(seccomp),
 };
 
 /* ioctl numbers. Interrupt lines and MSIs come from vCPUs (emulated
