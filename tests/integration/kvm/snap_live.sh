@@ -61,13 +61,16 @@ for cpus in 1 2; do
 		out=$WORK/$name.r
 		start_stasis "$out" restore "$WORK/$name.snap" --api-socket "$S" \
 			--serial "file:$out"
-		wait_for_socket "$S"
 		# 512 generations past the first printed: every page of every
-		# slice checked twice against the saved cursor's pattern.
-		wait_until 120 gens_past "$out" 512 ||
-			grep -q MISMATCH "$out" ||
+		# slice checked twice against the saved cursor's pattern. A
+		# mismatch ends the guest (debug-exit) at once.
+		restored_done() {
+			gens_past "$out" 512 || grep -q MISMATCH "$out" || pid_exited "$VM_PID"
+		}
+		wait_until 120 restored_done ||
 			fail "$name: restored guest made no progress: $(tail -n 2 "$out" | tr '\n' '|')"
 		grep -q MISMATCH "$out" && fail "$name: restored memory is not one instant: $(grep MISMATCH "$out" | head -n 1)"
+		pid_exited "$VM_PID" && fail "$name: the restored VM ended: $(tail -n 2 "$out.err" "$out" | tr '\n' '|')"
 		ctl "$S" shutdown >/dev/null
 		wait_exit "$VM_PID" 60
 	done
