@@ -49,6 +49,7 @@ struct live_region {
 	uint32_t *head; /* per chunk: first copy, or LIVE_NO_SLOT */
 	uint64_t *copied; /* per chunk: bit i = page i has a copy */
 	uint8_t *done; /* per chunk: staged by the writer */
+	uint8_t *rearm; /* per page: unprotected before the instant */
 };
 
 struct mem_live {
@@ -62,7 +63,11 @@ struct mem_live {
 	enum seccomp_mode seccomp;
 	pid_t writer_tid; /* the thread that called mem_live_start */
 
-	pthread_mutex_t lock; /* guards the copies and the chunk states */
+	pthread_mutex_t lock; /* guards the copies, chunk states, the phase */
+	/* Before the instant (mem_live_prearm) a fault only unprotects and
+	 * marks the page in rearm; from mem_live_arm on it copies. */
+	bool armed;
+	uint64_t rearm_pages;
 	uint8_t *copies; /* nslots pages */
 	struct live_slot *slots;
 	uint32_t nslots;
@@ -143,6 +148,17 @@ static int live_serve(struct mem_live *l, uint64_t addr, pid_t tid)
 	c = page / l->pages_per_chunk;
 	bit = 1ull << (page % l->pages_per_chunk);
 	pthread_mutex_lock(&l->lock);
+	if (!l->armed) {
+		/* Unprotected under the lock, so that mem_live_arm either
+		 * finds the mark or comes before it and makes this a copy. */
+		if (!(r->rearm[page / 8] & (1u << (page % 8)))) {
+			r->rearm[page / 8] |= (uint8_t)(1u << (page % 8));
+			l->rearm_pages++;
+		}
+		ret = live_unprotect(l, addr & ~(LIVE_PAGE - 1), LIVE_PAGE);
+		pthread_mutex_unlock(&l->lock);
+		return ret;
+	}
 	if (r->done[c] || (r->copied[c] & bit))
 		goto unlock; /* staged already, or a second fault */
 	if (l->free_head != LIVE_NO_SLOT) {
@@ -413,7 +429,8 @@ static int live_alloc(struct mem_live *l, const struct guest_mem *mem,
 		r->head = malloc(r->nchunks * sizeof(*r->head));
 		r->copied = calloc(r->nchunks, sizeof(*r->copied));
 		r->done = calloc(r->nchunks, 1);
-		if (!r->head || !r->copied || !r->done)
+		r->rearm = calloc(r->size / LIVE_PAGE / 8 + 1, 1);
+		if (!r->head || !r->copied || !r->done || !r->rearm)
 			return -ENOMEM;
 		for (uint64_t c = 0; c < r->nchunks; c++)
 			r->head[c] = LIVE_NO_SLOT;
@@ -538,25 +555,113 @@ fail:
 	return ret;
 }
 
-int mem_live_arm(struct mem_live *l, char *err, size_t errlen)
+static int live_protect(struct mem_live *l, uint64_t addr, uint64_t len)
 {
-	for (unsigned i = 0; i < l->nregions; i++) {
-		struct uffdio_writeprotect wp = {
-			.range = { .start = (uintptr_t)l->regions[i].host,
-				   .len = l->regions[i].size },
-			.mode = UFFDIO_WRITEPROTECT_MODE_WP,
-		};
+	struct uffdio_writeprotect wp = {
+		.range = { .start = addr, .len = len },
+		.mode = UFFDIO_WRITEPROTECT_MODE_WP,
+	};
 
-		while (ioctl(l->uffd, UFFDIO_WRITEPROTECT, &wp) < 0) {
-			if (errno == EAGAIN)
-				continue;
-			snprintf(err, errlen,
-				 "live save: cannot write-protect guest "
-				 "memory: %s",
-				 strerror(errno));
+	while (ioctl(l->uffd, UFFDIO_WRITEPROTECT, &wp) < 0) {
+		if (errno != EAGAIN)
 			return -errno;
+	}
+	return 0;
+}
+
+/* Takes the pages unprotected since the last call (under the lock, with
+ * @arm: from now on faults copy) and protects them again, run by run.
+ * Returns the pages protected, or -errno. */
+static int64_t live_rearm(struct mem_live *l, bool arm)
+{
+	uint8_t *marks[GUEST_MEM_MAX_REGIONS] = { NULL };
+	int64_t total = 0;
+	int ret = 0;
+
+	pthread_mutex_lock(&l->lock);
+	for (unsigned i = 0; i < l->nregions; i++) {
+		struct live_region *r = &l->regions[i];
+		size_t n = r->size / LIVE_PAGE / 8 + 1;
+
+		/* A fresh map for the next round; this one is ours. */
+		marks[i] = r->rearm;
+		r->rearm = calloc(n, 1);
+		if (!r->rearm) {
+			r->rearm = marks[i];
+			marks[i] = NULL;
+			ret = -ENOMEM;
 		}
 	}
+	l->rearm_pages = 0;
+	if (arm)
+		l->armed = true;
+	pthread_mutex_unlock(&l->lock);
+	for (unsigned i = 0; i < l->nregions; i++) {
+		struct live_region *r = &l->regions[i];
+		uint64_t npages = r->size / LIVE_PAGE, p = 0;
+
+		while (marks[i] && p < npages) {
+			uint64_t q;
+
+			if (!(marks[i][p / 8] & (1u << (p % 8)))) {
+				p++;
+				continue;
+			}
+			for (q = p;
+			     q < npages && (marks[i][q / 8] & (1u << (q % 8)));
+			     q++)
+				;
+			if (!ret)
+				ret = live_protect(
+				    l, (uintptr_t)r->host + p * LIVE_PAGE,
+				    (q - p) * LIVE_PAGE);
+			total += (int64_t)(q - p);
+			p = q;
+		}
+		free(marks[i]);
+	}
+	return ret ? ret : total;
+}
+
+int mem_live_prearm(struct mem_live *l, char *err, size_t errlen)
+{
+	int64_t left;
+	int ret = 0;
+
+	for (unsigned i = 0; !ret && i < l->nregions; i++)
+		ret = live_protect(l, (uintptr_t)l->regions[i].host,
+				   l->regions[i].size);
+	/* Rounds while they shrink the pages the pause must protect. */
+	for (unsigned round = 0; !ret && round < MEM_LIVE_PREARM_ROUNDS;
+	     round++) {
+		pthread_mutex_lock(&l->lock);
+		left = (int64_t)l->rearm_pages;
+		pthread_mutex_unlock(&l->lock);
+		if (left <= MEM_LIVE_REARM_SMALL)
+			break;
+		left = live_rearm(l, false);
+		if (left < 0)
+			ret = (int)left;
+	}
+	if (ret)
+		snprintf(err, errlen,
+			 "live save: cannot write-protect guest memory: %s",
+			 strerror(-ret));
+	return ret;
+}
+
+int mem_live_arm(struct mem_live *l, uint64_t *pages, char *err, size_t errlen)
+{
+	int64_t n = live_rearm(l, true);
+
+	if (n < 0) {
+		snprintf(err, errlen,
+			 "live save: cannot write-protect guest memory: %s",
+			 strerror((int)-n));
+		return (int)n;
+	}
+	if (pages)
+		*pages = (uint64_t)n;
 	return 0;
 }
 
@@ -598,6 +703,7 @@ void mem_live_stop(struct mem_live *l, struct mem_live_stats *st)
 		free(l->regions[i].head);
 		free(l->regions[i].copied);
 		free(l->regions[i].done);
+		free(l->regions[i].rearm);
 	}
 	for (size_t i = 0; i < l->nextra; i++)
 		free(l->extra[i].data);

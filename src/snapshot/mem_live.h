@@ -1,6 +1,9 @@
 /* Live saves: guest memory as it was at one instant, while the guest runs
  * on. At the pause every page of guest RAM is write-protected with
- * userfaultfd (UFFDIO_REGISTER_MODE_WP, UFFDIO_WRITEPROTECT). A write to a
+ * userfaultfd (UFFDIO_REGISTER_MODE_WP, UFFDIO_WRITEPROTECT): most of it
+ * ahead of the pause, with the guest running (a page written meanwhile is
+ * only unprotected and marked), and in the pause only the pages marked
+ * since (mem_live_prearm, mem_live_arm). A write to a
  * page the writer has not reached yet stops in a fault; a thread of the
  * "live" seccomp role copies the page's old contents aside, into a
  * buffer of bounded size, and removes the protection. The memory writer
@@ -52,9 +55,21 @@ int mem_live_start(struct mem_live **out, struct guest_mem *mem,
 		   uint64_t copy_max, enum seccomp_mode seccomp, char *err,
 		   size_t errlen);
 
-/* Write-protects all of guest RAM: the snapshot's instant. The VM must
- * be paused (no vCPU or worker writing). Returns 0 or -errno with @err. */
-int mem_live_arm(struct mem_live *l, char *err, size_t errlen);
+/* Write-protects all of guest RAM with the guest still running, so that
+ * the pause has little left to do: until mem_live_arm a write fault only
+ * removes the protection and marks the page. Then, up to
+ * MEM_LIVE_PREARM_ROUNDS times while more than MEM_LIVE_REARM_SMALL pages
+ * are marked, protects the marked pages again. Returns 0 or -errno with
+ * @err. */
+#define MEM_LIVE_PREARM_ROUNDS 4
+#define MEM_LIVE_REARM_SMALL 256
+int mem_live_prearm(struct mem_live *l, char *err, size_t errlen);
+
+/* The snapshot's instant: protects the pages written since the last
+ * round of mem_live_prearm (their number in *@pages), and from now on a
+ * write fault copies the page aside first. The VM must be paused (no
+ * vCPU or worker writing). Returns 0 or -errno with @err. */
+int mem_live_arm(struct mem_live *l, uint64_t *pages, char *err, size_t errlen);
 
 /* The writer's source of memory as it was at mem_live_arm. */
 void mem_live_source(struct mem_live *l, struct snap_mem_source *src);

@@ -4,6 +4,7 @@
 #include "snapshot/snapshot.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -594,7 +595,7 @@ int snapshot_save_live(struct vm *vm, const char *path,
 	struct mem_live *l = NULL;
 	struct snap_writer *w;
 	bool disks = false;
-	uint64_t t0;
+	uint64_t t0, t1, t2, t3, rearmed = 0;
 	int ret;
 
 	memset(st, 0, sizeof(*st));
@@ -611,8 +612,15 @@ int snapshot_save_live(struct vm *vm, const char *path,
 	w = snapshot_begin(vm, path, compress, &ret, err, errlen);
 	if (!w)
 		goto stop;
+	/* Most of the protection while the guest runs: the pause then
+	 * protects only what was written since. */
+	ret = mem_live_prearm(l, err, errlen);
+	if (ret) {
+		snap_writer_abort(w);
+		goto stop;
+	}
 
-	/* The pause: state and the write protection, nothing more. */
+	/* The pause: state and the last of the protection, nothing more. */
 	t0 = clock_now_ns(CLOCK_MONOTONIC);
 	ret = vm_pause(vm);
 	if (ret) {
@@ -620,15 +628,23 @@ int snapshot_save_live(struct vm *vm, const char *path,
 		snap_writer_abort(w);
 		goto stop;
 	}
+	t1 = clock_now_ns(CLOCK_MONOTONIC);
 	ret = snapshot_write_state(vm, w, err, errlen);
+	t2 = clock_now_ns(CLOCK_MONOTONIC);
 	if (!ret)
-		ret = mem_live_arm(l, err, errlen);
+		ret = mem_live_arm(l, &rearmed, err, errlen);
+	t3 = clock_now_ns(CLOCK_MONOTONIC);
 	if (!ret) {
 		snapshot_park_disks(vm, true);
 		disks = true;
 	}
 	vm_resume(vm);
 	st->pause_ns = clock_now_ns(CLOCK_MONOTONIC) - t0;
+	log_debug("live snapshot: pause %" PRIu64 " us: vCPUs and workers "
+		  "parked %" PRIu64 ", state %" PRIu64
+		  ", write-protect %" PRIu64 " (%" PRIu64 " pages)",
+		  st->pause_ns / 1000, (t1 - t0) / 1000, (t2 - t1) / 1000,
+		  (t3 - t2) / 1000, rearmed);
 	st->resumed = true;
 
 	if (!ret) {
