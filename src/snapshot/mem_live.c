@@ -307,8 +307,17 @@ static void *live_thread_main(void *arg)
  * removed. A page can only change once unprotected, and the fault thread
  * unprotects only after its copy is in place (both under the lock), so
  * whatever pread saw of a changed page is covered by its copy. */
+/* Marks pages [@from, @to) of the staged range at @off in @present. */
+static void live_present(uint8_t *present, uint64_t off, uint64_t from,
+			 uint64_t to)
+{
+	for (uint64_t p = (from - off) / LIVE_PAGE; p < (to - off) / LIVE_PAGE;
+	     p++)
+		present[p / 8] |= (uint8_t)(1u << (p % 8));
+}
+
 static int live_stage(void *ctx, unsigned ri, uint64_t off, uint64_t len,
-		      uint8_t *dst)
+		      uint8_t *dst, uint8_t *present)
 {
 	struct mem_live *l = ctx;
 	struct live_region *r = &l->regions[ri];
@@ -332,15 +341,18 @@ static int live_stage(void *ctx, unsigned ri, uint64_t off, uint64_t len,
 		from = data < 0 ? end : (uint64_t)data - r->file_offset;
 		if (from > end)
 			from = end;
-		memset(dst + (pos - off), 0, from - pos);
+		/* A hole: zero, and left out (not even cleared). */
 		if (from == end)
 			break;
+		from &= ~(LIVE_PAGE - 1);
 		hole = lseek(l->memfd, data, SEEK_HOLE);
 		if (hole < 0)
 			goto io_fail;
-		to = (uint64_t)hole - r->file_offset;
+		to = ((uint64_t)hole - r->file_offset + LIVE_PAGE - 1) &
+		     ~(LIVE_PAGE - 1);
 		if (to > end)
 			to = end;
+		live_present(present, off, from, to);
 		while (from < to) {
 			ssize_t n =
 			    pread(l->memfd, dst + (from - off), to - from,
@@ -362,6 +374,8 @@ static int live_stage(void *ctx, unsigned ri, uint64_t off, uint64_t len,
 
 			memcpy(dst + (l->slots[s].page * LIVE_PAGE - off),
 			       l->copies + (uint64_t)s * LIVE_PAGE, LIVE_PAGE);
+			live_present(present, off, l->slots[s].page * LIVE_PAGE,
+				     (l->slots[s].page + 1) * LIVE_PAGE);
 			l->slots[s].next = l->free_head;
 			l->free_head = s;
 			l->used--;
@@ -381,6 +395,8 @@ static int live_stage(void *ctx, unsigned ri, uint64_t off, uint64_t len,
 			continue;
 		}
 		memcpy(dst + (e->page * LIVE_PAGE - off), e->data, LIVE_PAGE);
+		live_present(present, off, e->page * LIVE_PAGE,
+			     (e->page + 1) * LIVE_PAGE);
 		free(e->data);
 		*e = l->extra[--l->nextra];
 	}
@@ -601,8 +617,16 @@ static int64_t live_rearm(struct mem_live *l, bool arm)
 		uint64_t npages = r->size / LIVE_PAGE, p = 0;
 
 		while (marks[i] && p < npages) {
-			uint64_t q;
+			uint64_t q, word;
 
+			/* Mostly nothing is marked: skip 64 pages at a time. */
+			if (p % 64 == 0 && p + 64 <= npages) {
+				memcpy(&word, marks[i] + p / 8, sizeof(word));
+				if (!word) {
+					p += 64;
+					continue;
+				}
+			}
 			if (!(marks[i][p / 8] & (1u << (p % 8)))) {
 				p++;
 				continue;

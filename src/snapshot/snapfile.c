@@ -964,20 +964,23 @@ static struct chunk_worker *chunk_workers_new(struct snap_writer *w,
 }
 
 /* Marks in @j the blocks of its chunk at @start that hold data: pages
- * @bm marks (a full save's scan), or with no @bm blocks that are not all
- * zero in the chunk's staged copy (a live save, which cannot scan memory
- * that keeps changing). */
+ * @bm marks (a full save's scan, bit per page of the region), or with
+ * @staged the blocks that have a page @bm marks (bit per page from
+ * @bm_base on: what the live save's source staged) and are not all zero
+ * in the staged copy (a live save cannot scan memory that keeps changing
+ * up front). */
 static void chunk_job_mask(struct chunk_job *j, const uint8_t *bm,
-			   uint64_t start, uint64_t ps, uint32_t bs)
+			   uint64_t bm_base, bool staged, uint64_t start,
+			   uint64_t ps, uint32_t bs)
 {
 	unsigned nb = chunk_blocks(j->len, bs);
 
 	for (unsigned b = 0; b < nb; b++) {
 		uint64_t n = block_len(j->len, bs, b);
 
-		if (bm ? !bitmap_any(bm, (start + (uint64_t)b * bs) / ps,
-				     n / ps)
-		       : all_zero(j->host + (uint64_t)b * bs, n))
+		if (!bitmap_any(bm, (start - bm_base + (uint64_t)b * bs) / ps,
+				n / ps) ||
+		    (staged && all_zero(j->host + (uint64_t)b * bs, n)))
 			continue;
 		j->mask |= 1ull << b;
 		j->stored += n;
@@ -1011,7 +1014,7 @@ static int write_memory_record_v2(struct snap_writer *w,
 	struct chunk_batch batch = { .jobs = jobs };
 	struct chunk_worker *wk = NULL;
 	unsigned nworkers = w->threads;
-	uint8_t *table = NULL, *outbuf = NULL, *staged = NULL;
+	uint8_t *table = NULL, *outbuf = NULL, *staged = NULL, *present = NULL;
 	uint32_t cs, bs;
 	struct iovec iov[2];
 	int ret;
@@ -1030,9 +1033,12 @@ static int write_memory_record_v2(struct snap_writer *w,
 	wk = chunk_workers_new(w, &batch, nworkers, cs);
 	if (compress)
 		outbuf = malloc((size_t)CHUNK_BATCH * cs);
-	if (src)
+	if (src) {
 		staged = malloc((size_t)CHUNK_BATCH * cs);
-	if (!table || !wk || (compress && !outbuf) || (src && !staged)) {
+		present = malloc(bitmap_bytes((uint64_t)CHUNK_BATCH * cs / ps));
+	}
+	if (!table || !wk || (compress && !outbuf) ||
+	    (src && (!staged || !present))) {
 		ret = -ENOMEM;
 		goto out;
 	}
@@ -1050,8 +1056,9 @@ static int write_memory_record_v2(struct snap_writer *w,
 		if (batch_len > (uint64_t)batch.n * cs)
 			batch_len = (uint64_t)batch.n * cs;
 		if (src) {
+			memset(present, 0, bitmap_bytes(batch_len / ps));
 			ret = src->stage(src->ctx, ri, batch_off, batch_len,
-					 staged);
+					 staged, present);
 			if (ret)
 				goto out;
 		}
@@ -1067,7 +1074,11 @@ static int write_memory_record_v2(struct snap_writer *w,
 				.len = len,
 				.out = outbuf ? outbuf + (size_t)k * cs : NULL,
 			};
-			chunk_job_mask(j, src ? NULL : bm, start, ps, bs);
+			if (src)
+				chunk_job_mask(j, present, batch_off, true,
+					       start, ps, bs);
+			else
+				chunk_job_mask(j, bm, 0, false, start, ps, bs);
 		}
 		chunk_batch_run(wk, nworkers);
 		for (unsigned k = 0; k < batch.n; k++) {
@@ -1147,6 +1158,7 @@ static int write_memory_record_v2(struct snap_writer *w,
 out:
 	chunk_workers_free(wk, nworkers);
 	free(staged);
+	free(present);
 	free(outbuf);
 	free(table);
 	return ret;

@@ -175,13 +175,16 @@ int snap_write_memory(struct snap_writer *w, const struct guest_mem *mem,
 
 /* Where a live save's memory comes from (snapshot/mem_live.h): stage()
  * copies bytes [@off, @off + @len) of region @region of the guest memory
- * being written, as they were at the snapshot's instant, into @dst. The
- * writer calls it from one thread, for consecutive ranges in order, and
- * hashes, compresses and writes only the staged copy. Returns 0 or
- * -errno (the source keeps its own reason). */
+ * being written, as they were at the snapshot's instant, into @dst, and
+ * sets bit i of @present (zeroed by the writer, one bit per page of the
+ * range) for each page it copied; pages left out are zero (memfd holes)
+ * and their bytes in @dst are not looked at. The writer calls it from one
+ * thread, for consecutive ranges in order, and hashes, compresses and
+ * writes only the staged copy. Returns 0 or -errno (the source keeps its
+ * own reason). */
 struct snap_mem_source {
 	int (*stage)(void *ctx, unsigned region, uint64_t off, uint64_t len,
-		     uint8_t *dst);
+		     uint8_t *dst, uint8_t *present);
 	void *ctx;
 };
 

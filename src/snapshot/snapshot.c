@@ -595,7 +595,7 @@ int snapshot_save_live(struct vm *vm, const char *path,
 	struct mem_live *l = NULL;
 	struct snap_writer *w;
 	bool disks = false;
-	uint64_t t0, t1, t2, t3, rearmed = 0;
+	uint64_t tp, t0, t1, t2, t3, tm, rearmed = 0;
 	int ret;
 
 	memset(st, 0, sizeof(*st));
@@ -614,7 +614,9 @@ int snapshot_save_live(struct vm *vm, const char *path,
 		goto stop;
 	/* Most of the protection while the guest runs: the pause then
 	 * protects only what was written since. */
+	tp = clock_now_ns(CLOCK_MONOTONIC);
 	ret = mem_live_prearm(l, err, errlen);
+	tp = clock_now_ns(CLOCK_MONOTONIC) - tp;
 	if (ret) {
 		snap_writer_abort(w);
 		goto stop;
@@ -638,8 +640,10 @@ int snapshot_save_live(struct vm *vm, const char *path,
 		snapshot_park_disks(vm, true);
 		disks = true;
 	}
-	vm_resume(vm);
+	/* Up to the resume call: once it wakes the vCPUs the guest runs,
+	 * whenever this thread gets the CPU back. */
 	st->pause_ns = clock_now_ns(CLOCK_MONOTONIC) - t0;
+	vm_resume(vm);
 	log_debug("live snapshot: pause %" PRIu64 " us: vCPUs and workers "
 		  "parked %" PRIu64 ", state %" PRIu64
 		  ", write-protect %" PRIu64 " (%" PRIu64 " pages)",
@@ -647,6 +651,7 @@ int snapshot_save_live(struct vm *vm, const char *path,
 		  (t3 - t2) / 1000, rearmed);
 	st->resumed = true;
 
+	tm = clock_now_ns(CLOCK_MONOTONIC);
 	if (!ret) {
 		mem_live_source(l, &src);
 		ret = snap_write_memory_from(w, &vm->mem, &src, progress, err,
@@ -654,6 +659,8 @@ int snapshot_save_live(struct vm *vm, const char *path,
 		if (ret && mem_live_error(l))
 			set_err(err, errlen, "%s", mem_live_error(l));
 	}
+	log_debug("live snapshot: memory written in %" PRIu64 " ms",
+		  (clock_now_ns(CLOCK_MONOTONIC) - tm) / 1000000);
 	mem_live_stop(l, &lst);
 	l = NULL;
 	ret = snapshot_finish(vm, w, ret, err, errlen);
