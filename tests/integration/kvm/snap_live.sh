@@ -7,7 +7,8 @@
 # tag) for two full sweeps. The reply and GET /vm report the pause, the
 # total time and the extra memory. A live save that fails (an unwritable
 # directory) leaves the VM running and the earlier file intact; so does
-# kill -9 in the middle of one.
+# kill -9 in the middle of one. A VM restored ondemand is saved live after
+# its fill; one restored with --memory map is refused in one line.
 . "$(dirname "$0")/../lib.sh"
 S=$WORK/api.sock
 
@@ -75,6 +76,41 @@ for cpus in 1 2; do
 		wait_exit "$VM_PID" 60
 	done
 done
+
+# A VM restored ondemand (the default) is saved live once its fill is
+# done, running; the second generation of file is one instant too. One
+# restored with --memory map is refused in one line and runs on.
+name=live-1-none
+rm -f "$S"
+out=$WORK/$name.od
+start_stasis "$out" restore "$WORK/$name.snap" --api-socket "$S" \
+	--serial "file:$out"
+wait_for_socket "$S"
+ctl "$S" snapshot "$WORK/$name.2.snap" --live --then exit >/dev/null
+wait_exit "$VM_PID" 60
+expect_status "$RC" 0 "$name: live save of a VM restored ondemand"
+rm -f "$S"
+out=$WORK/$name.2.r
+start_stasis "$out" restore "$WORK/$name.2.snap" --api-socket "$S" \
+	--serial "file:$out"
+wait_until 120 restored_done || fail "$name.2: no progress: $(tail -n 2 "$out" | tr '\n' '|')"
+grep -q MISMATCH "$out" && fail "$name.2: restored memory is not one instant: $(grep MISMATCH "$out" | head -n 1)"
+pid_exited "$VM_PID" && fail "$name.2: the restored VM ended: $(tail -n 2 "$out.err" | tr '\n' '|')"
+ctl "$S" shutdown >/dev/null
+wait_exit "$VM_PID" 60
+
+rm -f "$S"
+start_stasis "$WORK/map" restore "$WORK/$name.snap" --memory map \
+	--api-socket "$S" --serial "file:$WORK/map"
+wait_for_socket "$S"
+rc=0
+err=$("$STASIS" ctl "$S" snapshot "$WORK/map.snap" --live 2>&1) || rc=$?
+[[ $rc != 0 && $(grep -c . <<<"$err") == 1 && $err == *"--memory map"* ]] ||
+	fail "live save of a --memory map VM: status $rc: $err"
+[[ ! -e $WORK/map.snap ]] || fail "a refused live save left a file"
+expect_state "$S" running "after a refused live save"
+ctl "$S" shutdown >/dev/null
+wait_exit "$VM_PID" 60
 
 # Failure and kill -9: the earlier file stays, the VM runs on.
 rm -f "$S"
