@@ -68,6 +68,7 @@ struct mem_live {
 	 * marks the page in rearm; from mem_live_arm on it copies. */
 	bool armed;
 	uint64_t rearm_pages;
+	int fail; /* a page went unprotected without its copy */
 	uint8_t *copies; /* nslots pages */
 	struct live_slot *slots;
 	uint32_t nslots;
@@ -204,6 +205,9 @@ static int live_serve(struct mem_live *l, uint64_t addr, pid_t tid)
 		ret = -ENOSPC;
 	}
 unlock:
+	/* The page goes without its copy: the save must fail. */
+	if (ret && ret != -ENOSPC && !l->fail)
+		l->fail = ret;
 	pthread_mutex_unlock(&l->lock);
 	if (ret == -ENOSPC)
 		return ret;
@@ -326,7 +330,7 @@ static int live_stage(void *ctx, unsigned ri, uint64_t off, uint64_t len,
 	uint64_t c0 = off / cs, c1 = (end + cs - 1) / cs;
 	bool freed = false;
 	uint64_t one = 1;
-	int ret;
+	int ret, failed;
 
 	if (ri >= l->nregions || end > r->size || off % cs)
 		return -EINVAL;
@@ -400,9 +404,12 @@ static int live_stage(void *ctx, unsigned ri, uint64_t off, uint64_t len,
 		free(e->data);
 		*e = l->extra[--l->nextra];
 	}
+	failed = l->fail;
 	pthread_mutex_unlock(&l->lock);
 	if (freed && write(l->wake_fd, &one, sizeof(one)) < 0)
 		ret = 0; /* the thread polls again at the next fault */
+	if (failed)
+		return failed; /* l->error says why */
 	ret = live_unprotect(l, (uintptr_t)r->host + off, len);
 	if (ret)
 		snprintf(l->error, sizeof(l->error),
