@@ -425,6 +425,24 @@ static int ctl_parse_status(const struct ctl_response *r, struct vm_status *st)
 			goto out;
 		st->snapshot_active = true;
 	}
+	/* Optional for older servers: what the last snapshot cost. */
+	if (json_object_object_get_ex(obj, "last_snapshot", &snap) &&
+	    json_object_is_type(snap, json_type_object)) {
+		struct json_object *live;
+		uint64_t pus, tms;
+
+		if (!json_object_object_get_ex(snap, "live", &live) ||
+		    !json_object_is_type(live, json_type_boolean) ||
+		    !ctl_get_u64(snap, "pause_us", &pus) ||
+		    !ctl_get_u64(snap, "total_ms", &tms) ||
+		    !ctl_get_u64(snap, "extra_bytes",
+				 &st->last_snapshot.extra_bytes))
+			goto out;
+		st->have_last_snapshot = true;
+		st->last_snapshot.live = json_object_get_boolean(live);
+		st->last_snapshot.pause_ns = pus * 1000;
+		st->last_snapshot.total_ns = tms * 1000000;
+	}
 	ret = 0;
 out:
 	json_object_put(obj);
@@ -472,6 +490,16 @@ static int ctl_print_status(const struct ctl_args *a,
 		ctl_format_bytes(done, sizeof(done), st.snapshot_done_bytes);
 		ctl_format_bytes(total, sizeof(total), st.snapshot_total_bytes);
 		printf("snapshot: %s of %s written\n", done, total);
+	}
+	if (st.have_last_snapshot) {
+		ctl_format_bytes(mem, sizeof(mem),
+				 st.last_snapshot.extra_bytes);
+		printf("last snapshot: %s, paused %llu us, %.1f s in all%s%s\n",
+		       st.last_snapshot.live ? "live" : "paused",
+		       (unsigned long long)(st.last_snapshot.pause_ns / 1000),
+		       (double)st.last_snapshot.total_ns / 1e9,
+		       st.last_snapshot.live ? ", extra memory " : "",
+		       st.last_snapshot.live ? mem : "");
 	}
 	return CTL_EXIT_OK;
 }

@@ -1116,6 +1116,13 @@ static void test_ctl_status(void **state)
 				     "last pause: 140 us\n"
 				     "snapshot: 64 MiB of 256 MiB written\n");
 
+	f->vm.have_last = true;
+	run_ctl(&run, f->sock, "status", NULL);
+	assert_int_equal(run.status, 0);
+	assert_non_null(strstr(run.out, "last snapshot: live, paused 2000 us, "
+					"3.0 s in all, extra memory 1 MiB\n"));
+	f->vm.have_last = false;
+
 	run_ctl(&run, f->sock, "status", "--json", NULL);
 	assert_int_equal(run.status, 0);
 	obj = json_tokener_parse(run.out);
