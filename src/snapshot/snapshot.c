@@ -659,8 +659,9 @@ int snapshot_save_live(struct vm *vm, const char *path,
 		if (ret && mem_live_error(l))
 			set_err(err, errlen, "%s", mem_live_error(l));
 	}
-	log_debug("live snapshot: memory written in %" PRIu64 " ms",
-		  (clock_now_ns(CLOCK_MONOTONIC) - tm) / 1000000);
+	log_debug("live snapshot: protected ahead in %" PRIu64
+		  " ms, memory written in %" PRIu64 " ms",
+		  tp / 1000000, (clock_now_ns(CLOCK_MONOTONIC) - tm) / 1000000);
 	mem_live_stop(l, &lst);
 	l = NULL;
 	ret = snapshot_finish(vm, w, ret, err, errlen);
