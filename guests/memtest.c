@@ -14,7 +14,16 @@
  * the region and, pass after pass, rewrites it with that pass's pattern
  * and verifies it; CPU 0 prints each of its passes with every CPU's pass
  * count, so memory that keeps changing on all CPUs is what a snapshot
- * catches). */
+ * catches), mode=gen (generations, for live snapshots: every CPU, with
+ * smp=1, or CPU 0 alone, sweeps its slice of pages in order, pass g
+ * writing g into each page's first word and a tag of g and the page's
+ * address into its last, after checking that the page still holds
+ * generation g - 1 with its tag; a snapshot holds one instant exactly
+ * when, for each CPU, the pages before its cursor hold g and the rest
+ * g - 1, which is what the restored guest then finds page by page: a page
+ * from later than the saved registers reads g where g - 1 is due, one
+ * from earlier reads g - 2, a torn page a wrong tag; CPU 0 prints
+ * "memtest: gen N ok (cpus=K gens=a,b,...)" every 256 of its passes). */
 #include "guest.h"
 
 #define MIB (1ull << 20)
@@ -279,6 +288,132 @@ static void memtest_smp(uint64_t mib, uint64_t passes)
 	}
 }
 
+/* mode=gen: the tag a page's last word holds for generation @g. */
+static uint64_t gen_tag(uint64_t g, const volatile uint64_t *page)
+{
+	return pattern(g * 0x2545f4914f6cdd1dull + 1, (const uint64_t *)page);
+}
+
+#define GEN_PAGE_WORDS 512
+#define GEN_PRINT_EVERY 256
+
+/* mode=gen: the pages of CPU @index's slice, counted across extents:
+ * [lo, hi) in 4 KiB pages of the whole region. */
+/* smp=1: set before any AP starts; the CPU count is known once they are
+ * being started (guest_cpus_start sets it first). */
+static bool gen_smp;
+
+static void gen_slice(unsigned int index, uint64_t *lo, uint64_t *hi)
+{
+	unsigned int n = gen_smp ? guest_cpus_known() : 1;
+	uint64_t pages = t.words / GEN_PAGE_WORDS;
+
+	*lo = pages * index / n;
+	*hi = pages * (index + 1) / n;
+}
+
+/* The page @i of the region (extents are 1 MiB multiples, so no page
+ * spans two). */
+static volatile uint64_t *gen_page(uint64_t i)
+{
+	uint64_t w = i * GEN_PAGE_WORDS;
+
+	for (unsigned int e = 0; e < t.count; e++) {
+		if (w < t.ext[e].words)
+			return t.ext[e].start + w;
+		w -= t.ext[e].words;
+	}
+	return 0;
+}
+
+/* One pass of CPU @index: checks generation g - 1 and writes g into each
+ * page of its slice, in order. */
+static uint64_t gen_pass(unsigned int index)
+{
+	uint64_t g = t.passes[index] + 1, lo, hi;
+
+	gen_slice(index, &lo, &hi);
+	for (uint64_t i = lo; i < hi; i++) {
+		volatile uint64_t *p = gen_page(i);
+		uint64_t first = p[0], last = p[GEN_PAGE_WORDS - 1];
+
+		if (first != g - 1 || last != gen_tag(g - 1, p)) {
+			guest_printf("memtest: MISMATCH gen at 0x%lx cpu %u: "
+				     "expected generation %lu, page holds "
+				     "%lu (tag %s)\n",
+				     (uint64_t)p, index, g - 1, first,
+				     last == gen_tag(first, p) ? "ok" : "bad");
+			guest_exit(GUEST_EXIT_MEMTEST);
+		}
+		p[0] = g;
+		p[GEN_PAGE_WORDS - 1] = gen_tag(g, p);
+	}
+	t.passes[index] = g;
+	return g;
+}
+
+/* Generation 0: every page gets its tag (the region starts zero, so the
+ * first words already read 0). */
+static void gen_init(unsigned int index)
+{
+	uint64_t lo, hi;
+
+	gen_slice(index, &lo, &hi);
+	for (uint64_t i = lo; i < hi; i++) {
+		volatile uint64_t *p = gen_page(i);
+
+		p[0] = 0;
+		p[GEN_PAGE_WORDS - 1] = gen_tag(0, p);
+	}
+}
+
+static void gen_ap(unsigned int index)
+{
+	gen_init(index);
+	for (;;)
+		gen_pass(index);
+}
+
+static void memtest_gen(uint64_t mib, uint64_t passes)
+{
+	char line[96 + GUEST_MAX_CPUS * 21];
+	bool smp = guest_arg_u64("smp", 0) != 0;
+	unsigned int n = 1, i;
+
+	if (smp) {
+		gen_smp = true;
+		n = guest_cpus_start(gen_ap);
+		if (n != guest_cpus_known()) {
+			guest_printf("memtest: ERROR %u of %u cpus started\n",
+				     n, guest_cpus_known());
+			guest_exit(GUEST_EXIT_FAIL);
+		}
+	}
+	gen_init(0);
+	for (;;) {
+		uint64_t g = gen_pass(0);
+		size_t len;
+
+		if (g % GEN_PRINT_EVERY)
+			continue;
+		len = guest_snprintf(line, sizeof(line),
+				     "memtest: gen %lu ok (%lu MiB, cpus=%u "
+				     "gens=",
+				     g, mib, n);
+		for (i = 0; i < n && len < sizeof(line); i++)
+			len +=
+			    guest_snprintf(line + len, sizeof(line) - len,
+					   "%s%lu", i ? "," : "", t.passes[i]);
+		if (len < sizeof(line))
+			guest_snprintf(line + len, sizeof(line) - len, ")\n");
+		guest_puts(line);
+		for (i = 0; passes && i < n && t.passes[i] >= passes; i++)
+			;
+		if (passes && i == n)
+			guest_exit(GUEST_EXIT_OK);
+	}
+}
+
 void guest_main(void)
 {
 	uint64_t touch = guest_arg_u64("touch", 0);
@@ -308,6 +443,8 @@ void guest_main(void)
 		guest_exit(GUEST_EXIT_FAIL);
 	for (unsigned int e = 0; e < t.count; e++)
 		t.words += t.ext[e].words;
+	if (guest_arg_is("mode", "gen"))
+		memtest_gen(mib, passes);
 	if (guest_arg_u64("smp", 0))
 		memtest_smp(mib, passes);
 	if (text)

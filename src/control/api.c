@@ -296,8 +296,8 @@ static int api_parse_path_body(const char *body, size_t len, size_t pathlen,
 
 int api_parse_snapshot_request(const char *body, size_t len, char *path,
 			       size_t pathlen, enum vm_then *then,
-			       struct snap_compress *compress, char *err,
-			       size_t errlen)
+			       struct snap_compress *compress, bool *live,
+			       char *err, size_t errlen)
 {
 	struct json_object *obj;
 	bool have_path = false;
@@ -307,6 +307,7 @@ int api_parse_snapshot_request(const char *body, size_t len, char *path,
 	if (ret)
 		return ret;
 	*then = VM_THEN_RESUME;
+	*live = false;
 	*compress =
 	    (struct snap_compress){ .codec = SNAP_COMPRESS_DEFAULT_CODEC };
 	json_object_object_foreach(obj, key, val)
@@ -318,6 +319,14 @@ int api_parse_snapshot_request(const char *body, size_t len, char *path,
 			ret = api_get_then(val, then, err, errlen);
 		} else if (!strcmp(key, "compress")) {
 			ret = api_get_compress(val, compress, err, errlen);
+		} else if (!strcmp(key, "live")) {
+			if (!json_object_is_type(val, json_type_boolean)) {
+				snprintf(err, errlen,
+					 "\"live\" must be true or false");
+				ret = -EINVAL;
+			} else {
+				*live = json_object_get_boolean(val);
+			}
 		} else {
 			api_unknown_key(key, err, errlen);
 			ret = -EINVAL;
@@ -569,7 +578,8 @@ static enum MHD_Result api_handle_status(struct api_server *s,
 	char last_pause[24] = "null";
 	char snapshot[80] = "null";
 	char timings[640];
-	char body[1024];
+	char last[160] = "null";
+	char body[1200];
 
 	if (api_parse_empty_request(req->body, req->len, err, sizeof(err)))
 		return api_reply_error(c, MHD_HTTP_BAD_REQUEST, NULL, "%s",
@@ -584,17 +594,26 @@ static enum MHD_Result api_handle_status(struct api_server *s,
 			 (unsigned long long)st.snapshot_done_bytes,
 			 (unsigned long long)st.snapshot_total_bytes);
 	api_format_timings(st.timings, timings, sizeof(timings));
+	if (st.have_last_snapshot)
+		snprintf(
+		    last, sizeof(last),
+		    "{ \"live\": %s, \"pause_us\": %llu, "
+		    "\"total_ms\": %llu, \"extra_bytes\": %llu }",
+		    st.last_snapshot.live ? "true" : "false",
+		    (unsigned long long)(st.last_snapshot.pause_ns / 1000),
+		    (unsigned long long)(st.last_snapshot.total_ns / 1000000),
+		    (unsigned long long)st.last_snapshot.extra_bytes);
 	/* Only numbers and fixed words: no escaping needed. */
 	snprintf(body, sizeof(body),
 		 "{ \"state\": \"%s\", \"vcpus\": %u, \"memory_bytes\": %llu, "
 		 "\"uptime_ms\": %llu, \"last_pause_us\": %s, "
-		 "\"snapshot\": %s, \"timings\": %s }\n",
+		 "\"snapshot\": %s, \"timings\": %s, \"last_snapshot\": %s }\n",
 		 st.waiting  ? "waiting"
 		 : st.paused ? "paused"
 			     : "running",
 		 st.ncpus, (unsigned long long)st.mem_size,
 		 (unsigned long long)(st.uptime_ns / 1000000), last_pause,
-		 snapshot, timings);
+		 snapshot, timings, last);
 	return api_reply(c, MHD_HTTP_OK, body, NULL);
 }
 
@@ -640,16 +659,57 @@ static enum MHD_Result api_handle_shutdown(struct api_server *s,
 				 MHD_HTTP_ACCEPTED);
 }
 
+/* PUT /vm/snapshot's reply: what was written and what it cost. */
+static enum MHD_Result api_reply_snapshot(struct MHD_Connection *c,
+					  const char *path, enum vm_then then,
+					  const struct snap_compress *compress,
+					  const struct snapshot_stats *st)
+{
+	struct json_object *obj = json_object_new_object();
+	char name[16];
+	enum MHD_Result ret;
+	char *body = NULL;
+
+	snap_compress_format(compress, name, sizeof(name));
+	if (!obj ||
+	    json_object_object_add(obj, "path", json_object_new_string(path)) ||
+	    json_object_object_add(
+		obj, "then", json_object_new_string(api_then_names[then])) ||
+	    json_object_object_add(obj, "compress",
+				   json_object_new_string(name)) ||
+	    json_object_object_add(obj, "live",
+				   json_object_new_boolean(st->live)) ||
+	    json_object_object_add(
+		obj, "pause_us",
+		json_object_new_int64((int64_t)(st->pause_ns / 1000))) ||
+	    json_object_object_add(
+		obj, "total_ms",
+		json_object_new_int64((int64_t)(st->total_ns / 1000000))) ||
+	    json_object_object_add(
+		obj, "extra_bytes",
+		json_object_new_int64((int64_t)st->extra_bytes)) ||
+	    asprintf(&body, "%s\n",
+		     json_object_to_json_string_ext(obj, API_JSON_OUT)) < 0) {
+		json_object_put(obj);
+		return api_reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+				 API_NOMEM_BODY, NULL);
+	}
+	json_object_put(obj);
+	ret = api_reply(c, MHD_HTTP_OK, body, NULL);
+	free(body);
+	return ret;
+}
+
 static enum MHD_Result api_handle_snapshot(struct api_server *s,
 					   struct MHD_Connection *c,
 					   const struct api_request *req)
 {
 	char err[API_ERR_MAX] = "";
+	struct snapshot_stats stats = { 0 };
 	struct snap_compress compress;
-	char compress_name[16];
-	const char *kv[6];
 	enum vm_then then;
 	enum MHD_Result mret;
+	bool live;
 	char *path;
 	int ret;
 
@@ -658,7 +718,8 @@ static enum MHD_Result api_handle_snapshot(struct api_server *s,
 		return api_reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
 				 API_NOMEM_BODY, NULL);
 	ret = api_parse_snapshot_request(req->body, req->len, path, PATH_MAX,
-					 &then, &compress, err, sizeof(err));
+					 &then, &compress, &live, err,
+					 sizeof(err));
 	if (ret) {
 		mret = api_reply_error(c,
 				       ret == -EMSGSIZE
@@ -670,21 +731,15 @@ static enum MHD_Result api_handle_snapshot(struct api_server *s,
 	/* A snapshot may run for minutes with the socket silent; the idle
 	 * timeout must not cut the connection before the reply. */
 	MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0U);
-	ret = s->ops->snapshot(s->ctx, path, then, &compress, err, sizeof(err));
+	ret = s->ops->snapshot(s->ctx, path, then, &compress, live, &stats, err,
+			       sizeof(err));
 	MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT,
 				  (unsigned)API_IDLE_TIMEOUT_S);
 	if (ret) {
 		mret = api_reply_op_error(c, ret, "snapshot", err, sizeof(err));
 		goto out;
 	}
-	kv[0] = "path";
-	kv[1] = path;
-	kv[2] = "then";
-	kv[3] = api_then_names[then];
-	snap_compress_format(&compress, compress_name, sizeof(compress_name));
-	kv[4] = "compress";
-	kv[5] = compress_name;
-	mret = api_reply_strings(c, MHD_HTTP_OK, NULL, kv, 6);
+	mret = api_reply_snapshot(c, path, then, &compress, &stats);
 out:
 	free(path);
 	return mret;
@@ -785,9 +840,18 @@ static const char *const api_status_fields[] = { "state",
 						 "timings.devices_us",
 						 "timings.first_run_us",
 						 "timings.first_exit_us",
+						 "last_snapshot",
+						 "last_snapshot.live",
+						 "last_snapshot.pause_us",
+						 "last_snapshot.total_ms",
+						 "last_snapshot.extra_bytes",
 						 NULL };
 static const char *const api_snapshot_keys[] = { "path", "then", "compress",
-						 NULL };
+						 "live", NULL };
+static const char *const api_snapshot_fields[] = { "path",	  "then",
+						   "compress",	  "live",
+						   "pause_us",	  "total_ms",
+						   "extra_bytes", NULL };
 static const char *const api_snapshot_required[] = { "path", NULL };
 static const unsigned api_restore_statuses[] = { MHD_HTTP_OK,
 						 MHD_HTTP_BAD_REQUEST,
@@ -811,7 +875,7 @@ static const struct api_route api_routes[] = {
 	    NULL, NULL },
 	  api_handle_shutdown },
 	{ { "/vm/snapshot", MHD_HTTP_METHOD_PUT, api_snapshot_statuses,
-	    api_snapshot_keys, api_snapshot_required, api_snapshot_keys },
+	    api_snapshot_keys, api_snapshot_required, api_snapshot_fields },
 	  api_handle_snapshot },
 	{ { "/vm/restore", MHD_HTTP_METHOD_PUT, api_restore_statuses,
 	    api_restore_keys, api_snapshot_required, api_restore_fields },

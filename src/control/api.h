@@ -20,6 +20,14 @@ enum vm_then {
 
 struct timings;
 
+/* What a snapshot cost: its reply, and GET /vm's "last_snapshot". */
+struct snapshot_stats {
+	bool live; /* written with the guest running (--live) */
+	uint64_t pause_ns; /* the guest stood still */
+	uint64_t total_ns; /* request to complete file */
+	uint64_t extra_bytes; /* memory beyond the guest's, at peak (live) */
+};
+
 struct vm_status {
 	bool waiting; /* a restore target that has not restored yet */
 	bool paused;
@@ -33,6 +41,8 @@ struct vm_status {
 	uint64_t snapshot_total_bytes;
 	/* The restore's phases (core/timings.h); NULL for a booted VM. */
 	const struct timings *timings;
+	bool have_last_snapshot; /* one was written since stasis started */
+	struct snapshot_stats last_snapshot;
 };
 
 /* PUT /vm/restore into a waiting restore target (stasis restore --wait):
@@ -69,9 +79,11 @@ const char *api_memory_name(enum api_memory m);
 struct api_ops {
 	int (*pause)(void *ctx, char *err, size_t errlen);
 	int (*resume)(void *ctx, char *err, size_t errlen);
+	/* @live: the guest runs on while memory is written. Fills @stats
+	 * on success. */
 	int (*snapshot)(void *ctx, const char *path, enum vm_then then,
-			const struct snap_compress *compress, char *err,
-			size_t errlen);
+			const struct snap_compress *compress, bool live,
+			struct snapshot_stats *stats, char *err, size_t errlen);
 	int (*shutdown)(void *ctx, char *err, size_t errlen);
 	void (*status)(void *ctx, struct vm_status *st);
 	/* Optional (NULL: PUT /vm/restore answers 409): serves a snapshot
@@ -137,14 +149,15 @@ void api_server_stop(struct api_server *s);
  * string "path" (required, non-empty, no NUL, shorter than @pathlen) and
  * an optional "then" ("resume", the default, "pause" or "exit") and an
  * optional "compress" ("none", "lz4", "zstd" or "zstd:LEVEL", as
- * --compress takes it; SNAP_COMPRESS_DEFAULT_CODEC when absent); any other
- * key is an error. A pure function (the fuzz target). Returns 0, -EINVAL
- * or -EMSGSIZE (more than API_BODY_MAX bytes) with a one-line reason in
+ * --compress takes it; SNAP_COMPRESS_DEFAULT_CODEC when absent) and an
+ * optional boolean "live" (false when absent); any other key is an error. A
+ * pure function (the fuzz target). Returns 0, -EINVAL or -EMSGSIZE (more than
+ * API_BODY_MAX bytes) with a one-line reason in
  * @err. */
 int api_parse_snapshot_request(const char *body, size_t len, char *path,
 			       size_t pathlen, enum vm_then *then,
-			       struct snap_compress *compress, char *err,
-			       size_t errlen);
+			       struct snap_compress *compress, bool *live,
+			       char *err, size_t errlen);
 
 /* Parses and validates the body of PUT /vm/restore: a JSON object with
  * "path" (required, as for a snapshot) and the optional "memory"

@@ -1,6 +1,7 @@
 /* `stasis ctl`: a small HTTP/1.1 client for the control API on its UNIX
  * socket, printing readable results or the server's JSON. */
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
@@ -50,7 +51,8 @@ struct ctl_command {
 	const char *method;
 	const char *url;
 	const char *done; /* what a success means, for people */
-	bool snapshot; /* takes PATH, --then, --compress; no reply timeout */
+	bool snapshot; /* takes PATH, --then, --compress, --live; no reply
+			* timeout */
 	/* prints a success for people; returns the exit status */
 	int (*print)(const struct ctl_args *a, const struct ctl_command *cmd,
 		     const struct ctl_response *r);
@@ -65,6 +67,7 @@ struct ctl_args {
 	const char *compress; /* NULL: the server's default */
 	const char *memory, *clock; /* restore's; NULL: the target's */
 	bool paused;
+	bool live; /* --live */
 	bool json;
 };
 
@@ -427,6 +430,24 @@ static int ctl_parse_status(const struct ctl_response *r, struct vm_status *st)
 			goto out;
 		st->snapshot_active = true;
 	}
+	/* Optional for older servers: what the last snapshot cost. */
+	if (json_object_object_get_ex(obj, "last_snapshot", &snap) &&
+	    json_object_is_type(snap, json_type_object)) {
+		struct json_object *live;
+		uint64_t pus, tms;
+
+		if (!json_object_object_get_ex(snap, "live", &live) ||
+		    !json_object_is_type(live, json_type_boolean) ||
+		    !ctl_get_u64(snap, "pause_us", &pus) ||
+		    !ctl_get_u64(snap, "total_ms", &tms) ||
+		    !ctl_get_u64(snap, "extra_bytes",
+				 &st->last_snapshot.extra_bytes))
+			goto out;
+		st->have_last_snapshot = true;
+		st->last_snapshot.live = json_object_get_boolean(live);
+		st->last_snapshot.pause_ns = pus * 1000;
+		st->last_snapshot.total_ns = tms * 1000000;
+	}
 	ret = 0;
 out:
 	json_object_put(obj);
@@ -481,6 +502,16 @@ static int ctl_print_status(const struct ctl_args *a,
 		ctl_format_bytes(total, sizeof(total), st.snapshot_total_bytes);
 		printf("snapshot: %s of %s written\n", done, total);
 	}
+	if (st.have_last_snapshot) {
+		ctl_format_bytes(mem, sizeof(mem),
+				 st.last_snapshot.extra_bytes);
+		printf("last snapshot: %s, paused %llu us, %.1f s in all%s%s\n",
+		       st.last_snapshot.live ? "live" : "paused",
+		       (unsigned long long)(st.last_snapshot.pause_ns / 1000),
+		       (double)st.last_snapshot.total_ns / 1e9,
+		       st.last_snapshot.live ? ", extra memory " : "",
+		       st.last_snapshot.live ? mem : "");
+	}
 	return CTL_EXIT_OK;
 }
 
@@ -505,6 +536,20 @@ static int ctl_print_snapshot(const struct ctl_args *a,
 	if (path)
 		ctl_sanitize(path);
 	printf("snapshot written to %s\n", path ? path : a->path);
+	/* A live save says what the guest felt of it. */
+	if (obj && json_object_object_get_ex(obj, "live", &val) &&
+	    json_object_get_boolean(val)) {
+		struct json_object *p = NULL, *t = NULL, *x = NULL;
+
+		json_object_object_get_ex(obj, "pause_us", &p);
+		json_object_object_get_ex(obj, "total_ms", &t);
+		json_object_object_get_ex(obj, "extra_bytes", &x);
+		printf("live: paused %" PRId64 " us, %" PRId64
+		       " ms in all, %" PRId64 " KiB of extra memory\n",
+		       p ? json_object_get_int64(p) : 0,
+		       t ? json_object_get_int64(t) : 0,
+		       x ? json_object_get_int64(x) / 1024 : 0);
+	}
 	free(path);
 	json_object_put(obj);
 	return CTL_EXIT_OK;
@@ -707,8 +752,8 @@ static int ctl_absolute_path(const char *path, char **abs, char *err,
 	return 0;
 }
 
-/* {"path": ..., "then": ..., "compress": ...} ("compress" only when
- * given), with a relative PATH made absolute here:
+/* {"path": ..., "then": ..., "compress": ..., "live": true} ("compress"
+ * and "live" only when given), with a relative PATH made absolute here:
  * the user means their directory, not the one stasis runs in. */
 static char *ctl_snapshot_body(const struct ctl_args *a, char *err,
 			       size_t errlen)
@@ -741,6 +786,15 @@ static char *ctl_snapshot_body(const struct ctl_args *a, char *err,
 				     JSON_C_TO_STRING_NOSLASHESCAPE));
 		else
 			json_object_put(c);
+	}
+	if (body && a->live) {
+		free(body);
+		body = NULL;
+		if (!json_object_object_add(obj, "live",
+					    json_object_new_boolean(true)))
+			body = strdup(json_object_to_json_string_ext(
+			    obj, JSON_C_TO_STRING_PLAIN |
+				     JSON_C_TO_STRING_NOSLASHESCAPE));
 	}
 	json_object_put(path);
 	json_object_put(then);
@@ -810,7 +864,7 @@ static void ctl_usage(FILE *f)
 		   "       stasis ctl SOCKET snapshot PATH "
 		   "[--then resume|pause|exit]\n"
 		   "                [--compress none|lz4|zstd[:LEVEL]] "
-		   "[--json]\n"
+		   "[--live] [--json]\n"
 		   "       stasis ctl SOCKET restore PATH "
 		   "[--memory ondemand|map|copy]\n"
 		   "                [--clock advance|frozen] [--paused] "
@@ -851,6 +905,8 @@ static int ctl_parse_args(int argc, char **argv, struct ctl_args *a)
 			options = false;
 		} else if (options && !strcmp(argv[k], "--json")) {
 			a->json = true;
+		} else if (options && !strcmp(argv[k], "--live")) {
+			a->live = true;
 		} else if (options && (!strcmp(argv[k], "--then") ||
 				       !strncmp(argv[k], "--then=", 7))) {
 			if (argv[k][6] == '=')
@@ -916,9 +972,11 @@ static int ctl_parse_args(int argc, char **argv, struct ctl_args *a)
 			return -EINVAL;
 		}
 	}
-	if (!a->cmd->snapshot && (a->then || a->compress)) {
-		log_error("%s only applies to snapshot",
-			  a->then ? "--then" : "--compress");
+	if (!a->cmd->snapshot && (a->then || a->compress || a->live)) {
+		log_error("%s only applies to snapshot", a->then ? "--then"
+							 : a->live
+							     ? "--live"
+							     : "--compress");
 		return -EINVAL;
 	}
 	return 0;

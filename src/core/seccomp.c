@@ -138,6 +138,23 @@ static const int calls_uffd[] = {
 	SCMP_SYS(eventfd2),
 };
 
+/* A live snapshot's fault thread: reads faults, copies pages out of the
+ * memfd with pread, removes write protection. */
+static const int calls_live[] = {
+	SCMP_SYS(pread64),
+};
+
+/* A live snapshot, set up by the thread that writes it (api): a
+ * userfaultfd (the syscall, or /dev/userfaultfd through openat, in the
+ * snapshot list) and its eventfd; the fault thread it starts stacks the
+ * live role's filter on the inherited one (prctl for no_new_privs, which
+ * is set already, and seccomp: a stacked filter can only refuse more). */
+static const int calls_live_setup[] = {
+	SCMP_SYS(userfaultfd),
+	SCMP_SYS(prctl),
+	SCMP_SYS(seccomp),
+};
+
 /* ioctl numbers. Interrupt lines and MSIs come from vCPUs (emulated
  * devices), workers (INTx, MSI without irqfd) and main (serial input). */
 static const int ioctls_irq[] = {
@@ -191,6 +208,19 @@ static const int ioctls_uffd[] = {
 	(int)UFFDIO_CONTINUE, (int)UFFDIO_UNREGISTER,
 };
 
+static const int ioctls_live[] = {
+	(int)UFFDIO_WRITEPROTECT,
+	(int)UFFDIO_WAKE,
+};
+
+/* The writer's side of a live snapshot: opening, registering, arming
+ * and, at the end, releasing the tracking. */
+static const int ioctls_live_setup[] = {
+	(int)USERFAULTFD_IOC_NEW, (int)UFFDIO_API,
+	(int)UFFDIO_REGISTER,	  (int)UFFDIO_UNREGISTER,
+	(int)UFFDIO_WRITEPROTECT,
+};
+
 /* A role's filter: up to four call lists and four ioctl lists. */
 struct role_filter {
 	const char *name;
@@ -221,14 +251,19 @@ static const struct role_filter role_filters[SECCOMP_ROLE_COUNT] = {
 	[SECCOMP_ROLE_API] = {
 		.name = "api",
 		.calls = { LIST(calls_base), LIST(calls_api),
-			   LIST(calls_snapshot) },
-		.ioctls = { LIST(ioctls_snapshot) },
+			   LIST(calls_snapshot), LIST(calls_live_setup) },
+		.ioctls = { LIST(ioctls_snapshot), LIST(ioctls_live_setup) },
 		.clone_threads = true,
 	},
 	[SECCOMP_ROLE_UFFD] = {
 		.name = "uffd",
 		.calls = { LIST(calls_base), LIST(calls_uffd) },
 		.ioctls = { LIST(ioctls_uffd) },
+	},
+	[SECCOMP_ROLE_LIVE] = {
+		.name = "live",
+		.calls = { LIST(calls_base), LIST(calls_live) },
+		.ioctls = { LIST(ioctls_live) },
 	},
 };
 

@@ -48,12 +48,14 @@ static int vm_target_resume(void *ctx, char *err, size_t errlen)
 }
 
 static int vm_target_snapshot(void *ctx, const char *path, enum vm_then then,
-			      const struct snap_compress *compress, char *err,
+			      const struct snap_compress *compress, bool live,
+			      struct snapshot_stats *stats, char *err,
 			      size_t errlen)
 {
 	struct vm *vm = vm_target_vm(ctx, err, errlen);
 
-	return vm ? vm_api_ops.snapshot(vm, path, then, compress, err, errlen)
+	return vm ? vm_api_ops.snapshot(vm, path, then, compress, live, stats,
+					err, errlen)
 		  : -EBUSY;
 }
 

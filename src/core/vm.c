@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -694,6 +695,8 @@ void vm_get_status(struct vm *vm, struct vm_status *st)
 	st->uptime_ns = clock_now_ns(CLOCK_MONOTONIC) - vm->start_ns;
 	pthread_mutex_lock(&vm->pause_lock);
 	st->last_pause_ns = vm->last_pause_ns;
+	st->have_last_snapshot = vm->have_last_snapshot;
+	st->last_snapshot = vm->last_snapshot;
 	pthread_mutex_unlock(&vm->pause_lock);
 	st->timings = vm->cfg.timings;
 	st->snapshot_active = atomic_load(&vm->snapshot_active);
@@ -703,20 +706,66 @@ void vm_get_status(struct vm *vm, struct vm_status *st)
 	}
 }
 
+/* A live save of a running VM (snapshot_save_live), then @then. */
+static int vm_snapshot_live(struct vm *vm, const char *path, enum vm_then then,
+			    const struct snap_compress *compress,
+			    struct snapshot_stats *stats, char *err,
+			    size_t errlen)
+{
+	struct snapshot_live_stats st;
+	int ret;
+
+	ret = snapshot_save_live(vm, path, compress, then == VM_THEN_EXIT, &st,
+				 &vm->snapshot_progress, err, errlen);
+	stats->pause_ns = st.pause_ns;
+	stats->extra_bytes = st.extra_bytes;
+	if (st.resumed)
+		log_debug("live snapshot: paused %" PRIu64 " us, %" PRIu64
+			  " write faults, %" PRIu64
+			  " pages copied aside, %" PRIu64
+			  " waited for room, peak copies %" PRIu64 " bytes",
+			  st.pause_ns / 1000, st.faults, st.copied_pages,
+			  st.waits, st.copy_peak_bytes);
+	if (ret)
+		return ret;
+	if (then == VM_THEN_PAUSE)
+		vm_pause(vm);
+	else if (then == VM_THEN_EXIT)
+		vm_request_stop(vm, VM_STOP_REQUEST, STASIS_EXIT_OK);
+	return 0;
+}
+
 /* vm_snapshot's work, with snapshot_lock held; releases it. */
 static int vm_snapshot_locked(struct vm *vm, const char *path,
 			      enum vm_then then,
-			      const struct snap_compress *compress, char *err,
+			      const struct snap_compress *compress, bool live,
+			      struct snapshot_stats *stats, char *err,
 			      size_t errlen)
 {
+	uint64_t t0 = clock_now_ns(CLOCK_MONOTONIC);
+	struct snapshot_stats local = { 0 };
 	bool was_paused;
 	int ret;
 
+	if (!stats)
+		stats = &local;
+	memset(stats, 0, sizeof(*stats));
 	vm->snapshot_progress.done_bytes = 0;
 	vm->snapshot_progress.total_bytes = 0;
 	pthread_mutex_lock(&vm->run_state_lock);
 	atomic_store(&vm->snapshot_active, true);
 	was_paused = atomic_load(&vm->pause_requested);
+	/* A paused guest changes nothing: its save is the usual one. A live
+	 * save pauses and resumes by itself; snapshot_active keeps the API's
+	 * pause and resume out meanwhile. */
+	if (live && !was_paused) {
+		pthread_mutex_unlock(&vm->run_state_lock);
+		stats->live = true;
+		ret = vm_snapshot_live(vm, path, then, compress, stats, err,
+				       errlen);
+		pthread_mutex_lock(&vm->run_state_lock);
+		goto out;
+	}
 	ret = was_paused ? 0 : vm_pause(vm);
 	pthread_mutex_unlock(&vm->run_state_lock);
 	if (ret) {
@@ -727,6 +776,8 @@ static int vm_snapshot_locked(struct vm *vm, const char *path,
 	}
 	ret = snapshot_save(vm, path, compress, &vm->snapshot_progress, err,
 			    errlen);
+	if (!was_paused)
+		stats->pause_ns = clock_now_ns(CLOCK_MONOTONIC) - t0;
 	pthread_mutex_lock(&vm->run_state_lock);
 	if (ret) {
 		/* The guest carries on: running again, unless it was paused
@@ -746,6 +797,13 @@ static int vm_snapshot_locked(struct vm *vm, const char *path,
 		break;
 	}
 out:
+	stats->total_ns = clock_now_ns(CLOCK_MONOTONIC) - t0;
+	if (!ret) {
+		pthread_mutex_lock(&vm->pause_lock);
+		vm->last_snapshot = *stats;
+		vm->have_last_snapshot = true;
+		pthread_mutex_unlock(&vm->pause_lock);
+	}
 	atomic_store(&vm->snapshot_active, false);
 	pthread_mutex_unlock(&vm->run_state_lock);
 	pthread_mutex_unlock(&vm->snapshot_lock);
@@ -753,13 +811,15 @@ out:
 }
 
 int vm_snapshot(struct vm *vm, const char *path, enum vm_then then,
-		const struct snap_compress *compress, char *err, size_t errlen)
+		const struct snap_compress *compress, bool live,
+		struct snapshot_stats *stats, char *err, size_t errlen)
 {
 	if (pthread_mutex_trylock(&vm->snapshot_lock)) {
 		snprintf(err, errlen, "another snapshot is being written");
 		return -EBUSY;
 	}
-	return vm_snapshot_locked(vm, path, then, compress, err, errlen);
+	return vm_snapshot_locked(vm, path, then, compress, live, stats, err,
+				  errlen);
 }
 
 /* SIGTERM with --on-term snapshot:PATH, on the main thread: waits for a
@@ -779,8 +839,8 @@ static void vm_save_on_term(struct vm *vm)
 		pthread_mutex_unlock(&vm->snapshot_lock);
 		return;
 	}
-	ret =
-	    vm_snapshot_locked(vm, path, VM_THEN_EXIT, NULL, err, sizeof(err));
+	ret = vm_snapshot_locked(vm, path, VM_THEN_EXIT, NULL, false, NULL, err,
+				 sizeof(err));
 	if (!ret) {
 		log_info("SIGTERM: VM saved to %s", path);
 		return;
@@ -831,10 +891,11 @@ static int vm_api_resume(void *ctx, char *err, size_t errlen)
 }
 
 static int vm_api_snapshot(void *ctx, const char *path, enum vm_then then,
-			   const struct snap_compress *compress, char *err,
+			   const struct snap_compress *compress, bool live,
+			   struct snapshot_stats *stats, char *err,
 			   size_t errlen)
 {
-	return vm_snapshot(ctx, path, then, compress, err, errlen);
+	return vm_snapshot(ctx, path, then, compress, live, stats, err, errlen);
 }
 
 static int vm_api_shutdown(void *ctx, char *err, size_t errlen)

@@ -140,6 +140,9 @@ struct vm {
 	 * Taken before pause_op_lock; never held across a save. */
 	pthread_mutex_t run_state_lock;
 	struct snap_progress snapshot_progress;
+	/* The last snapshot written and what it cost (under pause_lock). */
+	bool have_last_snapshot;
+	struct snapshot_stats last_snapshot;
 
 	uint32_t *msr_list; /* MSRs KVM can save */
 	uint32_t nmsrs;
@@ -202,12 +205,15 @@ int vm_resume(struct vm *vm);
 void vm_get_status(struct vm *vm, struct vm_status *st);
 
 /* Pauses (if running), writes a snapshot to @path atomically, then does
- * @then. On failure any earlier file at @path is untouched and the VM
- * runs on, unless it was paused before or @then is VM_THEN_PAUSE. Returns
- * 0 or -errno with a one-line reason in @err; -EBUSY while another
- * snapshot runs. */
+ * @then; with @live and a running VM, pauses only to take state and arm
+ * tracking and writes memory with the guest running
+ * (snapshot_save_live). On failure any earlier file at @path is untouched
+ * and the VM runs on, unless it was paused before or @then is
+ * VM_THEN_PAUSE. Fills @stats (may be NULL). Returns 0 or -errno with a
+ * one-line reason in @err; -EBUSY while another snapshot runs. */
 int vm_snapshot(struct vm *vm, const char *path, enum vm_then then,
-		const struct snap_compress *compress, char *err, size_t errlen);
+		const struct snap_compress *compress, bool live,
+		struct snapshot_stats *stats, char *err, size_t errlen);
 
 /* The API callbacks for a VM (ctx is the struct vm). */
 extern const struct api_ops vm_api_ops;

@@ -57,7 +57,7 @@ struct pager {
 	enum seccomp_mode seccomp;
 };
 
-static int pager_open_uffd(char *err, size_t errlen)
+int pager_open_uffd(char *err, size_t errlen)
 {
 	int fd, dev, e1;
 

@@ -64,6 +64,12 @@ int page_source_file_init(struct page_source *src,
 
 struct pager;
 
+/* A new userfaultfd (close-on-exec, non-blocking) that serves kernel
+ * faults too (KVM's, syscalls'), from the syscall or /dev/userfaultfd;
+ * shared with the live save's write-protect tracking (mem_live.h). Returns
+ * the fd or -errno with one line in @err. */
+int pager_open_uffd(char *err, size_t errlen);
+
 /* Whether this process may use userfaultfd (the syscall, else
  * /dev/userfaultfd): 0, or -errno with one line in @err saying why not. */
 int pager_probe(char *err, size_t errlen);

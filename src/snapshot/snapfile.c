@@ -829,7 +829,7 @@ static unsigned chunk_blocks(uint64_t len, uint64_t bs)
 /* Chunks handed to the workers at a time: enough to keep every thread
  * busy, few enough that their compressed copies stay small (16 MiB of
  * 256 KiB chunks) and are written while still in cache. */
-#define CHUNK_BATCH 64
+#define CHUNK_BATCH SNAP_WRITE_BATCH_CHUNKS
 
 /* One chunk on its way to the file. */
 struct chunk_job {
@@ -963,14 +963,41 @@ static struct chunk_worker *chunk_workers_new(struct snap_writer *w,
 	return wk;
 }
 
+/* Marks in @j the blocks of its chunk at @start that hold data: pages
+ * @bm marks (a full save's scan, bit per page of the region), or with
+ * @staged the blocks that have a page @bm marks (bit per page from
+ * @bm_base on: what the live save's source staged) and are not all zero
+ * in the staged copy (a live save cannot scan memory that keeps changing
+ * up front). */
+static void chunk_job_mask(struct chunk_job *j, const uint8_t *bm,
+			   uint64_t bm_base, bool staged, uint64_t start,
+			   uint64_t ps, uint32_t bs)
+{
+	unsigned nb = chunk_blocks(j->len, bs);
+
+	for (unsigned b = 0; b < nb; b++) {
+		uint64_t n = block_len(j->len, bs, b);
+
+		if (!bitmap_any(bm, (start - bm_base + (uint64_t)b * bs) / ps,
+				n / ps) ||
+		    (staged && all_zero(j->host + (uint64_t)b * bs, n)))
+			continue;
+		j->mask |= 1ull << b;
+		j->stored += n;
+	}
+}
+
 /* Writes one version 2 memory record: the stored blocks of every chunk,
- * raw straight from guest memory or compressed, batch after batch in
- * chunk order, then the chunk table, the descriptor and last the header
- * with the checksum of descriptor, table and padding. @bm marks the pages
- * that are not zero. */
+ * raw or compressed, batch after batch in chunk order, then the chunk
+ * table, the descriptor and last the header with the checksum of
+ * descriptor, table and padding. Without @src the chunks come straight
+ * from guest memory and @bm marks the pages that are not zero; with @src
+ * each batch is first staged by @src (region @ri) into a buffer of the
+ * writer's, and its zero blocks are found there. */
 static int write_memory_record_v2(struct snap_writer *w,
-				  const struct mem_region *reg,
+				  const struct mem_region *reg, unsigned ri,
 				  const uint8_t *bm,
+				  const struct snap_mem_source *src,
 				  struct snap_progress *progress)
 {
 	uint64_t ps = w->page_size, nchunks, table_bytes, pos, length;
@@ -982,12 +1009,12 @@ static int write_memory_record_v2(struct snap_writer *w,
 	struct page_io io = { .fd = w->fd,
 			      .write = true,
 			      .xxh = NULL,
-			      .progress = compress ? NULL : progress };
+			      .progress = compress || src ? NULL : progress };
 	struct chunk_job jobs[CHUNK_BATCH];
 	struct chunk_batch batch = { .jobs = jobs };
 	struct chunk_worker *wk = NULL;
 	unsigned nworkers = w->threads;
-	uint8_t *table = NULL, *outbuf = NULL;
+	uint8_t *table = NULL, *outbuf = NULL, *staged = NULL, *present = NULL;
 	uint32_t cs, bs;
 	struct iovec iov[2];
 	int ret;
@@ -1006,7 +1033,12 @@ static int write_memory_record_v2(struct snap_writer *w,
 	wk = chunk_workers_new(w, &batch, nworkers, cs);
 	if (compress)
 		outbuf = malloc((size_t)CHUNK_BATCH * cs);
-	if (!table || !wk || (compress && !outbuf)) {
+	if (src) {
+		staged = malloc((size_t)CHUNK_BATCH * cs);
+		present = malloc(bitmap_bytes((uint64_t)CHUNK_BATCH * cs / ps));
+	}
+	if (!table || !wk || (compress && !outbuf) ||
+	    (src && (!staged || !present))) {
 		ret = -ENOMEM;
 		goto out;
 	}
@@ -1016,31 +1048,37 @@ static int write_memory_record_v2(struct snap_writer *w,
 	for (uint64_t c0 = 0; c0 < nchunks; c0 += CHUNK_BATCH) {
 		uint64_t guest_bytes = 0;
 
+		uint64_t batch_off = c0 * cs, batch_len;
+
 		batch.n = (unsigned)(nchunks - c0 < CHUNK_BATCH ? nchunks - c0
 								: CHUNK_BATCH);
+		batch_len = reg->size - batch_off;
+		if (batch_len > (uint64_t)batch.n * cs)
+			batch_len = (uint64_t)batch.n * cs;
+		if (src) {
+			memset(present, 0, bitmap_bytes(batch_len / ps));
+			ret = src->stage(src->ctx, ri, batch_off, batch_len,
+					 staged, present);
+			if (ret)
+				goto out;
+		}
 		for (unsigned k = 0; k < batch.n; k++) {
 			uint64_t start = (c0 + k) * cs, len = reg->size - start;
 			struct chunk_job *j = &jobs[k];
-			unsigned nb;
 
 			if (len > cs)
 				len = cs;
 			*j = (struct chunk_job){
-				.host = reg->host + start,
+				.host = src ? staged + (size_t)k * cs
+					    : reg->host + start,
 				.len = len,
 				.out = outbuf ? outbuf + (size_t)k * cs : NULL,
 			};
-			nb = chunk_blocks(len, bs);
-			for (unsigned b = 0; b < nb; b++) {
-				uint64_t n = block_len(len, bs, b);
-
-				if (!bitmap_any(bm,
-						(start + (uint64_t)b * bs) / ps,
-						n / ps))
-					continue;
-				j->mask |= 1ull << b;
-				j->stored += n;
-			}
+			if (src)
+				chunk_job_mask(j, present, batch_off, true,
+					       start, ps, bs);
+			else
+				chunk_job_mask(j, bm, 0, false, start, ps, bs);
 		}
 		chunk_batch_run(wk, nworkers);
 		for (unsigned k = 0; k < batch.n; k++) {
@@ -1080,7 +1118,11 @@ static int write_memory_record_v2(struct snap_writer *w,
 		ret = page_io_flush(&io);
 		if (ret)
 			goto out;
-		if (compress && progress)
+		/* A live save counts guest memory gone through, whether
+		 * stored or zero: its total is the guest's size. */
+		if (src && progress)
+			progress->done_bytes += batch_len;
+		else if (compress && progress)
 			progress->done_bytes += guest_bytes;
 	}
 
@@ -1115,6 +1157,8 @@ static int write_memory_record_v2(struct snap_writer *w,
 	ret = memory_record_seal(w, SNAP_MEMORY_VERSION, rec_off, length, pos);
 out:
 	chunk_workers_free(wk, nworkers);
+	free(staged);
+	free(present);
 	free(outbuf);
 	free(table);
 	return ret;
@@ -1140,6 +1184,48 @@ int snap_writer_set_compress(struct snap_writer *w,
 			 ? threads
 			 : SNAP_COMPRESS_MAX_THREADS;
 	return 0;
+}
+
+/* A live save: nothing is scanned up front (memory keeps changing); each
+ * region's batches are staged by @src and their zeros found there. */
+static int write_memory_staged(struct snap_writer *w,
+			       const struct guest_mem *mem,
+			       const struct snap_mem_source *src,
+			       struct snap_progress *progress, char *err,
+			       size_t errlen)
+{
+	int ret;
+
+	if (w->format_version < 2)
+		return snap_fail(err, errlen, -EINVAL,
+				 "a live save needs format 2");
+	for (unsigned i = 0; progress && i < mem->nregions; i++)
+		progress->total_bytes += mem->regions[i].size;
+	for (unsigned i = 0; i < mem->nregions; i++) {
+		ret = write_memory_record_v2(w, &mem->regions[i], i, NULL, src,
+					     progress);
+		/* A record may be half written: the writer takes no more. */
+		if (ret)
+			return writer_io_fail(w, ret, SNAP_REC_MEMORY, err,
+					      errlen);
+	}
+	return 0;
+}
+
+int snap_write_memory_from(struct snap_writer *w, const struct guest_mem *mem,
+			   const struct snap_mem_source *src,
+			   struct snap_progress *progress, char *err,
+			   size_t errlen)
+{
+	int ret = writer_check(w, SNAP_REC_MEMORY, err, errlen);
+
+	if (ret)
+		return ret;
+	if (mem->nregions > GUEST_MEM_MAX_REGIONS)
+		return snap_fail(err, errlen, -EINVAL, "bad guest memory");
+	if (src)
+		return write_memory_staged(w, mem, src, progress, err, errlen);
+	return snap_write_memory(w, mem, progress, err, errlen);
 }
 
 int snap_write_memory(struct snap_writer *w, const struct guest_mem *mem,
@@ -1194,8 +1280,8 @@ int snap_write_memory(struct snap_writer *w, const struct guest_mem *mem,
 			    write_memory_record(w, &mem->regions[i], bitmaps[i],
 						stored[i], progress);
 		else
-			ret = write_memory_record_v2(w, &mem->regions[i],
-						     bitmaps[i], progress);
+			ret = write_memory_record_v2(
+			    w, &mem->regions[i], i, bitmaps[i], NULL, progress);
 		if (ret) {
 			writer_io_fail(w, ret, SNAP_REC_MEMORY, err, errlen);
 			goto free_bitmaps;

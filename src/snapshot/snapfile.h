@@ -169,6 +169,34 @@ int snap_write_record(struct snap_writer *w, uint32_t type, uint16_t version,
 int snap_write_memory(struct snap_writer *w, const struct guest_mem *mem,
 		      struct snap_progress *progress, char *err, size_t errlen);
 
+/* Chunks the memory writer hashes, compresses and writes at a time; a
+ * live save stages that many (SNAP_CHUNK_SIZE each) in a buffer. */
+#define SNAP_WRITE_BATCH_CHUNKS 64
+
+/* Where a live save's memory comes from (snapshot/mem_live.h): stage()
+ * copies bytes [@off, @off + @len) of region @region of the guest memory
+ * being written, as they were at the snapshot's instant, into @dst, and
+ * sets bit i of @present (zeroed by the writer, one bit per page of the
+ * range) for each page it copied; pages left out are zero (memfd holes)
+ * and their bytes in @dst are not looked at. The writer calls it from one
+ * thread, for consecutive ranges in order, and hashes, compresses and
+ * writes only the staged copy. Returns 0 or -errno (the source keeps its
+ * own reason). */
+struct snap_mem_source {
+	int (*stage)(void *ctx, unsigned region, uint64_t off, uint64_t len,
+		     uint8_t *dst, uint8_t *present);
+	void *ctx;
+};
+
+/* As snap_write_memory, but with @src (not NULL) the pages are taken
+ * from it instead of guest memory, which may then change meanwhile:
+ * nothing is scanned before, all-zero blocks are found in each staged
+ * batch, and @progress counts the guest's whole size. Format 2 only. */
+int snap_write_memory_from(struct snap_writer *w, const struct guest_mem *mem,
+			   const struct snap_mem_source *src,
+			   struct snap_progress *progress, char *err,
+			   size_t errlen);
+
 /* Compresses the chunks of the memory records written after this call
  * with @c (codec.h) on @threads threads (0: one per online CPU, at most
  * SNAP_COMPRESS_MAX_THREADS). A chunk that does not shrink is stored raw.

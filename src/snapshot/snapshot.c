@@ -4,6 +4,7 @@
 #include "snapshot/snapshot.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,8 @@
 #include "core/vm.h"
 #include "cpu/cpuid.h"
 #include "cpu/vcpu_state.h"
+#include "core/clock.h"
+#include "snapshot/mem_live.h"
 #include "snapshot/pager.h"
 #include "snapshot/sign.h"
 #include "snapshot/state.h"
@@ -444,25 +447,20 @@ static int snapshot_save_virtio(struct vm *vm, struct snap_writer *w, char *err,
 	return 0;
 }
 
-int snapshot_save(struct vm *vm, const char *path,
-		  const struct snap_compress *compress,
-		  struct snap_progress *progress, char *err, size_t errlen)
+/* Opens the temporary file and writes the header, CONFIG and CPUID:
+ * nothing that changes while the guest runs. */
+static struct snap_writer *snapshot_begin(struct vm *vm, const char *path,
+					  const struct snap_compress *compress,
+					  int *retp, char *err, size_t errlen)
 {
 	struct kvm_cpuid_entry2 *leaf0 = cpuid_find(vm->cpuid, 0, 0);
 	struct snap_header hdr = { .format_version = SNAP_FORMAT_VERSION };
-	struct snap_writer *w;
+	struct snap_writer *w = NULL;
 	uint8_t *cpuid = NULL;
 	size_t cpuid_len;
 	char *json;
 	int ret;
 
-	/* A lazily restored VM's memory is written whole: first every chunk
-	 * still in the old file is brought in. */
-	if (vm->pager) {
-		ret = pager_wait(vm->pager, err, errlen);
-		if (ret)
-			return ret;
-	}
 	hdr.page_size = (uint32_t)sysconf(_SC_PAGESIZE);
 	snprintf(hdr.stasis_version, sizeof(hdr.stasis_version), "%s",
 		 STASIS_VERSION);
@@ -474,31 +472,47 @@ int snapshot_save(struct vm *vm, const char *path,
 	hdr.created_unix_ns = realtime_ns();
 
 	json = config_to_json(&vm->cfg);
-	if (!json)
-		return -ENOMEM;
-	ret = cpuid_encode(vm->cpuid, &cpuid, &cpuid_len);
-	if (ret) {
-		free(json);
-		return ret;
+	if (!json) {
+		ret = -ENOMEM;
+		goto out;
 	}
+	ret = cpuid_encode(vm->cpuid, &cpuid, &cpuid_len);
+	if (ret)
+		goto out;
 	w = snap_writer_open(path, &hdr, err, errlen);
 	if (!w) {
 		ret = errno ? -errno : -EIO;
 		goto out;
 	}
 	if (compress && snap_writer_set_compress(w, compress, 0)) {
-		snap_writer_abort(w);
 		set_err(err, errlen, "snapshot: unknown compression");
 		ret = -EINVAL;
-		goto out;
+		goto abort;
 	}
 	ret = snap_write_record(w, SNAP_REC_CONFIG, 1, 0, json, strlen(json),
 				err, errlen);
 	if (!ret)
 		ret = snap_write_record(w, SNAP_REC_CPUID, 1, 0, cpuid,
 					cpuid_len, err, errlen);
-	if (!ret)
-		ret = snapshot_prepare_virtio(vm, err, errlen);
+abort:
+	if (ret) {
+		snap_writer_abort(w);
+		w = NULL;
+	}
+out:
+	free(json);
+	free(cpuid);
+	*retp = ret;
+	return w;
+}
+
+/* The records taken with the VM paused: clock, vCPUs, interrupt
+ * controllers, PIT, devices. */
+static int snapshot_write_state(struct vm *vm, struct snap_writer *w, char *err,
+				size_t errlen)
+{
+	int ret = snapshot_prepare_virtio(vm, err, errlen);
+
 	if (!ret)
 		ret = snapshot_save_clock(vm, w, err, errlen);
 	if (!ret)
@@ -509,19 +523,158 @@ int snapshot_save(struct vm *vm, const char *path,
 		ret = snapshot_save_devices(vm, w, err, errlen);
 	if (!ret)
 		ret = snapshot_save_virtio(vm, w, err, errlen);
-	if (!ret)
-		ret = snap_write_memory(w, &vm->mem, progress, err, errlen);
-	/* Last before END: the tag covers every byte before it. */
+	return ret;
+}
+
+/* Signs (last before END: the tag covers every byte before it) and
+ * commits, or after an earlier failure @ret removes the temporary file.
+ * Either way @w is gone. */
+static int snapshot_finish(struct vm *vm, struct snap_writer *w, int ret,
+			   char *err, size_t errlen)
+{
 	if (!ret && vm->cfg.sign_key)
 		ret = snap_sign(w, vm->cfg.sign_key, err, errlen);
 	if (ret) {
 		snap_writer_abort(w);
-		goto out;
+		return ret;
 	}
-	ret = snap_writer_commit(w, err, errlen);
-out:
-	free(json);
-	free(cpuid);
+	return snap_writer_commit(w, err, errlen);
+}
+
+int snapshot_save(struct vm *vm, const char *path,
+		  const struct snap_compress *compress,
+		  struct snap_progress *progress, char *err, size_t errlen)
+{
+	struct snap_writer *w;
+	int ret;
+
+	/* A lazily restored VM's memory is written whole: first every chunk
+	 * still in the old file is brought in. */
+	if (vm->pager) {
+		ret = pager_wait(vm->pager, err, errlen);
+		if (ret)
+			return ret;
+	}
+	w = snapshot_begin(vm, path, compress, &ret, err, errlen);
+	if (!w)
+		return ret;
+	ret = snapshot_write_state(vm, w, err, errlen);
+	if (!ret)
+		ret = snap_write_memory(w, &vm->mem, progress, err, errlen);
+	return snapshot_finish(vm, w, ret, err, errlen);
+}
+
+/* Disks stay as they were at the instant while a live save runs: the
+ * snapshot does not hold them, so a write the guest makes meanwhile would
+ * leave the file's memory and the disk out of step. Their workers stay
+ * parked (a nested park) through the resume; the guest's requests wait
+ * in its queues. */
+static void snapshot_park_disks(struct vm *vm, bool park)
+{
+	for (unsigned i = 0; i < vm->nvirtio; i++) {
+		if (vm->virtio[i].ops->device_id != VIRTIO_ID_BLOCK)
+			continue;
+		if (park)
+			virtio_device_park(&vm->virtio[i]);
+		else
+			virtio_device_unpark(&vm->virtio[i]);
+	}
+}
+
+void snapshot_release_disks(struct vm *vm)
+{
+	snapshot_park_disks(vm, false);
+}
+
+int snapshot_save_live(struct vm *vm, const char *path,
+		       const struct snap_compress *compress, bool hold_disks,
+		       struct snapshot_live_stats *st,
+		       struct snap_progress *progress, char *err, size_t errlen)
+{
+	struct mem_live_stats lst = { 0 };
+	struct snap_mem_source src;
+	struct mem_live *l = NULL;
+	struct snap_writer *w;
+	bool disks = false;
+	uint64_t tp, t0, t1, t2, t3, tm, rearmed = 0;
+	int ret;
+
+	memset(st, 0, sizeof(*st));
+	/* A lazily restored VM first finishes its fill, the guest running:
+	 * its memory must be the memfd's alone before it can be tracked. */
+	if (vm->pager) {
+		ret = pager_wait(vm->pager, err, errlen);
+		if (ret)
+			return ret;
+	}
+	ret = mem_live_start(&l, &vm->mem, 0, vm->cfg.seccomp, err, errlen);
+	if (ret)
+		return ret;
+	w = snapshot_begin(vm, path, compress, &ret, err, errlen);
+	if (!w)
+		goto stop;
+	/* Most of the protection while the guest runs: the pause then
+	 * protects only what was written since. */
+	tp = clock_now_ns(CLOCK_MONOTONIC);
+	ret = mem_live_prearm(l, err, errlen);
+	tp = clock_now_ns(CLOCK_MONOTONIC) - tp;
+	if (ret) {
+		snap_writer_abort(w);
+		goto stop;
+	}
+
+	/* The pause: state and the last of the protection, nothing more. */
+	t0 = clock_now_ns(CLOCK_MONOTONIC);
+	ret = vm_pause(vm);
+	if (ret) {
+		set_err(err, errlen, "cannot pause the VM: %s", strerror(-ret));
+		snap_writer_abort(w);
+		goto stop;
+	}
+	t1 = clock_now_ns(CLOCK_MONOTONIC);
+	ret = snapshot_write_state(vm, w, err, errlen);
+	t2 = clock_now_ns(CLOCK_MONOTONIC);
+	if (!ret)
+		ret = mem_live_arm(l, &rearmed, err, errlen);
+	t3 = clock_now_ns(CLOCK_MONOTONIC);
+	if (!ret) {
+		snapshot_park_disks(vm, true);
+		disks = true;
+	}
+	/* Up to the resume call: once it wakes the vCPUs the guest runs,
+	 * whenever this thread gets the CPU back. */
+	st->pause_ns = clock_now_ns(CLOCK_MONOTONIC) - t0;
+	vm_resume(vm);
+	log_debug("live snapshot: pause %" PRIu64 " us: vCPUs and workers "
+		  "parked %" PRIu64 ", state %" PRIu64
+		  ", write-protect %" PRIu64 " (%" PRIu64 " pages)",
+		  st->pause_ns / 1000, (t1 - t0) / 1000, (t2 - t1) / 1000,
+		  (t3 - t2) / 1000, rearmed);
+	st->resumed = true;
+
+	tm = clock_now_ns(CLOCK_MONOTONIC);
+	if (!ret) {
+		mem_live_source(l, &src);
+		ret = snap_write_memory_from(w, &vm->mem, &src, progress, err,
+					     errlen);
+		if (ret && mem_live_error(l))
+			set_err(err, errlen, "%s", mem_live_error(l));
+	}
+	log_debug("live snapshot: protected ahead in %" PRIu64
+		  " ms, memory written in %" PRIu64 " ms",
+		  tp / 1000000, (clock_now_ns(CLOCK_MONOTONIC) - tm) / 1000000);
+	mem_live_stop(l, &lst);
+	l = NULL;
+	ret = snapshot_finish(vm, w, ret, err, errlen);
+	if (disks && (ret || !hold_disks))
+		snapshot_park_disks(vm, false);
+stop:
+	mem_live_stop(l, l ? &lst : NULL);
+	st->faults = lst.faults;
+	st->copied_pages = lst.copied_pages;
+	st->waits = lst.waits;
+	st->copy_peak_bytes = lst.copy_peak_bytes;
+	st->extra_bytes = lst.extra_bytes;
 	return ret;
 }
 

@@ -28,6 +28,36 @@ int snapshot_save(struct vm *vm, const char *path,
 		  const struct snap_compress *compress,
 		  struct snap_progress *progress, char *err, size_t errlen);
 
+/* What a live save (snapshot_save_live) cost. */
+struct snapshot_live_stats {
+	bool resumed; /* the guest ran again (the save got that far) */
+	uint64_t pause_ns; /* from the pause request to running again */
+	uint64_t faults; /* guest writes that stopped in a fault */
+	uint64_t copied_pages; /* pages copied aside before such a write */
+	uint64_t waits; /* writes that waited for room in the copy buffer */
+	uint64_t copy_peak_bytes; /* most of the copy buffer in use */
+	uint64_t extra_bytes; /* peak memory beyond the guest's */
+};
+
+/* `snapshot --live`: as snapshot_save, but called with @vm running, and
+ * the guest runs on while its memory is written (snapshot/mem_live.h):
+ * the VM is paused only to take vCPU and device state and to
+ * write-protect guest RAM, then resumed; the file holds memory exactly as
+ * it was at that instant. Disk workers stay parked until the file is
+ * complete (so the disks stay as at the instant), and with @hold_disks
+ * after success too (the VM is about to stop). On failure the VM runs on
+ * (st->resumed) or was never paused, and any earlier file at @path is
+ * untouched. */
+int snapshot_save_live(struct vm *vm, const char *path,
+		       const struct snap_compress *compress, bool hold_disks,
+		       struct snapshot_live_stats *st,
+		       struct snap_progress *progress, char *err,
+		       size_t errlen);
+
+/* Lets the disk workers a successful snapshot_save_live(@hold_disks)
+ * kept parked run again. */
+void snapshot_release_disks(struct vm *vm);
+
 /* An opened snapshot whose configuration and CPUID have been read. */
 struct snapshot_image {
 	struct snap_reader *r;

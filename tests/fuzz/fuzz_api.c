@@ -18,13 +18,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct snap_compress compress;
 	struct api_restore req;
 	enum vm_then then;
+	bool live;
 	char err[256];
 	int ret;
 
 	err[0] = '\0';
 	ret = api_parse_snapshot_request((const char *)data, size, path,
-					 sizeof(path), &then, &compress, err,
-					 sizeof(err));
+					 sizeof(path), &then, &compress, &live,
+					 err, sizeof(err));
 	if (ret == 0) {
 		/* The contract the snapshot code relies on. */
 		if (!path[0] || strlen(path) >= sizeof(path) ||

@@ -66,6 +66,7 @@ if [[ -f /usr/share/bash-completion/bash_completion ]]; then
 	complete_words stasis run --on | grep -qx -- --on-term || fail "completion: run --on"
 	complete_words stasis run --on-term "" | grep -qx snapshot: || fail "completion: --on-term values"
 	complete_words stasis ctl /x.sock sn | grep -qx snapshot || fail "completion: ctl"
+	complete_words stasis ctl /x.sock snapshot /x.snap --l | grep -qx -- --live || fail "completion: ctl snapshot --live"
 else
 	echo "install: bash-completion is not installed: completion not exercised" >&2
 	exit 1

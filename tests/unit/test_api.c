@@ -40,6 +40,8 @@ struct fake_vm {
 	const char *fail_msg; /* its reason, or NULL to leave @err empty */
 	char snap_path[PATH_MAX];
 	enum vm_then snap_then;
+	bool snap_live;
+	bool have_last; /* GET /vm shows a last_snapshot */
 	bool snap_gate, snap_started, snap_release;
 	int snap_steps; /* slow snapshot: steps of 50 ms */
 	bool snap_active;
@@ -118,8 +120,8 @@ static int fake_shutdown(void *ctx, char *err, size_t errlen)
 }
 
 static int fake_snapshot(void *ctx, const char *path, enum vm_then then,
-			 const struct snap_compress *compress, char *err,
-			 size_t errlen)
+			 const struct snap_compress *compress, bool live,
+			 struct snapshot_stats *stats, char *err, size_t errlen)
 {
 	struct fake_vm *vm = ctx;
 	struct timespec step = { 0, 50 * 1000 * 1000 };
@@ -129,6 +131,11 @@ static int fake_snapshot(void *ctx, const char *path, enum vm_then then,
 	vm->calls_snapshot++;
 	snprintf(vm->snap_path, sizeof(vm->snap_path), "%s", path);
 	vm->snap_then = then;
+	vm->snap_live = live;
+	*stats = (struct snapshot_stats){ .live = live,
+					  .pause_ns = 1500000,
+					  .total_ns = 250000000,
+					  .extra_bytes = 4096 };
 	ret = fake_fail(vm, err, errlen);
 	if (ret)
 		goto out;
@@ -171,6 +178,11 @@ static void fake_status(void *ctx, struct vm_status *st)
 	st->snapshot_done_bytes = vm->snap_done;
 	st->snapshot_total_bytes = vm->snap_total;
 	st->timings = vm->restored ? &vm->timings : NULL;
+	st->have_last_snapshot = vm->have_last;
+	st->last_snapshot = (struct snapshot_stats){ .live = true,
+						     .pause_ns = 2000000,
+						     .total_ns = 3000000000ull,
+						     .extra_bytes = 1 << 20 };
 	pthread_mutex_unlock(&vm->lock);
 }
 
@@ -340,8 +352,26 @@ static void test_status(void **state)
 	assert_true(json_is_null(obj, "last_pause_us"));
 	assert_true(json_is_null(obj, "snapshot"));
 	assert_true(json_is_null(obj, "timings")); /* booted, not restored */
-	assert_int_equal(json_object_object_length(obj), 7);
+	assert_true(json_is_null(obj, "last_snapshot"));
+	assert_int_equal(json_object_object_length(obj), 8);
 	json_object_put(obj);
+
+	f->vm.have_last = true;
+	http(f->sock, "GET", "/vm", NULL, &rep);
+	obj = reply_json(&rep);
+	{
+		struct json_object *last, *v;
+
+		assert_true(
+		    json_object_object_get_ex(obj, "last_snapshot", &last));
+		assert_true(json_object_object_get_ex(last, "live", &v));
+		assert_true(json_object_get_boolean(v));
+		assert_int_equal(json_int(last, "pause_us"), 2000);
+		assert_int_equal(json_int(last, "total_ms"), 3000);
+		assert_int_equal(json_int(last, "extra_bytes"), 1 << 20);
+	}
+	json_object_put(obj);
+	f->vm.have_last = false;
 }
 
 static void test_pause_resume(void **state)
@@ -424,7 +454,31 @@ static void test_snapshot(void **state)
 	     "{\"then\": \"exit\", \"path\": \"/x\"}", &rep);
 	assert_int_equal(rep.status, 200);
 	assert_int_equal(f->vm.snap_then, VM_THEN_EXIT);
-	assert_int_equal(f->vm.calls_snapshot, 3);
+	assert_false(f->vm.snap_live);
+
+	/* --live: the flag reaches the VM and the reply says what it cost. */
+	http(f->sock, "PUT", "/vm/snapshot",
+	     "{\"path\": \"/x\", \"live\": true}", &rep);
+	assert_int_equal(rep.status, 200);
+	assert_true(f->vm.snap_live);
+	obj = reply_json(&rep);
+	{
+		struct json_object *v;
+
+		assert_true(json_object_object_get_ex(obj, "live", &v));
+		assert_true(json_object_get_boolean(v));
+		assert_true(json_object_object_get_ex(obj, "pause_us", &v));
+		assert_int_equal(json_object_get_int64(v), 1500);
+		assert_true(json_object_object_get_ex(obj, "total_ms", &v));
+		assert_int_equal(json_object_get_int64(v), 250);
+		assert_true(json_object_object_get_ex(obj, "extra_bytes", &v));
+		assert_int_equal(json_object_get_int64(v), 4096);
+	}
+	json_object_put(obj);
+	http(f->sock, "PUT", "/vm/snapshot", "{\"path\": \"/x\", \"live\": 1}",
+	     &rep);
+	assert_int_equal(rep.status, 400);
+	assert_int_equal(f->vm.calls_snapshot, 4);
 }
 
 static void test_snapshot_bad_requests(void **state)
@@ -863,11 +917,12 @@ static void test_parse_snapshot_request(void **state)
 	enum vm_then then = VM_THEN_EXIT;
 	const char *body = "{\"path\": \"/a/b\"}";
 	struct snap_compress comp = { .codec = SNAP_CODEC_ZSTD };
+	bool live = true;
 	char *huge;
 
 	assert_int_equal(api_parse_snapshot_request(body, strlen(body), path,
 						    sizeof(path), &then, &comp,
-						    err, sizeof(err)),
+						    &live, err, sizeof(err)),
 			 0);
 	assert_string_equal(path, "/a/b");
 	assert_int_equal(then, VM_THEN_RESUME);
@@ -876,40 +931,40 @@ static void test_parse_snapshot_request(void **state)
 	body = "{\"path\": \"/a\", \"compress\": \"zstd:7\"}";
 	assert_int_equal(api_parse_snapshot_request(body, strlen(body), path,
 						    sizeof(path), &then, &comp,
-						    err, sizeof(err)),
+						    &live, err, sizeof(err)),
 			 0);
 	assert_int_equal(comp.codec, SNAP_CODEC_ZSTD);
 	assert_int_equal(comp.level, 7);
 	body = "{\"path\": \"/a\", \"compress\": \"lz4\"}";
 	assert_int_equal(api_parse_snapshot_request(body, strlen(body), path,
 						    sizeof(path), &then, &comp,
-						    err, sizeof(err)),
+						    &live, err, sizeof(err)),
 			 0);
 	assert_int_equal(comp.codec, SNAP_CODEC_LZ4);
 	body = "{\"path\": \"/a\", \"compress\": \"zstd:20\"}";
 	assert_int_equal(api_parse_snapshot_request(body, strlen(body), path,
 						    sizeof(path), &then, &comp,
-						    err, sizeof(err)),
+						    &live, err, sizeof(err)),
 			 -EINVAL);
 	assert_string_equal(err,
 			    "bad zstd level in \"zstd:20\": expected 1..19");
 	body = "{\"path\": \"/a\", \"compress\": \"gzip\"}";
 	assert_int_equal(api_parse_snapshot_request(body, strlen(body), path,
 						    sizeof(path), &then, &comp,
-						    err, sizeof(err)),
+						    &live, err, sizeof(err)),
 			 -EINVAL);
 	assert_string_equal(err, "unknown compression \"gzip\": expected "
 				 "none, lz4, zstd or zstd:LEVEL");
 	body = "{\"path\": \"/a\", \"compress\": 3}";
 	assert_int_equal(api_parse_snapshot_request(body, strlen(body), path,
 						    sizeof(path), &then, &comp,
-						    err, sizeof(err)),
+						    &live, err, sizeof(err)),
 			 -EINVAL);
 
 	body = "{\"path\": \"/a/b/c/d\"}"; /* 8 bytes, no room for NUL */
 	assert_int_equal(api_parse_snapshot_request(body, strlen(body), path,
 						    sizeof(path), &then, &comp,
-						    err, sizeof(err)),
+						    &live, err, sizeof(err)),
 			 -EINVAL);
 	assert_string_equal(err, "\"path\" is longer than 7 bytes");
 
@@ -917,18 +972,18 @@ static void test_parse_snapshot_request(void **state)
 	body = "{\"path\": \"/a\"}garbage";
 	assert_int_equal(api_parse_snapshot_request(body, 14, path,
 						    sizeof(path), &then, &comp,
-						    err, sizeof(err)),
+						    &live, err, sizeof(err)),
 			 0);
 	assert_int_equal(api_parse_snapshot_request(body, 13, path,
 						    sizeof(path), &then, &comp,
-						    err, sizeof(err)),
+						    &live, err, sizeof(err)),
 			 -EINVAL);
 
 	huge = xmalloc(API_BODY_MAX + 1);
 	memset(huge, ' ', API_BODY_MAX + 1);
-	assert_int_equal(api_parse_snapshot_request(huge, API_BODY_MAX + 1,
-						    path, sizeof(path), &then,
-						    &comp, err, sizeof(err)),
+	assert_int_equal(api_parse_snapshot_request(
+			     huge, API_BODY_MAX + 1, path, sizeof(path), &then,
+			     &comp, &live, err, sizeof(err)),
 			 -EMSGSIZE);
 	free(huge);
 }
@@ -1013,6 +1068,13 @@ static void test_ctl_status(void **state)
 				     "uptime: 12.3 s\n"
 				     "last pause: 140 us\n"
 				     "snapshot: 64 MiB of 256 MiB written\n");
+
+	f->vm.have_last = true;
+	run_ctl(&run, f->sock, "status", NULL);
+	assert_int_equal(run.status, 0);
+	assert_non_null(strstr(run.out, "last snapshot: live, paused 2000 us, "
+					"3.0 s in all, extra memory 1 MiB\n"));
+	f->vm.have_last = false;
 
 	run_ctl(&run, f->sock, "status", "--json", NULL);
 	assert_int_equal(run.status, 0);
@@ -1402,6 +1464,7 @@ static bool provoke(struct fixture *f, const struct api_endpoint *ep,
 	 * nested fields. */
 	f->vm.snap_active = !strcmp(ep->url, "/vm");
 	f->vm.restored = !strcmp(ep->url, "/vm");
+	f->vm.have_last = !strcmp(ep->url, "/vm");
 	f->vm.snap_total = 256 * MIB;
 	pthread_mutex_unlock(&f->vm.lock);
 	switch (status) {
