@@ -16,6 +16,7 @@
 #include "snapshot/pager.h"
 #include "snapshot/sign.h"
 #include "snapshot/snapshot.h"
+#include "snapshot/wset.h"
 
 static void usage(void)
 {
@@ -150,7 +151,19 @@ static void restore_usage(void)
 	       "(default on)\n"
 	       "  --user UID[:GID]      run as this user once the host "
 	       "resources are open\n"
-	       "                        (needs root; docs/security.md)\n");
+	       "                        (needs root; docs/security.md)\n"
+	       "  --record-working-set[=MS]\n"
+	       "                        record the chunks the guest touches "
+	       "in its first\n"
+	       "                        MS ms (default 1000), or until "
+	       "`ctl S working-set`,\n"
+	       "                        into FILE.wset (ondemand only)\n"
+	       "  --prefetch on|off     bring FILE.wset's chunks in first "
+	       "when it matches\n"
+	       "                        (default on)\n"
+	       "  --hugepages 2M|off    guest RAM from 2 MiB hugepages, or "
+	       "not (default:\n"
+	       "                        as the snapshot was saved)\n");
 }
 
 /* The snapshot's disk that restore's @i-th --disk @d replaces: the one
@@ -250,6 +263,9 @@ struct restore_opts {
 	bool mark_resumed; /* rename the file PATH.resumed once restored */
 	enum seccomp_mode seccomp;
 	struct run_user user; /* --user */
+	uint32_t record_ms; /* --record-working-set; 0: no recording */
+	bool no_prefetch; /* --prefetch off */
+	const char *hugepages; /* --hugepages, or NULL: the snapshot's */
 };
 
 /* Replaces @dst with a copy of @s (NULL for none); -ENOMEM. */
@@ -283,6 +299,13 @@ static int restore_host_config(struct vm_config *cfg,
 	}
 	/* Host policy: from this command line only, whatever the file says. */
 	cfg->seccomp = o->run ? o->run->seccomp : o->seccomp;
+	if (o->run)
+		cfg->hugepages = o->run->hugepages;
+	else if (o->hugepages &&
+		 config_parse_hugepages(o->hugepages, &cfg->hugepages)) {
+		log_error("--hugepages: '%s' is not 2M or off", o->hugepages);
+		return -EINVAL;
+	}
 	cfg->user = o->run ? o->run->user : o->user;
 	if (replace_string(&cfg->api_socket, o->api_socket) ||
 	    replace_string(&cfg->on_term_snapshot, o->on_term) ||
@@ -366,8 +389,15 @@ static int restore_vm(const char *path, const struct restore_opts *o)
 		ondemand = false;
 		copy_memory = true;
 	}
+	if (o->record_ms && !ondemand) {
+		log_error("--record-working-set needs --memory ondemand (the "
+			  "faults are what it records)");
+		goto out_image;
+	}
 	img.copy_memory = copy_memory;
 	img.ondemand = ondemand;
+	img.record_ms = o->record_ms;
+	img.prefetch = !o->no_prefetch;
 	ret = restore_host_config(&img.cfg, o);
 	if (ret) {
 		status = ret == -ENOMEM ? STASIS_EXIT_HOST : STASIS_EXIT_USAGE;
@@ -433,6 +463,22 @@ out_keys:
 	return status;
 }
 
+/* A duration in ms, 1..WSET_RECORD_MS_MAX. */
+static int restore_parse_ms(const char *s, uint32_t *out)
+{
+	unsigned long v;
+	char *end;
+
+	if (*s < '0' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || *end || !v || v > WSET_RECORD_MS_MAX)
+		return -EINVAL;
+	*out = (uint32_t)v;
+	return 0;
+}
+
 static int cmd_restore(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -448,6 +494,9 @@ static int cmd_restore(int argc, char **argv)
 		{ "require-signed", required_argument, NULL, 'r' },
 		{ "sign-key", required_argument, NULL, 'k' },
 		{ "user", required_argument, NULL, 'u' },
+		{ "record-working-set", optional_argument, NULL, 'w' },
+		{ "prefetch", required_argument, NULL, 'P' },
+		{ "hugepages", required_argument, NULL, 'H' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -549,6 +598,26 @@ static int cmd_restore(int argc, char **argv)
 				log_error("%s", err);
 				return STASIS_EXIT_USAGE;
 			}
+			break;
+		case 'w':
+			o.record_ms = WSET_RECORD_MS_DEFAULT;
+			if (optarg && restore_parse_ms(optarg, &o.record_ms)) {
+				log_error("--record-working-set: '%s' is not a "
+					  "number of ms from 1 to %u",
+					  optarg, WSET_RECORD_MS_MAX);
+				return STASIS_EXIT_USAGE;
+			}
+			break;
+		case 'P':
+			if (strcmp(optarg, "on") && strcmp(optarg, "off")) {
+				log_error("--prefetch: '%s' is not on or off",
+					  optarg);
+				return STASIS_EXIT_USAGE;
+			}
+			o.no_prefetch = !strcmp(optarg, "off");
+			break;
+		case 'H':
+			o.hugepages = optarg;
 			break;
 		case 'h':
 			restore_usage();

@@ -514,6 +514,15 @@ static enum MHD_Result api_handle_shutdown(struct api_server *s,
 				 MHD_HTTP_ACCEPTED);
 }
 
+/* 204: the recording has ended and its file is written. */
+static enum MHD_Result api_handle_working_set(struct api_server *s,
+					      struct MHD_Connection *c,
+					      const struct api_request *req)
+{
+	return api_handle_action(c, req, s->ops->working_set, s->ctx,
+				 "working set", MHD_HTTP_NO_CONTENT);
+}
+
 static enum MHD_Result api_handle_snapshot(struct api_server *s,
 					   struct MHD_Connection *c,
 					   const struct api_request *req)
@@ -580,6 +589,10 @@ static const unsigned api_pause_statuses[] = { MHD_HTTP_NO_CONTENT,
 					       MHD_HTTP_CONFLICT, 0 };
 static const unsigned api_shutdown_statuses[] = { MHD_HTTP_ACCEPTED,
 						  MHD_HTTP_BAD_REQUEST, 0 };
+/* 409: no recording runs. */
+static const unsigned api_working_set_statuses[] = { MHD_HTTP_NO_CONTENT,
+						     MHD_HTTP_BAD_REQUEST,
+						     MHD_HTTP_CONFLICT, 0 };
 static const unsigned api_snapshot_statuses[] = {
 	MHD_HTTP_OK, MHD_HTTP_BAD_REQUEST, MHD_HTTP_CONFLICT,
 	MHD_HTTP_INSUFFICIENT_STORAGE, 0
@@ -613,6 +626,9 @@ static const struct api_route api_routes[] = {
 	{ { "/vm/snapshot", MHD_HTTP_METHOD_PUT, api_snapshot_statuses,
 	    api_snapshot_keys, api_snapshot_required, api_snapshot_keys },
 	  api_handle_snapshot },
+	{ { "/vm/working-set", MHD_HTTP_METHOD_PUT, api_working_set_statuses,
+	    NULL, NULL, NULL },
+	  api_handle_working_set },
 };
 
 #define API_NROUTES (sizeof(api_routes) / sizeof(*api_routes))

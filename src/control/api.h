@@ -44,6 +44,9 @@ struct api_ops {
 			size_t errlen);
 	int (*shutdown)(void *ctx, char *err, size_t errlen);
 	void (*status)(void *ctx, struct vm_status *st);
+	/* Ends a working-set recording (--record-working-set) and writes
+	 * it: -EALREADY (409) when none runs. */
+	int (*working_set)(void *ctx, char *err, size_t errlen);
 	/* Optional: run first on the thread that starts the server's own
 	 * threads, which inherit what it sets (stasis: the API role's
 	 * seccomp filter). A failure stops api_server_start. */

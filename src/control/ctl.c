@@ -506,6 +506,8 @@ static const struct ctl_command ctl_commands[] = {
 	{ "shutdown", "PUT", "/vm/shutdown", "VM shutting down", false,
 	  ctl_print_done },
 	{ "snapshot", "PUT", "/vm/snapshot", NULL, true, ctl_print_snapshot },
+	{ "working-set", "PUT", "/vm/working-set", "working set written", false,
+	  ctl_print_done },
 };
 
 /* Turns a finished request into output and an exit status. */
@@ -708,8 +710,8 @@ static char *ctl_snapshot_body(const struct ctl_args *a, char *err,
 
 static void ctl_usage(FILE *f)
 {
-	fprintf(f, "usage: stasis ctl SOCKET status|pause|resume|shutdown "
-		   "[--json]\n"
+	fprintf(f, "usage: stasis ctl SOCKET "
+		   "status|pause|resume|shutdown|working-set [--json]\n"
 		   "       stasis ctl SOCKET snapshot PATH "
 		   "[--then resume|pause|exit]\n"
 		   "                [--compress none|lz4|zstd[:LEVEL]] "
@@ -739,7 +741,8 @@ static int ctl_parse_args(int argc, char **argv, struct ctl_args *a)
 	}
 	if (!a->cmd) {
 		log_error("unknown ctl command '%s' (usage: stasis ctl SOCKET "
-			  "status|pause|resume|shutdown|snapshot PATH)",
+			  "status|pause|resume|shutdown|working-set|snapshot "
+			  "PATH)",
 			  argv[2]);
 		return -EINVAL;
 	}

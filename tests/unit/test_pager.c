@@ -33,6 +33,7 @@ struct ctx {
 	struct guest_mem src, dst;
 	struct snap_reader *r;
 	struct pager *pager;
+	struct pager_opts opts; /* seccomp off: zero */
 	/* The failure callback's line, and a condition to wait for it. */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
@@ -123,7 +124,7 @@ static void start_lazy_cut(struct ctx *c, off_t cut)
 	if (cut)
 		assert_int_equal(truncate(c->path, cut), 0);
 	assert_int_equal(page_source_file_init(&src, &t, 1), 0);
-	if (pager_start(&c->pager, &c->dst, &src, SECCOMP_OFF, err,
+	if (pager_start(&c->pager, &c->dst, &src, &c->opts, err,
 			sizeof(err)))
 		fail_msg("%s", err);
 }
