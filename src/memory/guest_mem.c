@@ -195,7 +195,7 @@ static long long guest_mem_meminfo(const char *text, const char *key)
 int guest_mem_huge_check(uint64_t size, char *err, size_t errlen)
 {
 	char text[4096];
-	long long free_pages, total, need = (long long)(size >> 21);
+	long long free_pages, total, rsvd, need = (long long)(size >> 21);
 	FILE *f = fopen("/proc/meminfo", "re");
 	size_t n = 0;
 
@@ -206,6 +206,10 @@ int guest_mem_huge_check(uint64_t size, char *err, size_t errlen)
 	text[n] = '\0';
 	free_pages = guest_mem_meminfo(text, "\nHugePages_Free:");
 	total = guest_mem_meminfo(text, "\nHugePages_Total:");
+	rsvd = guest_mem_meminfo(text, "\nHugePages_Rsvd:");
+	/* Free counts pages others reserved but have not touched yet. */
+	if (free_pages >= 0 && rsvd > 0)
+		free_pages = free_pages > rsvd ? free_pages - rsvd : 0;
 	/* Only the default hugepage size is counted there. */
 	if (guest_mem_meminfo(text, "\nHugepagesize:") != 2048)
 		free_pages = total = -1;
@@ -219,8 +223,8 @@ int guest_mem_huge_check(uint64_t size, char *err, size_t errlen)
 	else
 		snprintf(err, errlen,
 			 "--hugepages 2M: %lld free 2 MiB hugepages needed, "
-			 "the host has %lld free of %lld (HugePages_Free, "
-			 "nr_hugepages); as root: echo %lld > "
+			 "the host has %lld free of %lld (HugePages_Free - "
+			 "HugePages_Rsvd, nr_hugepages); as root: echo %lld > "
 			 "/proc/sys/vm/nr_hugepages",
 			 need, free_pages, total, total - free_pages + need);
 	return -ENOMEM;
