@@ -977,9 +977,9 @@ int vm_run(struct vm *vm, bool start_paused)
 		if (vm->wset_path && vm->pager && pager_recording(vm->pager)) {
 			uint64_t end = vm->start_ns + vm->wset_ms * 1000000ull;
 			uint64_t now = clock_now_ns(CLOCK_MONOTONIC);
-			int left = now >= end ? 0
-					      : (int)((end - now + 999999) /
-						      1000000);
+			int left = now >= end
+				       ? 0
+				       : (int)((end - now + 999999) / 1000000);
 
 			if (!left)
 				vm_wset_end(vm);

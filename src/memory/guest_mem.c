@@ -14,8 +14,7 @@ int guest_mem_init(struct guest_mem *m, uint64_t size)
 	return guest_mem_init_paged(m, size, 4096);
 }
 
-int guest_mem_init_paged(struct guest_mem *m, uint64_t size,
-			 uint64_t page_size)
+int guest_mem_init_paged(struct guest_mem *m, uint64_t size, uint64_t page_size)
 {
 	bool huge = page_size == GUEST_MEM_HUGE_2M;
 	uint64_t low;
@@ -27,9 +26,9 @@ int guest_mem_init_paged(struct guest_mem *m, uint64_t size,
 	    (page_size != 4096 && !huge) || (huge && size % page_size))
 		return -EINVAL;
 
-	m->memfd = memfd_create("stasis-ram",
-				MFD_CLOEXEC |
-				    (huge ? MFD_HUGETLB | MFD_HUGE_2MB : 0));
+	m->memfd =
+	    memfd_create("stasis-ram",
+			 MFD_CLOEXEC | (huge ? MFD_HUGETLB | MFD_HUGE_2MB : 0));
 	if (m->memfd < 0)
 		return -errno;
 	m->page_size = page_size;

@@ -208,13 +208,12 @@ static int pager_install_unit(struct pager *p, unsigned ri, uint64_t u,
 	int ret;
 
 	memset(buf, 0, len);
-	for (uint64_t c = first;
-	     c < first + r->per_unit && c < r->geo.nchunks; c++) {
+	for (uint64_t c = first; c < first + r->per_unit && c < r->geo.nchunks;
+	     c++) {
 		if (!p->src.ops->chunk_mask(p->src.ctx, ri, c))
 			continue;
-		ret = p->src.ops->read_chunk(p->src.ctx, ri, c,
-					     buf + (c - first) * cs, line,
-					     linelen);
+		ret = p->src.ops->read_chunk(
+		    p->src.ctx, ri, c, buf + (c - first) * cs, line, linelen);
 		if (ret)
 			return ret;
 	}
@@ -268,8 +267,7 @@ static int pager_install_chunk(struct pager *p, unsigned ri, uint64_t idx,
 
 /* Claims, reads, checks and installs unit @u of region @ri. Returns
  * false when another thread has it (it will wake the waiters). */
-static bool pager_serve(struct pager *p, unsigned ri, uint64_t u,
-			uint8_t *buf)
+static bool pager_serve(struct pager *p, unsigned ri, uint64_t u, uint8_t *buf)
 {
 	struct pager_region *r = &p->regions[ri];
 	uint64_t start = u * r->unit, len = r->geo.size - start;
@@ -277,17 +275,16 @@ static bool pager_serve(struct pager *p, unsigned ri, uint64_t u,
 	char line[512];
 	int ret;
 
-	if (!atomic_compare_exchange_strong(&r->state[u], &expect,
-					    CHUNK_BUSY))
+	if (!atomic_compare_exchange_strong(&r->state[u], &expect, CHUNK_BUSY))
 		return false;
 	if (len > r->unit)
 		len = r->unit;
 	if (!r->whole)
-		ret = pager_install_chunk(p, ri, u, buf, len, line,
-					  sizeof(line));
+		ret =
+		    pager_install_chunk(p, ri, u, buf, len, line, sizeof(line));
 	else
-		ret = pager_install_unit(p, ri, u, buf, len, line,
-					 sizeof(line));
+		ret =
+		    pager_install_unit(p, ri, u, buf, len, line, sizeof(line));
 	if (ret) {
 		/* Stays BUSY: nobody installs it. */
 		pager_fail(p, ret, line);
@@ -505,7 +502,7 @@ static int pager_region_init(struct pager *p, unsigned ri, uint64_t page)
 	r->whole = page > PAGER_PAGE;
 	if (!cs || cs % PAGER_PAGE || r->unit % cs ||
 	    (r->whole && (r->geo.size % r->unit || r->geo.gpa % page ||
-				 (uintptr_t)r->host % page)) ||
+			  (uintptr_t)r->host % page)) ||
 	    r->geo.nchunks != (r->geo.size + cs - 1) / cs)
 		return -EINVAL;
 	r->nunits = (r->geo.size + r->unit - 1) / r->unit;

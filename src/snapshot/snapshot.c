@@ -980,8 +980,8 @@ static int snapshot_wset_setup(struct vm *vm, struct snapshot_image *img,
 			.chunk_size = src->regions[i].chunk_size,
 			.nchunks = src->regions[i].nchunks,
 		};
-	ret = wset_load(path, geo, src->nregions, id, prefetch, why,
-			sizeof(why));
+	ret =
+	    wset_load(path, geo, src->nregions, id, prefetch, why, sizeof(why));
 	if (!ret) {
 		log_info("%s: prefetching %llu chunks first", path,
 			 (unsigned long long)wset_count(prefetch));
@@ -1237,9 +1237,8 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 			goto free_tables;
 		}
 		ntables = 0; /* the source has them */
-		ret = snapshot_wset_setup(vm, img, &src,
-					  wset_identity_final(&ident),
-					  &prefetch, &po);
+		ret = snapshot_wset_setup(
+		    vm, img, &src, wset_identity_final(&ident), &prefetch, &po);
 		if (!ret)
 			ret = pager_start(&vm->pager, &vm->mem, &src, &po, why,
 					  sizeof(why));

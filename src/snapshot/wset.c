@@ -45,7 +45,7 @@ uint64_t wset_identity_final(const struct wset_identity *id)
 
 static uint64_t wset_words(uint64_t nchunks)
 {
-	return (nchunks + 63) / 64;
+	return nchunks / 64 + (nchunks % 64 != 0);
 }
 
 int wset_alloc(struct wset *w, const struct wset_region *geo, unsigned n)
@@ -57,9 +57,9 @@ int wset_alloc(struct wset *w, const struct wset_region *geo, unsigned n)
 		struct wset_region *r = &w->regions[i];
 
 		*r = geo[i];
-		r->bits = calloc(wset_words(r->nchunks) ? wset_words(r->nchunks)
-							: 1,
-				 sizeof(uint64_t));
+		r->bits =
+		    calloc(wset_words(r->nchunks) ? wset_words(r->nchunks) : 1,
+			   sizeof(uint64_t));
 		if (!r->bits) {
 			wset_free(w);
 			return -ENOMEM;
@@ -190,6 +190,14 @@ int wset_decode(const uint8_t *buf, size_t len, const struct wset_region *geo,
 	}
 	at = WSET_HEADER_SIZE;
 	for (unsigned i = 0; i < n; i++, at += WSET_REGION_SIZE) {
+		/* No file that fits could hold more (nor would a sum of its
+		 * sizes wrap). */
+		if (geo[i].nchunks > 8ull * WSET_FILE_MAX) {
+			snprintf(err, errlen,
+				 "working-set file: region %u of %llu chunks",
+				 i, (unsigned long long)geo[i].nchunks);
+			return -ESTALE;
+		}
 		if (get_le64(buf + at) != geo[i].gpa ||
 		    get_le64(buf + at + 8) != geo[i].size ||
 		    get_le32(buf + at + 16) != geo[i].chunk_size ||
@@ -275,8 +283,8 @@ int wset_load(const char *path, const struct wset_region *geo, unsigned n,
 		return -ENOMEM;
 	}
 	while (got < (size_t)st.st_size) {
-		ssize_t r = pread(fd, buf + got, (size_t)st.st_size - got,
-				  (off_t)got);
+		ssize_t r =
+		    pread(fd, buf + got, (size_t)st.st_size - got, (off_t)got);
 
 		if (r < 0 && errno == EINTR)
 			continue;
@@ -306,8 +314,7 @@ static int wset_write_all(int fd, const uint8_t *b, size_t len)
 	return 0;
 }
 
-int wset_save(const char *path, const struct wset *w, char *err,
-	      size_t errlen)
+int wset_save(const char *path, const struct wset *w, char *err, size_t errlen)
 {
 	char tmp[PATH_MAX], dir[PATH_MAX], base[PATH_MAX];
 	const char *dname;

@@ -79,7 +79,6 @@ int wset_load(const char *path, const struct wset_region *geo, unsigned n,
 
 /* Writes @w to @path atomically (a temporary file beside it, fsync,
  * rename, directory fsync), mode 0600. 0 or -errno with one line. */
-int wset_save(const char *path, const struct wset *w, char *err,
-	      size_t errlen);
+int wset_save(const char *path, const struct wset *w, char *err, size_t errlen);
 
 #endif
