@@ -620,6 +620,20 @@ void vm_get_status(struct vm *vm, struct vm_status *st)
 }
 
 /* vm_snapshot's work, with snapshot_lock held; releases it. */
+/* A snapshot reads all of memory: a working-set recording ends first,
+ * so that what it records is the guest's. */
+static void vm_wset_end(struct vm *vm)
+{
+	char err[512];
+	int ret;
+
+	if (!vm->wset_path || !vm->pager || !pager_recording(vm->pager))
+		return;
+	ret = snapshot_wset_finish(vm, err, sizeof(err));
+	if (ret && ret != -EALREADY)
+		log_warn("--record-working-set: %s", err);
+}
+
 static int vm_snapshot_locked(struct vm *vm, const char *path,
 			      enum vm_then then,
 			      const struct snap_compress *compress, char *err,
@@ -628,6 +642,8 @@ static int vm_snapshot_locked(struct vm *vm, const char *path,
 	bool was_paused;
 	int ret;
 
+	/* The save waits for every chunk: the filler must be let go. */
+	vm_wset_end(vm);
 	vm->snapshot_progress.done_bytes = 0;
 	vm->snapshot_progress.total_bytes = 0;
 	atomic_store(&vm->snapshot_active, true);
@@ -665,24 +681,9 @@ out:
 	return ret;
 }
 
-/* A snapshot reads all of memory: a working-set recording ends first,
- * so that what it records is the guest's. */
-static void vm_wset_end(struct vm *vm)
-{
-	char err[512];
-	int ret;
-
-	if (!vm->wset_path || !vm->pager || !pager_recording(vm->pager))
-		return;
-	ret = snapshot_wset_finish(vm, err, sizeof(err));
-	if (ret && ret != -EALREADY)
-		log_warn("--record-working-set: %s", err);
-}
-
 int vm_snapshot(struct vm *vm, const char *path, enum vm_then then,
 		const struct snap_compress *compress, char *err, size_t errlen)
 {
-	vm_wset_end(vm);
 	if (pthread_mutex_trylock(&vm->snapshot_lock)) {
 		snprintf(err, errlen, "another snapshot is being written");
 		return -EBUSY;

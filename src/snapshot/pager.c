@@ -456,8 +456,11 @@ static bool pager_fill_pass(struct pager *p, uint8_t *buf, bool prefetch)
 			if (!r->has_data[u] ||
 			    (prefetch && !pager_unit_prefetched(r, u)))
 				continue;
-			/* Faults first: the guest is waiting on those. */
-			while (atomic_load(&p->faults_active) &&
+			/* Faults first: the guest is waiting on those. A
+			 * working set is what the guest is about to fault
+			 * in: it goes on beside them, on a core of its own
+			 * where there is one. */
+			while (!prefetch && atomic_load(&p->faults_active) &&
 			       !atomic_load(&p->stopping))
 				nanosleep(&step, NULL);
 			if (pager_serve(p, ri, u, buf) && prefetch)

@@ -107,6 +107,19 @@ last=$(complete_text <"$WORK/moved" | sed -n 's/^memtest: pass \([0-9]*\) ok.*/\
 restore_runs stale
 grep -q "warning: .*good.snap.wset: working-set file belongs to another snapshot; not used" "$WORK/stale.err" || fail "stale: $(cat "$WORK/stale.err")"
 
+# A save ends the recording (it reads every chunk, so the filler must go
+# on): SIGTERM with --on-term during a recording saves, and the set is
+# written first.
+rm -f "$S" "$W"
+start_stasis "$WORK/term" restore "$G" --record-working-set=600000 \
+	--on-term "snapshot:$WORK/term.snap" --api-socket "$S" --serial "file:$WORK/term"
+wait_for_socket "$S"
+kill -TERM "$VM_PID"
+wait_exit "$VM_PID" 60
+expect_status "$RC" 0 "SIGTERM save during a recording"
+[[ -f $W ]] || fail "SIGTERM save: no $W"
+"$STASIS" verify "$WORK/term.snap" >/dev/null || fail "SIGTERM save: the file does not verify"
+
 # Recording needs the faults of ondemand.
 rc=0
 err=$("$STASIS" restore "$G" --memory copy --record-working-set --serial none 2>&1 </dev/null) || rc=$?
