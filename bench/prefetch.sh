@@ -20,8 +20,15 @@
 # Environment:
 #   BENCH_RUNS   restores of each kind, interleaved (5)
 #   BENCH_MEM    guest RAM (256M)
-#   BENCH_MIB    MiB the guest fills and re-reads (200)
+#   BENCH_MIB    MiB the guest fills (200)
+#   BENCH_REREAD MiB of it the guest re-reads after the restore, the last
+#                ones (50): its working set, a part of what the file holds,
+#                which a plain background fill would reach last
 #   BENCH_DIR    where snapshot files go (${TMPDIR:-/tmp})
+#   BENCH_HUGEPAGES  1: the stasis restores again with --hugepages 2M
+#                (needs BENCH_MEM of free 2 MiB hugepages, reserved by
+#                root beforehand: echo N > /proc/sys/vm/nr_hugepages);
+#                default: when that many are free
 #   QEMU, BENCH_QEMU_CPU, KVMVM_CACHE  as for the other benchmarks
 # A benchmark, not a test: the exit status is 0 unless it broke.
 set -euo pipefail
@@ -31,8 +38,9 @@ bench_setup "$0" "${1:-$BENCH_ROOT/build}"
 RUNS=${BENCH_RUNS:-5}
 MEM=${BENCH_MEM:-256M}
 MIB=${BENCH_MIB:-200}
+REREAD=${BENCH_REREAD:-50}
 bench_workdir prefetch
-ARGS="mib=$MIB reread=1"
+ARGS="mib=$MIB reread=1 reread_mib=$REREAD"
 
 # boot_wait PID OUT: the guest is filled and waiting for its byte.
 boot_wait() {
@@ -76,9 +84,10 @@ one() {
 	kill -9 "$pid" 2>/dev/null || true
 	wait "$pid" 2>/dev/null || true
 	us=$(sed -n 's/^memtest: reread [0-9]* MiB in \([0-9]*\) us.*/\1/p' "$out" | head -n 1)
+	[[ -n $us ]] || { bench_fail "$kind: unreadable pass line: $(head -c 200 "$out")"; return 0; }
 	bench_put "$kind" total_ms "$(bench_calc "a - b" "$t1" "$t0")"
 	bench_put "$kind" pass_ms "$(bench_calc "a / 1000" "$us")"
-	if [[ $kind == prefetch ]] && ! grep -q "prefetching" "$DIR/run.err"; then
+	if [[ $kind == *prefetch ]] && ! grep -q "prefetching" "$DIR/run.err"; then
 		bench_fail "prefetch: the working set was not used: $(head -n 2 "$DIR/run.err")"
 	fi
 }
@@ -130,12 +139,33 @@ else
 	QEMU_OK=0
 fi
 
+HUGE=${BENCH_HUGEPAGES:-}
+free_huge=$(awk '/^HugePages_Free:/ { f = $2 } /^HugePages_Rsvd:/ { r = $2 } END { print f - r }' /proc/meminfo)
+need_huge=$((${MEM%M} / 2))
+if [[ -z $HUGE ]]; then
+	HUGE=0
+	((free_huge >= need_huge)) && HUGE=1
+fi
+if ((HUGE)) && ((free_huge < need_huge)); then
+	bench_die "BENCH_HUGEPAGES=1: $need_huge free 2 MiB hugepages needed, $free_huge free"
+fi
+((HUGE)) || bench_note "no --hugepages 2M rows: $free_huge free 2 MiB hugepages, $need_huge needed (BENCH_HUGEPAGES)"
+
 bench_step "restores x$RUNS, interleaved"
 for ((i = 1; i <= RUNS; i++)); do
 	one ondemand "$STASIS" restore "$SNAP" --prefetch off --serial stdio
 	one prefetch "$STASIS" restore "$SNAP" --serial stdio
 	one copy "$STASIS" restore "$SNAP" --memory copy --serial stdio
-	((QEMU_OK)) && one qemu "${QBASE[@]}" -serial stdio -incoming "exec:cat $QSNAP"
+	if ((QEMU_OK)); then
+		one qemu "${QBASE[@]}" -serial stdio -incoming "exec:cat $QSNAP"
+	fi
+	if ((HUGE)); then
+		one h-ondemand "$STASIS" restore "$SNAP" --hugepages 2M \
+			--prefetch off --serial stdio
+		one h-prefetch "$STASIS" restore "$SNAP" --hugepages 2M --serial stdio
+		one h-copy "$STASIS" restore "$SNAP" --hugepages 2M --memory copy \
+			--serial stdio
+	fi
 done
 
 # --- report
@@ -147,7 +177,7 @@ cell() {
 }
 echo
 bench_machine
-echo "guest: memtest reread=1, $MIB MiB of $MEM re-read after the restore; medians of $RUNS (min-max), ms"
+echo "guest: memtest reread=1, $MIB MiB of $MEM filled, the last $REREAD MiB re-read after the restore; medians of $RUNS (min-max), ms"
 echo "working set: $WSET_LINE"
 echo
 echo "| restore | guest's pass (ms) | exec to the pass's line (ms) |"
@@ -156,9 +186,17 @@ echo "| QEMU -incoming | $(cell qemu pass_ms) | $(cell qemu total_ms) |"
 echo "| stasis ondemand, --prefetch off | $(cell ondemand pass_ms) | $(cell ondemand total_ms) |"
 echo "| stasis ondemand, working set prefetched | $(cell prefetch pass_ms) | $(cell prefetch total_ms) |"
 echo "| stasis --memory copy | $(cell copy pass_ms) | $(cell copy total_ms) |"
+if ((HUGE)); then
+	echo "| stasis --hugepages 2M, ondemand, --prefetch off | $(cell h-ondemand pass_ms) | $(cell h-ondemand total_ms) |"
+	echo "| stasis --hugepages 2M, ondemand, prefetched | $(cell h-prefetch pass_ms) | $(cell h-prefetch total_ms) |"
+	echo "| stasis --hugepages 2M, --memory copy | $(cell h-copy pass_ms) | $(cell h-copy total_ms) |"
+fi
 echo
 echo "prefetch speed-up of the guest's pass: $(bench_fmt %.2f "$(bench_calc "a / b" "$(bench_get ondemand pass_ms)" "$(bench_get prefetch pass_ms)")")x; of exec to its end: $(bench_fmt %.2f "$(bench_calc "a / b" "$(bench_get ondemand total_ms)" "$(bench_get prefetch total_ms)")")x"
 echo "QEMU / stasis with prefetch, exec to the pass's end: $(bench_fmt %.2f "$(bench_calc "a / b" "$(bench_get qemu total_ms)" "$(bench_get prefetch total_ms)")")"
+if ((HUGE)); then
+	echo "with --hugepages 2M: prefetch speed-up of the pass $(bench_fmt %.2f "$(bench_calc "a / b" "$(bench_get h-ondemand pass_ms)" "$(bench_get h-prefetch pass_ms)")")x; QEMU / stasis prefetched, exec to the pass's end: $(bench_fmt %.2f "$(bench_calc "a / b" "$(bench_get qemu total_ms)" "$(bench_get h-prefetch total_ms)")")"
+fi
 if [[ -s $RES/failures ]]; then
 	echo
 	echo "failed measurements:"
