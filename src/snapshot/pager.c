@@ -12,6 +12,7 @@
 #include <linux/userfaultfd.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -547,6 +548,7 @@ int pager_start(struct pager **out, struct guest_mem *mem,
 		char *err, size_t errlen)
 {
 	bool huge = opts->page_size > PAGER_PAGE;
+	sigset_t all, old;
 	struct uffdio_api api = { .api = UFFD_API };
 	struct pager *p;
 	int ret;
@@ -643,12 +645,18 @@ int pager_start(struct pager **out, struct guest_mem *mem,
 		snprintf(err, errlen, "eventfd: %s", strerror(errno));
 		goto fail;
 	}
+	/* The threads start before vm_run blocks SIGTERM and the like in
+	 * the main thread: they must never take a signal meant for it (a
+	 * SIGTERM that saves the VM would otherwise end the process). */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
 	ret = pthread_create(&p->fault_thread, NULL, pager_fault_main, p);
 	if (!ret) {
 		p->fault_started = true;
 		ret = pthread_create(&p->fill_thread, NULL, pager_fill_main, p);
 		p->fill_started = ret == 0;
 	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (ret) {
 		snprintf(err, errlen, "cannot start the pager: %s",
 			 strerror(ret));
