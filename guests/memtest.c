@@ -23,7 +23,11 @@
  * g - 1, which is what the restored guest then finds page by page: a page
  * from later than the saved registers reads g where g - 1 is due, one
  * from earlier reads g - 2, a torn page a wrong tag; CPU 0 prints
- * "memtest: gen N ok (cpus=K gens=a,b,...)" every 256 of its passes). */
+ * "memtest: gen N ok (cpus=K gens=a,b,...)" every 256 of its passes),
+ * reread=1 (fill once, then, for each byte that arrives on COM1,
+ * verify every word, or only the last reread_mib=K MiB, and print the time
+ * that pass took: a benchmark's measure of how fast a restored guest gets
+ * its working set back). */
 #include "guest.h"
 
 #define MIB (1ull << 20)
@@ -228,6 +232,37 @@ static void memtest_ap(unsigned int index)
 {
 	for (;;)
 		memtest_slice_pass(index);
+}
+
+#define COM1_DATA 0x3f8
+#define COM1_LSR 0x3fd
+#define LSR_DR 0x01
+
+/* reread=1: "memtest: ready K", then, once a byte is on COM1, a timed
+ * pass over every word: "memtest: reread N MiB in U us (pass K)". The
+ * snapshot is taken while it waits, so the pass after a restore is the
+ * guest's first touch of its memory. */
+static void memtest_reread(uint64_t mib, uint64_t part)
+{
+	uint64_t hz = guest_tsc_hz();
+	uint64_t lo = part && part < mib ? t.words - part * (MIB / 8) : 0;
+
+	for (uint64_t k = 1;; k++) {
+		uint64_t t0;
+
+		guest_printf("memtest: ready %lu\n", k);
+		while (!(guest_inb(COM1_LSR) & LSR_DR))
+			guest_delay_us(200);
+		(void)guest_inb(COM1_DATA);
+		t0 = guest_rdtsc();
+		memtest_range(&t, lo, t.words, t.seed, false);
+		guest_printf("memtest: reread %lu MiB in %lu us (pass %lu)\n",
+			     (uint64_t)((t.words - lo) / (MIB / 8)),
+			     hz ? (guest_rdtsc() - t0) /
+				      (hz / 1000000 ? hz / 1000000 : 1)
+				: 0,
+			     k);
+	}
 }
 
 static void idle_ticks(uint64_t n)
@@ -453,6 +488,8 @@ void guest_main(void)
 		memtest_fill(&t);
 	if (guest_arg_u64("inject", 0))
 		t.ext[0].start[12345 % t.ext[0].words] ^= 0x100;
+	if (guest_arg_u64("reread", 0))
+		memtest_reread(mib, guest_arg_u64("reread_mib", 0));
 
 	if (touch_mode) {
 		uint64_t dirty = guest_arg_u64("dirty", 0);

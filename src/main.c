@@ -20,6 +20,7 @@
 #include "snapshot/pager.h"
 #include "snapshot/sign.h"
 #include "snapshot/snapshot.h"
+#include "snapshot/wset.h"
 
 static void usage(void)
 {
@@ -164,6 +165,18 @@ static void restore_usage(void)
 	       "  --timings             print the time of each restore phase "
 	       "since exec on\n"
 	       "                        stderr at the guest's first exit\n"
+	       "  --record-working-set[=MS]\n"
+	       "                        record the chunks the guest touches "
+	       "in its first\n"
+	       "                        MS ms (default 1000), or until "
+	       "`ctl S working-set`,\n"
+	       "                        into FILE.wset (ondemand only)\n"
+	       "  --prefetch on|off     bring FILE.wset's chunks in first "
+	       "when it matches\n"
+	       "                        (default on)\n"
+	       "  --hugepages 2M|off    guest RAM from 2 MiB hugepages, or "
+	       "not (default:\n"
+	       "                        as the snapshot was saved)\n"
 	       "usage: stasis restore --wait --api-socket PATH --mem-max SIZE "
 	       "[--cpus N] [options]\n"
 	       "  --wait                make the VM now (memory, irqchip, "
@@ -280,6 +293,9 @@ struct restore_opts {
 	bool wait;
 	uint64_t mem_max;
 	unsigned ncpus;
+	uint32_t record_ms; /* --record-working-set; 0: no recording */
+	bool no_prefetch; /* --prefetch off */
+	const char *hugepages; /* --hugepages, or NULL: the snapshot's */
 };
 
 /* Replaces @dst with a copy of @s (NULL for none); -ENOMEM. */
@@ -313,6 +329,13 @@ static int restore_host_config(struct vm_config *cfg,
 	}
 	/* Host policy: from this command line only, whatever the file says. */
 	cfg->seccomp = o->run ? o->run->seccomp : o->seccomp;
+	if (o->run)
+		cfg->hugepages = o->run->hugepages;
+	else if (o->hugepages &&
+		 config_parse_hugepages(o->hugepages, &cfg->hugepages)) {
+		log_error("--hugepages: '%s' is not 2M or off", o->hugepages);
+		return -EINVAL;
+	}
 	cfg->user = o->run ? o->run->user : o->user;
 	if (replace_string(&cfg->api_socket, o->api_socket) ||
 	    replace_string(&cfg->on_term_snapshot, o->on_term) ||
@@ -429,8 +452,16 @@ static int restore_load(const char *path, const struct restore_opts *o,
 		ondemand = false;
 		copy_memory = true;
 	}
+	if (o->record_ms && !ondemand) {
+		log_error("--record-working-set needs --memory ondemand (the "
+			  "faults are what it records)");
+		status = STASIS_EXIT_USAGE;
+		goto out_image;
+	}
 	img->copy_memory = copy_memory;
 	img->ondemand = ondemand;
+	img->record_ms = o->record_ms;
+	img->prefetch = !o->no_prefetch;
 	ret = restore_host_config(&img->cfg, o);
 	if (ret) {
 		status = ret == -ENOMEM ? STASIS_EXIT_HOST : STASIS_EXIT_USAGE;
@@ -616,6 +647,22 @@ static int restore_wait(const struct restore_opts *base)
 	return ret ? ret : STASIS_EXIT_OK;
 }
 
+/* A duration in ms, 1..WSET_RECORD_MS_MAX. */
+static int restore_parse_ms(const char *s, uint32_t *out)
+{
+	unsigned long v;
+	char *end;
+
+	if (*s < '0' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || *end || !v || v > WSET_RECORD_MS_MAX)
+		return -EINVAL;
+	*out = (uint32_t)v;
+	return 0;
+}
+
 static int cmd_restore(int argc, char **argv, struct timings *timings)
 {
 	static const struct option opts[] = {
@@ -635,6 +682,9 @@ static int cmd_restore(int argc, char **argv, struct timings *timings)
 		{ "wait", no_argument, NULL, 'W' },
 		{ "mem-max", required_argument, NULL, 'M' },
 		{ "cpus", required_argument, NULL, 'C' },
+		{ "record-working-set", optional_argument, NULL, 'w' },
+		{ "prefetch", required_argument, NULL, 'P' },
+		{ "hugepages", required_argument, NULL, 'H' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -766,6 +816,26 @@ static int cmd_restore(int argc, char **argv, struct timings *timings)
 					  optarg, PLATFORM_MAX_CPUS);
 				return STASIS_EXIT_USAGE;
 			}
+			break;
+		case 'w':
+			o.record_ms = WSET_RECORD_MS_DEFAULT;
+			if (optarg && restore_parse_ms(optarg, &o.record_ms)) {
+				log_error("--record-working-set: '%s' is not a "
+					  "number of ms from 1 to %u",
+					  optarg, WSET_RECORD_MS_MAX);
+				return STASIS_EXIT_USAGE;
+			}
+			break;
+		case 'P':
+			if (strcmp(optarg, "on") && strcmp(optarg, "off")) {
+				log_error("--prefetch: '%s' is not on or off",
+					  optarg);
+				return STASIS_EXIT_USAGE;
+			}
+			o.no_prefetch = !strcmp(optarg, "off");
+			break;
+		case 'H':
+			o.hugepages = optarg;
 			break;
 		case 'h':
 			restore_usage();

@@ -700,6 +700,15 @@ static enum MHD_Result api_reply_snapshot(struct MHD_Connection *c,
 	return ret;
 }
 
+/* 204: the recording has ended and its file is written. */
+static enum MHD_Result api_handle_working_set(struct api_server *s,
+					      struct MHD_Connection *c,
+					      const struct api_request *req)
+{
+	return api_handle_action(c, req, s->ops->working_set, s->ctx,
+				 "working set", MHD_HTTP_NO_CONTENT);
+}
+
 static enum MHD_Result api_handle_snapshot(struct api_server *s,
 					   struct MHD_Connection *c,
 					   const struct api_request *req)
@@ -815,6 +824,10 @@ static const unsigned api_pause_statuses[] = { MHD_HTTP_NO_CONTENT,
 					       MHD_HTTP_CONFLICT, 0 };
 static const unsigned api_shutdown_statuses[] = { MHD_HTTP_ACCEPTED,
 						  MHD_HTTP_BAD_REQUEST, 0 };
+/* 409: no recording runs. */
+static const unsigned api_working_set_statuses[] = { MHD_HTTP_NO_CONTENT,
+						     MHD_HTTP_BAD_REQUEST,
+						     MHD_HTTP_CONFLICT, 0 };
 static const unsigned api_snapshot_statuses[] = {
 	MHD_HTTP_OK, MHD_HTTP_BAD_REQUEST, MHD_HTTP_CONFLICT,
 	MHD_HTTP_INSUFFICIENT_STORAGE, 0
@@ -880,6 +893,9 @@ static const struct api_route api_routes[] = {
 	{ { "/vm/restore", MHD_HTTP_METHOD_PUT, api_restore_statuses,
 	    api_restore_keys, api_snapshot_required, api_restore_fields },
 	  api_handle_restore },
+	{ { "/vm/working-set", MHD_HTTP_METHOD_PUT, api_working_set_statuses,
+	    NULL, NULL, NULL },
+	  api_handle_working_set },
 };
 
 #define API_NROUTES (sizeof(api_routes) / sizeof(*api_routes))

@@ -92,6 +92,9 @@ struct api_ops {
 	 * waiting (-EINVAL: the request or the file; -EBUSY: not waiting). */
 	int (*restore)(void *ctx, struct api_restore *req, char *err,
 		       size_t errlen);
+	/* Ends a working-set recording (--record-working-set) and writes
+	 * it: -EALREADY (409) when none runs. */
+	int (*working_set)(void *ctx, char *err, size_t errlen);
 	/* Optional: run first on the thread that starts the server's own
 	 * threads, which inherit what it sets (stasis: the API role's
 	 * seccomp filter). A failure stops api_server_start. */

@@ -583,6 +583,8 @@ static const struct ctl_command ctl_commands[] = {
 	  false },
 	{ "restore", "PUT", "/vm/restore", NULL, false, ctl_print_restore,
 	  true },
+	{ "working-set", "PUT", "/vm/working-set", "working set written", false,
+	  ctl_print_done, false },
 };
 
 /* Turns a finished request into output and an exit status. */
@@ -859,8 +861,8 @@ static const char *ctl_option_value(int argc, char **argv, int *k,
 
 static void ctl_usage(FILE *f)
 {
-	fprintf(f, "usage: stasis ctl SOCKET status|pause|resume|shutdown "
-		   "[--json]\n"
+	fprintf(f, "usage: stasis ctl SOCKET "
+		   "status|pause|resume|shutdown|working-set [--json]\n"
 		   "       stasis ctl SOCKET snapshot PATH "
 		   "[--then resume|pause|exit]\n"
 		   "                [--compress none|lz4|zstd[:LEVEL]] "
@@ -895,7 +897,8 @@ static int ctl_parse_args(int argc, char **argv, struct ctl_args *a)
 	}
 	if (!a->cmd) {
 		log_error("unknown ctl command '%s' (usage: stasis ctl SOCKET "
-			  "status|pause|resume|shutdown|snapshot PATH|restore "
+			  "status|pause|resume|shutdown|working-set|snapshot "
+			  "PATH|restore "
 			  "PATH)",
 			  argv[2]);
 		return -EINVAL;

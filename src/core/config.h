@@ -96,6 +96,10 @@ struct vm_config {
 	bool vmgenid;
 	/* Host policy, never taken from a snapshot's CONFIG record. */
 	enum seccomp_mode seccomp;
+	/* --hugepages 2M: guest RAM from hugetlbfs (bytes per page; 0 for
+	 * ordinary pages). Recorded in snapshots; a restore may override
+	 * it, being host policy. */
+	uint64_t hugepages;
 	struct run_user user; /* --user: who stasis becomes before the guest */
 
 	/* Host integration (docs/install.md), never recorded in snapshots:
@@ -151,6 +155,9 @@ int config_parse_console(struct vm_config *c, const char *spec, char *err,
 /* "--on-term snapshot:PATH" (SIGTERM saves to PATH, then stasis exits)
  * or "stop" (the default: SIGTERM stops the VM). 0 or -EINVAL / -ENOMEM
  * with a one-line reason in @err. */
+/* "2M" (2 MiB hugepages) or "off" (0) into *@out; 0 or -EINVAL. */
+int config_parse_hugepages(const char *s, uint64_t *out);
+
 int config_parse_on_term(struct vm_config *c, const char *spec, char *err,
 			 size_t errlen);
 void config_free_disk(struct disk_config *d);

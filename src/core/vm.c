@@ -116,8 +116,23 @@ static int vm_create_irqchip(struct vm *vm)
 
 static int vm_create_memory(struct vm *vm, uint64_t size)
 {
-	int ret = guest_mem_init(&vm->mem, size);
+	uint64_t page = vm->cfg.hugepages ? vm->cfg.hugepages : 4096;
+	char err[256];
+	int ret;
 
+	if (vm->cfg.hugepages && guest_mem_huge_check(size, err, sizeof(err))) {
+		log_error("%s", err);
+		return -ENOMEM;
+	}
+	ret = guest_mem_init_paged(&vm->mem, size, page);
+	if (ret && vm->cfg.hugepages) {
+		/* Another process took them since the check. */
+		guest_mem_huge_check(size, err, sizeof(err));
+		log_error("cannot allocate %llu MiB of guest memory in "
+			  "hugepages: %s",
+			  (unsigned long long)(size >> 20), strerror(-ret));
+		return ret;
+	}
 	if (ret) {
 		log_error("cannot allocate %llu MiB of guest memory: %s",
 			  (unsigned long long)(size >> 20), strerror(-ret));
@@ -736,6 +751,20 @@ static int vm_snapshot_live(struct vm *vm, const char *path, enum vm_then then,
 }
 
 /* vm_snapshot's work, with snapshot_lock held; releases it. */
+/* A snapshot reads all of memory: a working-set recording ends first,
+ * so that what it records is the guest's. */
+static void vm_wset_end(struct vm *vm)
+{
+	char err[512];
+	int ret;
+
+	if (!vm->wset_path || !vm->pager || !pager_recording(vm->pager))
+		return;
+	ret = snapshot_wset_finish(vm, err, sizeof(err));
+	if (ret && ret != -EALREADY)
+		log_warn("--record-working-set: %s", err);
+}
+
 static int vm_snapshot_locked(struct vm *vm, const char *path,
 			      enum vm_then then,
 			      const struct snap_compress *compress, bool live,
@@ -750,6 +779,8 @@ static int vm_snapshot_locked(struct vm *vm, const char *path,
 	if (!stats)
 		stats = &local;
 	memset(stats, 0, sizeof(*stats));
+	/* The save waits for every chunk: the filler must be let go. */
+	vm_wset_end(vm);
 	vm->snapshot_progress.done_bytes = 0;
 	vm->snapshot_progress.total_bytes = 0;
 	pthread_mutex_lock(&vm->run_state_lock);
@@ -904,6 +935,11 @@ static int vm_api_shutdown(void *ctx, char *err, size_t errlen)
 	return 0;
 }
 
+static int vm_api_working_set(void *ctx, char *err, size_t errlen)
+{
+	return snapshot_wset_finish(ctx, err, errlen);
+}
+
 static void vm_api_status(void *ctx, struct vm_status *st)
 {
 	vm_get_status(ctx, st);
@@ -959,6 +995,7 @@ const struct api_ops vm_api_ops = {
 	.snapshot = vm_api_snapshot,
 	.shutdown = vm_api_shutdown,
 	.status = vm_api_status,
+	.working_set = vm_api_working_set,
 	.thread_init = vm_api_thread_init,
 	.listening = vm_api_listening,
 };
@@ -1123,6 +1160,19 @@ int vm_run(struct vm *vm, bool start_paused)
 			else
 				timeout = 5; /* retry as the FIFO drains */
 		}
+		/* A working-set recording ends on time. */
+		if (vm->wset_path && vm->pager && pager_recording(vm->pager)) {
+			uint64_t end = vm->start_ns + vm->wset_ms * 1000000ull;
+			uint64_t now = clock_now_ns(CLOCK_MONOTONIC);
+			int left = now >= end
+				       ? 0
+				       : (int)((end - now + 999999) / 1000000);
+
+			if (!left)
+				vm_wset_end(vm);
+			else if (timeout < 0 || left < timeout)
+				timeout = left;
+		}
 		ret = poll(pfd, n, timeout);
 		if (ret < 0 && errno != EINTR) {
 			log_error("poll: %s", strerror(errno));
@@ -1154,6 +1204,9 @@ int vm_run(struct vm *vm, bool start_paused)
 	}
 
 	vm_kick_vcpus(vm);
+	/* A guest that stopped early: what it touched so far. */
+	if (!(vm->pager && pager_failed(vm->pager)))
+		vm_wset_end(vm);
 	/* A vCPU or worker may wait forever on a chunk that failed: nothing
 	 * unverified is ever installed. They are not joined; the process
 	 * ends and takes them along (vm_destroy must not run). */
@@ -1215,6 +1268,8 @@ void vm_destroy(struct vm *vm)
 		virtio_device_destroy(&vm->virtio[i]);
 	pager_stop(vm->pager);
 	vm->pager = NULL;
+	free(vm->wset_path);
+	vm->wset_path = NULL;
 	vm->nvirtio = 0;
 	irq_routing_destroy(&vm->irq_routing);
 	uart_destroy(&vm->uart);

@@ -77,6 +77,12 @@ struct vm {
 	/* Serves guest memory during a lazy restore (snapshot/pager.h);
 	 * NULL otherwise. */
 	struct pager *pager;
+	/* --record-working-set: the file the recording goes to (NULL when
+	 * none), the snapshot identity it names, and its length in ms from
+	 * vm_run (snapshot_wset_finish ends it). */
+	char *wset_path;
+	uint64_t wset_id;
+	uint32_t wset_ms;
 	struct bus pio;
 	struct bus mmio;
 

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "core/kvm.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/text.h"
 #include "core/timings.h"
@@ -25,6 +26,7 @@
 #include "snapshot/pager.h"
 #include "snapshot/sign.h"
 #include "snapshot/state.h"
+#include "snapshot/wset.h"
 
 /* Largest payloads stasis accepts for the small records; memory records
  * are streamed and not bound by these. */
@@ -723,9 +725,17 @@ int snapshot_open(const char *path, struct snapshot_image *img, char *err,
 
 	memset(img, 0, sizeof(*img));
 	config_init(&img->cfg);
+	img->prefetch = true;
+	img->path = strdup(path);
+	if (!img->path) {
+		set_err(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
 	img->r = snap_reader_open(path, err, errlen);
-	if (!img->r)
-		return -EINVAL;
+	if (!img->r) {
+		ret = -EINVAL;
+		goto fail;
+	}
 	hdr = snap_reader_header(img->r);
 	if (hdr->page_size != (uint32_t)page) {
 		set_err(err, errlen,
@@ -801,6 +811,7 @@ void snapshot_close(struct snapshot_image *img)
 	if (img->r)
 		snap_reader_close(img->r);
 	free(img->cpuid);
+	free(img->path);
 	config_free(&img->cfg);
 	memset(img, 0, sizeof(*img));
 }
@@ -1076,6 +1087,99 @@ static int snapshot_apply_clock(struct vm *vm, const struct snapshot_clock *c,
 	return ret < 0 ? ret : 0;
 }
 
+/* The working set's name beside the snapshot @path, or NULL. */
+static char *snapshot_wset_path(const char *path)
+{
+	size_t n = strlen(path);
+	char *w = malloc(n + sizeof(".wset"));
+
+	if (w) {
+		memcpy(w, path, n);
+		memcpy(w + n, ".wset", sizeof(".wset"));
+	}
+	return w;
+}
+
+/* Before a lazy restore's pager starts: either sets up a recording
+ * (--record-working-set) or loads PATH.wset into @prefetch for the
+ * pager when it is there and this snapshot's (a damaged or stale one is
+ * ignored with one line). 0 or -ENOMEM. */
+static int snapshot_wset_setup(struct vm *vm, struct snapshot_image *img,
+			       const struct page_source *src, uint64_t id,
+			       struct wset *prefetch, struct pager_opts *po)
+{
+	struct wset_region geo[GUEST_MEM_MAX_REGIONS];
+	char *path, why[256];
+	int ret;
+
+	memset(prefetch, 0, sizeof(*prefetch));
+	if (!img->record_ms && !img->prefetch)
+		return 0;
+	path = snapshot_wset_path(img->path);
+	if (!path)
+		return -ENOMEM;
+	if (img->record_ms) {
+		/* A recording starts afresh: an older set is not used. */
+		free(vm->wset_path);
+		vm->wset_path = path;
+		vm->wset_id = id;
+		vm->wset_ms = img->record_ms;
+		po->record = true;
+		return 0;
+	}
+	for (unsigned i = 0; i < src->nregions; i++)
+		geo[i] = (struct wset_region){
+			.gpa = src->regions[i].gpa,
+			.size = src->regions[i].size,
+			.chunk_size = src->regions[i].chunk_size,
+			.nchunks = src->regions[i].nchunks,
+		};
+	ret =
+	    wset_load(path, geo, src->nregions, id, prefetch, why, sizeof(why));
+	if (!ret) {
+		log_info("%s: prefetching %llu chunks first", path,
+			 (unsigned long long)wset_count(prefetch));
+		po->prefetch = prefetch;
+	} else if (ret == -ENOMEM) {
+		free(path);
+		return ret;
+	} else if (ret != -ENOENT) {
+		log_warn("%s: %s; not used", path, why);
+	}
+	free(path);
+	return 0;
+}
+
+int snapshot_wset_finish(struct vm *vm, char *err, size_t errlen)
+{
+	uint64_t ms = (clock_now_ns(CLOCK_MONOTONIC) - vm->start_ns) / 1000000;
+	struct wset w;
+	int ret;
+
+	if (!vm->pager || !vm->wset_path) {
+		set_err(err, errlen, "no working set is being recorded");
+		return -EALREADY;
+	}
+	ret = pager_record_stop(vm->pager, &w);
+	if (ret == -EALREADY) {
+		set_err(err, errlen, "no working set is being recorded");
+		return ret;
+	}
+	if (ret) {
+		set_err(err, errlen, "working set: out of memory");
+		return ret;
+	}
+	w.snapshot_id = vm->wset_id;
+	w.record_ms = ms < vm->wset_ms ? (uint32_t)ms : vm->wset_ms;
+	ret = wset_save(vm->wset_path, &w, err, errlen);
+	if (!ret)
+		log_info("working set: %llu chunks in %u ms, written to %s",
+			 (unsigned long long)wset_count(&w), w.record_ms,
+			 vm->wset_path);
+	wset_free(&w);
+	return ret;
+}
+
 int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 		     enum clock_policy clock, char *err, size_t errlen)
 {
@@ -1086,12 +1190,23 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 	unsigned ntables = 0;
 	struct snapshot_clock saved_clock = { 0 };
 	struct kvm_pit_state2 pit;
+	const struct snap_header *hdr = snap_reader_header(img->r);
+	struct wset_identity ident;
 	struct snap_record rec;
 	uint64_t elapsed_ns = 0;
 	uint64_t now = realtime_ns();
 	int ret;
 
 	int last_rank = snapshot_record_rank(SNAP_REC_CPUID);
+
+	wset_identity_init(&ident, hdr->format_version, hdr->created_unix_ns);
+	/* hugetlbfs pages cannot be replaced by file pages. */
+	if (vm->mem.page_size > 4096 && !img->copy_memory && !img->ondemand) {
+		set_err(err, errlen,
+			"--memory map cannot back hugepages (--hugepages 2M) "
+			"with file pages: use ondemand or copy");
+		return -EINVAL;
+	}
 
 	snap_reader_set_map_memory(img->r, !img->copy_memory);
 
@@ -1108,6 +1223,7 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 		if (rank >= 0)
 			last_rank = rank;
 		if (rec.type == SNAP_REC_MEMORY) {
+			wset_identity_add(&ident, rec.checksum, rec.length);
 			if (nmem == vm->mem.nregions) {
 				set_err(err, errlen,
 					"snapshot: more memory records than "
@@ -1264,7 +1380,10 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 	/* A lazy restore starts serving memory now: the devices' post-load
 	 * below reads guest memory already. */
 	if (ntables) {
+		struct pager_opts po = { .seccomp = vm->cfg.seccomp,
+					 .page_size = vm->mem.page_size };
 		struct page_source src;
+		struct wset prefetch;
 		char why[256];
 
 		ret = page_source_file_init(&src, tables, ntables);
@@ -1273,8 +1392,14 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 			goto free_tables;
 		}
 		ntables = 0; /* the source has them */
-		ret = pager_start(&vm->pager, &vm->mem, &src, vm->cfg.seccomp,
-				  why, sizeof(why));
+		ret = snapshot_wset_setup(
+		    vm, img, &src, wset_identity_final(&ident), &prefetch, &po);
+		if (!ret)
+			ret = pager_start(&vm->pager, &vm->mem, &src, &po, why,
+					  sizeof(why));
+		else
+			snprintf(why, sizeof(why), "out of memory");
+		wset_free(&prefetch);
 		if (ret) {
 			set_err(err, errlen, "snapshot: lazy restore: %s", why);
 			return ret;

@@ -70,6 +70,15 @@ struct snapshot_image {
 	/* Serve guest memory lazily from the file (snapshot/pager.h):
 	 * `--memory ondemand`. Files of format 1 are loaded as without it. */
 	bool ondemand;
+	/* The file's path: its working set is PATH.wset beside it. */
+	char *path;
+	/* Lazy restores bring in PATH.wset's chunks first when it is there
+	 * and belongs to this snapshot (snapshot_open sets it; `--prefetch
+	 * off` clears it). */
+	bool prefetch;
+	/* `--record-working-set=MS`: record the chunks the guest faults in
+	 * during its first MS ms (0: no recording) into PATH.wset. */
+	uint32_t record_ms;
 };
 
 /* Opens @path, checks the header against this host (page size, format
@@ -84,6 +93,13 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 		     enum clock_policy clock, char *err, size_t errlen);
 
 void snapshot_close(struct snapshot_image *img);
+
+/* Ends a working-set recording (--record-working-set) now: the chunks
+ * faulted in so far go to the snapshot's PATH.wset, atomically. Called
+ * when the recording's time is up, by PUT /vm/working-set, before a
+ * snapshot and when the VM stops. 0, -EALREADY when no recording runs,
+ * or -errno with one line in @err. */
+int snapshot_wset_finish(struct vm *vm, char *err, size_t errlen);
 
 /* `stasis run --resume-from PATH` (snapshot/resume.c). Whether anything
  * is at @path: 1 (restore it), 0 (nothing there: boot), or -errno with a

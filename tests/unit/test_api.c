@@ -36,6 +36,8 @@ struct fake_vm {
 	bool paused;
 	uint64_t last_pause_ns;
 	int calls_pause, calls_resume, calls_shutdown, calls_snapshot;
+	int calls_working_set;
+	bool recording; /* a working-set recording runs */
 	int fail_ret; /* returned by the next callback, then cleared */
 	const char *fail_msg; /* its reason, or NULL to leave @err empty */
 	char snap_path[PATH_MAX];
@@ -164,6 +166,25 @@ out:
 	return ret;
 }
 
+/* As snapshot_wset_finish: once per recording, then 409. */
+static int fake_working_set(void *ctx, char *err, size_t errlen)
+{
+	struct fake_vm *vm = ctx;
+	int ret;
+
+	pthread_mutex_lock(&vm->lock);
+	vm->calls_working_set++;
+	ret = fake_fail(vm, err, errlen);
+	if (!ret && !vm->recording) {
+		snprintf(err, errlen, "no working set is being recorded");
+		ret = -EALREADY;
+	}
+	if (!ret)
+		vm->recording = false;
+	pthread_mutex_unlock(&vm->lock);
+	return ret;
+}
+
 static void fake_status(void *ctx, struct vm_status *st)
 {
 	struct fake_vm *vm = ctx;
@@ -214,6 +235,7 @@ static const struct api_ops fake_ops = {
 	.shutdown = fake_shutdown,
 	.status = fake_status,
 	.restore = fake_restore,
+	.working_set = fake_working_set,
 };
 
 static int setup(void **state)
@@ -1110,6 +1132,15 @@ static void test_ctl_actions(void **state)
 	assert_int_equal(run.status, 1);
 	assert_string_equal(run.err, "stasis: error: shutdown failed: "
 				     "Input/output error\n");
+
+	f->vm.recording = true;
+	run_ctl(&run, f->sock, "working-set", NULL);
+	assert_int_equal(run.status, 0);
+	assert_string_equal(run.out, "working set written\n");
+	run_ctl(&run, f->sock, "working-set", NULL);
+	assert_int_equal(run.status, 1);
+	assert_string_equal(run.err, "stasis: error: no working set is being "
+				     "recorded\n");
 }
 
 static void test_ctl_snapshot(void **state)
@@ -1466,6 +1497,7 @@ static bool provoke(struct fixture *f, const struct api_endpoint *ep,
 	f->vm.restored = !strcmp(ep->url, "/vm");
 	f->vm.have_last = !strcmp(ep->url, "/vm");
 	f->vm.snap_total = 256 * MIB;
+	f->vm.recording = true;
 	pthread_mutex_unlock(&f->vm.lock);
 	switch (status) {
 	case 200:
@@ -1507,6 +1539,24 @@ static bool provoke(struct fixture *f, const struct api_endpoint *ep,
 /* Every endpoint of the routing table answers each status it declares,
  * with the declared fields, and nothing else: the table docs/api.yaml is
  * checked against (tests/tools/check_api_spec.py). */
+/* PUT /vm/working-set ends a recording once: 204, then 409 with the
+ * reason; `ctl working-set` says so in one line each time. */
+static void test_working_set(void **state)
+{
+	struct fixture *f = *state;
+	struct http_reply rep;
+
+	f->vm.recording = true;
+	http(f->sock, "PUT", "/vm/working-set", NULL, &rep);
+	assert_int_equal(rep.status, 204);
+	assert_int_equal(f->vm.calls_working_set, 1);
+	http(f->sock, "PUT", "/vm/working-set", NULL, &rep);
+	assert_error(&rep, 409, "no working set is being recorded");
+	http(f->sock, "PUT", "/vm/working-set", "{\"x\": 1}", &rep);
+	assert_int_equal(rep.status, 400);
+	assert_int_equal(f->vm.calls_working_set, 2);
+}
+
 static void test_endpoints_as_declared(void **state)
 {
 	struct fixture *f = *state;
@@ -1547,7 +1597,7 @@ static void test_endpoints_as_declared(void **state)
 					 ep->method, ep->url, got, want);
 		}
 	}
-	assert_int_equal(i, 6);
+	assert_int_equal(i, 7);
 	http(f->sock, "GET", "/nowhere", NULL, &rep);
 	assert_error(&rep, API_STATUS_NO_ENDPOINT, "no such endpoint");
 }
@@ -1910,6 +1960,7 @@ int main(int argc, char **argv)
 		T(test_status),
 		T(test_pause_resume),
 		T(test_shutdown),
+		T(test_working_set),
 		T(test_action_body_checked),
 		T(test_snapshot),
 		T(test_snapshot_bad_requests),
