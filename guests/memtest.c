@@ -306,8 +306,16 @@ void guest_main(void)
 	}
 	if ((touch_mode || delay_ms) && guest_timer_start(hz))
 		guest_exit(GUEST_EXIT_FAIL);
-	for (unsigned int e = 0; e < t.count; e++)
+	for (unsigned int e = 0; e < t.count; e++) {
 		t.words += t.ext[e].words;
+		/* Where the allocator put the region, for tests that need
+		 * it in a given place (above 4 GiB, say). */
+		if (guest_arg_u64("ranges", 0))
+			guest_printf(
+			    "memtest: range 0x%lx 0x%lx\n",
+			    (uint64_t)t.ext[e].start,
+			    (uint64_t)(t.ext[e].start + t.ext[e].words));
+	}
 	if (guest_arg_u64("smp", 0))
 		memtest_smp(mib, passes);
 	if (text)
