@@ -47,15 +47,20 @@ static uint64_t pattern(uint64_t seed, const uint64_t *addr)
 }
 
 /* RAM in 1 MiB pieces from the runtime's allocator, merged when
- * adjacent; the region may span holes in the memory map. */
-static bool memtest_reserve(struct memtest *t, uint64_t mib)
+ * adjacent; the region may span holes in the memory map. Pieces below
+ * @above are taken and left alone, so a test can put the region high
+ * without filling the RAM under it. */
+static bool memtest_reserve(struct memtest *t, uint64_t mib, uint64_t above)
 {
-	while (mib--) {
+	while (mib) {
 		uint64_t *p = guest_alloc(MIB, MIB);
 		struct extent *last = t->count ? &t->ext[t->count - 1] : NULL;
 
 		if (!p)
 			return false;
+		if ((uint64_t)p < above)
+			continue;
+		mib--;
 		if (last && last->start + last->words == p) {
 			last->words += MIB / 8;
 			continue;
@@ -295,7 +300,7 @@ void guest_main(void)
 
 	t.seed = guest_arg_u64("seed", 1);
 	guest_printf("memtest: start\n");
-	if (!mib || !memtest_reserve(&t, mib)) {
+	if (!mib || !memtest_reserve(&t, mib, guest_arg_u64("above", 0))) {
 		guest_printf("memtest: ERROR cannot get %lu MiB of RAM\n", mib);
 		guest_exit(GUEST_EXIT_FAIL);
 	}
