@@ -73,10 +73,10 @@ step() { bench_step "$@"; }
 fail() { bench_fail "$@"; }
 
 # wait_touched FILE MIB PID: until the memtest guest says it touched MIB
-# MiB; 1 at once when it stopped on an exception or error (memtest cannot
-# reach RAM above 4 GiB on a host whose MMU refuses the 1 GiB pages its
-# CPUID offers, as KVM on PVM does), when PID died or after 120 s + 1 s
-# per MiB.
+# MiB; 1 at once when it stopped on an exception or error (a guest kit
+# that mapped RAM above 4 GiB with 1 GiB pages faulted at 4 GiB where the
+# MMU refuses the pages CPUID offers, as KVM on PVM does), when PID died
+# or after 120 s + 1 s per MiB.
 wait_touched() {
 	local end=$((SECONDS + 120 + $2))
 	until grep -qF "memtest: touched $2 MiB" "$1" 2>/dev/null; do

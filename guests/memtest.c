@@ -60,15 +60,20 @@ static uint64_t pattern(uint64_t seed, const uint64_t *addr)
 }
 
 /* RAM in 1 MiB pieces from the runtime's allocator, merged when
- * adjacent; the region may span holes in the memory map. */
-static bool memtest_reserve(struct memtest *t, uint64_t mib)
+ * adjacent; the region may span holes in the memory map. Pieces below
+ * @above are taken and left alone, so a test can put the region high
+ * without filling the RAM under it. */
+static bool memtest_reserve(struct memtest *t, uint64_t mib, uint64_t above)
 {
-	while (mib--) {
+	while (mib) {
 		uint64_t *p = guest_alloc(MIB, MIB);
 		struct extent *last = t->count ? &t->ext[t->count - 1] : NULL;
 
 		if (!p)
 			return false;
+		if ((uint64_t)p < above)
+			continue;
+		mib--;
 		if (last && last->start + last->words == p) {
 			last->words += MIB / 8;
 			continue;
@@ -465,7 +470,7 @@ void guest_main(void)
 
 	t.seed = guest_arg_u64("seed", 1);
 	guest_printf("memtest: start\n");
-	if (!mib || !memtest_reserve(&t, mib)) {
+	if (!mib || !memtest_reserve(&t, mib, guest_arg_u64("above", 0))) {
 		guest_printf("memtest: ERROR cannot get %lu MiB of RAM\n", mib);
 		guest_exit(GUEST_EXIT_FAIL);
 	}
@@ -476,8 +481,16 @@ void guest_main(void)
 	}
 	if ((touch_mode || delay_ms) && guest_timer_start(hz))
 		guest_exit(GUEST_EXIT_FAIL);
-	for (unsigned int e = 0; e < t.count; e++)
+	for (unsigned int e = 0; e < t.count; e++) {
 		t.words += t.ext[e].words;
+		/* Where the allocator put the region, for tests that need
+		 * it in a given place (above 4 GiB, say). */
+		if (guest_arg_u64("ranges", 0))
+			guest_printf(
+			    "memtest: range 0x%lx 0x%lx\n",
+			    (uint64_t)t.ext[e].start,
+			    (uint64_t)(t.ext[e].start + t.ext[e].words));
+	}
 	if (guest_arg_is("mode", "gen"))
 		memtest_gen(mib, passes);
 	if (guest_arg_u64("smp", 0))
