@@ -146,6 +146,12 @@ static void restore_usage(void)
 	       "                        SIGTERM saves the VM to PATH, then "
 	       "exits 0;\n"
 	       "                        a failed save leaves it running\n"
+	       "  --track-dirty         log dirty pages with KVM's dirty ring "
+	       "where the\n"
+	       "                        host has one (a restored VM always "
+	       "logs them,\n"
+	       "                        so that its next snapshot can be an "
+	       "increment)\n"
 	       "  --seccomp on|log|off  system-call filters per thread "
 	       "(default on)\n"
 	       "  --user UID[:GID]      run as this user once the host "
@@ -248,6 +254,7 @@ struct restore_opts {
 	char **nets;
 	unsigned nnets;
 	bool mark_resumed; /* rename the file PATH.resumed once restored */
+	bool track_dirty; /* --track-dirty: dirty rings where there are */
 	enum seccomp_mode seccomp;
 	struct run_user user; /* --user */
 };
@@ -284,6 +291,7 @@ static int restore_host_config(struct vm_config *cfg,
 	/* Host policy: from this command line only, whatever the file says. */
 	cfg->seccomp = o->run ? o->run->seccomp : o->seccomp;
 	cfg->user = o->run ? o->run->user : o->user;
+	cfg->track_dirty = o->run ? o->run->track_dirty : o->track_dirty;
 	if (replace_string(&cfg->api_socket, o->api_socket) ||
 	    replace_string(&cfg->on_term_snapshot, o->on_term) ||
 	    replace_string(&cfg->resume_from, NULL))
@@ -448,6 +456,7 @@ static int cmd_restore(int argc, char **argv)
 		{ "require-signed", required_argument, NULL, 'r' },
 		{ "sign-key", required_argument, NULL, 'k' },
 		{ "user", required_argument, NULL, 'u' },
+		{ "track-dirty", no_argument, NULL, 'D' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -469,6 +478,9 @@ static int cmd_restore(int argc, char **argv)
 			break;
 		case 's':
 			o.serial = optarg;
+			break;
+		case 'D':
+			o.track_dirty = true;
 			break;
 		case 'p':
 			o.paused = true;

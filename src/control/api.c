@@ -270,7 +270,7 @@ static int api_get_compress(struct json_object *val,
 }
 
 int api_parse_snapshot_request(const char *body, size_t len, char *path,
-			       size_t pathlen, enum vm_then *then,
+			       size_t pathlen, char *base, enum vm_then *then,
 			       struct snap_compress *compress, char *err,
 			       size_t errlen)
 {
@@ -296,6 +296,7 @@ int api_parse_snapshot_request(const char *body, size_t len, char *path,
 	if (!obj)
 		return -EINVAL;
 	*then = VM_THEN_RESUME;
+	base[0] = '\0';
 	*compress =
 	    (struct snap_compress){ .codec = SNAP_COMPRESS_DEFAULT_CODEC };
 	json_object_object_foreach(obj, key, val)
@@ -307,6 +308,8 @@ int api_parse_snapshot_request(const char *body, size_t len, char *path,
 			ret = api_get_then(val, then, err, errlen);
 		} else if (!strcmp(key, "compress")) {
 			ret = api_get_compress(val, compress, err, errlen);
+		} else if (!strcmp(key, "base")) {
+			ret = api_get_path(val, base, pathlen, err, errlen);
 		} else {
 			api_unknown_key(key, err, errlen);
 			ret = -EINVAL;
@@ -521,18 +524,20 @@ static enum MHD_Result api_handle_snapshot(struct api_server *s,
 	char err[API_ERR_MAX] = "";
 	struct snap_compress compress;
 	char compress_name[16];
-	const char *kv[6];
+	const char *kv[8];
 	enum vm_then then;
 	enum MHD_Result mret;
-	char *path;
+	char *path, *base;
 	int ret;
 
-	path = malloc(PATH_MAX);
+	path = malloc(2 * PATH_MAX);
 	if (!path)
 		return api_reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
 				 API_NOMEM_BODY, NULL);
+	base = path + PATH_MAX;
 	ret = api_parse_snapshot_request(req->body, req->len, path, PATH_MAX,
-					 &then, &compress, err, sizeof(err));
+					 base, &then, &compress, err,
+					 sizeof(err));
 	if (ret) {
 		mret = api_reply_error(c,
 				       ret == -EMSGSIZE
@@ -544,7 +549,8 @@ static enum MHD_Result api_handle_snapshot(struct api_server *s,
 	/* A snapshot may run for minutes with the socket silent; the idle
 	 * timeout must not cut the connection before the reply. */
 	MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0U);
-	ret = s->ops->snapshot(s->ctx, path, then, &compress, err, sizeof(err));
+	ret = s->ops->snapshot(s->ctx, path, base[0] ? base : NULL, then,
+			       &compress, err, sizeof(err));
 	MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT,
 				  (unsigned)API_IDLE_TIMEOUT_S);
 	if (ret) {
@@ -558,7 +564,10 @@ static enum MHD_Result api_handle_snapshot(struct api_server *s,
 	snap_compress_format(&compress, compress_name, sizeof(compress_name));
 	kv[4] = "compress";
 	kv[5] = compress_name;
-	mret = api_reply_strings(c, MHD_HTTP_OK, NULL, kv, 6);
+	kv[6] = "base";
+	kv[7] = base;
+	/* "base" is "" for a full snapshot. */
+	mret = api_reply_strings(c, MHD_HTTP_OK, NULL, kv, 8);
 out:
 	free(path);
 	return mret;
@@ -594,7 +603,7 @@ static const char *const api_status_fields[] = { "state",
 						 "snapshot.total_bytes",
 						 NULL };
 static const char *const api_snapshot_keys[] = { "path", "then", "compress",
-						 NULL };
+						 "base", NULL };
 static const char *const api_snapshot_required[] = { "path", NULL };
 
 static const struct api_route api_routes[] = {

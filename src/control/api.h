@@ -39,9 +39,10 @@ struct vm_status {
 struct api_ops {
 	int (*pause)(void *ctx, char *err, size_t errlen);
 	int (*resume)(void *ctx, char *err, size_t errlen);
-	int (*snapshot)(void *ctx, const char *path, enum vm_then then,
-			const struct snap_compress *compress, char *err,
-			size_t errlen);
+	/* @base: NULL, or the parent of an incremental snapshot. */
+	int (*snapshot)(void *ctx, const char *path, const char *base,
+			enum vm_then then, const struct snap_compress *compress,
+			char *err, size_t errlen);
 	int (*shutdown)(void *ctx, char *err, size_t errlen);
 	void (*status)(void *ctx, struct vm_status *st);
 	/* Optional: run first on the thread that starts the server's own
@@ -101,12 +102,14 @@ void api_server_stop(struct api_server *s);
  * string "path" (required, non-empty, no NUL, shorter than @pathlen) and
  * an optional "then" ("resume", the default, "pause" or "exit") and an
  * optional "compress" ("none", "lz4", "zstd" or "zstd:LEVEL", as
- * --compress takes it; SNAP_COMPRESS_DEFAULT_CODEC when absent); any other
- * key is an error. A pure function (the fuzz target). Returns 0, -EINVAL
- * or -EMSGSIZE (more than API_BODY_MAX bytes) with a one-line reason in
+ * --compress takes it; SNAP_COMPRESS_DEFAULT_CODEC when absent) and an
+ * optional "base" (a path as "path" is, into @base, @pathlen bytes too;
+ * "" when absent: a full snapshot); any other key is an error. A pure function
+ * (the fuzz target). Returns 0, -EINVAL or -EMSGSIZE (more than API_BODY_MAX
+ * bytes) with a one-line reason in
  * @err. */
 int api_parse_snapshot_request(const char *body, size_t len, char *path,
-			       size_t pathlen, enum vm_then *then,
+			       size_t pathlen, char *base, enum vm_then *then,
 			       struct snap_compress *compress, char *err,
 			       size_t errlen);
 

@@ -62,6 +62,7 @@ struct ctl_args {
 	const char *path;
 	const char *then;
 	const char *compress; /* NULL: the server's default */
+	const char *base; /* NULL: a full snapshot */
 	bool json;
 };
 
@@ -651,27 +652,40 @@ static void ctl_progress_stop(struct ctl_progress *p)
 	pthread_mutex_destroy(&p->lock);
 }
 
-/* {"path": ..., "then": ..., "compress": ...} ("compress" only when
- * given), with a relative PATH made absolute here:
- * the user means their directory, not the one stasis runs in. */
+/* @p made absolute (a new string in *@abs), or NULL in *@abs when it is
+ * already: the user means their directory, not the one stasis runs in. */
+static int ctl_absolute(const char *p, char **abs, char *err, size_t errlen)
+{
+	char *cwd;
+
+	*abs = NULL;
+	if (p[0] == '/')
+		return 0;
+	cwd = getcwd(NULL, 0);
+	if (!cwd ||
+	    asprintf(abs, "%s%s%s", cwd, strcmp(cwd, "/") ? "/" : "", p) < 0) {
+		snprintf(err, errlen, "cannot resolve relative path %s: %s", p,
+			 strerror(errno));
+		free(cwd);
+		*abs = NULL;
+		return -EINVAL;
+	}
+	free(cwd);
+	return 0;
+}
+
+/* {"path": ..., "then": ..., "compress": ..., "base": ...} ("compress"
+ * and "base" only when given), with relative paths made absolute. */
 static char *ctl_snapshot_body(const struct ctl_args *a, char *err,
 			       size_t errlen)
 {
 	struct json_object *obj, *path, *then;
-	char *cwd = NULL, *abs = NULL, *body = NULL;
+	char *abs = NULL, *abs_base = NULL, *body = NULL;
 
-	if (a->path[0] != '/') {
-		cwd = getcwd(NULL, 0);
-		if (!cwd ||
-		    asprintf(&abs, "%s%s%s", cwd, strcmp(cwd, "/") ? "/" : "",
-			     a->path) < 0) {
-			snprintf(err, errlen,
-				 "cannot resolve relative path %s: %s", a->path,
-				 strerror(errno));
-			free(cwd);
-			return NULL;
-		}
-		free(cwd);
+	if (ctl_absolute(a->path, &abs, err, errlen) ||
+	    (a->base && ctl_absolute(a->base, &abs_base, err, errlen))) {
+		free(abs);
+		return NULL;
 	}
 	obj = json_object_new_object();
 	path = json_object_new_string(abs ? abs : a->path);
@@ -697,6 +711,20 @@ static char *ctl_snapshot_body(const struct ctl_args *a, char *err,
 		else
 			json_object_put(c);
 	}
+	if (body && a->base) {
+		struct json_object *b =
+		    json_object_new_string(abs_base ? abs_base : a->base);
+
+		free(body);
+		body = NULL;
+		if (b && !json_object_object_add(obj, "base", b))
+			body = strdup(json_object_to_json_string_ext(
+			    obj, JSON_C_TO_STRING_PLAIN |
+				     JSON_C_TO_STRING_NOSLASHESCAPE));
+		else
+			json_object_put(b);
+	}
+	free(abs_base);
 	json_object_put(path);
 	json_object_put(then);
 	json_object_put(obj);
@@ -713,7 +741,7 @@ static void ctl_usage(FILE *f)
 		   "       stasis ctl SOCKET snapshot PATH "
 		   "[--then resume|pause|exit]\n"
 		   "                [--compress none|lz4|zstd[:LEVEL]] "
-		   "[--json]\n");
+		   "[--base PARENT] [--json]\n");
 }
 
 /* Returns 0, 1 for --help, or -EINVAL after printing why. */
@@ -778,6 +806,19 @@ static int ctl_parse_args(int argc, char **argv, struct ctl_args *a)
 				log_error("--compress: %s", cerr);
 				return -EINVAL;
 			}
+		} else if (options && (!strcmp(argv[k], "--base") ||
+				       !strncmp(argv[k], "--base=", 7))) {
+			if (argv[k][6] == '=')
+				a->base = argv[k] + 7;
+			else if (k + 1 < argc)
+				a->base = argv[++k];
+			else
+				a->base = "";
+			if (!a->base[0]) {
+				log_error("--base needs the parent snapshot's "
+					  "path");
+				return -EINVAL;
+			}
 		} else if (options && argv[k][0] == '-' && argv[k][1]) {
 			log_error("unknown ctl option '%s'", argv[k]);
 			return -EINVAL;
@@ -793,9 +834,11 @@ static int ctl_parse_args(int argc, char **argv, struct ctl_args *a)
 			log_error("snapshot needs a PATH");
 			return -EINVAL;
 		}
-	} else if (a->then || a->compress) {
-		log_error("%s only applies to snapshot",
-			  a->then ? "--then" : "--compress");
+	} else if (a->then || a->compress || a->base) {
+		log_error("%s only applies to snapshot", a->then ? "--then"
+							 : a->compress
+							     ? "--compress"
+							     : "--base");
 		return -EINVAL;
 	}
 	return 0;

@@ -615,7 +615,7 @@ void vm_get_status(struct vm *vm, struct vm_status *st)
 }
 
 /* vm_snapshot's work, with snapshot_lock held; releases it. */
-static int vm_snapshot_locked(struct vm *vm, const char *path,
+static int vm_snapshot_locked(struct vm *vm, const char *path, const char *base,
 			      enum vm_then then,
 			      const struct snap_compress *compress, char *err,
 			      size_t errlen)
@@ -635,8 +635,8 @@ static int vm_snapshot_locked(struct vm *vm, const char *path,
 			goto out;
 		}
 	}
-	ret = snapshot_save(vm, path, compress, &vm->snapshot_progress, err,
-			    errlen);
+	ret = snapshot_save(vm, path, base, compress, &vm->snapshot_progress,
+			    err, errlen);
 	if (ret) {
 		/* The guest carries on: running again, unless it was paused
 		 * already or the caller wanted it paused afterwards anyway. */
@@ -660,14 +660,15 @@ out:
 	return ret;
 }
 
-int vm_snapshot(struct vm *vm, const char *path, enum vm_then then,
-		const struct snap_compress *compress, char *err, size_t errlen)
+int vm_snapshot(struct vm *vm, const char *path, const char *base,
+		enum vm_then then, const struct snap_compress *compress,
+		char *err, size_t errlen)
 {
 	if (pthread_mutex_trylock(&vm->snapshot_lock)) {
 		snprintf(err, errlen, "another snapshot is being written");
 		return -EBUSY;
 	}
-	return vm_snapshot_locked(vm, path, then, compress, err, errlen);
+	return vm_snapshot_locked(vm, path, base, then, compress, err, errlen);
 }
 
 /* SIGTERM with --on-term snapshot:PATH, on the main thread: waits for a
@@ -687,8 +688,8 @@ static void vm_save_on_term(struct vm *vm)
 		pthread_mutex_unlock(&vm->snapshot_lock);
 		return;
 	}
-	ret =
-	    vm_snapshot_locked(vm, path, VM_THEN_EXIT, NULL, err, sizeof(err));
+	ret = vm_snapshot_locked(vm, path, NULL, VM_THEN_EXIT, NULL, err,
+				 sizeof(err));
 	if (!ret) {
 		log_info("SIGTERM: VM saved to %s", path);
 		return;
@@ -732,11 +733,12 @@ static int vm_api_resume(void *ctx, char *err, size_t errlen)
 	return ret;
 }
 
-static int vm_api_snapshot(void *ctx, const char *path, enum vm_then then,
+static int vm_api_snapshot(void *ctx, const char *path, const char *base,
+			   enum vm_then then,
 			   const struct snap_compress *compress, char *err,
 			   size_t errlen)
 {
-	return vm_snapshot(ctx, path, then, compress, err, errlen);
+	return vm_snapshot(ctx, path, base, then, compress, err, errlen);
 }
 
 static int vm_api_shutdown(void *ctx, char *err, size_t errlen)

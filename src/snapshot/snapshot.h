@@ -10,6 +10,7 @@
 #include <linux/kvm.h>
 
 #include "core/config.h"
+#include "snapshot/chain.h"
 #include "snapshot/snapfile.h"
 
 struct vm;
@@ -20,11 +21,14 @@ enum clock_policy {
 	CLOCK_FROZEN, /* the guest resumes at the instant it was saved */
 };
 
-/* Writes every record for @vm, which must be paused, to @path atomically,
- * its memory compressed with @compress (NULL: SNAP_COMPRESS_DEFAULT_CODEC)
+/* Writes every record for @vm, which must be paused, to @path atomically.
+ * With @base (the VM's latest snapshot, or the file it was restored
+ * from), the file is a layer over it holding only the memory written
+ * since (snapshot/mem_dirty.h); NULL writes all of memory. Memory is
+ * compressed with @compress (NULL: SNAP_COMPRESS_DEFAULT_CODEC)
  * on one thread per online CPU. Returns 0 or -errno with a one-line reason
  * in @err. */
-int snapshot_save(struct vm *vm, const char *path,
+int snapshot_save(struct vm *vm, const char *path, const char *base,
 		  const struct snap_compress *compress,
 		  struct snap_progress *progress, char *err, size_t errlen);
 
@@ -40,6 +44,12 @@ struct snapshot_image {
 	/* Serve guest memory lazily from the file (snapshot/pager.h):
 	 * `--memory ondemand`. Files of format 1 are loaded as without it. */
 	bool ondemand;
+	/* The file's LINEAGE (zero for a file without) and identity, and its
+	 * ancestors when it is an incremental layer (NULL otherwise). */
+	struct snap_lineage lineage;
+	uint64_t identity;
+	char *path; /* absolute */
+	struct snap_chain *chain;
 };
 
 /* Opens @path, checks the header against this host (page size, format
