@@ -12,6 +12,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/vm.h"
+#include "snapshot/chain.h"
 #include "snapshot/inspect.h"
 #include "snapshot/pager.h"
 #include "snapshot/sign.h"
@@ -30,6 +31,8 @@ static void usage(void)
 	    "      [--compress none|lz4|zstd[:LEVEL]] [--json]\n"
 	    "  inspect FILE [--json]          describe a snapshot\n"
 	    "  verify FILE                    check every checksum (exit 0/1)\n"
+	    "  merge CHILD -o OUT             flatten a chain of incremental "
+	    "snapshots\n"
 	    "  --version                      print the version\n"
 	    "  --help                         this text\n");
 }
@@ -646,6 +649,47 @@ static int cmd_inspect(int argc, char **argv, bool verify_only)
 	return status;
 }
 
+/* `stasis merge CHILD -o OUT [--compress C]`: a chain in one full file. */
+static int cmd_merge(int argc, char **argv)
+{
+	const char *child = NULL, *out = NULL;
+	struct snap_compress c = { .codec = SNAP_CODEC_RAW }, *cp = NULL;
+	char err[512];
+	int ret;
+
+	for (int i = 1; i < argc; i++) {
+		if ((!strcmp(argv[i], "-o") || !strcmp(argv[i], "--output")) &&
+		    i + 1 < argc && !out) {
+			out = argv[++i];
+		} else if (!strcmp(argv[i], "--compress") && i + 1 < argc &&
+			   !cp) {
+			if (snap_compress_parse(argv[++i], &c, err,
+						sizeof(err))) {
+				log_error("--compress: %s", err);
+				return STASIS_EXIT_USAGE;
+			}
+			cp = &c;
+		} else if (argv[i][0] == '-' || child) {
+			child = NULL;
+			break;
+		} else {
+			child = argv[i];
+		}
+	}
+	if (!child || !out || !*out) {
+		log_error("usage: stasis merge CHILD -o OUT "
+			  "[--compress none|lz4|zstd[:LEVEL]]");
+		return STASIS_EXIT_USAGE;
+	}
+	ret = snapshot_merge(child, out, cp, err, sizeof(err));
+	if (ret) {
+		log_error("%s: %s", child, err);
+		return ret == -ENOMEM ? STASIS_EXIT_HOST : STASIS_EXIT_USAGE;
+	}
+	printf("merged %s into %s\n", child, out);
+	return STASIS_EXIT_OK;
+}
+
 int main(int argc, char **argv)
 {
 	/* A closed serial or API peer must surface as EPIPE, not kill us. */
@@ -674,6 +718,8 @@ int main(int argc, char **argv)
 		return cmd_inspect(argc - 1, argv + 1, false);
 	if (!strcmp(argv[1], "verify"))
 		return cmd_inspect(argc - 1, argv + 1, true);
+	if (!strcmp(argv[1], "merge"))
+		return cmd_merge(argc - 1, argv + 1);
 	log_error("unknown command '%s' (try stasis --help)", argv[1]);
 	return STASIS_EXIT_USAGE;
 }

@@ -377,6 +377,11 @@ void *vcpu_thread(void *arg)
 		return NULL;
 	}
 
+	/* Started paused (--paused): park before the first entry, or the
+	 * guest would run until the kick and change what a snapshot of the
+	 * paused VM reads. Nothing is half done before the first KVM_RUN. */
+	if (atomic_load(&vm->pause_requested))
+		vcpu_park(vcpu);
 	while (!atomic_load(&vm->stop_reason)) {
 		int ret = ioctl(vcpu->fd, KVM_RUN, 0);
 

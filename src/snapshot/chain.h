@@ -99,4 +99,13 @@ int snap_chain_merge(struct snap_chain *ch, unsigned region,
 int snap_lineage_read(const char *path, struct snap_lineage *lin,
 		      uint64_t *identity, char *err, size_t errlen);
 
+/* `stasis merge CHILD -o OUT`: writes the state @child holds, with all
+ * of memory from every layer of its chain, to @out atomically as one full
+ * snapshot of the same VM (compressed with @c, NULL for none; never
+ * signed). Every layer is checked as a restore checks it, and every chunk
+ * on its way. 0 or -errno with one line in @err; on failure nothing is
+ * at @out that was not there before. */
+int snapshot_merge(const char *child, const char *out,
+		   const struct snap_compress *c, char *err, size_t errlen);
+
 #endif
