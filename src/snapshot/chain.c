@@ -216,8 +216,8 @@ int snap_lineage_read(const char *path, struct snap_lineage *lin,
 		return -EINVAL;
 	ret = snap_file_identity(snap_reader_fd(r), 0, identity);
 	if (ret)
-		set_err(err, errlen, "snapshot: cannot read: %s",
-			strerror(-ret));
+		set_err(err, errlen, "snapshot: %s",
+			ret == -ENODATA ? "truncated" : strerror(-ret));
 	else
 		ret = lineage_from_reader(r, lin, &found, &next, &have_next,
 					  err, errlen);

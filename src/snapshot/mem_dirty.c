@@ -37,9 +37,11 @@ static void mem_dirty_free(struct mem_dirty_save *s)
 
 /* Whether @base is the file the VM's dirty log counts from: the same
  * identity (so the same content, wherever it is now). */
-static int mem_dirty_check_base(struct vm *vm, const char *base, char *rp,
-				char *err, size_t errlen)
+static int mem_dirty_check_base(struct vm *vm, const char *path,
+				const char *base, char *rp, char *err,
+				size_t errlen)
 {
+	char target[PATH_MAX];
 	const struct snap_vm_lineage *vl = &vm->lineage;
 	struct snap_lineage lin;
 	uint64_t id;
@@ -62,6 +64,14 @@ static int mem_dirty_check_base(struct vm *vm, const char *base, char *rp,
 	if (strlen(rp) > SNAP_LINEAGE_PATH_MAX) {
 		set_err(err, errlen, "--base %s: path too long", a);
 		return -ENAMETOOLONG;
+	}
+	/* A layer written over its own parent would name a file that no
+	 * longer exists. */
+	if (realpath(path, target) && !strcmp(target, rp)) {
+		set_err(err, errlen,
+			"--base %s: the new layer would replace its own parent",
+			a);
+		return -EINVAL;
 	}
 	ret = snap_lineage_read(rp, &lin, &id, msg, sizeof(msg));
 	if (ret) {
@@ -110,8 +120,8 @@ int mem_dirty_prepare(struct vm *vm, const char *base, struct mem_dirty_save *s,
 	s->lin.vm_id[0] = vl->vm_id[0];
 	s->lin.vm_id[1] = vl->vm_id[1];
 	if (base) {
-		ret = mem_dirty_check_base(vm, base, s->lin.parent_path, err,
-					   errlen);
+		ret = mem_dirty_check_base(vm, path, base, s->lin.parent_path,
+					   err, errlen);
 		if (ret)
 			return ret;
 		s->increment = true;

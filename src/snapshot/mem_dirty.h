@@ -27,7 +27,8 @@ struct mem_dirty_save {
 };
 
 /* Before anything is written, with @vm paused: checks that @base (NULL
- * for a full snapshot) is the VM's latest snapshot, unchanged, and that
+ * for a full snapshot) is the VM's latest snapshot, unchanged, not the
+ * file @path would replace, and that
  * the dirty log has run since it; collects the log (starting it at a
  * VM's first snapshot). 0 or -errno with one line in @err; nothing is
  * collected on failure. */

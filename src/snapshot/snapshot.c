@@ -477,7 +477,7 @@ int snapshot_save(struct vm *vm, const char *path, const char *base,
 
 	/* Which memory goes in (all, or what was written since @base), and
 	 * the dirty log collected for the next one. */
-	ret = mem_dirty_prepare(vm, base, &dirty, err, errlen);
+	ret = mem_dirty_prepare(vm, path, base, &dirty, err, errlen);
 	if (ret)
 		return ret;
 	json = config_to_json(&vm->cfg);
@@ -593,6 +593,12 @@ static int snapshot_open_chain(const char *path, struct snapshot_image *img,
 		return -errno;
 	}
 	ret = snap_file_identity(snap_reader_fd(img->r), 0, &img->identity);
+	if (ret == -ENODATA) {
+		set_err(err, errlen,
+			"snapshot: truncated: a record runs past the end of "
+			"the file");
+		return -EINVAL;
+	}
 	if (ret) {
 		set_err(err, errlen, "snapshot: cannot read: %s",
 			strerror(-ret));
