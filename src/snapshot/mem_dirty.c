@@ -102,8 +102,8 @@ static int mem_dirty_check_base(struct vm *vm, const char *path,
 	return 0;
 }
 
-int mem_dirty_prepare(struct vm *vm, const char *base, struct mem_dirty_save *s,
-		      char *err, size_t errlen)
+int mem_dirty_prepare(struct vm *vm, const char *path, const char *base,
+		      struct mem_dirty_save *s, char *err, size_t errlen)
 {
 	struct snap_vm_lineage *vl = &vm->lineage;
 	const struct guest_mem *mem = &vm->mem;

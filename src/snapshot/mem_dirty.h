@@ -32,8 +32,8 @@ struct mem_dirty_save {
  * the dirty log has run since it; collects the log (starting it at a
  * VM's first snapshot). 0 or -errno with one line in @err; nothing is
  * collected on failure. */
-int mem_dirty_prepare(struct vm *vm, const char *base, struct mem_dirty_save *s,
-		      char *err, size_t errlen);
+int mem_dirty_prepare(struct vm *vm, const char *path, const char *base,
+		      struct mem_dirty_save *s, char *err, size_t errlen);
 
 /* Writes the MEMORY records: all of memory, or the dirty chunks. */
 int mem_dirty_write(struct vm *vm, struct snap_writer *w,
