@@ -86,12 +86,29 @@ static const int calls_sanitizer[] = {
  * fsync, rename; reading the memfd's allocated ranges and the disks'
  * identity. The thread that asked for the snapshot does this. */
 static const int calls_snapshot[] = {
-	SCMP_SYS(openat),    SCMP_SYS(pread64),		SCMP_SYS(pwrite64),
-	SCMP_SYS(preadv),    SCMP_SYS(pwritev),		SCMP_SYS(fsync),
-	SCMP_SYS(fdatasync), SCMP_SYS(fallocate),	SCMP_SYS(ftruncate),
-	SCMP_SYS(renameat),  SCMP_SYS(renameat2),	SCMP_SYS(unlinkat),
-	SCMP_SYS(unlink),    SCMP_SYS(rename),		SCMP_SYS(statx),
-	SCMP_SYS(fstatfs),   SCMP_SYS(sync_file_range), SCMP_SYS(fchmod),
+	SCMP_SYS(openat),
+	SCMP_SYS(pread64),
+	SCMP_SYS(pwrite64),
+	SCMP_SYS(preadv),
+	SCMP_SYS(pwritev),
+	SCMP_SYS(fsync),
+	SCMP_SYS(fdatasync),
+	SCMP_SYS(fallocate),
+	SCMP_SYS(ftruncate),
+	SCMP_SYS(renameat),
+	SCMP_SYS(renameat2),
+	SCMP_SYS(unlinkat),
+	SCMP_SYS(unlink),
+	SCMP_SYS(rename),
+	SCMP_SYS(statx),
+	SCMP_SYS(fstatfs),
+	SCMP_SYS(sync_file_range),
+	SCMP_SYS(fchmod),
+	/* realpath(): an incremental snapshot names its parent by its
+	 * absolute path (snapshot/mem_dirty.c). */
+	SCMP_SYS(readlink),
+	SCMP_SYS(readlinkat),
+	SCMP_SYS(newfstatat),
 };
 
 /* The control API: libmicrohttpd's listener and its thread per
