@@ -674,6 +674,22 @@ static int ctl_absolute(const char *p, char **abs, char *err, size_t errlen)
 	return 0;
 }
 
+/* Adds "@key": @value to @obj and returns the new body (freeing @body),
+ * or NULL when out of memory. */
+static char *ctl_body_add(struct json_object *obj, char *body, const char *key,
+			  const char *value)
+{
+	struct json_object *v = json_object_new_string(value);
+
+	free(body);
+	if (!v || json_object_object_add(obj, key, v)) {
+		json_object_put(v);
+		return NULL;
+	}
+	return strdup(json_object_to_json_string_ext(
+	    obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+}
+
 /* {"path": ..., "then": ..., "compress": ..., "base": ...} ("compress"
  * and "base" only when given), with relative paths made absolute. */
 static char *ctl_snapshot_body(const struct ctl_args *a, char *err,
@@ -699,31 +715,12 @@ static char *ctl_snapshot_body(const struct ctl_args *a, char *err,
 				     JSON_C_TO_STRING_NOSLASHESCAPE));
 		}
 	}
-	if (body && a->compress) {
-		struct json_object *c = json_object_new_string(a->compress);
-
-		free(body);
-		body = NULL;
-		if (c && !json_object_object_add(obj, "compress", c))
-			body = strdup(json_object_to_json_string_ext(
-			    obj, JSON_C_TO_STRING_PLAIN |
-				     JSON_C_TO_STRING_NOSLASHESCAPE));
-		else
-			json_object_put(c);
-	}
-	if (body && a->base) {
-		struct json_object *b =
-		    json_object_new_string(abs_base ? abs_base : a->base);
-
-		free(body);
-		body = NULL;
-		if (b && !json_object_object_add(obj, "base", b))
-			body = strdup(json_object_to_json_string_ext(
-			    obj, JSON_C_TO_STRING_PLAIN |
-				     JSON_C_TO_STRING_NOSLASHESCAPE));
-		else
-			json_object_put(b);
-	}
+	/* The optional keys, each only when given. */
+	if (body && a->compress)
+		body = ctl_body_add(obj, body, "compress", a->compress);
+	if (body && a->base)
+		body = ctl_body_add(obj, body, "base",
+				    abs_base ? abs_base : a->base);
 	free(abs_base);
 	json_object_put(path);
 	json_object_put(then);

@@ -59,10 +59,7 @@ static const struct state_desc lineage_desc = {
 	.validate = lineage_validate,
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
+void snap_chain_err(char *err, size_t errlen, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -170,7 +167,8 @@ static int lineage_from_reader(struct snap_reader *r, struct snap_lineage *lin,
 	ret = snap_reader_next(r, &rec, err, errlen);
 	if (ret <= 0 || rec.type != SNAP_REC_CONFIG) {
 		if (ret == 0 || (ret > 0 && rec.type != SNAP_REC_CONFIG))
-			set_err(err, errlen, "snapshot: no CONFIG record");
+			snap_chain_err(err, errlen,
+				       "snapshot: no CONFIG record");
 		return ret < 0 ? ret : -EINVAL;
 	}
 	ret = snap_verify_record(r, &rec, err, errlen);
@@ -193,7 +191,8 @@ static int lineage_from_reader(struct snap_reader *r, struct snap_lineage *lin,
 		  : -EINVAL;
 	free(data);
 	if (ret) {
-		set_err(err, errlen, "snapshot: malformed LINEAGE record");
+		snap_chain_err(err, errlen,
+			       "snapshot: malformed LINEAGE record");
 		return -EINVAL;
 	}
 	*found = true;
@@ -216,8 +215,8 @@ int snap_lineage_read(const char *path, struct snap_lineage *lin,
 		return -EINVAL;
 	ret = snap_file_identity(snap_reader_fd(r), 0, identity);
 	if (ret)
-		set_err(err, errlen, "snapshot: %s",
-			ret == -ENODATA ? "truncated" : strerror(-ret));
+		snap_chain_err(err, errlen, "snapshot: %s",
+			       ret == -ENODATA ? "truncated" : strerror(-ret));
 	else
 		ret = lineage_from_reader(r, lin, &found, &next, &have_next,
 					  err, errlen);
@@ -240,7 +239,8 @@ static int layer_read_tables(struct snap_chain_layer *l,
 	int ret = have_first ? 1 : 0;
 
 	if (!have_first) {
-		set_err(err, errlen, "snapshot: truncated: no END record");
+		snap_chain_err(err, errlen,
+			       "snapshot: truncated: no END record");
 		return -EINVAL;
 	}
 	snap_reader_set_layer(l->r, l->lin.depth > 0);
@@ -255,10 +255,11 @@ static int layer_read_tables(struct snap_chain_layer *l,
 			continue;
 		}
 		if (l->ntables == nreg || rec.version != SNAP_MEMORY_VERSION) {
-			set_err(err, errlen,
-				"snapshot: memory records do not match the "
-				"VM's %u regions",
-				nreg);
+			snap_chain_err(
+			    err, errlen,
+			    "snapshot: memory records do not match the "
+			    "VM's %u regions",
+			    nreg);
 			return -EINVAL;
 		}
 		ret = snap_read_chunk_table(
@@ -271,8 +272,9 @@ static int layer_read_tables(struct snap_chain_layer *l,
 	if (ret < 0)
 		return ret;
 	if (l->ntables != nreg) {
-		set_err(err, errlen, "snapshot: %u memory records, not %u",
-			l->ntables, nreg);
+		snap_chain_err(err, errlen,
+			       "snapshot: %u memory records, not %u",
+			       l->ntables, nreg);
 		return -EINVAL;
 	}
 	return 0;
@@ -290,28 +292,32 @@ static void layer_mismatch(const struct snap_chain_layer *l,
 	q(a, sizeof(a), l->path);
 	if (found && (l->lin.vm_id[0] != child->vm_id[0] ||
 		      l->lin.vm_id[1] != child->vm_id[1]))
-		set_err(err, errlen,
-			"parent layer %s is a snapshot of another VM (vm "
-			"%016" PRIx64 "%016" PRIx64 ", not %016" PRIx64
-			"%016" PRIx64 ")",
-			a, l->lin.vm_id[0], l->lin.vm_id[1], child->vm_id[0],
-			child->vm_id[1]);
+		snap_chain_err(
+		    err, errlen,
+		    "parent layer %s is a snapshot of another VM (vm "
+		    "%016" PRIx64 "%016" PRIx64 ", not %016" PRIx64
+		    "%016" PRIx64 ")",
+		    a, l->lin.vm_id[0], l->lin.vm_id[1], child->vm_id[0],
+		    child->vm_id[1]);
 	else if (found && l->lin.depth != child->depth - 1)
-		set_err(err, errlen,
-			"parent layer %s is layer %u of this VM's chain, not "
-			"layer %u: the chain's files were moved or swapped",
-			a, l->lin.depth, child->depth - 1);
+		snap_chain_err(
+		    err, errlen,
+		    "parent layer %s is layer %u of this VM's chain, not "
+		    "layer %u: the chain's files were moved or swapped",
+		    a, l->lin.depth, child->depth - 1);
 	else if (!found)
-		set_err(err, errlen,
-			"parent layer %s is not a snapshot of this VM (it has "
-			"no lineage)",
-			a);
+		snap_chain_err(
+		    err, errlen,
+		    "parent layer %s is not a snapshot of this VM (it has "
+		    "no lineage)",
+		    a);
 	else
-		set_err(err, errlen,
-			"parent layer %s has changed since its child was "
-			"taken from it (its identity differs from the one "
-			"the child recorded)",
-			a);
+		snap_chain_err(
+		    err, errlen,
+		    "parent layer %s has changed since its child was "
+		    "taken from it (its identity differs from the one "
+		    "the child recorded)",
+		    a);
 }
 
 int snap_chain_open(struct snap_chain *ch, const char *top_path, int top_fd,
@@ -326,9 +332,10 @@ int snap_chain_open(struct snap_chain *ch, const char *top_path, int top_fd,
 	ch->fds[0] = top_fd;
 	ch->names[0] = top_path;
 	if (top->depth > SNAP_CHAIN_MAX_DEPTH) {
-		set_err(err, errlen,
-			"snapshot: a chain of %u layers is deeper than %d",
-			top->depth, SNAP_CHAIN_MAX_DEPTH);
+		snap_chain_err(
+		    err, errlen,
+		    "snapshot: a chain of %u layers is deeper than %d",
+		    top->depth, SNAP_CHAIN_MAX_DEPTH);
 		return -EINVAL;
 	}
 	while (child->depth > 0) {
@@ -344,20 +351,23 @@ int snap_chain_open(struct snap_chain *ch, const char *top_path, int top_fd,
 		q(a, sizeof(a), l->path);
 		l->r = snap_reader_open(l->path, msg, sizeof(msg));
 		if (!l->r) {
-			set_err(err, errlen, "parent layer %s: %s", a, msg);
+			snap_chain_err(err, errlen, "parent layer %s: %s", a,
+				       msg);
 			ret = -ENOENT;
 			goto fail;
 		}
 		ret = snap_file_identity(snap_reader_fd(l->r), 0, &id);
 		if (ret) {
-			set_err(err, errlen, "parent layer %s: %s", a,
-				ret == -ENODATA ? "truncated" : strerror(-ret));
+			snap_chain_err(err, errlen, "parent layer %s: %s", a,
+				       ret == -ENODATA ? "truncated"
+						       : strerror(-ret));
 			goto fail;
 		}
 		ret = lineage_from_reader(l->r, &l->lin, &found, &first,
 					  &have_first, msg, sizeof(msg));
 		if (ret) {
-			set_err(err, errlen, "parent layer %s: %s", a, msg);
+			snap_chain_err(err, errlen, "parent layer %s: %s", a,
+				       msg);
 			goto fail;
 		}
 		if (id != child->parent_identity || !found ||
@@ -370,15 +380,16 @@ int snap_chain_open(struct snap_chain *ch, const char *top_path, int top_fd,
 		}
 		if (snap_reader_header(l->r)->page_size !=
 		    (uint32_t)sysconf(_SC_PAGESIZE)) {
-			set_err(err, errlen,
-				"parent layer %s: page size differs", a);
+			snap_chain_err(err, errlen,
+				       "parent layer %s: page size differs", a);
 			ret = -EINVAL;
 			goto fail;
 		}
 		ret = layer_read_tables(l, &first, have_first, mem_size, msg,
 					sizeof(msg));
 		if (ret) {
-			set_err(err, errlen, "parent layer %s: %s", a, msg);
+			snap_chain_err(err, errlen, "parent layer %s: %s", a,
+				       msg);
 			goto fail;
 		}
 		ch->fds[ch->n] = snap_reader_fd(l->r);
@@ -423,10 +434,10 @@ int snap_chain_merge(struct snap_chain *ch, unsigned region,
 		if (region >= ch->layers[k].ntables || t->gpa != out->gpa ||
 		    t->size != out->size || t->chunk_size != out->chunk_size ||
 		    t->block_size != out->block_size) {
-			set_err(err, errlen,
-				"snapshot: parent layer %s cuts memory "
-				"otherwise than its child",
-				q(a, sizeof(a), ch->layers[k].path));
+			snap_chain_err(err, errlen,
+				       "snapshot: parent layer %s cuts memory "
+				       "otherwise than its child",
+				       q(a, sizeof(a), ch->layers[k].path));
 			return -EINVAL;
 		}
 	}
@@ -437,10 +448,11 @@ int snap_chain_merge(struct snap_chain *ch, unsigned region,
 		e->layer = 0;
 		while (e->flags & SNAP_CHUNK_PARENT) {
 			if (k == ch->n) {
-				set_err(err, errlen,
-					"snapshot: memory chunk %" PRIu64
-					" is held by no layer of the chain",
-					c);
+				snap_chain_err(
+				    err, errlen,
+				    "snapshot: memory chunk %" PRIu64
+				    " is held by no layer of the chain",
+				    c);
 				return -EINVAL;
 			}
 			*e = ch->layers[k].tables[region].chunks[c];

@@ -32,6 +32,11 @@ struct snap_lineage {
 	char parent_path[SNAP_LINEAGE_PATH_MAX + 1]; /* absolute; "" if none */
 };
 
+/* Formats one line into @err (the chain, merge and layer writer's
+ * messages). */
+void snap_chain_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* Encodes @l as a LINEAGE payload (malloc'd into *@data, *@len bytes). */
 int snap_lineage_encode(const struct snap_lineage *l, uint8_t **data,
 			size_t *len);

@@ -14,18 +14,6 @@
 #include "core/text.h"
 #include "core/vm.h"
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 static void mem_dirty_free(struct mem_dirty_save *s)
 {
 	for (unsigned i = 0; i < GUEST_MEM_MAX_REGIONS; i++) {
@@ -50,53 +38,57 @@ static int mem_dirty_check_base(struct vm *vm, const char *path,
 
 	text_escape(a, sizeof(a), base, strlen(base));
 	if (!dirty_log_started(&vm->dirty) || !vl->have_last) {
-		set_err(err, errlen,
-			"--base %s: this VM has no snapshot its dirty pages "
-			"count from (take a full snapshot first)",
-			a);
+		snap_chain_err(
+		    err, errlen,
+		    "--base %s: this VM has no snapshot its dirty pages "
+		    "count from (take a full snapshot first)",
+		    a);
 		return -EINVAL;
 	}
 	if (!realpath(base, rp)) {
 		ret = -errno;
-		set_err(err, errlen, "--base %s: %s", a, strerror(errno));
+		snap_chain_err(err, errlen, "--base %s: %s", a,
+			       strerror(errno));
 		return ret;
 	}
 	if (strlen(rp) > SNAP_LINEAGE_PATH_MAX) {
-		set_err(err, errlen, "--base %s: path too long", a);
+		snap_chain_err(err, errlen, "--base %s: path too long", a);
 		return -ENAMETOOLONG;
 	}
 	/* A layer written over its own parent would name a file that no
 	 * longer exists. */
 	if (realpath(path, target) && !strcmp(target, rp)) {
-		set_err(err, errlen,
-			"--base %s: the new layer would replace its own parent",
-			a);
+		snap_chain_err(
+		    err, errlen,
+		    "--base %s: the new layer would replace its own parent", a);
 		return -EINVAL;
 	}
 	ret = snap_lineage_read(rp, &lin, &id, msg, sizeof(msg));
 	if (ret) {
-		set_err(err, errlen, "--base %s: %s", a, msg);
+		snap_chain_err(err, errlen, "--base %s: %s", a, msg);
 		return -EINVAL;
 	}
 	if (lin.vm_id[0] != vl->vm_id[0] || lin.vm_id[1] != vl->vm_id[1]) {
-		set_err(err, errlen, "--base %s is a snapshot of another VM",
-			a);
+		snap_chain_err(err, errlen,
+			       "--base %s is a snapshot of another VM", a);
 		return -EINVAL;
 	}
 	if (id != vl->last_identity) {
-		set_err(err, errlen,
-			"--base %s is not this VM's latest snapshot (%s): "
-			"only that one's dirty pages are known",
-			a,
-			text_escape(b, sizeof(b), vl->last_path,
-				    strlen(vl->last_path)));
+		snap_chain_err(
+		    err, errlen,
+		    "--base %s is not this VM's latest snapshot (%s): "
+		    "only that one's dirty pages are known",
+		    a,
+		    text_escape(b, sizeof(b), vl->last_path,
+				strlen(vl->last_path)));
 		return -EINVAL;
 	}
 	if (vl->last_depth + 1 > SNAP_CHAIN_MAX_DEPTH) {
-		set_err(err, errlen,
-			"--base %s: the chain would have more than %d layers "
-			"(take a full snapshot, or stasis merge it first)",
-			a, SNAP_CHAIN_MAX_DEPTH);
+		snap_chain_err(
+		    err, errlen,
+		    "--base %s: the chain would have more than %d layers "
+		    "(take a full snapshot, or stasis merge it first)",
+		    a, SNAP_CHAIN_MAX_DEPTH);
 		return -EINVAL;
 	}
 	return 0;
@@ -113,8 +105,8 @@ int mem_dirty_prepare(struct vm *vm, const char *path, const char *base,
 	if (!vl->vm_id[0] && !vl->vm_id[1] &&
 	    getrandom(vl->vm_id, sizeof(vl->vm_id), 0) !=
 		(ssize_t)sizeof(vl->vm_id)) {
-		set_err(err, errlen, "cannot make a VM id: %s",
-			strerror(errno));
+		snap_chain_err(err, errlen, "cannot make a VM id: %s",
+			       strerror(errno));
 		return -EIO;
 	}
 	s->lin.vm_id[0] = vl->vm_id[0];
@@ -147,15 +139,16 @@ int mem_dirty_prepare(struct vm *vm, const char *path, const char *base,
 		s->chunks[i] = calloc((nchunks + 63) / 64, sizeof(uint64_t));
 		if (!s->pages[i] || !s->chunks[i]) {
 			mem_dirty_free(s);
-			set_err(err, errlen, "out of memory");
+			snap_chain_err(err, errlen, "out of memory");
 			return -ENOMEM;
 		}
 	}
 	ret = dirty_log_collect(&vm->dirty, s->pages);
 	if (ret) {
 		mem_dirty_free(s);
-		set_err(err, errlen, "cannot read the dirty page log: %s",
-			strerror(-ret));
+		snap_chain_err(err, errlen,
+			       "cannot read the dirty page log: %s",
+			       strerror(-ret));
 		return ret;
 	}
 	s->collected = true;

@@ -11,18 +11,6 @@
 
 #define MERGE_RECORD_MAX (4u << 20)
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 /* Every region of @mem from the chain: the top file's table at @rec (read
  * by @r), resolved against @img's chain, read and checked chunk by chunk
  * into guest memory. */
@@ -80,9 +68,10 @@ int snapshot_merge(const char *child, const char *out,
 	snap_reader_set_layer(r, img.chain != NULL);
 	ret = guest_mem_init(&mem, img.cfg.mem_size);
 	if (ret) {
-		set_err(err, errlen, "cannot allocate %llu MiB of memory: %s",
-			(unsigned long long)(img.cfg.mem_size >> 20),
-			strerror(-ret));
+		snap_chain_err(err, errlen,
+			       "cannot allocate %llu MiB of memory: %s",
+			       (unsigned long long)(img.cfg.mem_size >> 20),
+			       strerror(-ret));
 		goto out;
 	}
 	hdr.page_size = snap_reader_header(r)->page_size;
@@ -107,7 +96,7 @@ int snapshot_merge(const char *child, const char *out,
 		goto out;
 	}
 	if (c && snap_writer_set_compress(w, c, 0)) {
-		set_err(err, errlen, "snapshot: unknown compression");
+		snap_chain_err(err, errlen, "snapshot: unknown compression");
 		ret = -EINVAL;
 		goto out;
 	}
@@ -117,8 +106,9 @@ int snapshot_merge(const char *child, const char *out,
 		if (rec.type == SNAP_REC_MEMORY) {
 			if (memory_done || nmem == mem.nregions ||
 			    rec.version != SNAP_MEMORY_VERSION) {
-				set_err(err, errlen,
-					"snapshot: unexpected MEMORY record");
+				snap_chain_err(
+				    err, errlen,
+				    "snapshot: unexpected MEMORY record");
 				ret = -EINVAL;
 				goto out;
 			}
@@ -159,8 +149,9 @@ int snapshot_merge(const char *child, const char *out,
 	if (ret < 0)
 		goto out;
 	if (!memory_done) {
-		set_err(err, errlen, "snapshot: %u memory records, not %u",
-			nmem, mem.nregions);
+		snap_chain_err(err, errlen,
+			       "snapshot: %u memory records, not %u", nmem,
+			       mem.nregions);
 		ret = -EINVAL;
 		goto out;
 	}
