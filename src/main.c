@@ -16,6 +16,7 @@
 #include "core/target.h"
 #include "core/timings.h"
 #include "core/vm.h"
+#include "snapshot/chain.h"
 #include "snapshot/inspect.h"
 #include "snapshot/pager.h"
 #include "snapshot/sign.h"
@@ -41,6 +42,8 @@ static void usage(void)
 	    "      [--clock advance|frozen] [--json]\n"
 	    "  inspect FILE [--json]          describe a snapshot\n"
 	    "  verify FILE                    check every checksum (exit 0/1)\n"
+	    "  merge CHILD -o OUT             flatten a chain of incremental "
+	    "snapshots\n"
 	    "  --version                      print the version\n"
 	    "  --help                         this text\n");
 }
@@ -157,6 +160,12 @@ static void restore_usage(void)
 	       "                        SIGTERM saves the VM to PATH, then "
 	       "exits 0;\n"
 	       "                        a failed save leaves it running\n"
+	       "  --track-dirty         log dirty pages with KVM's dirty ring "
+	       "where the\n"
+	       "                        host has one (a restored VM always "
+	       "logs them,\n"
+	       "                        so that its next snapshot can be an "
+	       "increment)\n"
 	       "  --seccomp on|log|off  system-call filters per thread "
 	       "(default on)\n"
 	       "  --user UID[:GID]      run as this user once the host "
@@ -286,6 +295,7 @@ struct restore_opts {
 	char **nets;
 	unsigned nnets;
 	bool mark_resumed; /* rename the file PATH.resumed once restored */
+	bool track_dirty; /* --track-dirty: dirty rings where there are */
 	enum seccomp_mode seccomp;
 	struct run_user user; /* --user */
 	struct timings *timings; /* the phases, kept by main */
@@ -337,6 +347,7 @@ static int restore_host_config(struct vm_config *cfg,
 		return -EINVAL;
 	}
 	cfg->user = o->run ? o->run->user : o->user;
+	cfg->track_dirty = o->run ? o->run->track_dirty : o->track_dirty;
 	if (replace_string(&cfg->api_socket, o->api_socket) ||
 	    replace_string(&cfg->on_term_snapshot, o->on_term) ||
 	    replace_string(&cfg->resume_from, NULL))
@@ -685,6 +696,7 @@ static int cmd_restore(int argc, char **argv, struct timings *timings)
 		{ "record-working-set", optional_argument, NULL, 'w' },
 		{ "prefetch", required_argument, NULL, 'P' },
 		{ "hugepages", required_argument, NULL, 'H' },
+		{ "track-dirty", no_argument, NULL, 'D' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -709,6 +721,9 @@ static int cmd_restore(int argc, char **argv, struct timings *timings)
 			break;
 		case 's':
 			o.serial = optarg;
+			break;
+		case 'D':
+			o.track_dirty = true;
 			break;
 		case 'p':
 			o.paused = true;
@@ -942,6 +957,47 @@ static int cmd_inspect(int argc, char **argv, bool verify_only)
 	return status;
 }
 
+/* `stasis merge CHILD -o OUT [--compress C]`: a chain in one full file. */
+static int cmd_merge(int argc, char **argv)
+{
+	const char *child = NULL, *out = NULL;
+	struct snap_compress c = { .codec = SNAP_CODEC_RAW }, *cp = NULL;
+	char err[512];
+	int ret;
+
+	for (int i = 1; i < argc; i++) {
+		if ((!strcmp(argv[i], "-o") || !strcmp(argv[i], "--output")) &&
+		    i + 1 < argc && !out) {
+			out = argv[++i];
+		} else if (!strcmp(argv[i], "--compress") && i + 1 < argc &&
+			   !cp) {
+			if (snap_compress_parse(argv[++i], &c, err,
+						sizeof(err))) {
+				log_error("--compress: %s", err);
+				return STASIS_EXIT_USAGE;
+			}
+			cp = &c;
+		} else if (argv[i][0] == '-' || child) {
+			child = NULL;
+			break;
+		} else {
+			child = argv[i];
+		}
+	}
+	if (!child || !out || !*out) {
+		log_error("usage: stasis merge CHILD -o OUT "
+			  "[--compress none|lz4|zstd[:LEVEL]]");
+		return STASIS_EXIT_USAGE;
+	}
+	ret = snapshot_merge(child, out, cp, err, sizeof(err));
+	if (ret) {
+		log_error("%s: %s", child, err);
+		return ret == -ENOMEM ? STASIS_EXIT_HOST : STASIS_EXIT_USAGE;
+	}
+	printf("merged %s into %s\n", child, out);
+	return STASIS_EXIT_OK;
+}
+
 int main(int argc, char **argv)
 {
 	struct timings timings;
@@ -974,6 +1030,8 @@ int main(int argc, char **argv)
 		return cmd_inspect(argc - 1, argv + 1, false);
 	if (!strcmp(argv[1], "verify"))
 		return cmd_inspect(argc - 1, argv + 1, true);
+	if (!strcmp(argv[1], "merge"))
+		return cmd_merge(argc - 1, argv + 1);
 	log_error("unknown command '%s' (try stasis --help)", argv[1]);
 	return STASIS_EXIT_USAGE;
 }

@@ -295,7 +295,7 @@ static int api_parse_path_body(const char *body, size_t len, size_t pathlen,
 }
 
 int api_parse_snapshot_request(const char *body, size_t len, char *path,
-			       size_t pathlen, enum vm_then *then,
+			       size_t pathlen, char *base, enum vm_then *then,
 			       struct snap_compress *compress, bool *live,
 			       char *err, size_t errlen)
 {
@@ -308,6 +308,7 @@ int api_parse_snapshot_request(const char *body, size_t len, char *path,
 		return ret;
 	*then = VM_THEN_RESUME;
 	*live = false;
+	base[0] = '\0';
 	*compress =
 	    (struct snap_compress){ .codec = SNAP_COMPRESS_DEFAULT_CODEC };
 	json_object_object_foreach(obj, key, val)
@@ -319,6 +320,8 @@ int api_parse_snapshot_request(const char *body, size_t len, char *path,
 			ret = api_get_then(val, then, err, errlen);
 		} else if (!strcmp(key, "compress")) {
 			ret = api_get_compress(val, compress, err, errlen);
+		} else if (!strcmp(key, "base")) {
+			ret = api_get_path(val, base, pathlen, err, errlen);
 		} else if (!strcmp(key, "live")) {
 			if (!json_object_is_type(val, json_type_boolean)) {
 				snprintf(err, errlen,
@@ -661,7 +664,8 @@ static enum MHD_Result api_handle_shutdown(struct api_server *s,
 
 /* PUT /vm/snapshot's reply: what was written and what it cost. */
 static enum MHD_Result api_reply_snapshot(struct MHD_Connection *c,
-					  const char *path, enum vm_then then,
+					  const char *path, const char *base,
+					  enum vm_then then,
 					  const struct snap_compress *compress,
 					  const struct snapshot_stats *st)
 {
@@ -677,6 +681,7 @@ static enum MHD_Result api_reply_snapshot(struct MHD_Connection *c,
 		obj, "then", json_object_new_string(api_then_names[then])) ||
 	    json_object_object_add(obj, "compress",
 				   json_object_new_string(name)) ||
+	    json_object_object_add(obj, "base", json_object_new_string(base)) ||
 	    json_object_object_add(obj, "live",
 				   json_object_new_boolean(st->live)) ||
 	    json_object_object_add(
@@ -719,15 +724,16 @@ static enum MHD_Result api_handle_snapshot(struct api_server *s,
 	enum vm_then then;
 	enum MHD_Result mret;
 	bool live;
-	char *path;
+	char *path, *base;
 	int ret;
 
-	path = malloc(PATH_MAX);
+	path = malloc(2 * PATH_MAX);
 	if (!path)
 		return api_reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
 				 API_NOMEM_BODY, NULL);
+	base = path + PATH_MAX;
 	ret = api_parse_snapshot_request(req->body, req->len, path, PATH_MAX,
-					 &then, &compress, &live, err,
+					 base, &then, &compress, &live, err,
 					 sizeof(err));
 	if (ret) {
 		mret = api_reply_error(c,
@@ -740,15 +746,15 @@ static enum MHD_Result api_handle_snapshot(struct api_server *s,
 	/* A snapshot may run for minutes with the socket silent; the idle
 	 * timeout must not cut the connection before the reply. */
 	MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0U);
-	ret = s->ops->snapshot(s->ctx, path, then, &compress, live, &stats, err,
-			       sizeof(err));
+	ret = s->ops->snapshot(s->ctx, path, base[0] ? base : NULL, then,
+			       &compress, live, &stats, err, sizeof(err));
 	MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT,
 				  (unsigned)API_IDLE_TIMEOUT_S);
 	if (ret) {
 		mret = api_reply_op_error(c, ret, "snapshot", err, sizeof(err));
 		goto out;
 	}
-	mret = api_reply_snapshot(c, path, then, &compress, &stats);
+	mret = api_reply_snapshot(c, path, base, then, &compress, &stats);
 out:
 	free(path);
 	return mret;
@@ -860,11 +866,11 @@ static const char *const api_status_fields[] = { "state",
 						 "last_snapshot.extra_bytes",
 						 NULL };
 static const char *const api_snapshot_keys[] = { "path", "then", "compress",
-						 "live", NULL };
-static const char *const api_snapshot_fields[] = { "path",	  "then",
-						   "compress",	  "live",
-						   "pause_us",	  "total_ms",
-						   "extra_bytes", NULL };
+						 "live", "base", NULL };
+static const char *const api_snapshot_fields[] = {
+	"path",	    "then",	"compress",    "live", "base",
+	"pause_us", "total_ms", "extra_bytes", NULL
+};
 static const char *const api_snapshot_required[] = { "path", NULL };
 static const unsigned api_restore_statuses[] = { MHD_HTTP_OK,
 						 MHD_HTTP_BAD_REQUEST,

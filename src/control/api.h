@@ -79,11 +79,12 @@ const char *api_memory_name(enum api_memory m);
 struct api_ops {
 	int (*pause)(void *ctx, char *err, size_t errlen);
 	int (*resume)(void *ctx, char *err, size_t errlen);
-	/* @live: the guest runs on while memory is written. Fills @stats
-	 * on success. */
-	int (*snapshot)(void *ctx, const char *path, enum vm_then then,
-			const struct snap_compress *compress, bool live,
-			struct snapshot_stats *stats, char *err, size_t errlen);
+	/* @base: NULL, or the parent of an incremental snapshot. @live: the
+	 * guest runs on while memory is written. Fills @stats on success. */
+	int (*snapshot)(void *ctx, const char *path, const char *base,
+			enum vm_then then, const struct snap_compress *compress,
+			bool live, struct snapshot_stats *stats, char *err,
+			size_t errlen);
 	int (*shutdown)(void *ctx, char *err, size_t errlen);
 	void (*status)(void *ctx, struct vm_status *st);
 	/* Optional (NULL: PUT /vm/restore answers 409): serves a snapshot
@@ -153,12 +154,14 @@ void api_server_stop(struct api_server *s);
  * an optional "then" ("resume", the default, "pause" or "exit") and an
  * optional "compress" ("none", "lz4", "zstd" or "zstd:LEVEL", as
  * --compress takes it; SNAP_COMPRESS_DEFAULT_CODEC when absent) and an
- * optional boolean "live" (false when absent); any other key is an error. A
+ * optional boolean "live" (false when absent), the optional "base" (a path
+ * as "path" is, into @base, @pathlen bytes too; "" when absent: a full
+ * snapshot); any other key is an error. A
  * pure function (the fuzz target). Returns 0, -EINVAL or -EMSGSIZE (more than
  * API_BODY_MAX bytes) with a one-line reason in
  * @err. */
 int api_parse_snapshot_request(const char *body, size_t len, char *path,
-			       size_t pathlen, enum vm_then *then,
+			       size_t pathlen, char *base, enum vm_then *then,
 			       struct snap_compress *compress, bool *live,
 			       char *err, size_t errlen);
 

@@ -68,6 +68,7 @@ struct ctl_args {
 	const char *memory, *clock; /* restore's; NULL: the target's */
 	bool paused;
 	bool live; /* --live */
+	const char *base; /* NULL: a full snapshot */
 	bool json;
 };
 
@@ -754,17 +755,37 @@ static int ctl_absolute_path(const char *path, char **abs, char *err,
 	return 0;
 }
 
-/* {"path": ..., "then": ..., "compress": ..., "live": true} ("compress"
- * and "live" only when given), with a relative PATH made absolute here:
- * the user means their directory, not the one stasis runs in. */
+/* Adds "@key": @value to @obj and returns the new body (freeing @body),
+ * or NULL when out of memory. */
+static char *ctl_body_add(struct json_object *obj, char *body, const char *key,
+			  const char *value)
+{
+	struct json_object *v = json_object_new_string(value);
+
+	free(body);
+	if (!v || json_object_object_add(obj, key, v)) {
+		json_object_put(v);
+		return NULL;
+	}
+	return strdup(json_object_to_json_string_ext(
+	    obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+}
+
+/* {"path": ..., "then": ..., "compress": ..., "base": ..., "live": true}
+ * ("compress", "base" and "live" only when given), with relative paths
+ * made absolute: the user means their directory, not the one stasis runs
+ * in. */
 static char *ctl_snapshot_body(const struct ctl_args *a, char *err,
 			       size_t errlen)
 {
 	struct json_object *obj, *path, *then;
-	char *abs = NULL, *body = NULL;
+	char *abs = NULL, *abs_base = NULL, *body = NULL;
 
-	if (ctl_absolute_path(a->path, &abs, err, errlen))
+	if (ctl_absolute_path(a->path, &abs, err, errlen) ||
+	    (a->base && ctl_absolute_path(a->base, &abs_base, err, errlen))) {
+		free(abs);
 		return NULL;
+	}
 	obj = json_object_new_object();
 	path = json_object_new_string(abs ? abs : a->path);
 	then = json_object_new_string(a->then ? a->then : "resume");
@@ -777,18 +798,13 @@ static char *ctl_snapshot_body(const struct ctl_args *a, char *err,
 				     JSON_C_TO_STRING_NOSLASHESCAPE));
 		}
 	}
-	if (body && a->compress) {
-		struct json_object *c = json_object_new_string(a->compress);
-
-		free(body);
-		body = NULL;
-		if (c && !json_object_object_add(obj, "compress", c))
-			body = strdup(json_object_to_json_string_ext(
-			    obj, JSON_C_TO_STRING_PLAIN |
-				     JSON_C_TO_STRING_NOSLASHESCAPE));
-		else
-			json_object_put(c);
-	}
+	/* The optional keys, each only when given. */
+	if (body && a->compress)
+		body = ctl_body_add(obj, body, "compress", a->compress);
+	if (body && a->base)
+		body = ctl_body_add(obj, body, "base",
+				    abs_base ? abs_base : a->base);
+	free(abs_base);
 	if (body && a->live) {
 		free(body);
 		body = NULL;
@@ -866,7 +882,7 @@ static void ctl_usage(FILE *f)
 		   "       stasis ctl SOCKET snapshot PATH "
 		   "[--then resume|pause|exit]\n"
 		   "                [--compress none|lz4|zstd[:LEVEL]] "
-		   "[--live] [--json]\n"
+		   "[--live] [--base PARENT] [--json]\n"
 		   "       stasis ctl SOCKET restore PATH "
 		   "[--memory ondemand|map|copy]\n"
 		   "                [--clock advance|frozen] [--paused] "
@@ -959,6 +975,19 @@ static int ctl_parse_args(int argc, char **argv, struct ctl_args *a)
 		} else if (options && a->cmd->restore &&
 			   !strcmp(argv[k], "--paused")) {
 			a->paused = true;
+		} else if (options && (!strcmp(argv[k], "--base") ||
+				       !strncmp(argv[k], "--base=", 7))) {
+			if (argv[k][6] == '=')
+				a->base = argv[k] + 7;
+			else if (k + 1 < argc)
+				a->base = argv[++k];
+			else
+				a->base = "";
+			if (!a->base[0]) {
+				log_error("--base needs the parent snapshot's "
+					  "path");
+				return -EINVAL;
+			}
 		} else if (options && argv[k][0] == '-' && argv[k][1]) {
 			log_error("unknown ctl option '%s'", argv[k]);
 			return -EINVAL;
@@ -975,11 +1004,13 @@ static int ctl_parse_args(int argc, char **argv, struct ctl_args *a)
 			return -EINVAL;
 		}
 	}
-	if (!a->cmd->snapshot && (a->then || a->compress || a->live)) {
-		log_error("%s only applies to snapshot", a->then ? "--then"
-							 : a->live
-							     ? "--live"
-							     : "--compress");
+	if (!a->cmd->snapshot &&
+	    (a->then || a->compress || a->live || a->base)) {
+		log_error("%s only applies to snapshot", a->then   ? "--then"
+							 : a->live ? "--live"
+							 : a->compress
+							     ? "--compress"
+							     : "--base");
 		return -EINVAL;
 	}
 	return 0;

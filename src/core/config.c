@@ -502,6 +502,7 @@ enum config_opt {
 	OPT_VMGENID,
 	OPT_HUGEPAGES,
 	OPT_SIGN_KEY,
+	OPT_TRACK_DIRTY,
 };
 
 static const struct option config_long_opts[] = {
@@ -524,6 +525,7 @@ static const struct option config_long_opts[] = {
 	{ "vmgenid", required_argument, NULL, OPT_VMGENID },
 	{ "hugepages", required_argument, NULL, OPT_HUGEPAGES },
 	{ "sign-key", required_argument, NULL, OPT_SIGN_KEY },
+	{ "track-dirty", no_argument, NULL, OPT_TRACK_DIRTY },
 	{ "user", required_argument, NULL, OPT_USER },
 	{ "config", required_argument, NULL, OPT_CONFIG },
 	{ "help", no_argument, NULL, OPT_HELP },
@@ -622,6 +624,9 @@ static int config_apply(struct vm_config *c, int opt, const char *name,
 		return config_parse_console(c, value, err, errlen);
 	case OPT_RNG:
 		c->rng = true;
+		break;
+	case OPT_TRACK_DIRTY:
+		c->track_dirty = true;
 		break;
 	case OPT_SECCOMP:
 		if (seccomp_mode_parse(value, &c->seccomp)) {
@@ -1047,6 +1052,11 @@ void config_print_run_usage(void)
 	    "(reserved\n"
 	    "                        in /proc/sys/vm/nr_hugepages; default "
 	    "off)\n"
+	    "  --track-dirty         log dirty pages from the start (KVM's "
+	    "dirty\n"
+	    "                        ring where the host has one), so that "
+	    "every\n"
+	    "                        snapshot can be an increment\n"
 	    "  --seccomp on|log|off  system-call filters per thread (default\n"
 	    "                        on; log: the kernel logs what would be\n"
 	    "                        refused; docs/security.md)\n"

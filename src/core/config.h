@@ -110,6 +110,10 @@ struct vm_config {
 	/* A restore's phase time stamps (core/timings.h), owned by main;
 	 * NULL when nobody keeps them. */
 	struct timings *timings;
+	/* --track-dirty: log dirty pages from the start, with KVM's dirty
+	 * ring where the host has one (memory/dirty_log.h); host policy,
+	 * never recorded. */
+	bool track_dirty;
 };
 
 /* Defaults: 256 MiB, 1 vCPU, serial on stdio, host CPU template. */

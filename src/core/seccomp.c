@@ -86,12 +86,29 @@ static const int calls_sanitizer[] = {
  * fsync, rename; reading the memfd's allocated ranges and the disks'
  * identity. The thread that asked for the snapshot does this. */
 static const int calls_snapshot[] = {
-	SCMP_SYS(openat),    SCMP_SYS(pread64),		SCMP_SYS(pwrite64),
-	SCMP_SYS(preadv),    SCMP_SYS(pwritev),		SCMP_SYS(fsync),
-	SCMP_SYS(fdatasync), SCMP_SYS(fallocate),	SCMP_SYS(ftruncate),
-	SCMP_SYS(renameat),  SCMP_SYS(renameat2),	SCMP_SYS(unlinkat),
-	SCMP_SYS(unlink),    SCMP_SYS(rename),		SCMP_SYS(statx),
-	SCMP_SYS(fstatfs),   SCMP_SYS(sync_file_range), SCMP_SYS(fchmod),
+	SCMP_SYS(openat),
+	SCMP_SYS(pread64),
+	SCMP_SYS(pwrite64),
+	SCMP_SYS(preadv),
+	SCMP_SYS(pwritev),
+	SCMP_SYS(fsync),
+	SCMP_SYS(fdatasync),
+	SCMP_SYS(fallocate),
+	SCMP_SYS(ftruncate),
+	SCMP_SYS(renameat),
+	SCMP_SYS(renameat2),
+	SCMP_SYS(unlinkat),
+	SCMP_SYS(unlink),
+	SCMP_SYS(rename),
+	SCMP_SYS(statx),
+	SCMP_SYS(fstatfs),
+	SCMP_SYS(sync_file_range),
+	SCMP_SYS(fchmod),
+	/* realpath(): an incremental snapshot names its parent by its
+	 * absolute path (snapshot/mem_dirty.c). */
+	SCMP_SYS(readlink),
+	SCMP_SYS(readlinkat),
+	SCMP_SYS(newfstatat),
 };
 
 /* The control API: libmicrohttpd's listener and its thread per
@@ -164,28 +181,49 @@ static const int ioctls_irq[] = {
 
 /* What a guest's writes to PCI and virtio registers set up. */
 static const int ioctls_vcpu[] = {
-	(int)KVM_RUN,	       (int)KVM_GET_REGS,
-	(int)KVM_SET_REGS,     (int)KVM_GET_SREGS,
-	(int)KVM_SET_SREGS,    (int)KVM_SET_GSI_ROUTING,
-	(int)KVM_IRQFD,	       (int)KVM_IOEVENTFD,
-	(int)KVM_GET_MP_STATE, (int)KVM_GET_VCPU_EVENTS,
+	(int)KVM_RUN,
+	(int)KVM_GET_REGS,
+	(int)KVM_SET_REGS,
+	(int)KVM_GET_SREGS,
+	(int)KVM_SET_SREGS,
+	(int)KVM_SET_GSI_ROUTING,
+	(int)KVM_IRQFD,
+	(int)KVM_IOEVENTFD,
+	(int)KVM_GET_MP_STATE,
+	(int)KVM_GET_VCPU_EVENTS,
 	(int)KVM_GET_LAPIC,
+	/* A full dirty ring is emptied by the vCPU that hit it. */
+	(int)KVM_RESET_DIRTY_RINGS,
 };
 
 /* Taking a snapshot, and resuming afterwards; a disk that is a block
  * device gives its size to the identity check. */
 static const int ioctls_snapshot[] = {
-	(int)BLKGETSIZE64,	  (int)KVM_GET_REGS,
-	(int)KVM_GET_SREGS,	  (int)KVM_GET_MSRS,
-	(int)KVM_GET_FPU,	  (int)KVM_GET_XSAVE,
-	(int)KVM_GET_XSAVE2,	  (int)KVM_GET_XCRS,
-	(int)KVM_GET_LAPIC,	  (int)KVM_GET_VCPU_EVENTS,
-	(int)KVM_GET_MP_STATE,	  (int)KVM_GET_DEBUGREGS,
-	(int)KVM_GET_IRQCHIP,	  (int)KVM_GET_PIT2,
-	(int)KVM_GET_CLOCK,	  (int)KVM_SET_CLOCK,
-	(int)KVM_GET_TSC_KHZ,	  (int)KVM_CHECK_EXTENSION,
-	(int)KVM_KVMCLOCK_CTRL,	  (int)KVM_GET_DIRTY_LOG,
+	(int)BLKGETSIZE64,
+	(int)KVM_GET_REGS,
+	(int)KVM_GET_SREGS,
+	(int)KVM_GET_MSRS,
+	(int)KVM_GET_FPU,
+	(int)KVM_GET_XSAVE,
+	(int)KVM_GET_XSAVE2,
+	(int)KVM_GET_XCRS,
+	(int)KVM_GET_LAPIC,
+	(int)KVM_GET_VCPU_EVENTS,
+	(int)KVM_GET_MP_STATE,
+	(int)KVM_GET_DEBUGREGS,
+	(int)KVM_GET_IRQCHIP,
+	(int)KVM_GET_PIT2,
+	(int)KVM_GET_CLOCK,
+	(int)KVM_SET_CLOCK,
+	(int)KVM_GET_TSC_KHZ,
+	(int)KVM_CHECK_EXTENSION,
+	(int)KVM_KVMCLOCK_CTRL,
+	(int)KVM_GET_DIRTY_LOG,
 	(int)KVM_CLEAR_DIRTY_LOG,
+	/* The dirty log's start at a first snapshot (memory/dirty_log.h). */
+	(int)KVM_SET_USER_MEMORY_REGION,
+	(int)KVM_ENABLE_CAP,
+	(int)KVM_RESET_DIRTY_RINGS,
 };
 
 /* Teardown: virtio devices take back their ioeventfds and irqfds. */

@@ -47,15 +47,16 @@ static int vm_target_resume(void *ctx, char *err, size_t errlen)
 	return vm ? vm_api_ops.resume(vm, err, errlen) : -EBUSY;
 }
 
-static int vm_target_snapshot(void *ctx, const char *path, enum vm_then then,
+static int vm_target_snapshot(void *ctx, const char *path, const char *base,
+			      enum vm_then then,
 			      const struct snap_compress *compress, bool live,
 			      struct snapshot_stats *stats, char *err,
 			      size_t errlen)
 {
 	struct vm *vm = vm_target_vm(ctx, err, errlen);
 
-	return vm ? vm_api_ops.snapshot(vm, path, then, compress, live, stats,
-					err, errlen)
+	return vm ? vm_api_ops.snapshot(vm, path, base, then, compress, live,
+					stats, err, errlen)
 		  : -EBUSY;
 }
 

@@ -316,10 +316,22 @@ int vm_prepare(struct vm *vm, const struct vm_config *cfg, uint64_t mem_size)
 	}
 	for (unsigned i = 0; i < vm->ncpus; i++)
 		vm->vcpus[i].fd = -1;
+	/* Before the vCPUs: KVM enables dirty rings only then. */
+	ret = dirty_log_init(&vm->dirty, vm->vm_fd, &vm->mem, cfg->track_dirty);
+	if (ret) {
+		log_error("dirty page log: %s", strerror(-ret));
+		goto fail;
+	}
 	for (unsigned i = 0; i < vm->ncpus; i++) {
 		ret = vcpu_create(vm, &vm->vcpus[i], i);
 		if (ret)
 			goto fail;
+		ret = dirty_log_attach_vcpu(&vm->dirty, i, vm->ncpus,
+					    vm->vcpus[i].fd);
+		if (ret) {
+			log_error("vCPU %u: dirty ring: %s", i, strerror(-ret));
+			goto fail;
+		}
 	}
 	timings_mark(cfg->timings, TIMING_VCPUS);
 	return 0;
@@ -765,7 +777,7 @@ static void vm_wset_end(struct vm *vm)
 		log_warn("--record-working-set: %s", err);
 }
 
-static int vm_snapshot_locked(struct vm *vm, const char *path,
+static int vm_snapshot_locked(struct vm *vm, const char *path, const char *base,
 			      enum vm_then then,
 			      const struct snap_compress *compress, bool live,
 			      struct snapshot_stats *stats, char *err,
@@ -805,8 +817,8 @@ static int vm_snapshot_locked(struct vm *vm, const char *path,
 		pthread_mutex_lock(&vm->run_state_lock);
 		goto out;
 	}
-	ret = snapshot_save(vm, path, compress, &vm->snapshot_progress, err,
-			    errlen);
+	ret = snapshot_save(vm, path, base, compress, &vm->snapshot_progress,
+			    err, errlen);
 	if (!was_paused)
 		stats->pause_ns = clock_now_ns(CLOCK_MONOTONIC) - t0;
 	pthread_mutex_lock(&vm->run_state_lock);
@@ -841,16 +853,24 @@ out:
 	return ret;
 }
 
-int vm_snapshot(struct vm *vm, const char *path, enum vm_then then,
-		const struct snap_compress *compress, bool live,
-		struct snapshot_stats *stats, char *err, size_t errlen)
+int vm_snapshot(struct vm *vm, const char *path, const char *base,
+		enum vm_then then, const struct snap_compress *compress,
+		bool live, struct snapshot_stats *stats, char *err,
+		size_t errlen)
 {
 	if (pthread_mutex_trylock(&vm->snapshot_lock)) {
 		snprintf(err, errlen, "another snapshot is being written");
 		return -EBUSY;
 	}
-	return vm_snapshot_locked(vm, path, then, compress, live, stats, err,
-				  errlen);
+	if (live && base) {
+		pthread_mutex_unlock(&vm->snapshot_lock);
+		snprintf(err, errlen,
+			 "a live snapshot is a full one: it "
+			 "cannot have a base");
+		return -EINVAL;
+	}
+	return vm_snapshot_locked(vm, path, base, then, compress, live, stats,
+				  err, errlen);
 }
 
 /* SIGTERM with --on-term snapshot:PATH, on the main thread: waits for a
@@ -870,8 +890,8 @@ static void vm_save_on_term(struct vm *vm)
 		pthread_mutex_unlock(&vm->snapshot_lock);
 		return;
 	}
-	ret = vm_snapshot_locked(vm, path, VM_THEN_EXIT, NULL, false, NULL, err,
-				 sizeof(err));
+	ret = vm_snapshot_locked(vm, path, NULL, VM_THEN_EXIT, NULL, false,
+				 NULL, err, sizeof(err));
 	if (!ret) {
 		log_info("SIGTERM: VM saved to %s", path);
 		return;
@@ -921,12 +941,14 @@ static int vm_api_resume(void *ctx, char *err, size_t errlen)
 	return vm_api_run_state(ctx, vm_resume, "running", err, errlen);
 }
 
-static int vm_api_snapshot(void *ctx, const char *path, enum vm_then then,
+static int vm_api_snapshot(void *ctx, const char *path, const char *base,
+			   enum vm_then then,
 			   const struct snap_compress *compress, bool live,
 			   struct snapshot_stats *stats, char *err,
 			   size_t errlen)
 {
-	return vm_snapshot(ctx, path, then, compress, live, stats, err, errlen);
+	return vm_snapshot(ctx, path, base, then, compress, live, stats, err,
+			   errlen);
 }
 
 static int vm_api_shutdown(void *ctx, char *err, size_t errlen)
@@ -1028,6 +1050,17 @@ int vm_run(struct vm *vm, bool start_paused)
 	sigset_t block, term;
 	int sfd, ret, status;
 
+	/* --track-dirty: the log runs before the guest's first instruction
+	 * (a restore may have started it already). */
+	if (vm->cfg.track_dirty) {
+		ret = dirty_log_start(&vm->dirty);
+		if (ret) {
+			log_error("--track-dirty: cannot start the dirty page "
+				  "log: %s",
+				  strerror(-ret));
+			return STASIS_EXIT_HOST;
+		}
+	}
 	/* SIGUSR1 kicks vCPUs; no SA_RESTART so KVM_RUN returns EINTR. */
 	sigaction(VCPU_KICK_SIGNAL, &sa, NULL);
 	sigemptyset(&block);
@@ -1271,6 +1304,7 @@ void vm_destroy(struct vm *vm)
 	free(vm->wset_path);
 	vm->wset_path = NULL;
 	vm->nvirtio = 0;
+	dirty_log_destroy(&vm->dirty);
 	irq_routing_destroy(&vm->irq_routing);
 	uart_destroy(&vm->uart);
 	rtc_destroy(&vm->rtc);

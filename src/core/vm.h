@@ -24,7 +24,9 @@
 #include "devices/pci.h"
 #include "devices/rtc.h"
 #include "devices/uart.h"
+#include "memory/dirty_log.h"
 #include "memory/guest_mem.h"
+#include "snapshot/chain.h"
 #include "snapshot/snapfile.h"
 #include "virtio/virtio.h"
 
@@ -74,6 +76,12 @@ struct vm {
 	struct kvm_cpuid2 *cpuid; /* after the template, before per-vCPU ids */
 
 	struct guest_mem mem;
+	/* Pages written since the last snapshot (memory/dirty_log.h):
+	 * started by the first snapshot, a restore or --track-dirty. */
+	struct dirty_log dirty;
+	/* The VM's id and the snapshot its dirty log counts from: what an
+	 * incremental snapshot names as its parent (snapshot/chain.h). */
+	struct snap_vm_lineage lineage;
 	/* Serves guest memory during a lazy restore (snapshot/pager.h);
 	 * NULL otherwise. */
 	struct pager *pager;
@@ -210,16 +218,18 @@ int vm_pause(struct vm *vm);
 int vm_resume(struct vm *vm);
 void vm_get_status(struct vm *vm, struct vm_status *st);
 
-/* Pauses (if running), writes a snapshot to @path atomically, then does
- * @then; with @live and a running VM, pauses only to take state and arm
- * tracking and writes memory with the guest running
- * (snapshot_save_live). On failure any earlier file at @path is untouched
- * and the VM runs on, unless it was paused before or @then is
- * VM_THEN_PAUSE. Fills @stats (may be NULL). Returns 0 or -errno with a
- * one-line reason in @err; -EBUSY while another snapshot runs. */
-int vm_snapshot(struct vm *vm, const char *path, enum vm_then then,
-		const struct snap_compress *compress, bool live,
-		struct snapshot_stats *stats, char *err, size_t errlen);
+/* Pauses (if running), writes a snapshot to @path atomically (with
+ * @base, an increment over that file: snapshot_save), then does @then;
+ * with @live and a running VM, pauses only to take state and arm tracking
+ * and writes memory with the guest running (snapshot_save_live). On
+ * failure any earlier file at @path is untouched and the VM runs on,
+ * unless it was paused before or @then is VM_THEN_PAUSE. Fills @stats
+ * (may be NULL). Returns 0 or -errno with a one-line reason in @err;
+ * -EBUSY while another snapshot runs. */
+int vm_snapshot(struct vm *vm, const char *path, const char *base,
+		enum vm_then then, const struct snap_compress *compress,
+		bool live, struct snapshot_stats *stats, char *err,
+		size_t errlen);
 
 /* The API callbacks for a VM (ctx is the struct vm). */
 extern const struct api_ops vm_api_ops;

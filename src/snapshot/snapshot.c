@@ -22,6 +22,7 @@
 #include "cpu/cpuid.h"
 #include "cpu/vcpu_state.h"
 #include "core/clock.h"
+#include "snapshot/mem_dirty.h"
 #include "snapshot/mem_live.h"
 #include "snapshot/pager.h"
 #include "snapshot/sign.h"
@@ -449,17 +450,20 @@ static int snapshot_save_virtio(struct vm *vm, struct snap_writer *w, char *err,
 	return 0;
 }
 
-/* Opens the temporary file and writes the header, CONFIG and CPUID:
- * nothing that changes while the guest runs. */
+/* Opens the temporary file and writes the header, CONFIG, LINEAGE and
+ * CPUID: nothing that changes while the guest runs. *@created_ns is the
+ * header's creation time, part of the file's identity. */
 static struct snap_writer *snapshot_begin(struct vm *vm, const char *path,
 					  const struct snap_compress *compress,
-					  int *retp, char *err, size_t errlen)
+					  const struct snap_lineage *lin,
+					  uint64_t *created_ns, int *retp,
+					  char *err, size_t errlen)
 {
 	struct kvm_cpuid_entry2 *leaf0 = cpuid_find(vm->cpuid, 0, 0);
 	struct snap_header hdr = { .format_version = SNAP_FORMAT_VERSION };
 	struct snap_writer *w = NULL;
-	uint8_t *cpuid = NULL;
-	size_t cpuid_len;
+	uint8_t *cpuid = NULL, *lineage = NULL;
+	size_t cpuid_len, lineage_len = 0;
 	char *json;
 	int ret;
 
@@ -472,15 +476,16 @@ static struct snap_writer *snapshot_begin(struct vm *vm, const char *path,
 		memcpy(hdr.cpu_vendor + 8, &leaf0->ecx, 4);
 	}
 	hdr.created_unix_ns = realtime_ns();
+	*created_ns = hdr.created_unix_ns;
 
 	json = config_to_json(&vm->cfg);
-	if (!json) {
-		ret = -ENOMEM;
+	ret = json ? cpuid_encode(vm->cpuid, &cpuid, &cpuid_len) : -ENOMEM;
+	if (!ret)
+		ret = snap_lineage_encode(lin, &lineage, &lineage_len);
+	if (ret) {
+		set_err(err, errlen, "snapshot: %s", strerror(-ret));
 		goto out;
 	}
-	ret = cpuid_encode(vm->cpuid, &cpuid, &cpuid_len);
-	if (ret)
-		goto out;
 	w = snap_writer_open(path, &hdr, err, errlen);
 	if (!w) {
 		ret = errno ? -errno : -EIO;
@@ -493,6 +498,12 @@ static struct snap_writer *snapshot_begin(struct vm *vm, const char *path,
 	}
 	ret = snap_write_record(w, SNAP_REC_CONFIG, 1, 0, json, strlen(json),
 				err, errlen);
+	/* Optional: an older stasis restores a full file without it, and
+	 * refuses a layer at its first chunk held by the parent. */
+	if (!ret)
+		ret = snap_write_record(w, SNAP_REC_LINEAGE,
+					SNAP_LINEAGE_VERSION, SNAP_REC_OPTIONAL,
+					lineage, lineage_len, err, errlen);
 	if (!ret)
 		ret = snap_write_record(w, SNAP_REC_CPUID, 1, 0, cpuid,
 					cpuid_len, err, errlen);
@@ -504,6 +515,7 @@ abort:
 out:
 	free(json);
 	free(cpuid);
+	free(lineage);
 	*retp = ret;
 	return w;
 }
@@ -528,14 +540,20 @@ static int snapshot_write_state(struct vm *vm, struct snap_writer *w, char *err,
 	return ret;
 }
 
-/* Signs (last before END: the tag covers every byte before it) and
- * commits, or after an earlier failure @ret removes the temporary file.
- * Either way @w is gone. */
-static int snapshot_finish(struct vm *vm, struct snap_writer *w, int ret,
+/* Signs (last before END: the tag covers every byte before it), reads
+ * back the identity a child of this file will name it by into *@identity,
+ * and commits; or after an earlier failure @ret removes the temporary
+ * file. Either way @w is gone. */
+static int snapshot_finish(struct vm *vm, struct snap_writer *w,
+			   const char *path, int ret, uint64_t *identity,
 			   char *err, size_t errlen)
 {
 	if (!ret && vm->cfg.sign_key)
 		ret = snap_sign(w, vm->cfg.sign_key, err, errlen);
+	if (!ret && (ret = snap_file_identity(snap_writer_fd(w),
+					      snap_writer_offset(w), identity)))
+		set_err(err, errlen, "snapshot: cannot read back %s: %s", path,
+			strerror(-ret));
 	if (ret) {
 		snap_writer_abort(w);
 		return ret;
@@ -543,10 +561,12 @@ static int snapshot_finish(struct vm *vm, struct snap_writer *w, int ret,
 	return snap_writer_commit(w, err, errlen);
 }
 
-int snapshot_save(struct vm *vm, const char *path,
+int snapshot_save(struct vm *vm, const char *path, const char *base,
 		  const struct snap_compress *compress,
 		  struct snap_progress *progress, char *err, size_t errlen)
 {
+	struct mem_dirty_save dirty;
+	uint64_t identity = 0, created_ns = 0;
 	struct snap_writer *w;
 	int ret;
 
@@ -557,13 +577,22 @@ int snapshot_save(struct vm *vm, const char *path,
 		if (ret)
 			return ret;
 	}
-	w = snapshot_begin(vm, path, compress, &ret, err, errlen);
-	if (!w)
+	/* Which memory goes in (all, or what was written since @base), and
+	 * the dirty log collected for the next one. */
+	ret = mem_dirty_prepare(vm, path, base, &dirty, err, errlen);
+	if (ret)
 		return ret;
-	ret = snapshot_write_state(vm, w, err, errlen);
-	if (!ret)
-		ret = snap_write_memory(w, &vm->mem, progress, err, errlen);
-	return snapshot_finish(vm, w, ret, err, errlen);
+	w = snapshot_begin(vm, path, compress, &dirty.lin, &created_ns, &ret,
+			   err, errlen);
+	if (w) {
+		ret = snapshot_write_state(vm, w, err, errlen);
+		if (!ret)
+			ret = mem_dirty_write(vm, w, &dirty, progress, err,
+					      errlen);
+		ret = snapshot_finish(vm, w, path, ret, &identity, err, errlen);
+	}
+	mem_dirty_finish(vm, &dirty, ret == 0, path, identity, created_ns);
+	return ret;
 }
 
 /* Disks stay as they were at the instant while a live save runs: the
@@ -594,6 +623,8 @@ int snapshot_save_live(struct vm *vm, const char *path,
 		       struct snap_progress *progress, char *err, size_t errlen)
 {
 	struct mem_live_stats lst = { 0 };
+	uint64_t identity = 0, created_ns = 0;
+	struct mem_dirty_save dirty;
 	struct snap_mem_source src;
 	struct mem_live *l = NULL;
 	struct snap_writer *w;
@@ -609,10 +640,20 @@ int snapshot_save_live(struct vm *vm, const char *path,
 		if (ret)
 			return ret;
 	}
-	ret = mem_live_start(&l, &vm->mem, 0, vm->cfg.seccomp, err, errlen);
+	/* A live file is a full one, and the next increment may build on
+	 * it. The log is collected now, before the instant: pages written
+	 * from here to the pause are then both in this file and in the next
+	 * increment, which is more than needed and never less. */
+	ret = mem_dirty_prepare(vm, path, NULL, &dirty, err, errlen);
 	if (ret)
 		return ret;
-	w = snapshot_begin(vm, path, compress, &ret, err, errlen);
+	ret = mem_live_start(&l, &vm->mem, 0, vm->cfg.seccomp, err, errlen);
+	if (ret) {
+		mem_dirty_finish(vm, &dirty, false, path, 0, 0);
+		return ret;
+	}
+	w = snapshot_begin(vm, path, compress, &dirty.lin, &created_ns, &ret,
+			   err, errlen);
 	if (!w)
 		goto stop;
 	/* Most of the protection while the guest runs: the pause then
@@ -667,7 +708,7 @@ int snapshot_save_live(struct vm *vm, const char *path,
 		  tp / 1000000, (clock_now_ns(CLOCK_MONOTONIC) - tm) / 1000000);
 	mem_live_stop(l, &lst);
 	l = NULL;
-	ret = snapshot_finish(vm, w, ret, err, errlen);
+	ret = snapshot_finish(vm, w, path, ret, &identity, err, errlen);
 	if (disks && (ret || !hold_disks))
 		snapshot_park_disks(vm, false);
 stop:
@@ -677,16 +718,17 @@ stop:
 	st->waits = lst.waits;
 	st->copy_peak_bytes = lst.copy_peak_bytes;
 	st->extra_bytes = lst.extra_bytes;
+	mem_dirty_finish(vm, &dirty, ret == 0, path, identity, created_ns);
 	return ret;
 }
 
 int snapshot_record_rank(uint32_t type)
 {
 	static const uint32_t order[] = {
-		SNAP_REC_CONFIG, SNAP_REC_CPUID,   SNAP_REC_CLOCK,
-		SNAP_REC_VCPU,	 SNAP_REC_IRQCHIP, SNAP_REC_PIT,
-		SNAP_REC_DEVICE, SNAP_REC_MEMORY,  SNAP_REC_SIGNATURE,
-		SNAP_REC_END,
+		SNAP_REC_CONFIG,    SNAP_REC_LINEAGE, SNAP_REC_CPUID,
+		SNAP_REC_CLOCK,	    SNAP_REC_VCPU,    SNAP_REC_IRQCHIP,
+		SNAP_REC_PIT,	    SNAP_REC_DEVICE,  SNAP_REC_MEMORY,
+		SNAP_REC_SIGNATURE, SNAP_REC_END,
 	};
 
 	for (int i = 0; i < (int)(sizeof(order) / sizeof(order[0])); i++)
@@ -710,6 +752,49 @@ static int snapshot_expect(struct snap_reader *r, uint32_t type,
 				 : snap_record_type_name(rec->type));
 		return -EINVAL;
 	}
+	return 0;
+}
+
+/* The file's own identity and absolute path (what the restored VM's next
+ * increment names as its parent) and, for a layer, every ancestor opened
+ * and checked: all before any VM exists. */
+static int snapshot_open_chain(const char *path, struct snapshot_image *img,
+			       char *err, size_t errlen)
+{
+	int ret;
+
+	/* Absolute from here on: a layer names its parent by this path. */
+	free(img->path);
+	img->path = realpath(path, NULL);
+	if (!img->path) {
+		set_err(err, errlen, "snapshot: %s", strerror(errno));
+		return -errno;
+	}
+	ret = snap_file_identity(snap_reader_fd(img->r), 0, &img->identity);
+	if (ret == -ENODATA) {
+		set_err(err, errlen,
+			"snapshot: truncated: a record runs past the end of "
+			"the file");
+		return -EINVAL;
+	}
+	if (ret) {
+		set_err(err, errlen, "snapshot: cannot read: %s",
+			strerror(-ret));
+		return ret;
+	}
+	if (!img->lineage.depth)
+		return 0;
+	img->chain = calloc(1, sizeof(*img->chain));
+	if (!img->chain)
+		return -ENOMEM;
+	ret = snap_chain_open(img->chain, img->path, snap_reader_fd(img->r),
+			      &img->lineage, img->cfg.mem_size, err, errlen);
+	if (ret) {
+		free(img->chain);
+		img->chain = NULL;
+		return ret;
+	}
+	snap_reader_set_layer(img->r, true);
 	return 0;
 }
 
@@ -786,9 +871,36 @@ int snapshot_open(const char *path, struct snapshot_image *img, char *err,
 		goto fail;
 	}
 
-	ret = snapshot_expect(img->r, SNAP_REC_CPUID, &rec, err, errlen);
-	if (ret)
+	/* Host policy, like the key: never taken from a file. */
+	img->cfg.track_dirty = false;
+
+	ret = snap_reader_next(img->r, &rec, err, errlen);
+	if (ret == 1 && rec.type == SNAP_REC_LINEAGE) {
+		ret = snap_read_payload(img->r, &rec, SNAPSHOT_RECORD_MAX,
+					&data, err, errlen);
+		if (ret)
+			goto fail;
+		ret = rec.version == SNAP_LINEAGE_VERSION
+			  ? snap_lineage_decode(data, rec.length, &img->lineage)
+			  : -EINVAL;
+		free(data);
+		data = NULL;
+		if (ret) {
+			set_err(err, errlen,
+				"snapshot: malformed LINEAGE record");
+			goto fail;
+		}
+		ret = snap_reader_next(img->r, &rec, err, errlen);
+	}
+	if (ret < 0)
 		goto fail;
+	if (ret == 0 || rec.type != SNAP_REC_CPUID) {
+		set_err(err, errlen,
+			"snapshot: expected a CPUID record, found %s",
+			ret == 0 ? "the end" : snap_record_type_name(rec.type));
+		ret = -EINVAL;
+		goto fail;
+	}
 	ret = snap_read_payload(img->r, &rec, SNAPSHOT_RECORD_MAX, &data, err,
 				errlen);
 	if (ret)
@@ -800,6 +912,9 @@ int snapshot_open(const char *path, struct snapshot_image *img, char *err,
 		set_err(err, errlen, "snapshot: malformed CPUID record");
 		goto fail;
 	}
+	ret = snapshot_open_chain(path, img, err, errlen);
+	if (ret)
+		goto fail;
 	return 0;
 fail:
 	snapshot_close(img);
@@ -808,10 +923,14 @@ fail:
 
 void snapshot_close(struct snapshot_image *img)
 {
+	if (img->chain) {
+		snap_chain_close(img->chain);
+		free(img->chain);
+	}
+	free(img->path);
 	if (img->r)
 		snap_reader_close(img->r);
 	free(img->cpuid);
-	free(img->path);
 	config_free(&img->cfg);
 	memset(img, 0, sizeof(*img));
 }
@@ -1180,6 +1299,74 @@ int snapshot_wset_finish(struct vm *vm, char *err, size_t errlen)
 	return ret;
 }
 
+/* A MEMORY record of a layer: its table, resolved against the chain, then
+ * loaded by copy or map, or kept in @t for the lazy restore's page source
+ * (*@ntables counts those). */
+static int snapshot_load_layer(struct vm *vm, struct snapshot_image *img,
+			       const struct snap_record *rec,
+			       struct snap_chunk_table *t, unsigned *ntables,
+			       char *err, size_t errlen)
+{
+	struct snap_chunk_table top;
+	unsigned region;
+	int ret;
+
+	if (rec->version != SNAP_MEMORY_VERSION) {
+		set_err(err, errlen, "snapshot: a layer needs chunked memory");
+		return -EINVAL;
+	}
+	ret = snap_read_memory_table(img->r, rec, &vm->mem, &top, &region, err,
+				     errlen);
+	if (ret)
+		return ret;
+	ret = snap_chain_merge(img->chain, region, &top, t, err, errlen);
+	if (!ret && img->ondemand && region != *ntables) {
+		set_err(err, errlen, "snapshot: memory records out of order");
+		ret = -EINVAL;
+	}
+	if (ret) {
+		snap_chunk_table_free(t);
+		return ret;
+	}
+	if (img->ondemand) {
+		(*ntables)++;
+		return 0;
+	}
+	ret = snap_load_chunks(t, &vm->mem, region, !img->copy_memory, NULL,
+			       err, errlen);
+	snap_chunk_table_free(t);
+	return ret;
+}
+
+/* The restored VM's lineage is the file's, and its dirty log starts. */
+static int snapshot_track_from(struct vm *vm, const struct snapshot_image *img,
+			       char *err, size_t errlen)
+{
+	struct snap_vm_lineage *vl = &vm->lineage;
+	int ret;
+
+	vl->vm_id[0] = img->lineage.vm_id[0];
+	vl->vm_id[1] = img->lineage.vm_id[1];
+	vl->have_last = strlen(img->path) <= SNAP_LINEAGE_PATH_MAX;
+	snprintf(vl->last_path, sizeof(vl->last_path), "%s", img->path);
+	vl->last_identity = img->identity;
+	vl->last_created_ns = snap_reader_header(img->r)->created_unix_ns;
+	vl->last_depth = img->lineage.depth;
+	/* A file without a VM id (older stasis) gets one at the next save;
+	 * it cannot be a parent, having no id to match a child's. */
+	if (!vl->vm_id[0] && !vl->vm_id[1])
+		vl->have_last = false;
+	ret = dirty_log_start(&vm->dirty);
+	if (ret == -ENOTSUP) {
+		vl->have_last = false;
+		return 0;
+	}
+	if (ret)
+		set_err(err, errlen, "snapshot: cannot start the dirty log: %s",
+			strerror(-ret));
+	return ret;
+}
+
 int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 		     enum clock_policy clock, char *err, size_t errlen)
 {
@@ -1231,8 +1418,12 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 				ret = -EINVAL;
 				goto free_tables;
 			}
-			if (img->ondemand &&
-			    rec.version == SNAP_MEMORY_VERSION) {
+			if (img->chain) {
+				ret = snapshot_load_layer(
+				    vm, img, &rec, &tables[ntables], &ntables,
+				    err, errlen);
+			} else if (img->ondemand &&
+				   rec.version == SNAP_MEMORY_VERSION) {
 				unsigned region;
 
 				/* Only the table now; the chunks as the guest
@@ -1377,6 +1568,12 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 		}
 	}
 	timings_mark(vm->cfg.timings, TIMING_STATE);
+	/* Memory is the file's from here on: the dirty log counts what
+	 * changes from now (device post-load included), so that the next
+	 * snapshot can be a layer over this file. */
+	ret = snapshot_track_from(vm, img, err, errlen);
+	if (ret)
+		goto free_tables;
 	/* A lazy restore starts serving memory now: the devices' post-load
 	 * below reads guest memory already. */
 	if (ntables) {

@@ -10,6 +10,7 @@
 #include <linux/kvm.h>
 
 #include "core/config.h"
+#include "snapshot/chain.h"
 #include "snapshot/snapfile.h"
 
 struct vm;
@@ -20,11 +21,14 @@ enum clock_policy {
 	CLOCK_FROZEN, /* the guest resumes at the instant it was saved */
 };
 
-/* Writes every record for @vm, which must be paused, to @path atomically,
- * its memory compressed with @compress (NULL: SNAP_COMPRESS_DEFAULT_CODEC)
+/* Writes every record for @vm, which must be paused, to @path atomically.
+ * With @base (the VM's latest snapshot, or the file it was restored
+ * from), the file is a layer over it holding only the memory written
+ * since (snapshot/mem_dirty.h); NULL writes all of memory. Memory is
+ * compressed with @compress (NULL: SNAP_COMPRESS_DEFAULT_CODEC)
  * on one thread per online CPU. Returns 0 or -errno with a one-line reason
  * in @err. */
-int snapshot_save(struct vm *vm, const char *path,
+int snapshot_save(struct vm *vm, const char *path, const char *base,
 		  const struct snap_compress *compress,
 		  struct snap_progress *progress, char *err, size_t errlen);
 
@@ -70,8 +74,6 @@ struct snapshot_image {
 	/* Serve guest memory lazily from the file (snapshot/pager.h):
 	 * `--memory ondemand`. Files of format 1 are loaded as without it. */
 	bool ondemand;
-	/* The file's path: its working set is PATH.wset beside it. */
-	char *path;
 	/* Lazy restores bring in PATH.wset's chunks first when it is there
 	 * and belongs to this snapshot (snapshot_open sets it; `--prefetch
 	 * off` clears it). */
@@ -79,6 +81,12 @@ struct snapshot_image {
 	/* `--record-working-set=MS`: record the chunks the guest faults in
 	 * during its first MS ms (0: no recording) into PATH.wset. */
 	uint32_t record_ms;
+	/* The file's LINEAGE (zero for a file without) and identity, and its
+	 * ancestors when it is an incremental layer (NULL otherwise). */
+	struct snap_lineage lineage;
+	uint64_t identity;
+	char *path; /* absolute; its working set is PATH.wset beside it */
+	struct snap_chain *chain;
 };
 
 /* Opens @path, checks the header against this host (page size, format

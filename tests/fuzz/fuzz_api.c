@@ -14,7 +14,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static char path[PATH_MAX];
+	static char path[PATH_MAX], base[PATH_MAX];
 	struct snap_compress compress;
 	struct api_restore req;
 	enum vm_then then;
@@ -24,12 +24,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	err[0] = '\0';
 	ret = api_parse_snapshot_request((const char *)data, size, path,
-					 sizeof(path), &then, &compress, &live,
-					 err, sizeof(err));
+					 sizeof(path), base, &then, &compress,
+					 &live, err, sizeof(err));
 	if (ret == 0) {
 		/* The contract the snapshot code relies on. */
 		if (!path[0] || strlen(path) >= sizeof(path) ||
-		    then > VM_THEN_EXIT || !snap_codec_name(compress.codec))
+		    strlen(base) >= sizeof(base) || then > VM_THEN_EXIT ||
+		    !snap_codec_name(compress.codec))
 			abort();
 	} else if ((ret != -EINVAL && ret != -EMSGSIZE) || !err[0] ||
 		   strchr(err, '\n')) {

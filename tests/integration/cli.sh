@@ -91,6 +91,15 @@ cmp -s "$WORK/resume.snap" "$WORK/garbage.snap" || fail "--resume-from changed a
 # The control client.
 expect 6 "cannot connect to" -- ctl "$WORK/no.sock" status
 expect 2 "usage" -- ctl "$WORK/no.sock" dance
+expect 2 "--base needs" -- ctl "$WORK/no.sock" snapshot "$WORK/x.snap" --base ""
+expect 2 "--base only applies to snapshot" -- ctl "$WORK/no.sock" status --base "$WORK/x.snap"
+
+# merge: usage, and a file that is no snapshot, each in one line.
+expect 2 "usage: stasis merge" -- merge
+expect 2 "usage: stasis merge" -- merge "$WORK/x.snap"
+printf 'not a snapshot' >"$WORK/junk.snap"
+expect 2 "bad magic" -- merge "$WORK/junk.snap" -o "$WORK/out.snap"
+[[ ! -e $WORK/out.snap ]] || fail "merge of junk left an output"
 
 # Without /dev/kvm a valid kernel gets a message naming the cause.
 if [[ ! -e /dev/kvm ]]; then

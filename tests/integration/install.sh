@@ -18,7 +18,7 @@ prefix=$(meson introspect --buildoptions "$BUILD" |
 	python3 -c 'import json, sys; print(next(o["value"] for o in json.load(sys.stdin) if o["name"] == "prefix"))')
 P=$D$prefix
 BIN=$P/bin/stasis
-pages=(stasis stasis-run stasis-restore stasis-ctl stasis-inspect stasis-verify)
+pages=(stasis stasis-run stasis-restore stasis-ctl stasis-inspect stasis-verify stasis-merge)
 for f in "$BIN" "$P/lib/systemd/system/stasis@.service" \
 	"$P/share/bash-completion/completions/stasis" \
 	"${pages[@]/#/$P/share/man/man1/}"; do

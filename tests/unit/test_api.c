@@ -121,7 +121,8 @@ static int fake_shutdown(void *ctx, char *err, size_t errlen)
 	return ret;
 }
 
-static int fake_snapshot(void *ctx, const char *path, enum vm_then then,
+static int fake_snapshot(void *ctx, const char *path, const char *base,
+			 enum vm_then then,
 			 const struct snap_compress *compress, bool live,
 			 struct snapshot_stats *stats, char *err, size_t errlen)
 {
@@ -935,77 +936,96 @@ static void test_peer_uid_refused(void **state)
 
 static void test_parse_snapshot_request(void **state)
 {
-	char path[8], err[256] = "";
+	char path[8], base[8], err[256] = "";
 	enum vm_then then = VM_THEN_EXIT;
 	const char *body = "{\"path\": \"/a/b\"}";
 	struct snap_compress comp = { .codec = SNAP_CODEC_ZSTD };
 	bool live = true;
 	char *huge;
 
-	assert_int_equal(api_parse_snapshot_request(body, strlen(body), path,
-						    sizeof(path), &then, &comp,
-						    &live, err, sizeof(err)),
+	assert_int_equal(api_parse_snapshot_request(
+			     body, strlen(body), path, sizeof(path), base,
+			     &then, &comp, &live, err, sizeof(err)),
 			 0);
 	assert_string_equal(path, "/a/b");
 	assert_int_equal(then, VM_THEN_RESUME);
 	assert_int_equal(comp.codec, SNAP_COMPRESS_DEFAULT_CODEC);
+	assert_string_equal(base, "");
+
+	/* "base": the parent of an incremental snapshot, a path too. */
+	body = "{\"path\": \"/a/b\", \"base\": \"/a/p\"}";
+	assert_int_equal(api_parse_snapshot_request(
+			     body, strlen(body), path, sizeof(path), base,
+			     &then, &comp, &live, err, sizeof(err)),
+			 0);
+	assert_string_equal(base, "/a/p");
+	body = "{\"path\": \"/a/b\", \"base\": 1}";
+	assert_int_equal(api_parse_snapshot_request(
+			     body, strlen(body), path, sizeof(path), base,
+			     &then, &comp, &live, err, sizeof(err)),
+			 -EINVAL);
+	body = "{\"path\": \"/a/b\", \"base\": \"/a/b/c/d/e\"}";
+	assert_int_equal(api_parse_snapshot_request(
+			     body, strlen(body), path, sizeof(path), base,
+			     &then, &comp, &live, err, sizeof(err)),
+			 -EINVAL);
 
 	body = "{\"path\": \"/a\", \"compress\": \"zstd:7\"}";
-	assert_int_equal(api_parse_snapshot_request(body, strlen(body), path,
-						    sizeof(path), &then, &comp,
-						    &live, err, sizeof(err)),
+	assert_int_equal(api_parse_snapshot_request(
+			     body, strlen(body), path, sizeof(path), base,
+			     &then, &comp, &live, err, sizeof(err)),
 			 0);
 	assert_int_equal(comp.codec, SNAP_CODEC_ZSTD);
 	assert_int_equal(comp.level, 7);
 	body = "{\"path\": \"/a\", \"compress\": \"lz4\"}";
-	assert_int_equal(api_parse_snapshot_request(body, strlen(body), path,
-						    sizeof(path), &then, &comp,
-						    &live, err, sizeof(err)),
+	assert_int_equal(api_parse_snapshot_request(
+			     body, strlen(body), path, sizeof(path), base,
+			     &then, &comp, &live, err, sizeof(err)),
 			 0);
 	assert_int_equal(comp.codec, SNAP_CODEC_LZ4);
 	body = "{\"path\": \"/a\", \"compress\": \"zstd:20\"}";
-	assert_int_equal(api_parse_snapshot_request(body, strlen(body), path,
-						    sizeof(path), &then, &comp,
-						    &live, err, sizeof(err)),
+	assert_int_equal(api_parse_snapshot_request(
+			     body, strlen(body), path, sizeof(path), base,
+			     &then, &comp, &live, err, sizeof(err)),
 			 -EINVAL);
 	assert_string_equal(err,
 			    "bad zstd level in \"zstd:20\": expected 1..19");
 	body = "{\"path\": \"/a\", \"compress\": \"gzip\"}";
-	assert_int_equal(api_parse_snapshot_request(body, strlen(body), path,
-						    sizeof(path), &then, &comp,
-						    &live, err, sizeof(err)),
+	assert_int_equal(api_parse_snapshot_request(
+			     body, strlen(body), path, sizeof(path), base,
+			     &then, &comp, &live, err, sizeof(err)),
 			 -EINVAL);
 	assert_string_equal(err, "unknown compression \"gzip\": expected "
 				 "none, lz4, zstd or zstd:LEVEL");
 	body = "{\"path\": \"/a\", \"compress\": 3}";
-	assert_int_equal(api_parse_snapshot_request(body, strlen(body), path,
-						    sizeof(path), &then, &comp,
-						    &live, err, sizeof(err)),
+	assert_int_equal(api_parse_snapshot_request(
+			     body, strlen(body), path, sizeof(path), base,
+			     &then, &comp, &live, err, sizeof(err)),
 			 -EINVAL);
 
 	body = "{\"path\": \"/a/b/c/d\"}"; /* 8 bytes, no room for NUL */
-	assert_int_equal(api_parse_snapshot_request(body, strlen(body), path,
-						    sizeof(path), &then, &comp,
-						    &live, err, sizeof(err)),
+	assert_int_equal(api_parse_snapshot_request(
+			     body, strlen(body), path, sizeof(path), base,
+			     &then, &comp, &live, err, sizeof(err)),
 			 -EINVAL);
 	assert_string_equal(err, "\"path\" is longer than 7 bytes");
 
 	/* The length bounds the parse, not a NUL terminator. */
 	body = "{\"path\": \"/a\"}garbage";
-	assert_int_equal(api_parse_snapshot_request(body, 14, path,
-						    sizeof(path), &then, &comp,
-						    &live, err, sizeof(err)),
-			 0);
-	assert_int_equal(api_parse_snapshot_request(body, 13, path,
-						    sizeof(path), &then, &comp,
-						    &live, err, sizeof(err)),
-			 -EINVAL);
+	assert_int_equal(
+	    api_parse_snapshot_request(body, 14, path, sizeof(path), base,
+				       &then, &comp, &live, err, sizeof(err)),
+	    0);
+	assert_int_equal(
+	    api_parse_snapshot_request(body, 13, path, sizeof(path), base,
+				       &then, &comp, &live, err, sizeof(err)),
+	    -EINVAL);
 
 	huge = xmalloc(API_BODY_MAX + 1);
 	memset(huge, ' ', API_BODY_MAX + 1);
 	assert_int_equal(api_parse_snapshot_request(
-			     huge, API_BODY_MAX + 1, path, sizeof(path), &then,
-			     &comp, &live, err, sizeof(err)),
+			     huge, API_BODY_MAX + 1, path, sizeof(path), base,
+			     &then, &comp, &live, err, sizeof(err)),
 			 -EMSGSIZE);
 	free(huge);
 }
