@@ -12,6 +12,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/vm.h"
+#include "migrate/migrate.h"
 #include "snapshot/inspect.h"
 #include "snapshot/pager.h"
 #include "snapshot/sign.h"
@@ -25,9 +26,13 @@ static void usage(void)
 	    "commands:\n"
 	    "  run --kernel FILE [options]    boot a VM (stasis run --help)\n"
 	    "  restore FILE [options]         bring a snapshot back to life\n"
+	    "  receive --listen ADDR [restore options]\n"
+	    "                                 wait for one VM migrated here\n"
 	    "  ctl SOCKET status|pause|resume|shutdown [--json]\n"
 	    "  ctl SOCKET snapshot PATH [--then resume|pause|exit]\n"
 	    "      [--compress none|lz4|zstd[:LEVEL]] [--json]\n"
+	    "  ctl SOCKET migrate unix:PATH|tcp:HOST:PORT [--insecure]\n"
+	    "      [--timeout-s N] [--compress ...] [--json]\n"
 	    "  inspect FILE [--json]          describe a snapshot\n"
 	    "  verify FILE                    check every checksum (exit 0/1)\n"
 	    "  --version                      print the version\n"
@@ -153,6 +158,21 @@ static void restore_usage(void)
 	       "                        (needs root; docs/security.md)\n");
 }
 
+static void receive_usage(void)
+{
+	printf("usage: stasis receive --listen unix:PATH|tcp:ADDR:PORT "
+	       "[options]\n"
+	       "  --listen ADDR         wait there for one VM that `stasis "
+	       "ctl S migrate`\n"
+	       "                        sends; it runs here once the source "
+	       "has stopped\n"
+	       "  --insecure            allow plain tcp (no TLS: guest memory "
+	       "in the clear)\n"
+	       "and the options of stasis restore but --require-signed (see "
+	       "stasis restore\n"
+	       "--help); --memory defaults to copy. docs/migration.md\n");
+}
+
 /* The snapshot's disk that restore's @i-th --disk @d replaces: the one
  * whose id (given, or "blkN" by default) is d's id, else the i-th. */
 static unsigned restore_disk_target(const struct vm_config *cfg,
@@ -250,6 +270,10 @@ struct restore_opts {
 	bool mark_resumed; /* rename the file PATH.resumed once restored */
 	enum seccomp_mode seccomp;
 	struct run_user user; /* --user */
+	/* `stasis receive`: the VM comes from this migration, whose spool
+	 * is the file restored; the rest of it arrives once the VM is
+	 * created, and it runs after the source's go. */
+	struct migrate_in *incoming;
 };
 
 /* Replaces @dst with a copy of @s (NULL for none); -ENOMEM. */
@@ -391,6 +415,14 @@ static int restore_vm(const char *path, const struct restore_opts *o)
 		status = ret == -ENOTSUP ? STASIS_EXIT_USAGE : STASIS_EXIT_HOST;
 		goto out_image;
 	}
+	/* The config and CPUID fit this host: now the rest may come. */
+	if (o->incoming &&
+	    migrate_in_receive(o->incoming, &img, img.cfg.mem_size, err,
+			       sizeof(err))) {
+		log_error("%s", err);
+		status = STASIS_EXIT_USAGE;
+		goto out_vm;
+	}
 	ret = snapshot_restore(&vm, &img, o->clock, err, sizeof(err));
 	/* Everything was read from the file checked: not a byte changed
 	 * meanwhile. */
@@ -418,6 +450,13 @@ static int restore_vm(const char *path, const struct restore_opts *o)
 	}
 	if (ret > 0)
 		log_warn("--resume-from: %s", err);
+	if (o->incoming &&
+	    migrate_in_switch(o->incoming, img.copy_memory && !img.ondemand,
+			      err, sizeof(err))) {
+		log_error("%s", err);
+		status = STASIS_EXIT_USAGE;
+		goto out_vm;
+	}
 	status = vm_run(&vm, o->paused);
 	/* After a chunk failed its check, threads may wait on memory that
 	 * will never come: the process ends without tearing down. */
@@ -433,7 +472,10 @@ out_keys:
 	return status;
 }
 
-static int cmd_restore(int argc, char **argv)
+/* `stasis restore FILE`, or with @receive `stasis receive --listen ADDR`:
+ * the same options and the same restore, from a file or from a
+ * migration's stream. */
+static int cmd_restore(int argc, char **argv, bool receive)
 {
 	static const struct option opts[] = {
 		{ "api-socket", required_argument, NULL, 'a' },
@@ -449,8 +491,13 @@ static int cmd_restore(int argc, char **argv)
 		{ "sign-key", required_argument, NULL, 'k' },
 		{ "user", required_argument, NULL, 'u' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "listen", required_argument, NULL, 'L' },
+		{ "insecure", no_argument, NULL, 'I' },
 		{ NULL, 0, NULL, 0 },
 	};
+	const char *listen = NULL;
+	bool insecure = false;
+	int status;
 	char *disks[CONFIG_MAX_DISKS], *nets[CONFIG_MAX_NETS];
 	struct restore_opts o = { .disks = disks,
 				  .nets = nets,
@@ -551,21 +598,57 @@ static int cmd_restore(int argc, char **argv)
 			}
 			break;
 		case 'h':
-			restore_usage();
+			if (receive)
+				receive_usage();
+			else
+				restore_usage();
 			return STASIS_EXIT_OK;
+		case 'L':
+		case 'I':
+			if (receive) {
+				listen = opt == 'L' ? optarg : listen;
+				insecure = insecure || opt == 'I';
+				break;
+			}
+			/* fall through */
 		default:
-			log_error("restore: unknown or incomplete option '%s'",
-				  argv[optind - 1]);
+			log_error("%s: unknown or incomplete option '%s'",
+				  argv[0], argv[optind - 1]);
 			return STASIS_EXIT_USAGE;
 		}
 	}
-	if (optind != argc - 1) {
-		log_error("usage: stasis restore FILE [options] (see stasis "
-			  "restore --help)");
+	if (!receive) {
+		if (optind != argc - 1) {
+			log_error("usage: stasis restore FILE [options] (see "
+				  "stasis restore --help)");
+			return STASIS_EXIT_USAGE;
+		}
+		return restore_vm(argv[optind], &o);
+	}
+	if (optind != argc || !listen) {
+		log_error("usage: stasis receive --listen unix:PATH|"
+			  "tcp:ADDR:PORT [options] (see stasis receive "
+			  "--help)");
 		return STASIS_EXIT_USAGE;
 	}
-
-	return restore_vm(argv[optind], &o);
+	if (o.require_signed) {
+		log_error("--require-signed: a migration stream is not signed "
+			  "(docs/migration.md)");
+		return STASIS_EXIT_USAGE;
+	}
+	/* Memory is copied out of the spool, whose memory then goes back:
+	 * a lazy or mapped restore would keep both. */
+	if (!o.memory_given) {
+		o.ondemand = false;
+		o.copy_memory = true;
+	}
+	if (migrate_in_start(listen, insecure, &o.incoming, err, sizeof(err))) {
+		log_error("receive: %s", err);
+		return STASIS_EXIT_USAGE;
+	}
+	status = restore_vm(migrate_in_path(o.incoming), &o);
+	migrate_in_end(o.incoming);
+	return status;
 }
 
 /* `stasis run --resume-from PATH`: a snapshot at PATH is restored with
@@ -655,7 +738,9 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[1], "run"))
 		return cmd_run(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "restore"))
-		return cmd_restore(argc - 1, argv + 1);
+		return cmd_restore(argc - 1, argv + 1, false);
+	if (!strcmp(argv[1], "receive"))
+		return cmd_restore(argc - 1, argv + 1, true);
 	if (!strcmp(argv[1], "ctl"))
 		return ctl_main(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "inspect"))

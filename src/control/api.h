@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "migrate/migrate.h"
 #include "snapshot/codec.h"
 
 /* What the VM does once a snapshot is written. */
@@ -28,6 +29,8 @@ struct vm_status {
 	bool snapshot_active;
 	uint64_t snapshot_done_bytes;
 	uint64_t snapshot_total_bytes;
+	/* migrate_phase_name() of a migration under way, else NULL. */
+	const char *migration_state;
 };
 
 /* Callbacks run on the server's threads, possibly several at once (a
@@ -43,6 +46,10 @@ struct api_ops {
 			const struct snap_compress *compress, char *err,
 			size_t errlen);
 	int (*shutdown)(void *ctx, char *err, size_t errlen);
+	/* Optional: PUT /vm/migrate (absent: 500). Returns once the
+	 * destination runs the VM, or it failed. */
+	int (*migrate)(void *ctx, const struct migrate_opts *o,
+		       struct migrate_result *res, char *err, size_t errlen);
 	void (*status)(void *ctx, struct vm_status *st);
 	/* Optional: run first on the thread that starts the server's own
 	 * threads, which inherit what it sets (stasis: the API role's
@@ -109,6 +116,16 @@ int api_parse_snapshot_request(const char *body, size_t len, char *path,
 			       size_t pathlen, enum vm_then *then,
 			       struct snap_compress *compress, char *err,
 			       size_t errlen);
+
+/* Parses and validates the body of PUT /vm/migrate: a JSON object with
+ * a string "destination" (unix:PATH or tcp:HOST:PORT, required), and
+ * optional "insecure" (boolean), "timeout_s" (1..86400) and "compress"
+ * (as for snapshots). Keys of features this stasis does not have yet
+ * ("postcopy", "connections" above 1, "downtime_ms", "on_timeout",
+ * "tls_dir") are refused by name. A pure function. 0, -EINVAL or
+ * -EMSGSIZE with a one-line reason in @err. */
+int api_parse_migrate_request(const char *body, size_t len,
+			      struct migrate_opts *o, char *err, size_t errlen);
 
 struct json_object;
 

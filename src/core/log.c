@@ -10,11 +10,19 @@
 
 static bool log_quiet_flag;
 static bool log_verbose_flag;
+static void (*log_error_hook)(void *ctx, const char *line);
+static void *log_error_hook_ctx;
 
 void log_set_level(bool quiet, bool verbose)
 {
 	log_quiet_flag = quiet;
 	log_verbose_flag = verbose || getenv("STASIS_DEBUG");
+}
+
+void log_set_error_hook(void (*hook)(void *ctx, const char *line), void *ctx)
+{
+	log_error_hook = hook;
+	log_error_hook_ctx = ctx;
 }
 
 static void log_line(const char *tag, const char *fmt, va_list ap)
@@ -27,6 +35,8 @@ static void log_line(const char *tag, const char *fmt, va_list ap)
 	text_escape(out, sizeof(out), buf, strlen(buf));
 	/* One write per line so that messages from vCPU threads don't mix. */
 	fprintf(stderr, "stasis: %s%s\n", tag, out);
+	if (log_error_hook && !strcmp(tag, "error: "))
+		log_error_hook(log_error_hook_ctx, out);
 }
 
 void log_error(const char *fmt, ...)

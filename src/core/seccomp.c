@@ -107,6 +107,14 @@ static const int calls_api[] = {
 	SCMP_SYS(pipe2),
 };
 
+/* Migrating the VM (migrate/): the API thread that was asked connects to
+ * the destination, UNIX or TCP (a host name is resolved from /etc/hosts
+ * or DNS, through openat and a socket too). */
+static const int calls_migrate[] = {
+	SCMP_SYS(socket),
+	SCMP_SYS(connect),
+};
+
 /* Device backends: disk images, tap and UNIX sockets (a datagram link
  * connects to its peer whenever the peer's socket appears), the console's
  * socket client, entropy. */
@@ -221,7 +229,7 @@ static const struct role_filter role_filters[SECCOMP_ROLE_COUNT] = {
 	[SECCOMP_ROLE_API] = {
 		.name = "api",
 		.calls = { LIST(calls_base), LIST(calls_api),
-			   LIST(calls_snapshot) },
+			   LIST(calls_snapshot), LIST(calls_migrate) },
 		.ioctls = { LIST(ioctls_snapshot) },
 		.clone_threads = true,
 	},

@@ -124,6 +124,10 @@ struct vm {
 	pthread_mutex_t snapshot_lock;
 	atomic_bool snapshot_active;
 	struct snap_progress snapshot_progress;
+	/* A migration (migrate/): its enum migrate_phase, and whether this
+	 * copy was handed over, after which it never runs again. */
+	atomic_int migrate_phase;
+	atomic_bool migrated;
 
 	uint32_t *msr_list; /* MSRs KVM can save */
 	uint32_t nmsrs;

@@ -443,34 +443,30 @@ static int snapshot_save_virtio(struct vm *vm, struct snap_writer *w, char *err,
 	return 0;
 }
 
-int snapshot_save(struct vm *vm, const char *path,
-		  const struct snap_compress *compress,
-		  struct snap_progress *progress, char *err, size_t errlen)
+void snapshot_header_init(struct vm *vm, struct snap_header *hdr)
 {
 	struct kvm_cpuid_entry2 *leaf0 = cpuid_find(vm->cpuid, 0, 0);
-	struct snap_header hdr = { .format_version = SNAP_FORMAT_VERSION };
-	struct snap_writer *w;
+
+	memset(hdr, 0, sizeof(*hdr));
+	hdr->format_version = SNAP_FORMAT_VERSION;
+	hdr->page_size = (uint32_t)sysconf(_SC_PAGESIZE);
+	snprintf(hdr->stasis_version, sizeof(hdr->stasis_version), "%s",
+		 STASIS_VERSION);
+	if (leaf0) {
+		memcpy(hdr->cpu_vendor, &leaf0->ebx, 4);
+		memcpy(hdr->cpu_vendor + 4, &leaf0->edx, 4);
+		memcpy(hdr->cpu_vendor + 8, &leaf0->ecx, 4);
+	}
+	hdr->created_unix_ns = realtime_ns();
+}
+
+int snapshot_save_begin(struct vm *vm, struct snap_writer *w, char *err,
+			size_t errlen)
+{
 	uint8_t *cpuid = NULL;
 	size_t cpuid_len;
 	char *json;
 	int ret;
-
-	/* A lazily restored VM's memory is written whole: first every chunk
-	 * still in the old file is brought in. */
-	if (vm->pager) {
-		ret = pager_wait(vm->pager, err, errlen);
-		if (ret)
-			return ret;
-	}
-	hdr.page_size = (uint32_t)sysconf(_SC_PAGESIZE);
-	snprintf(hdr.stasis_version, sizeof(hdr.stasis_version), "%s",
-		 STASIS_VERSION);
-	if (leaf0) {
-		memcpy(hdr.cpu_vendor, &leaf0->ebx, 4);
-		memcpy(hdr.cpu_vendor + 4, &leaf0->edx, 4);
-		memcpy(hdr.cpu_vendor + 8, &leaf0->ecx, 4);
-	}
-	hdr.created_unix_ns = realtime_ns();
 
 	json = config_to_json(&vm->cfg);
 	if (!json)
@@ -480,24 +476,23 @@ int snapshot_save(struct vm *vm, const char *path,
 		free(json);
 		return ret;
 	}
-	w = snap_writer_open(path, &hdr, err, errlen);
-	if (!w) {
-		ret = errno ? -errno : -EIO;
-		goto out;
-	}
-	if (compress && snap_writer_set_compress(w, compress, 0)) {
-		snap_writer_abort(w);
-		set_err(err, errlen, "snapshot: unknown compression");
-		ret = -EINVAL;
-		goto out;
-	}
 	ret = snap_write_record(w, SNAP_REC_CONFIG, 1, 0, json, strlen(json),
 				err, errlen);
 	if (!ret)
 		ret = snap_write_record(w, SNAP_REC_CPUID, 1, 0, cpuid,
 					cpuid_len, err, errlen);
-	if (!ret)
-		ret = snapshot_prepare_virtio(vm, err, errlen);
+	free(json);
+	free(cpuid);
+	return ret;
+}
+
+int snapshot_save_state(struct vm *vm, struct snap_writer *w,
+			struct snap_progress *progress, bool sign, char *err,
+			size_t errlen)
+{
+	int ret;
+
+	ret = snapshot_prepare_virtio(vm, err, errlen);
 	if (!ret)
 		ret = snapshot_save_clock(vm, w, err, errlen);
 	if (!ret)
@@ -511,17 +506,43 @@ int snapshot_save(struct vm *vm, const char *path,
 	if (!ret)
 		ret = snap_write_memory(w, &vm->mem, progress, err, errlen);
 	/* Last before END: the tag covers every byte before it. */
-	if (!ret && vm->cfg.sign_key)
+	if (!ret && sign && vm->cfg.sign_key)
 		ret = snap_sign(w, vm->cfg.sign_key, err, errlen);
+	return ret;
+}
+
+int snapshot_save(struct vm *vm, const char *path,
+		  const struct snap_compress *compress,
+		  struct snap_progress *progress, char *err, size_t errlen)
+{
+	struct snap_header hdr;
+	struct snap_writer *w;
+	int ret;
+
+	/* A lazily restored VM's memory is written whole: first every chunk
+	 * still in the old file is brought in. */
+	if (vm->pager) {
+		ret = pager_wait(vm->pager, err, errlen);
+		if (ret)
+			return ret;
+	}
+	snapshot_header_init(vm, &hdr);
+	w = snap_writer_open(path, &hdr, err, errlen);
+	if (!w)
+		return errno ? -errno : -EIO;
+	if (compress && snap_writer_set_compress(w, compress, 0)) {
+		snap_writer_abort(w);
+		set_err(err, errlen, "snapshot: unknown compression");
+		return -EINVAL;
+	}
+	ret = snapshot_save_begin(vm, w, err, errlen);
+	if (!ret)
+		ret = snapshot_save_state(vm, w, progress, true, err, errlen);
 	if (ret) {
 		snap_writer_abort(w);
-		goto out;
+		return ret;
 	}
-	ret = snap_writer_commit(w, err, errlen);
-out:
-	free(json);
-	free(cpuid);
-	return ret;
+	return snap_writer_commit(w, err, errlen);
 }
 
 int snapshot_record_rank(uint32_t type)

@@ -4,6 +4,7 @@
 #ifndef STASIS_SNAPSHOT_H
 #define STASIS_SNAPSHOT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -27,6 +28,18 @@ enum clock_policy {
 int snapshot_save(struct vm *vm, const char *path,
 		  const struct snap_compress *compress,
 		  struct snap_progress *progress, char *err, size_t errlen);
+
+/* The pieces of snapshot_save, for a writer of the caller's (a
+ * migration's sink). The header this VM's snapshots carry: */
+void snapshot_header_init(struct vm *vm, struct snap_header *hdr);
+/* CONFIG and CPUID, which do not change while the VM runs: */
+int snapshot_save_begin(struct vm *vm, struct snap_writer *w, char *err,
+			size_t errlen);
+/* Everything else, @vm paused, signed when @sign and the VM has a key;
+ * then the caller commits or aborts @w. */
+int snapshot_save_state(struct vm *vm, struct snap_writer *w,
+			struct snap_progress *progress, bool sign, char *err,
+			size_t errlen);
 
 /* An opened snapshot whose configuration and CPUID have been read. */
 struct snapshot_image {

@@ -35,6 +35,7 @@ struct fake_vm {
 	bool paused;
 	uint64_t last_pause_ns;
 	int calls_pause, calls_resume, calls_shutdown, calls_snapshot;
+	int calls_migrate;
 	int fail_ret; /* returned by the next callback, then cleared */
 	const char *fail_msg; /* its reason, or NULL to leave @err empty */
 	char snap_path[PATH_MAX];
@@ -171,7 +172,26 @@ static void fake_status(void *ctx, struct vm_status *st)
 	st->snapshot_active = vm->snap_active;
 	st->snapshot_done_bytes = vm->snap_done;
 	st->snapshot_total_bytes = vm->snap_total;
+	/* A snapshot in progress stands for a migration too. */
+	st->migration_state = vm->snap_active ? "sending" : NULL;
 	pthread_mutex_unlock(&vm->lock);
+}
+
+static int fake_migrate(void *ctx, const struct migrate_opts *o,
+			struct migrate_result *res, char *err, size_t errlen)
+{
+	struct fake_vm *vm = ctx;
+	int ret;
+
+	pthread_mutex_lock(&vm->lock);
+	vm->calls_migrate++;
+	snprintf(vm->snap_path, sizeof(vm->snap_path), "%s", o->dest);
+	ret = fake_fail(vm, err, errlen);
+	*res = (struct migrate_result){ .bytes_sent = 4096,
+					.total_ms = 20,
+					.downtime_ms = 7 };
+	pthread_mutex_unlock(&vm->lock);
+	return ret;
 }
 
 static const struct api_ops fake_ops = {
@@ -179,6 +199,7 @@ static const struct api_ops fake_ops = {
 	.resume = fake_resume,
 	.snapshot = fake_snapshot,
 	.shutdown = fake_shutdown,
+	.migrate = fake_migrate,
 	.status = fake_status,
 };
 
@@ -387,7 +408,8 @@ static void test_status(void **state)
 	assert_int_equal(json_int(obj, "uptime_ms"), 12345);
 	assert_true(json_is_null(obj, "last_pause_us"));
 	assert_true(json_is_null(obj, "snapshot"));
-	assert_int_equal(json_object_object_length(obj), 6);
+	assert_true(json_is_null(obj, "migration"));
+	assert_int_equal(json_object_object_length(obj), 7);
 	json_object_put(obj);
 }
 
@@ -1141,6 +1163,92 @@ static void test_ctl_snapshot(void **state)
 				     "writing /full.snap\n");
 }
 
+/* PUT /vm/migrate's body: the destination, the options built, and the
+ * options of what is not built refused by name. */
+static void test_parse_migrate_request(void **state)
+{
+	static const struct {
+		const char *body;
+		const char *err; /* NULL: accepted */
+	} cases[] = {
+		{ "{\"destination\": \"unix:/a\"}", NULL },
+		{ "{\"destination\": \"tcp:h:1\", \"insecure\": true, "
+		  "\"timeout_s\": 5, \"connections\": 1, \"compress\": "
+		  "\"lz4\"}",
+		  NULL },
+		{ "", "missing request body" },
+		{ "{}", "missing key \"destination\"" },
+		{ "{\"destination\": 3}", "\"destination\" must be a string" },
+		{ "{\"destination\": \"unix:/a\", \"timeout_s\": 0}",
+		  "\"timeout_s\" must be an integer from 1 to 86400" },
+		{ "{\"destination\": \"unix:/a\", \"insecure\": 1}",
+		  "\"insecure\" must be a boolean" },
+		{ "{\"destination\": \"unix:/a\", \"connections\": 4}",
+		  "\"connections\": this stasis migrates over one connection" },
+		{ "{\"destination\": \"unix:/a\", \"postcopy\": true}",
+		  "\"postcopy\": not built in this stasis yet" },
+		{ "{\"destination\": \"unix:/a\", \"downtime_ms\": 30}",
+		  "\"downtime_ms\": not built in this stasis yet" },
+		{ "{\"destination\": \"unix:/a\", \"bogus\": 1}",
+		  "unknown key \"bogus\"" },
+	};
+	struct migrate_opts o;
+	char err[256];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
+		int ret = api_parse_migrate_request(
+		    cases[i].body, strlen(cases[i].body), &o, err, sizeof(err));
+
+		if (!cases[i].err) {
+			if (ret)
+				fail_msg("'%s': %s", cases[i].body, err);
+			continue;
+		}
+		if (ret != -EINVAL || !strstr(err, cases[i].err))
+			fail_msg("'%s': %d '%s', expected '%s'", cases[i].body,
+				 ret, err, cases[i].err);
+	}
+	assert_int_equal(api_parse_migrate_request(cases[1].body,
+						   strlen(cases[1].body), &o,
+						   err, sizeof(err)),
+			 0);
+	assert_string_equal(o.dest, "tcp:h:1");
+	assert_true(o.insecure);
+	assert_int_equal(o.timeout_s, 5);
+	assert_int_equal(o.compress.codec, SNAP_CODEC_LZ4);
+}
+
+/* ctl migrate sends the destination and options, prints the result. */
+static void test_ctl_migrate(void **state)
+{
+	struct fixture *f = *state;
+	struct ctl_run run;
+
+	run_ctl(&run, f->sock, "migrate", "unix:/tmp/m.sock", NULL);
+	assert_int_equal(run.status, 0);
+	assert_string_equal(run.out,
+			    "migrated: 0.0 MiB sent in 20 ms, paused 7 ms\n");
+	assert_string_equal(f->vm.snap_path, "unix:/tmp/m.sock");
+	assert_int_equal(f->vm.calls_migrate, 1);
+
+	run_ctl(&run, f->sock, "migrate", "unix:/m", "--postcopy", NULL);
+	assert_int_equal(run.status, 1);
+	assert_non_null(strstr(run.err, "\"postcopy\": not built"));
+	run_ctl(&run, f->sock, "migrate", "unix:/m", "--timeout-s", "x", NULL);
+	assert_int_equal(run.status, 2);
+	run_ctl(&run, f->sock, "migrate", NULL);
+	assert_int_equal(run.status, 2);
+	assert_int_equal(f->vm.calls_migrate, 1);
+
+	f->vm.fail_ret = -EIO;
+	f->vm.fail_msg = "cannot connect to unix:/m: Connection refused";
+	run_ctl(&run, f->sock, "migrate", "unix:/m", NULL);
+	assert_int_equal(run.status, 1);
+	assert_string_equal(run.err, "stasis: error: cannot connect to "
+				     "unix:/m: Connection refused\n");
+}
+
 static void test_ctl_usage(void **state)
 {
 	static const char *const bad[][4] = {
@@ -1400,9 +1508,10 @@ static void declared_fields(const char *const *fields, char *out, size_t outlen)
 static bool provoke(struct fixture *f, const struct api_endpoint *ep,
 		    unsigned status, struct reply *rep)
 {
-	const char *body = ep->request_keys
-			       ? "{\"path\": \"/x.snap\", \"then\": \"pause\"}"
-			       : NULL;
+	const char *body = !ep->request_keys ? NULL
+			   : !strcmp(ep->url, "/vm/migrate")
+			       ? "{\"destination\": \"unix:/x.sock\"}"
+			       : "{\"path\": \"/x.snap\", \"then\": \"pause\"}";
 	bool has_op = strcmp(ep->url, "/vm") != 0;
 	char *big;
 
@@ -1492,7 +1601,7 @@ static void test_endpoints_as_declared(void **state)
 					 ep->method, ep->url, got, want);
 		}
 	}
-	assert_int_equal(i, 5);
+	assert_int_equal(i, 6);
 	http(f->sock, "GET", "/nowhere", NULL, &rep);
 	assert_error(&rep, API_STATUS_NO_ENDPOINT, "no such endpoint");
 }
@@ -1814,6 +1923,8 @@ int main(int argc, char **argv)
 		T(test_ctl_status),
 		T(test_ctl_actions),
 		T(test_ctl_snapshot),
+		cmocka_unit_test(test_parse_migrate_request),
+		T(test_ctl_migrate),
 		T(test_ctl_usage),
 		T(test_ctl_no_server),
 		T(test_ctl_bad_replies),
