@@ -123,6 +123,30 @@ static int send_hello(struct mig_chan *c, char *err, size_t errlen)
 	return 0;
 }
 
+/* After a failed send: the destination may have said why before it
+ * closed (a damaged frame, no room). Its ERROR frame, if any, becomes the
+ * reason: -ECONNABORTED with @err filled; else @ret as it was. */
+static int peer_reason(struct mig_chan *c, int ret, char *err, size_t errlen)
+{
+	char buf[MIG_CONTROL_MAX + 1];
+	struct mig_frame f;
+
+	if (ret != -ECONNRESET && ret != -EPIPE)
+		return ret;
+	c->idle_ms = 1000;
+	c->deadline_ms = 0;
+	/* Frames already answered (ACCEPT, READY) are read past. */
+	for (int i = 0; i < 4; i++) {
+		int r = mig_recv(c, &f, buf, sizeof(buf) - 1, err, errlen);
+
+		if (r == -ECONNABORTED)
+			return r;
+		if (r)
+			break;
+	}
+	return ret;
+}
+
 int migrate_send(struct vm *vm, const struct migrate_opts *o,
 		 struct migrate_result *res, char *err, size_t errlen)
 {
@@ -248,6 +272,17 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 	return 0;
 
 fail:
+	if (c.fd >= 0 && (ret == -ECONNRESET || ret == -EPIPE)) {
+		char mine[512];
+
+		snprintf(mine, sizeof(mine), "%s",
+			 sink.err[0] ? sink.err : err);
+		ret = peer_reason(&c, ret, err, errlen);
+		if (ret == -ECONNABORTED)
+			sink.err[0] = '\0';
+		else
+			snprintf(err, errlen, "%s", mine);
+	}
 	if (ret == -ECONNABORTED) {
 		/* The destination's own reason. */
 		char why[512];
