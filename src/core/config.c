@@ -490,6 +490,7 @@ enum config_opt {
 	OPT_RESUME_FROM,
 	OPT_VMGENID,
 	OPT_SIGN_KEY,
+	OPT_TRACK_DIRTY,
 };
 
 static const struct option config_long_opts[] = {
@@ -511,6 +512,7 @@ static const struct option config_long_opts[] = {
 	{ "seccomp", required_argument, NULL, OPT_SECCOMP },
 	{ "vmgenid", required_argument, NULL, OPT_VMGENID },
 	{ "sign-key", required_argument, NULL, OPT_SIGN_KEY },
+	{ "track-dirty", no_argument, NULL, OPT_TRACK_DIRTY },
 	{ "user", required_argument, NULL, OPT_USER },
 	{ "config", required_argument, NULL, OPT_CONFIG },
 	{ "help", no_argument, NULL, OPT_HELP },
@@ -609,6 +611,9 @@ static int config_apply(struct vm_config *c, int opt, const char *name,
 		return config_parse_console(c, value, err, errlen);
 	case OPT_RNG:
 		c->rng = true;
+		break;
+	case OPT_TRACK_DIRTY:
+		c->track_dirty = true;
 		break;
 	case OPT_SECCOMP:
 		if (seccomp_mode_parse(value, &c->seccomp)) {
@@ -1018,6 +1023,11 @@ void config_print_run_usage(void)
 	    "  --vmgenid on|off      VM Generation ID device, renewed on "
 	    "every\n"
 	    "                        restore (default on; docs/devices.md)\n"
+	    "  --track-dirty         log dirty pages from the start (KVM's "
+	    "dirty\n"
+	    "                        ring where the host has one), so that "
+	    "every\n"
+	    "                        snapshot can be an increment\n"
 	    "  --seccomp on|log|off  system-call filters per thread (default\n"
 	    "                        on; log: the kernel logs what would be\n"
 	    "                        refused; docs/security.md)\n"

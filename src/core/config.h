@@ -102,6 +102,10 @@ struct vm_config {
 	 * snapshot `stasis run` resumes instead of booting when it exists. */
 	char *on_term_snapshot;
 	char *resume_from;
+	/* --track-dirty: log dirty pages from the start, with KVM's dirty
+	 * ring where the host has one (memory/dirty_log.h); host policy,
+	 * never recorded. */
+	bool track_dirty;
 };
 
 /* Defaults: 256 MiB, 1 vCPU, serial on stdio, host CPU template. */

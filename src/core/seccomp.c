@@ -155,28 +155,49 @@ static const int ioctls_irq[] = {
 
 /* What a guest's writes to PCI and virtio registers set up. */
 static const int ioctls_vcpu[] = {
-	(int)KVM_RUN,	       (int)KVM_GET_REGS,
-	(int)KVM_SET_REGS,     (int)KVM_GET_SREGS,
-	(int)KVM_SET_SREGS,    (int)KVM_SET_GSI_ROUTING,
-	(int)KVM_IRQFD,	       (int)KVM_IOEVENTFD,
-	(int)KVM_GET_MP_STATE, (int)KVM_GET_VCPU_EVENTS,
+	(int)KVM_RUN,
+	(int)KVM_GET_REGS,
+	(int)KVM_SET_REGS,
+	(int)KVM_GET_SREGS,
+	(int)KVM_SET_SREGS,
+	(int)KVM_SET_GSI_ROUTING,
+	(int)KVM_IRQFD,
+	(int)KVM_IOEVENTFD,
+	(int)KVM_GET_MP_STATE,
+	(int)KVM_GET_VCPU_EVENTS,
 	(int)KVM_GET_LAPIC,
+	/* A full dirty ring is emptied by the vCPU that hit it. */
+	(int)KVM_RESET_DIRTY_RINGS,
 };
 
 /* Taking a snapshot, and resuming afterwards; a disk that is a block
  * device gives its size to the identity check. */
 static const int ioctls_snapshot[] = {
-	(int)BLKGETSIZE64,	  (int)KVM_GET_REGS,
-	(int)KVM_GET_SREGS,	  (int)KVM_GET_MSRS,
-	(int)KVM_GET_FPU,	  (int)KVM_GET_XSAVE,
-	(int)KVM_GET_XSAVE2,	  (int)KVM_GET_XCRS,
-	(int)KVM_GET_LAPIC,	  (int)KVM_GET_VCPU_EVENTS,
-	(int)KVM_GET_MP_STATE,	  (int)KVM_GET_DEBUGREGS,
-	(int)KVM_GET_IRQCHIP,	  (int)KVM_GET_PIT2,
-	(int)KVM_GET_CLOCK,	  (int)KVM_SET_CLOCK,
-	(int)KVM_GET_TSC_KHZ,	  (int)KVM_CHECK_EXTENSION,
-	(int)KVM_KVMCLOCK_CTRL,	  (int)KVM_GET_DIRTY_LOG,
+	(int)BLKGETSIZE64,
+	(int)KVM_GET_REGS,
+	(int)KVM_GET_SREGS,
+	(int)KVM_GET_MSRS,
+	(int)KVM_GET_FPU,
+	(int)KVM_GET_XSAVE,
+	(int)KVM_GET_XSAVE2,
+	(int)KVM_GET_XCRS,
+	(int)KVM_GET_LAPIC,
+	(int)KVM_GET_VCPU_EVENTS,
+	(int)KVM_GET_MP_STATE,
+	(int)KVM_GET_DEBUGREGS,
+	(int)KVM_GET_IRQCHIP,
+	(int)KVM_GET_PIT2,
+	(int)KVM_GET_CLOCK,
+	(int)KVM_SET_CLOCK,
+	(int)KVM_GET_TSC_KHZ,
+	(int)KVM_CHECK_EXTENSION,
+	(int)KVM_KVMCLOCK_CTRL,
+	(int)KVM_GET_DIRTY_LOG,
 	(int)KVM_CLEAR_DIRTY_LOG,
+	/* The dirty log's start at a first snapshot (memory/dirty_log.h). */
+	(int)KVM_SET_USER_MEMORY_REGION,
+	(int)KVM_ENABLE_CAP,
+	(int)KVM_RESET_DIRTY_RINGS,
 };
 
 /* Teardown: virtio devices take back their ioeventfds and irqfds. */

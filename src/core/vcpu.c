@@ -302,6 +302,19 @@ static enum vcpu_action vcpu_exit_system_event(struct vcpu *vcpu)
 	return VCPU_STOP;
 }
 
+/* KVM stops a vCPU whose dirty ring is full (memory/dirty_log.h): the
+ * rings are harvested into the log and reset, and the vCPU runs on. */
+static enum vcpu_action vcpu_exit_dirty_ring_full(struct vcpu *vcpu)
+{
+	int ret = dirty_log_ring_full(&vcpu->vm->dirty);
+
+	if (ret == 0)
+		return VCPU_CONTINUE;
+	log_error("vCPU %u: dirty ring reset: %s", vcpu->id, strerror(-ret));
+	vm_request_stop(vcpu->vm, VM_STOP_CRASH, 0);
+	return VCPU_STOP;
+}
+
 /* Exit reasons stasis handles; anything else stops the VM as a crash. */
 static const vcpu_exit_fn vcpu_exit_handlers[] = {
 	[KVM_EXIT_IO] = vcpu_exit_io,
@@ -313,6 +326,7 @@ static const vcpu_exit_fn vcpu_exit_handlers[] = {
 	[KVM_EXIT_FAIL_ENTRY] = vcpu_exit_fail_entry,
 	[KVM_EXIT_INTERNAL_ERROR] = vcpu_exit_internal_error,
 	[KVM_EXIT_SYSTEM_EVENT] = vcpu_exit_system_event,
+	[KVM_EXIT_DIRTY_RING_FULL] = vcpu_exit_dirty_ring_full,
 };
 
 #define VCPU_NR_EXIT_HANDLERS \

@@ -327,10 +327,22 @@ int vm_create(struct vm *vm, const struct vm_config *cfg,
 	}
 	for (unsigned i = 0; i < vm->ncpus; i++)
 		vm->vcpus[i].fd = -1;
+	/* Before the vCPUs: KVM enables dirty rings only then. */
+	ret = dirty_log_init(&vm->dirty, vm->vm_fd, &vm->mem, cfg->track_dirty);
+	if (ret) {
+		log_error("dirty page log: %s", strerror(-ret));
+		goto fail;
+	}
 	for (unsigned i = 0; i < vm->ncpus; i++) {
 		ret = vcpu_create(vm, &vm->vcpus[i], i);
 		if (ret)
 			goto fail;
+		ret = dirty_log_attach_vcpu(&vm->dirty, i, vm->ncpus,
+					    vm->vcpus[i].fd);
+		if (ret) {
+			log_error("vCPU %u: dirty ring: %s", i, strerror(-ret));
+			goto fail;
+		}
 	}
 	return 0;
 
@@ -864,6 +876,17 @@ int vm_run(struct vm *vm, bool start_paused)
 	sigset_t block, term;
 	int sfd, ret, status;
 
+	/* --track-dirty: the log runs before the guest's first instruction
+	 * (a restore may have started it already). */
+	if (vm->cfg.track_dirty) {
+		ret = dirty_log_start(&vm->dirty);
+		if (ret) {
+			log_error("--track-dirty: cannot start the dirty page "
+				  "log: %s",
+				  strerror(-ret));
+			return STASIS_EXIT_HOST;
+		}
+	}
 	/* SIGUSR1 kicks vCPUs; no SA_RESTART so KVM_RUN returns EINTR. */
 	sigaction(VCPU_KICK_SIGNAL, &sa, NULL);
 	sigemptyset(&block);
@@ -1068,6 +1091,7 @@ void vm_destroy(struct vm *vm)
 	pager_stop(vm->pager);
 	vm->pager = NULL;
 	vm->nvirtio = 0;
+	dirty_log_destroy(&vm->dirty);
 	irq_routing_destroy(&vm->irq_routing);
 	uart_destroy(&vm->uart);
 	rtc_destroy(&vm->rtc);

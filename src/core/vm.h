@@ -24,6 +24,7 @@
 #include "devices/pci.h"
 #include "devices/rtc.h"
 #include "devices/uart.h"
+#include "memory/dirty_log.h"
 #include "memory/guest_mem.h"
 #include "snapshot/snapfile.h"
 #include "virtio/virtio.h"
@@ -73,6 +74,9 @@ struct vm {
 	struct kvm_cpuid2 *cpuid; /* after the template, before per-vCPU ids */
 
 	struct guest_mem mem;
+	/* Pages written since the last snapshot (memory/dirty_log.h):
+	 * started by the first snapshot, a restore or --track-dirty. */
+	struct dirty_log dirty;
 	/* Serves guest memory during a lazy restore (snapshot/pager.h);
 	 * NULL otherwise. */
 	struct pager *pager;

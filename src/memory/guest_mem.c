@@ -122,7 +122,49 @@ int guest_mem_write(const struct guest_mem *m, gpa_t gpa, const void *buf,
 	if (!p)
 		return -EFAULT;
 	memcpy(p, buf, len);
+	guest_mem_mark_dirty(m, gpa, len);
 	return 0;
+}
+
+static void guest_mem_mark_region(const struct mem_region *r, uint64_t off,
+				  uint64_t len)
+{
+	uint64_t *bm = __atomic_load_n(&r->dirty, __ATOMIC_ACQUIRE);
+	uint64_t first, last;
+
+	if (!bm || len == 0)
+		return;
+	if (len > r->size - off)
+		len = r->size - off;
+	first = off / GUEST_MEM_PAGE;
+	last = (off + len - 1) / GUEST_MEM_PAGE;
+	for (uint64_t p = first; p <= last; p++)
+		__atomic_fetch_or(&bm[p / 64], 1ull << (p % 64),
+				  __ATOMIC_RELEASE);
+}
+
+void guest_mem_mark_dirty(const struct guest_mem *m, gpa_t gpa, uint64_t len)
+{
+	const struct mem_region *r = guest_mem_region(m, gpa);
+
+	if (r)
+		guest_mem_mark_region(r, gpa - r->gpa, len);
+}
+
+void guest_mem_mark_dirty_host(const struct guest_mem *m, const void *host,
+			       uint64_t len)
+{
+	uintptr_t h = (uintptr_t)host;
+
+	for (unsigned i = 0; i < m->nregions; i++) {
+		const struct mem_region *r = &m->regions[i];
+		uintptr_t base = (uintptr_t)r->host;
+
+		if (r->host && h >= base && h - base < r->size) {
+			guest_mem_mark_region(r, h - base, len);
+			return;
+		}
+	}
 }
 
 gpa_t guest_mem_end(const struct guest_mem *m)
@@ -131,8 +173,6 @@ gpa_t guest_mem_end(const struct guest_mem *m)
 
 	return r->gpa + r->size;
 }
-
-#define GUEST_MEM_PAGE 4096ull
 
 int guest_mem_map_file(struct guest_mem *m, gpa_t gpa, uint64_t len, int fd,
 		       uint64_t file_off)

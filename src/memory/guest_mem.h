@@ -15,6 +15,9 @@ typedef uint64_t gpa_t;
 #define GUEST_MEM_LOW_LIMIT 0xC0000000ull
 #define GUEST_MEM_HIGH_BASE 0x100000000ull
 
+/* The page the dirty log and the file mappings count in. */
+#define GUEST_MEM_PAGE 4096ull
+
 /* Smallest and largest RAM sizes stasis accepts (--mem). */
 #define GUEST_MEM_MIN (2ull << 20)
 #define GUEST_MEM_MAX (1ull << 40)
@@ -32,6 +35,11 @@ struct mem_region {
 	 * per 4 KiB page; NULL when none is. Such pages are not in the
 	 * memfd: whoever looks for guest data must look here too. */
 	uint8_t *file_mapped;
+	/* Pages stasis itself wrote (virtio buffers and rings, the VM
+	 * generation ID), one bit per GUEST_MEM_PAGE page, set atomically
+	 * after the write; NULL while no dirty log runs (memory/dirty_log.h
+	 * owns it). KVM's log sees only the vCPUs' writes. */
+	uint64_t *dirty;
 };
 
 struct guest_mem {
@@ -61,10 +69,19 @@ void guest_mem_destroy(struct guest_mem *m);
 void *guest_mem_ptr(const struct guest_mem *m, gpa_t gpa, uint64_t len);
 
 /* Copies between guest RAM and a host buffer. Return 0 or -EFAULT when the
- * range is not entirely RAM. */
+ * range is not entirely RAM. guest_mem_write marks what it wrote dirty. */
 int guest_mem_read(const struct guest_mem *m, gpa_t gpa, void *buf, size_t len);
 int guest_mem_write(const struct guest_mem *m, gpa_t gpa, const void *buf,
 		    size_t len);
+
+/* Records that stasis wrote [gpa, gpa + len) (or the host bytes [host,
+ * host + len) inside a region), for the dirty log: call it after the
+ * write, so that a log collected meanwhile loses nothing. Costs one load
+ * while no log runs; ranges outside RAM are ignored. Thread-safe.
+ * Whoever writes guest memory through guest_mem_ptr() must call it. */
+void guest_mem_mark_dirty(const struct guest_mem *m, gpa_t gpa, uint64_t len);
+void guest_mem_mark_dirty_host(const struct guest_mem *m, const void *host,
+			       uint64_t len);
 
 /* Maps @len bytes of the file @fd at @file_off over guest RAM at @gpa,
  * private and copy-on-write: the guest reads the file's pages (straight

@@ -62,6 +62,7 @@ int virtio_queue_drain(struct virtio_device *vdev, unsigned q,
 			ret = 1;
 			break;
 		}
+		virtq_chain_mark_written(vq, chain);
 		virtq_push(vq, chain->head, written);
 		pushed = true;
 	}

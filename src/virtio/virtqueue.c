@@ -212,6 +212,8 @@ void virtq_push(struct virtq *vq, uint16_t head, uint32_t written)
 	vq->used_idx++;
 	/* Release: the element is visible before the index (2.7.8.2). */
 	store16(&r.used[USED_IDX], vq->used_idx);
+	/* KVM logs only vCPU writes: the used ring is ours to report. */
+	guest_mem_mark_dirty(vq->mem, vq->used_gpa, VIRTQ_USED_BYTES(vq->size));
 }
 
 /* 2.7.10: whether moving the used index from @old to @new_idx passed the
@@ -265,6 +267,7 @@ void virtq_set_notify(struct virtq *vq, bool enable)
 			flags |= VIRTQ_USED_F_NO_NOTIFY;
 		store16(&r.used[USED_FLAGS], flags);
 	}
+	guest_mem_mark_dirty(vq->mem, vq->used_gpa, VIRTQ_USED_BYTES(vq->size));
 	/* The store above before the caller's next look at avail idx. */
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
@@ -298,6 +301,14 @@ static size_t virtq_chain_copy(const struct virtq_chain *c, unsigned first,
 		off = 0;
 	}
 	return done;
+}
+
+void virtq_chain_mark_written(const struct virtq *vq,
+			      const struct virtq_chain *c)
+{
+	for (unsigned i = c->nout; i < c->nout + c->nin; i++)
+		guest_mem_mark_dirty_host(vq->mem, c->iov[i].iov_base,
+					  c->iov[i].iov_len);
 }
 
 size_t virtq_chain_read(const struct virtq_chain *c, size_t off, void *buf,

@@ -556,9 +556,35 @@ static void test_chain_too_long(void **state)
 	free(c);
 }
 
+/* The dirty log sees nothing the device writes (KVM logs vCPU writes
+ * only): the writable buffers and the used ring are marked for it, the
+ * readable buffers are not. */
+static void test_device_writes_marked(void **state)
+{
+	struct tq *t = *state;
+	uint64_t dirty[LOW_SIZE / 4096 / 64] = { 0 };
+	struct virtq_chain c;
+
+	t->mem.regions[0].dirty = dirty;
+	set_desc(t, 0, DATA_GPA, 4, VIRTQ_DESC_F_NEXT, 1);
+	set_desc(t, 1, DATA_GPA + 0x5000, 0x1800, VIRTQ_DESC_F_WRITE, 0);
+	add_avail(t, 0);
+	assert_int_equal(virtq_pop(&t->vq, &c), 1);
+	virtq_chain_mark_written(&t->vq, &c);
+	virtq_push(&t->vq, c.head, 1);
+	t->mem.regions[0].dirty = NULL;
+
+	/* DATA_GPA + 0x5000..0x67ff: pages 0x15 and 0x16; the used ring at
+	 * 0x3000: page 3; the readable buffer (page 0x10) is not marked. */
+	assert_int_equal(dirty[0],
+			 (1ull << 0x15) | (1ull << 0x16) | (1ull << 3));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_device_writes_marked,
+						setup, teardown),
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 		T(test_normal_chain),
 		T(test_chain_copy),
