@@ -326,7 +326,7 @@ out:
 static int api_get_uint(struct json_object *val, const char *key, int64_t min,
 			int64_t max, int64_t *out, char *err, size_t errlen)
 {
-	int64_t v;
+	int64_t v = 0;
 
 	if (!json_object_is_type(val, json_type_int) ||
 	    (v = json_object_get_int64(val)) < min || v > max) {
@@ -346,7 +346,7 @@ int api_parse_migrate_request(const char *body, size_t len,
 					     "on_timeout", "tls_dir", NULL };
 	struct json_object *obj;
 	bool have_dest = false;
-	int64_t v;
+	int64_t v = 0;
 	int ret = 0;
 
 	if (len > API_BODY_MAX) {

@@ -124,6 +124,16 @@ expect_refused "no room" "the destination refused the VM: cannot allocate 128 Mi
 dest_failed "$WORK/b5" "no room"
 source_intact "after the destination ran out of room"
 
+# --- --timeout-s: a destination that stops reading ends the migration in
+# that time, and the source runs on.
+via_proxy "$WORK/b8" -- --stall-at $((6 << 20)) "$WORK/stalled8"
+t0=$SECONDS
+migrate_to "$A" "unix:$P" --timeout-s 2
+expect_refused "timeout" "timed out"
+((SECONDS - t0 < $(scaled 20))) || fail "--timeout-s 2 took $((SECONDS - t0)) s"
+dest_failed "$WORK/b8" "timeout"
+source_intact "after a timeout"
+
 # --- After the switch: the destination's RUNNING never arrives. The
 # guest runs at the destination only; the source stays paused for good,
 # refuses to resume, and says how to recover.
@@ -166,3 +176,4 @@ wait_until 60 test -e "$WORK/stalled" || fail "the stream never reached 6 MiB"
 kill -9 "$KSRC"
 dest_failed "$WORK/b7" "source killed"
 [[ $(grep -c "stasis: error: " "$WORK/b7.err") == 1 ]] || fail "source killed: $(cat "$WORK/b7.err")"
+
