@@ -41,7 +41,7 @@ for cmd in $(sed -n 's/^  \([a-z][a-z]*\) .*/\1/p' "$WORK/help" | sort -u); do
 	groff -man -Tutf8 -ww -z "$page" 2>"$WORK/groff" || fail "groff $page"
 	[[ ! -s $WORK/groff ]] || fail "$page: $(head -n 3 "$WORK/groff")"
 	grep -q "@VERSION@" "$page" && fail "$page: version not filled in"
-	[[ $cmd == run || $cmd == restore ]] || continue
+	[[ $cmd == run || $cmd == restore || $cmd == receive ]] || continue
 	"$BIN" "$cmd" --help | grep -o -- '--[a-z][a-z-]*' | sort -u >"$WORK/opts"
 	while read -r opt; do
 		grep -qF -- "${opt//-/\\-}" "$page" || fail "$page does not describe $opt"
