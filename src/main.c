@@ -612,8 +612,13 @@ static int cmd_restore(int argc, char **argv, bool receive)
 			}
 			/* fall through */
 		default:
+			/* receive's own options are restore's unknown ones
+			 * (argv[optind - 1] may be their argument). */
 			log_error("%s: unknown or incomplete option '%s'",
-				  argv[0], argv[optind - 1]);
+				  argv[0],
+				  opt == 'L'   ? "--listen"
+				  : opt == 'I' ? "--insecure"
+					       : argv[optind - 1]);
 			return STASIS_EXIT_USAGE;
 		}
 	}
