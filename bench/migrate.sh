@@ -154,7 +154,7 @@ for sc in "${SCEN[@]}"; do
 		[[ $p == stasis ]] && name="stasis, stop-and-copy"
 		[[ $p == qemu_precopy ]] && name="QEMU, pre-copy"
 		[[ $p == qemu_postcopy ]] && name="QEMU, post-copy"
-		echo "| ${DESC[$sc]} | $name | $(bench_get "$sc" "${p}_total_ms") | $(bench_get "$sc" "${p}_down_ms") | $(bench_get "$sc" "${p}_gap_ms") | $(bench_fmt %.1f "$(bench_get "$sc" "${p}_mib")") | $(bench_get "$sc" "${p}_rounds") |"
+		echo "| ${DESC[$sc]} | $name | $(bench_get "$sc" "${p}_total_ms") | $(bench_get "$sc" "${p}_down_ms") | $(bench_fmt %.0f "$(bench_get "$sc" "${p}_gap_ms")") | $(bench_fmt %.1f "$(bench_get "$sc" "${p}_mib")") | $(bench_get "$sc" "${p}_rounds") |"
 	done
 done
 echo
