@@ -427,25 +427,35 @@ static uint64_t frame_hash(const struct mig_frame *f, const struct iovec *iov,
 	return h;
 }
 
-/* Sends all of @iov (consumed) within the channel's bounds. */
-static int chan_send_all(struct mig_chan *c, struct iovec *iov, unsigned n)
+/* Sends (@out) or receives all of @iov (consumed) within the channel's
+ * bounds; a receive that meets the end of the stream is -ECONNRESET. */
+static int chan_xfer(struct mig_chan *c, bool out, struct iovec *iov,
+		     unsigned n)
 {
+	iov_advance(&iov, &n, 0); /* no empty pieces: 0 means the end */
 	while (n) {
 		struct msghdr m = { .msg_iov = iov, .msg_iovlen = n };
-		ssize_t k = sendmsg(c->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+		ssize_t k =
+		    out ? sendmsg(c->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT)
+			: recvmsg(c->fd, &m, MSG_DONTWAIT);
 		int ret;
 
+		if (k == 0 && !out)
+			return -ECONNRESET;
 		if (k < 0) {
 			if (errno == EINTR)
 				continue;
 			if (errno != EAGAIN)
 				return -errno;
-			ret = chan_wait(c, POLLOUT);
+			ret = chan_wait(c, out ? POLLOUT : POLLIN);
 			if (ret)
 				return ret;
 			continue;
 		}
-		c->sent += (uint64_t)k;
+		if (out)
+			c->sent += (uint64_t)k;
+		else
+			c->received += (uint64_t)k;
 		iov_advance(&iov, &n, (size_t)k);
 	}
 	return 0;
@@ -453,29 +463,9 @@ static int chan_send_all(struct mig_chan *c, struct iovec *iov, unsigned n)
 
 static int chan_recv_all(struct mig_chan *c, void *buf, size_t len)
 {
-	uint8_t *p = buf;
+	struct iovec v = { .iov_base = buf, .iov_len = len };
 
-	while (len) {
-		ssize_t k = recv(c->fd, p, len, MSG_DONTWAIT);
-		int ret;
-
-		if (k == 0)
-			return -ECONNRESET;
-		if (k < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno != EAGAIN)
-				return -errno;
-			ret = chan_wait(c, POLLIN);
-			if (ret)
-				return ret;
-			continue;
-		}
-		c->received += (uint64_t)k;
-		p += k;
-		len -= (size_t)k;
-	}
-	return 0;
+	return chan_xfer(c, false, &v, 1);
 }
 
 static int io_fail(struct mig_chan *c, int ret, const char *what, char *err,
@@ -513,7 +503,7 @@ int mig_send(struct mig_chan *c, uint32_t type, uint64_t offset,
 	v[0] = (struct iovec){ .iov_base = hdr, .iov_len = sizeof(hdr) };
 	if (n)
 		memcpy(v + 1, iov, n * sizeof(*iov));
-	ret = chan_send_all(c, v, n + 1);
+	ret = chan_xfer(c, true, v, n + 1);
 	if (ret)
 		return io_fail(c, ret, mig_frame_name(type), err, errlen);
 	return 0;
