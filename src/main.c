@@ -417,8 +417,7 @@ static int restore_vm(const char *path, const struct restore_opts *o)
 	}
 	/* The config and CPUID fit this host: now the rest may come. */
 	if (o->incoming &&
-	    migrate_in_receive(o->incoming, &img, img.cfg.mem_size, err,
-			       sizeof(err))) {
+	    migrate_in_receive(o->incoming, &img, &vm.mem, err, sizeof(err))) {
 		log_error("%s", err);
 		status = STASIS_EXIT_USAGE;
 		goto out_vm;

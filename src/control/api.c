@@ -342,8 +342,8 @@ static int api_get_uint(struct json_object *val, const char *key, int64_t min,
 int api_parse_migrate_request(const char *body, size_t len,
 			      struct migrate_opts *o, char *err, size_t errlen)
 {
-	static const char *const later[] = { "postcopy", "downtime_ms",
-					     "on_timeout", "tls_dir", NULL };
+	static const char *const later[] = { "postcopy", "on_timeout",
+					     "tls_dir", NULL };
 	struct json_object *obj;
 	bool have_dest = false;
 	int64_t v = 0;
@@ -389,6 +389,9 @@ int api_parse_migrate_request(const char *body, size_t len,
 		} else if (!strcmp(key, "timeout_s")) {
 			ret = api_get_uint(val, key, 1, 86400, &v, err, errlen);
 			o->timeout_s = (unsigned)v;
+		} else if (!strcmp(key, "downtime_ms")) {
+			ret = api_get_uint(val, key, 1, 60000, &v, err, errlen);
+			o->downtime_ms = (unsigned)v;
 		} else if (!strcmp(key, "connections")) {
 			ret = api_get_uint(val, key, 1, 1, &v, err, errlen);
 			if (ret)
@@ -711,6 +714,8 @@ static enum MHD_Result api_handle_migrate(struct api_server *s,
 		json_object_object_add(
 		    obj, "downtime_ms",
 		    json_object_new_int64((int64_t)res.downtime_ms));
+		json_object_object_add(obj, "rounds",
+				       json_object_new_int64(res.rounds));
 		snprintf(body, sizeof(body), "%s\n",
 			 json_object_to_json_string_ext(obj, API_JSON_OUT));
 		json_object_put(obj);
@@ -753,12 +758,13 @@ static const unsigned api_migrate_statuses[] = { MHD_HTTP_OK,
 						 MHD_HTTP_BAD_REQUEST,
 						 MHD_HTTP_CONFLICT, 0 };
 static const char *const api_migrate_keys[] = { "destination", "insecure",
-						"timeout_s",   "connections",
-						"compress",    NULL };
+						"timeout_s",   "downtime_ms",
+						"connections", "compress",
+						NULL };
 static const char *const api_migrate_required[] = { "destination", NULL };
 static const char *const api_migrate_fields[] = { "destination", "bytes_sent",
-						  "total_ms", "downtime_ms",
-						  NULL };
+						  "total_ms",	 "downtime_ms",
+						  "rounds",	 NULL };
 static const char *const api_snapshot_keys[] = { "path", "then", "compress",
 						 NULL };
 static const char *const api_snapshot_required[] = { "path", NULL };

@@ -119,10 +119,10 @@ int api_parse_snapshot_request(const char *body, size_t len, char *path,
 
 /* Parses and validates the body of PUT /vm/migrate: a JSON object with
  * a string "destination" (unix:PATH or tcp:HOST:PORT, required), and
- * optional "insecure" (boolean), "timeout_s" (1..86400) and "compress"
- * (as for snapshots). Keys of features this stasis does not have yet
- * ("postcopy", "connections" above 1, "downtime_ms", "on_timeout",
- * "tls_dir") are refused by name. A pure function. 0, -EINVAL or
+ * optional "insecure" (boolean), "timeout_s" (1..86400), "downtime_ms"
+ * (1..60000) and "compress" (as for snapshots). Keys of features this
+ * stasis does not have yet ("postcopy", "connections" above 1,
+ * "on_timeout", "tls_dir") are refused by name. A pure function. 0, -EINVAL or
  * -EMSGSIZE with a one-line reason in @err. */
 int api_parse_migrate_request(const char *body, size_t len,
 			      struct migrate_opts *o, char *err, size_t errlen);

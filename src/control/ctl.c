@@ -510,19 +510,21 @@ static int ctl_print_migrate(const struct ctl_args *a,
 			     const struct ctl_response *r)
 {
 	struct json_object *obj = ctl_parse_json(r);
-	uint64_t bytes = 0, total = 0, down = 0;
+	uint64_t bytes = 0, total = 0, down = 0, rounds = 0;
 
 	if (!obj || !ctl_get_u64(obj, "bytes_sent", &bytes) ||
 	    !ctl_get_u64(obj, "total_ms", &total) ||
-	    !ctl_get_u64(obj, "downtime_ms", &down)) {
+	    !ctl_get_u64(obj, "downtime_ms", &down) ||
+	    !ctl_get_u64(obj, "rounds", &rounds)) {
 		json_object_put(obj);
 		log_error("malformed reply from %s", a->socket_path);
 		return CTL_EXIT_FAILED;
 	}
 	json_object_put(obj);
-	printf("migrated: %.1f MiB sent in %llu ms, paused %llu ms\n",
+	printf("migrated: %.1f MiB sent in %llu ms, paused %llu ms, %llu "
+	       "pre-copy rounds\n",
 	       (double)bytes / MIB, (unsigned long long)total,
-	       (unsigned long long)down);
+	       (unsigned long long)down, (unsigned long long)rounds);
 	return CTL_EXIT_OK;
 }
 

@@ -37,6 +37,7 @@ static const char *const frame_names[] = {
 	[MIG_ACCEPT] = "ACCEPT",   [MIG_COMMIT] = "COMMIT",
 	[MIG_READY] = "READY",	   [MIG_GO] = "GO",
 	[MIG_RUNNING] = "RUNNING", [MIG_ERROR] = "ERROR",
+	[MIG_PAGES] = "PAGES",	   [MIG_REF] = "REF",
 };
 
 __attribute__((format(printf, 4, 5))) static int
@@ -396,7 +397,9 @@ int mig_frame_decode(const uint8_t in[MIG_FRAME_HEADER_SIZE],
 	if (f->type == 0 || f->type > MIG_FRAME_TYPE_MAX)
 		return mig_fail(err, errlen, -EPROTO, "unknown frame type %u",
 				f->type);
-	if (f->length > (f->type == MIG_DATA ? MIG_DATA_MAX : MIG_CONTROL_MAX))
+	if (f->length > (f->type == MIG_DATA || f->type == MIG_PAGES
+			     ? MIG_DATA_MAX
+			     : MIG_CONTROL_MAX))
 		return mig_fail(err, errlen, -EPROTO,
 				"%s frame of %u bytes is too long",
 				mig_frame_name(f->type), f->length);
@@ -495,7 +498,8 @@ int mig_send(struct mig_chan *c, uint32_t type, uint64_t offset,
 		return mig_fail(err, errlen, -EINVAL, "too many pieces");
 	for (unsigned i = 0; i < n; i++)
 		len += iov[i].iov_len;
-	if (len > (type == MIG_DATA ? MIG_DATA_MAX : MIG_CONTROL_MAX))
+	if (len > (type == MIG_DATA || type == MIG_PAGES ? MIG_DATA_MAX
+							 : MIG_CONTROL_MAX))
 		return mig_fail(err, errlen, -EMSGSIZE, "frame too long");
 	f.length = (uint32_t)len;
 	f.checksum = frame_hash(&f, iov, n);

@@ -34,7 +34,11 @@ enum mig_frame_type {
 	MIG_GO = 8, /* source: run it (the switch); it never runs here again */
 	MIG_RUNNING = 9, /* destination: the guest runs here */
 	MIG_ERROR = 10, /* either: a one-line reason, then the sender closes */
-	MIG_FRAME_TYPE_MAX = MIG_ERROR,
+	MIG_PAGES = 11, /* source, pre-copy: guest memory at guest `offset` */
+	MIG_REF = 12, /* source: snapshot bytes at `offset` are the guest
+		       * memory the destination holds at the payload's
+		       * u64 gpa, u64 length */
+	MIG_FRAME_TYPE_MAX = MIG_REF,
 };
 
 struct mig_addr {

@@ -21,6 +21,9 @@ struct migrate_opts {
 	char dest[256]; /* unix:PATH or tcp:HOST:PORT */
 	bool insecure; /* tcp without TLS, asked for explicitly */
 	unsigned timeout_s; /* 0: none; else the source gives up after it */
+	/* Pre-copy stops when what is left would take at most this long to
+	 * send at the rate measured (MIGRATE_DOWNTIME_MS when 0). */
+	unsigned downtime_ms;
 	struct snap_compress compress;
 };
 
@@ -29,6 +32,7 @@ enum migrate_phase {
 	MIGRATE_NONE,
 	MIGRATE_CONNECTING, /* connecting, versions exchanged */
 	MIGRATE_CHECKING, /* the destination checks config and CPU */
+	MIGRATE_PRECOPY, /* memory sent while the guest runs, in rounds */
 	MIGRATE_SENDING, /* paused: state and memory on their way */
 	MIGRATE_SWITCHING, /* sent; waiting for the destination */
 	MIGRATE_DONE, /* the destination runs the VM */
@@ -37,7 +41,12 @@ enum migrate_phase {
 
 const char *migrate_phase_name(enum migrate_phase p);
 
+#define MIGRATE_DOWNTIME_MS 30
+/* Pre-copy gives up converging after this many rounds. */
+#define MIGRATE_MAX_ROUNDS 30
+
 struct migrate_result {
+	unsigned rounds; /* pre-copy rounds, 0 for stop-and-copy */
 	uint64_t bytes_sent; /* on the wire */
 	uint64_t total_ms; /* request to the destination running */
 	uint64_t downtime_ms; /* pause to the destination running */
@@ -68,11 +77,13 @@ int migrate_in_start(const char *listen, bool insecure, struct migrate_in **out,
 const char *migrate_in_path(const struct migrate_in *in);
 
 /* After the checks (the VM is created from the snapshot's config and
- * CPUID on this host): tells the source to go on, receives the rest of
- * the stream until its COMMIT, and makes @img's reader see all of it.
- * Memory is bounded by @mem_bytes (the config's) plus the records. */
+ * CPUID on this host, its memory @mem): tells the source to go on,
+ * receives pre-copied pages into @mem and the rest of the stream until
+ * its COMMIT, and makes @img's reader see all of it. The stream is
+ * bounded by @mem's size plus the records. */
+struct guest_mem;
 int migrate_in_receive(struct migrate_in *in, struct snapshot_image *img,
-		       uint64_t mem_bytes, char *err, size_t errlen);
+		       struct guest_mem *mem, char *err, size_t errlen);
 
 /* Restored and verified: READY, wait for the source's GO, answer
  * RUNNING. Returns 0 when the guest may run here; the spool's memory is

@@ -11,7 +11,9 @@
 #include <unistd.h>
 
 #include "core/file_io.h"
+#include "core/le.h"
 #include "core/log.h"
+#include "memory/guest_mem.h"
 #include "migrate/channel.h"
 #include "migrate/migrate.h"
 #include "snapshot/snapfile.h"
@@ -75,10 +77,52 @@ static int spool_write(struct migrate_in *in, const struct mig_frame *f,
 	return 0;
 }
 
-/* Receives DATA frames until one of type @until; returns its frame. */
+/* PAGES: pre-copied guest memory, straight into the VM's (not running). */
+static int recv_pages(struct migrate_in *in, const struct mig_frame *f,
+		      struct guest_mem *mem, char *err, size_t errlen)
+{
+	void *p = mem ? guest_mem_ptr(mem, f->offset, f->length) : NULL;
+
+	if (!p) {
+		snprintf(err, errlen,
+			 "PAGES frame for guest 0x%" PRIx64 "+0x%" PRIx32
+			 " outside this VM's memory",
+			 f->offset, f->length);
+		return -EPROTO;
+	}
+	memcpy(p, in->buf, f->length);
+	return 0;
+}
+
+/* REF: snapshot bytes that are guest memory this side holds already. */
+static int recv_ref(struct migrate_in *in, const struct mig_frame *f,
+		    struct guest_mem *mem, uint64_t limit, char *err,
+		    size_t errlen)
+{
+	struct mig_frame data = *f;
+	uint64_t gpa, len;
+	void *p = NULL;
+
+	if (f->length == 16) {
+		gpa = get_le64(in->buf);
+		len = get_le64(in->buf + 8);
+		if (mem && len && len <= MIG_DATA_MAX)
+			p = guest_mem_ptr(mem, gpa, len);
+	}
+	if (!p) {
+		snprintf(err, errlen, "a REF frame names no memory of this VM");
+		return -EPROTO;
+	}
+	memcpy(in->buf, p, len);
+	data.length = (uint32_t)len;
+	return spool_write(in, &data, limit, err, errlen);
+}
+
+/* Receives DATA frames (and PAGES and REF frames when @mem is given)
+ * until one of type @until; returns its frame. */
 static int recv_data_until(struct migrate_in *in, uint32_t until,
-			   uint64_t limit, struct mig_frame *f, char *err,
-			   size_t errlen)
+			   uint64_t limit, struct guest_mem *mem,
+			   struct mig_frame *f, char *err, size_t errlen)
 {
 	for (;;) {
 		int ret =
@@ -88,6 +132,18 @@ static int recv_data_until(struct migrate_in *in, uint32_t until,
 			return ret;
 		if (f->type == until)
 			return 0;
+		if (f->type == MIG_PAGES && mem) {
+			ret = recv_pages(in, f, mem, err, errlen);
+			if (ret)
+				return ret;
+			continue;
+		}
+		if (f->type == MIG_REF && mem) {
+			ret = recv_ref(in, f, mem, limit, err, errlen);
+			if (ret)
+				return ret;
+			continue;
+		}
 		if (f->type != MIG_DATA) {
 			snprintf(err, errlen, "%s: unexpected %s frame",
 				 in->c.peer, mig_frame_name(f->type));
@@ -178,7 +234,7 @@ int migrate_in_start(const char *listen, bool insecure, struct migrate_in **out,
 		goto fail;
 	/* From here on, the source is told why this side gave up. */
 	log_set_error_hook(recv_error_hook, in);
-	ret = recv_data_until(in, MIG_CHECK, PREFIX_MAX, &f, err, errlen);
+	ret = recv_data_until(in, MIG_CHECK, PREFIX_MAX, NULL, &f, err, errlen);
 	if (ret)
 		goto fail;
 	*out = in;
@@ -197,15 +253,16 @@ const char *migrate_in_path(const struct migrate_in *in)
 }
 
 int migrate_in_receive(struct migrate_in *in, struct snapshot_image *img,
-		       uint64_t mem_bytes, char *err, size_t errlen)
+		       struct guest_mem *mem, char *err, size_t errlen)
 {
-	uint64_t limit = mem_bytes + mem_bytes / 64 + RECORDS_MAX;
+	uint64_t limit = mem->size + mem->size / 64 + RECORDS_MAX;
 	struct mig_frame f;
 	int ret;
 
 	ret = mig_send(&in->c, MIG_ACCEPT, 0, NULL, 0, err, errlen);
 	if (!ret)
-		ret = recv_data_until(in, MIG_COMMIT, limit, &f, err, errlen);
+		ret = recv_data_until(in, MIG_COMMIT, limit, mem, &f, err,
+				      errlen);
 	if (ret)
 		return ret;
 	if (f.offset != in->spool_end) {

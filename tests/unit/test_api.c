@@ -189,7 +189,8 @@ static int fake_migrate(void *ctx, const struct migrate_opts *o,
 	ret = fake_fail(vm, err, errlen);
 	*res = (struct migrate_result){ .bytes_sent = 4096,
 					.total_ms = 20,
-					.downtime_ms = 7 };
+					.downtime_ms = 7,
+					.rounds = 3 };
 	pthread_mutex_unlock(&vm->lock);
 	return ret;
 }
@@ -1187,8 +1188,11 @@ static void test_parse_migrate_request(void **state)
 		  "\"connections\": this stasis migrates over one connection" },
 		{ "{\"destination\": \"unix:/a\", \"postcopy\": true}",
 		  "\"postcopy\": not built in this stasis yet" },
-		{ "{\"destination\": \"unix:/a\", \"downtime_ms\": 30}",
-		  "\"downtime_ms\": not built in this stasis yet" },
+		{ "{\"destination\": \"unix:/a\", \"downtime_ms\": 30}", NULL },
+		{ "{\"destination\": \"unix:/a\", \"downtime_ms\": 0}",
+		  "\"downtime_ms\" must be an integer from 1 to 60000" },
+		{ "{\"destination\": \"unix:/a\", \"tls_dir\": \"/x\"}",
+		  "\"tls_dir\": not built in this stasis yet" },
 		{ "{\"destination\": \"unix:/a\", \"bogus\": 1}",
 		  "unknown key \"bogus\"" },
 	};
@@ -1228,7 +1232,8 @@ static void test_ctl_migrate(void **state)
 	run_ctl(&run, f->sock, "migrate", "unix:/tmp/m.sock", NULL);
 	assert_int_equal(run.status, 0);
 	assert_string_equal(run.out,
-			    "migrated: 0.0 MiB sent in 20 ms, paused 7 ms\n");
+			    "migrated: 0.0 MiB sent in 20 ms, paused 7 ms, 3 "
+			    "pre-copy rounds\n");
 	assert_string_equal(f->vm.snap_path, "unix:/tmp/m.sock");
 	assert_int_equal(f->vm.calls_migrate, 1);
 
