@@ -200,6 +200,22 @@ static int connect_bounded(struct mig_chan *c, const struct sockaddr *sa,
 	return -soerr;
 }
 
+/* A UNIX stream socket and the address of @a's path in @sun. */
+static int unix_stream_socket(const struct mig_addr *a, struct sockaddr_un *sun,
+			      char *err, size_t errlen)
+{
+	int fd;
+
+	memset(sun, 0, sizeof(*sun));
+	sun->sun_family = AF_UNIX;
+	memcpy(sun->sun_path, a->path, strlen(a->path));
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return mig_fail(err, errlen, -errno, "cannot make a socket: %s",
+				strerror(errno));
+	return fd;
+}
+
 int mig_connect(const struct mig_addr *a, struct mig_chan *c, char *err,
 		size_t errlen)
 {
@@ -208,14 +224,11 @@ int mig_connect(const struct mig_addr *a, struct mig_chan *c, char *err,
 
 	chan_init(c, -1, a);
 	if (!a->tcp) {
-		struct sockaddr_un sun = { .sun_family = AF_UNIX };
+		struct sockaddr_un sun;
 
-		memcpy(sun.sun_path, a->path, strlen(a->path));
-		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		fd = unix_stream_socket(a, &sun, err, errlen);
 		if (fd < 0)
-			return mig_fail(err, errlen, -errno,
-					"cannot make a socket: %s",
-					strerror(errno));
+			return fd;
 		c->fd = fd;
 		/* A UNIX connect never waits for the peer's accept. */
 		ret = connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0
@@ -265,7 +278,7 @@ int mig_listen(const struct mig_addr *a, char *err, size_t errlen)
 
 	addr_name(a, name, sizeof(name));
 	if (!a->tcp) {
-		struct sockaddr_un sun = { .sun_family = AF_UNIX };
+		struct sockaddr_un sun;
 
 		ret = unix_socket_clear_stale(a->path, SOCK_STREAM);
 		if (ret)
@@ -273,12 +286,9 @@ int mig_listen(const struct mig_addr *a, char *err, size_t errlen)
 			    err, errlen, ret, "cannot listen on %s: %s", name,
 			    ret == -EADDRINUSE ? "another process listens there"
 					       : strerror(-ret));
-		memcpy(sun.sun_path, a->path, strlen(a->path));
-		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		fd = unix_stream_socket(a, &sun, err, errlen);
 		if (fd < 0)
-			return mig_fail(err, errlen, -errno,
-					"cannot make a socket: %s",
-					strerror(errno));
+			return fd;
 		/* Made 0600 from the start: the VM's memory comes in here. */
 		{
 			mode_t old = umask(077);
