@@ -3,6 +3,9 @@
  * CLOCK_MONOTONIC inside one process, so that no fork/exec of a shell tool ever
  * falls inside a measured interval.
  *
+ * Every child gets STASIS_EXEC_NS, the CLOCK_MONOTONIC time of its exec,
+ * which stasis restore --timings measures from.
+ *
  * Built by the bench scripts with the host cc (bench/ is not part of the
  * Meson build). Every command prints one line of key=value pairs on stdout
  * (http and qmp add the reply); times are microseconds.
@@ -15,6 +18,10 @@
  *                     [--out FILE] [--no-output] -- CMD...
  *       CMD restores a paused VM: time until SOCK says it is ready, then
  *       resume it and time until its first stdout byte, then stop it.
+ *   benchtool target --http SOCK --body JSON [--timeout-ms N] -- CMD...
+ *       CMD is a waiting restore target (stasis restore --wait): once SOCK
+ *       answers, send PUT /vm/restore with JSON and time, from just before
+ *       the request, its reply and the first stdout byte, then stop it.
  *   benchtool http SOCK METHOD PATH [BODY]
  *   benchtool qmp SOCK CMD...   (CMD is JSON, wait-migrate or
  *       cont-after-migrate); prints
@@ -32,6 +39,7 @@
 #include <inttypes.h>
 #include <linux/kvm.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -136,7 +144,18 @@ static void child_start(struct child *c, char **argv, bool trace)
 		close(go[1]);
 		if (read(go[0], &b, 1) < 0)
 			_exit(126);
-		*c->exec_us = now_us();
+		{
+			struct timespec ts;
+			char ns[32];
+
+			clock_gettime(CLOCK_MONOTONIC, &ts);
+			snprintf(ns, sizeof(ns), "%lld",
+				 (long long)ts.tv_sec * 1000000000LL +
+				     ts.tv_nsec);
+			setenv("STASIS_EXEC_NS", ns, 1);
+			*c->exec_us =
+			    (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+		}
 		execvp(argv[0], argv);
 		fprintf(stderr, "benchtool: cannot run %s: %s\n", argv[0],
 			strerror(errno));
@@ -722,6 +741,81 @@ done:
 	return ready >= 0 && ok ? 0 : 1;
 }
 
+struct target_req {
+	const char *sock, *body;
+	int status;
+	int64_t done_us;
+	char reply[8192];
+};
+
+static void *target_send(void *arg)
+{
+	struct target_req *r = arg;
+
+	r->status = http_request(r->sock, "PUT", "/vm/restore", r->body,
+				 r->reply, sizeof(r->reply));
+	r->done_us = now_us();
+	return NULL;
+}
+
+static int cmd_target(int argc, char **argv)
+{
+	struct target_req r = { .status = -1 };
+	int timeout_ms = 600000;
+	int64_t ready = -1, t0 = -1, end;
+	char reply[8192], ex[32];
+	struct child c;
+	pthread_t th;
+	bool sent = false;
+	int i;
+
+	for (i = 0; i < argc && strcmp(argv[i], "--"); i++) {
+		if (!strcmp(argv[i], "--http") && i + 1 < argc)
+			r.sock = argv[++i];
+		else if (!strcmp(argv[i], "--body") && i + 1 < argc)
+			r.body = argv[++i];
+		else if (!strcmp(argv[i], "--timeout-ms") && i + 1 < argc)
+			timeout_ms = atoi(argv[++i]);
+		else
+			die("target: unknown option %s", argv[i]);
+	}
+	if (i + 1 >= argc || !r.sock || !r.body)
+		die("target: need --http SOCK, --body JSON and a command");
+	child_start(&c, argv + i + 1, false);
+	end = now_us() + (int64_t)timeout_ms * 1000;
+	while (!c.exited && now_us() < end) {
+		if (http_request_until(r.sock, "GET", "/vm", NULL, reply,
+				       sizeof(reply), end) == 200) {
+			ready = now_us();
+			break;
+		}
+		child_pump(&c, POLL_STEP_US / 1000, false);
+	}
+	if (ready < 0)
+		goto done;
+	/* The request from its own thread, so that the first byte is seen
+	 * when it comes, not when the reply has. */
+	c.first_byte_us = 0;
+	t0 = now_us();
+	if (pthread_create(&th, NULL, target_send, &r))
+		goto done;
+	sent = true;
+	while (!c.first_byte_us && !c.exited && now_us() < end)
+		child_pump(&c, 100, true);
+	pthread_join(th, NULL);
+done:
+	http_request_until(r.sock, "PUT", "/vm/shutdown", NULL, reply,
+			   sizeof(reply), now_us() + 10000000);
+	child_finish(&c, 10000);
+	printf("ready_us=%" PRId64 " reply_us=%" PRId64
+	       " first_byte_us=%" PRId64 " status=%d exit=%s\n",
+	       ready >= 0 ? ready - *c.exec_us : -1,
+	       sent && r.status == 200 ? r.done_us - t0 : -1,
+	       sent && c.first_byte_us ? c.first_byte_us - t0 : -1, r.status,
+	       exit_str(&c, ex, sizeof(ex)));
+	return sent && r.status == 200 && c.first_byte_us ? 0 : 1;
+}
+
 static int cmd_http(int argc, char **argv)
 {
 	static char resp[1 << 16];
@@ -837,6 +931,8 @@ int main(int argc, char **argv)
 		return cmd_boot(argc - 2, argv + 2);
 	if (argc >= 2 && !strcmp(argv[1], "restore"))
 		return cmd_restore(argc - 2, argv + 2);
+	if (argc >= 2 && !strcmp(argv[1], "target"))
+		return cmd_target(argc - 2, argv + 2);
 	if (argc >= 2 && !strcmp(argv[1], "http"))
 		return cmd_http(argc - 2, argv + 2);
 	if (argc >= 2 && !strcmp(argv[1], "qmp"))
@@ -845,7 +941,8 @@ int main(int argc, char **argv)
 		return cmd_fsync(argc - 2, argv + 2);
 	if (argc >= 2 && !strcmp(argv[1], "kvm-cpuid"))
 		return cmd_kvm_cpuid(argc - 2, argv + 2);
-	fputs("usage: benchtool boot|restore|http|qmp|fsync|kvm-cpuid ...\n"
+	fputs("usage: benchtool boot|restore|target|http|qmp|fsync|kvm-cpuid "
+	      "...\n"
 	      "(see the source)\n",
 	      stderr);
 	return 2;

@@ -25,11 +25,6 @@ CLONES=${BENCH_CLONES:-1 5 20}
 TOUCH=${BENCH_TOUCH:-64}
 bench_workdir clones
 
-# mem_kib PID FIELD: Rss or Pss of a process, in KiB.
-mem_kib() {
-	awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/smaps_rollup"
-}
-
 bench_step "booting the guest and saving it"
 "$STASIS" run --kernel "$GUESTS/vmgenid.elf" --mem 256M \
 	--cpu-template "$BENCH_CPU_TEMPLATE" --api-socket "$SOCKDIR/base.sock" \
@@ -43,51 +38,10 @@ bench_wait_for "$DIR/base.out" "counter: 5" "$base" 120 ||
 	bench_die "snapshot failed"
 bench_wait_exit "$base" 60
 
-# run_clones N RUN: starts N clones, waits until all are ready, records
-# the time, clones per second and memory, then stops them.
-run_clones() {
-	local n=$1 run=$2 i t0 t1 rss=0 pss=0 pids=() ok=1
-	t0=$(date +%s%N)
-	for ((i = 0; i < n; i++)); do
-		"$STASIS" restore "$DIR/base.snap" --memory map \
-			--api-socket "$SOCKDIR/c$i.sock" --serial "file:$DIR/c$i.out" \
-			</dev/null >/dev/null 2>"$DIR/c$i.err" &
-		pids+=($!)
-		PIDS+=($!)
-	done
-	for ((i = 0; i < n; i++)); do
-		bench_wait_for "$DIR/c$i.out" "vmgenid: memory ok" "${pids[i]}" 120 || {
-			ok=0
-			bench_fail "N=$n run $run: clone $i not ready: $(tail -n 1 "$DIR/c$i.err")"
-			break
-		}
-	done
-	t1=$(date +%s%N)
-	if ((ok)); then
-		for ((i = 0; i < n; i++)); do
-			rss=$((rss + $(mem_kib "${pids[i]}" Rss)))
-			pss=$((pss + $(mem_kib "${pids[i]}" Pss)))
-		done
-		bench_put "$n" ready_ms "$(bench_calc "(b - a) / 1e6" "$t0" "$t1")"
-		bench_put "$n" per_s "$(bench_calc "c / ((b - a) / 1e9)" "$t0" "$t1" "$n")"
-		bench_put "$n" rss_mib "$(bench_calc "a / 1024" "$rss")"
-		bench_put "$n" pss_mib "$(bench_calc "a / 1024" "$pss")"
-		bench_put "$n" pss_each_mib "$(bench_calc "a / 1024 / b" "$pss" "$n")"
-		bench_put "$n" rss_each_mib "$(bench_calc "a / 1024 / b" "$rss" "$n")"
-	fi
-	for ((i = 0; i < n; i++)); do
-		"$STASIS" ctl "$SOCKDIR/c$i.sock" shutdown >/dev/null 2>&1 || true
-	done
-	for ((i = 0; i < n; i++)); do
-		bench_wait_exit "${pids[i]}" 60
-		rm -f "$SOCKDIR/c$i.sock" "$DIR/c$i.out"
-	done
-}
-
 for n in $CLONES; do
 	for ((r = 1; r <= RUNS; r++)); do
 		bench_step "N=$n, run $r of $RUNS"
-		run_clones "$n" "$r"
+		bench_clones "$DIR/base.snap" "$n" "$r" "$n" "vmgenid: memory ok"
 	done
 done
 

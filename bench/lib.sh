@@ -240,6 +240,55 @@ bench_wait_exit() {
 	wait "$1" 2>/dev/null || true
 }
 
+# bench_mem_kib PID FIELD: Rss or Pss of a process, in KiB.
+bench_mem_kib() {
+	awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/smaps_rollup"
+}
+
+# bench_clones SNAP N RUN KEY READY: starts N restores of SNAP at once
+# (--memory map), waits until each clone's serial shows READY, and records
+# under KEY: ready_ms (first exec to all ready), per_s (clones per
+# second), rss_mib and pss_mib (all clones), rss_each_mib, pss_each_mib;
+# then stops them. bench/clones.sh and bench/snapshot.sh use it.
+bench_clones() {
+	local snap=$1 n=$2 run=$3 key=$4 ready=$5 i t0 t1 rss=0 pss=0 pids=() ok=1
+	t0=$(date +%s%N)
+	for ((i = 0; i < n; i++)); do
+		"$STASIS" restore "$snap" --memory map \
+			--api-socket "$SOCKDIR/c$i.sock" --serial "file:$DIR/c$i.out" \
+			</dev/null >/dev/null 2>"$DIR/c$i.err" &
+		pids+=($!)
+		PIDS+=($!)
+	done
+	for ((i = 0; i < n; i++)); do
+		bench_wait_for "$DIR/c$i.out" "$ready" "${pids[i]}" 120 || {
+			ok=0
+			bench_fail "$key: N=$n run $run: clone $i not ready: $(tail -n 1 "$DIR/c$i.err")"
+			break
+		}
+	done
+	t1=$(date +%s%N)
+	if ((ok)); then
+		for ((i = 0; i < n; i++)); do
+			rss=$((rss + $(bench_mem_kib "${pids[i]}" Rss)))
+			pss=$((pss + $(bench_mem_kib "${pids[i]}" Pss)))
+		done
+		bench_put "$key" ready_ms "$(bench_calc "(b - a) / 1e6" "$t0" "$t1")"
+		bench_put "$key" per_s "$(bench_calc "c / ((b - a) / 1e9)" "$t0" "$t1" "$n")"
+		bench_put "$key" rss_mib "$(bench_calc "a / 1024" "$rss")"
+		bench_put "$key" pss_mib "$(bench_calc "a / 1024" "$pss")"
+		bench_put "$key" pss_each_mib "$(bench_calc "a / 1024 / b" "$pss" "$n")"
+		bench_put "$key" rss_each_mib "$(bench_calc "a / 1024 / b" "$rss" "$n")"
+	fi
+	for ((i = 0; i < n; i++)); do
+		"$STASIS" ctl "$SOCKDIR/c$i.sock" shutdown >/dev/null 2>&1 || true
+	done
+	for ((i = 0; i < n; i++)); do
+		bench_wait_exit "${pids[i]}" 60
+		rm -f "$SOCKDIR/c$i.sock" "$DIR/c$i.out"
+	done
+}
+
 # QMP request lifting QEMU's migration bandwidth cap (7.2 defaults to
 # 128 MiB/s), so that a save measures the VMM, not the cap.
 BENCH_QMP_NOCAP='{"execute": "migrate-set-parameters", "arguments": {"max-bandwidth": 1099511627776}}'

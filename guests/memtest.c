@@ -3,7 +3,10 @@
  * once and idles so a benchmark sees a known amount of dirtied memory.
  * Arguments: mib=N (16), seed=S (1), passes=P (0 = forever), delay_ms=D
  * (0, pause between passes), mode=touch or touch=N (fill N MiB, then
- * print a heartbeat every second without writing more), inject=1
+ * print a heartbeat every second, or every beat_ms=B ms from 1 to 1000,
+ * without writing more; dirty=M dirty_at=S: S seconds after the fill,
+ * invert the first M MiB once and print "memtest:
+ * dirtied M MiB"), inject=1
  * (self-test: flip one word after filling, so verification must fail),
  * mode=text (fill with lines of words and numbers, like logs or page
  * cache text, instead of the pattern that no codec can shrink; verified
@@ -11,7 +14,20 @@
  * the region and, pass after pass, rewrites it with that pass's pattern
  * and verifies it; CPU 0 prints each of its passes with every CPU's pass
  * count, so memory that keeps changing on all CPUs is what a snapshot
- * catches). */
+ * catches), mode=gen (generations, for live snapshots: every CPU, with
+ * smp=1, or CPU 0 alone, sweeps its slice of pages in order, pass g
+ * writing g into each page's first word and a tag of g and the page's
+ * address into its last, after checking that the page still holds
+ * generation g - 1 with its tag; a snapshot holds one instant exactly
+ * when, for each CPU, the pages before its cursor hold g and the rest
+ * g - 1, which is what the restored guest then finds page by page: a page
+ * from later than the saved registers reads g where g - 1 is due, one
+ * from earlier reads g - 2, a torn page a wrong tag; CPU 0 prints
+ * "memtest: gen N ok (cpus=K gens=a,b,...)" every 256 of its passes),
+ * reread=1 (fill once, then, for each byte that arrives on COM1,
+ * verify every word, or only the last reread_mib=K MiB, and print the time
+ * that pass took: a benchmark's measure of how fast a restored guest gets
+ * its working set back). */
 #include "guest.h"
 
 #define MIB (1ull << 20)
@@ -44,15 +60,20 @@ static uint64_t pattern(uint64_t seed, const uint64_t *addr)
 }
 
 /* RAM in 1 MiB pieces from the runtime's allocator, merged when
- * adjacent; the region may span holes in the memory map. */
-static bool memtest_reserve(struct memtest *t, uint64_t mib)
+ * adjacent; the region may span holes in the memory map. Pieces below
+ * @above are taken and left alone, so a test can put the region high
+ * without filling the RAM under it. */
+static bool memtest_reserve(struct memtest *t, uint64_t mib, uint64_t above)
 {
-	while (mib--) {
+	while (mib) {
 		uint64_t *p = guest_alloc(MIB, MIB);
 		struct extent *last = t->count ? &t->ext[t->count - 1] : NULL;
 
 		if (!p)
 			return false;
+		if ((uint64_t)p < above)
+			continue;
+		mib--;
 		if (last && last->start + last->words == p) {
 			last->words += MIB / 8;
 			continue;
@@ -218,12 +239,58 @@ static void memtest_ap(unsigned int index)
 		memtest_slice_pass(index);
 }
 
+#define COM1_DATA 0x3f8
+#define COM1_LSR 0x3fd
+#define LSR_DR 0x01
+
+/* reread=1: "memtest: ready K", then, once a byte is on COM1, a timed
+ * pass over every word: "memtest: reread N MiB in U us (pass K)". The
+ * snapshot is taken while it waits, so the pass after a restore is the
+ * guest's first touch of its memory. */
+static void memtest_reread(uint64_t mib, uint64_t part)
+{
+	uint64_t hz = guest_tsc_hz();
+	uint64_t lo = part && part < mib ? t.words - part * (MIB / 8) : 0;
+
+	for (uint64_t k = 1;; k++) {
+		uint64_t t0;
+
+		guest_printf("memtest: ready %lu\n", k);
+		while (!(guest_inb(COM1_LSR) & LSR_DR))
+			guest_delay_us(200);
+		(void)guest_inb(COM1_DATA);
+		t0 = guest_rdtsc();
+		memtest_range(&t, lo, t.words, t.seed, false);
+		guest_printf("memtest: reread %lu MiB in %lu us (pass %lu)\n",
+			     (uint64_t)((t.words - lo) / (MIB / 8)),
+			     hz ? (guest_rdtsc() - t0) /
+				      (hz / 1000000 ? hz / 1000000 : 1)
+				: 0,
+			     k);
+	}
+}
+
 static void idle_ticks(uint64_t n)
 {
 	uint64_t end = guest_ticks() + n;
 
 	while (guest_ticks() < end)
 		guest_wait_interrupt();
+}
+
+/* dirty=M: inverts the first @mib MiB of the region, so every page of it
+ * changes. */
+static void memtest_dirty(struct memtest *m, uint64_t mib)
+{
+	uint64_t left = mib * MIB / 8;
+
+	for (unsigned int e = 0; e < m->count && left; e++) {
+		uint64_t n = m->ext[e].words < left ? m->ext[e].words : left;
+
+		for (uint64_t i = 0; i < n; i++)
+			m->ext[e].start[i] = ~m->ext[e].start[i];
+		left -= n;
+	}
 }
 
 /* smp=1: CPU 0 prints "pass N ok (M MiB, cpus=K passes=a,b,...)". */
@@ -261,6 +328,132 @@ static void memtest_smp(uint64_t mib, uint64_t passes)
 	}
 }
 
+/* mode=gen: the tag a page's last word holds for generation @g. */
+static uint64_t gen_tag(uint64_t g, const volatile uint64_t *page)
+{
+	return pattern(g * 0x2545f4914f6cdd1dull + 1, (const uint64_t *)page);
+}
+
+#define GEN_PAGE_WORDS 512
+#define GEN_PRINT_EVERY 256
+
+/* mode=gen: the pages of CPU @index's slice, counted across extents:
+ * [lo, hi) in 4 KiB pages of the whole region. */
+/* smp=1: set before any AP starts; the CPU count is known once they are
+ * being started (guest_cpus_start sets it first). */
+static bool gen_smp;
+
+static void gen_slice(unsigned int index, uint64_t *lo, uint64_t *hi)
+{
+	unsigned int n = gen_smp ? guest_cpus_known() : 1;
+	uint64_t pages = t.words / GEN_PAGE_WORDS;
+
+	*lo = pages * index / n;
+	*hi = pages * (index + 1) / n;
+}
+
+/* The page @i of the region (extents are 1 MiB multiples, so no page
+ * spans two). */
+static volatile uint64_t *gen_page(uint64_t i)
+{
+	uint64_t w = i * GEN_PAGE_WORDS;
+
+	for (unsigned int e = 0; e < t.count; e++) {
+		if (w < t.ext[e].words)
+			return t.ext[e].start + w;
+		w -= t.ext[e].words;
+	}
+	return 0;
+}
+
+/* One pass of CPU @index: checks generation g - 1 and writes g into each
+ * page of its slice, in order. */
+static uint64_t gen_pass(unsigned int index)
+{
+	uint64_t g = t.passes[index] + 1, lo, hi;
+
+	gen_slice(index, &lo, &hi);
+	for (uint64_t i = lo; i < hi; i++) {
+		volatile uint64_t *p = gen_page(i);
+		uint64_t first = p[0], last = p[GEN_PAGE_WORDS - 1];
+
+		if (first != g - 1 || last != gen_tag(g - 1, p)) {
+			guest_printf("memtest: MISMATCH gen at 0x%lx cpu %u: "
+				     "expected generation %lu, page holds "
+				     "%lu (tag %s)\n",
+				     (uint64_t)p, index, g - 1, first,
+				     last == gen_tag(first, p) ? "ok" : "bad");
+			guest_exit(GUEST_EXIT_MEMTEST);
+		}
+		p[0] = g;
+		p[GEN_PAGE_WORDS - 1] = gen_tag(g, p);
+	}
+	t.passes[index] = g;
+	return g;
+}
+
+/* Generation 0: every page gets its tag (the region starts zero, so the
+ * first words already read 0). */
+static void gen_init(unsigned int index)
+{
+	uint64_t lo, hi;
+
+	gen_slice(index, &lo, &hi);
+	for (uint64_t i = lo; i < hi; i++) {
+		volatile uint64_t *p = gen_page(i);
+
+		p[0] = 0;
+		p[GEN_PAGE_WORDS - 1] = gen_tag(0, p);
+	}
+}
+
+static void gen_ap(unsigned int index)
+{
+	gen_init(index);
+	for (;;)
+		gen_pass(index);
+}
+
+static void memtest_gen(uint64_t mib, uint64_t passes)
+{
+	char line[96 + GUEST_MAX_CPUS * 21];
+	bool smp = guest_arg_u64("smp", 0) != 0;
+	unsigned int n = 1, i;
+
+	if (smp) {
+		gen_smp = true;
+		n = guest_cpus_start(gen_ap);
+		if (n != guest_cpus_known()) {
+			guest_printf("memtest: ERROR %u of %u cpus started\n",
+				     n, guest_cpus_known());
+			guest_exit(GUEST_EXIT_FAIL);
+		}
+	}
+	gen_init(0);
+	for (;;) {
+		uint64_t g = gen_pass(0);
+		size_t len;
+
+		if (g % GEN_PRINT_EVERY)
+			continue;
+		len = guest_snprintf(line, sizeof(line),
+				     "memtest: gen %lu ok (%lu MiB, cpus=%u "
+				     "gens=",
+				     g, mib, n);
+		for (i = 0; i < n && len < sizeof(line); i++)
+			len +=
+			    guest_snprintf(line + len, sizeof(line) - len,
+					   "%s%lu", i ? "," : "", t.passes[i]);
+		if (len < sizeof(line))
+			guest_snprintf(line + len, sizeof(line) - len, ")\n");
+		guest_puts(line);
+		for (i = 0; passes && i < n && t.passes[i] >= passes; i++)
+			;
+		if (passes && i == n)
+			guest_exit(GUEST_EXIT_OK);
+	}
+}
+
 void guest_main(void)
 {
 	uint64_t touch = guest_arg_u64("touch", 0);
@@ -269,18 +462,37 @@ void guest_main(void)
 	uint64_t mib = touch ? touch : guest_arg_u64("mib", 16);
 	uint64_t passes = guest_arg_u64("passes", 0);
 	uint64_t delay_ms = guest_arg_u64("delay_ms", 0);
+	uint64_t beat_ms = guest_arg_u64("beat_ms", 1000);
+	/* Fast heartbeats (a benchmark's first output after a restore)
+	 * need a faster timer; one tick per beat then. */
+	uint64_t hz = beat_ms && beat_ms < 100 ? 1000 / beat_ms : TOUCH_HZ;
 	uint64_t pass, beat;
 
 	t.seed = guest_arg_u64("seed", 1);
 	guest_printf("memtest: start\n");
-	if (!mib || !memtest_reserve(&t, mib)) {
+	if (!mib || !memtest_reserve(&t, mib, guest_arg_u64("above", 0))) {
 		guest_printf("memtest: ERROR cannot get %lu MiB of RAM\n", mib);
 		guest_exit(GUEST_EXIT_FAIL);
 	}
-	if ((touch_mode || delay_ms) && guest_timer_start(TOUCH_HZ))
+	if (!beat_ms || beat_ms > 1000) {
+		guest_printf("memtest: ERROR beat_ms=%lu is not 1..1000\n",
+			     beat_ms);
 		guest_exit(GUEST_EXIT_FAIL);
-	for (unsigned int e = 0; e < t.count; e++)
+	}
+	if ((touch_mode || delay_ms) && guest_timer_start(hz))
+		guest_exit(GUEST_EXIT_FAIL);
+	for (unsigned int e = 0; e < t.count; e++) {
 		t.words += t.ext[e].words;
+		/* Where the allocator put the region, for tests that need
+		 * it in a given place (above 4 GiB, say). */
+		if (guest_arg_u64("ranges", 0))
+			guest_printf(
+			    "memtest: range 0x%lx 0x%lx\n",
+			    (uint64_t)t.ext[e].start,
+			    (uint64_t)(t.ext[e].start + t.ext[e].words));
+	}
+	if (guest_arg_is("mode", "gen"))
+		memtest_gen(mib, passes);
 	if (guest_arg_u64("smp", 0))
 		memtest_smp(mib, passes);
 	if (text)
@@ -289,11 +501,26 @@ void guest_main(void)
 		memtest_fill(&t);
 	if (guest_arg_u64("inject", 0))
 		t.ext[0].start[12345 % t.ext[0].words] ^= 0x100;
+	if (guest_arg_u64("reread", 0))
+		memtest_reread(mib, guest_arg_u64("reread_mib", 0));
 
 	if (touch_mode) {
+		uint64_t dirty = guest_arg_u64("dirty", 0);
+		uint64_t dirty_at =
+		    guest_ticks() + guest_arg_u64("dirty_at", 0) * hz;
+
 		guest_printf("memtest: touched %lu MiB\n", mib);
 		for (beat = 1;; beat++) {
-			idle_ticks(TOUCH_HZ);
+			/* An increment's worth of writes, after the
+			 * benchmark has saved the parent. */
+			if (dirty && guest_ticks() >= dirty_at) {
+				memtest_dirty(&t, dirty);
+				guest_printf("memtest: dirtied %lu MiB\n",
+					     dirty);
+				dirty = 0;
+			}
+			idle_ticks(hz * beat_ms / 1000 ? hz * beat_ms / 1000
+						       : 1);
 			guest_printf("memtest: idle %lu\n", beat);
 		}
 	}
@@ -304,7 +531,7 @@ void guest_main(void)
 			memtest_verify(&t);
 		guest_printf("memtest: pass %lu ok (%lu MiB)\n", pass, mib);
 		if (delay_ms)
-			idle_ticks((delay_ms * TOUCH_HZ + 999) / 1000);
+			idle_ticks((delay_ms * hz + 999) / 1000);
 	}
 	guest_exit(GUEST_EXIT_OK);
 }

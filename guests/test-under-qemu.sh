@@ -119,6 +119,14 @@ want_line '^memtest: start$'
 want_line '^memtest: pass 2 ok \(32 MiB\)$'
 done_case
 
+# 5 GiB (QEMU puts RAM at 0-3 GiB and 4-6 GiB, as stasis does), the
+# region above 4 GiB and across 5 GiB: the runtime's 2 MiB-page map there.
+wait_s=$((limit * 2)) run memtest-high memtest.elf 'above=0x100000000 mib=1100 passes=1 ranges=1' -m 5G
+want_status 1
+want_line '^memtest: range 0x100000000 0x144c00000$'
+want_line '^memtest: pass 1 ok \(1100 MiB\)$'
+done_case
+
 run memtest-inject memtest.elf 'passes=2 inject=1'
 want_status 5
 want_line '^memtest: MISMATCH at 0x[0-9a-f]+ expected 0x[0-9a-f]+ got 0x[0-9a-f]+$'

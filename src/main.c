@@ -2,6 +2,7 @@
  * arguments and returns an exit status; only this file exits. */
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,12 +12,17 @@
 #include "control/api.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "core/platform.h"
+#include "core/target.h"
+#include "core/timings.h"
 #include "core/vm.h"
 #include "migrate/migrate.h"
+#include "snapshot/chain.h"
 #include "snapshot/inspect.h"
 #include "snapshot/pager.h"
 #include "snapshot/sign.h"
 #include "snapshot/snapshot.h"
+#include "snapshot/wset.h"
 
 static void usage(void)
 {
@@ -26,16 +32,24 @@ static void usage(void)
 	    "commands:\n"
 	    "  run --kernel FILE [options]    boot a VM (stasis run --help)\n"
 	    "  restore FILE [options]         bring a snapshot back to life\n"
+	    "  restore --wait --api-socket S --mem-max SIZE [options]\n"
+	    "                                 a VM made ahead, waiting for a "
+	    "snapshot\n"
 	    "  receive --listen ADDR [restore options]\n"
 	    "                                 wait for one VM migrated here\n"
 	    "  ctl SOCKET status|pause|resume|shutdown [--json]\n"
 	    "  ctl SOCKET snapshot PATH [--then resume|pause|exit]\n"
 	    "      [--compress none|lz4|zstd[:LEVEL]] [--json]\n"
+	    "  ctl SOCKET restore PATH [--memory ondemand|map|copy] "
+	    "[--paused]\n"
+	    "      [--clock advance|frozen] [--json]\n"
 	    "  ctl SOCKET migrate unix:PATH|tcp:HOST:PORT [--insecure]\n"
 	    "      [--timeout-s N] [--downtime-ms N] [--compress ...] "
 	    "[--json]\n"
 	    "  inspect FILE [--json]          describe a snapshot\n"
 	    "  verify FILE                    check every checksum (exit 0/1)\n"
+	    "  merge CHILD -o OUT             flatten a chain of incremental "
+	    "snapshots\n"
 	    "  --version                      print the version\n"
 	    "  --help                         this text\n");
 }
@@ -152,11 +166,44 @@ static void restore_usage(void)
 	       "                        SIGTERM saves the VM to PATH, then "
 	       "exits 0;\n"
 	       "                        a failed save leaves it running\n"
+	       "  --track-dirty         log dirty pages with KVM's dirty ring "
+	       "where the\n"
+	       "                        host has one (a restored VM always "
+	       "logs them,\n"
+	       "                        so that its next snapshot can be an "
+	       "increment)\n"
 	       "  --seccomp on|log|off  system-call filters per thread "
 	       "(default on)\n"
 	       "  --user UID[:GID]      run as this user once the host "
 	       "resources are open\n"
-	       "                        (needs root; docs/security.md)\n");
+	       "                        (needs root; docs/security.md)\n"
+	       "  --timings             print the time of each restore phase "
+	       "since exec on\n"
+	       "                        stderr at the guest's first exit\n"
+	       "  --record-working-set[=MS]\n"
+	       "                        record the chunks the guest touches "
+	       "in its first\n"
+	       "                        MS ms (default 1000), or until "
+	       "`ctl S working-set`,\n"
+	       "                        into FILE.wset (ondemand only)\n"
+	       "  --prefetch on|off     bring FILE.wset's chunks in first "
+	       "when it matches\n"
+	       "                        (default on)\n"
+	       "  --hugepages 2M|off    guest RAM from 2 MiB hugepages, or "
+	       "not (default:\n"
+	       "                        as the snapshot was saved)\n"
+	       "usage: stasis restore --wait --api-socket PATH --mem-max SIZE "
+	       "[--cpus N] [options]\n"
+	       "  --wait                make the VM now (memory, irqchip, "
+	       "vCPUs), then restore\n"
+	       "                        what PUT /vm/restore names into it "
+	       "(stasis ctl\n"
+	       "                        PATH restore FILE); the options above "
+	       "apply to it\n"
+	       "  --mem-max SIZE        the largest guest memory the target "
+	       "takes (required)\n"
+	       "  --cpus N              the vCPU count it takes (default "
+	       "1)\n");
 }
 
 static void receive_usage(void)
@@ -269,8 +316,17 @@ struct restore_opts {
 	char **nets;
 	unsigned nnets;
 	bool mark_resumed; /* rename the file PATH.resumed once restored */
+	bool track_dirty; /* --track-dirty: dirty rings where there are */
 	enum seccomp_mode seccomp;
 	struct run_user user; /* --user */
+	struct timings *timings; /* the phases, kept by main */
+	/* --wait: a target of at most mem_max bytes and ncpus vCPUs. */
+	bool wait;
+	uint64_t mem_max;
+	unsigned ncpus;
+	uint32_t record_ms; /* --record-working-set; 0: no recording */
+	bool no_prefetch; /* --prefetch off */
+	const char *hugepages; /* --hugepages, or NULL: the snapshot's */
 	/* `stasis receive`: the VM comes from this migration, whose spool
 	 * is the file restored; the rest of it arrives once the VM is
 	 * created, and it runs after the source's go. */
@@ -308,7 +364,15 @@ static int restore_host_config(struct vm_config *cfg,
 	}
 	/* Host policy: from this command line only, whatever the file says. */
 	cfg->seccomp = o->run ? o->run->seccomp : o->seccomp;
+	if (o->run)
+		cfg->hugepages = o->run->hugepages;
+	else if (o->hugepages &&
+		 config_parse_hugepages(o->hugepages, &cfg->hugepages)) {
+		log_error("--hugepages: '%s' is not 2M or off", o->hugepages);
+		return -EINVAL;
+	}
 	cfg->user = o->run ? o->run->user : o->user;
+	cfg->track_dirty = o->run ? o->run->track_dirty : o->track_dirty;
 	if (replace_string(&cfg->api_socket, o->api_socket) ||
 	    replace_string(&cfg->on_term_snapshot, o->on_term) ||
 	    replace_string(&cfg->resume_from, NULL))
@@ -316,34 +380,55 @@ static int restore_host_config(struct vm_config *cfg,
 	return 0;
 }
 
-/* Restores the snapshot @path and runs it; returns the exit status. */
-static int restore_vm(const char *path, const struct restore_opts *o)
-{
-	struct snap_key *rkey = NULL, *skey = NULL;
+/* What restore_load() holds until the restored VM is done with. */
+struct restore_state {
+	struct snap_key *rkey, *skey;
 	struct snapshot_image img;
+};
+
+static void restore_state_free(struct restore_state *rs)
+{
+	snapshot_close(&rs->img);
+	snap_key_free(rs->rkey);
+	snap_key_free(rs->skey);
+	rs->rkey = rs->skey = NULL;
+}
+
+/* Opens, checks and loads the snapshot @path into @vm: created here, or
+ * made ahead by vm_prepare() when @prepared (a waiting target), which the
+ * snapshot must fit. Returns 0 with @rs to be freed after the VM, or the
+ * exit status after printing the reason; on failure nothing is left in
+ * @rs, and @vm is destroyed unless it was @prepared and never touched
+ * (*@touched false). */
+static int restore_load(const char *path, const struct restore_opts *o,
+			struct vm *vm, bool prepared, bool *touched,
+			struct restore_state *rs)
+{
+	struct snapshot_image *img = &rs->img;
 	bool copy_memory = o->copy_memory, ondemand = o->ondemand;
 	struct stat checked, now;
-	struct vm vm;
 	char err[512];
 	int ret, status;
 
+	memset(rs, 0, sizeof(*rs));
+	*touched = false;
 	if (o->require_signed &&
-	    !(rkey = snap_key_new(o->require_signed, err, sizeof(err)))) {
+	    !(rs->rkey = snap_key_new(o->require_signed, err, sizeof(err)))) {
 		log_error("--require-signed: %s", err);
 		return STASIS_EXIT_USAGE;
 	}
 	if (o->sign_key &&
-	    !(skey = snap_key_new(o->sign_key, err, sizeof(err)))) {
+	    !(rs->skey = snap_key_new(o->sign_key, err, sizeof(err)))) {
 		log_error("--sign-key: %s", err);
-		snap_key_free(rkey);
-		return STASIS_EXIT_USAGE;
+		status = STASIS_EXIT_USAGE;
+		goto out_keys;
 	}
 	/* The whole file is checked before anything in it is read for use.
 	 * Memory is then copied, not mapped or fetched later, so that nothing
 	 * is read from the file once the restore is done; and the file must
 	 * stay the one checked until then. */
-	if (rkey) {
-		ret = snap_verify_signature(path, rkey, &checked, err,
+	if (rs->rkey) {
+		ret = snap_verify_signature(path, rs->rkey, &checked, err,
 					    sizeof(err));
 		if (ret) {
 			log_error("%s: %s (--require-signed)", path, err);
@@ -353,16 +438,28 @@ static int restore_vm(const char *path, const struct restore_opts *o)
 		copy_memory = true;
 		ondemand = false;
 	}
-	ret = snapshot_open(path, &img, err, sizeof(err));
+	ret = snapshot_open(path, img, err, sizeof(err));
 	if (ret) {
 		log_error("%s: %s", path, err);
 		status = STASIS_EXIT_USAGE;
 		goto out_keys;
 	}
+	timings_mark(o->timings, TIMING_FILE);
 	status = STASIS_EXIT_USAGE;
-	if (rkey && (fstat(snap_reader_fd(img.r), &now) ||
-		     !snap_same_file(&checked, &now))) {
+	if (rs->rkey && (fstat(snap_reader_fd(img->r), &now) ||
+			 !snap_same_file(&checked, &now))) {
 		log_error("%s: changed after its signature was checked", path);
+		goto out_image;
+	}
+	if (prepared &&
+	    (img->cfg.mem_size > vm->mem.size || img->cfg.ncpus != vm->ncpus)) {
+		log_error("%s: %s %llu MiB and %u vCPUs; this target was "
+			  "prepared for at most %llu MiB (--mem-max) and %u "
+			  "(--cpus)",
+			  path, "the snapshot's VM has",
+			  (unsigned long long)(img->cfg.mem_size >> 20),
+			  img->cfg.ncpus,
+			  (unsigned long long)(vm->mem.size >> 20), vm->ncpus);
 		goto out_image;
 	}
 	/* --user drops privileges once every thread can still follow, and
@@ -391,43 +488,57 @@ static int restore_vm(const char *path, const struct restore_opts *o)
 		ondemand = false;
 		copy_memory = true;
 	}
-	img.copy_memory = copy_memory;
-	img.ondemand = ondemand;
-	ret = restore_host_config(&img.cfg, o);
+	if (o->record_ms && !ondemand) {
+		log_error("--record-working-set needs --memory ondemand (the "
+			  "faults are what it records)");
+		status = STASIS_EXIT_USAGE;
+		goto out_image;
+	}
+	img->copy_memory = copy_memory;
+	img->ondemand = ondemand;
+	img->record_ms = o->record_ms;
+	img->prefetch = !o->no_prefetch;
+	ret = restore_host_config(&img->cfg, o);
 	if (ret) {
 		status = ret == -ENOMEM ? STASIS_EXIT_HOST : STASIS_EXIT_USAGE;
 		goto out_image;
 	}
-	img.cfg.sign_key = skey	    ? skey
-			   : rkey   ? rkey
-			   : o->run ? o->run->sign_key
-				    : NULL;
+	img->cfg.sign_key = rs->skey   ? rs->skey
+			    : rs->rkey ? rs->rkey
+			    : o->run   ? o->run->sign_key
+				       : NULL;
+	img->cfg.timings = o->timings;
 	err[0] = '\0';
-	if (restore_replace_devices(&img.cfg, o->disks, o->ndisks, o->nets,
+	if (restore_replace_devices(&img->cfg, o->disks, o->ndisks, o->nets,
 				    o->nnets) ||
-	    config_validate(&img.cfg, err, sizeof(err))) {
+	    config_validate(&img->cfg, err, sizeof(err))) {
 		if (*err)
 			log_error("%s", err);
 		goto out_image;
 	}
 
-	ret = vm_create(&vm, &img.cfg, img.cpuid);
+	*touched = true;
+	ret = prepared ? vm_complete(vm, &img->cfg, img->cpuid)
+		       : vm_create(vm, &img->cfg, img->cpuid);
 	if (ret) {
 		status = ret == -ENOTSUP ? STASIS_EXIT_USAGE : STASIS_EXIT_HOST;
+		if (prepared)
+			vm_destroy(vm);
 		goto out_image;
 	}
 	/* The config and CPUID fit this host: now the rest may come. */
 	if (o->incoming &&
-	    migrate_in_receive(o->incoming, &img, &vm.mem, err, sizeof(err))) {
+	    migrate_in_receive(o->incoming, img, &vm->mem, err, sizeof(err))) {
 		log_error("%s", err);
 		status = STASIS_EXIT_USAGE;
-		goto out_vm;
+		vm_destroy(vm);
+		goto out_image;
 	}
-	ret = snapshot_restore(&vm, &img, o->clock, err, sizeof(err));
+	ret = snapshot_restore(vm, img, o->clock, err, sizeof(err));
 	/* Everything was read from the file checked: not a byte changed
 	 * meanwhile. */
-	if (!ret && rkey &&
-	    (fstat(snap_reader_fd(img.r), &now) ||
+	if (!ret && rs->rkey &&
+	    (fstat(snap_reader_fd(img->r), &now) ||
 	     !snap_same_file(&checked, &now))) {
 		snprintf(err, sizeof(err),
 			 "changed while it was restored, after its signature "
@@ -437,8 +548,24 @@ static int restore_vm(const char *path, const struct restore_opts *o)
 	if (ret) {
 		log_error("%s: %s", path, err);
 		status = ret == -ENOMEM ? STASIS_EXIT_HOST : STASIS_EXIT_USAGE;
-		goto out_vm;
+		vm_destroy(vm);
+		goto out_image;
 	}
+	return 0;
+out_image:
+	snapshot_close(img);
+out_keys:
+	restore_state_free(rs);
+	return status;
+}
+
+/* Runs a VM restore_load() loaded; returns the exit status. */
+static int restore_run(const char *path, const struct restore_opts *o,
+		       struct vm *vm, struct restore_state *rs)
+{
+	char err[512];
+	int ret, status;
+
 	/* Before the guest runs: a VM that moved on must not come back
 	 * from this file by accident. */
 	ret =
@@ -446,36 +573,153 @@ static int restore_vm(const char *path, const struct restore_opts *o)
 	if (ret < 0) {
 		log_error("--resume-from: %s", err);
 		status = STASIS_EXIT_HOST;
-		goto out_vm;
+		goto out;
 	}
 	if (ret > 0)
 		log_warn("--resume-from: %s", err);
 	if (o->incoming &&
-	    migrate_in_switch(o->incoming, img.copy_memory && !img.ondemand,
-			      err, sizeof(err))) {
+	    migrate_in_switch(o->incoming,
+			      rs->img.copy_memory && !rs->img.ondemand, err,
+			      sizeof(err))) {
 		log_error("%s", err);
 		status = STASIS_EXIT_USAGE;
-		goto out_vm;
+		goto out;
 	}
-	status = vm_run(&vm, o->paused);
+	status = vm_run(vm, o->paused);
 	/* After a chunk failed its check, threads may wait on memory that
 	 * will never come: the process ends without tearing down. */
-	if (vm.pager && pager_failed(vm.pager))
+	if (vm->pager && pager_failed(vm->pager))
 		return status;
-out_vm:
-	vm_destroy(&vm);
-out_image:
-	snapshot_close(&img);
-out_keys:
-	snap_key_free(rkey);
-	snap_key_free(skey);
+out:
+	vm_destroy(vm);
+	restore_state_free(rs);
 	return status;
+}
+
+/* Restores the snapshot @path and runs it; returns the exit status. */
+static int restore_vm(const char *path, const struct restore_opts *o)
+{
+	struct restore_state rs;
+	struct vm vm;
+	bool touched;
+	int status;
+
+	status = restore_load(path, o, &vm, false, &touched, &rs);
+	if (status)
+		return status;
+	return restore_run(path, o, &vm, &rs);
+}
+
+/* `stasis restore --wait`: prepares a VM of --mem-max and --cpus, then
+ * restores each PUT /vm/restore into it until one succeeds, and runs
+ * that. A refused request is answered with its reason, and the target
+ * waits on: prepared afresh if the refused snapshot got as far as the
+ * VM. */
+static int restore_wait(const struct restore_opts *base)
+{
+	struct vm_config host;
+	struct vm_target t = { .wake_fd = -1 };
+	struct restore_state rs;
+	struct api_restore *req;
+	struct vm vm;
+	char err[512];
+	int ret, status;
+
+	config_init(&host);
+	host.ncpus = base->ncpus;
+	host.seccomp = base->seccomp;
+	host.timings = base->timings;
+	if (vm_prepare(&vm, &host, base->mem_max))
+		return STASIS_EXIT_HOST;
+	if (vm_prepare_threads(&vm)) {
+		vm_destroy(&vm);
+		return STASIS_EXIT_HOST;
+	}
+	t.vm = &vm;
+	t.ncpus = base->ncpus;
+	t.mem_max = base->mem_max;
+	t.seccomp = base->seccomp;
+	t.timings = base->timings;
+	if (vm_target_start(&t, base->api_socket, err, sizeof(err))) {
+		log_error("%s", err);
+		vm_destroy(&vm);
+		return STASIS_EXIT_HOST;
+	}
+	log_info("waiting for PUT /vm/restore on %s (%llu MiB, %u vCPUs)",
+		 base->api_socket, (unsigned long long)(base->mem_max >> 20),
+		 base->ncpus);
+	while ((ret = vm_target_next(&t, &req)) == 1) {
+		struct restore_opts o = *base;
+		bool touched;
+
+		timings_reset_from(o.timings, TIMING_REQUEST);
+		timings_mark(o.timings, TIMING_REQUEST);
+		if (req->memory != API_MEMORY_DEFAULT) {
+			o.ondemand = req->memory == API_MEMORY_ONDEMAND;
+			o.copy_memory = req->memory == API_MEMORY_COPY;
+			o.memory_given = true;
+		}
+		if (req->clock != API_CLOCK_DEFAULT)
+			o.clock = req->clock == API_CLOCK_FROZEN
+				      ? CLOCK_FROZEN
+				      : CLOCK_ADVANCE;
+		o.paused = o.paused || req->paused;
+		/* The served VM's API is the target's (vm_run keeps it). */
+		o.api_socket = base->api_socket;
+		log_capture_errors(err, sizeof(err));
+		status = restore_load(req->path, &o, &vm, true, &touched, &rs);
+		log_capture_errors(NULL, 0);
+		if (!status) {
+			req->memory = rs.img.ondemand	   ? API_MEMORY_ONDEMAND
+				      : rs.img.copy_memory ? API_MEMORY_COPY
+							   : API_MEMORY_MAP;
+			req->paused = o.paused;
+			/* Pause and resume requests after the reply wait for
+			 * vm_run to have made the vCPUs. */
+			pthread_mutex_lock(&vm.pause_op_lock);
+			vm.pause_op_held = true;
+			vm_target_answer(&t, 0, NULL);
+			return restore_run(req->path, &o, &vm, &rs);
+		}
+		/* A VM that took some of the file is made again, from
+		 * scratch, for the next request. */
+		if (touched && (vm_prepare(&vm, &host, base->mem_max) ||
+				vm_prepare_threads(&vm))) {
+			vm_target_answer(&t, -EIO, err);
+			log_error("cannot prepare the next VM; exiting");
+			vm_target_stop(&t);
+			return STASIS_EXIT_HOST;
+		}
+		vm_target_answer(&t,
+				 status == STASIS_EXIT_USAGE ? -EINVAL : -EIO,
+				 err[0] ? err : "the restore failed");
+	}
+	vm_target_stop(&t);
+	vm_destroy(&vm);
+	return ret ? ret : STASIS_EXIT_OK;
+}
+
+/* A duration in ms, 1..WSET_RECORD_MS_MAX. */
+static int restore_parse_ms(const char *s, uint32_t *out)
+{
+	unsigned long v;
+	char *end;
+
+	if (*s < '0' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || *end || !v || v > WSET_RECORD_MS_MAX)
+		return -EINVAL;
+	*out = (uint32_t)v;
+	return 0;
 }
 
 /* `stasis restore FILE`, or with @receive `stasis receive --listen ADDR`:
  * the same options and the same restore, from a file or from a
  * migration's stream. */
-static int cmd_restore(int argc, char **argv, bool receive)
+static int cmd_restore(int argc, char **argv, bool receive,
+		       struct timings *timings)
 {
 	static const struct option opts[] = {
 		{ "api-socket", required_argument, NULL, 'a' },
@@ -490,6 +734,14 @@ static int cmd_restore(int argc, char **argv, bool receive)
 		{ "require-signed", required_argument, NULL, 'r' },
 		{ "sign-key", required_argument, NULL, 'k' },
 		{ "user", required_argument, NULL, 'u' },
+		{ "timings", no_argument, NULL, 'T' },
+		{ "wait", no_argument, NULL, 'W' },
+		{ "mem-max", required_argument, NULL, 'M' },
+		{ "cpus", required_argument, NULL, 'C' },
+		{ "record-working-set", optional_argument, NULL, 'w' },
+		{ "prefetch", required_argument, NULL, 'P' },
+		{ "hugepages", required_argument, NULL, 'H' },
+		{ "track-dirty", no_argument, NULL, 'D' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "listen", required_argument, NULL, 'L' },
 		{ "insecure", no_argument, NULL, 'I' },
@@ -502,8 +754,11 @@ static int cmd_restore(int argc, char **argv, bool receive)
 	struct restore_opts o = { .disks = disks,
 				  .nets = nets,
 				  .ondemand = true,
-				  .seccomp = SECCOMP_ON };
+				  .seccomp = SECCOMP_ON,
+				  .timings = timings,
+				  .ncpus = 1 };
 	char err[256];
+	char *end;
 	int opt;
 
 	opterr = 0;
@@ -516,6 +771,9 @@ static int cmd_restore(int argc, char **argv, bool receive)
 			break;
 		case 's':
 			o.serial = optarg;
+			break;
+		case 'D':
+			o.track_dirty = true;
 			break;
 		case 'p':
 			o.paused = true;
@@ -597,6 +855,53 @@ static int cmd_restore(int argc, char **argv, bool receive)
 				return STASIS_EXIT_USAGE;
 			}
 			break;
+		case 'T':
+			timings->report = true;
+			break;
+		case 'W':
+			o.wait = true;
+			break;
+		case 'M':
+			if (config_parse_size(optarg, &o.mem_max) ||
+			    o.mem_max < GUEST_MEM_MIN ||
+			    o.mem_max > GUEST_MEM_MAX || (o.mem_max & 0xfff)) {
+				log_error("--mem-max: '%s' is not a size from "
+					  "2M to 1T in whole pages",
+					  optarg);
+				return STASIS_EXIT_USAGE;
+			}
+			break;
+		case 'C':
+			errno = 0;
+			o.ncpus = (unsigned)strtoul(optarg, &end, 10);
+			if (errno || *end || !o.ncpus ||
+			    o.ncpus > PLATFORM_MAX_CPUS) {
+				log_error("--cpus: '%s' is not a vCPU count "
+					  "from 1 to %d",
+					  optarg, PLATFORM_MAX_CPUS);
+				return STASIS_EXIT_USAGE;
+			}
+			break;
+		case 'w':
+			o.record_ms = WSET_RECORD_MS_DEFAULT;
+			if (optarg && restore_parse_ms(optarg, &o.record_ms)) {
+				log_error("--record-working-set: '%s' is not a "
+					  "number of ms from 1 to %u",
+					  optarg, WSET_RECORD_MS_MAX);
+				return STASIS_EXIT_USAGE;
+			}
+			break;
+		case 'P':
+			if (strcmp(optarg, "on") && strcmp(optarg, "off")) {
+				log_error("--prefetch: '%s' is not on or off",
+					  optarg);
+				return STASIS_EXIT_USAGE;
+			}
+			o.no_prefetch = !strcmp(optarg, "off");
+			break;
+		case 'H':
+			o.hugepages = optarg;
+			break;
 		case 'h':
 			if (receive)
 				receive_usage();
@@ -621,6 +926,32 @@ static int cmd_restore(int argc, char **argv, bool receive)
 					       : argv[optind - 1]);
 			return STASIS_EXIT_USAGE;
 		}
+	}
+	if (o.wait && receive) {
+		log_error("--wait is for stasis restore (a migrated VM brings "
+			  "its own machine)");
+		return STASIS_EXIT_USAGE;
+	}
+	if (o.wait) {
+		if (optind != argc || !o.api_socket || !o.mem_max) {
+			log_error("usage: stasis restore --wait --api-socket "
+				  "PATH --mem-max SIZE [options], no FILE "
+				  "(it comes with PUT /vm/restore)");
+			return STASIS_EXIT_USAGE;
+		}
+		/* The socket is bound and served before any restore, and
+		 * --user would have to come after. */
+		if (o.user.set) {
+			log_error("--user cannot be used with --wait");
+			return STASIS_EXIT_USAGE;
+		}
+		timings->target = true;
+		return restore_wait(&o);
+	}
+	if (o.mem_max || o.ncpus != 1) {
+		log_error("--mem-max and --cpus are for --wait (a snapshot "
+			  "brings its own)");
+		return STASIS_EXIT_USAGE;
 	}
 	if (!receive) {
 		if (optind != argc - 1) {
@@ -722,8 +1053,53 @@ static int cmd_inspect(int argc, char **argv, bool verify_only)
 	return status;
 }
 
+/* `stasis merge CHILD -o OUT [--compress C]`: a chain in one full file. */
+static int cmd_merge(int argc, char **argv)
+{
+	const char *child = NULL, *out = NULL;
+	struct snap_compress c = { .codec = SNAP_CODEC_RAW }, *cp = NULL;
+	char err[512];
+	int ret;
+
+	for (int i = 1; i < argc; i++) {
+		if ((!strcmp(argv[i], "-o") || !strcmp(argv[i], "--output")) &&
+		    i + 1 < argc && !out) {
+			out = argv[++i];
+		} else if (!strcmp(argv[i], "--compress") && i + 1 < argc &&
+			   !cp) {
+			if (snap_compress_parse(argv[++i], &c, err,
+						sizeof(err))) {
+				log_error("--compress: %s", err);
+				return STASIS_EXIT_USAGE;
+			}
+			cp = &c;
+		} else if (argv[i][0] == '-' || child) {
+			child = NULL;
+			break;
+		} else {
+			child = argv[i];
+		}
+	}
+	if (!child || !out || !*out) {
+		log_error("usage: stasis merge CHILD -o OUT "
+			  "[--compress none|lz4|zstd[:LEVEL]]");
+		return STASIS_EXIT_USAGE;
+	}
+	ret = snapshot_merge(child, out, cp, err, sizeof(err));
+	if (ret) {
+		log_error("%s: %s", child, err);
+		return ret == -ENOMEM ? STASIS_EXIT_HOST : STASIS_EXIT_USAGE;
+	}
+	printf("merged %s into %s\n", child, out);
+	return STASIS_EXIT_OK;
+}
+
 int main(int argc, char **argv)
 {
+	struct timings timings;
+
+	/* First, so that exec-to-main is all it measures. */
+	timings_init(&timings, false);
 	/* A closed serial or API peer must surface as EPIPE, not kill us. */
 	signal(SIGPIPE, SIG_IGN);
 	log_set_level(false, false);
@@ -743,15 +1119,17 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[1], "run"))
 		return cmd_run(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "restore"))
-		return cmd_restore(argc - 1, argv + 1, false);
+		return cmd_restore(argc - 1, argv + 1, false, &timings);
 	if (!strcmp(argv[1], "receive"))
-		return cmd_restore(argc - 1, argv + 1, true);
+		return cmd_restore(argc - 1, argv + 1, true, &timings);
 	if (!strcmp(argv[1], "ctl"))
 		return ctl_main(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "inspect"))
 		return cmd_inspect(argc - 1, argv + 1, false);
 	if (!strcmp(argv[1], "verify"))
 		return cmd_inspect(argc - 1, argv + 1, true);
+	if (!strcmp(argv[1], "merge"))
+		return cmd_merge(argc - 1, argv + 1);
 	log_error("unknown command '%s' (try stasis --help)", argv[1]);
 	return STASIS_EXIT_USAGE;
 }

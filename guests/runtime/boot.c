@@ -130,26 +130,67 @@ static void parse_linux(const uint8_t *bp)
 	}
 }
 
+/*
+ * Extends the identity map past 4 GiB to cover the highest RAM the memory
+ * map reports (at most GUEST_MAP_LIMIT), with 2 MiB pages only: they are
+ * part of long mode on every CPU (SDM vol. 3A 4.5), whereas 1 GiB pages are
+ * a CPUID feature that at least one KVM host (PVM) reports and then
+ * refuses. One page directory per GiB comes from the allocator, below
+ * 4 GiB, so the tables cost 4 KiB per GiB of RAM above 4 GiB and nothing
+ * for smaller guests. This runs in ring 3 (every page is user-writable) so
+ * that ring 0 keeps running no loop. The PDPT entries go from non-present
+ * to present, which needs no TLB invalidation (SDM vol. 3A 4.10.4.3), and
+ * the other CPUs are not started yet. Without memory for the tables the map
+ * stays at 4 GiB and so does the allocator.
+ */
+static void guest_boot_map_high(void)
+{
+	const struct guest_boot_info *b = &guest_kit.boot;
+	uint64_t top = 0, gib, n, i, j;
+	uint64_t *pd;
+
+	for (i = 0; i < b->memmap_count; i++) {
+		const struct guest_mem_range *r = &b->memmap[i];
+		uint64_t end = r->start + r->size;
+
+		if (r->type != GUEST_MEM_RAM || end < r->start)
+			continue;
+		if (end > top)
+			top = end;
+	}
+	if (top > GUEST_MAP_LIMIT)
+		top = GUEST_MAP_LIMIT;
+	if (top <= GUEST_MAP_LOW)
+		return;
+	n = (top - GUEST_MAP_LOW + (1ull << 30) - 1) >> 30;
+	pd = guest_alloc(n * 4096, 4096);
+	if (!pd)
+		return;
+	for (i = 0; i < n; i++) {
+		gib = (GUEST_MAP_LOW >> 30) + i;
+		for (j = 0; j < 512; j++)
+			pd[i * 512 + j] =
+			    (gib << 30) + (j << 21) + GUEST_PTE_LARGE;
+	}
+	/* Every directory is complete before an entry points to it. */
+	__asm__ volatile("" ::: "memory");
+	for (i = 0; i < n; i++)
+		((volatile uint64_t *)guest_pdpt)[(GUEST_MAP_LOW >> 30) + i] =
+		    (uint64_t)&pd[i * 512] + GUEST_PTE_TABLE;
+	guest_kit.map_top = GUEST_MAP_LOW + (n << 30);
+}
+
 void guest_boot_parse(void)
 {
-	uint32_t r[4];
-
 	guest_kit.boot.protocol = guest_boot_protocol;
 	if (guest_boot_protocol == GUEST_BOOT_PVH)
 		parse_pvh((const void *)guest_boot_info_addr);
 	else
 		parse_linux((const void *)guest_boot_info_addr);
 
-	/* entry.S maps 1 GiB pages above 4 GiB; usable only with CPUID
-	 * 0x80000001 EDX bit 26 (SDM vol. 3A 4.1.4). */
-	guest_kit.map_top = 4ull << 30;
-	guest_cpuid_raw(0x80000000, 0, r);
-	if (r[0] >= 0x80000001) {
-		guest_cpuid_raw(0x80000001, 0, r);
-		if (r[3] & (1u << 26))
-			guest_kit.map_top = 512ull << 30;
-	}
+	guest_kit.map_top = GUEST_MAP_LOW;
 	guest_kit.alloc_next = (uint64_t)guest_image_end;
+	guest_boot_map_high();
 }
 
 const struct guest_boot_info *guest_boot(void)

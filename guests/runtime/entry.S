@@ -356,15 +356,16 @@ guest_gdt_ptr:
 	.quad guest_gdt
 
 /*
- * Identity map, built at assembly time so boot runs no loop: 4 GiB with
- * 2 MiB pages, then PDPT entries 4..511 as 1 GiB pages. Those are only
- * walked if the CPU has 1 GiB pages (CPUID 0x80000001 EDX bit 26); the
- * runtime's allocator stays below 4 GiB otherwise. The 2 MiB pages holding
- * the IOAPIC and LAPIC are uncached.
+ * Identity map of the first 4 GiB, built at assembly time so boot runs no
+ * loop: 2 MiB pages, the ones holding the IOAPIC and LAPIC uncached. PDPT
+ * entries 4..511 start non-present; ring 3 fills them with 2 MiB-page
+ * directories for the RAM the memory map reports (boot.c,
+ * guest_boot_map_high). 1 GiB pages are never used: some KVM hosts report
+ * them in CPUID and then refuse them.
  */
 	.section .data.pagetables, "aw"
 	.balign 4096
-	.globl guest_pml4
+	.globl guest_pml4, guest_pdpt
 guest_pml4:
 	.quad guest_pdpt + PTE_TABLE
 	.fill 511, 8, 0
@@ -373,11 +374,7 @@ guest_pdpt:
 	.quad guest_pd + 0x1000 + PTE_TABLE
 	.quad guest_pd + 0x2000 + PTE_TABLE
 	.quad guest_pd + 0x3000 + PTE_TABLE
-	gib = 4
-	.rept 508
-	.quad (gib << 30) + PTE_LARGE
-	gib = gib + 1
-	.endr
+	.fill 508, 8, 0
 guest_pd:
 	page = 0
 	.rept 2048

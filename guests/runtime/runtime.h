@@ -12,6 +12,14 @@ struct guest_trap_frame {
 	uint64_t vector, error, rip, cs, rflags, rsp, ss;
 };
 
+/* The identity map: entry.S maps the first 4 GiB; boot.c extends it with
+ * 2 MiB pages over the RAM above, up to one PDPT's reach. Page-table
+ * entry bits (SDM vol. 3A 4.5): present, writable, user, page size. */
+#define GUEST_MAP_LOW (4ull << 30)
+#define GUEST_MAP_LIMIT (512ull << 30)
+#define GUEST_PTE_TABLE 0x07ull
+#define GUEST_PTE_LARGE 0x87ull
+
 /* All mutable runtime state, in one place. */
 struct guest_kit {
 	struct guest_boot_info boot;
@@ -36,6 +44,7 @@ extern uint32_t guest_boot_protocol;
 extern uint64_t guest_boot_info_addr;
 extern struct guest_cpu *volatile guest_ap_boot_cpu;
 extern uint64_t guest_gdt[];
+extern uint64_t guest_pdpt[512];
 extern const uint8_t guest_trampoline_start[], guest_trampoline_end[];
 extern const uint8_t guest_isr_table[], guest_isr_timer[], guest_isr_gp[],
     guest_isr_spurious[], guest_isr_device[];

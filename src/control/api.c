@@ -18,6 +18,7 @@
 
 #include "control/api.h"
 #include "core/text.h"
+#include "core/timings.h"
 #include "core/unix_socket.h"
 
 /* One thread per connection: clients that send half a request and wait
@@ -269,15 +270,12 @@ static int api_get_compress(struct json_object *val,
 				   errlen);
 }
 
-int api_parse_snapshot_request(const char *body, size_t len, char *path,
-			       size_t pathlen, enum vm_then *then,
-			       struct snap_compress *compress, char *err,
+/* The start of a body that names a path (PUT /vm/snapshot, /vm/restore):
+ * bounded, present, one JSON object, which *@obj then holds. */
+static int api_parse_path_body(const char *body, size_t len, size_t pathlen,
+			       struct json_object **obj, char *err,
 			       size_t errlen)
 {
-	struct json_object *obj;
-	bool have_path = false;
-	int ret = 0;
-
 	if (len > API_BODY_MAX) {
 		snprintf(err, errlen, "request body is larger than %d bytes",
 			 API_BODY_MAX);
@@ -292,10 +290,25 @@ int api_parse_snapshot_request(const char *body, size_t len, char *path,
 			 "missing request body: expected {\"path\": ...}");
 		return -EINVAL;
 	}
-	obj = api_parse_json_object(body, len, err, errlen);
-	if (!obj)
-		return -EINVAL;
+	*obj = api_parse_json_object(body, len, err, errlen);
+	return *obj ? 0 : -EINVAL;
+}
+
+int api_parse_snapshot_request(const char *body, size_t len, char *path,
+			       size_t pathlen, char *base, enum vm_then *then,
+			       struct snap_compress *compress, bool *live,
+			       char *err, size_t errlen)
+{
+	struct json_object *obj;
+	bool have_path = false;
+	int ret;
+
+	ret = api_parse_path_body(body, len, pathlen, &obj, err, errlen);
+	if (ret)
+		return ret;
 	*then = VM_THEN_RESUME;
+	*live = false;
+	base[0] = '\0';
 	*compress =
 	    (struct snap_compress){ .codec = SNAP_COMPRESS_DEFAULT_CODEC };
 	json_object_object_foreach(obj, key, val)
@@ -307,6 +320,99 @@ int api_parse_snapshot_request(const char *body, size_t len, char *path,
 			ret = api_get_then(val, then, err, errlen);
 		} else if (!strcmp(key, "compress")) {
 			ret = api_get_compress(val, compress, err, errlen);
+		} else if (!strcmp(key, "base")) {
+			ret = api_get_path(val, base, pathlen, err, errlen);
+		} else if (!strcmp(key, "live")) {
+			if (!json_object_is_type(val, json_type_boolean)) {
+				snprintf(err, errlen,
+					 "\"live\" must be true or false");
+				ret = -EINVAL;
+			} else {
+				*live = json_object_get_boolean(val);
+			}
+		} else {
+			api_unknown_key(key, err, errlen);
+			ret = -EINVAL;
+		}
+		if (ret)
+			goto out;
+	}
+	if (!have_path) {
+		snprintf(err, errlen, "missing key \"path\"");
+		ret = -EINVAL;
+	}
+out:
+	json_object_put(obj);
+	return ret;
+}
+
+static const char *const api_memory_names[] = {
+	[API_MEMORY_DEFAULT] = "default",
+	[API_MEMORY_ONDEMAND] = "ondemand",
+	[API_MEMORY_MAP] = "map",
+	[API_MEMORY_COPY] = "copy",
+};
+
+const char *api_memory_name(enum api_memory m)
+{
+	return m <= API_MEMORY_COPY ? api_memory_names[m] : "?";
+}
+
+/* One of @names[1..n) for the string @val, as its index; 0 if none. */
+static unsigned api_get_word(struct json_object *val, const char *const *names,
+			     unsigned n)
+{
+	if (!json_object_is_type(val, json_type_string))
+		return 0;
+	for (unsigned i = 1; i < n; i++)
+		if (!strcmp(json_object_get_string(val), names[i]))
+			return i;
+	return 0;
+}
+
+int api_parse_restore_request(const char *body, size_t len, char *path,
+			      size_t pathlen, struct api_restore *req,
+			      char *err, size_t errlen)
+{
+	static const char *const clocks[] = { "default", "advance", "frozen" };
+	struct json_object *obj;
+	bool have_path = false;
+	int ret;
+
+	ret = api_parse_path_body(body, len, pathlen, &obj, err, errlen);
+	if (ret)
+		return ret;
+	*req = (struct api_restore){ .path = path };
+	json_object_object_foreach(obj, key, val)
+	{
+		if (!strcmp(key, "path")) {
+			ret = api_get_path(val, path, pathlen, err, errlen);
+			have_path = !ret;
+		} else if (!strcmp(key, "memory")) {
+			req->memory = (enum api_memory)api_get_word(
+			    val, api_memory_names, 4);
+			if (!req->memory) {
+				snprintf(err, errlen,
+					 "\"memory\" must be \"ondemand\", "
+					 "\"map\" or \"copy\"");
+				ret = -EINVAL;
+			}
+		} else if (!strcmp(key, "clock")) {
+			req->clock =
+			    (enum api_clock)api_get_word(val, clocks, 3);
+			if (!req->clock) {
+				snprintf(err, errlen,
+					 "\"clock\" must be \"advance\" or "
+					 "\"frozen\"");
+				ret = -EINVAL;
+			}
+		} else if (!strcmp(key, "paused")) {
+			if (!json_object_is_type(val, json_type_boolean)) {
+				snprintf(err, errlen,
+					 "\"paused\" must be true or false");
+				ret = -EINVAL;
+			}
+			req->paused = json_object_get_boolean(val);
 		} else {
 			api_unknown_key(key, err, errlen);
 			ret = -EINVAL;
@@ -539,6 +645,34 @@ static enum MHD_Result api_reply_op_error(struct MHD_Connection *c, int ret,
 			       what, strerror_r(-ret, buf, sizeof(buf)));
 }
 
+/* The restore's phases as a JSON object of "NAME_us" members (null for
+ * a phase not reached), or null for a VM that was booted. */
+static void api_format_timings(const struct timings *t, char *out,
+			       size_t outlen)
+{
+	size_t len;
+
+	if (!t) {
+		snprintf(out, outlen, "null");
+		return;
+	}
+	/* exec_source is one of timings.c's fixed strings. */
+	len = (size_t)snprintf(out, outlen, "{ \"exec_source\": \"%s\"",
+			       t->exec_source ? t->exec_source : "unknown");
+	for (int m = 0; m < TIMING_COUNT && len < outlen; m++) {
+		int64_t us = timings_us(t, (enum timing_mark)m);
+		char v[24] = "null";
+
+		if (us >= 0)
+			snprintf(v, sizeof(v), "%lld", (long long)us);
+		len +=
+		    (size_t)snprintf(out + len, outlen - len, ", \"%s_us\": %s",
+				     timings_name((enum timing_mark)m), v);
+	}
+	if (len < outlen)
+		snprintf(out + len, outlen - len, " }");
+}
+
 static enum MHD_Result api_handle_status(struct api_server *s,
 					 struct MHD_Connection *c,
 					 const struct api_request *req)
@@ -548,7 +682,9 @@ static enum MHD_Result api_handle_status(struct api_server *s,
 	char last_pause[24] = "null";
 	char snapshot[80] = "null";
 	char migration[64] = "null";
-	char body[640];
+	char timings[640];
+	char last[160] = "null";
+	char body[1280];
 
 	if (api_parse_empty_request(req->body, req->len, err, sizeof(err)))
 		return api_reply_error(c, MHD_HTTP_BAD_REQUEST, NULL, "%s",
@@ -565,15 +701,28 @@ static enum MHD_Result api_handle_status(struct api_server *s,
 	if (st.migration_state)
 		snprintf(migration, sizeof(migration), "{ \"state\": \"%s\" }",
 			 st.migration_state);
+	api_format_timings(st.timings, timings, sizeof(timings));
+	if (st.have_last_snapshot)
+		snprintf(
+		    last, sizeof(last),
+		    "{ \"live\": %s, \"pause_us\": %llu, "
+		    "\"total_ms\": %llu, \"extra_bytes\": %llu }",
+		    st.last_snapshot.live ? "true" : "false",
+		    (unsigned long long)(st.last_snapshot.pause_ns / 1000),
+		    (unsigned long long)(st.last_snapshot.total_ns / 1000000),
+		    (unsigned long long)st.last_snapshot.extra_bytes);
 	/* Only numbers and fixed words: no escaping needed. */
 	snprintf(body, sizeof(body),
 		 "{ \"state\": \"%s\", \"vcpus\": %u, \"memory_bytes\": %llu, "
 		 "\"uptime_ms\": %llu, \"last_pause_us\": %s, "
-		 "\"snapshot\": %s, \"migration\": %s }\n",
-		 st.paused ? "paused" : "running", st.ncpus,
-		 (unsigned long long)st.mem_size,
+		 "\"snapshot\": %s, \"migration\": %s, \"timings\": %s, "
+		 "\"last_snapshot\": %s }\n",
+		 st.waiting  ? "waiting"
+		 : st.paused ? "paused"
+			     : "running",
+		 st.ncpus, (unsigned long long)st.mem_size,
 		 (unsigned long long)(st.uptime_ns / 1000000), last_pause,
-		 snapshot, migration);
+		 snapshot, migration, timings, last);
 	return api_reply(c, MHD_HTTP_OK, body, NULL);
 }
 
@@ -619,25 +768,79 @@ static enum MHD_Result api_handle_shutdown(struct api_server *s,
 				 MHD_HTTP_ACCEPTED);
 }
 
+/* PUT /vm/snapshot's reply: what was written and what it cost. */
+static enum MHD_Result api_reply_snapshot(struct MHD_Connection *c,
+					  const char *path, const char *base,
+					  enum vm_then then,
+					  const struct snap_compress *compress,
+					  const struct snapshot_stats *st)
+{
+	struct json_object *obj = json_object_new_object();
+	char name[16];
+	enum MHD_Result ret;
+	char *body = NULL;
+
+	snap_compress_format(compress, name, sizeof(name));
+	if (!obj ||
+	    json_object_object_add(obj, "path", json_object_new_string(path)) ||
+	    json_object_object_add(
+		obj, "then", json_object_new_string(api_then_names[then])) ||
+	    json_object_object_add(obj, "compress",
+				   json_object_new_string(name)) ||
+	    json_object_object_add(obj, "base", json_object_new_string(base)) ||
+	    json_object_object_add(obj, "live",
+				   json_object_new_boolean(st->live)) ||
+	    json_object_object_add(
+		obj, "pause_us",
+		json_object_new_int64((int64_t)(st->pause_ns / 1000))) ||
+	    json_object_object_add(
+		obj, "total_ms",
+		json_object_new_int64((int64_t)(st->total_ns / 1000000))) ||
+	    json_object_object_add(
+		obj, "extra_bytes",
+		json_object_new_int64((int64_t)st->extra_bytes)) ||
+	    asprintf(&body, "%s\n",
+		     json_object_to_json_string_ext(obj, API_JSON_OUT)) < 0) {
+		json_object_put(obj);
+		return api_reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+				 API_NOMEM_BODY, NULL);
+	}
+	json_object_put(obj);
+	ret = api_reply(c, MHD_HTTP_OK, body, NULL);
+	free(body);
+	return ret;
+}
+
+/* 204: the recording has ended and its file is written. */
+static enum MHD_Result api_handle_working_set(struct api_server *s,
+					      struct MHD_Connection *c,
+					      const struct api_request *req)
+{
+	return api_handle_action(c, req, s->ops->working_set, s->ctx,
+				 "working set", MHD_HTTP_NO_CONTENT);
+}
+
 static enum MHD_Result api_handle_snapshot(struct api_server *s,
 					   struct MHD_Connection *c,
 					   const struct api_request *req)
 {
 	char err[API_ERR_MAX] = "";
+	struct snapshot_stats stats = { 0 };
 	struct snap_compress compress;
-	char compress_name[16];
-	const char *kv[6];
 	enum vm_then then;
 	enum MHD_Result mret;
-	char *path;
+	bool live;
+	char *path, *base;
 	int ret;
 
-	path = malloc(PATH_MAX);
+	path = malloc(2 * PATH_MAX);
 	if (!path)
 		return api_reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
 				 API_NOMEM_BODY, NULL);
+	base = path + PATH_MAX;
 	ret = api_parse_snapshot_request(req->body, req->len, path, PATH_MAX,
-					 &then, &compress, err, sizeof(err));
+					 base, &then, &compress, &live, err,
+					 sizeof(err));
 	if (ret) {
 		mret = api_reply_error(c,
 				       ret == -EMSGSIZE
@@ -649,20 +852,68 @@ static enum MHD_Result api_handle_snapshot(struct api_server *s,
 	/* A snapshot may run for minutes with the socket silent; the idle
 	 * timeout must not cut the connection before the reply. */
 	MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0U);
-	ret = s->ops->snapshot(s->ctx, path, then, &compress, err, sizeof(err));
+	ret = s->ops->snapshot(s->ctx, path, base[0] ? base : NULL, then,
+			       &compress, live, &stats, err, sizeof(err));
 	MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT,
 				  (unsigned)API_IDLE_TIMEOUT_S);
 	if (ret) {
 		mret = api_reply_op_error(c, ret, "snapshot", err, sizeof(err));
 		goto out;
 	}
+	mret = api_reply_snapshot(c, path, base, then, &compress, &stats);
+out:
+	free(path);
+	return mret;
+}
+
+/* 200 once the snapshot is restored and about to run; 400 for a bad
+ * request or a snapshot this target cannot take (the target waits on);
+ * 409 when this is no waiting target, or it has restored already. */
+static enum MHD_Result api_handle_restore(struct api_server *s,
+					  struct MHD_Connection *c,
+					  const struct api_request *req)
+{
+	char err[API_ERR_MAX] = "";
+	struct api_restore r;
+	const char *kv[6];
+	enum MHD_Result mret;
+	char *path;
+	int ret;
+
+	if (!s->ops->restore)
+		return api_reply_error(c, MHD_HTTP_CONFLICT, NULL,
+				       "this VM is running already (PUT "
+				       "/vm/restore is for stasis restore "
+				       "--wait)");
+	path = malloc(PATH_MAX);
+	if (!path)
+		return api_reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+				 API_NOMEM_BODY, NULL);
+	ret = api_parse_restore_request(req->body, req->len, path, PATH_MAX, &r,
+					err, sizeof(err));
+	if (ret) {
+		mret = api_reply_error(c,
+				       ret == -EMSGSIZE
+					   ? MHD_HTTP_CONTENT_TOO_LARGE
+					   : MHD_HTTP_BAD_REQUEST,
+				       NULL, "%s", err);
+		goto out;
+	}
+	/* A copy restore of a large guest reads for a while. */
+	MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0U);
+	ret = s->ops->restore(s->ctx, &r, err, sizeof(err));
+	MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT,
+				  (unsigned)API_IDLE_TIMEOUT_S);
+	if (ret) {
+		mret = api_reply_op_error(c, ret, "restore", err, sizeof(err));
+		goto out;
+	}
 	kv[0] = "path";
 	kv[1] = path;
-	kv[2] = "then";
-	kv[3] = api_then_names[then];
-	snap_compress_format(&compress, compress_name, sizeof(compress_name));
-	kv[4] = "compress";
-	kv[5] = compress_name;
+	kv[2] = "memory";
+	kv[3] = api_memory_name(r.memory);
+	kv[4] = "state";
+	kv[5] = r.paused ? "paused" : "running";
 	mret = api_reply_strings(c, MHD_HTTP_OK, NULL, kv, 6);
 out:
 	free(path);
@@ -739,6 +990,10 @@ static const unsigned api_pause_statuses[] = { MHD_HTTP_NO_CONTENT,
 					       MHD_HTTP_CONFLICT, 0 };
 static const unsigned api_shutdown_statuses[] = { MHD_HTTP_ACCEPTED,
 						  MHD_HTTP_BAD_REQUEST, 0 };
+/* 409: no recording runs. */
+static const unsigned api_working_set_statuses[] = { MHD_HTTP_NO_CONTENT,
+						     MHD_HTTP_BAD_REQUEST,
+						     MHD_HTTP_CONFLICT, 0 };
 static const unsigned api_snapshot_statuses[] = {
 	MHD_HTTP_OK, MHD_HTTP_BAD_REQUEST, MHD_HTTP_CONFLICT,
 	MHD_HTTP_INSUFFICIENT_STORAGE, 0
@@ -753,6 +1008,24 @@ static const char *const api_status_fields[] = { "state",
 						 "snapshot.total_bytes",
 						 "migration",
 						 "migration.state",
+						 "timings",
+						 "timings.exec_source",
+						 "timings.main_us",
+						 "timings.kvm_us",
+						 "timings.memory_us",
+						 "timings.vcpus_us",
+						 "timings.request_us",
+						 "timings.file_us",
+						 "timings.machine_us",
+						 "timings.state_us",
+						 "timings.devices_us",
+						 "timings.first_run_us",
+						 "timings.first_exit_us",
+						 "last_snapshot",
+						 "last_snapshot.live",
+						 "last_snapshot.pause_us",
+						 "last_snapshot.total_ms",
+						 "last_snapshot.extra_bytes",
 						 NULL };
 static const unsigned api_migrate_statuses[] = { MHD_HTTP_OK,
 						 MHD_HTTP_BAD_REQUEST,
@@ -766,8 +1039,19 @@ static const char *const api_migrate_fields[] = { "destination", "bytes_sent",
 						  "total_ms",	 "downtime_ms",
 						  "rounds",	 NULL };
 static const char *const api_snapshot_keys[] = { "path", "then", "compress",
-						 NULL };
+						 "live", "base", NULL };
+static const char *const api_snapshot_fields[] = {
+	"path",	    "then",	"compress",    "live", "base",
+	"pause_us", "total_ms", "extra_bytes", NULL
+};
 static const char *const api_snapshot_required[] = { "path", NULL };
+static const unsigned api_restore_statuses[] = { MHD_HTTP_OK,
+						 MHD_HTTP_BAD_REQUEST,
+						 MHD_HTTP_CONFLICT, 0 };
+static const char *const api_restore_keys[] = { "path", "memory", "clock",
+						"paused", NULL };
+static const char *const api_restore_fields[] = { "path", "memory", "state",
+						  NULL };
 
 static const struct api_route api_routes[] = {
 	{ { "/vm", MHD_HTTP_METHOD_GET, api_status_statuses, NULL, NULL,
@@ -783,11 +1067,17 @@ static const struct api_route api_routes[] = {
 	    NULL, NULL },
 	  api_handle_shutdown },
 	{ { "/vm/snapshot", MHD_HTTP_METHOD_PUT, api_snapshot_statuses,
-	    api_snapshot_keys, api_snapshot_required, api_snapshot_keys },
+	    api_snapshot_keys, api_snapshot_required, api_snapshot_fields },
 	  api_handle_snapshot },
 	{ { "/vm/migrate", MHD_HTTP_METHOD_PUT, api_migrate_statuses,
 	    api_migrate_keys, api_migrate_required, api_migrate_fields },
 	  api_handle_migrate },
+	{ { "/vm/restore", MHD_HTTP_METHOD_PUT, api_restore_statuses,
+	    api_restore_keys, api_snapshot_required, api_restore_fields },
+	  api_handle_restore },
+	{ { "/vm/working-set", MHD_HTTP_METHOD_PUT, api_working_set_statuses,
+	    NULL, NULL, NULL },
+	  api_handle_working_set },
 };
 
 #define API_NROUTES (sizeof(api_routes) / sizeof(*api_routes))

@@ -19,7 +19,18 @@ enum vm_then {
 	VM_THEN_EXIT,
 };
 
+struct timings;
+
+/* What a snapshot cost: its reply, and GET /vm's "last_snapshot". */
+struct snapshot_stats {
+	bool live; /* written with the guest running (--live) */
+	uint64_t pause_ns; /* the guest stood still */
+	uint64_t total_ns; /* request to complete file */
+	uint64_t extra_bytes; /* memory beyond the guest's, at peak (live) */
+};
+
 struct vm_status {
+	bool waiting; /* a restore target that has not restored yet */
 	bool paused;
 	unsigned ncpus;
 	uint64_t mem_size;
@@ -31,7 +42,36 @@ struct vm_status {
 	uint64_t snapshot_total_bytes;
 	/* migrate_phase_name() of a migration under way, else NULL. */
 	const char *migration_state;
+	/* The restore's phases (core/timings.h); NULL for a booted VM. */
+	const struct timings *timings;
+	bool have_last_snapshot; /* one was written since stasis started */
+	struct snapshot_stats last_snapshot;
 };
+
+/* PUT /vm/restore into a waiting restore target (stasis restore --wait):
+ * the snapshot and how to restore it. */
+enum api_memory {
+	API_MEMORY_DEFAULT, /* the target's own --memory, else ondemand */
+	API_MEMORY_ONDEMAND,
+	API_MEMORY_MAP,
+	API_MEMORY_COPY,
+};
+
+enum api_clock {
+	API_CLOCK_DEFAULT, /* the target's own --clock */
+	API_CLOCK_ADVANCE,
+	API_CLOCK_FROZEN,
+};
+
+struct api_restore {
+	char *path; /* the caller's buffer */
+	enum api_memory memory; /* in: asked for; out: the mode used */
+	enum api_clock clock;
+	bool paused; /* stay paused until PUT /vm/resume */
+};
+
+/* "ondemand", "map", "copy" ("default" for API_MEMORY_DEFAULT). */
+const char *api_memory_name(enum api_memory m);
 
 /* Callbacks run on the server's threads, possibly several at once (a
  * status poll while a snapshot runs); they must not call api_server_stop.
@@ -42,8 +82,11 @@ struct vm_status {
 struct api_ops {
 	int (*pause)(void *ctx, char *err, size_t errlen);
 	int (*resume)(void *ctx, char *err, size_t errlen);
-	int (*snapshot)(void *ctx, const char *path, enum vm_then then,
-			const struct snap_compress *compress, char *err,
+	/* @base: NULL, or the parent of an incremental snapshot. @live: the
+	 * guest runs on while memory is written. Fills @stats on success. */
+	int (*snapshot)(void *ctx, const char *path, const char *base,
+			enum vm_then then, const struct snap_compress *compress,
+			bool live, struct snapshot_stats *stats, char *err,
 			size_t errlen);
 	int (*shutdown)(void *ctx, char *err, size_t errlen);
 	/* Optional: PUT /vm/migrate (absent: 500). Returns once the
@@ -51,6 +94,15 @@ struct api_ops {
 	int (*migrate)(void *ctx, const struct migrate_opts *o,
 		       struct migrate_result *res, char *err, size_t errlen);
 	void (*status)(void *ctx, struct vm_status *st);
+	/* Optional (NULL: PUT /vm/restore answers 409): serves a snapshot
+	 * into a waiting target. Returns once the VM is restored, just
+	 * before its vCPUs start (0), or refused with the target still
+	 * waiting (-EINVAL: the request or the file; -EBUSY: not waiting). */
+	int (*restore)(void *ctx, struct api_restore *req, char *err,
+		       size_t errlen);
+	/* Ends a working-set recording (--record-working-set) and writes
+	 * it: -EALREADY (409) when none runs. */
+	int (*working_set)(void *ctx, char *err, size_t errlen);
 	/* Optional: run first on the thread that starts the server's own
 	 * threads, which inherit what it sets (stasis: the API role's
 	 * seccomp filter). A failure stops api_server_start. */
@@ -108,14 +160,26 @@ void api_server_stop(struct api_server *s);
  * string "path" (required, non-empty, no NUL, shorter than @pathlen) and
  * an optional "then" ("resume", the default, "pause" or "exit") and an
  * optional "compress" ("none", "lz4", "zstd" or "zstd:LEVEL", as
- * --compress takes it; SNAP_COMPRESS_DEFAULT_CODEC when absent); any other
- * key is an error. A pure function (the fuzz target). Returns 0, -EINVAL
- * or -EMSGSIZE (more than API_BODY_MAX bytes) with a one-line reason in
+ * --compress takes it; SNAP_COMPRESS_DEFAULT_CODEC when absent) and an
+ * optional boolean "live" (false when absent), the optional "base" (a path
+ * as "path" is, into @base, @pathlen bytes too; "" when absent: a full
+ * snapshot); any other key is an error. A
+ * pure function (the fuzz target). Returns 0, -EINVAL or -EMSGSIZE (more than
+ * API_BODY_MAX bytes) with a one-line reason in
  * @err. */
 int api_parse_snapshot_request(const char *body, size_t len, char *path,
-			       size_t pathlen, enum vm_then *then,
-			       struct snap_compress *compress, char *err,
-			       size_t errlen);
+			       size_t pathlen, char *base, enum vm_then *then,
+			       struct snap_compress *compress, bool *live,
+			       char *err, size_t errlen);
+
+/* Parses and validates the body of PUT /vm/restore: a JSON object with
+ * "path" (required, as for a snapshot) and the optional "memory"
+ * ("ondemand", "map" or "copy"), "clock" ("advance" or "frozen") and
+ * "paused" (a boolean); any other key is an error. A pure function.
+ * Returns 0, -EINVAL or -EMSGSIZE with a one-line reason in @err. */
+int api_parse_restore_request(const char *body, size_t len, char *path,
+			      size_t pathlen, struct api_restore *req,
+			      char *err, size_t errlen);
 
 /* Parses and validates the body of PUT /vm/migrate: a JSON object with
  * a string "destination" (unix:PATH or tcp:HOST:PORT, required), and

@@ -1,6 +1,7 @@
 /* `stasis ctl`: a small HTTP/1.1 client for the control API on its UNIX
  * socket, printing readable results or the server's JSON. */
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
@@ -50,11 +51,13 @@ struct ctl_command {
 	const char *method;
 	const char *url;
 	const char *done; /* what a success means, for people */
-	bool snapshot; /* takes PATH, --then, --compress; no reply timeout */
-	bool migrate; /* takes a destination and the migration options */
+	bool snapshot; /* takes PATH, --then, --compress, --live; no reply
+			* timeout */
 	/* prints a success for people; returns the exit status */
 	int (*print)(const struct ctl_args *a, const struct ctl_command *cmd,
 		     const struct ctl_response *r);
+	bool restore; /* takes PATH, --memory, --clock, --paused; as snapshot */
+	bool migrate; /* takes a destination and the migration options */
 };
 
 struct ctl_args {
@@ -63,6 +66,10 @@ struct ctl_args {
 	const char *path;
 	const char *then;
 	const char *compress; /* NULL: the server's default */
+	const char *memory, *clock; /* restore's; NULL: the target's */
+	bool paused;
+	bool live; /* --live */
+	const char *base; /* NULL: a full snapshot */
 	bool json;
 	/* migrate: options passed on as they are, for the server to check
 	 * (a NULL string or -1 number: not given) */
@@ -407,9 +414,11 @@ static int ctl_parse_status(const struct ctl_response *r, struct vm_status *st)
 	    !json_object_is_type(val, json_type_string))
 		goto out;
 	state = json_object_get_string(val);
-	if (strcmp(state, "paused") && strcmp(state, "running"))
+	if (strcmp(state, "paused") && strcmp(state, "running") &&
+	    strcmp(state, "waiting"))
 		goto out;
 	st->paused = !strcmp(state, "paused");
+	st->waiting = !strcmp(state, "waiting");
 	if (!ctl_get_u64(obj, "vcpus", &ncpus) || ncpus > UINT_MAX ||
 	    !ctl_get_u64(obj, "memory_bytes", &st->mem_size) ||
 	    !ctl_get_u64(obj, "uptime_ms", &uptime_ms) ||
@@ -427,6 +436,24 @@ static int ctl_parse_status(const struct ctl_response *r, struct vm_status *st)
 				 &st->snapshot_total_bytes))
 			goto out;
 		st->snapshot_active = true;
+	}
+	/* Optional for older servers: what the last snapshot cost. */
+	if (json_object_object_get_ex(obj, "last_snapshot", &snap) &&
+	    json_object_is_type(snap, json_type_object)) {
+		struct json_object *live;
+		uint64_t pus, tms;
+
+		if (!json_object_object_get_ex(snap, "live", &live) ||
+		    !json_object_is_type(live, json_type_boolean) ||
+		    !ctl_get_u64(snap, "pause_us", &pus) ||
+		    !ctl_get_u64(snap, "total_ms", &tms) ||
+		    !ctl_get_u64(snap, "extra_bytes",
+				 &st->last_snapshot.extra_bytes))
+			goto out;
+		st->have_last_snapshot = true;
+		st->last_snapshot.live = json_object_get_boolean(live);
+		st->last_snapshot.pause_ns = pus * 1000;
+		st->last_snapshot.total_ns = tms * 1000000;
 	}
 	ret = 0;
 out:
@@ -461,6 +488,12 @@ static int ctl_print_status(const struct ctl_args *a,
 		return CTL_EXIT_FAILED;
 	}
 	ctl_format_bytes(mem, sizeof(mem), st.mem_size);
+	if (st.waiting) {
+		printf("state: waiting for a snapshot (PUT /vm/restore)\n"
+		       "vcpus: %u\nmemory: at most %s\n",
+		       st.ncpus, mem);
+		return CTL_EXIT_OK;
+	}
 	printf("state: %s\nvcpus: %u\nmemory: %s\nuptime: %.1f s\n",
 	       st.paused ? "paused" : "running", st.ncpus, mem,
 	       (double)st.uptime_ns / 1e9);
@@ -475,6 +508,16 @@ static int ctl_print_status(const struct ctl_args *a,
 		ctl_format_bytes(done, sizeof(done), st.snapshot_done_bytes);
 		ctl_format_bytes(total, sizeof(total), st.snapshot_total_bytes);
 		printf("snapshot: %s of %s written\n", done, total);
+	}
+	if (st.have_last_snapshot) {
+		ctl_format_bytes(mem, sizeof(mem),
+				 st.last_snapshot.extra_bytes);
+		printf("last snapshot: %s, paused %llu us, %.1f s in all%s%s\n",
+		       st.last_snapshot.live ? "live" : "paused",
+		       (unsigned long long)(st.last_snapshot.pause_ns / 1000),
+		       (double)st.last_snapshot.total_ns / 1e9,
+		       st.last_snapshot.live ? ", extra memory " : "",
+		       st.last_snapshot.live ? mem : "");
 	}
 	return CTL_EXIT_OK;
 }
@@ -500,6 +543,20 @@ static int ctl_print_snapshot(const struct ctl_args *a,
 	if (path)
 		ctl_sanitize(path);
 	printf("snapshot written to %s\n", path ? path : a->path);
+	/* A live save says what the guest felt of it. */
+	if (obj && json_object_object_get_ex(obj, "live", &val) &&
+	    json_object_get_boolean(val)) {
+		struct json_object *p = NULL, *t = NULL, *x = NULL;
+
+		json_object_object_get_ex(obj, "pause_us", &p);
+		json_object_object_get_ex(obj, "total_ms", &t);
+		json_object_object_get_ex(obj, "extra_bytes", &x);
+		printf("live: paused %" PRId64 " us, %" PRId64
+		       " ms in all, %" PRId64 " KiB of extra memory\n",
+		       p ? json_object_get_int64(p) : 0,
+		       t ? json_object_get_int64(t) : 0,
+		       x ? json_object_get_int64(x) / 1024 : 0);
+	}
 	free(path);
 	json_object_put(obj);
 	return CTL_EXIT_OK;
@@ -528,18 +585,38 @@ static int ctl_print_migrate(const struct ctl_args *a,
 	return CTL_EXIT_OK;
 }
 
+static int ctl_print_restore(const struct ctl_args *a,
+			     const struct ctl_command *cmd,
+			     const struct ctl_response *r)
+{
+	struct json_object *obj = ctl_parse_json(r), *val;
+	char mode[16] = "?";
+
+	if (obj && json_object_object_get_ex(obj, "memory", &val) &&
+	    json_object_is_type(val, json_type_string))
+		snprintf(mode, sizeof(mode), "%s", json_object_get_string(val));
+	ctl_sanitize(mode);
+	printf("restored %s (--memory %s)\n", a->path, mode);
+	json_object_put(obj);
+	return CTL_EXIT_OK;
+}
+
 static const struct ctl_command ctl_commands[] = {
-	{ "status", "GET", "/vm", NULL, false, false, ctl_print_status },
-	{ "pause", "PUT", "/vm/pause", "VM paused", false, false,
-	  ctl_print_done },
-	{ "resume", "PUT", "/vm/resume", "VM resumed", false, false,
-	  ctl_print_done },
-	{ "shutdown", "PUT", "/vm/shutdown", "VM shutting down", false, false,
-	  ctl_print_done },
-	{ "snapshot", "PUT", "/vm/snapshot", NULL, true, false,
-	  ctl_print_snapshot },
-	{ "migrate", "PUT", "/vm/migrate", NULL, false, true,
-	  ctl_print_migrate },
+	{ "status", "GET", "/vm", NULL, false, ctl_print_status, false, false },
+	{ "pause", "PUT", "/vm/pause", "VM paused", false, ctl_print_done,
+	  false, false },
+	{ "resume", "PUT", "/vm/resume", "VM resumed", false, ctl_print_done,
+	  false, false },
+	{ "shutdown", "PUT", "/vm/shutdown", "VM shutting down", false,
+	  ctl_print_done, false, false },
+	{ "snapshot", "PUT", "/vm/snapshot", NULL, true, ctl_print_snapshot,
+	  false, false },
+	{ "restore", "PUT", "/vm/restore", NULL, false, ctl_print_restore, true,
+	  false },
+	{ "working-set", "PUT", "/vm/working-set", "working set written", false,
+	  ctl_print_done, false, false },
+	{ "migrate", "PUT", "/vm/migrate", NULL, false, ctl_print_migrate,
+	  false, true },
 };
 
 /* Turns a finished request into output and an exit status. */
@@ -685,27 +762,60 @@ static void ctl_progress_stop(struct ctl_progress *p)
 	pthread_mutex_destroy(&p->lock);
 }
 
-/* {"path": ..., "then": ..., "compress": ...} ("compress" only when
- * given), with a relative PATH made absolute here:
- * the user means their directory, not the one stasis runs in. */
+/* @path made absolute against ctl's working directory into *@abs (NULL
+ * when it is already): the user means their directory, not the one
+ * stasis runs in. 0, or -1 with a line in @err. */
+static int ctl_absolute_path(const char *path, char **abs, char *err,
+			     size_t errlen)
+{
+	char *cwd;
+
+	*abs = NULL;
+	if (path[0] == '/')
+		return 0;
+	cwd = getcwd(NULL, 0);
+	if (!cwd || asprintf(abs, "%s%s%s", cwd, strcmp(cwd, "/") ? "/" : "",
+			     path) < 0) {
+		snprintf(err, errlen, "cannot resolve relative path %s: %s",
+			 path, strerror(errno));
+		free(cwd);
+		*abs = NULL;
+		return -1;
+	}
+	free(cwd);
+	return 0;
+}
+
+/* Adds "@key": @value to @obj and returns the new body (freeing @body),
+ * or NULL when out of memory. */
+static char *ctl_body_add(struct json_object *obj, char *body, const char *key,
+			  const char *value)
+{
+	struct json_object *v = json_object_new_string(value);
+
+	free(body);
+	if (!v || json_object_object_add(obj, key, v)) {
+		json_object_put(v);
+		return NULL;
+	}
+	return strdup(json_object_to_json_string_ext(
+	    obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+}
+
+/* {"path": ..., "then": ..., "compress": ..., "base": ..., "live": true}
+ * ("compress", "base" and "live" only when given), with relative paths
+ * made absolute: the user means their directory, not the one stasis runs
+ * in. */
 static char *ctl_snapshot_body(const struct ctl_args *a, char *err,
 			       size_t errlen)
 {
 	struct json_object *obj, *path, *then;
-	char *cwd = NULL, *abs = NULL, *body = NULL;
+	char *abs = NULL, *abs_base = NULL, *body = NULL;
 
-	if (a->path[0] != '/') {
-		cwd = getcwd(NULL, 0);
-		if (!cwd ||
-		    asprintf(&abs, "%s%s%s", cwd, strcmp(cwd, "/") ? "/" : "",
-			     a->path) < 0) {
-			snprintf(err, errlen,
-				 "cannot resolve relative path %s: %s", a->path,
-				 strerror(errno));
-			free(cwd);
-			return NULL;
-		}
-		free(cwd);
+	if (ctl_absolute_path(a->path, &abs, err, errlen) ||
+	    (a->base && ctl_absolute_path(a->base, &abs_base, err, errlen))) {
+		free(abs);
+		return NULL;
 	}
 	obj = json_object_new_object();
 	path = json_object_new_string(abs ? abs : a->path);
@@ -719,17 +829,21 @@ static char *ctl_snapshot_body(const struct ctl_args *a, char *err,
 				     JSON_C_TO_STRING_NOSLASHESCAPE));
 		}
 	}
-	if (body && a->compress) {
-		struct json_object *c = json_object_new_string(a->compress);
-
+	/* The optional keys, each only when given. */
+	if (body && a->compress)
+		body = ctl_body_add(obj, body, "compress", a->compress);
+	if (body && a->base)
+		body = ctl_body_add(obj, body, "base",
+				    abs_base ? abs_base : a->base);
+	free(abs_base);
+	if (body && a->live) {
 		free(body);
 		body = NULL;
-		if (c && !json_object_object_add(obj, "compress", c))
+		if (!json_object_object_add(obj, "live",
+					    json_object_new_boolean(true)))
 			body = strdup(json_object_to_json_string_ext(
 			    obj, JSON_C_TO_STRING_PLAIN |
 				     JSON_C_TO_STRING_NOSLASHESCAPE));
-		else
-			json_object_put(c);
 	}
 	json_object_put(path);
 	json_object_put(then);
@@ -784,6 +898,42 @@ out:
 	return body;
 }
 
+/* {"path": ..., "memory": ..., "clock": ..., "paused": true}, only the
+ * keys given; PATH made absolute as for a snapshot. */
+static char *ctl_restore_body(const struct ctl_args *a, char *err,
+			      size_t errlen)
+{
+	struct json_object *obj;
+	char *abs = NULL, *body = NULL;
+	bool ok;
+
+	if (ctl_absolute_path(a->path, &abs, err, errlen))
+		return NULL;
+	obj = json_object_new_object();
+	ok = obj != NULL;
+	ok =
+	    ok && !json_object_object_add(
+		      obj, "path", json_object_new_string(abs ? abs : a->path));
+	if (ok && a->memory)
+		ok = !json_object_object_add(obj, "memory",
+					     json_object_new_string(a->memory));
+	if (ok && a->clock)
+		ok = !json_object_object_add(obj, "clock",
+					     json_object_new_string(a->clock));
+	if (ok && a->paused)
+		ok = !json_object_object_add(obj, "paused",
+					     json_object_new_boolean(1));
+	if (ok)
+		body = strdup(json_object_to_json_string_ext(
+		    obj,
+		    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+	json_object_put(obj);
+	free(abs);
+	if (!body)
+		snprintf(err, errlen, "out of memory");
+	return body;
+}
+
 /* A migrate option's number: 0..2^31. */
 static int ctl_number(const char *opt, const char *s, long long *v)
 {
@@ -798,24 +948,45 @@ static int ctl_number(const char *opt, const char *s, long long *v)
 	return 0;
 }
 
+/* --NAME VALUE or --NAME=VALUE at argv[*k]: the value ("" when missing),
+ * or NULL when argv[*k] is another option. */
+static const char *ctl_option_value(int argc, char **argv, int *k,
+				    const char *name)
+{
+	size_t n = strlen(name);
+
+	if (strncmp(argv[*k], name, n))
+		return NULL;
+	if (argv[*k][n] == '=')
+		return argv[*k] + n + 1;
+	if (argv[*k][n])
+		return NULL;
+	return *k + 1 < argc ? argv[++*k] : "";
+}
+
 static void ctl_usage(FILE *f)
 {
-	fprintf(f,
-		"usage: stasis ctl SOCKET status|pause|resume|shutdown "
-		"[--json]\n"
-		"       stasis ctl SOCKET snapshot PATH "
-		"[--then resume|pause|exit]\n"
-		"                [--compress none|lz4|zstd[:LEVEL]] "
-		"[--json]\n"
-		"       stasis ctl SOCKET migrate unix:PATH|tcp:HOST:PORT "
-		"[--insecure]\n"
-		"                [--timeout-s N] [--compress ...] [--json]\n");
+	fprintf(f, "usage: stasis ctl SOCKET "
+		   "status|pause|resume|shutdown|working-set [--json]\n"
+		   "       stasis ctl SOCKET snapshot PATH "
+		   "[--then resume|pause|exit]\n"
+		   "                [--compress none|lz4|zstd[:LEVEL]] "
+		   "[--live] [--base PARENT] [--json]\n"
+		   "       stasis ctl SOCKET restore PATH "
+		   "[--memory ondemand|map|copy]\n"
+		   "                [--clock advance|frozen] [--paused] "
+		   "[--json]\n"
+		   "       stasis ctl SOCKET migrate unix:PATH|tcp:HOST:PORT "
+		   "[--insecure]\n"
+		   "                [--timeout-s N] [--downtime-ms N] "
+		   "[--compress ...] [--json]\n");
 }
 
 /* Returns 0, 1 for --help, or -EINVAL after printing why. */
 static int ctl_parse_args(int argc, char **argv, struct ctl_args *a)
 {
 	bool options = true;
+	const char *v;
 	size_t i;
 	int k;
 
@@ -836,8 +1007,8 @@ static int ctl_parse_args(int argc, char **argv, struct ctl_args *a)
 	}
 	if (!a->cmd) {
 		log_error("unknown ctl command '%s' (usage: stasis ctl SOCKET "
-			  "status|pause|resume|shutdown|snapshot PATH|"
-			  "migrate DEST)",
+			  "status|pause|resume|shutdown|working-set|snapshot "
+			  "PATH|restore PATH|migrate DEST)",
 			  argv[2]);
 		return -EINVAL;
 	}
@@ -846,6 +1017,8 @@ static int ctl_parse_args(int argc, char **argv, struct ctl_args *a)
 			options = false;
 		} else if (options && !strcmp(argv[k], "--json")) {
 			a->json = true;
+		} else if (options && !strcmp(argv[k], "--live")) {
+			a->live = true;
 		} else if (options && (!strcmp(argv[k], "--then") ||
 				       !strncmp(argv[k], "--then=", 7))) {
 			if (argv[k][6] == '=')
@@ -888,49 +1061,88 @@ static int ctl_parse_args(int argc, char **argv, struct ctl_args *a)
 			    !strcmp(argv[k], "--downtime-ms") ||
 			    !strcmp(argv[k], "--connections"))) {
 			const char *opt = argv[k];
-			long long *v =
+			long long *num =
 			    !strcmp(opt, "--timeout-s")	    ? &a->timeout_s
 			    : !strcmp(opt, "--downtime-ms") ? &a->downtime_ms
 							    : &a->connections;
 
-			if (ctl_number(opt, k + 1 < argc ? argv[++k] : NULL, v))
+			if (ctl_number(opt, k + 1 < argc ? argv[++k] : NULL,
+				       num))
 				return -EINVAL;
 		} else if (options && a->cmd->migrate &&
 			   (!strcmp(argv[k], "--on-timeout") ||
 			    !strcmp(argv[k], "--tls-dir"))) {
-			const char **v =
+			const char **str =
 			    argv[k][2] == 'o' ? &a->on_timeout : &a->tls_dir;
 
 			if (k + 1 >= argc) {
 				log_error("%s needs a value", argv[k]);
 				return -EINVAL;
 			}
-			*v = argv[++k];
+			*str = argv[++k];
+		} else if (options && a->cmd->restore &&
+			   (v = ctl_option_value(argc, argv, &k, "--memory"))) {
+			a->memory = v;
+			if (strcmp(v, "ondemand") && strcmp(v, "map") &&
+			    strcmp(v, "copy")) {
+				log_error("--memory takes ondemand, map or "
+					  "copy");
+				return -EINVAL;
+			}
+		} else if (options && a->cmd->restore &&
+			   (v = ctl_option_value(argc, argv, &k, "--clock"))) {
+			a->clock = v;
+			if (strcmp(v, "advance") && strcmp(v, "frozen")) {
+				log_error("--clock takes advance or frozen");
+				return -EINVAL;
+			}
+		} else if (options && a->cmd->restore &&
+			   !strcmp(argv[k], "--paused")) {
+			a->paused = true;
+		} else if (options && (!strcmp(argv[k], "--base") ||
+				       !strncmp(argv[k], "--base=", 7))) {
+			if (argv[k][6] == '=')
+				a->base = argv[k] + 7;
+			else if (k + 1 < argc)
+				a->base = argv[++k];
+			else
+				a->base = "";
+			if (!a->base[0]) {
+				log_error("--base needs the parent snapshot's "
+					  "path");
+				return -EINVAL;
+			}
 		} else if (options && argv[k][0] == '-' && argv[k][1]) {
 			log_error("unknown ctl option '%s'", argv[k]);
 			return -EINVAL;
-		} else if ((a->cmd->snapshot || a->cmd->migrate) && !a->path) {
+		} else if ((a->cmd->snapshot || a->cmd->restore ||
+			    a->cmd->migrate) &&
+			   !a->path) {
 			a->path = argv[k];
 		} else {
 			log_error("unexpected argument '%s'", argv[k]);
 			return -EINVAL;
 		}
 	}
-	if (a->cmd->snapshot || a->cmd->migrate) {
+	if (a->cmd->snapshot || a->cmd->restore || a->cmd->migrate) {
 		if (!a->path || !a->path[0]) {
-			log_error("%s", a->cmd->snapshot
-					    ? "snapshot needs a PATH"
-					    : "migrate needs a destination "
-					      "(unix:PATH or tcp:HOST:PORT)");
+			if (a->cmd->migrate)
+				log_error("migrate needs a destination "
+					  "(unix:PATH or tcp:HOST:PORT)");
+			else
+				log_error("%s needs a PATH", a->cmd->name);
 			return -EINVAL;
 		}
-		if (a->cmd->migrate && a->then) {
-			log_error("--then only applies to snapshot");
-			return -EINVAL;
-		}
-	} else if (a->then || a->compress) {
-		log_error("%s only applies to snapshot",
-			  a->then ? "--then" : "--compress");
+	}
+	/* A migration takes --compress too: its stream is a snapshot. */
+	if (!a->cmd->snapshot &&
+	    (a->then || (a->compress && !a->cmd->migrate) || a->live ||
+	     a->base)) {
+		log_error("%s only applies to snapshot", a->then   ? "--then"
+							 : a->live ? "--live"
+							 : a->compress
+							     ? "--compress"
+							     : "--base");
 		return -EINVAL;
 	}
 	return 0;
@@ -953,19 +1165,20 @@ int ctl_main(int argc, char **argv)
 	}
 	if (ret)
 		return CTL_EXIT_USAGE; /* the one-line reason is printed */
-	if (!a.cmd->snapshot && !a.cmd->migrate) {
+	if (!a.cmd->snapshot && !a.cmd->restore && !a.cmd->migrate) {
 		ret = ctl_request(a.socket_path, a.cmd->method, a.cmd->url,
 				  NULL, CTL_TIMEOUT_MS, &r, err, sizeof(err));
 		status = ctl_report(&a, ret, err, &r);
 		goto out;
 	}
-	body = a.cmd->migrate ? ctl_migrate_body(&a, err, sizeof(err))
-			      : ctl_snapshot_body(&a, err, sizeof(err));
+	body = a.cmd->migrate	? ctl_migrate_body(&a, err, sizeof(err))
+	       : a.cmd->restore ? ctl_restore_body(&a, err, sizeof(err))
+				: ctl_snapshot_body(&a, err, sizeof(err));
 	if (!body) {
 		log_error("%s", err);
 		return CTL_EXIT_FAILED;
 	}
-	if (isatty(STDERR_FILENO))
+	if ((a.cmd->snapshot || a.cmd->migrate) && isatty(STDERR_FILENO))
 		show_progress = !ctl_progress_start(&progress, a.socket_path);
 	/* No reply timeout: writing a large guest may take minutes. */
 	ret = ctl_request(a.socket_path, a.cmd->method, a.cmd->url, body, -1,

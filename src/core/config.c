@@ -426,6 +426,17 @@ int config_parse_console(struct vm_config *c, const char *spec, char *err,
 	return 0;
 }
 
+int config_parse_hugepages(const char *s, uint64_t *out)
+{
+	if (!strcmp(s, "2M") || !strcmp(s, "2m"))
+		*out = 2ull << 20;
+	else if (!strcmp(s, "off"))
+		*out = 0;
+	else
+		return -EINVAL;
+	return 0;
+}
+
 int config_parse_on_term(struct vm_config *c, const char *spec, char *err,
 			 size_t errlen)
 {
@@ -489,6 +500,7 @@ enum config_opt {
 	OPT_ON_TERM,
 	OPT_RESUME_FROM,
 	OPT_VMGENID,
+	OPT_HUGEPAGES,
 	OPT_SIGN_KEY,
 	OPT_TRACK_DIRTY,
 };
@@ -511,6 +523,7 @@ static const struct option config_long_opts[] = {
 	{ "rng", no_argument, NULL, OPT_RNG },
 	{ "seccomp", required_argument, NULL, OPT_SECCOMP },
 	{ "vmgenid", required_argument, NULL, OPT_VMGENID },
+	{ "hugepages", required_argument, NULL, OPT_HUGEPAGES },
 	{ "sign-key", required_argument, NULL, OPT_SIGN_KEY },
 	{ "track-dirty", no_argument, NULL, OPT_TRACK_DIRTY },
 	{ "user", required_argument, NULL, OPT_USER },
@@ -629,6 +642,13 @@ static int config_apply(struct vm_config *c, int opt, const char *name,
 			return -EINVAL;
 		}
 		c->vmgenid = !strcmp(value, "on");
+		break;
+	case OPT_HUGEPAGES:
+		if (config_parse_hugepages(value, &c->hugepages)) {
+			set_err(err, errlen,
+				"--hugepages: '%s' is not 2M or off", value);
+			return -EINVAL;
+		}
 		break;
 	case OPT_USER:
 		return privdrop_parse(value, &c->user, err, errlen);
@@ -976,6 +996,11 @@ int config_validate(const struct vm_config *c, char *err, size_t errlen)
 			(unsigned long long)c->mem_size);
 		return -EINVAL;
 	}
+	if (c->hugepages && c->mem_size % c->hugepages) {
+		set_err(err, errlen,
+			"--hugepages 2M: --mem must be a multiple of 2 MiB");
+		return -EINVAL;
+	}
 	if (c->mem_size & 0xfff) {
 		set_err(err, errlen, "--mem: must be a multiple of 4 KiB");
 		return -EINVAL;
@@ -1023,6 +1048,10 @@ void config_print_run_usage(void)
 	    "  --vmgenid on|off      VM Generation ID device, renewed on "
 	    "every\n"
 	    "                        restore (default on; docs/devices.md)\n"
+	    "  --hugepages 2M|off    guest RAM from 2 MiB hugetlbfs pages "
+	    "(reserved\n"
+	    "                        in /proc/sys/vm/nr_hugepages; default "
+	    "off)\n"
 	    "  --track-dirty         log dirty pages from the start (KVM's "
 	    "dirty\n"
 	    "                        ring where the host has one), so that "
@@ -1168,6 +1197,10 @@ char *config_to_json(const struct vm_config *c)
 	    json_object_new_string(config_cpu_template_name(c->cpu_template)));
 	json_object_object_add(
 	    o, "vmgenid", json_object_new_string(c->vmgenid ? "on" : "off"));
+	/* Host policy a restore can override (--hugepages there). */
+	if (c->hugepages)
+		json_object_object_add(o, "hugepages",
+				       json_object_new_string("2M"));
 	if (config_virtio_to_json(c, o)) {
 		json_object_put(o);
 		return NULL;

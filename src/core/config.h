@@ -63,6 +63,7 @@ enum console_mode {
 #define CONFIG_MAX_CMDLINE 4096
 
 struct snap_key;
+struct timings;
 
 /* Every string is owned (heap) and freed by config_free(). */
 struct vm_config {
@@ -95,6 +96,10 @@ struct vm_config {
 	bool vmgenid;
 	/* Host policy, never taken from a snapshot's CONFIG record. */
 	enum seccomp_mode seccomp;
+	/* --hugepages 2M: guest RAM from hugetlbfs (bytes per page; 0 for
+	 * ordinary pages). Recorded in snapshots; a restore may override
+	 * it, being host policy. */
+	uint64_t hugepages;
 	struct run_user user; /* --user: who stasis becomes before the guest */
 
 	/* Host integration (docs/install.md), never recorded in snapshots:
@@ -102,6 +107,9 @@ struct vm_config {
 	 * snapshot `stasis run` resumes instead of booting when it exists. */
 	char *on_term_snapshot;
 	char *resume_from;
+	/* A restore's phase time stamps (core/timings.h), owned by main;
+	 * NULL when nobody keeps them. */
+	struct timings *timings;
 	/* --track-dirty: log dirty pages from the start, with KVM's dirty
 	 * ring where the host has one (memory/dirty_log.h); host policy,
 	 * never recorded. */
@@ -151,6 +159,9 @@ int config_parse_console(struct vm_config *c, const char *spec, char *err,
 /* "--on-term snapshot:PATH" (SIGTERM saves to PATH, then stasis exits)
  * or "stop" (the default: SIGTERM stops the VM). 0 or -EINVAL / -ENOMEM
  * with a one-line reason in @err. */
+/* "2M" (2 MiB hugepages) or "off" (0) into *@out; 0 or -EINVAL. */
+int config_parse_hugepages(const char *s, uint64_t *out);
+
 int config_parse_on_term(struct vm_config *c, const char *spec, char *err,
 			 size_t errlen);
 void config_free_disk(struct disk_config *d);

@@ -12,6 +12,17 @@ static bool log_quiet_flag;
 static bool log_verbose_flag;
 static void (*log_error_hook)(void *ctx, const char *line);
 static void *log_error_hook_ctx;
+/* This thread's copy of its last error (log_capture_errors). */
+static __thread char *log_capture_buf;
+static __thread size_t log_capture_len;
+
+void log_capture_errors(char *buf, size_t len)
+{
+	log_capture_buf = len ? buf : NULL;
+	log_capture_len = len;
+	if (log_capture_buf)
+		buf[0] = '\0';
+}
 
 void log_set_level(bool quiet, bool verbose)
 {
@@ -46,6 +57,11 @@ void log_error(const char *fmt, ...)
 	va_start(ap, fmt);
 	log_line("error: ", fmt, ap);
 	va_end(ap);
+	if (log_capture_buf) {
+		va_start(ap, fmt);
+		vsnprintf(log_capture_buf, log_capture_len, fmt, ap);
+		va_end(ap);
+	}
 }
 
 void log_warn(const char *fmt, ...)

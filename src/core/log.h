@@ -4,6 +4,7 @@
 #define STASIS_LOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 /* "stasis: error: ...". */
 void log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -21,5 +22,9 @@ void log_set_level(bool quiet, bool verbose);
  * migration why the destination gave up this way. Set and removed on the
  * main thread while no other thread logs. */
 void log_set_error_hook(void (*hook)(void *ctx, const char *line), void *ctx);
+/* From now on this thread's log_error() also copies its message (without
+ * the prefix) into @buf, the last one winning, so that a request can be
+ * answered with the reason the operation printed; @len 0 stops it. */
+void log_capture_errors(char *buf, size_t len);
 
 #endif

@@ -86,12 +86,29 @@ static const int calls_sanitizer[] = {
  * fsync, rename; reading the memfd's allocated ranges and the disks'
  * identity. The thread that asked for the snapshot does this. */
 static const int calls_snapshot[] = {
-	SCMP_SYS(openat),    SCMP_SYS(pread64),		SCMP_SYS(pwrite64),
-	SCMP_SYS(preadv),    SCMP_SYS(pwritev),		SCMP_SYS(fsync),
-	SCMP_SYS(fdatasync), SCMP_SYS(fallocate),	SCMP_SYS(ftruncate),
-	SCMP_SYS(renameat),  SCMP_SYS(renameat2),	SCMP_SYS(unlinkat),
-	SCMP_SYS(unlink),    SCMP_SYS(rename),		SCMP_SYS(statx),
-	SCMP_SYS(fstatfs),   SCMP_SYS(sync_file_range), SCMP_SYS(fchmod),
+	SCMP_SYS(openat),
+	SCMP_SYS(pread64),
+	SCMP_SYS(pwrite64),
+	SCMP_SYS(preadv),
+	SCMP_SYS(pwritev),
+	SCMP_SYS(fsync),
+	SCMP_SYS(fdatasync),
+	SCMP_SYS(fallocate),
+	SCMP_SYS(ftruncate),
+	SCMP_SYS(renameat),
+	SCMP_SYS(renameat2),
+	SCMP_SYS(unlinkat),
+	SCMP_SYS(unlink),
+	SCMP_SYS(rename),
+	SCMP_SYS(statx),
+	SCMP_SYS(fstatfs),
+	SCMP_SYS(sync_file_range),
+	SCMP_SYS(fchmod),
+	/* realpath(): an incremental snapshot names its parent by its
+	 * absolute path (snapshot/mem_dirty.c). */
+	SCMP_SYS(readlink),
+	SCMP_SYS(readlinkat),
+	SCMP_SYS(newfstatat),
 };
 
 /* The control API: libmicrohttpd's listener and its thread per
@@ -144,6 +161,23 @@ static const int calls_uffd[] = {
 	SCMP_SYS(pread64),
 	SCMP_SYS(preadv),
 	SCMP_SYS(eventfd2),
+};
+
+/* A live snapshot's fault thread: reads faults, copies pages out of the
+ * memfd with pread, removes write protection. */
+static const int calls_live[] = {
+	SCMP_SYS(pread64),
+};
+
+/* A live snapshot, set up by the thread that writes it (api): a
+ * userfaultfd (the syscall, or /dev/userfaultfd through openat, in the
+ * snapshot list) and its eventfd; the fault thread it starts stacks the
+ * live role's filter on the inherited one (prctl for no_new_privs, which
+ * is set already, and seccomp: a stacked filter can only refuse more). */
+static const int calls_live_setup[] = {
+	SCMP_SYS(userfaultfd),
+	SCMP_SYS(prctl),
+	SCMP_SYS(seccomp),
 };
 
 /* ioctl numbers. Interrupt lines and MSIs come from vCPUs (emulated
@@ -220,10 +254,23 @@ static const int ioctls_uffd[] = {
 	(int)UFFDIO_CONTINUE, (int)UFFDIO_UNREGISTER,
 };
 
-/* A role's filter: up to four call lists and four ioctl lists. */
+static const int ioctls_live[] = {
+	(int)UFFDIO_WRITEPROTECT,
+	(int)UFFDIO_WAKE,
+};
+
+/* The writer's side of a live snapshot: opening, registering, arming
+ * and, at the end, releasing the tracking. */
+static const int ioctls_live_setup[] = {
+	(int)USERFAULTFD_IOC_NEW, (int)UFFDIO_API,
+	(int)UFFDIO_REGISTER,	  (int)UFFDIO_UNREGISTER,
+	(int)UFFDIO_WRITEPROTECT,
+};
+
+/* A role's filter: up to five call lists and four ioctl lists. */
 struct role_filter {
 	const char *name;
-	struct call_list calls[4];
+	struct call_list calls[5];
 	struct call_list ioctls[4];
 	bool clone_threads;
 };
@@ -250,14 +297,20 @@ static const struct role_filter role_filters[SECCOMP_ROLE_COUNT] = {
 	[SECCOMP_ROLE_API] = {
 		.name = "api",
 		.calls = { LIST(calls_base), LIST(calls_api),
-			   LIST(calls_snapshot), LIST(calls_migrate) },
-		.ioctls = { LIST(ioctls_snapshot) },
+			   LIST(calls_snapshot), LIST(calls_migrate),
+			   LIST(calls_live_setup) },
+		.ioctls = { LIST(ioctls_snapshot), LIST(ioctls_live_setup) },
 		.clone_threads = true,
 	},
 	[SECCOMP_ROLE_UFFD] = {
 		.name = "uffd",
 		.calls = { LIST(calls_base), LIST(calls_uffd) },
 		.ioctls = { LIST(ioctls_uffd) },
+	},
+	[SECCOMP_ROLE_LIVE] = {
+		.name = "live",
+		.calls = { LIST(calls_base), LIST(calls_live) },
+		.ioctls = { LIST(ioctls_live) },
 	},
 };
 

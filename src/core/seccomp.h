@@ -12,6 +12,7 @@ enum seccomp_role {
 	SECCOMP_ROLE_WORKER, /* a virtio device's backend I/O */
 	SECCOMP_ROLE_API, /* the control API's threads and snapshots */
 	SECCOMP_ROLE_UFFD, /* serves guest memory faults from a snapshot */
+	SECCOMP_ROLE_LIVE, /* copies pages aside during a live snapshot */
 	SECCOMP_ROLE_COUNT,
 };
 
@@ -23,7 +24,7 @@ enum seccomp_mode {
 	SECCOMP_LOG, /* a refused call is logged by the kernel, then made */
 };
 
-/* "main", "vcpu", "worker", "api", "uffd". */
+/* "main", "vcpu", "worker", "api", "uffd", "live". */
 const char *seccomp_role_name(enum seccomp_role role);
 
 /* Parses "on", "log" or "off"; 0 or -EINVAL. */

@@ -9,10 +9,12 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/kvm.h"
 #include "core/log.h"
 #include "core/platform.h"
 #include "core/seccomp.h"
+#include "core/timings.h"
 #include "core/vm.h"
 #include "cpu/cpuid.h"
 
@@ -26,7 +28,6 @@ typedef enum vcpu_action (*vcpu_exit_fn)(struct vcpu *vcpu);
 
 int vcpu_create(struct vm *vm, struct vcpu *vcpu, unsigned id)
 {
-	struct kvm_cpuid2 *cpuid;
 	int ret;
 
 	memset(vcpu, 0, sizeof(*vcpu));
@@ -47,26 +48,29 @@ int vcpu_create(struct vm *vm, struct vcpu *vcpu, unsigned id)
 		log_error("vCPU %u: mmap of kvm_run: %s", id, strerror(-ret));
 		goto err_close;
 	}
-	cpuid = cpuid_for_vcpu(vm->cpuid, id, vm->ncpus);
-	if (!cpuid) {
-		ret = -ENOMEM;
-		goto err_unmap;
-	}
-	ret = kvm_ioctl(vcpu->fd, KVM_SET_CPUID2, cpuid);
-	free(cpuid);
-	if (ret < 0) {
-		log_error("vCPU %u: KVM_SET_CPUID2: %s", id, strerror(-ret));
-		goto err_unmap;
-	}
 	return 0;
 
-err_unmap:
-	munmap(vcpu->run, (size_t)vm->vcpu_mmap_size);
-	vcpu->run = NULL;
 err_close:
 	close(vcpu->fd);
 	vcpu->fd = -1;
 	return ret;
+}
+
+int vcpu_set_cpuid(struct vcpu *vcpu)
+{
+	struct vm *vm = vcpu->vm;
+	struct kvm_cpuid2 *cpuid;
+	int ret;
+
+	cpuid = cpuid_for_vcpu(vm->cpuid, vcpu->id, vm->ncpus);
+	if (!cpuid)
+		return -ENOMEM;
+	ret = kvm_ioctl(vcpu->fd, KVM_SET_CPUID2, cpuid);
+	free(cpuid);
+	if (ret < 0)
+		log_error("vCPU %u: KVM_SET_CPUID2: %s", vcpu->id,
+			  strerror(-ret));
+	return ret < 0 ? ret : 0;
 }
 
 void vcpu_destroy(struct vcpu *vcpu)
@@ -366,20 +370,37 @@ void *vcpu_thread(void *arg)
 {
 	struct vcpu *vcpu = arg;
 	struct vm *vm = vcpu->vm;
+	/* vCPU 0 stamps its first real entry and exit (a kick before the
+	 * guest ran, as --paused gives, does not count). */
+	struct timings *t = vcpu->id == 0 ? vm->cfg.timings : NULL;
 	sigset_t set;
 
 	/* The kick signal is blocked everywhere but here. */
 	sigemptyset(&set);
 	sigaddset(&set, VCPU_KICK_SIGNAL);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
-	if (seccomp_install(SECCOMP_ROLE_VCPU, vm->cfg.seccomp)) {
+	if (!vcpu->filtered &&
+	    seccomp_install(SECCOMP_ROLE_VCPU, vm->cfg.seccomp)) {
 		vm_request_stop(vm, VM_STOP_CRASH, 0);
 		return NULL;
 	}
 
+	/* Started paused (--paused): park before the first entry, or the
+	 * guest would run until the kick and change what a snapshot of the
+	 * paused VM reads. Nothing is half done before the first KVM_RUN. */
+	if (atomic_load(&vm->pause_requested))
+		vcpu_park(vcpu);
 	while (!atomic_load(&vm->stop_reason)) {
+		uint64_t entered = t ? clock_now_ns(CLOCK_MONOTONIC) : 0;
 		int ret = ioctl(vcpu->fd, KVM_RUN, 0);
 
+		if (t && ret >= 0) {
+			atomic_store(&t->at[TIMING_RUN], entered);
+			timings_mark(t, TIMING_EXIT);
+			if (t->report)
+				timings_print(t);
+			t = NULL;
+		}
 		if (ret < 0) {
 			if (errno == EINTR || errno == EAGAIN) {
 				vcpu->run->immediate_exit = 0;

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -23,6 +24,7 @@
 #include "core/log.h"
 #include "core/platform.h"
 #include "core/seccomp.h"
+#include "core/timings.h"
 #include "cpu/cpuid.h"
 #include "cpu/vcpu_state.h"
 #include "migrate/migrate.h"
@@ -113,14 +115,28 @@ static int vm_create_irqchip(struct vm *vm)
 	return 0;
 }
 
-static int vm_create_memory(struct vm *vm)
+static int vm_create_memory(struct vm *vm, uint64_t size)
 {
-	int ret = guest_mem_init(&vm->mem, vm->cfg.mem_size);
+	uint64_t page = vm->cfg.hugepages ? vm->cfg.hugepages : 4096;
+	char err[256];
+	int ret;
 
+	if (vm->cfg.hugepages && guest_mem_huge_check(size, err, sizeof(err))) {
+		log_error("%s", err);
+		return -ENOMEM;
+	}
+	ret = guest_mem_init_paged(&vm->mem, size, page);
+	if (ret && vm->cfg.hugepages) {
+		/* Another process took them since the check. */
+		guest_mem_huge_check(size, err, sizeof(err));
+		log_error("cannot allocate %llu MiB of guest memory in "
+			  "hugepages: %s",
+			  (unsigned long long)(size >> 20), strerror(-ret));
+		return ret;
+	}
 	if (ret) {
 		log_error("cannot allocate %llu MiB of guest memory: %s",
-			  (unsigned long long)(vm->cfg.mem_size >> 20),
-			  strerror(-ret));
+			  (unsigned long long)(size >> 20), strerror(-ret));
 		return ret;
 	}
 	for (unsigned i = 0; i < vm->mem.nregions; i++) {
@@ -243,10 +259,8 @@ static int vm_create_virtio(struct vm *vm)
 	return 0;
 }
 
-int vm_create(struct vm *vm, const struct vm_config *cfg,
-	      const struct kvm_cpuid2 *cpuid)
+int vm_prepare(struct vm *vm, const struct vm_config *cfg, uint64_t mem_size)
 {
-	char err[512];
 	int ret;
 
 	memset(vm, 0, sizeof(*vm));
@@ -263,6 +277,7 @@ int vm_create(struct vm *vm, const struct vm_config *cfg,
 	pthread_mutex_init(&vm->pause_lock, NULL);
 	pthread_cond_init(&vm->pause_cond, NULL);
 	pthread_mutex_init(&vm->snapshot_lock, NULL);
+	pthread_mutex_init(&vm->run_state_lock, NULL);
 	bus_init(&vm->pio, "pio");
 	bus_init(&vm->mmio, "mmio");
 
@@ -274,52 +289,27 @@ int vm_create(struct vm *vm, const struct vm_config *cfg,
 	ret = vm_create_kvm(vm);
 	if (ret)
 		goto fail;
-	ret = vm_create_memory(vm);
+	timings_mark(cfg->timings, TIMING_KVM);
+	ret = vm_create_memory(vm, mem_size);
 	if (ret)
 		goto fail;
+	timings_mark(cfg->timings, TIMING_MEMORY);
 	ret = vm_create_irqchip(vm);
 	if (ret)
 		goto fail;
-
+	/* The host's CPUID and MSR list: asked once, whatever is restored
+	 * into a prepared VM later. */
 	vm->cpuid = cpuid_get_supported(vm->kvm_fd);
 	if (!vm->cpuid) {
 		ret = -errno;
 		log_error("KVM_GET_SUPPORTED_CPUID: %s", strerror(-ret));
 		goto fail;
 	}
-	if (cpuid) {
-		/* A snapshot's CPUID: the guest already saw it, so it must be
-		 * honoured exactly or not at all. */
-		ret = cpuid_check_host(cpuid, vm->cpuid, err, sizeof(err));
-		if (ret) {
-			log_error("%s", err);
-			goto fail;
-		}
-		free(vm->cpuid);
-		vm->cpuid = cpuid_dup(cpuid);
-		if (!vm->cpuid) {
-			ret = -ENOMEM;
-			goto fail;
-		}
-	} else {
-		cpuid_apply_template(vm->cpuid, cfg->cpu_template);
-	}
 	ret = vcpu_state_msr_list(vm->kvm_fd, &vm->msr_list, &vm->nmsrs);
 	if (ret) {
 		log_error("KVM_GET_MSR_INDEX_LIST: %s", strerror(-ret));
 		goto fail;
 	}
-
-	ret = vm_create_devices(vm);
-	if (ret)
-		goto fail;
-	ret = irq_routing_init(&vm->irq_routing, vm->vm_fd);
-	if (ret)
-		goto fail;
-	ret = vm_create_virtio(vm);
-	if (ret)
-		goto fail;
-
 	vm->vcpus = calloc(vm->ncpus, sizeof(*vm->vcpus));
 	if (!vm->vcpus) {
 		ret = -ENOMEM;
@@ -344,10 +334,70 @@ int vm_create(struct vm *vm, const struct vm_config *cfg,
 			goto fail;
 		}
 	}
+	timings_mark(cfg->timings, TIMING_VCPUS);
 	return 0;
 
 fail:
 	vm_destroy(vm);
+	return ret;
+}
+
+int vm_complete(struct vm *vm, const struct vm_config *cfg,
+		const struct kvm_cpuid2 *cpuid)
+{
+	char err[512];
+	int ret;
+
+	/* vm_prepare() made these for the caller's promise of @cfg. */
+	if (cfg->ncpus != vm->ncpus ||
+	    guest_mem_limit(&vm->mem, cfg->mem_size)) {
+		log_error("internal: the prepared VM does not fit");
+		return -EINVAL;
+	}
+	vm->cfg = *cfg;
+	if (cpuid) {
+		/* A snapshot's CPUID: the guest already saw it, so it must be
+		 * honoured exactly or not at all. */
+		ret = cpuid_check_host(cpuid, vm->cpuid, err, sizeof(err));
+		if (ret) {
+			log_error("%s", err);
+			return ret;
+		}
+		free(vm->cpuid);
+		vm->cpuid = cpuid_dup(cpuid);
+		if (!vm->cpuid)
+			return -ENOMEM;
+	} else {
+		cpuid_apply_template(vm->cpuid, cfg->cpu_template);
+	}
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		ret = vcpu_set_cpuid(&vm->vcpus[i]);
+		if (ret)
+			return ret;
+	}
+	ret = vm_create_devices(vm);
+	if (ret)
+		return ret;
+	ret = irq_routing_init(&vm->irq_routing, vm->vm_fd);
+	if (ret)
+		return ret;
+	ret = vm_create_virtio(vm);
+	if (ret)
+		return ret;
+	timings_mark(cfg->timings, TIMING_MACHINE);
+	return 0;
+}
+
+int vm_create(struct vm *vm, const struct vm_config *cfg,
+	      const struct kvm_cpuid2 *cpuid)
+{
+	int ret = vm_prepare(vm, cfg, cfg->mem_size);
+
+	if (ret)
+		return ret;
+	ret = vm_complete(vm, cfg, cpuid);
+	if (ret)
+		vm_destroy(vm);
 	return ret;
 }
 
@@ -457,6 +507,72 @@ int vm_boot(struct vm *vm, const struct vm_images *img)
 	if (ret)
 		log_error("vCPU 0: cannot set boot registers: %s",
 			  strerror(-ret));
+	return ret;
+}
+
+/* A vCPU thread made ahead: waits at the gate, then is a vCPU thread. */
+static void *vm_gated_vcpu_thread(void *arg)
+{
+	struct vcpu *vcpu = arg;
+	struct vm *vm = vcpu->vm;
+	int gate;
+
+	/* The filter now, not on the restore's path: building it takes a
+	 * good part of a millisecond. What the thread does until its first
+	 * KVM_RUN (futex, sigprocmask) is in the vCPU role's list. */
+	vcpu->filtered = !seccomp_install(SECCOMP_ROLE_VCPU, vm->cfg.seccomp);
+	if (!vcpu->filtered)
+		vm_request_stop(vm, VM_STOP_CRASH, 0);
+	pthread_mutex_lock(&vm->pause_lock);
+	while (!(gate = vm->vcpu_gate))
+		pthread_cond_wait(&vm->pause_cond, &vm->pause_lock);
+	pthread_mutex_unlock(&vm->pause_lock);
+	return gate > 0 ? vcpu_thread(arg) : NULL;
+}
+
+/* Opens (1) or closes (-1) the gate of the threads vm_prepare_threads
+ * made; closing joins them. */
+static void vm_open_gate(struct vm *vm, int gate)
+{
+	pthread_mutex_lock(&vm->pause_lock);
+	vm->vcpu_gate = gate;
+	pthread_cond_broadcast(&vm->pause_cond);
+	pthread_mutex_unlock(&vm->pause_lock);
+	for (unsigned i = 0; i < vm->vcpu_threads_made; i++) {
+		if (gate > 0)
+			vm->vcpus[i].thread_started = true;
+		else
+			pthread_join(vm->vcpus[i].thread, NULL);
+	}
+	if (gate < 0)
+		vm->vcpu_threads_made = 0;
+}
+
+int vm_prepare_threads(struct vm *vm)
+{
+	sigset_t block, saved;
+	int ret = 0;
+
+	/* As vm_run's threads: every signal stasis handles is blocked, the
+	 * kick unblocked by vcpu_thread itself. */
+	sigemptyset(&block);
+	sigaddset(&block, VCPU_KICK_SIGNAL);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &block, &saved);
+	vm->vcpu_gate = 0;
+	for (unsigned i = 0; i < vm->ncpus && !ret; i++) {
+		ret = -pthread_create(&vm->vcpus[i].thread, NULL,
+				      vm_gated_vcpu_thread, &vm->vcpus[i]);
+		if (!ret)
+			vm->vcpu_threads_made++;
+	}
+	pthread_sigmask(SIG_SETMASK, &saved, NULL);
+	if (ret) {
+		log_error("cannot start the vCPU threads: %s", strerror(-ret));
+		vm_open_gate(vm, -1);
+	}
 	return ret;
 }
 
@@ -610,10 +726,13 @@ void vm_get_status(struct vm *vm, struct vm_status *st)
 	st->uptime_ns = clock_now_ns(CLOCK_MONOTONIC) - vm->start_ns;
 	pthread_mutex_lock(&vm->pause_lock);
 	st->last_pause_ns = vm->last_pause_ns;
+	st->have_last_snapshot = vm->have_last_snapshot;
+	st->last_snapshot = vm->last_snapshot;
 	pthread_mutex_unlock(&vm->pause_lock);
 	if (atomic_load(&vm->migrate_phase) != MIGRATE_NONE)
 		st->migration_state =
 		    migrate_phase_name(atomic_load(&vm->migrate_phase));
+	st->timings = vm->cfg.timings;
 	st->snapshot_active = atomic_load(&vm->snapshot_active);
 	if (st->snapshot_active) {
 		st->snapshot_done_bytes = vm->snapshot_progress.done_bytes;
@@ -621,29 +740,95 @@ void vm_get_status(struct vm *vm, struct vm_status *st)
 	}
 }
 
+/* A live save of a running VM (snapshot_save_live), then @then. */
+static int vm_snapshot_live(struct vm *vm, const char *path, enum vm_then then,
+			    const struct snap_compress *compress,
+			    struct snapshot_stats *stats, char *err,
+			    size_t errlen)
+{
+	struct snapshot_live_stats st;
+	int ret;
+
+	ret = snapshot_save_live(vm, path, compress, then == VM_THEN_EXIT, &st,
+				 &vm->snapshot_progress, err, errlen);
+	stats->pause_ns = st.pause_ns;
+	stats->extra_bytes = st.extra_bytes;
+	if (st.resumed)
+		log_debug("live snapshot: paused %" PRIu64 " us, %" PRIu64
+			  " write faults, %" PRIu64
+			  " pages copied aside, %" PRIu64
+			  " waited for room, peak copies %" PRIu64 " bytes",
+			  st.pause_ns / 1000, st.faults, st.copied_pages,
+			  st.waits, st.copy_peak_bytes);
+	if (ret)
+		return ret;
+	if (then == VM_THEN_PAUSE)
+		vm_pause(vm);
+	else if (then == VM_THEN_EXIT)
+		vm_request_stop(vm, VM_STOP_REQUEST, STASIS_EXIT_OK);
+	return 0;
+}
+
 /* vm_snapshot's work, with snapshot_lock held; releases it. */
-static int vm_snapshot_locked(struct vm *vm, const char *path,
+/* A snapshot reads all of memory: a working-set recording ends first,
+ * so that what it records is the guest's. */
+static void vm_wset_end(struct vm *vm)
+{
+	char err[512];
+	int ret;
+
+	if (!vm->wset_path || !vm->pager || !pager_recording(vm->pager))
+		return;
+	ret = snapshot_wset_finish(vm, err, sizeof(err));
+	if (ret && ret != -EALREADY)
+		log_warn("--record-working-set: %s", err);
+}
+
+static int vm_snapshot_locked(struct vm *vm, const char *path, const char *base,
 			      enum vm_then then,
-			      const struct snap_compress *compress, char *err,
+			      const struct snap_compress *compress, bool live,
+			      struct snapshot_stats *stats, char *err,
 			      size_t errlen)
 {
+	uint64_t t0 = clock_now_ns(CLOCK_MONOTONIC);
+	struct snapshot_stats local = { 0 };
 	bool was_paused;
 	int ret;
 
+	if (!stats)
+		stats = &local;
+	memset(stats, 0, sizeof(*stats));
+	/* The save waits for every chunk: the filler must be let go. */
+	vm_wset_end(vm);
 	vm->snapshot_progress.done_bytes = 0;
 	vm->snapshot_progress.total_bytes = 0;
+	pthread_mutex_lock(&vm->run_state_lock);
 	atomic_store(&vm->snapshot_active, true);
 	was_paused = atomic_load(&vm->pause_requested);
-	if (!was_paused) {
-		ret = vm_pause(vm);
-		if (ret) {
-			snprintf(err, errlen, "cannot pause the VM: %s",
-				 strerror(-ret));
-			goto out;
-		}
+	/* A paused guest changes nothing: its save is the usual one. A live
+	 * save pauses and resumes by itself; snapshot_active keeps the API's
+	 * pause and resume out meanwhile. */
+	if (live && !was_paused) {
+		pthread_mutex_unlock(&vm->run_state_lock);
+		stats->live = true;
+		ret = vm_snapshot_live(vm, path, then, compress, stats, err,
+				       errlen);
+		pthread_mutex_lock(&vm->run_state_lock);
+		goto out;
 	}
-	ret = snapshot_save(vm, path, compress, &vm->snapshot_progress, err,
-			    errlen);
+	ret = was_paused ? 0 : vm_pause(vm);
+	pthread_mutex_unlock(&vm->run_state_lock);
+	if (ret) {
+		snprintf(err, errlen, "cannot pause the VM: %s",
+			 strerror(-ret));
+		pthread_mutex_lock(&vm->run_state_lock);
+		goto out;
+	}
+	ret = snapshot_save(vm, path, base, compress, &vm->snapshot_progress,
+			    err, errlen);
+	if (!was_paused)
+		stats->pause_ns = clock_now_ns(CLOCK_MONOTONIC) - t0;
+	pthread_mutex_lock(&vm->run_state_lock);
 	if (ret) {
 		/* The guest carries on: running again, unless it was paused
 		 * already or the caller wanted it paused afterwards anyway. */
@@ -662,19 +847,37 @@ static int vm_snapshot_locked(struct vm *vm, const char *path,
 		break;
 	}
 out:
+	stats->total_ns = clock_now_ns(CLOCK_MONOTONIC) - t0;
+	if (!ret) {
+		pthread_mutex_lock(&vm->pause_lock);
+		vm->last_snapshot = *stats;
+		vm->have_last_snapshot = true;
+		pthread_mutex_unlock(&vm->pause_lock);
+	}
 	atomic_store(&vm->snapshot_active, false);
+	pthread_mutex_unlock(&vm->run_state_lock);
 	pthread_mutex_unlock(&vm->snapshot_lock);
 	return ret;
 }
 
-int vm_snapshot(struct vm *vm, const char *path, enum vm_then then,
-		const struct snap_compress *compress, char *err, size_t errlen)
+int vm_snapshot(struct vm *vm, const char *path, const char *base,
+		enum vm_then then, const struct snap_compress *compress,
+		bool live, struct snapshot_stats *stats, char *err,
+		size_t errlen)
 {
 	if (pthread_mutex_trylock(&vm->snapshot_lock)) {
 		snprintf(err, errlen, "another snapshot is being written");
 		return -EBUSY;
 	}
-	return vm_snapshot_locked(vm, path, then, compress, err, errlen);
+	if (live && base) {
+		pthread_mutex_unlock(&vm->snapshot_lock);
+		snprintf(err, errlen,
+			 "a live snapshot is a full one: it "
+			 "cannot have a base");
+		return -EINVAL;
+	}
+	return vm_snapshot_locked(vm, path, base, then, compress, live, stats,
+				  err, errlen);
 }
 
 /* SIGTERM with --on-term snapshot:PATH, on the main thread: waits for a
@@ -694,8 +897,8 @@ static void vm_save_on_term(struct vm *vm)
 		pthread_mutex_unlock(&vm->snapshot_lock);
 		return;
 	}
-	ret =
-	    vm_snapshot_locked(vm, path, VM_THEN_EXIT, NULL, err, sizeof(err));
+	ret = vm_snapshot_locked(vm, path, NULL, VM_THEN_EXIT, NULL, false,
+				 NULL, err, sizeof(err));
 	if (!ret) {
 		log_info("SIGTERM: VM saved to %s", path);
 		return;
@@ -713,35 +916,40 @@ static void vm_handle_signal(struct vm *vm, int signo)
 		vm_request_stop(vm, VM_STOP_SIGNAL, 128 + signo);
 }
 
-static int vm_api_pause(void *ctx, char *err, size_t errlen)
+/* The API's pause and resume: @op (vm_pause or vm_resume) decided under
+ * run_state_lock, so that neither can slip between a snapshot's own pause
+ * and its end. */
+static int vm_api_run_state(struct vm *vm, int (*op)(struct vm *),
+			    const char *already, char *err, size_t errlen)
 {
-	int ret = vm_pause(ctx);
+	int ret = -EBUSY;
 
-	if (ret == -EALREADY)
-		snprintf(err, errlen, "the VM is already paused");
-	else if (ret)
-		snprintf(err, errlen, "cannot pause: %s", strerror(-ret));
-	return ret;
-}
-
-static int vm_api_resume(void *ctx, char *err, size_t errlen)
-{
-	struct vm *vm = ctx;
-	int ret;
-
-	if (atomic_load(&vm->snapshot_active)) {
-		snprintf(err, errlen, "a snapshot is being written");
-		return -EBUSY;
-	}
-	ret = vm_resume(vm);
-	if (ret == -EALREADY)
-		snprintf(err, errlen, "the VM is already running");
+	pthread_mutex_lock(&vm->run_state_lock);
+	if (!atomic_load(&vm->snapshot_active))
+		ret = op(vm);
+	pthread_mutex_unlock(&vm->run_state_lock);
 	if (ret == -EPERM) {
 		snprintf(err, errlen,
 			 "the VM was migrated away and never runs here again");
 		ret = -EBUSY;
-	}
+	} else if (ret == -EBUSY)
+		snprintf(err, errlen, "a snapshot is being written");
+	else if (ret == -EALREADY)
+		snprintf(err, errlen, "the VM is already %s", already);
+	else if (ret)
+		snprintf(err, errlen, "cannot %s: %s",
+			 op == vm_pause ? "pause" : "resume", strerror(-ret));
 	return ret;
+}
+
+static int vm_api_pause(void *ctx, char *err, size_t errlen)
+{
+	return vm_api_run_state(ctx, vm_pause, "paused", err, errlen);
+}
+
+static int vm_api_resume(void *ctx, char *err, size_t errlen)
+{
+	return vm_api_run_state(ctx, vm_resume, "running", err, errlen);
 }
 
 static int vm_api_migrate(void *ctx, const struct migrate_opts *o,
@@ -761,6 +969,8 @@ static int vm_api_migrate(void *ctx, const struct migrate_opts *o,
 		pthread_mutex_unlock(&vm->snapshot_lock);
 		return -EBUSY;
 	}
+	/* The stream reads all of memory, as a snapshot does. */
+	vm_wset_end(vm);
 	ret = migrate_send(vm, o, res, err, errlen);
 	if (!ret) {
 		log_info("migrated to %s: %llu bytes, %llu ms, %llu ms paused",
@@ -775,17 +985,25 @@ static int vm_api_migrate(void *ctx, const struct migrate_opts *o,
 	return ret;
 }
 
-static int vm_api_snapshot(void *ctx, const char *path, enum vm_then then,
-			   const struct snap_compress *compress, char *err,
+static int vm_api_snapshot(void *ctx, const char *path, const char *base,
+			   enum vm_then then,
+			   const struct snap_compress *compress, bool live,
+			   struct snapshot_stats *stats, char *err,
 			   size_t errlen)
 {
-	return vm_snapshot(ctx, path, then, compress, err, errlen);
+	return vm_snapshot(ctx, path, base, then, compress, live, stats, err,
+			   errlen);
 }
 
 static int vm_api_shutdown(void *ctx, char *err, size_t errlen)
 {
 	vm_request_stop(ctx, VM_STOP_REQUEST, STASIS_EXIT_OK);
 	return 0;
+}
+
+static int vm_api_working_set(void *ctx, char *err, size_t errlen)
+{
+	return snapshot_wset_finish(ctx, err, errlen);
 }
 
 static void vm_api_status(void *ctx, struct vm_status *st)
@@ -844,6 +1062,7 @@ const struct api_ops vm_api_ops = {
 	.shutdown = vm_api_shutdown,
 	.migrate = vm_api_migrate,
 	.status = vm_api_status,
+	.working_set = vm_api_working_set,
 	.thread_init = vm_api_thread_init,
 	.listening = vm_api_listening,
 };
@@ -872,7 +1091,7 @@ int vm_run(struct vm *vm, bool start_paused)
 	struct vm_input in = { .len = 0 };
 	int tty_fd = vm_tty_input_fd(vm);
 	struct termios saved_tio;
-	bool tio_saved = false;
+	bool tio_saved = false, op_locked;
 	sigset_t block, term;
 	int sfd, ret, status;
 
@@ -914,9 +1133,20 @@ int vm_run(struct vm *vm, bool start_paused)
 	}
 
 	vm->start_ns = clock_now_ns(CLOCK_MONOTONIC);
+	/* A client may resume a VM started paused as soon as the API
+	 * answers, or pause one whose vCPUs are not made yet: pause and
+	 * resume wait until they are (a waiting target took the lock as it
+	 * answered the restore). */
+	op_locked = start_paused || vm->pause_op_held;
+	if (op_locked && !vm->pause_op_held)
+		pthread_mutex_lock(&vm->pause_op_lock);
+	vm->pause_op_held = false;
 	if (vm->cfg.seccomp != SECCOMP_OFF)
 		seccomp_report_init();
-	if (vm->cfg.api_socket) {
+	if (vm->api) {
+		/* A waiting restore target's, serving since before the
+		 * restore (vm_target_wait). */
+	} else if (vm->cfg.api_socket) {
 		char err[256];
 
 		ret = api_server_start(&vm->api, vm->cfg.api_socket,
@@ -963,7 +1193,10 @@ int vm_run(struct vm *vm, bool start_paused)
 		for (unsigned i = 0; i < vm->nvirtio; i++)
 			virtio_device_park(&vm->virtio[i]);
 	}
-	for (unsigned i = 0; i < vm->ncpus; i++) {
+	/* A waiting target's threads exist already (vm_prepare_threads). */
+	if (vm->vcpu_threads_made == vm->ncpus)
+		vm_open_gate(vm, 1);
+	for (unsigned i = 0; i < vm->ncpus && !vm->vcpu_threads_made; i++) {
 		ret = pthread_create(&vm->vcpus[i].thread, NULL, vcpu_thread,
 				     &vm->vcpus[i]);
 		if (ret) {
@@ -978,6 +1211,9 @@ int vm_run(struct vm *vm, bool start_paused)
 		vm_kick_vcpus(vm);
 		atomic_store(&vm->paused, true);
 	}
+	if (op_locked)
+		pthread_mutex_unlock(&vm->pause_op_lock);
+	op_locked = false;
 	/* Every thread is made; each filtered itself as it started. A
 	 * failure here leaves the guest unprotected: stop it instead. */
 	if (seccomp_install(SECCOMP_ROLE_MAIN, vm->cfg.seccomp))
@@ -1001,6 +1237,19 @@ int vm_run(struct vm *vm, bool start_paused)
 						     .events = POLLIN };
 			else
 				timeout = 5; /* retry as the FIFO drains */
+		}
+		/* A working-set recording ends on time. */
+		if (vm->wset_path && vm->pager && pager_recording(vm->pager)) {
+			uint64_t end = vm->start_ns + vm->wset_ms * 1000000ull;
+			uint64_t now = clock_now_ns(CLOCK_MONOTONIC);
+			int left = now >= end
+				       ? 0
+				       : (int)((end - now + 999999) / 1000000);
+
+			if (!left)
+				vm_wset_end(vm);
+			else if (timeout < 0 || left < timeout)
+				timeout = left;
 		}
 		ret = poll(pfd, n, timeout);
 		if (ret < 0 && errno != EINTR) {
@@ -1033,6 +1282,9 @@ int vm_run(struct vm *vm, bool start_paused)
 	}
 
 	vm_kick_vcpus(vm);
+	/* A guest that stopped early: what it touched so far. */
+	if (!(vm->pager && pager_failed(vm->pager)))
+		vm_wset_end(vm);
 	/* A vCPU or worker may wait forever on a chunk that failed: nothing
 	 * unverified is ever installed. They are not joined; the process
 	 * ends and takes them along (vm_destroy must not run). */
@@ -1064,6 +1316,8 @@ int vm_run(struct vm *vm, bool start_paused)
 		break;
 	}
 out_restore:
+	if (op_locked)
+		pthread_mutex_unlock(&vm->pause_op_lock);
 	if (tio_saved)
 		tcsetattr(tty_fd, TCSANOW, &saved_tio);
 	if (sfd >= 0)
@@ -1079,6 +1333,8 @@ out_restore:
 
 void vm_destroy(struct vm *vm)
 {
+	if (vm->vcpu_threads_made && !vm->vcpu_gate)
+		vm_open_gate(vm, -1);
 	if (vm->vcpus) {
 		for (unsigned i = 0; i < vm->ncpus; i++)
 			vcpu_destroy(&vm->vcpus[i]);
@@ -1090,6 +1346,8 @@ void vm_destroy(struct vm *vm)
 		virtio_device_destroy(&vm->virtio[i]);
 	pager_stop(vm->pager);
 	vm->pager = NULL;
+	free(vm->wset_path);
+	vm->wset_path = NULL;
 	vm->nvirtio = 0;
 	dirty_log_destroy(&vm->dirty);
 	irq_routing_destroy(&vm->irq_routing);

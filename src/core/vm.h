@@ -26,6 +26,7 @@
 #include "devices/uart.h"
 #include "memory/dirty_log.h"
 #include "memory/guest_mem.h"
+#include "snapshot/chain.h"
 #include "snapshot/snapfile.h"
 #include "virtio/virtio.h"
 
@@ -62,6 +63,7 @@ struct vcpu {
 	struct kvm_run *run; /* shared page KVM fills on each exit */
 	pthread_t thread;
 	bool thread_started;
+	bool filtered; /* its seccomp filter is loaded (made ahead) */
 	uint64_t exits; /* count, for status and debugging */
 };
 
@@ -77,9 +79,18 @@ struct vm {
 	/* Pages written since the last snapshot (memory/dirty_log.h):
 	 * started by the first snapshot, a restore or --track-dirty. */
 	struct dirty_log dirty;
+	/* The VM's id and the snapshot its dirty log counts from: what an
+	 * incremental snapshot names as its parent (snapshot/chain.h). */
+	struct snap_vm_lineage lineage;
 	/* Serves guest memory during a lazy restore (snapshot/pager.h);
 	 * NULL otherwise. */
 	struct pager *pager;
+	/* --record-working-set: the file the recording goes to (NULL when
+	 * none), the snapshot identity it names, and its length in ms from
+	 * vm_run (snapshot_wset_finish ends it). */
+	char *wset_path;
+	uint64_t wset_id;
+	uint32_t wset_ms;
 	struct bus pio;
 	struct bus mmio;
 
@@ -117,6 +128,15 @@ struct vm {
 	 * so the virtio workers, parked outside pause_lock, are parked and
 	 * unparked in pairs. */
 	pthread_mutex_t pause_op_lock;
+	/* Set by whoever took pause_op_lock for vm_run to release once the
+	 * vCPUs exist (a waiting target, as it answers its restore). */
+	bool pause_op_held;
+	/* vm_prepare_threads: this many vCPU threads exist and wait at a
+	 * gate (under pause_lock, on pause_cond) that vm_run opens (1) or
+	 * vm_destroy closes (-1); 0 while they wait. Until it opens they
+	 * are not thread_started: nothing kicks them. */
+	unsigned vcpu_threads_made;
+	int vcpu_gate;
 	pthread_mutex_t pause_lock;
 	pthread_cond_t pause_cond;
 	atomic_bool pause_requested;
@@ -127,11 +147,20 @@ struct vm {
 	/* One snapshot at a time; progress is read by the status API. */
 	pthread_mutex_t snapshot_lock;
 	atomic_bool snapshot_active;
+	/* Held while the control API's pause or resume decides and acts, and
+	 * while a snapshot sets or clears snapshot_active with its own pause
+	 * and resume: no API resume lands between a snapshot's pause and the
+	 * end of its save (which would write memory the guest is changing).
+	 * Taken before pause_op_lock; never held across a save. */
+	pthread_mutex_t run_state_lock;
 	struct snap_progress snapshot_progress;
 	/* A migration (migrate/): its enum migrate_phase, and whether this
 	 * copy was handed over, after which it never runs again. */
 	atomic_int migrate_phase;
 	atomic_bool migrated;
+	/* The last snapshot written and what it cost (under pause_lock). */
+	bool have_last_snapshot;
+	struct snapshot_stats last_snapshot;
 
 	uint32_t *msr_list; /* MSRs KVM can save */
 	uint32_t nmsrs;
@@ -146,6 +175,24 @@ struct vm {
  * so far is released. */
 int vm_create(struct vm *vm, const struct vm_config *cfg,
 	      const struct kvm_cpuid2 *cpuid);
+
+/* vm_create() in two halves, for a restore target made ahead of time:
+ * vm_prepare() opens KVM, creates the VM, @mem_size bytes of guest memory
+ * (registered with KVM before the irqchip, where it is cheap), the
+ * irqchip, @cfg->ncpus vCPUs, and asks the host's CPUID and MSR list;
+ * only @cfg's host side matters to it. vm_complete() makes it the VM of
+ * @cfg (at most @mem_size of RAM, exactly its vCPU count): its CPUID,
+ * devices and routes. Both print a one-line reason and return -errno;
+ * after a failed vm_complete() the caller must vm_destroy(). */
+int vm_prepare(struct vm *vm, const struct vm_config *cfg, uint64_t mem_size);
+int vm_complete(struct vm *vm, const struct vm_config *cfg,
+		const struct kvm_cpuid2 *cpuid);
+
+/* Starts the vCPU threads of a prepared VM ahead of time, waiting at a
+ * gate: vm_run lets them run instead of creating them, vm_destroy ends
+ * them if it never did. They load their seccomp filter once let through.
+ * Returns 0 or -errno (none is left then). */
+int vm_prepare_threads(struct vm *vm);
 
 /* The kernel and initrd files, mapped read-only. */
 struct vm_images {
@@ -175,13 +222,18 @@ int vm_pause(struct vm *vm);
 int vm_resume(struct vm *vm);
 void vm_get_status(struct vm *vm, struct vm_status *st);
 
-/* Pauses (if running), writes a snapshot to @path atomically, then does
- * @then. On failure any earlier file at @path is untouched and the VM
- * runs on, unless it was paused before or @then is VM_THEN_PAUSE. Returns
- * 0 or -errno with a one-line reason in @err; -EBUSY while another
- * snapshot runs. */
-int vm_snapshot(struct vm *vm, const char *path, enum vm_then then,
-		const struct snap_compress *compress, char *err, size_t errlen);
+/* Pauses (if running), writes a snapshot to @path atomically (with
+ * @base, an increment over that file: snapshot_save), then does @then;
+ * with @live and a running VM, pauses only to take state and arm tracking
+ * and writes memory with the guest running (snapshot_save_live). On
+ * failure any earlier file at @path is untouched and the VM runs on,
+ * unless it was paused before or @then is VM_THEN_PAUSE. Fills @stats
+ * (may be NULL). Returns 0 or -errno with a one-line reason in @err;
+ * -EBUSY while another snapshot runs. */
+int vm_snapshot(struct vm *vm, const char *path, const char *base,
+		enum vm_then then, const struct snap_compress *compress,
+		bool live, struct snapshot_stats *stats, char *err,
+		size_t errlen);
 
 /* The API callbacks for a VM (ctx is the struct vm). */
 extern const struct api_ops vm_api_ops;
@@ -199,6 +251,8 @@ int vm_set_irq(struct vm *vm, uint32_t gsi, int level);
 
 /* vCPU side (core/vcpu.c). */
 int vcpu_create(struct vm *vm, struct vcpu *vcpu, unsigned id);
+/* KVM_SET_CPUID2 of the VM's CPUID for this vCPU (before its first run). */
+int vcpu_set_cpuid(struct vcpu *vcpu);
 void vcpu_destroy(struct vcpu *vcpu);
 int vcpu_set_boot_state(struct vcpu *vcpu, const struct boot_cpu *boot);
 void *vcpu_thread(void *arg);

@@ -2,35 +2,49 @@
 #include "memory/guest_mem.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/memfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 int guest_mem_init(struct guest_mem *m, uint64_t size)
 {
+	return guest_mem_init_paged(m, size, 4096);
+}
+
+int guest_mem_init_paged(struct guest_mem *m, uint64_t size, uint64_t page_size)
+{
+	bool huge = page_size == GUEST_MEM_HUGE_2M;
 	uint64_t low;
 	int err;
 
 	memset(m, 0, sizeof(*m));
 	m->memfd = -1;
-	if (size < GUEST_MEM_MIN || size > GUEST_MEM_MAX || (size & 0xfff))
+	if (size < GUEST_MEM_MIN || size > GUEST_MEM_MAX || (size & 0xfff) ||
+	    (page_size != 4096 && !huge) || (huge && size % page_size))
 		return -EINVAL;
 
-	m->memfd = memfd_create("stasis-ram", MFD_CLOEXEC);
+	m->memfd =
+	    memfd_create("stasis-ram",
+			 MFD_CLOEXEC | (huge ? MFD_HUGETLB | MFD_HUGE_2MB : 0));
 	if (m->memfd < 0)
 		return -errno;
+	m->page_size = page_size;
 	if (ftruncate(m->memfd, (off_t)size) < 0)
 		goto fail_errno;
 	/* MAP_NORESERVE: untouched RAM costs nothing, which keeps stasis's
-	 * footprint at the memory the guest actually uses. */
+	 * footprint at the memory the guest actually uses. Hugepages are
+	 * reserved at mmap instead: a guest that later touched a page the
+	 * host no longer has would get SIGBUS, so it fails here. */
 	m->host = mmap(NULL, size, PROT_READ | PROT_WRITE,
-		       MAP_SHARED | MAP_NORESERVE, m->memfd, 0);
+		       MAP_SHARED | (huge ? 0 : MAP_NORESERVE), m->memfd, 0);
 	if (m->host == MAP_FAILED) {
 		m->host = NULL;
 		goto fail_errno;
 	}
-	m->size = size;
+	m->size = m->mapped = size;
 
 	low = size < GUEST_MEM_LOW_LIMIT ? size : GUEST_MEM_LOW_LIMIT;
 	m->regions[0] = (struct mem_region){
@@ -56,6 +70,7 @@ void guest_mem_wrap(struct guest_mem *m, uint8_t *host, uint64_t low,
 		    uint64_t high)
 {
 	*m = (struct guest_mem){ .memfd = -1,
+				 .page_size = 4096,
 				 .host = host,
 				 .size = low + high,
 				 .nregions = high ? 2 : 1 };
@@ -67,12 +82,34 @@ void guest_mem_wrap(struct guest_mem *m, uint8_t *host, uint64_t low,
 						     .host = host + low };
 }
 
+int guest_mem_limit(struct guest_mem *m, uint64_t size)
+{
+	uint64_t low;
+
+	if (m->memfd < 0 || size < GUEST_MEM_MIN || size > m->size ||
+	    (size & 0xfff))
+		return -EINVAL;
+	for (unsigned i = 0; i < m->nregions; i++)
+		if (m->regions[i].file_mapped)
+			return -EINVAL;
+	low = size < GUEST_MEM_LOW_LIMIT ? size : GUEST_MEM_LOW_LIMIT;
+	m->regions[0].size = low;
+	m->nregions = 1;
+	if (size > low) {
+		/* size <= m->size, so the reserve has its high region. */
+		m->regions[1].size = size - low;
+		m->nregions = 2;
+	}
+	m->size = size;
+	return 0;
+}
+
 void guest_mem_destroy(struct guest_mem *m)
 {
-	for (unsigned i = 0; i < m->nregions; i++)
+	for (unsigned i = 0; i < GUEST_MEM_MAX_REGIONS; i++)
 		free(m->regions[i].file_mapped);
 	if (m->host)
-		munmap(m->host, m->size);
+		munmap(m->host, m->mapped ? m->mapped : m->size);
 	if (m->memfd >= 0)
 		close(m->memfd);
 	memset(m, 0, sizeof(*m));
@@ -206,4 +243,50 @@ bool guest_mem_page_file_mapped(const struct mem_region *r, uint64_t page)
 {
 	return r->file_mapped && page < r->size / GUEST_MEM_PAGE &&
 	       (r->file_mapped[page / 8] & (1u << (page % 8)));
+}
+
+/* A "Key:   N ..." line's number from /proc/meminfo; -1 when missing. */
+static long long guest_mem_meminfo(const char *text, const char *key)
+{
+	const char *p = strstr(text, key);
+
+	return p ? strtoll(p + strlen(key), NULL, 10) : -1;
+}
+
+int guest_mem_huge_check(uint64_t size, char *err, size_t errlen)
+{
+	char text[4096];
+	long long free_pages, total, rsvd, need = (long long)(size >> 21);
+	FILE *f = fopen("/proc/meminfo", "re");
+	size_t n = 0;
+
+	if (f) {
+		n = fread(text, 1, sizeof(text) - 1, f);
+		fclose(f);
+	}
+	text[n] = '\0';
+	free_pages = guest_mem_meminfo(text, "\nHugePages_Free:");
+	total = guest_mem_meminfo(text, "\nHugePages_Total:");
+	rsvd = guest_mem_meminfo(text, "\nHugePages_Rsvd:");
+	/* Free counts pages others reserved but have not touched yet. */
+	if (free_pages >= 0 && rsvd > 0)
+		free_pages = free_pages > rsvd ? free_pages - rsvd : 0;
+	/* Only the default hugepage size is counted there. */
+	if (guest_mem_meminfo(text, "\nHugepagesize:") != 2048)
+		free_pages = total = -1;
+	if (free_pages >= need)
+		return 0;
+	if (free_pages < 0)
+		snprintf(err, errlen,
+			 "--hugepages 2M: cannot tell how many 2 MiB "
+			 "hugepages are free (/proc/meminfo); %lld needed",
+			 need);
+	else
+		snprintf(err, errlen,
+			 "--hugepages 2M: %lld free 2 MiB hugepages needed, "
+			 "the host has %lld free of %lld (HugePages_Free - "
+			 "HugePages_Rsvd, nr_hugepages); as root: echo %lld > "
+			 "/proc/sys/vm/nr_hugepages",
+			 need, free_pages, total, total - free_pages + need);
+	return -ENOMEM;
 }

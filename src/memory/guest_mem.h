@@ -42,10 +42,19 @@ struct mem_region {
 	uint64_t *dirty;
 };
 
+/* Host page size of guest RAM backed by hugetlbfs (--hugepages 2M). */
+#define GUEST_MEM_HUGE_2M (2ull << 20)
+
 struct guest_mem {
 	int memfd;
+	/* 4096, or GUEST_MEM_HUGE_2M when RAM comes from hugetlbfs: then
+	 * every range mapped, emptied or installed must be 2 MiB aligned. */
+	uint64_t page_size;
 	uint8_t *host; /* the whole memfd, mapped shared */
 	uint64_t size; /* total RAM bytes */
+	/* Bytes of the memfd mapped at host: size, or more after
+	 * guest_mem_limit() (a restore target's reserve). */
+	uint64_t mapped;
 	unsigned nregions;
 	struct mem_region regions[GUEST_MEM_MAX_REGIONS];
 };
@@ -53,6 +62,27 @@ struct guest_mem {
 /* Creates @size bytes of guest RAM (a multiple of 4 KiB) laid out around the
  * 4 GiB hole. Returns 0 or -errno. */
 int guest_mem_init(struct guest_mem *m, uint64_t size);
+
+/* Narrows memory made by guest_mem_init() to its first @size bytes of
+ * RAM, laid out as guest_mem_init(@size) would: a smaller guest's regions
+ * are a prefix of a larger one's, at the same memfd offsets. The rest
+ * stays mapped (and registered with KVM by whoever did) but is no RAM to
+ * the accessors. Returns 0 or -EINVAL (@size invalid or over the size,
+ * or a page already mapped from a file). */
+int guest_mem_limit(struct guest_mem *m, uint64_t size);
+
+/* The same with RAM of @page_size pages: 4096, or GUEST_MEM_HUGE_2M for
+ * hugetlbfs (memfd MFD_HUGETLB | MFD_HUGE_2MB, reserved in whole at
+ * mmap, so a host without enough free hugepages fails here: -ENOMEM;
+ * guest_mem_huge_check says so in one line first). @size must then be a
+ * multiple of 2 MiB. */
+int guest_mem_init_paged(struct guest_mem *m, uint64_t size,
+			 uint64_t page_size);
+
+/* Whether the host has @size bytes of free 2 MiB hugepages, from
+ * /proc/meminfo: 0, or -ENOMEM with one line in @err saying how many
+ * there are and how to reserve more. */
+int guest_mem_huge_check(uint64_t size, char *err, size_t errlen);
 
 /* Describes the caller's buffer @host as guest RAM without a memfd (unit
  * tests and fuzz targets): @low bytes at guest address 0 and, when @high is

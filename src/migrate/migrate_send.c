@@ -504,7 +504,9 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 	struct send_sink sink = { .err = "" };
 	struct precopy pc = { .on = false };
 	struct snap_writer *w = NULL;
-	struct snap_header hdr;
+	struct snapshot_dest dest = { 0 };
+	struct snap_lineage lin = { 0 };
+	uint64_t created_ns;
 	struct mig_addr a;
 	struct mig_chan c = { .fd = -1 };
 	struct mig_frame f;
@@ -547,21 +549,18 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 	/* CONFIG and CPUID first, while the guest runs: the destination
 	 * names a mismatch before anything else moves. */
 	atomic_store(&vm->migrate_phase, MIGRATE_CHECKING);
-	snapshot_header_init(vm, &hdr);
-	w = snap_writer_open_sink(&send_sink_ops, &sink, c.peer, &hdr, err,
-				  errlen);
-	if (!w) {
-		ret = -EIO;
+	/* The stream is a full snapshot of this VM (LINEAGE with its id and
+	 * no parent), written by the same steps as a file. */
+	lin.vm_id[0] = vm->lineage.vm_id[0];
+	lin.vm_id[1] = vm->lineage.vm_id[1];
+	dest.path = c.peer;
+	dest.sink = &send_sink_ops;
+	dest.sink_ctx = &sink;
+	w = snapshot_begin(vm, &dest, &o->compress, &lin, &created_ns, &ret,
+			   err, errlen);
+	if (!w)
 		goto fail;
-	}
-	if (snap_writer_set_compress(w, &o->compress, 0)) {
-		snprintf(err, errlen, "unknown compression");
-		ret = -EINVAL;
-		goto fail;
-	}
-	ret = snapshot_save_begin(vm, w, err, errlen);
-	if (!ret)
-		ret = mig_send(&c, MIG_CHECK, 0, NULL, 0, err, errlen);
+	ret = mig_send(&c, MIG_CHECK, 0, NULL, 0, err, errlen);
 	if (!ret)
 		ret = mig_expect(&c, MIG_ACCEPT, &f, buf, sizeof(buf), err,
 				 errlen);
@@ -588,15 +587,19 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 	atomic_store(&vm->migrate_phase, MIGRATE_SENDING);
 	vm->snapshot_progress.done_bytes = 0;
 	vm->snapshot_progress.total_bytes = 0;
+	/* Under run_state_lock, as a snapshot's own pause: the API's pause
+	 * and resume see snapshot_active and stay out until the end. */
+	pthread_mutex_lock(&vm->run_state_lock);
 	atomic_store(&vm->snapshot_active, true);
 	if (!atomic_load(&vm->pause_requested)) {
 		ret = vm_pause(vm);
-		if (ret) {
-			snprintf(err, errlen, "cannot pause the VM: %s",
-				 strerror(-ret));
-			goto fail;
-		}
-		paused_here = true;
+		paused_here = !ret;
+	}
+	pthread_mutex_unlock(&vm->run_state_lock);
+	if (ret) {
+		snprintf(err, errlen, "cannot pause the VM: %s",
+			 strerror(-ret));
+		goto fail;
 	}
 	tpause = mono_ms();
 	/* What the guest wrote since the last round is not clean. */
@@ -607,12 +610,14 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 		if (ret)
 			goto fail;
 	}
-	ret = snapshot_save_state(vm, w, &vm->snapshot_progress, false, err,
-				  errlen);
-	if (!ret) {
-		ret = snap_writer_commit(w, err, errlen);
-		w = NULL;
-	}
+	ret = snapshot_write_state(vm, w, err, errlen);
+	if (!ret)
+		ret = snap_write_memory(w, &vm->mem, &vm->snapshot_progress,
+					err, errlen);
+	/* Unsigned: the stream is checked frame by frame, and the key signs
+	 * only the VM's files. */
+	ret = snapshot_finish(vm, w, c.peer, ret, false, NULL, err, errlen);
+	w = NULL;
 	atomic_store(&vm->migrate_phase, MIGRATE_SWITCHING);
 	if (!ret)
 		ret = mig_expect(&c, MIG_READY, &f, buf, sizeof(buf), err,
@@ -686,11 +691,13 @@ fail:
 		mig_send_text(&c, MIG_ERROR, 0, msg, NULL, 0);
 		mig_close(&c);
 	}
-	atomic_store(&vm->snapshot_active, false);
 	atomic_store(&vm->migrate_phase, MIGRATE_NONE);
 	precopy_abort(&pc);
 	precopy_free(&pc);
+	pthread_mutex_lock(&vm->run_state_lock);
 	if (paused_here)
 		vm_resume(vm);
+	atomic_store(&vm->snapshot_active, false);
+	pthread_mutex_unlock(&vm->run_state_lock);
 	return ret;
 }

@@ -12,6 +12,7 @@
 #include "core/text.h"
 #include "cpu/cpuid.h"
 #include "cpu/vcpu_state.h"
+#include "snapshot/chain.h"
 #include "snapshot/inspect.h"
 #include "snapshot/sign.h"
 #include "snapshot/snapfile.h"
@@ -59,7 +60,8 @@ static void inspect_vcpu(const void *data, size_t len, char *out, size_t n)
 /* Reads and checks one record; fills @ir. Returns 0 when the record is
  * sound, -errno otherwise (with the reason in ir->summary). */
 static int inspect_one(struct snap_reader *r, struct inspect_record *ir,
-		       uint64_t *stored, uint64_t *raw, uint64_t *ram)
+		       uint64_t *stored, uint64_t *raw, uint64_t *ram,
+		       struct snap_lineage *lin)
 {
 	const struct snap_record *rec = &ir->rec;
 	char err[256];
@@ -92,22 +94,22 @@ static int inspect_one(struct snap_reader *r, struct inspect_record *ir,
 			return 0;
 		}
 		*raw += d.raw_bytes;
-		snprintf(ir->summary, sizeof(ir->summary),
-			 "gpa=0x%" PRIx64 " size=%" PRIu64
-			 " MiB stored=%.2f MiB of %.2f MiB touched "
-			 "(ratio %.2f) chunks=%" PRIu64 "/%" PRIu64
-			 " of %" PRIu32 " KiB codec: none %" PRIu64
-			 " lz4 %" PRIu64 " zstd %" PRIu64,
-			 d.gpa, d.size >> 20,
-			 (double)d.stored_bytes / (1 << 20),
-			 (double)d.raw_bytes / (1 << 20),
-			 d.stored_bytes
-			     ? (double)d.raw_bytes / (double)d.stored_bytes
-			     : 1.0,
-			 d.stored_chunks, d.nchunks, d.chunk_size >> 10,
-			 d.codec_chunks[SNAP_CODEC_RAW],
-			 d.codec_chunks[SNAP_CODEC_LZ4],
-			 d.codec_chunks[SNAP_CODEC_ZSTD]);
+		snprintf(
+		    ir->summary, sizeof(ir->summary),
+		    "gpa=0x%" PRIx64 " size=%" PRIu64
+		    " MiB stored=%.2f MiB of %.2f MiB touched "
+		    "(ratio %.2f) chunks=%" PRIu64 "/%" PRIu64 " of %" PRIu32
+		    " KiB (%" PRIu64 " from the parent) codec: none %" PRIu64
+		    " lz4 %" PRIu64 " zstd %" PRIu64,
+		    d.gpa, d.size >> 20, (double)d.stored_bytes / (1 << 20),
+		    (double)d.raw_bytes / (1 << 20),
+		    d.stored_bytes
+			? (double)d.raw_bytes / (double)d.stored_bytes
+			: 1.0,
+		    d.stored_chunks, d.nchunks, d.chunk_size >> 10,
+		    d.parent_chunks, d.codec_chunks[SNAP_CODEC_RAW],
+		    d.codec_chunks[SNAP_CODEC_LZ4],
+		    d.codec_chunks[SNAP_CODEC_ZSTD]);
 		return 0;
 	}
 	ret = snap_read_payload(r, rec, INSPECT_PAYLOAD_MAX, &data, err,
@@ -158,6 +160,28 @@ static int inspect_one(struct snap_reader *r, struct inspect_record *ir,
 			 "HMAC-SHA256, key id %s", ir->key_id);
 		break;
 	}
+	case SNAP_REC_LINEAGE:
+		if (rec->version != SNAP_LINEAGE_VERSION ||
+		    snap_lineage_decode(data, rec->length, lin)) {
+			snprintf(ir->summary, sizeof(ir->summary), "malformed");
+			ret = -EINVAL;
+			break;
+		}
+		if (lin->depth)
+			snprintf(ir->summary, sizeof(ir->summary),
+				 "vm %016" PRIx64 "%016" PRIx64
+				 ", layer %u over %.160s (identity %016" PRIx64
+				 ")",
+				 lin->vm_id[0], lin->vm_id[1], lin->depth,
+				 lin->parent_path, lin->parent_identity);
+		else
+			snprintf(ir->summary, sizeof(ir->summary),
+				 "vm %016" PRIx64 "%016" PRIx64
+				 ", full snapshot",
+				 lin->vm_id[0], lin->vm_id[1]);
+		/* Its memory records may leave chunks to the parent. */
+		snap_reader_set_layer(r, lin->depth > 0);
+		break;
 	case SNAP_REC_DEVICE:
 		/* The first section is the device's name. */
 		if (rec->length >= 8) {
@@ -178,9 +202,100 @@ static int inspect_one(struct snap_reader *r, struct inspect_record *ir,
 	return ret;
 }
 
+static int inspect_file(const char *path, bool as_json, bool verify_only,
+			const struct snap_key *key, bool chain);
+
+/* A layer's chain: every ancestor opened and checked as a restore does
+ * (where each is, its identity, VM and depth, its tables), then listed
+ * with what it holds, or, verifying, each checked whole. Returns the
+ * count of problems. */
+static unsigned inspect_chain(const char *path, const struct snap_lineage *lin,
+			      uint64_t ram, bool as_json, bool verify_only,
+			      struct json_object *root)
+{
+	struct snap_chain *ch = calloc(1, sizeof(*ch));
+	struct json_object *arr = NULL;
+	unsigned bad = 0;
+	char err[512];
+
+	if (!ch) {
+		log_error("%s: out of memory", path);
+		return 1;
+	}
+	if (snap_chain_open(ch, path, -1, lin, ram, err, sizeof(err))) {
+		if (as_json)
+			json_object_object_add(root, "chain_error",
+					       json_object_new_string(err));
+		else
+			log_error("%s: %s", path, err);
+		free(ch);
+		return 1;
+	}
+	if (as_json)
+		arr = json_object_new_array();
+	else if (!verify_only)
+		printf("  chain: %u layer%s under this one, all present and "
+		       "unchanged\n",
+		       ch->n, ch->n == 1 ? "" : "s");
+	for (unsigned k = 0; k < ch->n; k++) {
+		const struct snap_chain_layer *l = &ch->layers[k];
+		uint64_t stored = 0, parent = 0, bytes = 0;
+		char q[256];
+
+		for (unsigned t = 0; t < l->ntables; t++) {
+			stored += l->tables[t].stored_chunks;
+			bytes += l->tables[t].data_bytes;
+			for (uint64_t c = 0; c < l->tables[t].nchunks; c++)
+				parent += !!(l->tables[t].chunks[c].flags &
+					     SNAP_CHUNK_PARENT);
+		}
+		text_escape(q, sizeof(q), l->path, strlen(l->path));
+		if (as_json) {
+			struct json_object *o = json_object_new_object();
+
+			json_object_object_add(o, "path",
+					       json_object_new_string(l->path));
+			json_object_object_add(
+			    o, "depth", json_object_new_int((int)l->lin.depth));
+			json_object_object_add(
+			    o, "stored_chunks",
+			    json_object_new_int64((int64_t)stored));
+			json_object_object_add(
+			    o, "parent_chunks",
+			    json_object_new_int64((int64_t)parent));
+			json_object_object_add(
+			    o, "stored_bytes",
+			    json_object_new_int64((int64_t)bytes));
+			json_object_array_add(arr, o);
+		} else if (!verify_only) {
+			printf("    layer %u %s: %" PRIu64
+			       " chunks stored (%.2f MiB), %" PRIu64
+			       " from its parent\n",
+			       l->lin.depth, q, stored,
+			       (double)bytes / (1 << 20), parent);
+		}
+		/* Each file whole: its chunks and records, once. */
+		if (verify_only &&
+		    inspect_file(l->path, false, true, NULL, false))
+			bad++;
+	}
+	if (as_json)
+		json_object_object_add(root, "chain", arr);
+	snap_chain_close(ch);
+	free(ch);
+	return bad;
+}
+
 int snapshot_inspect(const char *path, bool as_json, bool verify_only,
 		     const struct snap_key *key)
 {
+	return inspect_file(path, as_json, verify_only, key, true);
+}
+
+static int inspect_file(const char *path, bool as_json, bool verify_only,
+			const struct snap_key *key, bool chain)
+{
+	struct snap_lineage lin = { 0 };
 	struct json_object *root = NULL, *records = NULL;
 	const struct snap_header *hdr;
 	struct snap_reader *r;
@@ -226,7 +341,7 @@ int snapshot_inspect(const char *path, bool as_json, bool verify_only,
 
 	while ((ret = snap_reader_next(r, &ir.rec, err, sizeof(err))) == 1) {
 		int rank = snapshot_record_rank(ir.rec.type);
-		int rr = inspect_one(r, &ir, &stored, &raw, &ram);
+		int rr = inspect_one(r, &ir, &stored, &raw, &ram, &lin);
 
 		/* The same order rule restore enforces. */
 		if (!rr && rank >= 0 && rank < last_rank) {
@@ -276,6 +391,14 @@ int snapshot_inspect(const char *path, bool as_json, bool verify_only,
 		bad++;
 		if (!as_json)
 			log_error("%s: %s", path, err);
+	}
+	if (chain && lin.depth && ret >= 0) {
+		if (!as_json && !verify_only)
+			printf("  layer %u of a chain of incremental "
+			       "snapshots\n",
+			       lin.depth);
+		bad +=
+		    inspect_chain(path, &lin, ram, as_json, verify_only, root);
 	}
 	/* With a key, the signature too: a file whose checksums are all
 	 * sound may still not be the one the key holder wrote. */
@@ -338,10 +461,14 @@ int snapshot_inspect(const char *path, bool as_json, bool verify_only,
 		else
 			printf("  not signed\n");
 	} else if (!bad) {
-		printf(
-		    "%s: ok (%u records%s%s%s)\n", path, n,
-		    key ? ", signature valid, key id " : "", key ? key_id : "",
-		    !key && *key_id ? ", signed, signature not checked" : "");
+		if (chain)
+			printf("%s: ok (%u records%s%s%s%s)\n", path, n,
+			       key ? ", signature valid, key id " : "",
+			       key ? key_id : "",
+			       !key && *key_id
+				   ? ", signed, signature not checked"
+				   : "",
+			       lin.depth ? ", every layer of its chain" : "");
 	}
 	snap_reader_close(r);
 	if (verify_only)

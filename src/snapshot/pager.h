@@ -25,6 +25,7 @@
 #include "core/seccomp.h"
 #include "memory/guest_mem.h"
 #include "snapshot/snapfile.h"
+#include "snapshot/wset.h"
 
 /* One contiguous stretch of guest RAM as the source cuts it. */
 struct page_source_region {
@@ -64,17 +65,53 @@ int page_source_file_init(struct page_source *src,
 
 struct pager;
 
+/* A new userfaultfd (close-on-exec, non-blocking) that serves kernel
+ * faults too (KVM's, syscalls'), from the syscall or /dev/userfaultfd;
+ * shared with the live save's write-protect tracking (mem_live.h). Returns
+ * the fd or -errno with one line in @err. */
+int pager_open_uffd(char *err, size_t errlen);
+
 /* Whether this process may use userfaultfd (the syscall, else
  * /dev/userfaultfd): 0, or -errno with one line in @err saying why not. */
 int pager_probe(char *err, size_t errlen);
 
+/* How a pager serves memory, beside its source. */
+struct pager_opts {
+	/* Each pager thread loads the uffd role's seccomp filter in this
+	 * mode first. */
+	enum seccomp_mode seccomp;
+	/* Host page size of guest RAM: 0 or 4096, or 2 MiB for hugetlbfs
+	 * (GUEST_MEM_HUGE_2M): then whole 2 MiB pages are installed, each
+	 * from the chunks it covers. */
+	uint64_t page_size;
+	/* Chunks to bring in first, in one pass in source order, before the
+	 * rest (a working set, wset.h); NULL for none. Geometry must match
+	 * the source's. The pager copies it. */
+	const struct wset *prefetch;
+	/* Record which chunks faults ask for until pager_record_stop; the
+	 * fill thread waits until then, so that every chunk the guest
+	 * touches meanwhile is a fault. */
+	bool record;
+};
+
 /* Registers @mem's RAM (whose regions must match @src's, and be empty)
- * and starts the fault and fill threads, each of which loads the uffd
- * role's seccomp filter in mode @seccomp first. @src is the pager's from now
+ * and starts the fault and fill threads. @src is the pager's from now
  * on. Returns 0 or -errno with one line in @err. */
 int pager_start(struct pager **out, struct guest_mem *mem,
-		struct page_source *src, enum seccomp_mode seccomp, char *err,
-		size_t errlen);
+		struct page_source *src, const struct pager_opts *opts,
+		char *err, size_t errlen);
+
+/* Ends a recording (pager_opts.record) and lets the fill thread go on.
+ * With @w, also gives it the chunks faults asked for so far (geometry
+ * of the source, w->snapshot_id left 0; wset_free it). 0, -EALREADY when
+ * no recording runs (any more), -ENOMEM. */
+int pager_record_stop(struct pager *p, struct wset *w);
+
+/* Whether a recording runs. */
+bool pager_recording(struct pager *p);
+
+/* Chunks the prefetch pass has brought in so far. */
+uint64_t pager_prefetched(struct pager *p);
 
 /* Called once, before the guest or any device worker runs. From now on a
  * failed chunk calls @on_fail(@ctx, line) once, from a pager thread, and

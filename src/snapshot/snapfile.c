@@ -18,6 +18,7 @@
 
 #include "core/file_io.h"
 #include "core/le.h"
+#include "core/text.h"
 
 /* Header field offsets (docs/snapshot-format.md, "Header"). */
 #define HDR_MAGIC 0
@@ -90,6 +91,7 @@ struct snap_reader {
 	size_t bufsize; /* SNAP_BUF_SIZE, or the file size if smaller */
 	XXH3_state_t *xxh;
 	bool map_memory; /* snap_reader_set_map_memory() */
+	bool layer; /* snap_reader_set_layer(): PARENT chunks allowed */
 };
 
 /* Gathers guest pages into one preadv/pwritev, hashing them in file order. */
@@ -117,6 +119,7 @@ struct mem_layout {
 	/* Version 2: the table at bitmap_off (bitmap_bytes long), then pad
 	 * bytes up to the data area at pages_off. */
 	uint64_t data_bytes;
+	bool allow_parent; /* the reader reads a layer */
 };
 
 __attribute__((format(printf, 4, 5))) static int
@@ -183,6 +186,8 @@ const char *snap_record_type_name(uint32_t type)
 		return "MEMORY";
 	case SNAP_REC_SIGNATURE:
 		return "SIGNATURE";
+	case SNAP_REC_LINEAGE:
+		return "LINEAGE";
 	case SNAP_REC_END:
 		return "END";
 	}
@@ -891,10 +896,11 @@ static unsigned chunk_blocks(uint64_t len, uint64_t bs)
 /* Chunks handed to the workers at a time: enough to keep every thread
  * busy, few enough that their compressed copies stay small (16 MiB of
  * 256 KiB chunks) and are written while still in cache. */
-#define CHUNK_BATCH 64
+#define CHUNK_BATCH SNAP_WRITE_BATCH_CHUNKS
 
 /* One chunk on its way to the file. */
 struct chunk_job {
+	bool parent; /* not in this layer: held by its parent */
 	uint8_t *host; /* the chunk in guest memory */
 	uint64_t len; /* its bytes */
 	uint64_t mask; /* stored blocks; 0 for a zero chunk */
@@ -1025,14 +1031,41 @@ static struct chunk_worker *chunk_workers_new(struct snap_writer *w,
 	return wk;
 }
 
+/* Marks in @j the blocks of its chunk at @start that hold data: pages
+ * @bm marks (a full save's scan, bit per page of the region), or with
+ * @staged the blocks that have a page @bm marks (bit per page from
+ * @bm_base on: what the live save's source staged) and are not all zero
+ * in the staged copy (a live save cannot scan memory that keeps changing
+ * up front). */
+static void chunk_job_mask(struct chunk_job *j, const uint8_t *bm,
+			   uint64_t bm_base, bool staged, uint64_t start,
+			   uint64_t ps, uint32_t bs)
+{
+	unsigned nb = chunk_blocks(j->len, bs);
+
+	for (unsigned b = 0; b < nb; b++) {
+		uint64_t n = block_len(j->len, bs, b);
+
+		if (!bitmap_any(bm, (start - bm_base + (uint64_t)b * bs) / ps,
+				n / ps) ||
+		    (staged && all_zero(j->host + (uint64_t)b * bs, n)))
+			continue;
+		j->mask |= 1ull << b;
+		j->stored += n;
+	}
+}
+
 /* Writes one version 2 memory record: the stored blocks of every chunk,
- * raw straight from guest memory or compressed, batch after batch in
- * chunk order, then the chunk table, the descriptor and last the header
- * with the checksum of descriptor, table and padding. @bm marks the pages
- * that are not zero. */
+ * raw or compressed, batch after batch in chunk order, then the chunk
+ * table, the descriptor and last the header with the checksum of
+ * descriptor, table and padding. Without @src the chunks come straight
+ * from guest memory and @bm marks the pages that are not zero; with @src
+ * each batch is first staged by @src (region @ri) into a buffer of the
+ * writer's, and its zero blocks are found there. */
 static int write_memory_record_v2(struct snap_writer *w,
-				  const struct mem_region *reg,
-				  const uint8_t *bm,
+				  const struct mem_region *reg, unsigned ri,
+				  const uint8_t *bm, const uint64_t *sel,
+				  const struct snap_mem_source *src,
 				  struct snap_progress *progress)
 {
 	uint64_t ps = w->page_size, nchunks, table_bytes, pos, length;
@@ -1044,12 +1077,12 @@ static int write_memory_record_v2(struct snap_writer *w,
 	struct page_io io = { .w = w,
 			      .write = true,
 			      .xxh = NULL,
-			      .progress = compress ? NULL : progress };
+			      .progress = compress || src ? NULL : progress };
 	struct chunk_job jobs[CHUNK_BATCH];
 	struct chunk_batch batch = { .jobs = jobs };
 	struct chunk_worker *wk = NULL;
 	unsigned nworkers = w->threads;
-	uint8_t *table = NULL, *outbuf = NULL;
+	uint8_t *table = NULL, *outbuf = NULL, *staged = NULL, *present = NULL;
 	uint32_t cs, bs;
 	struct iovec iov[2];
 	int ret;
@@ -1068,7 +1101,12 @@ static int write_memory_record_v2(struct snap_writer *w,
 	wk = chunk_workers_new(w, &batch, nworkers, cs);
 	if (compress)
 		outbuf = malloc((size_t)CHUNK_BATCH * cs);
-	if (!table || !wk || (compress && !outbuf)) {
+	if (src) {
+		staged = malloc((size_t)CHUNK_BATCH * cs);
+		present = malloc(bitmap_bytes((uint64_t)CHUNK_BATCH * cs / ps));
+	}
+	if (!table || !wk || (compress && !outbuf) ||
+	    (src && (!staged || !present))) {
 		ret = -ENOMEM;
 		goto out;
 	}
@@ -1078,31 +1116,42 @@ static int write_memory_record_v2(struct snap_writer *w,
 	for (uint64_t c0 = 0; c0 < nchunks; c0 += CHUNK_BATCH) {
 		uint64_t guest_bytes = 0;
 
+		uint64_t batch_off = c0 * cs, batch_len;
+
 		batch.n = (unsigned)(nchunks - c0 < CHUNK_BATCH ? nchunks - c0
 								: CHUNK_BATCH);
+		batch_len = reg->size - batch_off;
+		if (batch_len > (uint64_t)batch.n * cs)
+			batch_len = (uint64_t)batch.n * cs;
+		if (src) {
+			memset(present, 0, bitmap_bytes(batch_len / ps));
+			ret = src->stage(src->ctx, ri, batch_off, batch_len,
+					 staged, present);
+			if (ret)
+				goto out;
+		}
 		for (unsigned k = 0; k < batch.n; k++) {
 			uint64_t start = (c0 + k) * cs, len = reg->size - start;
 			struct chunk_job *j = &jobs[k];
-			unsigned nb;
 
 			if (len > cs)
 				len = cs;
 			*j = (struct chunk_job){
-				.host = reg->host + start,
+				.host = src ? staged + (size_t)k * cs
+					    : reg->host + start,
 				.len = len,
 				.out = outbuf ? outbuf + (size_t)k * cs : NULL,
 			};
-			nb = chunk_blocks(len, bs);
-			for (unsigned b = 0; b < nb; b++) {
-				uint64_t n = block_len(len, bs, b);
-
-				if (!bitmap_any(bm,
-						(start + (uint64_t)b * bs) / ps,
-						n / ps))
-					continue;
-				j->mask |= 1ull << b;
-				j->stored += n;
+			if (sel &&
+			    !(sel[(c0 + k) / 64] >> ((c0 + k) % 64) & 1)) {
+				j->parent = true;
+				continue;
 			}
+			if (src)
+				chunk_job_mask(j, present, batch_off, true,
+					       start, ps, bs);
+			else
+				chunk_job_mask(j, bm, 0, false, start, ps, bs);
 		}
 		chunk_batch_run(wk, nworkers);
 		for (unsigned k = 0; k < batch.n; k++) {
@@ -1110,6 +1159,10 @@ static int write_memory_record_v2(struct snap_writer *w,
 			struct chunk_job *j = &jobs[k];
 			uint64_t len = j->out_len ? j->out_len : j->stored;
 
+			if (j->parent) {
+				e[13] = SNAP_CHUNK_PARENT;
+				continue;
+			}
 			if (!j->mask) {
 				e[13] = SNAP_CHUNK_ZERO;
 				continue;
@@ -1142,7 +1195,11 @@ static int write_memory_record_v2(struct snap_writer *w,
 		ret = page_io_flush(&io);
 		if (ret)
 			goto out;
-		if (compress && progress)
+		/* A live save counts guest memory gone through, whether
+		 * stored or zero: its total is the guest's size. */
+		if (src && progress)
+			progress->done_bytes += batch_len;
+		else if (compress && progress)
 			progress->done_bytes += guest_bytes;
 	}
 
@@ -1177,6 +1234,8 @@ static int write_memory_record_v2(struct snap_writer *w,
 	ret = memory_record_seal(w, SNAP_MEMORY_VERSION, rec_off, length, pos);
 out:
 	chunk_workers_free(wk, nworkers);
+	free(staged);
+	free(present);
 	free(outbuf);
 	free(table);
 	return ret;
@@ -1204,8 +1263,93 @@ int snap_writer_set_compress(struct snap_writer *w,
 	return 0;
 }
 
+/* A live save: nothing is scanned up front (memory keeps changing); each
+ * region's batches are staged by @src and their zeros found there. */
+static int write_memory_staged(struct snap_writer *w,
+			       const struct guest_mem *mem,
+			       const struct snap_mem_source *src,
+			       struct snap_progress *progress, char *err,
+			       size_t errlen)
+{
+	int ret;
+
+	if (w->format_version < 2)
+		return snap_fail(err, errlen, -EINVAL,
+				 "a live save needs format 2");
+	for (unsigned i = 0; progress && i < mem->nregions; i++)
+		progress->total_bytes += mem->regions[i].size;
+	for (unsigned i = 0; i < mem->nregions; i++) {
+		ret = write_memory_record_v2(w, &mem->regions[i], i, NULL, NULL,
+					     src, progress);
+		/* A record may be half written: the writer takes no more. */
+		if (ret)
+			return writer_io_fail(w, ret, SNAP_REC_MEMORY, err,
+					      errlen);
+	}
+	return 0;
+}
+
+int snap_write_memory_from(struct snap_writer *w, const struct guest_mem *mem,
+			   const struct snap_mem_source *src,
+			   struct snap_progress *progress, char *err,
+			   size_t errlen)
+{
+	int ret = writer_check(w, SNAP_REC_MEMORY, err, errlen);
+
+	if (ret)
+		return ret;
+	if (mem->nregions > GUEST_MEM_MAX_REGIONS)
+		return snap_fail(err, errlen, -EINVAL, "bad guest memory");
+	if (src)
+		return write_memory_staged(w, mem, src, progress, err, errlen);
+	return snap_write_memory(w, mem, progress, err, errlen);
+}
+
+uint64_t snap_chunks_for(uint64_t size, uint32_t page_size)
+{
+	uint32_t cs, bs;
+
+	chunk_geometry(page_size, &cs, &bs);
+	return (size + cs - 1) / cs;
+}
+
+/* The non-zero pages of the chunks @sel selects, into @bm: an increment
+ * looks only at what was written, never at the rest of memory. */
+static void scan_chunks(const struct mem_region *reg, uint32_t ps,
+			const uint64_t *sel, uint8_t *bm, uint64_t *stored)
+{
+	uint32_t cs, bs;
+	uint64_t nchunks;
+
+	chunk_geometry(ps, &cs, &bs);
+	nchunks = (reg->size + cs - 1) / cs;
+	*stored = 0;
+	for (uint64_t c = 0; c < nchunks; c++) {
+		uint64_t end = (c + 1) * (uint64_t)cs;
+
+		if (!(sel[c / 64] >> (c % 64) & 1))
+			continue;
+		if (end > reg->size)
+			end = reg->size;
+		for (uint64_t p = c * cs / ps; p < end / ps; p++) {
+			if (all_zero(reg->host + p * ps, ps))
+				continue;
+			bm[p / 8] |= (uint8_t)(1u << (p % 8));
+			(*stored)++;
+		}
+	}
+}
+
 int snap_write_memory(struct snap_writer *w, const struct guest_mem *mem,
 		      struct snap_progress *progress, char *err, size_t errlen)
+{
+	return snap_write_memory_layer(w, mem, NULL, progress, err, errlen);
+}
+
+int snap_write_memory_layer(struct snap_writer *w, const struct guest_mem *mem,
+			    const uint64_t *const *chunks,
+			    struct snap_progress *progress, char *err,
+			    size_t errlen)
 {
 	uint8_t *bitmaps[GUEST_MEM_MAX_REGIONS] = { NULL };
 	uint64_t stored[GUEST_MEM_MAX_REGIONS] = { 0 };
@@ -1237,8 +1381,19 @@ int snap_write_memory(struct snap_writer *w, const struct guest_mem *mem,
 			ret = snap_fail(err, errlen, -ENOMEM, "out of memory");
 			goto free_bitmaps;
 		}
-		ret = scan_region(mem->memfd, reg, (uint32_t)ps, bitmaps[i],
-				  &stored[i]);
+		if (chunks) {
+			if (w->format_version < 2) {
+				ret = snap_fail(err, errlen, -EINVAL,
+						"format 1 has no layers");
+				goto free_bitmaps;
+			}
+			scan_chunks(reg, (uint32_t)ps, chunks[i], bitmaps[i],
+				    &stored[i]);
+			ret = 0;
+		} else {
+			ret = scan_region(mem->memfd, reg, (uint32_t)ps,
+					  bitmaps[i], &stored[i]);
+		}
 		if (ret) {
 			snap_fail(err, errlen, ret,
 				  "cannot scan guest memory: %s",
@@ -1256,8 +1411,9 @@ int snap_write_memory(struct snap_writer *w, const struct guest_mem *mem,
 			    write_memory_record(w, &mem->regions[i], bitmaps[i],
 						stored[i], progress);
 		else
-			ret = write_memory_record_v2(w, &mem->regions[i],
-						     bitmaps[i], progress);
+			ret = write_memory_record_v2(
+			    w, &mem->regions[i], i, bitmaps[i],
+			    chunks ? chunks[i] : NULL, NULL, progress);
 		if (ret) {
 			writer_io_fail(w, ret, SNAP_REC_MEMORY, err, errlen);
 			goto free_bitmaps;
@@ -1770,6 +1926,7 @@ static int mem2_desc(struct snap_reader *r, const struct snap_record *rec,
 				d->nchunks, d->stored_chunks, d->size);
 	/* nchunks < 2^48 (size < 2^64, chunks >= 2^16): no term wraps,
 	 * only their sum can. */
+	m->allow_parent = r->layer;
 	m->npages = d->size / ps;
 	m->bitmap_off = rec->offset + MEM2_DESC_SIZE;
 	m->bitmap_bytes = d->nchunks * MEM2_ENTRY_SIZE;
@@ -1822,12 +1979,23 @@ static int mem2_entry(const struct snap_record *rec, const struct mem_layout *m,
 	if (len > d->chunk_size)
 		len = d->chunk_size;
 	nb = chunk_blocks(len, bs);
-	if (c.flags & SNAP_CHUNK_PARENT)
-		return rec_fail(err, errlen, -EPROTO, rec, roff,
-				"chunk %" PRIu64
-				" is held by a parent snapshot, which this "
-				"stasis does not read",
-				idx);
+	if (c.flags & SNAP_CHUNK_PARENT) {
+		if (!m->allow_parent)
+			return rec_fail(err, errlen, -EPROTO, rec, roff,
+					"chunk %" PRIu64
+					" is held by a parent snapshot, which "
+					"this file does not name",
+					idx);
+		if (c.flags != SNAP_CHUNK_PARENT || c.file_off ||
+		    c.stored_len || c.codec || c.block_mask || c.hash ||
+		    get_le16(e + 14))
+			return rec_fail(err, errlen, -EINVAL, rec, roff,
+					"parent chunk %" PRIu64
+					" has data fields set",
+					idx);
+		*out = c;
+		return 0;
+	}
 	if (c.flags & ~SNAP_CHUNK_ZERO || get_le16(e + 14))
 		return rec_fail(err, errlen, -EINVAL, rec, roff,
 				"chunk %" PRIu64
@@ -1911,14 +2079,17 @@ static int mem2_table(struct snap_reader *r, const struct snap_record *rec,
 
 			ret = mem2_entry(rec, m, idx, r->buf + i, &next,
 					 &stored, &c, err, errlen);
-			if (!ret && verify_buf)
+			if (!ret && verify_buf &&
+			    !(c.flags & SNAP_CHUNK_PARENT))
 				ret = verify_one_chunk(r, m, idx, &c,
 						       verify_buf, err, errlen);
 			if (ret)
 				return ret;
 			if (out)
 				out[idx] = c;
-			if (!(c.flags & SNAP_CHUNK_ZERO)) {
+			if (c.flags & SNAP_CHUNK_PARENT)
+				m->desc.parent_chunks++;
+			else if (!(c.flags & SNAP_CHUNK_ZERO)) {
 				m->desc.raw_bytes += c.raw_len;
 				m->desc.codec_chunks[c.codec]++;
 			}
@@ -2015,18 +2186,34 @@ int snap_read_chunk_table(struct snap_reader *r, const struct snap_record *rec,
 	return 0;
 }
 
-/* One line about chunk @idx: its guest range and where it is in the file. */
+static int chunk_fd(const struct snap_chunk_table *t,
+		    const struct snap_chunk *c)
+{
+	return t->fds ? t->fds[c->layer] : t->fd;
+}
+
+/* One line about chunk @idx: its guest range and where it is in the file
+ * (and which file, in a chain). */
 static int chunk_fail(const struct snap_chunk_table *t, uint64_t idx, char *err,
 		      size_t errlen, int code, const char *what)
 {
 	uint64_t gpa = t->gpa + idx * t->chunk_size;
+	const struct snap_chunk *c = &t->chunks[idx];
+	char where[160] = "";
 
+	if (t->names) {
+		char q[128];
+
+		snprintf(where, sizeof(where), " of %s",
+			 text_escape(q, sizeof(q), t->names[c->layer],
+				     strlen(t->names[c->layer])));
+	}
 	return snap_fail(err, errlen, code,
 			 "memory chunk %" PRIu64 " (guest 0x%" PRIx64
-			 "-0x%" PRIx64 ") at file offset 0x%" PRIx64 ": %s",
+			 "-0x%" PRIx64 ") at file offset 0x%" PRIx64 "%s: %s",
 			 t->chunk_base + idx, gpa,
-			 gpa + snap_chunk_len(t, idx) - 1,
-			 t->chunks[idx].file_off, what);
+			 gpa + snap_chunk_len(t, idx) - 1, c->file_off, where,
+			 what);
 }
 
 /* XXH3-64 of chunk @idx whose stored blocks are at their place in @base;
@@ -2115,7 +2302,7 @@ static int read_chunk_compressed(const struct snap_chunk_table *t, uint64_t idx,
 		ret = snap_fail(err, errlen, -ENOMEM, "out of memory");
 		goto out;
 	}
-	ret = read_full(t->fd, in, c->stored_len, c->file_off);
+	ret = read_full(chunk_fd(t, c), in, c->stored_len, c->file_off);
 	if (ret == -ENODATA) {
 		ret = chunk_fail(t, idx, err, errlen, ret,
 				 "unexpected end of file (the snapshot was "
@@ -2169,6 +2356,10 @@ int snap_read_chunk(const struct snap_chunk_table *t, uint64_t idx,
 			memset(dst, 0, len);
 		return 0;
 	}
+	if (c->flags & SNAP_CHUNK_PARENT)
+		return chunk_fail(t, idx, err, errlen, -EPROTO,
+				  "held by a parent layer that was not "
+				  "resolved");
 	if (c->codec != SNAP_CODEC_RAW)
 		return read_chunk_compressed(t, idx, dst, fill_zeros, err,
 					     errlen);
@@ -2189,7 +2380,7 @@ int snap_read_chunk(const struct snap_chunk_table *t, uint64_t idx,
 			iov[n++] =
 			    (struct iovec){ .iov_base = p, .iov_len = bl };
 	}
-	ret = file_rw_full(t->fd, false, iov, n, c->file_off);
+	ret = file_rw_full(chunk_fd(t, c), false, iov, n, c->file_off);
 	if (ret == -ENODATA)
 		return chunk_fail(t, idx, err, errlen, ret,
 				  "unexpected end of file (the snapshot was "
@@ -2466,6 +2657,28 @@ static int mem2_run_flush(struct snap_reader *r, struct guest_mem *mem,
 	return ret;
 }
 
+/* One run of a chain's chunk, from the file of the layer holding it. */
+static int map_or_copy(const struct snap_chunk_table *t,
+		       const struct snap_chunk *c, struct guest_mem *mem,
+		       const struct mem_region *reg, struct mem2_run *run,
+		       unsigned *mapped_runs)
+{
+	int fd = chunk_fd(t, c), ret;
+
+	if (!run->len)
+		return 0;
+	if (*mapped_runs < SNAP_MAP_MAX_RUNS) {
+		(*mapped_runs)++;
+		ret = guest_mem_map_file(mem, reg->gpa + run->off, run->len, fd,
+					 run->file_off);
+	} else {
+		ret = read_full(fd, reg->host + run->off, (size_t)run->len,
+				run->file_off);
+	}
+	run->len = 0;
+	return ret;
+}
+
 /* Loads a version 2 record up front: each chunk read (or, with
  * map_memory and 4 KiB pages, mapped) into guest memory, then checked
  * against its hash before the guest runs. */
@@ -2657,4 +2870,130 @@ int snap_read_memory(struct snap_reader *r, const struct snap_record *rec,
 void snap_reader_set_map_memory(struct snap_reader *r, bool map)
 {
 	r->map_memory = map;
+}
+
+void snap_reader_set_layer(struct snap_reader *r, bool layer)
+{
+	r->layer = layer;
+}
+
+int snap_file_identity(int fd, uint64_t limit, uint64_t *id)
+{
+	uint8_t hdr[SNAP_RECORD_HEADER_SIZE];
+	XXH3_state_t *xxh = XXH3_createState();
+	uint8_t head[SNAP_HEADER_SIZE];
+	struct stat st;
+	uint64_t off = SNAP_HEADER_SIZE, end;
+	int ret;
+
+	if (!xxh)
+		return -ENOMEM;
+	if (fstat(fd, &st) < 0) {
+		ret = -errno;
+		goto out;
+	}
+	end = limit ? limit : (uint64_t)st.st_size;
+	if (end > (uint64_t)st.st_size)
+		end = (uint64_t)st.st_size;
+	ret = read_full(fd, head, sizeof(head), 0);
+	if (ret)
+		goto out;
+	XXH3_64bits_reset(xxh);
+	XXH3_64bits_update(xxh, head, sizeof(head));
+	/* Each header is bounded by the file before its length is used. */
+	while (off + SNAP_RECORD_HEADER_SIZE <= end) {
+		uint64_t len, next;
+
+		ret = read_full(fd, hdr, sizeof(hdr), off);
+		if (ret)
+			goto out;
+		if (get_le32(hdr) == SNAP_REC_END)
+			break;
+		XXH3_64bits_update(xxh, hdr, sizeof(hdr));
+		len = get_le64(hdr + 8);
+		if (len > end - off - SNAP_RECORD_HEADER_SIZE) {
+			ret = -ENODATA;
+			goto out;
+		}
+		next = align8(off + SNAP_RECORD_HEADER_SIZE + len);
+		off = next;
+	}
+	*id = XXH3_64bits_digest(xxh);
+	ret = 0;
+out:
+	XXH3_freeState(xxh);
+	return ret;
+}
+
+/* Maps or copies each run of stored blocks of a raw chunk, then checks
+ * the chunk through guest memory; the others are read and checked. */
+int snap_load_chunks(const struct snap_chunk_table *t, struct guest_mem *mem,
+		     unsigned region, bool map, struct snap_progress *progress,
+		     char *err, size_t errlen)
+{
+	const struct mem_region *reg = &mem->regions[region];
+	unsigned mapped_runs = 0;
+	int ret;
+
+	map = map && t->page_size == 4096 && mem->memfd >= 0;
+	for (uint64_t i = 0; map && i < t->nchunks; i++)
+		if (!(t->chunks[i].flags &
+		      (SNAP_CHUNK_ZERO | SNAP_CHUNK_PARENT)) &&
+		    t->chunks[i].codec != SNAP_CODEC_RAW)
+			return chunk_fail(t, i, err, errlen, -EOPNOTSUPP,
+					  "compressed, cannot be mapped: "
+					  "restore with --memory copy or "
+					  "ondemand");
+	if (progress)
+		for (uint64_t i = 0; i < t->nchunks; i++)
+			progress->total_bytes += t->chunks[i].stored_len;
+	for (uint64_t i = 0; i < t->nchunks; i++) {
+		const struct snap_chunk *c = &t->chunks[i];
+		uint64_t start = i * t->chunk_size, len = snap_chunk_len(t, i);
+		uint64_t file_off = c->file_off;
+		struct mem2_run run = { 0 };
+
+		if (c->flags & SNAP_CHUNK_ZERO)
+			continue;
+		if (!map || mapped_runs >= SNAP_MAP_MAX_RUNS) {
+			ret = snap_read_chunk(t, i, reg->host + start, false,
+					      err, errlen);
+			if (ret)
+				return ret;
+			goto done;
+		}
+		for (unsigned j = 0; j < chunk_blocks(len, t->block_size);
+		     j++) {
+			uint64_t off = start + (uint64_t)j * t->block_size;
+			uint64_t n = block_len(len, t->block_size, j);
+
+			if (!(c->block_mask >> j & 1))
+				continue;
+			if (run.len && run.off + run.len != off) {
+				ret = map_or_copy(t, c, mem, reg, &run,
+						  &mapped_runs);
+				if (ret)
+					return chunk_fail(t, i, err, errlen,
+							  ret,
+							  io_strerror(ret));
+			}
+			if (!run.len) {
+				run.off = off;
+				run.file_off = file_off;
+			}
+			run.len += n;
+			file_off += n;
+		}
+		ret = map_or_copy(t, c, mem, reg, &run, &mapped_runs);
+		if (ret)
+			return chunk_fail(t, i, err, errlen, ret,
+					  io_strerror(ret));
+		ret = chunk_check(t, i, reg->host + start, err, errlen);
+		if (ret)
+			return ret;
+done:
+		if (progress)
+			progress->done_bytes += c->stored_len;
+	}
+	return 0;
 }

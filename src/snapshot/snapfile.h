@@ -43,7 +43,7 @@
 #define SNAP_CHUNK_MAX_BLOCKS 64
 /* Chunk table entry flags. */
 #define SNAP_CHUNK_ZERO 0x1 /* all zero, nothing stored */
-#define SNAP_CHUNK_PARENT 0x2 /* reserved: held by a parent snapshot */
+#define SNAP_CHUNK_PARENT 0x2 /* held by the parent (incremental layers) */
 /* Chunk codecs (SNAP_CODEC_*) are in codec.h. */
 
 /* Record types. A reader that meets an unknown type fails unless the
@@ -58,6 +58,7 @@ enum snap_record_type {
 	SNAP_REC_DEVICE = 7, /* one emulated device's state table */
 	SNAP_REC_MEMORY = 8, /* one RAM region, zero pages left out */
 	SNAP_REC_SIGNATURE = 9, /* optional: HMAC of all before it (sign.h) */
+	SNAP_REC_LINEAGE = 10, /* optional: the VM's id and the parent layer */
 	SNAP_REC_END = 0xffff,
 };
 
@@ -104,6 +105,7 @@ struct snap_memory_desc {
 	 * the file holds), and the stored chunks per codec. */
 	uint64_t raw_bytes;
 	uint64_t codec_chunks[SNAP_CODEC_COUNT];
+	uint64_t parent_chunks; /* held by the parent layer */
 };
 
 /* One chunk of a version 2 memory record, decoded and checked. */
@@ -115,6 +117,9 @@ struct snap_chunk {
 	uint8_t flags; /* SNAP_CHUNK_* */
 	uint64_t block_mask; /* bit j: block j is stored (else zero) */
 	uint64_t hash; /* XXH3-64 of the chunk's whole content */
+	/* Which file of a chain holds it (snap_chunk_table.fds), 0 in a
+	 * table of one file. */
+	uint8_t layer;
 };
 
 /* A version 2 memory record's chunk table (snap_read_chunk_table). The
@@ -133,6 +138,11 @@ struct snap_chunk_table {
 	uint64_t data_off; /* file offset of the data area */
 	uint64_t data_bytes;
 	struct snap_chunk *chunks; /* nchunks entries */
+	/* A table merged from a chain of layers (snapshot/chain.h): chunk c
+	 * is read from fds[chunks[c].layer], and messages name
+	 * names[chunks[c].layer]. NULL for one file's table (then fd). */
+	const int *fds;
+	const char *const *names;
 };
 
 /* Progress for status reports and the ctl progress bar. Updated by the
@@ -192,6 +202,55 @@ int snap_write_record(struct snap_writer *w, uint32_t type, uint16_t version,
  * (vCPUs and device DMA stopped). @progress may be NULL. */
 int snap_write_memory(struct snap_writer *w, const struct guest_mem *mem,
 		      struct snap_progress *progress, char *err, size_t errlen);
+
+/* Chunks the memory writer hashes, compresses and writes at a time; a
+ * live save stages that many (SNAP_CHUNK_SIZE each) in a buffer. */
+#define SNAP_WRITE_BATCH_CHUNKS 64
+
+/* Where a live save's memory comes from (snapshot/mem_live.h): stage()
+ * copies bytes [@off, @off + @len) of region @region of the guest memory
+ * being written, as they were at the snapshot's instant, into @dst, and
+ * sets bit i of @present (zeroed by the writer, one bit per page of the
+ * range) for each page it copied; pages left out are zero (memfd holes)
+ * and their bytes in @dst are not looked at. The writer calls it from one
+ * thread, for consecutive ranges in order, and hashes, compresses and
+ * writes only the staged copy. Returns 0 or -errno (the source keeps its
+ * own reason). */
+struct snap_mem_source {
+	int (*stage)(void *ctx, unsigned region, uint64_t off, uint64_t len,
+		     uint8_t *dst, uint8_t *present);
+	void *ctx;
+};
+
+/* As snap_write_memory, but with @src (not NULL) the pages are taken
+ * from it instead of guest memory, which may then change meanwhile:
+ * nothing is scanned before, all-zero blocks are found in each staged
+ * batch, and @progress counts the guest's whole size. Format 2 only. */
+int snap_write_memory_from(struct snap_writer *w, const struct guest_mem *mem,
+			   const struct snap_mem_source *src,
+			   struct snap_progress *progress, char *err,
+			   size_t errlen);
+
+/* Like snap_write_memory, for an incremental layer: only the chunks whose
+ * bit is set in @chunks[i] (one bit per chunk of region i, chunk c in
+ * word c / 64) are written; the others are marked SNAP_CHUNK_PARENT, held
+ * by the parent layer. @chunks NULL writes every chunk. */
+int snap_write_memory_layer(struct snap_writer *w, const struct guest_mem *mem,
+			    const uint64_t *const *chunks,
+			    struct snap_progress *progress, char *err,
+			    size_t errlen);
+
+/* Chunks of SNAP_CHUNK_SIZE bytes in a region of @size bytes, as the
+ * writer cuts it on a host with 4 KiB pages or smaller. */
+uint64_t snap_chunks_for(uint64_t size, uint32_t page_size);
+
+/* The identity of a snapshot file, by which an incremental layer names its
+ * parent: XXH3-64 of the 128-byte header followed by the 32-byte header
+ * of each record (checksums included) up to, not including, END, or the
+ * first @limit bytes when @limit is not 0 (a file still being written).
+ * It changes whenever any record's content or the file's creation time
+ * does. Reads at most 32 bytes per record; 0 or -errno. */
+int snap_file_identity(int fd, uint64_t limit, uint64_t *id);
 
 /* Compresses the chunks of the memory records written after this call
  * with @c (codec.h) on @threads threads (0: one per online CPU, at most
@@ -253,6 +312,19 @@ int snap_read_memory(struct snap_reader *r, const struct snap_record *rec,
  * must then stay unmodified while the VM runs; replacing it by rename, as
  * snapshots do, is safe. */
 void snap_reader_set_map_memory(struct snap_reader *r, bool map);
+
+/* Lets this reader's chunk tables hold SNAP_CHUNK_PARENT chunks (a layer
+ * of a chain, whose parents were opened and checked by the caller);
+ * refused otherwise. */
+void snap_reader_set_layer(struct snap_reader *r, bool layer);
+
+/* Loads every chunk of @t (one file's or a merged table) into region
+ * @region of @mem, which must be empty: read and checked, or with @map
+ * mapped from its file where raw and page-aligned and checked through
+ * the mapping. Nothing runs meanwhile. 0 or -errno with one line. */
+int snap_load_chunks(const struct snap_chunk_table *t, struct guest_mem *mem,
+		     unsigned region, bool map, struct snap_progress *progress,
+		     char *err, size_t errlen);
 
 /* Decodes a memory record's descriptor (for inspect) and checks its layout
  * and bitmap (version 1) or chunk table (version 2), without the checksum

@@ -4,6 +4,7 @@
 #include "snapshot/snapshot.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,14 +14,20 @@
 #include <unistd.h>
 
 #include "core/kvm.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/text.h"
+#include "core/timings.h"
 #include "core/vm.h"
 #include "cpu/cpuid.h"
 #include "cpu/vcpu_state.h"
+#include "core/clock.h"
+#include "snapshot/mem_dirty.h"
+#include "snapshot/mem_live.h"
 #include "snapshot/pager.h"
 #include "snapshot/sign.h"
 #include "snapshot/state.h"
+#include "snapshot/wset.h"
 
 /* Largest payloads stasis accepts for the small records; memory records
  * are streamed and not bound by these. */
@@ -460,39 +467,74 @@ void snapshot_header_init(struct vm *vm, struct snap_header *hdr)
 	hdr->created_unix_ns = realtime_ns();
 }
 
-int snapshot_save_begin(struct vm *vm, struct snap_writer *w, char *err,
-			size_t errlen)
+struct snap_writer *snapshot_begin(struct vm *vm,
+				   const struct snapshot_dest *dest,
+				   const struct snap_compress *compress,
+				   const struct snap_lineage *lin,
+				   uint64_t *created_ns, int *retp, char *err,
+				   size_t errlen)
 {
-	uint8_t *cpuid = NULL;
-	size_t cpuid_len;
+	struct snap_header hdr;
+	struct snap_writer *w = NULL;
+	uint8_t *cpuid = NULL, *lineage = NULL;
+	size_t cpuid_len, lineage_len = 0;
 	char *json;
 	int ret;
 
+	snapshot_header_init(vm, &hdr);
+	*created_ns = hdr.created_unix_ns;
+
 	json = config_to_json(&vm->cfg);
-	if (!json)
-		return -ENOMEM;
-	ret = cpuid_encode(vm->cpuid, &cpuid, &cpuid_len);
+	ret = json ? cpuid_encode(vm->cpuid, &cpuid, &cpuid_len) : -ENOMEM;
+	if (!ret)
+		ret = snap_lineage_encode(lin, &lineage, &lineage_len);
 	if (ret) {
-		free(json);
-		return ret;
+		set_err(err, errlen, "snapshot: %s", strerror(-ret));
+		goto out;
+	}
+	if (dest->sink)
+		w = snap_writer_open_sink(dest->sink, dest->sink_ctx,
+					  dest->path, &hdr, err, errlen);
+	else
+		w = snap_writer_open(dest->path, &hdr, err, errlen);
+	if (!w) {
+		ret = errno ? -errno : -EIO;
+		goto out;
+	}
+	if (compress && snap_writer_set_compress(w, compress, 0)) {
+		set_err(err, errlen, "snapshot: unknown compression");
+		ret = -EINVAL;
+		goto abort;
 	}
 	ret = snap_write_record(w, SNAP_REC_CONFIG, 1, 0, json, strlen(json),
 				err, errlen);
+	/* Optional: an older stasis restores a full file without it, and
+	 * refuses a layer at its first chunk held by the parent. */
+	if (!ret)
+		ret = snap_write_record(w, SNAP_REC_LINEAGE,
+					SNAP_LINEAGE_VERSION, SNAP_REC_OPTIONAL,
+					lineage, lineage_len, err, errlen);
 	if (!ret)
 		ret = snap_write_record(w, SNAP_REC_CPUID, 1, 0, cpuid,
 					cpuid_len, err, errlen);
+abort:
+	if (ret) {
+		snap_writer_abort(w);
+		w = NULL;
+	}
+out:
 	free(json);
 	free(cpuid);
-	return ret;
+	free(lineage);
+	*retp = ret;
+	return w;
 }
 
-int snapshot_save_state(struct vm *vm, struct snap_writer *w,
-			struct snap_progress *progress, bool sign, char *err,
-			size_t errlen)
+int snapshot_write_state(struct vm *vm, struct snap_writer *w, char *err,
+			 size_t errlen)
 {
-	int ret;
+	int ret = snapshot_prepare_virtio(vm, err, errlen);
 
-	ret = snapshot_prepare_virtio(vm, err, errlen);
 	if (!ret)
 		ret = snapshot_save_clock(vm, w, err, errlen);
 	if (!ret)
@@ -503,19 +545,35 @@ int snapshot_save_state(struct vm *vm, struct snap_writer *w,
 		ret = snapshot_save_devices(vm, w, err, errlen);
 	if (!ret)
 		ret = snapshot_save_virtio(vm, w, err, errlen);
-	if (!ret)
-		ret = snap_write_memory(w, &vm->mem, progress, err, errlen);
-	/* Last before END: the tag covers every byte before it. */
-	if (!ret && sign && vm->cfg.sign_key)
-		ret = snap_sign(w, vm->cfg.sign_key, err, errlen);
 	return ret;
 }
 
-int snapshot_save(struct vm *vm, const char *path,
+int snapshot_finish(struct vm *vm, struct snap_writer *w, const char *path,
+		    int ret, bool sign, uint64_t *identity, char *err,
+		    size_t errlen)
+{
+	if (!ret && sign && vm->cfg.sign_key)
+		ret = snap_sign(w, vm->cfg.sign_key, err, errlen);
+	/* A stream to a sink has no file to read back. */
+	if (!ret && identity &&
+	    (ret = snap_file_identity(snap_writer_fd(w), snap_writer_offset(w),
+				      identity)))
+		set_err(err, errlen, "snapshot: cannot read back %s: %s", path,
+			strerror(-ret));
+	if (ret) {
+		snap_writer_abort(w);
+		return ret;
+	}
+	return snap_writer_commit(w, err, errlen);
+}
+
+int snapshot_save(struct vm *vm, const char *path, const char *base,
 		  const struct snap_compress *compress,
 		  struct snap_progress *progress, char *err, size_t errlen)
 {
-	struct snap_header hdr;
+	const struct snapshot_dest dest = { .path = path };
+	struct mem_dirty_save dirty;
+	uint64_t identity = 0, created_ns = 0;
 	struct snap_writer *w;
 	int ret;
 
@@ -526,32 +584,160 @@ int snapshot_save(struct vm *vm, const char *path,
 		if (ret)
 			return ret;
 	}
-	snapshot_header_init(vm, &hdr);
-	w = snap_writer_open(path, &hdr, err, errlen);
-	if (!w)
-		return errno ? -errno : -EIO;
-	if (compress && snap_writer_set_compress(w, compress, 0)) {
-		snap_writer_abort(w);
-		set_err(err, errlen, "snapshot: unknown compression");
-		return -EINVAL;
+	/* Which memory goes in (all, or what was written since @base), and
+	 * the dirty log collected for the next one. */
+	ret = mem_dirty_prepare(vm, path, base, &dirty, err, errlen);
+	if (ret)
+		return ret;
+	w = snapshot_begin(vm, &dest, compress, &dirty.lin, &created_ns, &ret,
+			   err, errlen);
+	if (w) {
+		ret = snapshot_write_state(vm, w, err, errlen);
+		if (!ret)
+			ret = mem_dirty_write(vm, w, &dirty, progress, err,
+					      errlen);
+		ret = snapshot_finish(vm, w, path, ret, true, &identity, err,
+				      errlen);
 	}
-	ret = snapshot_save_begin(vm, w, err, errlen);
-	if (!ret)
-		ret = snapshot_save_state(vm, w, progress, true, err, errlen);
+	mem_dirty_finish(vm, &dirty, ret == 0, path, identity, created_ns);
+	return ret;
+}
+
+/* Disks stay as they were at the instant while a live save runs: the
+ * snapshot does not hold them, so a write the guest makes meanwhile would
+ * leave the file's memory and the disk out of step. Their workers stay
+ * parked (a nested park) through the resume; the guest's requests wait
+ * in its queues. */
+static void snapshot_park_disks(struct vm *vm, bool park)
+{
+	for (unsigned i = 0; i < vm->nvirtio; i++) {
+		if (vm->virtio[i].ops->device_id != VIRTIO_ID_BLOCK)
+			continue;
+		if (park)
+			virtio_device_park(&vm->virtio[i]);
+		else
+			virtio_device_unpark(&vm->virtio[i]);
+	}
+}
+
+void snapshot_release_disks(struct vm *vm)
+{
+	snapshot_park_disks(vm, false);
+}
+
+int snapshot_save_live(struct vm *vm, const char *path,
+		       const struct snap_compress *compress, bool hold_disks,
+		       struct snapshot_live_stats *st,
+		       struct snap_progress *progress, char *err, size_t errlen)
+{
+	const struct snapshot_dest dest = { .path = path };
+	struct mem_live_stats lst = { 0 };
+	uint64_t identity = 0, created_ns = 0;
+	struct mem_dirty_save dirty;
+	struct snap_mem_source src;
+	struct mem_live *l = NULL;
+	struct snap_writer *w;
+	bool disks = false;
+	uint64_t tp, t0, t1, t2, t3, tm, rearmed = 0;
+	int ret;
+
+	memset(st, 0, sizeof(*st));
+	/* A lazily restored VM first finishes its fill, the guest running:
+	 * its memory must be the memfd's alone before it can be tracked. */
+	if (vm->pager) {
+		ret = pager_wait(vm->pager, err, errlen);
+		if (ret)
+			return ret;
+	}
+	/* A live file is a full one, and the next increment may build on
+	 * it. The log is collected now, before the instant: pages written
+	 * from here to the pause are then both in this file and in the next
+	 * increment, which is more than needed and never less. */
+	ret = mem_dirty_prepare(vm, path, NULL, &dirty, err, errlen);
+	if (ret)
+		return ret;
+	ret = mem_live_start(&l, &vm->mem, 0, vm->cfg.seccomp, err, errlen);
 	if (ret) {
-		snap_writer_abort(w);
+		mem_dirty_finish(vm, &dirty, false, path, 0, 0);
 		return ret;
 	}
-	return snap_writer_commit(w, err, errlen);
+	w = snapshot_begin(vm, &dest, compress, &dirty.lin, &created_ns, &ret,
+			   err, errlen);
+	if (!w)
+		goto stop;
+	/* Most of the protection while the guest runs: the pause then
+	 * protects only what was written since. */
+	tp = clock_now_ns(CLOCK_MONOTONIC);
+	ret = mem_live_prearm(l, err, errlen);
+	tp = clock_now_ns(CLOCK_MONOTONIC) - tp;
+	if (ret) {
+		snap_writer_abort(w);
+		goto stop;
+	}
+
+	/* The pause: state and the last of the protection, nothing more. */
+	t0 = clock_now_ns(CLOCK_MONOTONIC);
+	ret = vm_pause(vm);
+	if (ret) {
+		set_err(err, errlen, "cannot pause the VM: %s", strerror(-ret));
+		snap_writer_abort(w);
+		goto stop;
+	}
+	t1 = clock_now_ns(CLOCK_MONOTONIC);
+	ret = snapshot_write_state(vm, w, err, errlen);
+	t2 = clock_now_ns(CLOCK_MONOTONIC);
+	if (!ret)
+		ret = mem_live_arm(l, &rearmed, err, errlen);
+	t3 = clock_now_ns(CLOCK_MONOTONIC);
+	if (!ret) {
+		snapshot_park_disks(vm, true);
+		disks = true;
+	}
+	/* Up to the resume call: once it wakes the vCPUs the guest runs,
+	 * whenever this thread gets the CPU back. */
+	st->pause_ns = clock_now_ns(CLOCK_MONOTONIC) - t0;
+	vm_resume(vm);
+	log_debug("live snapshot: pause %" PRIu64 " us: vCPUs and workers "
+		  "parked %" PRIu64 ", state %" PRIu64
+		  ", write-protect %" PRIu64 " (%" PRIu64 " pages)",
+		  st->pause_ns / 1000, (t1 - t0) / 1000, (t2 - t1) / 1000,
+		  (t3 - t2) / 1000, rearmed);
+	st->resumed = true;
+
+	tm = clock_now_ns(CLOCK_MONOTONIC);
+	if (!ret) {
+		mem_live_source(l, &src);
+		ret = snap_write_memory_from(w, &vm->mem, &src, progress, err,
+					     errlen);
+		if (ret && mem_live_error(l))
+			set_err(err, errlen, "%s", mem_live_error(l));
+	}
+	log_debug("live snapshot: protected ahead in %" PRIu64
+		  " ms, memory written in %" PRIu64 " ms",
+		  tp / 1000000, (clock_now_ns(CLOCK_MONOTONIC) - tm) / 1000000);
+	mem_live_stop(l, &lst);
+	l = NULL;
+	ret = snapshot_finish(vm, w, path, ret, true, &identity, err, errlen);
+	if (disks && (ret || !hold_disks))
+		snapshot_park_disks(vm, false);
+stop:
+	mem_live_stop(l, l ? &lst : NULL);
+	st->faults = lst.faults;
+	st->copied_pages = lst.copied_pages;
+	st->waits = lst.waits;
+	st->copy_peak_bytes = lst.copy_peak_bytes;
+	st->extra_bytes = lst.extra_bytes;
+	mem_dirty_finish(vm, &dirty, ret == 0, path, identity, created_ns);
+	return ret;
 }
 
 int snapshot_record_rank(uint32_t type)
 {
 	static const uint32_t order[] = {
-		SNAP_REC_CONFIG, SNAP_REC_CPUID,   SNAP_REC_CLOCK,
-		SNAP_REC_VCPU,	 SNAP_REC_IRQCHIP, SNAP_REC_PIT,
-		SNAP_REC_DEVICE, SNAP_REC_MEMORY,  SNAP_REC_SIGNATURE,
-		SNAP_REC_END,
+		SNAP_REC_CONFIG,    SNAP_REC_LINEAGE, SNAP_REC_CPUID,
+		SNAP_REC_CLOCK,	    SNAP_REC_VCPU,    SNAP_REC_IRQCHIP,
+		SNAP_REC_PIT,	    SNAP_REC_DEVICE,  SNAP_REC_MEMORY,
+		SNAP_REC_SIGNATURE, SNAP_REC_END,
 	};
 
 	for (int i = 0; i < (int)(sizeof(order) / sizeof(order[0])); i++)
@@ -578,6 +764,61 @@ static int snapshot_expect(struct snap_reader *r, uint32_t type,
 	return 0;
 }
 
+/* The file's own identity and absolute path (what the restored VM's next
+ * increment names as its parent) and, for a layer, every ancestor opened
+ * and checked: all before any VM exists. */
+static int snapshot_open_chain(const char *path, struct snapshot_image *img,
+			       char *err, size_t errlen)
+{
+	int ret;
+
+	/* Absolute from here on: a layer names its parent by this path. */
+	free(img->path);
+	img->path = realpath(path, NULL);
+	if (!img->path && errno == ENOENT && snap_reader_fd(img->r) >= 0) {
+		/* Open, yet without a name to resolve: a memfd's
+		 * /proc/self/fd/N, which only a full file can be. */
+		img->path = strdup(path);
+		img->unnamed = true;
+	}
+	if (!img->path) {
+		set_err(err, errlen, "snapshot: %s", strerror(errno));
+		return -errno;
+	}
+	ret = snap_file_identity(snap_reader_fd(img->r), 0, &img->identity);
+	if (ret == -ENODATA) {
+		set_err(err, errlen,
+			"snapshot: truncated: a record runs past the end of "
+			"the file");
+		return -EINVAL;
+	}
+	if (ret) {
+		set_err(err, errlen, "snapshot: cannot read: %s",
+			strerror(-ret));
+		return ret;
+	}
+	if (!img->lineage.depth)
+		return 0;
+	if (img->unnamed) {
+		set_err(err, errlen,
+			"snapshot: a layer must be a named file (its parent is "
+			"found by path)");
+		return -EINVAL;
+	}
+	img->chain = calloc(1, sizeof(*img->chain));
+	if (!img->chain)
+		return -ENOMEM;
+	ret = snap_chain_open(img->chain, img->path, snap_reader_fd(img->r),
+			      &img->lineage, img->cfg.mem_size, err, errlen);
+	if (ret) {
+		free(img->chain);
+		img->chain = NULL;
+		return ret;
+	}
+	snap_reader_set_layer(img->r, true);
+	return 0;
+}
+
 int snapshot_open(const char *path, struct snapshot_image *img, char *err,
 		  size_t errlen)
 {
@@ -590,9 +831,17 @@ int snapshot_open(const char *path, struct snapshot_image *img, char *err,
 
 	memset(img, 0, sizeof(*img));
 	config_init(&img->cfg);
+	img->prefetch = true;
+	img->path = strdup(path);
+	if (!img->path) {
+		set_err(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
 	img->r = snap_reader_open(path, err, errlen);
-	if (!img->r)
-		return -EINVAL;
+	if (!img->r) {
+		ret = -EINVAL;
+		goto fail;
+	}
 	hdr = snap_reader_header(img->r);
 	if (hdr->page_size != (uint32_t)page) {
 		set_err(err, errlen,
@@ -643,9 +892,36 @@ int snapshot_open(const char *path, struct snapshot_image *img, char *err,
 		goto fail;
 	}
 
-	ret = snapshot_expect(img->r, SNAP_REC_CPUID, &rec, err, errlen);
-	if (ret)
+	/* Host policy, like the key: never taken from a file. */
+	img->cfg.track_dirty = false;
+
+	ret = snap_reader_next(img->r, &rec, err, errlen);
+	if (ret == 1 && rec.type == SNAP_REC_LINEAGE) {
+		ret = snap_read_payload(img->r, &rec, SNAPSHOT_RECORD_MAX,
+					&data, err, errlen);
+		if (ret)
+			goto fail;
+		ret = rec.version == SNAP_LINEAGE_VERSION
+			  ? snap_lineage_decode(data, rec.length, &img->lineage)
+			  : -EINVAL;
+		free(data);
+		data = NULL;
+		if (ret) {
+			set_err(err, errlen,
+				"snapshot: malformed LINEAGE record");
+			goto fail;
+		}
+		ret = snap_reader_next(img->r, &rec, err, errlen);
+	}
+	if (ret < 0)
 		goto fail;
+	if (ret == 0 || rec.type != SNAP_REC_CPUID) {
+		set_err(err, errlen,
+			"snapshot: expected a CPUID record, found %s",
+			ret == 0 ? "the end" : snap_record_type_name(rec.type));
+		ret = -EINVAL;
+		goto fail;
+	}
 	ret = snap_read_payload(img->r, &rec, SNAPSHOT_RECORD_MAX, &data, err,
 				errlen);
 	if (ret)
@@ -657,6 +933,9 @@ int snapshot_open(const char *path, struct snapshot_image *img, char *err,
 		set_err(err, errlen, "snapshot: malformed CPUID record");
 		goto fail;
 	}
+	ret = snapshot_open_chain(path, img, err, errlen);
+	if (ret)
+		goto fail;
 	return 0;
 fail:
 	snapshot_close(img);
@@ -665,6 +944,11 @@ fail:
 
 void snapshot_close(struct snapshot_image *img)
 {
+	if (img->chain) {
+		snap_chain_close(img->chain);
+		free(img->chain);
+	}
+	free(img->path);
 	if (img->r)
 		snap_reader_close(img->r);
 	free(img->cpuid);
@@ -943,6 +1227,168 @@ static int snapshot_apply_clock(struct vm *vm, const struct snapshot_clock *c,
 	return ret < 0 ? ret : 0;
 }
 
+/* The working set's name beside the snapshot @path, or NULL. */
+static char *snapshot_wset_path(const char *path)
+{
+	size_t n = strlen(path);
+	char *w = malloc(n + sizeof(".wset"));
+
+	if (w) {
+		memcpy(w, path, n);
+		memcpy(w + n, ".wset", sizeof(".wset"));
+	}
+	return w;
+}
+
+/* Before a lazy restore's pager starts: either sets up a recording
+ * (--record-working-set) or loads PATH.wset into @prefetch for the
+ * pager when it is there and this snapshot's (a damaged or stale one is
+ * ignored with one line). 0 or -ENOMEM. */
+static int snapshot_wset_setup(struct vm *vm, struct snapshot_image *img,
+			       const struct page_source *src, uint64_t id,
+			       struct wset *prefetch, struct pager_opts *po)
+{
+	struct wset_region geo[GUEST_MEM_MAX_REGIONS];
+	char *path, why[256];
+	int ret;
+
+	memset(prefetch, 0, sizeof(*prefetch));
+	if (!img->record_ms && !img->prefetch)
+		return 0;
+	path = snapshot_wset_path(img->path);
+	if (!path)
+		return -ENOMEM;
+	if (img->record_ms) {
+		/* A recording starts afresh: an older set is not used. */
+		free(vm->wset_path);
+		vm->wset_path = path;
+		vm->wset_id = id;
+		vm->wset_ms = img->record_ms;
+		po->record = true;
+		return 0;
+	}
+	for (unsigned i = 0; i < src->nregions; i++)
+		geo[i] = (struct wset_region){
+			.gpa = src->regions[i].gpa,
+			.size = src->regions[i].size,
+			.chunk_size = src->regions[i].chunk_size,
+			.nchunks = src->regions[i].nchunks,
+		};
+	ret =
+	    wset_load(path, geo, src->nregions, id, prefetch, why, sizeof(why));
+	if (!ret) {
+		log_info("%s: prefetching %llu chunks first", path,
+			 (unsigned long long)wset_count(prefetch));
+		po->prefetch = prefetch;
+	} else if (ret == -ENOMEM) {
+		free(path);
+		return ret;
+	} else if (ret != -ENOENT) {
+		log_warn("%s: %s; not used", path, why);
+	}
+	free(path);
+	return 0;
+}
+
+int snapshot_wset_finish(struct vm *vm, char *err, size_t errlen)
+{
+	uint64_t ms = (clock_now_ns(CLOCK_MONOTONIC) - vm->start_ns) / 1000000;
+	struct wset w;
+	int ret;
+
+	if (!vm->pager || !vm->wset_path) {
+		set_err(err, errlen, "no working set is being recorded");
+		return -EALREADY;
+	}
+	ret = pager_record_stop(vm->pager, &w);
+	if (ret == -EALREADY) {
+		set_err(err, errlen, "no working set is being recorded");
+		return ret;
+	}
+	if (ret) {
+		set_err(err, errlen, "working set: out of memory");
+		return ret;
+	}
+	w.snapshot_id = vm->wset_id;
+	w.record_ms = ms < vm->wset_ms ? (uint32_t)ms : vm->wset_ms;
+	ret = wset_save(vm->wset_path, &w, err, errlen);
+	if (!ret)
+		log_info("working set: %llu chunks in %u ms, written to %s",
+			 (unsigned long long)wset_count(&w), w.record_ms,
+			 vm->wset_path);
+	wset_free(&w);
+	return ret;
+}
+
+/* A MEMORY record of a layer: its table, resolved against the chain, then
+ * loaded by copy or map, or kept in @t for the lazy restore's page source
+ * (*@ntables counts those). */
+static int snapshot_load_layer(struct vm *vm, struct snapshot_image *img,
+			       const struct snap_record *rec,
+			       struct snap_chunk_table *t, unsigned *ntables,
+			       char *err, size_t errlen)
+{
+	struct snap_chunk_table top;
+	unsigned region;
+	int ret;
+
+	if (rec->version != SNAP_MEMORY_VERSION) {
+		set_err(err, errlen, "snapshot: a layer needs chunked memory");
+		return -EINVAL;
+	}
+	ret = snap_read_memory_table(img->r, rec, &vm->mem, &top, &region, err,
+				     errlen);
+	if (ret)
+		return ret;
+	ret = snap_chain_merge(img->chain, region, &top, t, err, errlen);
+	if (!ret && img->ondemand && region != *ntables) {
+		set_err(err, errlen, "snapshot: memory records out of order");
+		ret = -EINVAL;
+	}
+	if (ret) {
+		snap_chunk_table_free(t);
+		return ret;
+	}
+	if (img->ondemand) {
+		(*ntables)++;
+		return 0;
+	}
+	ret = snap_load_chunks(t, &vm->mem, region, !img->copy_memory, NULL,
+			       err, errlen);
+	snap_chunk_table_free(t);
+	return ret;
+}
+
+/* The restored VM's lineage is the file's, and its dirty log starts. */
+static int snapshot_track_from(struct vm *vm, const struct snapshot_image *img,
+			       char *err, size_t errlen)
+{
+	struct snap_vm_lineage *vl = &vm->lineage;
+	int ret;
+
+	vl->vm_id[0] = img->lineage.vm_id[0];
+	vl->vm_id[1] = img->lineage.vm_id[1];
+	vl->have_last =
+	    !img->unnamed && strlen(img->path) <= SNAP_LINEAGE_PATH_MAX;
+	snprintf(vl->last_path, sizeof(vl->last_path), "%s", img->path);
+	vl->last_identity = img->identity;
+	vl->last_created_ns = snap_reader_header(img->r)->created_unix_ns;
+	vl->last_depth = img->lineage.depth;
+	/* A file without a VM id (older stasis) gets one at the next save;
+	 * it cannot be a parent, having no id to match a child's. */
+	if (!vl->vm_id[0] && !vl->vm_id[1])
+		vl->have_last = false;
+	ret = dirty_log_start(&vm->dirty);
+	if (ret == -ENOTSUP) {
+		vl->have_last = false;
+		return 0;
+	}
+	if (ret)
+		set_err(err, errlen, "snapshot: cannot start the dirty log: %s",
+			strerror(-ret));
+	return ret;
+}
+
 int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 		     enum clock_policy clock, char *err, size_t errlen)
 {
@@ -953,12 +1399,23 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 	unsigned ntables = 0;
 	struct snapshot_clock saved_clock = { 0 };
 	struct kvm_pit_state2 pit;
+	const struct snap_header *hdr = snap_reader_header(img->r);
+	struct wset_identity ident;
 	struct snap_record rec;
 	uint64_t elapsed_ns = 0;
 	uint64_t now = realtime_ns();
 	int ret;
 
 	int last_rank = snapshot_record_rank(SNAP_REC_CPUID);
+
+	wset_identity_init(&ident, hdr->format_version, hdr->created_unix_ns);
+	/* hugetlbfs pages cannot be replaced by file pages. */
+	if (vm->mem.page_size > 4096 && !img->copy_memory && !img->ondemand) {
+		set_err(err, errlen,
+			"--memory map cannot back hugepages (--hugepages 2M) "
+			"with file pages: use ondemand or copy");
+		return -EINVAL;
+	}
 
 	snap_reader_set_map_memory(img->r, !img->copy_memory);
 
@@ -975,6 +1432,7 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 		if (rank >= 0)
 			last_rank = rank;
 		if (rec.type == SNAP_REC_MEMORY) {
+			wset_identity_add(&ident, rec.checksum, rec.length);
 			if (nmem == vm->mem.nregions) {
 				set_err(err, errlen,
 					"snapshot: more memory records than "
@@ -982,8 +1440,12 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 				ret = -EINVAL;
 				goto free_tables;
 			}
-			if (img->ondemand &&
-			    rec.version == SNAP_MEMORY_VERSION) {
+			if (img->chain) {
+				ret = snapshot_load_layer(
+				    vm, img, &rec, &tables[ntables], &ntables,
+				    err, errlen);
+			} else if (img->ondemand &&
+				   rec.version == SNAP_MEMORY_VERSION) {
 				unsigned region;
 
 				/* Only the table now; the chunks as the guest
@@ -1127,10 +1589,20 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 			goto free_tables;
 		}
 	}
+	timings_mark(vm->cfg.timings, TIMING_STATE);
+	/* Memory is the file's from here on: the dirty log counts what
+	 * changes from now (device post-load included), so that the next
+	 * snapshot can be a layer over this file. */
+	ret = snapshot_track_from(vm, img, err, errlen);
+	if (ret)
+		goto free_tables;
 	/* A lazy restore starts serving memory now: the devices' post-load
 	 * below reads guest memory already. */
 	if (ntables) {
+		struct pager_opts po = { .seccomp = vm->cfg.seccomp,
+					 .page_size = vm->mem.page_size };
 		struct page_source src;
+		struct wset prefetch;
 		char why[256];
 
 		ret = page_source_file_init(&src, tables, ntables);
@@ -1139,8 +1611,14 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 			goto free_tables;
 		}
 		ntables = 0; /* the source has them */
-		ret = pager_start(&vm->pager, &vm->mem, &src, vm->cfg.seccomp,
-				  why, sizeof(why));
+		ret = snapshot_wset_setup(
+		    vm, img, &src, wset_identity_final(&ident), &prefetch, &po);
+		if (!ret)
+			ret = pager_start(&vm->pager, &vm->mem, &src, &po, why,
+					  sizeof(why));
+		else
+			snprintf(why, sizeof(why), "out of memory");
+		wset_free(&prefetch);
 		if (ret) {
 			set_err(err, errlen, "snapshot: lazy restore: %s", why);
 			return ret;
@@ -1178,8 +1656,10 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 		return ret;
 
 	img->saved_realtime_ns = saved_clock.host_realtime_ns;
-	return snapshot_apply_clock(vm, &saved_clock, clock, elapsed_ns, err,
-				    errlen);
+	ret = snapshot_apply_clock(vm, &saved_clock, clock, elapsed_ns, err,
+				   errlen);
+	timings_mark(vm->cfg.timings, TIMING_DEVICES);
+	return ret;
 
 free_tables:
 	if (vm->pager && pager_error(vm->pager, err, errlen))

@@ -60,6 +60,14 @@ expect 2 "usage" -- verify
 expect 2 "bad magic" -- restore "$WORK/garbage.snap"
 expect 2 "usage" -- restore
 expect 2 "--clock: 'slow' is not" -- restore --clock slow x
+expect 2 "usage: stasis restore --wait" -- restore --wait --mem-max 1G
+expect 2 "usage: stasis restore --wait" -- restore --wait --api-socket "$WORK/t.sock"
+expect 2 "usage: stasis restore --wait" -- restore --wait --api-socket "$WORK/t.sock" --mem-max 1G x.snap
+expect 2 "--mem-max: '3' is not a size" -- restore --wait --api-socket "$WORK/t.sock" --mem-max 3
+expect 2 "--mem-max: '2T' is not a size" -- restore --wait --api-socket "$WORK/t.sock" --mem-max 2T
+expect 2 "--cpus: '0' is not a vCPU count" -- restore --wait --api-socket "$WORK/t.sock" --mem-max 1G --cpus 0
+expect 2 "--user cannot be used with --wait" -- restore --wait --api-socket "$WORK/t.sock" --mem-max 1G --user 65534
+expect 2 "--mem-max and --cpus are for --wait" -- restore --mem-max 1G x.snap
 
 # Migration: receive takes restore's options, with --listen and no FILE.
 expect 2 "usage: stasis receive --listen" -- receive
@@ -97,6 +105,15 @@ cmp -s "$WORK/resume.snap" "$WORK/garbage.snap" || fail "--resume-from changed a
 # The control client.
 expect 6 "cannot connect to" -- ctl "$WORK/no.sock" status
 expect 2 "usage" -- ctl "$WORK/no.sock" dance
+expect 2 "--base needs" -- ctl "$WORK/no.sock" snapshot "$WORK/x.snap" --base ""
+expect 2 "--base only applies to snapshot" -- ctl "$WORK/no.sock" status --base "$WORK/x.snap"
+
+# merge: usage, and a file that is no snapshot, each in one line.
+expect 2 "usage: stasis merge" -- merge
+expect 2 "usage: stasis merge" -- merge "$WORK/x.snap"
+printf 'not a snapshot' >"$WORK/junk.snap"
+expect 2 "bad magic" -- merge "$WORK/junk.snap" -o "$WORK/out.snap"
+[[ ! -e $WORK/out.snap ]] || fail "merge of junk left an output"
 
 # Without /dev/kvm a valid kernel gets a message naming the cause.
 if [[ ! -e /dev/kvm ]]; then

@@ -18,7 +18,7 @@ prefix=$(meson introspect --buildoptions "$BUILD" |
 	python3 -c 'import json, sys; print(next(o["value"] for o in json.load(sys.stdin) if o["name"] == "prefix"))')
 P=$D$prefix
 BIN=$P/bin/stasis
-pages=(stasis stasis-run stasis-restore stasis-ctl stasis-inspect stasis-verify)
+pages=(stasis stasis-run stasis-restore stasis-ctl stasis-inspect stasis-verify stasis-merge)
 for f in "$BIN" "$P/lib/systemd/system/stasis@.service" \
 	"$P/share/bash-completion/completions/stasis" \
 	"${pages[@]/#/$P/share/man/man1/}"; do
@@ -62,10 +62,12 @@ if [[ -f /usr/share/bash-completion/bash_completion ]]; then
 			_stasis; printf "%s\n" "${COMPREPLY[@]}"' _ \
 			"$P/share/bash-completion/completions/stasis" "$@"
 	}
-	[[ $(complete_words stasis re) == restore ]] || fail "completion: stasis re"
+	[[ $(complete_words stasis res) == restore ]] || fail "completion: stasis res"
+	[[ $(complete_words stasis rec) == receive ]] || fail "completion: stasis rec"
 	complete_words stasis run --on | grep -qx -- --on-term || fail "completion: run --on"
 	complete_words stasis run --on-term "" | grep -qx snapshot: || fail "completion: --on-term values"
 	complete_words stasis ctl /x.sock sn | grep -qx snapshot || fail "completion: ctl"
+	complete_words stasis ctl /x.sock snapshot /x.snap --l | grep -qx -- --live || fail "completion: ctl snapshot --live"
 else
 	echo "install: bash-completion is not installed: completion not exercised" >&2
 	exit 1

@@ -23,9 +23,10 @@
 #include <json-c/json.h>
 
 #include "control/api.h"
+#include "core/timings.h"
+#include "http_unix.h"
 
 #define MIB (1024ULL * 1024)
-#define REPLY_MAX (128 * 1024)
 
 /* The VM as the server sees it: records calls, fails on demand, and can
  * hold a snapshot open (gate) or make it slow (steps). */
@@ -36,14 +37,23 @@ struct fake_vm {
 	uint64_t last_pause_ns;
 	int calls_pause, calls_resume, calls_shutdown, calls_snapshot;
 	int calls_migrate;
+	int calls_working_set;
+	bool recording; /* a working-set recording runs */
 	int fail_ret; /* returned by the next callback, then cleared */
 	const char *fail_msg; /* its reason, or NULL to leave @err empty */
 	char snap_path[PATH_MAX];
 	enum vm_then snap_then;
+	bool snap_live;
+	bool have_last; /* GET /vm shows a last_snapshot */
 	bool snap_gate, snap_started, snap_release;
 	int snap_steps; /* slow snapshot: steps of 50 ms */
 	bool snap_active;
 	uint64_t snap_done, snap_total;
+	int calls_restore;
+	char restore_path[PATH_MAX];
+	struct api_restore restore_req;
+	struct timings timings; /* shown by the status once restored */
+	bool restored;
 };
 
 struct fixture {
@@ -51,13 +61,6 @@ struct fixture {
 	char sock[128];
 	struct api_server *srv;
 	struct fake_vm vm;
-};
-
-struct reply {
-	int status;
-	char *head; /* inside raw */
-	char *body;
-	char raw[REPLY_MAX + 1];
 };
 
 static int fake_fail(struct fake_vm *vm, char *err, size_t errlen)
@@ -119,9 +122,10 @@ static int fake_shutdown(void *ctx, char *err, size_t errlen)
 	return ret;
 }
 
-static int fake_snapshot(void *ctx, const char *path, enum vm_then then,
-			 const struct snap_compress *compress, char *err,
-			 size_t errlen)
+static int fake_snapshot(void *ctx, const char *path, const char *base,
+			 enum vm_then then,
+			 const struct snap_compress *compress, bool live,
+			 struct snapshot_stats *stats, char *err, size_t errlen)
 {
 	struct fake_vm *vm = ctx;
 	struct timespec step = { 0, 50 * 1000 * 1000 };
@@ -131,6 +135,11 @@ static int fake_snapshot(void *ctx, const char *path, enum vm_then then,
 	vm->calls_snapshot++;
 	snprintf(vm->snap_path, sizeof(vm->snap_path), "%s", path);
 	vm->snap_then = then;
+	vm->snap_live = live;
+	*stats = (struct snapshot_stats){ .live = live,
+					  .pause_ns = 1500000,
+					  .total_ns = 250000000,
+					  .extra_bytes = 4096 };
 	ret = fake_fail(vm, err, errlen);
 	if (ret)
 		goto out;
@@ -159,6 +168,25 @@ out:
 	return ret;
 }
 
+/* As snapshot_wset_finish: once per recording, then 409. */
+static int fake_working_set(void *ctx, char *err, size_t errlen)
+{
+	struct fake_vm *vm = ctx;
+	int ret;
+
+	pthread_mutex_lock(&vm->lock);
+	vm->calls_working_set++;
+	ret = fake_fail(vm, err, errlen);
+	if (!ret && !vm->recording) {
+		snprintf(err, errlen, "no working set is being recorded");
+		ret = -EALREADY;
+	}
+	if (!ret)
+		vm->recording = false;
+	pthread_mutex_unlock(&vm->lock);
+	return ret;
+}
+
 static void fake_status(void *ctx, struct vm_status *st)
 {
 	struct fake_vm *vm = ctx;
@@ -174,6 +202,12 @@ static void fake_status(void *ctx, struct vm_status *st)
 	st->snapshot_total_bytes = vm->snap_total;
 	/* A snapshot in progress stands for a migration too. */
 	st->migration_state = vm->snap_active ? "sending" : NULL;
+	st->timings = vm->restored ? &vm->timings : NULL;
+	st->have_last_snapshot = vm->have_last;
+	st->last_snapshot = (struct snapshot_stats){ .live = true,
+						     .pause_ns = 2000000,
+						     .total_ns = 3000000000ull,
+						     .extra_bytes = 1 << 20 };
 	pthread_mutex_unlock(&vm->lock);
 }
 
@@ -195,6 +229,27 @@ static int fake_migrate(void *ctx, const struct migrate_opts *o,
 	return ret;
 }
 
+static int fake_restore(void *ctx, struct api_restore *req, char *err,
+			size_t errlen)
+{
+	struct fake_vm *vm = ctx;
+	int ret;
+
+	pthread_mutex_lock(&vm->lock);
+	vm->calls_restore++;
+	ret = fake_fail(vm, err, errlen);
+	if (!ret) {
+		snprintf(vm->restore_path, sizeof(vm->restore_path), "%s",
+			 req->path);
+		vm->restore_req = *req;
+		if (req->memory == API_MEMORY_DEFAULT)
+			req->memory = API_MEMORY_ONDEMAND;
+		vm->restored = true;
+	}
+	pthread_mutex_unlock(&vm->lock);
+	return ret;
+}
+
 static const struct api_ops fake_ops = {
 	.pause = fake_pause,
 	.resume = fake_resume,
@@ -202,6 +257,8 @@ static const struct api_ops fake_ops = {
 	.shutdown = fake_shutdown,
 	.migrate = fake_migrate,
 	.status = fake_status,
+	.restore = fake_restore,
+	.working_set = fake_working_set,
 };
 
 static int setup(void **state)
@@ -256,92 +313,22 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* Async-signal-safe: the uid test's child uses it. */
-static int unix_addr(struct sockaddr_un *addr, const char *path)
-{
-	size_t len = strlen(path);
-
-	memset(addr, 0, sizeof(*addr));
-	addr->sun_family = AF_UNIX;
-	if (len >= sizeof(addr->sun_path))
-		return -1;
-	memcpy(addr->sun_path, path, len + 1);
-	return 0;
-}
-
-static int connect_unix(const char *path)
-{
-	struct sockaddr_un addr;
-	int fd;
-
-	if (unix_addr(&addr, path))
-		return -1;
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof(addr))) {
-		close(fd);
-		return -1;
-	}
-	return fd;
-}
-
 /* Sends @raw as is and reads the reply until the server closes. */
 static void http_raw(const char *sock, const char *raw, size_t len,
-		     struct reply *rep)
+		     struct http_reply *rep)
 {
-	struct pollfd pfd;
-	size_t got = 0;
-	ssize_t n;
-	char *sep;
-	int fd;
-
-	memset(rep, 0, sizeof(*rep));
-	fd = connect_unix(sock);
-	assert_true(fd >= 0);
-	while (len) {
-		n = send(fd, raw, len, MSG_NOSIGNAL);
-		if (n < 0)
-			break; /* the server may refuse before reading it all */
-		raw += n;
-		len -= (size_t)n;
-	}
-	pfd.fd = fd;
-	pfd.events = POLLIN;
-	while (got < REPLY_MAX && poll(&pfd, 1, 5000) == 1) {
-		n = recv(fd, rep->raw + got, REPLY_MAX - got, 0);
-		if (n <= 0)
-			break;
-		got += (size_t)n;
-	}
-	close(fd);
-	rep->raw[got] = '\0';
-	rep->head = rep->raw;
-	rep->body = rep->raw + got;
-	sep = strstr(rep->raw, "\r\n\r\n");
-	if (sep) {
-		*sep = '\0';
-		rep->body = sep + 4;
-	}
-	if (sscanf(rep->raw, "HTTP/1.1 %d", &rep->status) != 1)
-		rep->status = -1;
+	assert_int_equal(http_unix_exchange(sock, raw, len, rep, 5000), 0);
 }
 
 static void http(const char *sock, const char *method, const char *url,
-		 const char *body, struct reply *rep)
+		 const char *body, struct http_reply *rep)
 {
-	char *req;
-	int n;
-
-	n = asprintf(&req,
-		     "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-		     "Content-Length: %zu\r\n\r\n%s",
-		     method, url, body ? strlen(body) : 0, body ? body : "");
-	assert_true(n > 0);
-	http_raw(sock, req, (size_t)n, rep);
-	free(req);
+	assert_int_equal(http_unix_request(sock, method, url, body, rep, 5000),
+			 0);
 }
 
 /* The reply's {"error": ...} message; fails the test if there is none. */
-static void assert_error(const struct reply *rep, int status,
+static void assert_error(const struct http_reply *rep, int status,
 			 const char *needle)
 {
 	struct json_object *obj, *val;
@@ -360,7 +347,7 @@ static void assert_error(const struct reply *rep, int status,
 	json_object_put(obj);
 }
 
-static struct json_object *reply_json(const struct reply *rep)
+static struct json_object *reply_json(const struct http_reply *rep)
 {
 	struct json_object *obj = json_tokener_parse(rep->body);
 
@@ -397,7 +384,7 @@ static void test_status(void **state)
 {
 	struct fixture *f = *state;
 	struct json_object *obj;
-	struct reply rep;
+	struct http_reply rep;
 
 	http(f->sock, "GET", "/vm", NULL, &rep);
 	assert_int_equal(rep.status, 200);
@@ -410,15 +397,34 @@ static void test_status(void **state)
 	assert_true(json_is_null(obj, "last_pause_us"));
 	assert_true(json_is_null(obj, "snapshot"));
 	assert_true(json_is_null(obj, "migration"));
-	assert_int_equal(json_object_object_length(obj), 7);
+	assert_true(json_is_null(obj, "timings")); /* booted, not restored */
+	assert_true(json_is_null(obj, "last_snapshot"));
+	assert_int_equal(json_object_object_length(obj), 9);
 	json_object_put(obj);
+
+	f->vm.have_last = true;
+	http(f->sock, "GET", "/vm", NULL, &rep);
+	obj = reply_json(&rep);
+	{
+		struct json_object *last, *v;
+
+		assert_true(
+		    json_object_object_get_ex(obj, "last_snapshot", &last));
+		assert_true(json_object_object_get_ex(last, "live", &v));
+		assert_true(json_object_get_boolean(v));
+		assert_int_equal(json_int(last, "pause_us"), 2000);
+		assert_int_equal(json_int(last, "total_ms"), 3000);
+		assert_int_equal(json_int(last, "extra_bytes"), 1 << 20);
+	}
+	json_object_put(obj);
+	f->vm.have_last = false;
 }
 
 static void test_pause_resume(void **state)
 {
 	struct fixture *f = *state;
 	struct json_object *obj;
-	struct reply rep;
+	struct http_reply rep;
 
 	http(f->sock, "PUT", "/vm/pause", NULL, &rep);
 	assert_int_equal(rep.status, 204);
@@ -442,7 +448,7 @@ static void test_pause_resume(void **state)
 static void test_shutdown(void **state)
 {
 	struct fixture *f = *state;
-	struct reply rep;
+	struct http_reply rep;
 
 	http(f->sock, "PUT", "/vm/shutdown", NULL, &rep);
 	assert_int_equal(rep.status, 202);
@@ -453,7 +459,7 @@ static void test_shutdown(void **state)
 static void test_action_body_checked(void **state)
 {
 	struct fixture *f = *state;
-	struct reply rep;
+	struct http_reply rep;
 
 	http(f->sock, "PUT", "/vm/pause", "{\"force\": true}", &rep);
 	assert_error(&rep, 400, "unknown key \"force\"");
@@ -469,7 +475,7 @@ static void test_snapshot(void **state)
 {
 	struct fixture *f = *state;
 	struct json_object *obj;
-	struct reply rep;
+	struct http_reply rep;
 
 	http(f->sock, "PUT", "/vm/snapshot",
 	     "{\"path\": \"/tmp/vm.snap\", \"then\": \"pause\"}", &rep);
@@ -494,7 +500,31 @@ static void test_snapshot(void **state)
 	     "{\"then\": \"exit\", \"path\": \"/x\"}", &rep);
 	assert_int_equal(rep.status, 200);
 	assert_int_equal(f->vm.snap_then, VM_THEN_EXIT);
-	assert_int_equal(f->vm.calls_snapshot, 3);
+	assert_false(f->vm.snap_live);
+
+	/* --live: the flag reaches the VM and the reply says what it cost. */
+	http(f->sock, "PUT", "/vm/snapshot",
+	     "{\"path\": \"/x\", \"live\": true}", &rep);
+	assert_int_equal(rep.status, 200);
+	assert_true(f->vm.snap_live);
+	obj = reply_json(&rep);
+	{
+		struct json_object *v;
+
+		assert_true(json_object_object_get_ex(obj, "live", &v));
+		assert_true(json_object_get_boolean(v));
+		assert_true(json_object_object_get_ex(obj, "pause_us", &v));
+		assert_int_equal(json_object_get_int64(v), 1500);
+		assert_true(json_object_object_get_ex(obj, "total_ms", &v));
+		assert_int_equal(json_object_get_int64(v), 250);
+		assert_true(json_object_object_get_ex(obj, "extra_bytes", &v));
+		assert_int_equal(json_object_get_int64(v), 4096);
+	}
+	json_object_put(obj);
+	http(f->sock, "PUT", "/vm/snapshot", "{\"path\": \"/x\", \"live\": 1}",
+	     &rep);
+	assert_int_equal(rep.status, 400);
+	assert_int_equal(f->vm.calls_snapshot, 4);
 }
 
 static void test_snapshot_bad_requests(void **state)
@@ -538,7 +568,7 @@ static void test_snapshot_bad_requests(void **state)
 		  "malformed JSON" },
 	};
 	struct fixture *f = *state;
-	struct reply rep;
+	struct http_reply rep;
 	size_t i;
 
 	for (i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
@@ -552,7 +582,7 @@ static void test_snapshot_path_too_long(void **state)
 {
 	static char body[PATH_MAX + 32];
 	struct fixture *f = *state;
-	struct reply rep;
+	struct http_reply rep;
 	size_t n;
 
 	n = (size_t)sprintf(body, "{\"path\": \"/");
@@ -589,7 +619,7 @@ static void test_snapshot_failures(void **state)
 		{ 7, NULL, 500, "snapshot failed" },
 	};
 	struct fixture *f = *state;
-	struct reply rep;
+	struct http_reply rep;
 	size_t i;
 
 	for (i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
@@ -606,7 +636,7 @@ static void test_not_found(void **state)
 	static const char *const urls[] = { "/", "/vm/", "/vms",
 					    "/vm/pause/now", "/VM" };
 	struct fixture *f = *state;
-	struct reply rep;
+	struct http_reply rep;
 	size_t i;
 
 	for (i = 0; i < sizeof(urls) / sizeof(*urls); i++) {
@@ -620,7 +650,7 @@ static void test_not_found(void **state)
 static void test_method_not_allowed(void **state)
 {
 	struct fixture *f = *state;
-	struct reply rep;
+	struct http_reply rep;
 
 	http(f->sock, "POST", "/vm", NULL, &rep);
 	assert_error(&rep, 405, "method POST not allowed on /vm");
@@ -665,7 +695,7 @@ static void test_body_too_large(void **state)
 	struct fixture *f = *state;
 	size_t big = API_BODY_MAX + 1, len;
 	char *body, *raw;
-	struct reply rep;
+	struct http_reply rep;
 
 	/* Exactly API_BODY_MAX bytes is still accepted. */
 	body = xmalloc(big + 1);
@@ -720,7 +750,7 @@ static void test_socket_in_use(void **state)
 {
 	struct fixture *f = *state;
 	struct api_server *other = NULL;
-	struct reply rep;
+	struct http_reply rep;
 	char err[256] = "";
 
 	assert_int_equal(start_other(f, f->sock, &other, err, sizeof(err)),
@@ -738,11 +768,11 @@ static void test_stale_socket_replaced(void **state)
 	struct fixture *f = *state;
 	struct api_server *srv;
 	char path[160], err[256];
-	struct reply rep;
+	struct http_reply rep;
 	int fd;
 
 	snprintf(path, sizeof(path), "%s/stale.sock", f->dir);
-	assert_int_equal(unix_addr(&addr, path), 0);
+	assert_int_equal(http_unix_addr(&addr, path), 0);
 	fd = socket(AF_UNIX, SOCK_STREAM, 0);
 	assert_int_equal(bind(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
 	close(fd);
@@ -791,7 +821,7 @@ static void test_bad_socket_paths(void **state)
 struct bg_request {
 	const char *sock;
 	const char *body;
-	struct reply rep;
+	struct http_reply rep;
 	pthread_t thread;
 };
 
@@ -827,7 +857,7 @@ static void test_status_during_snapshot(void **state)
 	struct bg_request b = { .sock = f->sock,
 				.body = "{\"path\": \"/big.snap\"}" };
 	struct json_object *obj, *snap;
-	struct reply rep;
+	struct http_reply rep;
 
 	f->vm.snap_gate = true;
 	assert_int_equal(pthread_create(&b.thread, NULL, bg_snapshot_main, &b),
@@ -908,7 +938,7 @@ static void test_peer_uid_refused(void **state)
 		/* Child: only async-signal-safe calls, no cmocka. */
 		if (setgid(65534) || setuid(65534))
 			_exit(10);
-		fd = connect_unix(f->sock);
+		fd = http_unix_connect(f->sock);
 		if (fd < 0)
 			_exit(11);
 		if (write(fd, req, sizeof(req) - 1) != sizeof(req) - 1)
@@ -929,76 +959,96 @@ static void test_peer_uid_refused(void **state)
 
 static void test_parse_snapshot_request(void **state)
 {
-	char path[8], err[256] = "";
+	char path[8], base[8], err[256] = "";
 	enum vm_then then = VM_THEN_EXIT;
 	const char *body = "{\"path\": \"/a/b\"}";
 	struct snap_compress comp = { .codec = SNAP_CODEC_ZSTD };
+	bool live = true;
 	char *huge;
 
-	assert_int_equal(api_parse_snapshot_request(body, strlen(body), path,
-						    sizeof(path), &then, &comp,
-						    err, sizeof(err)),
+	assert_int_equal(api_parse_snapshot_request(
+			     body, strlen(body), path, sizeof(path), base,
+			     &then, &comp, &live, err, sizeof(err)),
 			 0);
 	assert_string_equal(path, "/a/b");
 	assert_int_equal(then, VM_THEN_RESUME);
 	assert_int_equal(comp.codec, SNAP_COMPRESS_DEFAULT_CODEC);
+	assert_string_equal(base, "");
+
+	/* "base": the parent of an incremental snapshot, a path too. */
+	body = "{\"path\": \"/a/b\", \"base\": \"/a/p\"}";
+	assert_int_equal(api_parse_snapshot_request(
+			     body, strlen(body), path, sizeof(path), base,
+			     &then, &comp, &live, err, sizeof(err)),
+			 0);
+	assert_string_equal(base, "/a/p");
+	body = "{\"path\": \"/a/b\", \"base\": 1}";
+	assert_int_equal(api_parse_snapshot_request(
+			     body, strlen(body), path, sizeof(path), base,
+			     &then, &comp, &live, err, sizeof(err)),
+			 -EINVAL);
+	body = "{\"path\": \"/a/b\", \"base\": \"/a/b/c/d/e\"}";
+	assert_int_equal(api_parse_snapshot_request(
+			     body, strlen(body), path, sizeof(path), base,
+			     &then, &comp, &live, err, sizeof(err)),
+			 -EINVAL);
 
 	body = "{\"path\": \"/a\", \"compress\": \"zstd:7\"}";
-	assert_int_equal(api_parse_snapshot_request(body, strlen(body), path,
-						    sizeof(path), &then, &comp,
-						    err, sizeof(err)),
+	assert_int_equal(api_parse_snapshot_request(
+			     body, strlen(body), path, sizeof(path), base,
+			     &then, &comp, &live, err, sizeof(err)),
 			 0);
 	assert_int_equal(comp.codec, SNAP_CODEC_ZSTD);
 	assert_int_equal(comp.level, 7);
 	body = "{\"path\": \"/a\", \"compress\": \"lz4\"}";
-	assert_int_equal(api_parse_snapshot_request(body, strlen(body), path,
-						    sizeof(path), &then, &comp,
-						    err, sizeof(err)),
+	assert_int_equal(api_parse_snapshot_request(
+			     body, strlen(body), path, sizeof(path), base,
+			     &then, &comp, &live, err, sizeof(err)),
 			 0);
 	assert_int_equal(comp.codec, SNAP_CODEC_LZ4);
 	body = "{\"path\": \"/a\", \"compress\": \"zstd:20\"}";
-	assert_int_equal(api_parse_snapshot_request(body, strlen(body), path,
-						    sizeof(path), &then, &comp,
-						    err, sizeof(err)),
+	assert_int_equal(api_parse_snapshot_request(
+			     body, strlen(body), path, sizeof(path), base,
+			     &then, &comp, &live, err, sizeof(err)),
 			 -EINVAL);
 	assert_string_equal(err,
 			    "bad zstd level in \"zstd:20\": expected 1..19");
 	body = "{\"path\": \"/a\", \"compress\": \"gzip\"}";
-	assert_int_equal(api_parse_snapshot_request(body, strlen(body), path,
-						    sizeof(path), &then, &comp,
-						    err, sizeof(err)),
+	assert_int_equal(api_parse_snapshot_request(
+			     body, strlen(body), path, sizeof(path), base,
+			     &then, &comp, &live, err, sizeof(err)),
 			 -EINVAL);
 	assert_string_equal(err, "unknown compression \"gzip\": expected "
 				 "none, lz4, zstd or zstd:LEVEL");
 	body = "{\"path\": \"/a\", \"compress\": 3}";
-	assert_int_equal(api_parse_snapshot_request(body, strlen(body), path,
-						    sizeof(path), &then, &comp,
-						    err, sizeof(err)),
+	assert_int_equal(api_parse_snapshot_request(
+			     body, strlen(body), path, sizeof(path), base,
+			     &then, &comp, &live, err, sizeof(err)),
 			 -EINVAL);
 
 	body = "{\"path\": \"/a/b/c/d\"}"; /* 8 bytes, no room for NUL */
-	assert_int_equal(api_parse_snapshot_request(body, strlen(body), path,
-						    sizeof(path), &then, &comp,
-						    err, sizeof(err)),
+	assert_int_equal(api_parse_snapshot_request(
+			     body, strlen(body), path, sizeof(path), base,
+			     &then, &comp, &live, err, sizeof(err)),
 			 -EINVAL);
 	assert_string_equal(err, "\"path\" is longer than 7 bytes");
 
 	/* The length bounds the parse, not a NUL terminator. */
 	body = "{\"path\": \"/a\"}garbage";
-	assert_int_equal(api_parse_snapshot_request(body, 14, path,
-						    sizeof(path), &then, &comp,
-						    err, sizeof(err)),
-			 0);
-	assert_int_equal(api_parse_snapshot_request(body, 13, path,
-						    sizeof(path), &then, &comp,
-						    err, sizeof(err)),
-			 -EINVAL);
+	assert_int_equal(
+	    api_parse_snapshot_request(body, 14, path, sizeof(path), base,
+				       &then, &comp, &live, err, sizeof(err)),
+	    0);
+	assert_int_equal(
+	    api_parse_snapshot_request(body, 13, path, sizeof(path), base,
+				       &then, &comp, &live, err, sizeof(err)),
+	    -EINVAL);
 
 	huge = xmalloc(API_BODY_MAX + 1);
 	memset(huge, ' ', API_BODY_MAX + 1);
-	assert_int_equal(api_parse_snapshot_request(huge, API_BODY_MAX + 1,
-						    path, sizeof(path), &then,
-						    &comp, err, sizeof(err)),
+	assert_int_equal(api_parse_snapshot_request(
+			     huge, API_BODY_MAX + 1, path, sizeof(path), base,
+			     &then, &comp, &live, err, sizeof(err)),
 			 -EMSGSIZE);
 	free(huge);
 }
@@ -1084,6 +1134,13 @@ static void test_ctl_status(void **state)
 				     "last pause: 140 us\n"
 				     "snapshot: 64 MiB of 256 MiB written\n");
 
+	f->vm.have_last = true;
+	run_ctl(&run, f->sock, "status", NULL);
+	assert_int_equal(run.status, 0);
+	assert_non_null(strstr(run.out, "last snapshot: live, paused 2000 us, "
+					"3.0 s in all, extra memory 1 MiB\n"));
+	f->vm.have_last = false;
+
 	run_ctl(&run, f->sock, "status", "--json", NULL);
 	assert_int_equal(run.status, 0);
 	obj = json_tokener_parse(run.out);
@@ -1118,6 +1175,15 @@ static void test_ctl_actions(void **state)
 	assert_int_equal(run.status, 1);
 	assert_string_equal(run.err, "stasis: error: shutdown failed: "
 				     "Input/output error\n");
+
+	f->vm.recording = true;
+	run_ctl(&run, f->sock, "working-set", NULL);
+	assert_int_equal(run.status, 0);
+	assert_string_equal(run.out, "working set written\n");
+	run_ctl(&run, f->sock, "working-set", NULL);
+	assert_int_equal(run.status, 1);
+	assert_string_equal(run.err, "stasis: error: no working set is being "
+				     "recorded\n");
 }
 
 static void test_ctl_snapshot(void **state)
@@ -1254,6 +1320,36 @@ static void test_ctl_migrate(void **state)
 				     "unix:/m: Connection refused\n");
 }
 
+/* ctl restore sends the options given and no others, with the path made
+ * absolute; a refusal is one line from the server's reply. */
+static void test_ctl_restore(void **state)
+{
+	struct fixture *f = *state;
+	struct ctl_run run;
+
+	run_ctl(&run, f->sock, "restore", "/c.snap", "--memory", "map",
+		"--paused", "--clock=frozen", NULL);
+	assert_int_equal(run.status, 0);
+	assert_string_equal(run.out, "restored /c.snap (--memory map)\n");
+	assert_string_equal(f->vm.restore_path, "/c.snap");
+	assert_int_equal(f->vm.restore_req.memory, API_MEMORY_MAP);
+	assert_int_equal(f->vm.restore_req.clock, API_CLOCK_FROZEN);
+	assert_true(f->vm.restore_req.paused);
+
+	run_ctl(&run, f->sock, "restore", "rel.snap", NULL);
+	assert_int_equal(run.status, 0);
+	assert_string_equal(run.out, "restored rel.snap (--memory ondemand)\n");
+	assert_true(f->vm.restore_path[0] == '/');
+	assert_false(f->vm.restore_req.paused);
+
+	f->vm.fail_ret = -EINVAL;
+	f->vm.fail_msg = "/c.snap: too big";
+	run_ctl(&run, f->sock, "restore", "/c.snap", NULL);
+	f->vm.fail_msg = NULL;
+	assert_int_equal(run.status, 1);
+	assert_string_equal(run.err, "stasis: error: /c.snap: too big\n");
+}
+
 static void test_ctl_usage(void **state)
 {
 	static const char *const bad[][4] = {
@@ -1267,6 +1363,11 @@ static void test_ctl_usage(void **state)
 		{ "/s", "status", "--then", "exit" },
 		{ "/s", "status", "--verbose", NULL },
 		{ "/s", "pause", "now", NULL },
+		{ "/s", "restore", NULL },
+		{ "/s", "restore", "/x", "--memory" },
+		{ "/s", "restore", "/x", "--memory=lazy" },
+		{ "/s", "restore", "/x", "--then" },
+		{ "/s", "snapshot", "/x", "--paused" },
 	};
 	struct ctl_run run;
 	size_t i;
@@ -1335,7 +1436,7 @@ static void run_bad_server(struct fixture *f, const char *reply, size_t len,
 
 	snprintf(b.path, sizeof(b.path), "%s/bad.sock", f->dir);
 	unlink(b.path);
-	assert_int_equal(unix_addr(&addr, b.path), 0);
+	assert_int_equal(http_unix_addr(&addr, b.path), 0);
 	b.fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	assert_int_equal(bind(b.fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
 	assert_int_equal(listen(b.fd, 1), 0);
@@ -1511,20 +1612,27 @@ static void declared_fields(const char *const *fields, char *out, size_t outlen)
  * no way to here (403 needs another uid: test_peer_uid_refused; a 500 of
  * an endpoint without a failing operation needs malloc to fail). */
 static bool provoke(struct fixture *f, const struct api_endpoint *ep,
-		    unsigned status, struct reply *rep)
+		    unsigned status, struct http_reply *rep)
 {
+	bool restore = !strcmp(ep->url, "/vm/restore");
 	const char *body = !ep->request_keys ? NULL
 			   : !strcmp(ep->url, "/vm/migrate")
 			       ? "{\"destination\": \"unix:/x.sock\"}"
+			   : restore
+			       ? "{\"path\": \"/x.snap\", \"paused\": true}"
 			       : "{\"path\": \"/x.snap\", \"then\": \"pause\"}";
 	bool has_op = strcmp(ep->url, "/vm") != 0;
 	char *big;
 
 	pthread_mutex_lock(&f->vm.lock);
 	f->vm.paused = !strcmp(ep->url, "/vm/resume");
-	/* A snapshot in progress shows the status's nested fields. */
+	/* A snapshot in progress and a restore's phases show the status's
+	 * nested fields. */
 	f->vm.snap_active = !strcmp(ep->url, "/vm");
+	f->vm.restored = !strcmp(ep->url, "/vm");
+	f->vm.have_last = !strcmp(ep->url, "/vm");
 	f->vm.snap_total = 256 * MIB;
+	f->vm.recording = true;
 	pthread_mutex_unlock(&f->vm.lock);
 	switch (status) {
 	case 200:
@@ -1566,11 +1674,29 @@ static bool provoke(struct fixture *f, const struct api_endpoint *ep,
 /* Every endpoint of the routing table answers each status it declares,
  * with the declared fields, and nothing else: the table docs/api.yaml is
  * checked against (tests/tools/check_api_spec.py). */
+/* PUT /vm/working-set ends a recording once: 204, then 409 with the
+ * reason; `ctl working-set` says so in one line each time. */
+static void test_working_set(void **state)
+{
+	struct fixture *f = *state;
+	struct http_reply rep;
+
+	f->vm.recording = true;
+	http(f->sock, "PUT", "/vm/working-set", NULL, &rep);
+	assert_int_equal(rep.status, 204);
+	assert_int_equal(f->vm.calls_working_set, 1);
+	http(f->sock, "PUT", "/vm/working-set", NULL, &rep);
+	assert_error(&rep, 409, "no working set is being recorded");
+	http(f->sock, "PUT", "/vm/working-set", "{\"x\": 1}", &rep);
+	assert_int_equal(rep.status, 400);
+	assert_int_equal(f->vm.calls_working_set, 2);
+}
+
 static void test_endpoints_as_declared(void **state)
 {
 	struct fixture *f = *state;
 	char got[1024], want[1024];
-	struct reply rep;
+	struct http_reply rep;
 	size_t i;
 
 	for (i = 0; api_endpoint_get(i); i++) {
@@ -1606,7 +1732,7 @@ static void test_endpoints_as_declared(void **state)
 					 ep->method, ep->url, got, want);
 		}
 	}
-	assert_int_equal(i, 6);
+	assert_int_equal(i, 8);
 	http(f->sock, "GET", "/nowhere", NULL, &rep);
 	assert_error(&rep, API_STATUS_NO_ENDPOINT, "no such endpoint");
 }
@@ -1679,37 +1805,10 @@ struct load_client {
 static const char *const load_urls[] = { "/vm", "/vm/pause", "/vm/resume",
 					 "/vm/snapshot" };
 
-/* A reply is well formed when it has an HTTP status line and either no
- * body (204), a JSON object (200), or for an error status an "error"
- * string of one line. */
-static bool load_reply_ok(const struct reply *rep, char *why, size_t n)
-{
-	struct json_object *obj, *e;
-	bool ok;
-
-	if (rep->status == 204 && !*rep->body)
-		return true;
-	if (rep->status != 200 && rep->status != 400 && rep->status != 409) {
-		snprintf(why, n, "status %d: %.80s", rep->status, rep->raw);
-		return false;
-	}
-	obj = json_tokener_parse(rep->body);
-	ok = obj && json_object_is_type(obj, json_type_object);
-	if (ok && rep->status != 200)
-		ok = json_object_object_get_ex(obj, "error", &e) &&
-		     json_object_is_type(e, json_type_string) &&
-		     !strchr(json_object_get_string(e), '\n');
-	if (!ok)
-		snprintf(why, n, "status %d, body %.80s", rep->status,
-			 rep->body);
-	json_object_put(obj);
-	return ok;
-}
-
 static void *load_client_main(void *arg)
 {
 	struct load_client *c = arg;
-	struct reply *rep = xmalloc(sizeof(*rep));
+	struct http_reply *rep = xmalloc(sizeof(*rep));
 	const char *env = getenv("STASIS_API_LOAD_REQUESTS");
 	int n = env && atoi(env) > 0 ? atoi(env) : LOAD_REQUESTS;
 
@@ -1724,7 +1823,7 @@ static void *load_client_main(void *arg)
 			     rep);
 		else
 			http(c->sock, "PUT", load_urls[k], NULL, rep);
-		if (!load_reply_ok(rep, c->why, sizeof(c->why)))
+		if (!http_reply_well_formed(rep, c->why, sizeof(c->why)))
 			c->bad++;
 		else if (rep->status < 300)
 			c->ok[k]++;
@@ -1744,7 +1843,7 @@ static void test_concurrent_clients(void **state)
 	struct load_client *c = calloc(LOAD_CLIENTS, sizeof(*c));
 	pthread_t t[LOAD_CLIENTS];
 	int ok[4] = { 0 }, refused[4] = { 0 }, pauses, resumes;
-	struct reply rep;
+	struct http_reply rep;
 
 	assert_non_null(c);
 	f->vm.snap_steps = 1; /* 50 ms: snapshots overlap other requests */
@@ -1786,7 +1885,7 @@ static void test_concurrent_clients(void **state)
 /* Sends @raw on a new connection and leaves it open; returns the fd. */
 static int hold_connection(const char *sock, const char *raw)
 {
-	int fd = connect_unix(sock);
+	int fd = http_unix_connect(sock);
 
 	assert_true(fd >= 0);
 	if (*raw)
@@ -1809,7 +1908,7 @@ static void test_slow_clients(void **state)
 	};
 	struct fixture *f = *state;
 	int fds[48];
-	struct reply rep;
+	struct http_reply rep;
 	struct timespec a, b;
 
 	for (int i = 0; i < 48; i++)
@@ -1848,7 +1947,7 @@ static void test_malformed_http(void **state)
 		"GET /vm/../vm HTTP/1.1\r\nHost: x\r\n\r\n",
 	};
 	struct fixture *f = *state;
-	struct reply rep;
+	struct http_reply rep;
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		http_raw(f->sock, bad[i], strlen(bad[i]), &rep);
@@ -1868,7 +1967,7 @@ static void test_disconnect_mid_snapshot(void **state)
 	struct fixture *f = *state;
 	const char *req = "PUT /vm/snapshot HTTP/1.1\r\nHost: x\r\n"
 			  "Content-Length: 19\r\n\r\n{\"path\": \"/a.snap\"}";
-	struct reply rep;
+	struct http_reply rep;
 	int fd;
 
 	f->vm.snap_gate = true;
@@ -1900,6 +1999,93 @@ static void test_disconnect_mid_snapshot(void **state)
 	assert_string_equal(f->vm.snap_path, "/c.snap");
 }
 
+/* PUT /vm/restore's body: every key, and each way to get one wrong. */
+static void test_parse_restore_request(void **state)
+{
+	static const char *const bad[] = {
+		"",
+		"{}",
+		"{\"path\": \"\"}",
+		"{\"path\": 3}",
+		"{\"path\": \"/a\", \"memory\": \"lazy\"}",
+		"{\"path\": \"/a\", \"memory\": 1}",
+		"{\"path\": \"/a\", \"clock\": \"stopped\"}",
+		"{\"path\": \"/a\", \"paused\": \"yes\"}",
+		"{\"path\": \"/a\", \"then\": \"pause\"}",
+		"{\"path\": \"/a/very/long/path\"}",
+		"[\"/a\"]",
+	};
+	struct api_restore r;
+	char path[16], err[256];
+	const char *body = "{\"path\": \"/a/b\"}";
+
+	assert_int_equal(api_parse_restore_request(body, strlen(body), path,
+						   sizeof(path), &r, err,
+						   sizeof(err)),
+			 0);
+	assert_string_equal(path, "/a/b");
+	assert_ptr_equal(r.path, path);
+	assert_int_equal(r.memory, API_MEMORY_DEFAULT);
+	assert_int_equal(r.clock, API_CLOCK_DEFAULT);
+	assert_false(r.paused);
+	body = "{\"path\": \"/a\", \"memory\": \"map\", \"clock\": "
+	       "\"frozen\", \"paused\": true}";
+	assert_int_equal(api_parse_restore_request(body, strlen(body), path,
+						   sizeof(path), &r, err,
+						   sizeof(err)),
+			 0);
+	assert_int_equal(r.memory, API_MEMORY_MAP);
+	assert_int_equal(r.clock, API_CLOCK_FROZEN);
+	assert_true(r.paused);
+	assert_string_equal(api_memory_name(API_MEMORY_COPY), "copy");
+	for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+		err[0] = '\0';
+		assert_int_equal(api_parse_restore_request(
+				     bad[i], strlen(bad[i]), path, sizeof(path),
+				     &r, err, sizeof(err)),
+				 -EINVAL);
+		assert_true(err[0] != '\0');
+		assert_null(strchr(err, '\n'));
+	}
+}
+
+/* The restore endpoint hands the parsed request to the callback and says
+ * which memory mode was used; a refusal keeps the callback's reason. */
+static void test_restore(void **state)
+{
+	struct fixture *f = *state;
+	struct http_reply rep;
+
+	http(f->sock, "PUT", "/vm/restore",
+	     "{\"path\": \"/c.snap\", \"memory\": \"copy\"}", &rep);
+	assert_int_equal(rep.status, 200);
+	assert_string_equal(f->vm.restore_path, "/c.snap");
+	assert_int_equal(f->vm.restore_req.memory, API_MEMORY_COPY);
+	assert_non_null(strstr(rep.body, "\"memory\": \"copy\""));
+	assert_non_null(strstr(rep.body, "\"state\": \"running\""));
+
+	f->vm.fail_ret = -EINVAL;
+	f->vm.fail_msg = "/big.snap: too big for this target";
+	http(f->sock, "PUT", "/vm/restore", "{\"path\": \"/big.snap\"}", &rep);
+	assert_error(&rep, 400, "too big for this target");
+	f->vm.fail_msg = NULL;
+
+	http(f->sock, "PUT", "/vm/restore", "{\"path\": \"/c.snap\", \"x\": 1}",
+	     &rep);
+	assert_error(&rep, 400, "unknown key");
+	assert_int_equal(f->vm.calls_restore, 2);
+
+	/* The phases once restored: microseconds since exec, null where
+	 * not reached. */
+	timings_init(&f->vm.timings, false);
+	timings_mark(&f->vm.timings, TIMING_FILE);
+	http(f->sock, "GET", "/vm", NULL, &rep);
+	assert_int_equal(rep.status, 200);
+	assert_non_null(strstr(rep.body, "\"timings\": {"));
+	assert_non_null(strstr(rep.body, "\"first_exit_us\": null"));
+	assert_null(strstr(rep.body, "\"file_us\": null"));
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(int argc, char **argv)
@@ -1909,6 +2095,7 @@ int main(int argc, char **argv)
 		T(test_status),
 		T(test_pause_resume),
 		T(test_shutdown),
+		T(test_working_set),
 		T(test_action_body_checked),
 		T(test_snapshot),
 		T(test_snapshot_bad_requests),
@@ -1925,12 +2112,15 @@ int main(int argc, char **argv)
 		T(test_stop_drains),
 		T(test_peer_uid_refused),
 		cmocka_unit_test(test_parse_snapshot_request),
+		cmocka_unit_test(test_parse_restore_request),
+		T(test_restore),
 		T(test_ctl_status),
 		T(test_ctl_actions),
 		T(test_ctl_snapshot),
 		cmocka_unit_test(test_parse_migrate_request),
 		T(test_ctl_migrate),
 		T(test_ctl_usage),
+		T(test_ctl_restore),
 		T(test_ctl_no_server),
 		T(test_ctl_bad_replies),
 		T(test_ctl_progress_on_tty),

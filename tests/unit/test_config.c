@@ -414,6 +414,46 @@ static void test_host_integration(void **state)
 	expect_bad("--resume-from", "", "empty");
 }
 
+/* --hugepages: parsed, checked against --mem, saved in the config's JSON
+ * only when on, and read back from it. */
+static void test_hugepages(void **state)
+{
+	struct vm_config c;
+	char err[256] = "";
+	char *json;
+
+	assert_int_equal(parse(&c, err, sizeof(err), "--kernel", "k", "--mem",
+			       "64M", "--hugepages", "2M", NULL),
+			 0);
+	assert_true(c.hugepages == 2ull << 20);
+	json = config_to_json(&c);
+	assert_non_null(json);
+	assert_non_null(strstr(json, "\"hugepages\":\"2M\""));
+	config_free(&c);
+	config_init(&c);
+	assert_int_equal(config_load_json(&c, json, err, sizeof(err)), 0);
+	assert_true(c.hugepages == 2ull << 20);
+	free(json);
+	config_free(&c);
+
+	assert_int_equal(parse(&c, err, sizeof(err), "--kernel", "k",
+			       "--hugepages", "off", NULL),
+			 0);
+	assert_true(c.hugepages == 0);
+	json = config_to_json(&c);
+	assert_null(strstr(json, "hugepages"));
+	free(json);
+	config_free(&c);
+
+	expect_bad("--hugepages", "1G", "not 2M or off");
+	expect_bad("--hugepages", "", "not 2M or off");
+	assert_int_equal(parse(&c, err, sizeof(err), "--kernel", "k", "--mem",
+			       "3M", "--hugepages", "2M", NULL),
+			 -EINVAL);
+	assert_non_null(strstr(err, "multiple of 2 MiB"));
+	config_free(&c);
+}
+
 static void test_virtio_json(void **state)
 {
 	struct vm_config c, back;
@@ -545,6 +585,7 @@ int main(void)
 		cmocka_unit_test(test_snapshot_config_utf8),
 		cmocka_unit_test(test_virtio_flags_override_file),
 		cmocka_unit_test(test_host_integration),
+		cmocka_unit_test(test_hugepages),
 		cmocka_unit_test(test_user),
 	};
 

@@ -88,6 +88,38 @@ static void test_memfd_backs_mapping(void **state)
 	guest_mem_destroy(&m);
 }
 
+/* A restore target's reserve narrowed to a smaller guest: the same layout
+ * as that guest's own, at the same memfd offsets, and the rest no RAM. */
+static void test_limit_to_smaller_guest(void **state)
+{
+	struct guest_mem m, want;
+	uint64_t reserve = 5ull << 30;
+
+	assert_int_equal(guest_mem_init(&m, reserve), 0);
+	assert_int_equal(guest_mem_limit(&m, reserve + 4096), -EINVAL);
+	assert_int_equal(guest_mem_limit(&m, 4ull << 30), 0);
+	assert_int_equal(guest_mem_init(&want, 4ull << 30), 0);
+	assert_int_equal(m.nregions, want.nregions);
+	for (unsigned i = 0; i < m.nregions; i++) {
+		assert_int_equal(m.regions[i].gpa, want.regions[i].gpa);
+		assert_int_equal(m.regions[i].size, want.regions[i].size);
+		assert_int_equal(m.regions[i].file_offset,
+				 want.regions[i].file_offset);
+	}
+	guest_mem_destroy(&want);
+	assert_non_null(guest_mem_ptr(&m, GUEST_MEM_HIGH_BASE, 4096));
+	assert_null(guest_mem_ptr(&m, guest_mem_end(&m), 1));
+	/* Down to one region; a size not in pages is refused. */
+	assert_int_equal(guest_mem_limit(&m, 256 << 20), 0);
+	assert_int_equal(m.nregions, 1);
+	assert_int_equal(m.size, 256 << 20);
+	assert_int_equal(m.mapped, reserve);
+	assert_null(guest_mem_ptr(&m, 256 << 20, 1));
+	assert_int_equal(guest_mem_limit(&m, (128 << 20) + 1), -EINVAL);
+	assert_int_equal(guest_mem_limit(&m, 512 << 20), -EINVAL);
+	guest_mem_destroy(&m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -96,6 +128,7 @@ int main(void)
 		cmocka_unit_test(test_bad_sizes),
 		cmocka_unit_test(test_bounds_and_overflow),
 		cmocka_unit_test(test_memfd_backs_mapping),
+		cmocka_unit_test(test_limit_to_smaller_guest),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -33,6 +33,7 @@ struct ctx {
 	struct guest_mem src, dst;
 	struct snap_reader *r;
 	struct pager *pager;
+	struct pager_opts opts; /* seccomp off: zero */
 	/* The failure callback's line, and a condition to wait for it. */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
@@ -123,8 +124,7 @@ static void start_lazy_cut(struct ctx *c, off_t cut)
 	if (cut)
 		assert_int_equal(truncate(c->path, cut), 0);
 	assert_int_equal(page_source_file_init(&src, &t, 1), 0);
-	if (pager_start(&c->pager, &c->dst, &src, SECCOMP_OFF, err,
-			sizeof(err)))
+	if (pager_start(&c->pager, &c->dst, &src, &c->opts, err, sizeof(err)))
 		fail_msg("%s", err);
 }
 
@@ -420,6 +420,73 @@ static void test_lazy_chained(void **state)
 	unlink(path2);
 }
 
+/* The chunk geometry of the test's memory, for working sets. */
+static void test_geo(struct wset_region *geo)
+{
+	*geo = (struct wset_region){ .gpa = 0,
+				     .size = MEM,
+				     .chunk_size = CHUNK,
+				     .nchunks = MEM / CHUNK };
+}
+
+/* A recording sees every chunk with data the guest reads as a fault, and
+ * nothing else: no filling until it ends, zero pages not counted. */
+static void test_lazy_record(void **state)
+{
+	struct ctx *c = *state;
+	char err[ERRLEN];
+	struct wset w;
+
+	c->opts.record = true;
+	start_lazy(c);
+	assert_int_equal(pager_set_running(c->pager, on_fail, c), 0);
+	assert_true(pager_recording(c->pager));
+	/* Chunks 2 and 9 hold data, 3 and 50 are all zero. */
+	for (unsigned k = 0; k < 4; k++) {
+		static const unsigned chunks[4] = { 2, 3, 9, 50 };
+		uint64_t off = chunks[k] * (uint64_t)CHUNK + 5 * PS + 8;
+
+		assert_true(*(volatile uint64_t *)(c->dst.host + off) ==
+			    *(uint64_t *)(c->src.host + off));
+	}
+	/* Nothing but what was read: the filler waits. */
+	assert_true(memfd_allocated(&c->dst) <= 2 * CHUNK + 4 * PS);
+	assert_int_equal(pager_record_stop(c->pager, &w), 0);
+	assert_false(pager_recording(c->pager));
+	assert_int_equal(w.nregions, 1);
+	assert_int_equal(w.regions[0].nchunks, MEM / CHUNK);
+	assert_true(w.regions[0].bits[0] == (1ull << 2 | 1ull << 9));
+	wset_free(&w);
+	assert_int_equal(pager_record_stop(c->pager, &w), -EALREADY);
+	if (pager_wait(c->pager, err, sizeof(err)))
+		fail_msg("%s", err);
+	assert_memory_equal(c->src.host, c->dst.host, MEM);
+}
+
+/* A working set is brought in by the prefetch pass (its chunks with
+ * data), then everything else, equal to what was saved. */
+static void test_lazy_prefetch(void **state)
+{
+	struct ctx *c = *state;
+	struct wset_region geo;
+	char err[ERRLEN];
+	struct wset w;
+
+	test_geo(&geo);
+	assert_int_equal(wset_alloc(&w, &geo, 1), 0);
+	/* 5 and 20 hold data, 3 and 52 none. */
+	w.regions[0].bits[0] = 1ull << 3 | 1ull << 5 | 1ull << 20 | 1ull << 52;
+	c->opts.prefetch = &w;
+	start_lazy(c);
+	wset_free(&w); /* the pager has its own copy */
+	assert_int_equal(pager_set_running(c->pager, on_fail, c), 0);
+	if (pager_wait(c->pager, err, sizeof(err)))
+		fail_msg("%s", err);
+	assert_int_equal(pager_prefetched(c->pager), 2);
+	assert_memory_equal(c->src.host, c->dst.host, MEM);
+	assert_int_equal(c->calls, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -430,6 +497,8 @@ int main(void)
 		T(test_lazy_truncated),
 		T(test_lazy_fail_before_running),
 		T(test_lazy_chained),
+		T(test_lazy_record),
+		T(test_lazy_prefetch),
 #undef T
 	};
 
