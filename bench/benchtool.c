@@ -580,7 +580,8 @@ static int qmp_wait_migrate(struct qmp *q, char *reply, size_t replylen)
 			return -1;
 		qmp_status(reply, st, sizeof(st));
 		if (strcmp(st, "setup") && strcmp(st, "active") &&
-		    strcmp(st, "device") && strcmp(st, "pre-switchover"))
+		    strcmp(st, "device") && strcmp(st, "pre-switchover") &&
+		    strcmp(st, "postcopy-active"))
 			return strcmp(st, "completed") ? -1 : 0;
 		sleep_us(POLL_STEP_US);
 	}

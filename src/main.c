@@ -16,6 +16,7 @@
 #include "core/target.h"
 #include "core/timings.h"
 #include "core/vm.h"
+#include "migrate/migrate.h"
 #include "snapshot/chain.h"
 #include "snapshot/inspect.h"
 #include "snapshot/pager.h"
@@ -34,12 +35,17 @@ static void usage(void)
 	    "  restore --wait --api-socket S --mem-max SIZE [options]\n"
 	    "                                 a VM made ahead, waiting for a "
 	    "snapshot\n"
+	    "  receive --listen ADDR [restore options]\n"
+	    "                                 wait for one VM migrated here\n"
 	    "  ctl SOCKET status|pause|resume|shutdown [--json]\n"
 	    "  ctl SOCKET snapshot PATH [--then resume|pause|exit]\n"
 	    "      [--compress none|lz4|zstd[:LEVEL]] [--json]\n"
 	    "  ctl SOCKET restore PATH [--memory ondemand|map|copy] "
 	    "[--paused]\n"
 	    "      [--clock advance|frozen] [--json]\n"
+	    "  ctl SOCKET migrate unix:PATH|tcp:HOST:PORT [--insecure]\n"
+	    "      [--timeout-s N] [--downtime-ms N] [--compress ...] "
+	    "[--json]\n"
 	    "  inspect FILE [--json]          describe a snapshot\n"
 	    "  verify FILE                    check every checksum (exit 0/1)\n"
 	    "  merge CHILD -o OUT             flatten a chain of incremental "
@@ -200,6 +206,21 @@ static void restore_usage(void)
 	       "1)\n");
 }
 
+static void receive_usage(void)
+{
+	printf("usage: stasis receive --listen unix:PATH|tcp:ADDR:PORT "
+	       "[options]\n"
+	       "  --listen ADDR         wait there for one VM that `stasis "
+	       "ctl S migrate`\n"
+	       "                        sends; it runs here once the source "
+	       "has stopped\n"
+	       "  --insecure            allow plain tcp (no TLS: guest memory "
+	       "in the clear)\n"
+	       "and the options of stasis restore but --require-signed (see "
+	       "stasis restore\n"
+	       "--help); --memory defaults to copy. docs/migration.md\n");
+}
+
 /* The snapshot's disk that restore's @i-th --disk @d replaces: the one
  * whose id (given, or "blkN" by default) is d's id, else the i-th. */
 static unsigned restore_disk_target(const struct vm_config *cfg,
@@ -306,6 +327,10 @@ struct restore_opts {
 	uint32_t record_ms; /* --record-working-set; 0: no recording */
 	bool no_prefetch; /* --prefetch off */
 	const char *hugepages; /* --hugepages, or NULL: the snapshot's */
+	/* `stasis receive`: the VM comes from this migration, whose spool
+	 * is the file restored; the rest of it arrives once the VM is
+	 * created, and it runs after the source's go. */
+	struct migrate_in *incoming;
 };
 
 /* Replaces @dst with a copy of @s (NULL for none); -ENOMEM. */
@@ -501,6 +526,14 @@ static int restore_load(const char *path, const struct restore_opts *o,
 			vm_destroy(vm);
 		goto out_image;
 	}
+	/* The config and CPUID fit this host: now the rest may come. */
+	if (o->incoming &&
+	    migrate_in_receive(o->incoming, img, &vm->mem, err, sizeof(err))) {
+		log_error("%s", err);
+		status = STASIS_EXIT_USAGE;
+		vm_destroy(vm);
+		goto out_image;
+	}
 	ret = snapshot_restore(vm, img, o->clock, err, sizeof(err));
 	/* Everything was read from the file checked: not a byte changed
 	 * meanwhile. */
@@ -544,6 +577,14 @@ static int restore_run(const char *path, const struct restore_opts *o,
 	}
 	if (ret > 0)
 		log_warn("--resume-from: %s", err);
+	if (o->incoming &&
+	    migrate_in_switch(o->incoming,
+			      rs->img.copy_memory && !rs->img.ondemand, err,
+			      sizeof(err))) {
+		log_error("%s", err);
+		status = STASIS_EXIT_USAGE;
+		goto out;
+	}
 	status = vm_run(vm, o->paused);
 	/* After a chunk failed its check, threads may wait on memory that
 	 * will never come: the process ends without tearing down. */
@@ -674,7 +715,11 @@ static int restore_parse_ms(const char *s, uint32_t *out)
 	return 0;
 }
 
-static int cmd_restore(int argc, char **argv, struct timings *timings)
+/* `stasis restore FILE`, or with @receive `stasis receive --listen ADDR`:
+ * the same options and the same restore, from a file or from a
+ * migration's stream. */
+static int cmd_restore(int argc, char **argv, bool receive,
+		       struct timings *timings)
 {
 	static const struct option opts[] = {
 		{ "api-socket", required_argument, NULL, 'a' },
@@ -698,8 +743,13 @@ static int cmd_restore(int argc, char **argv, struct timings *timings)
 		{ "hugepages", required_argument, NULL, 'H' },
 		{ "track-dirty", no_argument, NULL, 'D' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "listen", required_argument, NULL, 'L' },
+		{ "insecure", no_argument, NULL, 'I' },
 		{ NULL, 0, NULL, 0 },
 	};
+	const char *listen = NULL;
+	bool insecure = false;
+	int status;
 	char *disks[CONFIG_MAX_DISKS], *nets[CONFIG_MAX_NETS];
 	struct restore_opts o = { .disks = disks,
 				  .nets = nets,
@@ -853,13 +903,34 @@ static int cmd_restore(int argc, char **argv, struct timings *timings)
 			o.hugepages = optarg;
 			break;
 		case 'h':
-			restore_usage();
+			if (receive)
+				receive_usage();
+			else
+				restore_usage();
 			return STASIS_EXIT_OK;
+		case 'L':
+		case 'I':
+			if (receive) {
+				listen = opt == 'L' ? optarg : listen;
+				insecure = insecure || opt == 'I';
+				break;
+			}
+			/* fall through */
 		default:
-			log_error("restore: unknown or incomplete option '%s'",
-				  argv[optind - 1]);
+			/* receive's own options are restore's unknown ones
+			 * (argv[optind - 1] may be their argument). */
+			log_error("%s: unknown or incomplete option '%s'",
+				  argv[0],
+				  opt == 'L'   ? "--listen"
+				  : opt == 'I' ? "--insecure"
+					       : argv[optind - 1]);
 			return STASIS_EXIT_USAGE;
 		}
+	}
+	if (o.wait && receive) {
+		log_error("--wait is for stasis restore (a migrated VM brings "
+			  "its own machine)");
+		return STASIS_EXIT_USAGE;
 	}
 	if (o.wait) {
 		if (optind != argc || !o.api_socket || !o.mem_max) {
@@ -882,13 +953,38 @@ static int cmd_restore(int argc, char **argv, struct timings *timings)
 			  "brings its own)");
 		return STASIS_EXIT_USAGE;
 	}
-	if (optind != argc - 1) {
-		log_error("usage: stasis restore FILE [options] (see stasis "
-			  "restore --help)");
+	if (!receive) {
+		if (optind != argc - 1) {
+			log_error("usage: stasis restore FILE [options] (see "
+				  "stasis restore --help)");
+			return STASIS_EXIT_USAGE;
+		}
+		return restore_vm(argv[optind], &o);
+	}
+	if (optind != argc || !listen) {
+		log_error("usage: stasis receive --listen unix:PATH|"
+			  "tcp:ADDR:PORT [options] (see stasis receive "
+			  "--help)");
 		return STASIS_EXIT_USAGE;
 	}
-
-	return restore_vm(argv[optind], &o);
+	if (o.require_signed) {
+		log_error("--require-signed: a migration stream is not signed "
+			  "(docs/migration.md)");
+		return STASIS_EXIT_USAGE;
+	}
+	/* Memory is copied out of the spool, whose memory then goes back:
+	 * a lazy or mapped restore would keep both. */
+	if (!o.memory_given) {
+		o.ondemand = false;
+		o.copy_memory = true;
+	}
+	if (migrate_in_start(listen, insecure, &o.incoming, err, sizeof(err))) {
+		log_error("receive: %s", err);
+		return STASIS_EXIT_USAGE;
+	}
+	status = restore_vm(migrate_in_path(o.incoming), &o);
+	migrate_in_end(o.incoming);
+	return status;
 }
 
 /* `stasis run --resume-from PATH`: a snapshot at PATH is restored with
@@ -1023,7 +1119,9 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[1], "run"))
 		return cmd_run(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "restore"))
-		return cmd_restore(argc - 1, argv + 1, &timings);
+		return cmd_restore(argc - 1, argv + 1, false, &timings);
+	if (!strcmp(argv[1], "receive"))
+		return cmd_restore(argc - 1, argv + 1, true, &timings);
 	if (!strcmp(argv[1], "ctl"))
 		return ctl_main(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "inspect"))

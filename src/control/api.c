@@ -429,6 +429,107 @@ out:
 	return ret;
 }
 
+static int api_get_uint(struct json_object *val, const char *key, int64_t min,
+			int64_t max, int64_t *out, char *err, size_t errlen)
+{
+	int64_t v = 0;
+
+	if (!json_object_is_type(val, json_type_int) ||
+	    (v = json_object_get_int64(val)) < min || v > max) {
+		snprintf(err, errlen,
+			 "\"%s\" must be an integer from %lld to %lld", key,
+			 (long long)min, (long long)max);
+		return -EINVAL;
+	}
+	*out = v;
+	return 0;
+}
+
+int api_parse_migrate_request(const char *body, size_t len,
+			      struct migrate_opts *o, char *err, size_t errlen)
+{
+	static const char *const later[] = { "postcopy", "on_timeout",
+					     "tls_dir", NULL };
+	struct json_object *obj;
+	bool have_dest = false;
+	int64_t v = 0;
+	int ret = 0;
+
+	if (len > API_BODY_MAX) {
+		snprintf(err, errlen, "request body is larger than %d bytes",
+			 API_BODY_MAX);
+		return -EMSGSIZE;
+	}
+	memset(o, 0, sizeof(*o));
+	o->compress =
+	    (struct snap_compress){ .codec = SNAP_COMPRESS_DEFAULT_CODEC };
+	if (api_is_blank(body, len)) {
+		snprintf(err, errlen,
+			 "missing request body: expected {\"destination\": "
+			 "...}");
+		return -EINVAL;
+	}
+	obj = api_parse_json_object(body, len, err, errlen);
+	if (!obj)
+		return -EINVAL;
+	json_object_object_foreach(obj, key, val)
+	{
+		if (!strcmp(key, "destination")) {
+			ret = api_get_path(val, o->dest, sizeof(o->dest), err,
+					   errlen);
+			if (ret)
+				snprintf(err, errlen,
+					 "\"destination\" must be a string "
+					 "unix:PATH or tcp:HOST:PORT of at "
+					 "most %zu bytes",
+					 sizeof(o->dest) - 1);
+			have_dest = !ret;
+		} else if (!strcmp(key, "insecure")) {
+			if (!json_object_is_type(val, json_type_boolean)) {
+				snprintf(err, errlen,
+					 "\"insecure\" must be a boolean");
+				ret = -EINVAL;
+			} else {
+				o->insecure = json_object_get_boolean(val);
+			}
+		} else if (!strcmp(key, "timeout_s")) {
+			ret = api_get_uint(val, key, 1, 86400, &v, err, errlen);
+			o->timeout_s = (unsigned)v;
+		} else if (!strcmp(key, "downtime_ms")) {
+			ret = api_get_uint(val, key, 1, 60000, &v, err, errlen);
+			o->downtime_ms = (unsigned)v;
+		} else if (!strcmp(key, "connections")) {
+			ret = api_get_uint(val, key, 1, 1, &v, err, errlen);
+			if (ret)
+				snprintf(err, errlen,
+					 "\"connections\": this stasis "
+					 "migrates over one connection");
+		} else if (!strcmp(key, "compress")) {
+			ret = api_get_compress(val, &o->compress, err, errlen);
+		} else {
+			ret = -EINVAL;
+			api_unknown_key(key, err, errlen);
+			for (size_t i = 0; later[i]; i++)
+				if (!strcmp(key, later[i]))
+					snprintf(
+					    err, errlen,
+					    "\"%s\": not built in this "
+					    "stasis yet (only stop-and-copy "
+					    "migration is)",
+					    later[i]);
+		}
+		if (ret)
+			goto out;
+	}
+	if (!have_dest) {
+		snprintf(err, errlen, "missing key \"destination\"");
+		ret = -EINVAL;
+	}
+out:
+	json_object_put(obj);
+	return ret;
+}
+
 /* Queues a reply; @body may be NULL for none, @allow adds an Allow header
  * (RFC 9110 section 15.5.6 requires it with 405). */
 static enum MHD_Result api_reply(struct MHD_Connection *c, unsigned status,
@@ -580,9 +681,10 @@ static enum MHD_Result api_handle_status(struct api_server *s,
 	char err[API_ERR_MAX] = "";
 	char last_pause[24] = "null";
 	char snapshot[80] = "null";
+	char migration[64] = "null";
 	char timings[640];
 	char last[160] = "null";
-	char body[1200];
+	char body[1280];
 
 	if (api_parse_empty_request(req->body, req->len, err, sizeof(err)))
 		return api_reply_error(c, MHD_HTTP_BAD_REQUEST, NULL, "%s",
@@ -596,6 +698,9 @@ static enum MHD_Result api_handle_status(struct api_server *s,
 			 "{ \"done_bytes\": %llu, \"total_bytes\": %llu }",
 			 (unsigned long long)st.snapshot_done_bytes,
 			 (unsigned long long)st.snapshot_total_bytes);
+	if (st.migration_state)
+		snprintf(migration, sizeof(migration), "{ \"state\": \"%s\" }",
+			 st.migration_state);
 	api_format_timings(st.timings, timings, sizeof(timings));
 	if (st.have_last_snapshot)
 		snprintf(
@@ -610,13 +715,14 @@ static enum MHD_Result api_handle_status(struct api_server *s,
 	snprintf(body, sizeof(body),
 		 "{ \"state\": \"%s\", \"vcpus\": %u, \"memory_bytes\": %llu, "
 		 "\"uptime_ms\": %llu, \"last_pause_us\": %s, "
-		 "\"snapshot\": %s, \"timings\": %s, \"last_snapshot\": %s }\n",
+		 "\"snapshot\": %s, \"migration\": %s, \"timings\": %s, "
+		 "\"last_snapshot\": %s }\n",
 		 st.waiting  ? "waiting"
 		 : st.paused ? "paused"
 			     : "running",
 		 st.ncpus, (unsigned long long)st.mem_size,
 		 (unsigned long long)(st.uptime_ns / 1000000), last_pause,
-		 snapshot, timings, last);
+		 snapshot, migration, timings, last);
 	return api_reply(c, MHD_HTTP_OK, body, NULL);
 }
 
@@ -814,6 +920,60 @@ out:
 	return mret;
 }
 
+static enum MHD_Result api_handle_migrate(struct api_server *s,
+					  struct MHD_Connection *c,
+					  const struct api_request *req)
+{
+	char err[API_ERR_MAX] = "", body[640];
+	struct migrate_result res;
+	struct migrate_opts o;
+	int ret;
+
+	ret = api_parse_migrate_request(req->body, req->len, &o, err,
+					sizeof(err));
+	if (ret)
+		return api_reply_error(c,
+				       ret == -EMSGSIZE
+					   ? MHD_HTTP_CONTENT_TOO_LARGE
+					   : MHD_HTTP_BAD_REQUEST,
+				       NULL, "%s", err);
+	if (!s->ops->migrate)
+		return api_reply_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL,
+				       "migration is not available here");
+	MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0U);
+	ret = s->ops->migrate(s->ctx, &o, &res, err, sizeof(err));
+	MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT,
+				  (unsigned)API_IDLE_TIMEOUT_S);
+	if (ret)
+		return api_reply_op_error(c, ret, "migration", err,
+					  sizeof(err));
+	/* The destination is the client's text: json-c escapes it. */
+	{
+		struct json_object *obj = json_object_new_object();
+
+		if (!obj)
+			return api_reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+					 API_NOMEM_BODY, NULL);
+		json_object_object_add(obj, "destination",
+				       json_object_new_string(o.dest));
+		json_object_object_add(
+		    obj, "bytes_sent",
+		    json_object_new_int64((int64_t)res.bytes_sent));
+		json_object_object_add(
+		    obj, "total_ms",
+		    json_object_new_int64((int64_t)res.total_ms));
+		json_object_object_add(
+		    obj, "downtime_ms",
+		    json_object_new_int64((int64_t)res.downtime_ms));
+		json_object_object_add(obj, "rounds",
+				       json_object_new_int64(res.rounds));
+		snprintf(body, sizeof(body), "%s\n",
+			 json_object_to_json_string_ext(obj, API_JSON_OUT));
+		json_object_put(obj);
+	}
+	return api_reply(c, MHD_HTTP_OK, body, NULL);
+}
+
 const unsigned api_common_statuses[] = {
 	MHD_HTTP_FORBIDDEN,
 	MHD_HTTP_METHOD_NOT_ALLOWED,
@@ -846,6 +1006,8 @@ static const char *const api_status_fields[] = { "state",
 						 "snapshot",
 						 "snapshot.done_bytes",
 						 "snapshot.total_bytes",
+						 "migration",
+						 "migration.state",
 						 "timings",
 						 "timings.exec_source",
 						 "timings.main_us",
@@ -865,6 +1027,17 @@ static const char *const api_status_fields[] = { "state",
 						 "last_snapshot.total_ms",
 						 "last_snapshot.extra_bytes",
 						 NULL };
+static const unsigned api_migrate_statuses[] = { MHD_HTTP_OK,
+						 MHD_HTTP_BAD_REQUEST,
+						 MHD_HTTP_CONFLICT, 0 };
+static const char *const api_migrate_keys[] = { "destination", "insecure",
+						"timeout_s",   "downtime_ms",
+						"connections", "compress",
+						NULL };
+static const char *const api_migrate_required[] = { "destination", NULL };
+static const char *const api_migrate_fields[] = { "destination", "bytes_sent",
+						  "total_ms",	 "downtime_ms",
+						  "rounds",	 NULL };
 static const char *const api_snapshot_keys[] = { "path", "then", "compress",
 						 "live", "base", NULL };
 static const char *const api_snapshot_fields[] = {
@@ -896,6 +1069,9 @@ static const struct api_route api_routes[] = {
 	{ { "/vm/snapshot", MHD_HTTP_METHOD_PUT, api_snapshot_statuses,
 	    api_snapshot_keys, api_snapshot_required, api_snapshot_fields },
 	  api_handle_snapshot },
+	{ { "/vm/migrate", MHD_HTTP_METHOD_PUT, api_migrate_statuses,
+	    api_migrate_keys, api_migrate_required, api_migrate_fields },
+	  api_handle_migrate },
 	{ { "/vm/restore", MHD_HTTP_METHOD_PUT, api_restore_statuses,
 	    api_restore_keys, api_snapshot_required, api_restore_fields },
 	  api_handle_restore },

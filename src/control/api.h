@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "migrate/migrate.h"
 #include "snapshot/codec.h"
 
 /* What the VM does once a snapshot is written. */
@@ -39,6 +40,8 @@ struct vm_status {
 	bool snapshot_active;
 	uint64_t snapshot_done_bytes;
 	uint64_t snapshot_total_bytes;
+	/* migrate_phase_name() of a migration under way, else NULL. */
+	const char *migration_state;
 	/* The restore's phases (core/timings.h); NULL for a booted VM. */
 	const struct timings *timings;
 	bool have_last_snapshot; /* one was written since stasis started */
@@ -86,6 +89,10 @@ struct api_ops {
 			bool live, struct snapshot_stats *stats, char *err,
 			size_t errlen);
 	int (*shutdown)(void *ctx, char *err, size_t errlen);
+	/* Optional: PUT /vm/migrate (absent: 500). Returns once the
+	 * destination runs the VM, or it failed. */
+	int (*migrate)(void *ctx, const struct migrate_opts *o,
+		       struct migrate_result *res, char *err, size_t errlen);
 	void (*status)(void *ctx, struct vm_status *st);
 	/* Optional (NULL: PUT /vm/restore answers 409): serves a snapshot
 	 * into a waiting target. Returns once the VM is restored, just
@@ -173,6 +180,16 @@ int api_parse_snapshot_request(const char *body, size_t len, char *path,
 int api_parse_restore_request(const char *body, size_t len, char *path,
 			      size_t pathlen, struct api_restore *req,
 			      char *err, size_t errlen);
+
+/* Parses and validates the body of PUT /vm/migrate: a JSON object with
+ * a string "destination" (unix:PATH or tcp:HOST:PORT, required), and
+ * optional "insecure" (boolean), "timeout_s" (1..86400), "downtime_ms"
+ * (1..60000) and "compress" (as for snapshots). Keys of features this
+ * stasis does not have yet ("postcopy", "connections" above 1,
+ * "on_timeout", "tls_dir") are refused by name. A pure function. 0, -EINVAL or
+ * -EMSGSIZE with a one-line reason in @err. */
+int api_parse_migrate_request(const char *body, size_t len,
+			      struct migrate_opts *o, char *err, size_t errlen);
 
 struct json_object;
 

@@ -57,6 +57,7 @@ struct ctl_command {
 	int (*print)(const struct ctl_args *a, const struct ctl_command *cmd,
 		     const struct ctl_response *r);
 	bool restore; /* takes PATH, --memory, --clock, --paused; as snapshot */
+	bool migrate; /* takes a destination and the migration options */
 };
 
 struct ctl_args {
@@ -70,6 +71,11 @@ struct ctl_args {
 	bool live; /* --live */
 	const char *base; /* NULL: a full snapshot */
 	bool json;
+	/* migrate: options passed on as they are, for the server to check
+	 * (a NULL string or -1 number: not given) */
+	bool insecure, postcopy;
+	long long timeout_s, downtime_ms, connections;
+	const char *on_timeout, *tls_dir;
 };
 
 struct ctl_progress {
@@ -556,6 +562,29 @@ static int ctl_print_snapshot(const struct ctl_args *a,
 	return CTL_EXIT_OK;
 }
 
+static int ctl_print_migrate(const struct ctl_args *a,
+			     const struct ctl_command *cmd,
+			     const struct ctl_response *r)
+{
+	struct json_object *obj = ctl_parse_json(r);
+	uint64_t bytes = 0, total = 0, down = 0, rounds = 0;
+
+	if (!obj || !ctl_get_u64(obj, "bytes_sent", &bytes) ||
+	    !ctl_get_u64(obj, "total_ms", &total) ||
+	    !ctl_get_u64(obj, "downtime_ms", &down) ||
+	    !ctl_get_u64(obj, "rounds", &rounds)) {
+		json_object_put(obj);
+		log_error("malformed reply from %s", a->socket_path);
+		return CTL_EXIT_FAILED;
+	}
+	json_object_put(obj);
+	printf("migrated: %.1f MiB sent in %llu ms, paused %llu ms, %llu "
+	       "pre-copy rounds\n",
+	       (double)bytes / MIB, (unsigned long long)total,
+	       (unsigned long long)down, (unsigned long long)rounds);
+	return CTL_EXIT_OK;
+}
+
 static int ctl_print_restore(const struct ctl_args *a,
 			     const struct ctl_command *cmd,
 			     const struct ctl_response *r)
@@ -573,19 +602,21 @@ static int ctl_print_restore(const struct ctl_args *a,
 }
 
 static const struct ctl_command ctl_commands[] = {
-	{ "status", "GET", "/vm", NULL, false, ctl_print_status, false },
+	{ "status", "GET", "/vm", NULL, false, ctl_print_status, false, false },
 	{ "pause", "PUT", "/vm/pause", "VM paused", false, ctl_print_done,
-	  false },
+	  false, false },
 	{ "resume", "PUT", "/vm/resume", "VM resumed", false, ctl_print_done,
-	  false },
+	  false, false },
 	{ "shutdown", "PUT", "/vm/shutdown", "VM shutting down", false,
-	  ctl_print_done, false },
+	  ctl_print_done, false, false },
 	{ "snapshot", "PUT", "/vm/snapshot", NULL, true, ctl_print_snapshot,
+	  false, false },
+	{ "restore", "PUT", "/vm/restore", NULL, false, ctl_print_restore, true,
 	  false },
-	{ "restore", "PUT", "/vm/restore", NULL, false, ctl_print_restore,
-	  true },
 	{ "working-set", "PUT", "/vm/working-set", "working set written", false,
-	  ctl_print_done, false },
+	  ctl_print_done, false, false },
+	{ "migrate", "PUT", "/vm/migrate", NULL, false, ctl_print_migrate,
+	  false, true },
 };
 
 /* Turns a finished request into output and an exit status. */
@@ -823,6 +854,50 @@ static char *ctl_snapshot_body(const struct ctl_args *a, char *err,
 	return body;
 }
 
+/* The migrate request: every option given, as given. */
+static char *ctl_migrate_body(const struct ctl_args *a, char *err,
+			      size_t errlen)
+{
+	struct json_object *obj = json_object_new_object();
+	char *body = NULL;
+
+	if (!obj)
+		goto out;
+	json_object_object_add(obj, "destination",
+			       json_object_new_string(a->path));
+	if (a->insecure)
+		json_object_object_add(obj, "insecure",
+				       json_object_new_boolean(1));
+	if (a->postcopy)
+		json_object_object_add(obj, "postcopy",
+				       json_object_new_boolean(1));
+	if (a->timeout_s >= 0)
+		json_object_object_add(obj, "timeout_s",
+				       json_object_new_int64(a->timeout_s));
+	if (a->downtime_ms >= 0)
+		json_object_object_add(obj, "downtime_ms",
+				       json_object_new_int64(a->downtime_ms));
+	if (a->connections >= 0)
+		json_object_object_add(obj, "connections",
+				       json_object_new_int64(a->connections));
+	if (a->on_timeout)
+		json_object_object_add(obj, "on_timeout",
+				       json_object_new_string(a->on_timeout));
+	if (a->tls_dir)
+		json_object_object_add(obj, "tls_dir",
+				       json_object_new_string(a->tls_dir));
+	if (a->compress)
+		json_object_object_add(obj, "compress",
+				       json_object_new_string(a->compress));
+	body = strdup(json_object_to_json_string_ext(
+	    obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+out:
+	json_object_put(obj);
+	if (!body)
+		snprintf(err, errlen, "out of memory");
+	return body;
+}
+
 /* {"path": ..., "memory": ..., "clock": ..., "paused": true}, only the
  * keys given; PATH made absolute as for a snapshot. */
 static char *ctl_restore_body(const struct ctl_args *a, char *err,
@@ -859,6 +934,20 @@ static char *ctl_restore_body(const struct ctl_args *a, char *err,
 	return body;
 }
 
+/* A migrate option's number: 0..2^31. */
+static int ctl_number(const char *opt, const char *s, long long *v)
+{
+	char *end;
+
+	errno = 0;
+	*v = s ? strtoll(s, &end, 10) : -1;
+	if (!s || !*s || *end || errno || *v < 0 || *v > INT32_MAX) {
+		log_error("%s takes a number", opt);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 /* --NAME VALUE or --NAME=VALUE at argv[*k]: the value ("" when missing),
  * or NULL when argv[*k] is another option. */
 static const char *ctl_option_value(int argc, char **argv, int *k,
@@ -886,7 +975,11 @@ static void ctl_usage(FILE *f)
 		   "       stasis ctl SOCKET restore PATH "
 		   "[--memory ondemand|map|copy]\n"
 		   "                [--clock advance|frozen] [--paused] "
-		   "[--json]\n");
+		   "[--json]\n"
+		   "       stasis ctl SOCKET migrate unix:PATH|tcp:HOST:PORT "
+		   "[--insecure]\n"
+		   "                [--timeout-s N] [--downtime-ms N] "
+		   "[--compress ...] [--json]\n");
 }
 
 /* Returns 0, 1 for --help, or -EINVAL after printing why. */
@@ -898,6 +991,7 @@ static int ctl_parse_args(int argc, char **argv, struct ctl_args *a)
 	int k;
 
 	memset(a, 0, sizeof(*a));
+	a->timeout_s = a->downtime_ms = a->connections = -1;
 	for (k = 1; k < argc && strcmp(argv[k], "--"); k++) {
 		if (!strcmp(argv[k], "--help") || !strcmp(argv[k], "-h"))
 			return 1;
@@ -914,8 +1008,7 @@ static int ctl_parse_args(int argc, char **argv, struct ctl_args *a)
 	if (!a->cmd) {
 		log_error("unknown ctl command '%s' (usage: stasis ctl SOCKET "
 			  "status|pause|resume|shutdown|working-set|snapshot "
-			  "PATH|restore "
-			  "PATH)",
+			  "PATH|restore PATH|migrate DEST)",
 			  argv[2]);
 		return -EINVAL;
 	}
@@ -956,6 +1049,37 @@ static int ctl_parse_args(int argc, char **argv, struct ctl_args *a)
 				log_error("--compress: %s", cerr);
 				return -EINVAL;
 			}
+		} else if (options && a->cmd->migrate &&
+			   (!strcmp(argv[k], "--insecure") ||
+			    !strcmp(argv[k], "--postcopy"))) {
+			if (argv[k][2] == 'i')
+				a->insecure = true;
+			else
+				a->postcopy = true;
+		} else if (options && a->cmd->migrate &&
+			   (!strcmp(argv[k], "--timeout-s") ||
+			    !strcmp(argv[k], "--downtime-ms") ||
+			    !strcmp(argv[k], "--connections"))) {
+			const char *opt = argv[k];
+			long long *num =
+			    !strcmp(opt, "--timeout-s")	    ? &a->timeout_s
+			    : !strcmp(opt, "--downtime-ms") ? &a->downtime_ms
+							    : &a->connections;
+
+			if (ctl_number(opt, k + 1 < argc ? argv[++k] : NULL,
+				       num))
+				return -EINVAL;
+		} else if (options && a->cmd->migrate &&
+			   (!strcmp(argv[k], "--on-timeout") ||
+			    !strcmp(argv[k], "--tls-dir"))) {
+			const char **str =
+			    argv[k][2] == 'o' ? &a->on_timeout : &a->tls_dir;
+
+			if (k + 1 >= argc) {
+				log_error("%s needs a value", argv[k]);
+				return -EINVAL;
+			}
+			*str = argv[++k];
 		} else if (options && a->cmd->restore &&
 			   (v = ctl_option_value(argc, argv, &k, "--memory"))) {
 			a->memory = v;
@@ -991,21 +1115,29 @@ static int ctl_parse_args(int argc, char **argv, struct ctl_args *a)
 		} else if (options && argv[k][0] == '-' && argv[k][1]) {
 			log_error("unknown ctl option '%s'", argv[k]);
 			return -EINVAL;
-		} else if ((a->cmd->snapshot || a->cmd->restore) && !a->path) {
+		} else if ((a->cmd->snapshot || a->cmd->restore ||
+			    a->cmd->migrate) &&
+			   !a->path) {
 			a->path = argv[k];
 		} else {
 			log_error("unexpected argument '%s'", argv[k]);
 			return -EINVAL;
 		}
 	}
-	if (a->cmd->snapshot || a->cmd->restore) {
+	if (a->cmd->snapshot || a->cmd->restore || a->cmd->migrate) {
 		if (!a->path || !a->path[0]) {
-			log_error("%s needs a PATH", a->cmd->name);
+			if (a->cmd->migrate)
+				log_error("migrate needs a destination "
+					  "(unix:PATH or tcp:HOST:PORT)");
+			else
+				log_error("%s needs a PATH", a->cmd->name);
 			return -EINVAL;
 		}
 	}
+	/* A migration takes --compress too: its stream is a snapshot. */
 	if (!a->cmd->snapshot &&
-	    (a->then || a->compress || a->live || a->base)) {
+	    (a->then || (a->compress && !a->cmd->migrate) || a->live ||
+	     a->base)) {
 		log_error("%s only applies to snapshot", a->then   ? "--then"
 							 : a->live ? "--live"
 							 : a->compress
@@ -1033,19 +1165,20 @@ int ctl_main(int argc, char **argv)
 	}
 	if (ret)
 		return CTL_EXIT_USAGE; /* the one-line reason is printed */
-	if (!a.cmd->snapshot && !a.cmd->restore) {
+	if (!a.cmd->snapshot && !a.cmd->restore && !a.cmd->migrate) {
 		ret = ctl_request(a.socket_path, a.cmd->method, a.cmd->url,
 				  NULL, CTL_TIMEOUT_MS, &r, err, sizeof(err));
 		status = ctl_report(&a, ret, err, &r);
 		goto out;
 	}
-	body = a.cmd->restore ? ctl_restore_body(&a, err, sizeof(err))
-			      : ctl_snapshot_body(&a, err, sizeof(err));
+	body = a.cmd->migrate	? ctl_migrate_body(&a, err, sizeof(err))
+	       : a.cmd->restore ? ctl_restore_body(&a, err, sizeof(err))
+				: ctl_snapshot_body(&a, err, sizeof(err));
 	if (!body) {
 		log_error("%s", err);
 		return CTL_EXIT_FAILED;
 	}
-	if (a.cmd->snapshot && isatty(STDERR_FILENO))
+	if ((a.cmd->snapshot || a.cmd->migrate) && isatty(STDERR_FILENO))
 		show_progress = !ctl_progress_start(&progress, a.socket_path);
 	/* No reply timeout: writing a large guest may take minutes. */
 	ret = ctl_request(a.socket_path, a.cmd->method, a.cmd->url, body, -1,

@@ -10,6 +10,8 @@
 
 static bool log_quiet_flag;
 static bool log_verbose_flag;
+static void (*log_error_hook)(void *ctx, const char *line);
+static void *log_error_hook_ctx;
 /* This thread's copy of its last error (log_capture_errors). */
 static __thread char *log_capture_buf;
 static __thread size_t log_capture_len;
@@ -28,6 +30,12 @@ void log_set_level(bool quiet, bool verbose)
 	log_verbose_flag = verbose || getenv("STASIS_DEBUG");
 }
 
+void log_set_error_hook(void (*hook)(void *ctx, const char *line), void *ctx)
+{
+	log_error_hook = hook;
+	log_error_hook_ctx = ctx;
+}
+
 static void log_line(const char *tag, const char *fmt, va_list ap)
 {
 	char buf[1024], out[1024];
@@ -38,6 +46,8 @@ static void log_line(const char *tag, const char *fmt, va_list ap)
 	text_escape(out, sizeof(out), buf, strlen(buf));
 	/* One write per line so that messages from vCPU threads don't mix. */
 	fprintf(stderr, "stasis: %s%s\n", tag, out);
+	if (log_error_hook && !strcmp(tag, "error: "))
+		log_error_hook(log_error_hook_ctx, out);
 }
 
 void log_error(const char *fmt, ...)

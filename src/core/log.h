@@ -17,6 +17,11 @@ void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 void log_set_level(bool quiet, bool verbose);
 
+/* Also hands every error line, as printed (escaped, without the prefix),
+ * to @hook; NULL removes it. `stasis receive` tells the source of a
+ * migration why the destination gave up this way. Set and removed on the
+ * main thread while no other thread logs. */
+void log_set_error_hook(void (*hook)(void *ctx, const char *line), void *ctx);
 /* From now on this thread's log_error() also copies its message (without
  * the prefix) into @buf, the last one winning, so that a request can be
  * answered with the reason the operation printed; @len 0 stops it. */

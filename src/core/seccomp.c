@@ -124,6 +124,14 @@ static const int calls_api[] = {
 	SCMP_SYS(pipe2),
 };
 
+/* Migrating the VM (migrate/): the API thread that was asked connects to
+ * the destination, UNIX or TCP (a host name is resolved from /etc/hosts
+ * or DNS, through openat and a socket too). */
+static const int calls_migrate[] = {
+	SCMP_SYS(socket),
+	SCMP_SYS(connect),
+};
+
 /* Device backends: disk images, tap and UNIX sockets (a datagram link
  * connects to its peer whenever the peer's socket appears), the console's
  * socket client, entropy. */
@@ -259,10 +267,10 @@ static const int ioctls_live_setup[] = {
 	(int)UFFDIO_WRITEPROTECT,
 };
 
-/* A role's filter: up to four call lists and four ioctl lists. */
+/* A role's filter: up to five call lists and four ioctl lists. */
 struct role_filter {
 	const char *name;
-	struct call_list calls[4];
+	struct call_list calls[5];
 	struct call_list ioctls[4];
 	bool clone_threads;
 };
@@ -289,7 +297,8 @@ static const struct role_filter role_filters[SECCOMP_ROLE_COUNT] = {
 	[SECCOMP_ROLE_API] = {
 		.name = "api",
 		.calls = { LIST(calls_base), LIST(calls_api),
-			   LIST(calls_snapshot), LIST(calls_live_setup) },
+			   LIST(calls_snapshot), LIST(calls_migrate),
+			   LIST(calls_live_setup) },
 		.ioctls = { LIST(ioctls_snapshot), LIST(ioctls_live_setup) },
 		.clone_threads = true,
 	},

@@ -27,6 +27,7 @@
 #include "core/timings.h"
 #include "cpu/cpuid.h"
 #include "cpu/vcpu_state.h"
+#include "migrate/migrate.h"
 #include "snapshot/pager.h"
 #include "snapshot/snapshot.h"
 #include "virtio/devices.h"
@@ -698,7 +699,10 @@ int vm_resume(struct vm *vm)
 
 	pthread_mutex_lock(&vm->pause_op_lock);
 	pthread_mutex_lock(&vm->pause_lock);
-	if (!atomic_load(&vm->pause_requested)) {
+	if (atomic_load(&vm->migrated)) {
+		/* Handed over to another host: it may run there. */
+		ret = -EPERM;
+	} else if (!atomic_load(&vm->pause_requested)) {
 		ret = -EALREADY;
 	} else {
 		/* Devices first: the vCPUs may kick them at once. */
@@ -725,6 +729,9 @@ void vm_get_status(struct vm *vm, struct vm_status *st)
 	st->have_last_snapshot = vm->have_last_snapshot;
 	st->last_snapshot = vm->last_snapshot;
 	pthread_mutex_unlock(&vm->pause_lock);
+	if (atomic_load(&vm->migrate_phase) != MIGRATE_NONE)
+		st->migration_state =
+		    migrate_phase_name(atomic_load(&vm->migrate_phase));
 	st->timings = vm->cfg.timings;
 	st->snapshot_active = atomic_load(&vm->snapshot_active);
 	if (st->snapshot_active) {
@@ -921,7 +928,11 @@ static int vm_api_run_state(struct vm *vm, int (*op)(struct vm *),
 	if (!atomic_load(&vm->snapshot_active))
 		ret = op(vm);
 	pthread_mutex_unlock(&vm->run_state_lock);
-	if (ret == -EBUSY)
+	if (ret == -EPERM) {
+		snprintf(err, errlen,
+			 "the VM was migrated away and never runs here again");
+		ret = -EBUSY;
+	} else if (ret == -EBUSY)
 		snprintf(err, errlen, "a snapshot is being written");
 	else if (ret == -EALREADY)
 		snprintf(err, errlen, "the VM is already %s", already);
@@ -939,6 +950,39 @@ static int vm_api_pause(void *ctx, char *err, size_t errlen)
 static int vm_api_resume(void *ctx, char *err, size_t errlen)
 {
 	return vm_api_run_state(ctx, vm_resume, "running", err, errlen);
+}
+
+static int vm_api_migrate(void *ctx, const struct migrate_opts *o,
+			  struct migrate_result *res, char *err, size_t errlen)
+{
+	struct vm *vm = ctx;
+	int ret;
+
+	if (pthread_mutex_trylock(&vm->snapshot_lock)) {
+		snprintf(err, errlen, "a snapshot or migration is running");
+		return -EBUSY;
+	}
+	if (atomic_load(&vm->migrated) || atomic_load(&vm->stop_reason)) {
+		snprintf(err, errlen, "the VM is %s",
+			 atomic_load(&vm->migrated) ? "migrated already"
+						    : "stopping");
+		pthread_mutex_unlock(&vm->snapshot_lock);
+		return -EBUSY;
+	}
+	/* The stream reads all of memory, as a snapshot does. */
+	vm_wset_end(vm);
+	ret = migrate_send(vm, o, res, err, errlen);
+	if (!ret) {
+		log_info("migrated to %s: %llu bytes, %llu ms, %llu ms paused",
+			 o->dest, (unsigned long long)res->bytes_sent,
+			 (unsigned long long)res->total_ms,
+			 (unsigned long long)res->downtime_ms);
+		vm_request_stop(vm, VM_STOP_REQUEST, STASIS_EXIT_OK);
+	} else {
+		log_error("migration to %s: %s", o->dest, err);
+	}
+	pthread_mutex_unlock(&vm->snapshot_lock);
+	return ret;
 }
 
 static int vm_api_snapshot(void *ctx, const char *path, const char *base,
@@ -1016,6 +1060,7 @@ const struct api_ops vm_api_ops = {
 	.resume = vm_api_resume,
 	.snapshot = vm_api_snapshot,
 	.shutdown = vm_api_shutdown,
+	.migrate = vm_api_migrate,
 	.status = vm_api_status,
 	.working_set = vm_api_working_set,
 	.thread_init = vm_api_thread_init,

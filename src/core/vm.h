@@ -154,6 +154,10 @@ struct vm {
 	 * Taken before pause_op_lock; never held across a save. */
 	pthread_mutex_t run_state_lock;
 	struct snap_progress snapshot_progress;
+	/* A migration (migrate/): its enum migrate_phase, and whether this
+	 * copy was handed over, after which it never runs again. */
+	atomic_int migrate_phase;
+	atomic_bool migrated;
 	/* The last snapshot written and what it cost (under pause_lock). */
 	bool have_last_snapshot;
 	struct snapshot_stats last_snapshot;

@@ -75,6 +75,9 @@ struct snap_writer {
 	XXH3_state_t *xxh;
 	struct snap_compress compress; /* snap_writer_set_compress() */
 	unsigned threads; /* compressing threads, >= 1 */
+	/* snap_writer_open_sink(): where the bytes go instead of fd. */
+	const struct snap_sink *sink;
+	void *sink_ctx;
 };
 
 struct snap_reader {
@@ -93,7 +96,8 @@ struct snap_reader {
 
 /* Gathers guest pages into one preadv/pwritev, hashing them in file order. */
 struct page_io {
-	int fd;
+	int fd; /* reads */
+	struct snap_writer *w; /* writes */
 	bool write;
 	XXH3_state_t *xxh;
 	struct snap_progress *progress;
@@ -272,13 +276,6 @@ static bool bitmap_next_run(const uint8_t *bm, uint64_t nbits, uint64_t *pos,
 	return true;
 }
 
-static int write_full(int fd, const void *buf, size_t len, uint64_t off)
-{
-	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
-
-	return file_rw_full(fd, true, &iov, 1, off);
-}
-
 static int read_full(int fd, void *buf, size_t len, uint64_t off)
 {
 	struct iovec iov = { .iov_base = buf, .iov_len = len };
@@ -286,11 +283,29 @@ static int read_full(int fd, void *buf, size_t len, uint64_t off)
 	return file_rw_full(fd, false, &iov, 1, off);
 }
 
-static int write_zeros(int fd, uint64_t len, uint64_t off)
+/* Every byte the writer puts out goes through here: to its file, or to
+ * the sink a migration gave it. */
+static int writer_pwritev(struct snap_writer *w, struct iovec *iov, unsigned n,
+			  uint64_t off)
+{
+	if (w->sink)
+		return w->sink->pwritev(w->sink_ctx, iov, n, off);
+	return file_rw_full(w->fd, true, iov, n, off);
+}
+
+static int writer_write(struct snap_writer *w, const void *buf, size_t len,
+			uint64_t off)
+{
+	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+
+	return writer_pwritev(w, &iov, 1, off);
+}
+
+static int write_zeros(struct snap_writer *w, uint64_t len, uint64_t off)
 {
 	while (len) {
 		size_t n = len < ZERO_BLOCK_SIZE ? len : ZERO_BLOCK_SIZE;
-		int ret = write_full(fd, zero_block, n, off);
+		int ret = writer_write(w, zero_block, n, off);
 
 		if (ret)
 			return ret;
@@ -319,7 +334,8 @@ static int page_io_flush(struct page_io *io)
 		return 0;
 	/* file_rw_full consumes its vector; keep ours for hashing. */
 	memcpy(iov, io->iov, io->n * sizeof(iov[0]));
-	ret = file_rw_full(io->fd, io->write, iov, io->n, io->file_off);
+	ret = io->write ? writer_pwritev(io->w, iov, io->n, io->file_off)
+			: file_rw_full(io->fd, false, iov, io->n, io->file_off);
 	if (ret)
 		return ret;
 	for (unsigned i = 0; io->xxh && i < io->n; i++)
@@ -500,14 +516,12 @@ static int split_path(const char *path, char **dir, char **base)
 	return 0;
 }
 
-struct snap_writer *snap_writer_open(const char *path,
-				     const struct snap_header *hdr, char *err,
-				     size_t errlen)
+/* A writer for @hdr whose messages name @path, with nothing open yet. */
+static struct snap_writer *writer_new(const char *path,
+				      const struct snap_header *hdr, char *err,
+				      size_t errlen)
 {
-	uint8_t hbuf[SNAP_HEADER_SIZE];
 	struct snap_writer *w;
-	char *dir = NULL, *tmpl = NULL;
-	int ret;
 
 	if (!page_size_valid(hdr->page_size) || hdr->flags ||
 	    (hdr->format_version && hdr->format_version != 1 &&
@@ -535,7 +549,42 @@ struct snap_writer *snap_writer_open(const char *path,
 	    hdr->format_version ? hdr->format_version : SNAP_FORMAT_VERSION;
 	w->xxh = XXH3_createState();
 	w->path = strdup(path);
-	if (!w->xxh || !w->path || split_path(path, &dir, &w->base)) {
+	if (!w->xxh || !w->path) {
+		snap_fail(err, errlen, -ENOMEM, "out of memory");
+		snap_writer_abort(w);
+		return NULL;
+	}
+	return w;
+}
+
+/* Writes the header at offset 0 (the writer's first bytes). */
+static int writer_put_header(struct snap_writer *w,
+			     const struct snap_header *hdr, char *err,
+			     size_t errlen)
+{
+	uint8_t hbuf[SNAP_HEADER_SIZE];
+	int ret;
+
+	header_encode(hdr, w->format_version, hbuf);
+	ret = writer_write(w, hbuf, sizeof(hbuf), 0);
+	if (ret)
+		return snap_fail(err, errlen, ret, "writing %s failed: %s",
+				 w->path, strerror(-ret));
+	w->off = SNAP_HEADER_SIZE;
+	return 0;
+}
+
+struct snap_writer *snap_writer_open(const char *path,
+				     const struct snap_header *hdr, char *err,
+				     size_t errlen)
+{
+	struct snap_writer *w;
+	char *dir = NULL, *tmpl = NULL;
+
+	w = writer_new(path, hdr, err, errlen);
+	if (!w)
+		return NULL;
+	if (split_path(path, &dir, &w->base)) {
 		snap_fail(err, errlen, -ENOMEM, "out of memory");
 		goto free_writer;
 	}
@@ -570,15 +619,8 @@ struct snap_writer *snap_writer_open(const char *path,
 		snap_fail(err, errlen, -ENOMEM, "out of memory");
 		goto free_writer;
 	}
-
-	header_encode(hdr, w->format_version, hbuf);
-	ret = write_full(w->fd, hbuf, sizeof(hbuf), 0);
-	if (ret) {
-		snap_fail(err, errlen, ret, "writing %s failed: %s", path,
-			  strerror(-ret));
+	if (writer_put_header(w, hdr, err, errlen))
 		goto free_writer;
-	}
-	w->off = SNAP_HEADER_SIZE;
 	free(tmpl);
 	free(dir);
 	return w;
@@ -591,10 +633,30 @@ free_writer:
 	return NULL;
 }
 
+struct snap_writer *snap_writer_open_sink(const struct snap_sink *sink,
+					  void *ctx, const char *name,
+					  const struct snap_header *hdr,
+					  char *err, size_t errlen)
+{
+	struct snap_writer *w = writer_new(name, hdr, err, errlen);
+
+	if (!w)
+		return NULL;
+	w->sink = sink;
+	w->sink_ctx = ctx;
+	if (writer_put_header(w, hdr, err, errlen)) {
+		snap_writer_abort(w);
+		return NULL;
+	}
+	return w;
+}
+
 void snap_writer_abort(struct snap_writer *w)
 {
 	if (!w)
 		return;
+	if (w->sink)
+		w->sink->abort(w->sink_ctx);
 	if (w->fd >= 0)
 		close(w->fd);
 	if (w->tmp_name)
@@ -660,7 +722,7 @@ int snap_write_record(struct snap_writer *w, uint32_t type, uint16_t version,
 	iov[1] = (struct iovec){ .iov_base = (void *)data, .iov_len = len };
 	iov[2] =
 	    (struct iovec){ .iov_base = (void *)zero_block, .iov_len = pad };
-	ret = file_rw_full(w->fd, true, iov, 3, w->off);
+	ret = writer_pwritev(w, iov, 3, w->off);
 	if (ret)
 		return writer_io_fail(w, ret, type, err, errlen);
 	w->off += SNAP_RECORD_HEADER_SIZE + len + pad;
@@ -731,7 +793,7 @@ static int memory_record_seal(struct snap_writer *w, uint16_t version,
 
 	record_header_encode(hdr, SNAP_REC_MEMORY, version, 0, length,
 			     XXH3_64bits_digest(w->xxh));
-	ret = write_full(w->fd, hdr, sizeof(hdr), rec_off);
+	ret = writer_write(w, hdr, sizeof(hdr), rec_off);
 	if (ret)
 		return ret;
 	w->off = align8(end);
@@ -749,7 +811,7 @@ static int write_memory_record(struct snap_writer *w,
 	uint64_t rec_off = w->off, bm_off, bm_len, pad_off, pages_off, length;
 	uint8_t desc[MEM_DESC_SIZE];
 	struct page_io io = {
-		.fd = w->fd, .write = true, .xxh = w->xxh, .progress = progress
+		.w = w, .write = true, .xxh = w->xxh, .progress = progress
 	};
 	struct iovec iov[2];
 	uint64_t pos = 0, run;
@@ -776,9 +838,9 @@ static int write_memory_record(struct snap_writer *w,
 	hash_zeros(w->xxh, pages_off - pad_off);
 	iov[0] = (struct iovec){ .iov_base = desc, .iov_len = sizeof(desc) };
 	iov[1] = (struct iovec){ .iov_base = (void *)bm, .iov_len = bm_len };
-	ret = file_rw_full(w->fd, true, iov, 2, bm_off - MEM_DESC_SIZE);
+	ret = writer_pwritev(w, iov, 2, bm_off - MEM_DESC_SIZE);
 	if (!ret)
-		ret = write_zeros(w->fd, pages_off - pad_off, pad_off);
+		ret = write_zeros(w, pages_off - pad_off, pad_off);
 	if (ret)
 		return ret;
 
@@ -1012,7 +1074,7 @@ static int write_memory_record_v2(struct snap_writer *w,
 	bool compress = w->compress.codec != SNAP_CODEC_RAW;
 	/* Compressed sizes are not what the progress counts (guest bytes):
 	 * each batch reports its guest bytes once written. */
-	struct page_io io = { .fd = w->fd,
+	struct page_io io = { .w = w,
 			      .write = true,
 			      .xxh = NULL,
 			      .progress = compress || src ? NULL : progress };
@@ -1161,12 +1223,12 @@ static int write_memory_record_v2(struct snap_writer *w,
 	hash_zeros(w->xxh, data_off - (table_off + table_bytes));
 	iov[0] = (struct iovec){ .iov_base = desc, .iov_len = sizeof(desc) };
 	iov[1] = (struct iovec){ .iov_base = table, .iov_len = table_bytes };
-	ret = file_rw_full(w->fd, true, iov, 2, table_off - MEM2_DESC_SIZE);
+	ret = writer_pwritev(w, iov, 2, table_off - MEM2_DESC_SIZE);
 	if (!ret)
-		ret = write_zeros(w->fd, data_off - (table_off + table_bytes),
+		ret = write_zeros(w, data_off - (table_off + table_bytes),
 				  table_off + table_bytes);
 	if (!ret)
-		ret = write_zeros(w->fd, align8(pos) - pos, pos);
+		ret = write_zeros(w, align8(pos) - pos, pos);
 	if (ret)
 		goto out;
 	ret = memory_record_seal(w, SNAP_MEMORY_VERSION, rec_off, length, pos);
@@ -1377,9 +1439,17 @@ int snap_writer_commit(struct snap_writer *w, char *err, size_t errlen)
 	record_hash_start(w->xxh, SNAP_REC_END, END_VERSION, 0, 0);
 	record_header_encode(hdr, SNAP_REC_END, END_VERSION, 0, 0,
 			     XXH3_64bits_digest(w->xxh));
-	ret = write_full(w->fd, hdr, sizeof(hdr), w->off);
+	ret = writer_write(w, hdr, sizeof(hdr), w->off);
 	if (ret) {
 		writer_io_fail(w, ret, SNAP_REC_END, err, errlen);
+		goto remove_tmp;
+	}
+	if (w->sink) {
+		ret = w->sink->commit(
+		    w->sink_ctx, w->off + SNAP_RECORD_HEADER_SIZE, err, errlen);
+		/* Committed or not, the sink has been told its outcome. */
+		if (!ret)
+			w->sink = NULL;
 		goto remove_tmp;
 	}
 	/* The data must be on disk before the name points at it, or a crash
@@ -1480,6 +1550,30 @@ free_reader:
 	free(r->buf);
 	free(r);
 	return NULL;
+}
+
+int snap_reader_reload_size(struct snap_reader *r, char *err, size_t errlen)
+{
+	struct stat st;
+	size_t want;
+	uint8_t *buf;
+
+	if (fstat(r->fd, &st) < 0)
+		return snap_fail(err, errlen, -errno, "cannot stat: %s",
+				 strerror(errno));
+	if ((uint64_t)st.st_size < r->size)
+		return snap_fail(err, errlen, -EINVAL,
+				 "the snapshot shrank while it was read");
+	r->size = (uint64_t)st.st_size;
+	want = r->size < SNAP_BUF_SIZE ? (size_t)r->size : SNAP_BUF_SIZE;
+	if (want > r->bufsize) {
+		buf = realloc(r->buf, want);
+		if (!buf)
+			return snap_fail(err, errlen, -ENOMEM, "out of memory");
+		r->buf = buf;
+		r->bufsize = want;
+	}
+	return 0;
 }
 
 void snap_reader_close(struct snap_reader *r)

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include "memory/guest_mem.h"
 #include "snapshot/codec.h"
@@ -164,6 +165,29 @@ struct snap_writer *snap_writer_open(const char *path,
 				     const struct snap_header *hdr, char *err,
 				     size_t errlen);
 
+/* Where a writer's bytes go when they do not go to a file of its own: a
+ * migration's connection (migrate/), which carries each write with its
+ * offset. The writer writes the same bytes at the same offsets as it
+ * would to a file, a record's header after its payload included. */
+struct snap_sink {
+	/* Writes all of @iov (@n entries, which it may consume) at stream
+	 * offset @off. Returns 0 or -errno. */
+	int (*pwritev)(void *ctx, struct iovec *iov, unsigned n, uint64_t off);
+	/* After END: the stream is complete, @size bytes. 0 or -errno with
+	 * @err filled; abort is called after a failure. */
+	int (*commit)(void *ctx, uint64_t size, char *err, size_t errlen);
+	/* The stream will not be completed. */
+	void (*abort)(void *ctx);
+};
+
+/* As snap_writer_open, with the bytes going to @sink instead of a file
+ * (@name is for messages). Commit writes END and calls sink->commit,
+ * with no fsync or rename; abort calls sink->abort. */
+struct snap_writer *snap_writer_open_sink(const struct snap_sink *sink,
+					  void *ctx, const char *name,
+					  const struct snap_header *hdr,
+					  char *err, size_t errlen);
+
 /* Appends one record whose payload is @len bytes at @data. The first
  * record must be SNAP_REC_CONFIG; SNAP_REC_END is written by commit only.
  * Returns 0 or -errno (e.g. -ENOSPC) with @err filled; after an I/O error
@@ -251,6 +275,9 @@ struct snap_reader;
 struct snap_reader *snap_reader_open(const char *path, char *err,
 				     size_t errlen);
 void snap_reader_close(struct snap_reader *r);
+/* The file grew since open (a migration's spool, opened on its first
+ * records, then completed): reads to its new end from here on. */
+int snap_reader_reload_size(struct snap_reader *r, char *err, size_t errlen);
 const struct snap_header *snap_reader_header(const struct snap_reader *r);
 
 /* Steps to the next record: checks the record header and that it lies
@@ -343,7 +370,8 @@ int snap_read_chunk(const struct snap_chunk_table *t, uint64_t idx,
 const char *snap_record_type_name(uint32_t type);
 
 /* For the signature (sign.c), which covers the file's bytes as written
- * or read: the open file, and where the writer's next record goes. */
+ * or read: the open file (-1 for a sink's writer), and where the writer's
+ * next record goes. */
 int snap_writer_fd(const struct snap_writer *w);
 uint64_t snap_writer_offset(const struct snap_writer *w);
 int snap_reader_fd(const struct snap_reader *r);

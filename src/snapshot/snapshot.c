@@ -450,32 +450,38 @@ static int snapshot_save_virtio(struct vm *vm, struct snap_writer *w, char *err,
 	return 0;
 }
 
-/* Opens the temporary file and writes the header, CONFIG, LINEAGE and
- * CPUID: nothing that changes while the guest runs. *@created_ns is the
- * header's creation time, part of the file's identity. */
-static struct snap_writer *snapshot_begin(struct vm *vm, const char *path,
-					  const struct snap_compress *compress,
-					  const struct snap_lineage *lin,
-					  uint64_t *created_ns, int *retp,
-					  char *err, size_t errlen)
+void snapshot_header_init(struct vm *vm, struct snap_header *hdr)
 {
 	struct kvm_cpuid_entry2 *leaf0 = cpuid_find(vm->cpuid, 0, 0);
-	struct snap_header hdr = { .format_version = SNAP_FORMAT_VERSION };
+
+	memset(hdr, 0, sizeof(*hdr));
+	hdr->format_version = SNAP_FORMAT_VERSION;
+	hdr->page_size = (uint32_t)sysconf(_SC_PAGESIZE);
+	snprintf(hdr->stasis_version, sizeof(hdr->stasis_version), "%s",
+		 STASIS_VERSION);
+	if (leaf0) {
+		memcpy(hdr->cpu_vendor, &leaf0->ebx, 4);
+		memcpy(hdr->cpu_vendor + 4, &leaf0->edx, 4);
+		memcpy(hdr->cpu_vendor + 8, &leaf0->ecx, 4);
+	}
+	hdr->created_unix_ns = realtime_ns();
+}
+
+struct snap_writer *snapshot_begin(struct vm *vm,
+				   const struct snapshot_dest *dest,
+				   const struct snap_compress *compress,
+				   const struct snap_lineage *lin,
+				   uint64_t *created_ns, int *retp, char *err,
+				   size_t errlen)
+{
+	struct snap_header hdr;
 	struct snap_writer *w = NULL;
 	uint8_t *cpuid = NULL, *lineage = NULL;
 	size_t cpuid_len, lineage_len = 0;
 	char *json;
 	int ret;
 
-	hdr.page_size = (uint32_t)sysconf(_SC_PAGESIZE);
-	snprintf(hdr.stasis_version, sizeof(hdr.stasis_version), "%s",
-		 STASIS_VERSION);
-	if (leaf0) {
-		memcpy(hdr.cpu_vendor, &leaf0->ebx, 4);
-		memcpy(hdr.cpu_vendor + 4, &leaf0->edx, 4);
-		memcpy(hdr.cpu_vendor + 8, &leaf0->ecx, 4);
-	}
-	hdr.created_unix_ns = realtime_ns();
+	snapshot_header_init(vm, &hdr);
 	*created_ns = hdr.created_unix_ns;
 
 	json = config_to_json(&vm->cfg);
@@ -486,7 +492,11 @@ static struct snap_writer *snapshot_begin(struct vm *vm, const char *path,
 		set_err(err, errlen, "snapshot: %s", strerror(-ret));
 		goto out;
 	}
-	w = snap_writer_open(path, &hdr, err, errlen);
+	if (dest->sink)
+		w = snap_writer_open_sink(dest->sink, dest->sink_ctx,
+					  dest->path, &hdr, err, errlen);
+	else
+		w = snap_writer_open(dest->path, &hdr, err, errlen);
 	if (!w) {
 		ret = errno ? -errno : -EIO;
 		goto out;
@@ -520,10 +530,8 @@ out:
 	return w;
 }
 
-/* The records taken with the VM paused: clock, vCPUs, interrupt
- * controllers, PIT, devices. */
-static int snapshot_write_state(struct vm *vm, struct snap_writer *w, char *err,
-				size_t errlen)
+int snapshot_write_state(struct vm *vm, struct snap_writer *w, char *err,
+			 size_t errlen)
 {
 	int ret = snapshot_prepare_virtio(vm, err, errlen);
 
@@ -540,18 +548,16 @@ static int snapshot_write_state(struct vm *vm, struct snap_writer *w, char *err,
 	return ret;
 }
 
-/* Signs (last before END: the tag covers every byte before it), reads
- * back the identity a child of this file will name it by into *@identity,
- * and commits; or after an earlier failure @ret removes the temporary
- * file. Either way @w is gone. */
-static int snapshot_finish(struct vm *vm, struct snap_writer *w,
-			   const char *path, int ret, uint64_t *identity,
-			   char *err, size_t errlen)
+int snapshot_finish(struct vm *vm, struct snap_writer *w, const char *path,
+		    int ret, bool sign, uint64_t *identity, char *err,
+		    size_t errlen)
 {
-	if (!ret && vm->cfg.sign_key)
+	if (!ret && sign && vm->cfg.sign_key)
 		ret = snap_sign(w, vm->cfg.sign_key, err, errlen);
-	if (!ret && (ret = snap_file_identity(snap_writer_fd(w),
-					      snap_writer_offset(w), identity)))
+	/* A stream to a sink has no file to read back. */
+	if (!ret && identity &&
+	    (ret = snap_file_identity(snap_writer_fd(w), snap_writer_offset(w),
+				      identity)))
 		set_err(err, errlen, "snapshot: cannot read back %s: %s", path,
 			strerror(-ret));
 	if (ret) {
@@ -565,6 +571,7 @@ int snapshot_save(struct vm *vm, const char *path, const char *base,
 		  const struct snap_compress *compress,
 		  struct snap_progress *progress, char *err, size_t errlen)
 {
+	const struct snapshot_dest dest = { .path = path };
 	struct mem_dirty_save dirty;
 	uint64_t identity = 0, created_ns = 0;
 	struct snap_writer *w;
@@ -582,14 +589,15 @@ int snapshot_save(struct vm *vm, const char *path, const char *base,
 	ret = mem_dirty_prepare(vm, path, base, &dirty, err, errlen);
 	if (ret)
 		return ret;
-	w = snapshot_begin(vm, path, compress, &dirty.lin, &created_ns, &ret,
+	w = snapshot_begin(vm, &dest, compress, &dirty.lin, &created_ns, &ret,
 			   err, errlen);
 	if (w) {
 		ret = snapshot_write_state(vm, w, err, errlen);
 		if (!ret)
 			ret = mem_dirty_write(vm, w, &dirty, progress, err,
 					      errlen);
-		ret = snapshot_finish(vm, w, path, ret, &identity, err, errlen);
+		ret = snapshot_finish(vm, w, path, ret, true, &identity, err,
+				      errlen);
 	}
 	mem_dirty_finish(vm, &dirty, ret == 0, path, identity, created_ns);
 	return ret;
@@ -622,6 +630,7 @@ int snapshot_save_live(struct vm *vm, const char *path,
 		       struct snapshot_live_stats *st,
 		       struct snap_progress *progress, char *err, size_t errlen)
 {
+	const struct snapshot_dest dest = { .path = path };
 	struct mem_live_stats lst = { 0 };
 	uint64_t identity = 0, created_ns = 0;
 	struct mem_dirty_save dirty;
@@ -652,7 +661,7 @@ int snapshot_save_live(struct vm *vm, const char *path,
 		mem_dirty_finish(vm, &dirty, false, path, 0, 0);
 		return ret;
 	}
-	w = snapshot_begin(vm, path, compress, &dirty.lin, &created_ns, &ret,
+	w = snapshot_begin(vm, &dest, compress, &dirty.lin, &created_ns, &ret,
 			   err, errlen);
 	if (!w)
 		goto stop;
@@ -708,7 +717,7 @@ int snapshot_save_live(struct vm *vm, const char *path,
 		  tp / 1000000, (clock_now_ns(CLOCK_MONOTONIC) - tm) / 1000000);
 	mem_live_stop(l, &lst);
 	l = NULL;
-	ret = snapshot_finish(vm, w, path, ret, &identity, err, errlen);
+	ret = snapshot_finish(vm, w, path, ret, true, &identity, err, errlen);
 	if (disks && (ret || !hold_disks))
 		snapshot_park_disks(vm, false);
 stop:
@@ -766,6 +775,12 @@ static int snapshot_open_chain(const char *path, struct snapshot_image *img,
 	/* Absolute from here on: a layer names its parent by this path. */
 	free(img->path);
 	img->path = realpath(path, NULL);
+	if (!img->path && errno == ENOENT && snap_reader_fd(img->r) >= 0) {
+		/* Open, yet without a name to resolve: a memfd's
+		 * /proc/self/fd/N, which only a full file can be. */
+		img->path = strdup(path);
+		img->unnamed = true;
+	}
 	if (!img->path) {
 		set_err(err, errlen, "snapshot: %s", strerror(errno));
 		return -errno;
@@ -784,6 +799,12 @@ static int snapshot_open_chain(const char *path, struct snapshot_image *img,
 	}
 	if (!img->lineage.depth)
 		return 0;
+	if (img->unnamed) {
+		set_err(err, errlen,
+			"snapshot: a layer must be a named file (its parent is "
+			"found by path)");
+		return -EINVAL;
+	}
 	img->chain = calloc(1, sizeof(*img->chain));
 	if (!img->chain)
 		return -ENOMEM;
@@ -1347,7 +1368,8 @@ static int snapshot_track_from(struct vm *vm, const struct snapshot_image *img,
 
 	vl->vm_id[0] = img->lineage.vm_id[0];
 	vl->vm_id[1] = img->lineage.vm_id[1];
-	vl->have_last = strlen(img->path) <= SNAP_LINEAGE_PATH_MAX;
+	vl->have_last =
+	    !img->unnamed && strlen(img->path) <= SNAP_LINEAGE_PATH_MAX;
 	snprintf(vl->last_path, sizeof(vl->last_path), "%s", img->path);
 	vl->last_identity = img->identity;
 	vl->last_created_ns = snap_reader_header(img->r)->created_unix_ns;

@@ -4,6 +4,7 @@
 #ifndef STASIS_SNAPSHOT_H
 #define STASIS_SNAPSHOT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -31,6 +32,45 @@ enum clock_policy {
 int snapshot_save(struct vm *vm, const char *path, const char *base,
 		  const struct snap_compress *compress,
 		  struct snap_progress *progress, char *err, size_t errlen);
+
+/* The pieces every save is made of (snapshot_save, snapshot_save_live,
+ * and a migration, whose writer sends to its connection). */
+
+/* Where a save's bytes go: the file @path, or with @sink a writer's sink
+ * (snap_writer_open_sink), @path then only naming it in messages. */
+struct snapshot_dest {
+	const char *path;
+	const struct snap_sink *sink;
+	void *sink_ctx;
+};
+
+/* The header this VM's snapshots carry. */
+void snapshot_header_init(struct vm *vm, struct snap_header *hdr);
+
+/* Opens the writer and writes the header, CONFIG, LINEAGE (@lin) and
+ * CPUID: nothing that changes while the guest runs. *@created_ns is the
+ * header's creation time, part of the file's identity. NULL with *@retp
+ * -errno and @err filled on failure. */
+struct snap_writer *snapshot_begin(struct vm *vm,
+				   const struct snapshot_dest *dest,
+				   const struct snap_compress *compress,
+				   const struct snap_lineage *lin,
+				   uint64_t *created_ns, int *retp, char *err,
+				   size_t errlen);
+
+/* The records taken with the VM paused: clock, vCPUs, interrupt
+ * controllers, PIT, devices. Memory is the caller's to write next. */
+int snapshot_write_state(struct vm *vm, struct snap_writer *w, char *err,
+			 size_t errlen);
+
+/* Signs when @sign and the VM has a key (last before END: the tag covers
+ * every byte before it), reads back the identity a child of this file
+ * will name it by into *@identity (NULL for a sink, which has no file),
+ * and commits; or after an earlier failure @ret aborts. Either way @w is
+ * gone. */
+int snapshot_finish(struct vm *vm, struct snap_writer *w, const char *path,
+		    int ret, bool sign, uint64_t *identity, char *err,
+		    size_t errlen);
 
 /* What a live save (snapshot_save_live) cost. */
 struct snapshot_live_stats {
@@ -61,7 +101,6 @@ int snapshot_save_live(struct vm *vm, const char *path,
 /* Lets the disk workers a successful snapshot_save_live(@hold_disks)
  * kept parked run again. */
 void snapshot_release_disks(struct vm *vm);
-
 /* An opened snapshot whose configuration and CPUID have been read. */
 struct snapshot_image {
 	struct snap_reader *r;
@@ -86,6 +125,9 @@ struct snapshot_image {
 	struct snap_lineage lineage;
 	uint64_t identity;
 	char *path; /* absolute; its working set is PATH.wset beside it */
+	/* @path names no file (a migration's spool, /proc/self/fd/N of a
+	 * memfd): restored, never the parent of a later layer. */
+	bool unnamed;
 	struct snap_chain *chain;
 };
 

@@ -69,6 +69,20 @@ expect 2 "--cpus: '0' is not a vCPU count" -- restore --wait --api-socket "$WORK
 expect 2 "--user cannot be used with --wait" -- restore --wait --api-socket "$WORK/t.sock" --mem-max 1G --user 65534
 expect 2 "--mem-max and --cpus are for --wait" -- restore --mem-max 1G x.snap
 
+# Migration: receive takes restore's options, with --listen and no FILE.
+expect 2 "usage: stasis receive --listen" -- receive
+expect 2 "usage: stasis receive --listen" -- receive --listen "unix:$WORK/m.sock" x.snap
+expect 2 "'udp:h:1' is not unix:PATH or tcp:HOST:PORT" -- receive --listen udp:h:1
+expect 2 "add --insecure" -- receive --listen tcp:127.0.0.1:7
+expect 2 "a migration stream is not signed" -- receive --listen "unix:$WORK/m.sock" --require-signed k
+expect 2 "--clock: 'slow' is not" -- receive --listen "unix:$WORK/m.sock" --clock slow
+expect 2 "unknown or incomplete option '--listen'" -- restore x --listen unix:/x
+: >"$WORK/plain"
+expect 2 "cannot listen on unix:.*plain" -- receive --listen "unix:$WORK/plain"
+expect 2 "migrate needs a destination" -- ctl "$WORK/none.sock" migrate
+expect 2 "--then only applies to snapshot" -- ctl "$WORK/none.sock" migrate unix:/x --then exit
+expect 2 "--timeout-s takes a number" -- ctl "$WORK/none.sock" migrate unix:/x --timeout-s soon
+
 # Managed save and resume-or-boot (docs/install.md).
 expect 2 "--on-term: 'save' is not snapshot:PATH or stop" -- run --kernel x --on-term save
 expect 2 "--on-term: 'snapshot:' is not" -- restore --on-term snapshot: x

@@ -41,7 +41,7 @@ for cmd in $(sed -n 's/^  \([a-z][a-z]*\) .*/\1/p' "$WORK/help" | sort -u); do
 	groff -man -Tutf8 -ww -z "$page" 2>"$WORK/groff" || fail "groff $page"
 	[[ ! -s $WORK/groff ]] || fail "$page: $(head -n 3 "$WORK/groff")"
 	grep -q "@VERSION@" "$page" && fail "$page: version not filled in"
-	[[ $cmd == run || $cmd == restore ]] || continue
+	[[ $cmd == run || $cmd == restore || $cmd == receive ]] || continue
 	"$BIN" "$cmd" --help | grep -o -- '--[a-z][a-z-]*' | sort -u >"$WORK/opts"
 	while read -r opt; do
 		grep -qF -- "${opt//-/\\-}" "$page" || fail "$page does not describe $opt"
@@ -62,7 +62,8 @@ if [[ -f /usr/share/bash-completion/bash_completion ]]; then
 			_stasis; printf "%s\n" "${COMPREPLY[@]}"' _ \
 			"$P/share/bash-completion/completions/stasis" "$@"
 	}
-	[[ $(complete_words stasis re) == restore ]] || fail "completion: stasis re"
+	[[ $(complete_words stasis res) == restore ]] || fail "completion: stasis res"
+	[[ $(complete_words stasis rec) == receive ]] || fail "completion: stasis rec"
 	complete_words stasis run --on | grep -qx -- --on-term || fail "completion: run --on"
 	complete_words stasis run --on-term "" | grep -qx snapshot: || fail "completion: --on-term values"
 	complete_words stasis ctl /x.sock sn | grep -qx snapshot || fail "completion: ctl"

@@ -36,6 +36,7 @@ struct fake_vm {
 	bool paused;
 	uint64_t last_pause_ns;
 	int calls_pause, calls_resume, calls_shutdown, calls_snapshot;
+	int calls_migrate;
 	int calls_working_set;
 	bool recording; /* a working-set recording runs */
 	int fail_ret; /* returned by the next callback, then cleared */
@@ -199,6 +200,8 @@ static void fake_status(void *ctx, struct vm_status *st)
 	st->snapshot_active = vm->snap_active;
 	st->snapshot_done_bytes = vm->snap_done;
 	st->snapshot_total_bytes = vm->snap_total;
+	/* A snapshot in progress stands for a migration too. */
+	st->migration_state = vm->snap_active ? "sending" : NULL;
 	st->timings = vm->restored ? &vm->timings : NULL;
 	st->have_last_snapshot = vm->have_last;
 	st->last_snapshot = (struct snapshot_stats){ .live = true,
@@ -206,6 +209,24 @@ static void fake_status(void *ctx, struct vm_status *st)
 						     .total_ns = 3000000000ull,
 						     .extra_bytes = 1 << 20 };
 	pthread_mutex_unlock(&vm->lock);
+}
+
+static int fake_migrate(void *ctx, const struct migrate_opts *o,
+			struct migrate_result *res, char *err, size_t errlen)
+{
+	struct fake_vm *vm = ctx;
+	int ret;
+
+	pthread_mutex_lock(&vm->lock);
+	vm->calls_migrate++;
+	snprintf(vm->snap_path, sizeof(vm->snap_path), "%s", o->dest);
+	ret = fake_fail(vm, err, errlen);
+	*res = (struct migrate_result){ .bytes_sent = 4096,
+					.total_ms = 20,
+					.downtime_ms = 7,
+					.rounds = 3 };
+	pthread_mutex_unlock(&vm->lock);
+	return ret;
 }
 
 static int fake_restore(void *ctx, struct api_restore *req, char *err,
@@ -234,6 +255,7 @@ static const struct api_ops fake_ops = {
 	.resume = fake_resume,
 	.snapshot = fake_snapshot,
 	.shutdown = fake_shutdown,
+	.migrate = fake_migrate,
 	.status = fake_status,
 	.restore = fake_restore,
 	.working_set = fake_working_set,
@@ -374,9 +396,10 @@ static void test_status(void **state)
 	assert_int_equal(json_int(obj, "uptime_ms"), 12345);
 	assert_true(json_is_null(obj, "last_pause_us"));
 	assert_true(json_is_null(obj, "snapshot"));
+	assert_true(json_is_null(obj, "migration"));
 	assert_true(json_is_null(obj, "timings")); /* booted, not restored */
 	assert_true(json_is_null(obj, "last_snapshot"));
-	assert_int_equal(json_object_object_length(obj), 8);
+	assert_int_equal(json_object_object_length(obj), 9);
 	json_object_put(obj);
 
 	f->vm.have_last = true;
@@ -1207,6 +1230,96 @@ static void test_ctl_snapshot(void **state)
 				     "writing /full.snap\n");
 }
 
+/* PUT /vm/migrate's body: the destination, the options built, and the
+ * options of what is not built refused by name. */
+static void test_parse_migrate_request(void **state)
+{
+	static const struct {
+		const char *body;
+		const char *err; /* NULL: accepted */
+	} cases[] = {
+		{ "{\"destination\": \"unix:/a\"}", NULL },
+		{ "{\"destination\": \"tcp:h:1\", \"insecure\": true, "
+		  "\"timeout_s\": 5, \"connections\": 1, \"compress\": "
+		  "\"lz4\"}",
+		  NULL },
+		{ "", "missing request body" },
+		{ "{}", "missing key \"destination\"" },
+		{ "{\"destination\": 3}", "\"destination\" must be a string" },
+		{ "{\"destination\": \"unix:/a\", \"timeout_s\": 0}",
+		  "\"timeout_s\" must be an integer from 1 to 86400" },
+		{ "{\"destination\": \"unix:/a\", \"insecure\": 1}",
+		  "\"insecure\" must be a boolean" },
+		{ "{\"destination\": \"unix:/a\", \"connections\": 4}",
+		  "\"connections\": this stasis migrates over one connection" },
+		{ "{\"destination\": \"unix:/a\", \"postcopy\": true}",
+		  "\"postcopy\": not built in this stasis yet" },
+		{ "{\"destination\": \"unix:/a\", \"downtime_ms\": 30}", NULL },
+		{ "{\"destination\": \"unix:/a\", \"downtime_ms\": 0}",
+		  "\"downtime_ms\" must be an integer from 1 to 60000" },
+		{ "{\"destination\": \"unix:/a\", \"tls_dir\": \"/x\"}",
+		  "\"tls_dir\": not built in this stasis yet" },
+		{ "{\"destination\": \"unix:/a\", \"bogus\": 1}",
+		  "unknown key \"bogus\"" },
+	};
+	struct migrate_opts o;
+	char err[256];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
+		int ret = api_parse_migrate_request(
+		    cases[i].body, strlen(cases[i].body), &o, err, sizeof(err));
+
+		if (!cases[i].err) {
+			if (ret)
+				fail_msg("'%s': %s", cases[i].body, err);
+			continue;
+		}
+		if (ret != -EINVAL || !strstr(err, cases[i].err))
+			fail_msg("'%s': %d '%s', expected '%s'", cases[i].body,
+				 ret, err, cases[i].err);
+	}
+	assert_int_equal(api_parse_migrate_request(cases[1].body,
+						   strlen(cases[1].body), &o,
+						   err, sizeof(err)),
+			 0);
+	assert_string_equal(o.dest, "tcp:h:1");
+	assert_true(o.insecure);
+	assert_int_equal(o.timeout_s, 5);
+	assert_int_equal(o.compress.codec, SNAP_CODEC_LZ4);
+}
+
+/* ctl migrate sends the destination and options, prints the result. */
+static void test_ctl_migrate(void **state)
+{
+	struct fixture *f = *state;
+	struct ctl_run run;
+
+	run_ctl(&run, f->sock, "migrate", "unix:/tmp/m.sock", NULL);
+	assert_int_equal(run.status, 0);
+	assert_string_equal(run.out,
+			    "migrated: 0.0 MiB sent in 20 ms, paused 7 ms, 3 "
+			    "pre-copy rounds\n");
+	assert_string_equal(f->vm.snap_path, "unix:/tmp/m.sock");
+	assert_int_equal(f->vm.calls_migrate, 1);
+
+	run_ctl(&run, f->sock, "migrate", "unix:/m", "--postcopy", NULL);
+	assert_int_equal(run.status, 1);
+	assert_non_null(strstr(run.err, "\"postcopy\": not built"));
+	run_ctl(&run, f->sock, "migrate", "unix:/m", "--timeout-s", "x", NULL);
+	assert_int_equal(run.status, 2);
+	run_ctl(&run, f->sock, "migrate", NULL);
+	assert_int_equal(run.status, 2);
+	assert_int_equal(f->vm.calls_migrate, 1);
+
+	f->vm.fail_ret = -EIO;
+	f->vm.fail_msg = "cannot connect to unix:/m: Connection refused";
+	run_ctl(&run, f->sock, "migrate", "unix:/m", NULL);
+	assert_int_equal(run.status, 1);
+	assert_string_equal(run.err, "stasis: error: cannot connect to "
+				     "unix:/m: Connection refused\n");
+}
+
 /* ctl restore sends the options given and no others, with the path made
  * absolute; a refusal is one line from the server's reply. */
 static void test_ctl_restore(void **state)
@@ -1503,6 +1616,8 @@ static bool provoke(struct fixture *f, const struct api_endpoint *ep,
 {
 	bool restore = !strcmp(ep->url, "/vm/restore");
 	const char *body = !ep->request_keys ? NULL
+			   : !strcmp(ep->url, "/vm/migrate")
+			       ? "{\"destination\": \"unix:/x.sock\"}"
 			   : restore
 			       ? "{\"path\": \"/x.snap\", \"paused\": true}"
 			       : "{\"path\": \"/x.snap\", \"then\": \"pause\"}";
@@ -1617,7 +1732,7 @@ static void test_endpoints_as_declared(void **state)
 					 ep->method, ep->url, got, want);
 		}
 	}
-	assert_int_equal(i, 7);
+	assert_int_equal(i, 8);
 	http(f->sock, "GET", "/nowhere", NULL, &rep);
 	assert_error(&rep, API_STATUS_NO_ENDPOINT, "no such endpoint");
 }
@@ -2002,6 +2117,8 @@ int main(int argc, char **argv)
 		T(test_ctl_status),
 		T(test_ctl_actions),
 		T(test_ctl_snapshot),
+		cmocka_unit_test(test_parse_migrate_request),
+		T(test_ctl_migrate),
 		T(test_ctl_usage),
 		T(test_ctl_restore),
 		T(test_ctl_no_server),

@@ -63,9 +63,16 @@ static void run_child(enum seccomp_role role, enum seccomp_mode mode,
 	assert_int_equal(waitpid(pid, &res->status, 0), pid);
 }
 
+static int make_socketpair(void)
+{
+	int sv[2];
+
+	return socketpair(AF_UNIX, SOCK_STREAM, 0, sv) ? 10 : 0;
+}
+
 static int make_socket(void)
 {
-	int fd = socket(AF_INET, SOCK_DGRAM, 0);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
 
 	return fd >= 0 ? 0 : 10;
 }
@@ -126,9 +133,9 @@ static bool exited(const struct child_result *r, int code)
 	return WIFEXITED(r->status) && WEXITSTATUS(r->status) == code;
 }
 
-/* Every role: allowed calls pass; socket() is on no list, so it stops the
- * process with SIGSYS and one line that names the role. */
-static void test_every_role_refuses_socket(void **state)
+/* Every role: allowed calls pass; socketpair() is on no list, so it stops
+ * the process with SIGSYS and one line that names the role. */
+static void test_every_role_refuses_socketpair(void **state)
 {
 	(void)state;
 	for (int role = 0; role < SECCOMP_ROLE_COUNT; role++) {
@@ -139,7 +146,8 @@ static void test_every_role_refuses_socket(void **state)
 			  &r);
 		assert_true(exited(&r, 0));
 
-		run_child((enum seccomp_role)role, SECCOMP_ON, make_socket, &r);
+		run_child((enum seccomp_role)role, SECCOMP_ON, make_socketpair,
+			  &r);
 		if (!died_of_sigsys(&r))
 			fail_msg("role %s: status 0x%x, stderr '%s'",
 				 seccomp_role_name((enum seccomp_role)role),
@@ -147,7 +155,7 @@ static void test_every_role_refuses_socket(void **state)
 		snprintf(want, sizeof(want),
 			 "the %s thread made system call %d",
 			 seccomp_role_name((enum seccomp_role)role),
-			 (int)__NR_socket);
+			 (int)__NR_socketpair);
 		if (!strstr(r.err, want))
 			fail_msg("role %s: stderr '%s' lacks '%s'",
 				 seccomp_role_name((enum seccomp_role)role),
@@ -194,6 +202,23 @@ static void test_threads(void **state)
 	assert_false(exited(&r, 0));
 }
 
+/* A new socket: only the API role, whose thread connects a migration to
+ * its destination. */
+static void test_only_api_makes_sockets(void **state)
+{
+	(void)state;
+	for (int role = 0; role < SECCOMP_ROLE_COUNT; role++) {
+		struct child_result r;
+
+		run_child((enum seccomp_role)role, SECCOMP_ON, make_socket, &r);
+		if (role == SECCOMP_ROLE_API ? !exited(&r, 0)
+					     : !died_of_sigsys(&r))
+			fail_msg("role %s: socket() gave status 0x%x",
+				 seccomp_role_name((enum seccomp_role)role),
+				 r.status);
+	}
+}
+
 /* log: what would be refused is made (the kernel logs it); off: no
  * filter at all. */
 static void test_log_and_off(void **state)
@@ -229,7 +254,8 @@ static void test_mode_parse(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_every_role_refuses_socket),
+		cmocka_unit_test(test_every_role_refuses_socketpair),
+		cmocka_unit_test(test_only_api_makes_sockets),
 		cmocka_unit_test(test_ioctl_numbers),
 		cmocka_unit_test(test_threads),
 		cmocka_unit_test(test_log_and_off),

@@ -1,0 +1,703 @@
+/* The source side of a migration (migrate.h): the snapshot writer over
+ * the channel, the destination's checks before the pause, and the switch
+ * after which this copy never runs again. */
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/file_io.h"
+#include "core/le.h"
+#include "core/log.h"
+#include "core/vm.h"
+#include "migrate/channel.h"
+#include "memory/dirty_log.h"
+#include "migrate/migrate.h"
+#include "snapshot/pager.h"
+#include "snapshot/snapshot.h"
+
+static const char *const phase_names[] = {
+	[MIGRATE_NONE] = "none",	   [MIGRATE_CONNECTING] = "connecting",
+	[MIGRATE_CHECKING] = "checking",   [MIGRATE_SENDING] = "sending",
+	[MIGRATE_SWITCHING] = "switching", [MIGRATE_DONE] = "done",
+	[MIGRATE_LOST] = "lost",
+};
+
+const char *migrate_phase_name(enum migrate_phase p)
+{
+	return (unsigned)p <= MIGRATE_LOST ? phase_names[p] : "?";
+}
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Pre-copy: which guest pages the destination holds as they are now.
+ * A page is clean from when it was sent until the dirty log reports a
+ * write to it; the log reports every write completed after a collect
+ * returns in the next collect, so a page read after a collect and written
+ * meanwhile is only sent again, never taken for clean. */
+struct precopy {
+	bool on;
+	struct guest_mem *mem;
+	struct dirty_log *log;
+	uint64_t *clean[GUEST_MEM_MAX_REGIONS];
+	uint64_t *dirty[GUEST_MEM_MAX_REGIONS]; /* one collect */
+	/* Every page collected: put back into the log if the migration
+	 * fails, so that the VM's next incremental snapshot still sees
+	 * them. */
+	uint64_t *seen[GUEST_MEM_MAX_REGIONS];
+	/* The guest writes its pages while they are sent: each frame's
+	 * bytes are copied here first, so that its checksum is of what is
+	 * sent. */
+	uint8_t *bounce;
+};
+
+#define PAGE GUEST_MEM_PAGE
+
+static bool bit(const uint64_t *bm, uint64_t p)
+{
+	return bm[p / 64] >> (p % 64) & 1;
+}
+
+static void precopy_free(struct precopy *pc)
+{
+	for (unsigned i = 0; i < GUEST_MEM_MAX_REGIONS; i++) {
+		free(pc->clean[i]);
+		free(pc->dirty[i]);
+		free(pc->seen[i]);
+	}
+	free(pc->bounce);
+	memset(pc, 0, sizeof(*pc));
+}
+
+/* The writer's sink: each write becomes DATA frames at its offset, and
+ * with pre-copy, REF frames for the runs of guest memory the destination
+ * holds already. */
+struct send_sink {
+	struct mig_chan *c;
+	struct precopy *pc;
+	char err[256]; /* the channel's reason for the last failure */
+};
+
+/* Where in guest memory @p lies: its region, or -1. */
+static int host_region(const struct guest_mem *m, const uint8_t *p)
+{
+	for (unsigned i = 0; i < m->nregions; i++)
+		if (p >= m->regions[i].host &&
+		    p < m->regions[i].host + m->regions[i].size)
+			return (int)i;
+	return -1;
+}
+
+/* One piece of a write at @off: clean pages as REF frames, the rest as
+ * DATA. 1 when the piece is not guest memory (the caller sends it). */
+static int sink_piece(struct send_sink *s, const struct iovec *v, uint64_t off)
+{
+	const uint8_t *p = v->iov_base;
+	int r = s->pc && s->pc->on ? host_region(s->pc->mem, p) : -1;
+	const struct mem_region *reg;
+	uint64_t at, end;
+
+	if (r < 0 || (uintptr_t)p % PAGE || v->iov_len % PAGE)
+		return 1;
+	reg = &s->pc->mem->regions[r];
+	at = (uint64_t)(p - reg->host);
+	end = at + v->iov_len;
+	if (end > reg->size)
+		return 1;
+	while (at < end) {
+		bool clean = bit(s->pc->clean[r], at / PAGE);
+		uint64_t run = at, gpa = reg->gpa + at;
+		struct iovec part;
+		uint8_t ref[16];
+		int ret;
+
+		while (run < end && run - at < MIG_DATA_MAX &&
+		       bit(s->pc->clean[r], run / PAGE) == clean)
+			run += PAGE;
+		if (clean) {
+			put_le64(ref, gpa);
+			put_le64(ref + 8, run - at);
+			part = (struct iovec){ .iov_base = ref, .iov_len = 16 };
+			ret = mig_send(s->c, MIG_REF, off, &part, 1, s->err,
+				       sizeof(s->err));
+		} else {
+			part = (struct iovec){ .iov_base = reg->host + at,
+					       .iov_len = run - at };
+			ret = mig_send(s->c, MIG_DATA, off, &part, 1, s->err,
+				       sizeof(s->err));
+		}
+		if (ret)
+			return ret;
+		off += run - at;
+		at = run;
+	}
+	return 0;
+}
+
+static int sink_pwritev(void *ctx, struct iovec *iov, unsigned n, uint64_t off)
+{
+	struct send_sink *s = ctx;
+
+	while (n) {
+		struct iovec part[64], run = iov[0];
+		unsigned k = 0;
+		size_t len = 0;
+		int ret;
+
+		/* Guest memory comes a block at a time: adjacent blocks go
+		 * as one piece. */
+		for (unsigned j = 1;
+		     j < n &&
+		     (uint8_t *)run.iov_base + run.iov_len == iov[j].iov_base;
+		     j++)
+			run.iov_len += iov[j].iov_len;
+		ret = sink_piece(s, &run, off);
+		if (ret <= 0) {
+			if (ret)
+				return ret;
+			off += run.iov_len;
+			iov_advance(&iov, &n, run.iov_len);
+			continue;
+		}
+
+		/* As many pieces as fit one frame; a piece too long for the
+		 * rest of the frame is cut. With pre-copy, guest memory goes
+		 * piece by piece (above). */
+		while (k < n && k < 64 && len < MIG_DATA_MAX &&
+		       (k == 0 || !s->pc || !s->pc->on ||
+			host_region(s->pc->mem, iov[k].iov_base) < 0)) {
+			size_t take = iov[k].iov_len;
+
+			if (take > MIG_DATA_MAX - len)
+				take = MIG_DATA_MAX - len;
+			part[k] = (struct iovec){ .iov_base = iov[k].iov_base,
+						  .iov_len = take };
+			len += take;
+			k++;
+			if (take < iov[k - 1].iov_len)
+				break;
+		}
+		ret = mig_send(s->c, MIG_DATA, off, part, k, s->err,
+			       sizeof(s->err));
+		if (ret)
+			return ret;
+		off += len;
+		iov_advance(&iov, &n, len);
+	}
+	return 0;
+}
+
+static int sink_commit(void *ctx, uint64_t size, char *err, size_t errlen)
+{
+	struct send_sink *s = ctx;
+
+	return mig_send(s->c, MIG_COMMIT, size, NULL, 0, err, errlen);
+}
+
+static void sink_abort(void *ctx)
+{
+	/* The caller tells the destination why, on the channel. */
+}
+
+static const struct snap_sink send_sink_ops = {
+	.pwritev = sink_pwritev,
+	.commit = sink_commit,
+	.abort = sink_abort,
+};
+
+static int64_t mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Starts the dirty log and makes the bitmaps. Pre-copy stays off (the
+ * migration is stop-and-copy) where the host has no dirty log, or where
+ * memory is mapped from a snapshot file (those pages are not in the
+ * memfd the first round walks). */
+static int precopy_init(struct precopy *pc, struct vm *vm)
+{
+	int ret;
+
+	memset(pc, 0, sizeof(*pc));
+	pc->mem = &vm->mem;
+	pc->log = &vm->dirty;
+	for (unsigned i = 0; i < vm->mem.nregions; i++) {
+		size_t bytes = dirty_log_bitmap_words(&vm->mem, i) * 8;
+
+		if (vm->mem.regions[i].file_mapped)
+			return 0;
+		pc->clean[i] = calloc(1, bytes);
+		pc->dirty[i] = calloc(1, bytes);
+		pc->seen[i] = calloc(1, bytes);
+		if (!pc->clean[i] || !pc->dirty[i] || !pc->seen[i])
+			return -ENOMEM;
+	}
+	pc->bounce = malloc(MIG_DATA_MAX);
+	if (!pc->bounce)
+		return -ENOMEM;
+	ret = dirty_log_start(pc->log);
+	if (ret) {
+		log_info("migration: no dirty page log (%s): stop-and-copy",
+			 strerror(-ret));
+		return 0;
+	}
+	pc->on = true;
+	return 0;
+}
+
+/* Sends pages [@p, @p + @n) of region @r as PAGES frames and marks them
+ * clean; adds their bytes to *@bytes. */
+static int precopy_send(struct precopy *pc, struct mig_chan *c, unsigned r,
+			uint64_t p, uint64_t n, uint64_t *bytes, char *err,
+			size_t errlen)
+{
+	const struct mem_region *reg = &pc->mem->regions[r];
+
+	while (n) {
+		uint64_t k = n < MIG_DATA_MAX / PAGE ? n : MIG_DATA_MAX / PAGE;
+		struct iovec v = { .iov_base = pc->bounce,
+				   .iov_len = k * PAGE };
+		int ret;
+
+		/* Clean first: a write after the read that follows is in
+		 * the next collect, which clears it again. */
+		for (uint64_t q = p; q < p + k; q++)
+			pc->clean[r][q / 64] |= 1ull << (q % 64);
+		memcpy(pc->bounce, reg->host + p * PAGE, k * PAGE);
+		ret = mig_send(c, MIG_PAGES, reg->gpa + p * PAGE, &v, 1, err,
+			       errlen);
+		if (ret)
+			return ret;
+		*bytes += k * PAGE;
+		p += k;
+		n -= k;
+	}
+	return 0;
+}
+
+static bool page_zero(const uint8_t *p)
+{
+	static const uint8_t zero[PAGE];
+
+	return !memcmp(p, zero, PAGE);
+}
+
+/* Round 0: every page of the memfd's data ranges that is not zero. */
+static int precopy_first(struct precopy *pc, struct mig_chan *c,
+			 uint64_t *bytes, char *err, size_t errlen)
+{
+	for (unsigned r = 0; r < pc->mem->nregions; r++) {
+		const struct mem_region *reg = &pc->mem->regions[r];
+		uint64_t pos = 0, npages = reg->size / PAGE;
+
+		while (pos < npages) {
+			off_t data = lseek(
+			    pc->mem->memfd,
+			    (off_t)(reg->file_offset + pos * PAGE), SEEK_DATA);
+			uint64_t p, end;
+			off_t hole;
+			int ret;
+
+			if (data < 0 ||
+			    (uint64_t)data >= reg->file_offset + reg->size)
+				break;
+			hole = lseek(pc->mem->memfd, data, SEEK_HOLE);
+			if (hole < 0)
+				return -errno;
+			p = ((uint64_t)data - reg->file_offset) / PAGE;
+			end = ((uint64_t)hole - reg->file_offset + PAGE - 1) /
+			      PAGE;
+			if (end > npages)
+				end = npages;
+			while (p < end) {
+				uint64_t q = p;
+
+				if (page_zero(reg->host + p * PAGE)) {
+					p++;
+					continue;
+				}
+				while (q < end &&
+				       !page_zero(reg->host + q * PAGE))
+					q++;
+				ret = precopy_send(pc, c, r, p, q - p, bytes,
+						   err, errlen);
+				if (ret)
+					return ret;
+				p = q;
+			}
+			pos = end;
+		}
+	}
+	return 0;
+}
+
+/* Collects the log: the pages written since the last collect are no
+ * longer clean (pc->dirty holds them). Their bytes in *@bytes. */
+static int precopy_collect(struct precopy *pc, uint64_t *bytes, char *err,
+			   size_t errlen)
+{
+	int ret;
+
+	*bytes = 0;
+	for (unsigned r = 0; r < pc->mem->nregions; r++)
+		memset(pc->dirty[r], 0, dirty_log_bitmap_words(pc->mem, r) * 8);
+	ret = dirty_log_collect(pc->log, pc->dirty);
+	if (ret) {
+		snprintf(err, errlen, "the dirty page log failed: %s",
+			 strerror(-ret));
+		return ret;
+	}
+	for (unsigned r = 0; r < pc->mem->nregions; r++) {
+		for (uint64_t w = 0; w < dirty_log_bitmap_words(pc->mem, r);
+		     w++) {
+			pc->seen[r][w] |= pc->dirty[r][w];
+			pc->clean[r][w] &= ~pc->dirty[r][w];
+			*bytes +=
+			    (uint64_t)__builtin_popcountll(pc->dirty[r][w]) *
+			    PAGE;
+		}
+	}
+	return 0;
+}
+
+/* Sends again the pages the last collect found written. */
+static int precopy_resend(struct precopy *pc, struct mig_chan *c,
+			  uint64_t *bytes, char *err, size_t errlen)
+{
+	for (unsigned r = 0; r < pc->mem->nregions; r++) {
+		uint64_t npages = pc->mem->regions[r].size / PAGE;
+
+		for (uint64_t p = 0; p < npages;) {
+			uint64_t q = p;
+			int ret;
+
+			if (!bit(pc->dirty[r], p)) {
+				p = p % 64 || pc->dirty[r][p / 64] ? p + 1
+								   : p + 64;
+				continue;
+			}
+			while (q < npages && bit(pc->dirty[r], q))
+				q++;
+			ret = precopy_send(pc, c, r, p, q - p, bytes, err,
+					   errlen);
+			if (ret)
+				return ret;
+			p = q;
+		}
+	}
+	return 0;
+}
+
+/* Puts every page collected back into the log (a failed migration: the
+ * VM's next incremental snapshot must still see them). */
+static void precopy_abort(struct precopy *pc)
+{
+	if (!pc->on)
+		return;
+	for (unsigned r = 0; r < pc->mem->nregions; r++)
+		dirty_log_return(pc->log, r, pc->seen[r]);
+}
+
+/* While the guest runs: all its memory, then rounds of what it dirtied,
+ * until the rest fits the downtime budget at the rate the last round
+ * went, or the rounds give out. Returns the rounds made. */
+static int precopy_run(struct precopy *pc, struct mig_chan *c,
+		       const struct migrate_opts *o, unsigned *rounds,
+		       char *err, size_t errlen)
+{
+	unsigned budget = o->downtime_ms ? o->downtime_ms : MIGRATE_DOWNTIME_MS;
+	int64_t t0 = mono_us();
+	uint64_t sent = 0, left;
+	int ret;
+
+	*rounds = 1;
+	ret = precopy_first(pc, c, &sent, err, errlen);
+	while (!ret) {
+		int64_t us = mono_us() - t0;
+		/* bytes per ms at the last round's pace; at least 1 */
+		uint64_t rate = us > 0 ? sent * 1000 / (uint64_t)us + 1 : 1;
+
+		ret = precopy_collect(pc, &left, err, errlen);
+		if (ret)
+			break;
+		/* The pages just collected are clean no more; sent below
+		 * or by the snapshot. */
+		if (left / rate <= budget || *rounds >= MIGRATE_MAX_ROUNDS)
+			break;
+		(*rounds)++;
+		t0 = mono_us();
+		sent = 0;
+		ret = precopy_resend(pc, c, &sent, err, errlen);
+	}
+	return ret;
+}
+
+/* HELLO and WELCOME: "stasis-migrate PROTO VERSION" each way. */
+static int send_hello(struct mig_chan *c, char *err, size_t errlen)
+{
+	char buf[MIG_CONTROL_MAX + 1], ver[64];
+	struct mig_frame f;
+	unsigned proto;
+	int ret;
+
+	snprintf(buf, sizeof(buf), "stasis-migrate %u %s", MIG_PROTO_VERSION,
+		 STASIS_VERSION);
+	ret = mig_send_text(c, MIG_HELLO, 0, buf, err, errlen);
+	if (!ret)
+		ret = mig_expect(c, MIG_WELCOME, &f, buf, sizeof(buf), err,
+				 errlen);
+	if (ret)
+		return ret;
+	if (sscanf(buf, "stasis-migrate %u %63s", &proto, ver) != 2) {
+		snprintf(err, errlen, "%s is not a stasis receive", c->peer);
+		return -EPROTO;
+	}
+	if (proto != MIG_PROTO_VERSION) {
+		snprintf(err, errlen,
+			 "%s speaks migration protocol %u (stasis %s), this "
+			 "stasis %u",
+			 c->peer, proto, ver, MIG_PROTO_VERSION);
+		return -EPROTONOSUPPORT;
+	}
+	return 0;
+}
+
+/* After a failed send: the destination may have said why before it
+ * closed (a damaged frame, no room). Its ERROR frame, if any, becomes the
+ * reason: -ECONNABORTED with @err filled; else @ret as it was. */
+static int peer_reason(struct mig_chan *c, int ret, char *err, size_t errlen)
+{
+	char buf[MIG_CONTROL_MAX + 1];
+	struct mig_frame f;
+
+	if (ret != -ECONNRESET && ret != -EPIPE)
+		return ret;
+	c->idle_ms = 1000;
+	c->deadline_ms = 0;
+	/* Frames already answered (ACCEPT, READY) are read past. */
+	for (int i = 0; i < 4; i++) {
+		int r = mig_recv(c, &f, buf, sizeof(buf) - 1, err, errlen);
+
+		if (r == -ECONNABORTED)
+			return r;
+		if (r)
+			break;
+	}
+	return ret;
+}
+
+int migrate_send(struct vm *vm, const struct migrate_opts *o,
+		 struct migrate_result *res, char *err, size_t errlen)
+{
+	struct send_sink sink = { .err = "" };
+	struct precopy pc = { .on = false };
+	struct snap_writer *w = NULL;
+	struct snapshot_dest dest = { 0 };
+	struct snap_lineage lin = { 0 };
+	uint64_t created_ns;
+	struct mig_addr a;
+	struct mig_chan c = { .fd = -1 };
+	struct mig_frame f;
+	char buf[MIG_CONTROL_MAX + 1];
+	int64_t t0 = mono_ms(), tpause = 0;
+	bool paused_here = false;
+	int ret;
+
+	memset(res, 0, sizeof(*res));
+	ret = mig_addr_parse(o->dest, &a, err, errlen);
+	if (ret)
+		return ret;
+	if (a.tcp && !o->insecure) {
+		snprintf(err, errlen,
+			 "%s: plain tcp carries guest memory unencrypted and "
+			 "unauthenticated: add --insecure (TLS is not built "
+			 "yet)",
+			 o->dest);
+		return -EINVAL;
+	}
+	/* A lazily restored VM is sent whole: every chunk still in its old
+	 * file is brought in first, while it runs. */
+	if (vm->pager) {
+		ret = pager_wait(vm->pager, err, errlen);
+		if (ret)
+			return ret;
+	}
+	atomic_store(&vm->migrate_phase, MIGRATE_CONNECTING);
+	ret = mig_connect(&a, &c, err, errlen);
+	if (ret)
+		goto fail;
+	if (o->timeout_s)
+		c.deadline_ms = t0 + (int64_t)o->timeout_s * 1000;
+	sink.c = &c;
+	sink.pc = &pc;
+	ret = send_hello(&c, err, errlen);
+	if (ret)
+		goto fail;
+
+	/* CONFIG and CPUID first, while the guest runs: the destination
+	 * names a mismatch before anything else moves. */
+	atomic_store(&vm->migrate_phase, MIGRATE_CHECKING);
+	/* The stream is a full snapshot of this VM (LINEAGE with its id and
+	 * no parent), written by the same steps as a file. */
+	lin.vm_id[0] = vm->lineage.vm_id[0];
+	lin.vm_id[1] = vm->lineage.vm_id[1];
+	dest.path = c.peer;
+	dest.sink = &send_sink_ops;
+	dest.sink_ctx = &sink;
+	w = snapshot_begin(vm, &dest, &o->compress, &lin, &created_ns, &ret,
+			   err, errlen);
+	if (!w)
+		goto fail;
+	ret = mig_send(&c, MIG_CHECK, 0, NULL, 0, err, errlen);
+	if (!ret)
+		ret = mig_expect(&c, MIG_ACCEPT, &f, buf, sizeof(buf), err,
+				 errlen);
+	if (ret)
+		goto fail;
+
+	/* Pre-copy, while the guest runs. Compressed chunks are not the
+	 * guest's pages as they lie in memory, so compression sends all at
+	 * the pause instead. */
+	if (o->compress.codec == SNAP_CODEC_RAW) {
+		ret = precopy_init(&pc, vm);
+		if (ret) {
+			snprintf(err, errlen, "pre-copy: %s", strerror(-ret));
+			goto fail;
+		}
+	}
+	if (pc.on) {
+		atomic_store(&vm->migrate_phase, MIGRATE_PRECOPY);
+		ret = precopy_run(&pc, &c, o, &res->rounds, err, errlen);
+		if (ret)
+			goto fail;
+	}
+
+	atomic_store(&vm->migrate_phase, MIGRATE_SENDING);
+	vm->snapshot_progress.done_bytes = 0;
+	vm->snapshot_progress.total_bytes = 0;
+	/* Under run_state_lock, as a snapshot's own pause: the API's pause
+	 * and resume see snapshot_active and stay out until the end. */
+	pthread_mutex_lock(&vm->run_state_lock);
+	atomic_store(&vm->snapshot_active, true);
+	if (!atomic_load(&vm->pause_requested)) {
+		ret = vm_pause(vm);
+		paused_here = !ret;
+	}
+	pthread_mutex_unlock(&vm->run_state_lock);
+	if (ret) {
+		snprintf(err, errlen, "cannot pause the VM: %s",
+			 strerror(-ret));
+		goto fail;
+	}
+	tpause = mono_ms();
+	/* What the guest wrote since the last round is not clean. */
+	if (pc.on) {
+		uint64_t left;
+
+		ret = precopy_collect(&pc, &left, err, errlen);
+		if (ret)
+			goto fail;
+	}
+	ret = snapshot_write_state(vm, w, err, errlen);
+	if (!ret)
+		ret = snap_write_memory(w, &vm->mem, &vm->snapshot_progress,
+					err, errlen);
+	/* Unsigned: the stream is checked frame by frame, and the key signs
+	 * only the VM's files. */
+	ret = snapshot_finish(vm, w, c.peer, ret, false, NULL, err, errlen);
+	w = NULL;
+	atomic_store(&vm->migrate_phase, MIGRATE_SWITCHING);
+	if (!ret)
+		ret = mig_expect(&c, MIG_READY, &f, buf, sizeof(buf), err,
+				 errlen);
+	if (ret)
+		goto fail;
+
+	/* The switch. From the GO on this copy must never run again: the
+	 * destination may be running it, whatever becomes of the link. */
+	atomic_store(&vm->migrated, true);
+	ret = mig_send(&c, MIG_GO, 0, NULL, 0, err, errlen);
+	if (!ret)
+		ret = mig_expect(&c, MIG_RUNNING, &f, buf, sizeof(buf), err,
+				 errlen);
+	res->bytes_sent = c.sent;
+	atomic_store(&vm->snapshot_active, false);
+	if (ret) {
+		char why[256];
+
+		snprintf(why, sizeof(why), "%s", err);
+		atomic_store(&vm->migrate_phase, MIGRATE_LOST);
+		snprintf(err, errlen,
+			 "the link to %s broke after the switch (%s): the VM "
+			 "may be running there, so it stays paused here for "
+			 "good; if it does not run there, save this copy "
+			 "(ctl snapshot PATH --then exit) and restore that",
+			 o->dest, why);
+		mig_close(&c);
+		precopy_free(&pc);
+		return -ENOTCONN;
+	}
+	res->total_ms = (uint64_t)(mono_ms() - t0);
+	res->downtime_ms = (uint64_t)(mono_ms() - tpause);
+	atomic_store(&vm->migrate_phase, MIGRATE_DONE);
+	mig_close(&c);
+	precopy_free(&pc);
+	return 0;
+
+fail:
+	if (c.fd >= 0 && (ret == -ECONNRESET || ret == -EPIPE)) {
+		char mine[512];
+
+		snprintf(mine, sizeof(mine), "%s",
+			 sink.err[0] ? sink.err : err);
+		ret = peer_reason(&c, ret, err, errlen);
+		if (ret == -ECONNABORTED)
+			sink.err[0] = '\0';
+		else
+			snprintf(err, errlen, "%s", mine);
+	}
+	if (ret == -ECONNABORTED) {
+		/* The destination's own reason. */
+		char why[512];
+
+		snprintf(why, sizeof(why), "%s", err);
+		snprintf(err, errlen, "%s: %s", c.peer, why);
+	} else if (sink.err[0]) {
+		/* A DATA frame failed: the channel's reason is the better
+		 * one (the writer only knows that a write failed). */
+		snprintf(err, errlen, "%s", sink.err);
+	}
+	if (w)
+		snap_writer_abort(w);
+	if (c.fd >= 0) {
+		char msg[MIG_CONTROL_MAX];
+
+		/* Best effort: the destination drops what it received. */
+		snprintf(msg, sizeof(msg), "the source gave up: %s", err);
+		c.idle_ms = 1000;
+		c.deadline_ms = 0;
+		mig_send_text(&c, MIG_ERROR, 0, msg, NULL, 0);
+		mig_close(&c);
+	}
+	atomic_store(&vm->migrate_phase, MIGRATE_NONE);
+	precopy_abort(&pc);
+	precopy_free(&pc);
+	pthread_mutex_lock(&vm->run_state_lock);
+	if (paused_here)
+		vm_resume(vm);
+	atomic_store(&vm->snapshot_active, false);
+	pthread_mutex_unlock(&vm->run_state_lock);
+	return ret;
+}

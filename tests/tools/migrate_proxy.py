@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""A UNIX socket relay between a migration's source and its destination,
+for the migration tests: it forwards one connection both ways and can
+damage the source's bytes on the way.
+
+    migrate_proxy.py LISTEN TARGET COUNT_FILE [--corrupt-at N]
+                     [--cut-at N] [--stall-at N MARKER]
+
+--corrupt-at N flips the bits of the Nth byte (from 0) the source sends;
+--cut-at N closes both sides after forwarding N bytes of the source's;
+--stall-at N MARKER stops forwarding after N bytes and creates MARKER,
+then forwards nothing more (the test kills a side meanwhile);
+--drop-replies-after N forwards only the first N bytes the destination
+sends back (a link lost after the switch, when N ends with READY).
+COUNT_FILE gets the number of the source's bytes forwarded, at the end.
+"""
+import os
+import select
+import socket
+import sys
+
+
+def main():
+    args = sys.argv[1:]
+    listen, target, count_file = args[:3]
+    corrupt = cut = stall = replies = None
+    marker = None
+    rest = args[3:]
+    while rest:
+        opt = rest.pop(0)
+        if opt == "--corrupt-at":
+            corrupt = int(rest.pop(0))
+        elif opt == "--cut-at":
+            cut = int(rest.pop(0))
+        elif opt == "--drop-replies-after":
+            replies = int(rest.pop(0))
+        elif opt == "--stall-at":
+            stall = int(rest.pop(0))
+            marker = rest.pop(0)
+        else:
+            sys.exit("unknown option " + opt)
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(listen)
+    srv.listen(1)
+    src, _ = srv.accept()
+    dst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dst.connect(target)
+    sent = 0
+    back = 0
+    stalled = False
+    try:
+        while True:
+            r, _, _ = select.select([src, dst], [], [])
+            # The destination's answers first: an ERROR it sent before
+            # closing must reach the source.
+            if dst in r:
+                data = dst.recv(65536)
+                if not data:
+                    break
+                if replies is not None:
+                    data = data[:max(0, replies - back)]
+                back += len(data)
+                src.sendall(data)
+                continue
+            if stalled:
+                # Stalled: the source's bytes are read and dropped, so
+                # that only a side's death (or its timeout) ends this.
+                if not src.recv(65536):
+                    break
+                continue
+            data = src.recv(65536)
+            if not data:
+                break
+            limit = len(data)
+            for lim in (cut, stall):
+                if lim is not None and sent + limit > lim:
+                    limit = max(0, lim - sent)
+            data = bytearray(data[:limit])
+            if corrupt is not None and sent <= corrupt < sent + len(data):
+                data[corrupt - sent] ^= 0xFF
+            dst.sendall(data)
+            sent += len(data)
+            if cut is not None and sent >= cut:
+                break
+            if stall is not None and sent >= stall:
+                stalled = True
+                open(marker, "w").close()
+    except OSError:
+        # The destination went away: what it said last still goes on.
+        try:
+            dst.settimeout(1)
+            while True:
+                data = dst.recv(65536)
+                if not data:
+                    break
+                src.sendall(data)
+        except OSError:
+            pass
+    with open(count_file, "w") as f:
+        f.write("%d\n" % sent)
+    src.close()
+    dst.close()
+
+
+if __name__ == "__main__":
+    main()
