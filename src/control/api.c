@@ -235,6 +235,18 @@ static int api_get_path(struct json_object *val, char *path, size_t pathlen,
 	return 0;
 }
 
+/* A JSON boolean for @key into *@out: 0, or -EINVAL with one line. */
+static int api_get_bool(struct json_object *val, const char *key, bool *out,
+			char *err, size_t errlen)
+{
+	if (!json_object_is_type(val, json_type_boolean)) {
+		snprintf(err, errlen, "\"%s\" must be true or false", key);
+		return -EINVAL;
+	}
+	*out = json_object_get_boolean(val);
+	return 0;
+}
+
 static int api_get_then(struct json_object *val, enum vm_then *then, char *err,
 			size_t errlen)
 {
@@ -323,13 +335,7 @@ int api_parse_snapshot_request(const char *body, size_t len, char *path,
 		} else if (!strcmp(key, "base")) {
 			ret = api_get_path(val, base, pathlen, err, errlen);
 		} else if (!strcmp(key, "live")) {
-			if (!json_object_is_type(val, json_type_boolean)) {
-				snprintf(err, errlen,
-					 "\"live\" must be true or false");
-				ret = -EINVAL;
-			} else {
-				*live = json_object_get_boolean(val);
-			}
+			ret = api_get_bool(val, key, live, err, errlen);
 		} else {
 			api_unknown_key(key, err, errlen);
 			ret = -EINVAL;
@@ -407,12 +413,7 @@ int api_parse_restore_request(const char *body, size_t len, char *path,
 				ret = -EINVAL;
 			}
 		} else if (!strcmp(key, "paused")) {
-			if (!json_object_is_type(val, json_type_boolean)) {
-				snprintf(err, errlen,
-					 "\"paused\" must be true or false");
-				ret = -EINVAL;
-			}
-			req->paused = json_object_get_boolean(val);
+			ret = api_get_bool(val, key, &req->paused, err, errlen);
 		} else {
 			api_unknown_key(key, err, errlen);
 			ret = -EINVAL;
@@ -485,13 +486,7 @@ int api_parse_migrate_request(const char *body, size_t len,
 					 sizeof(o->dest) - 1);
 			have_dest = !ret;
 		} else if (!strcmp(key, "insecure")) {
-			if (!json_object_is_type(val, json_type_boolean)) {
-				snprintf(err, errlen,
-					 "\"insecure\" must be a boolean");
-				ret = -EINVAL;
-			} else {
-				o->insecure = json_object_get_boolean(val);
-			}
+			ret = api_get_bool(val, key, &o->insecure, err, errlen);
 		} else if (!strcmp(key, "timeout_s")) {
 			ret = api_get_uint(val, key, 1, 86400, &v, err, errlen);
 			o->timeout_s = (unsigned)v;

@@ -1249,7 +1249,7 @@ static void test_parse_migrate_request(void **state)
 		{ "{\"destination\": \"unix:/a\", \"timeout_s\": 0}",
 		  "\"timeout_s\" must be an integer from 1 to 86400" },
 		{ "{\"destination\": \"unix:/a\", \"insecure\": 1}",
-		  "\"insecure\" must be a boolean" },
+		  "\"insecure\" must be true or false" },
 		{ "{\"destination\": \"unix:/a\", \"connections\": 4}",
 		  "\"connections\": this stasis migrates over one connection" },
 		{ "{\"destination\": \"unix:/a\", \"postcopy\": true}",
