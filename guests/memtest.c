@@ -293,11 +293,35 @@ static void memtest_dirty(struct memtest *m, uint64_t mib)
 	}
 }
 
+/* CPU 0's line after its pass @pass: "memtest: WHAT N ok (M MiB, cpus=K
+ * COUNTS=a,b,...)" with every CPU's count; with passes=P, the guest is
+ * done once every CPU has made P. */
+static void memtest_report(const char *what, const char *counts, uint64_t pass,
+			   uint64_t mib, unsigned int n, uint64_t passes)
+{
+	char line[96 + GUEST_MAX_CPUS * 21];
+	size_t len;
+	unsigned int i;
+
+	len = guest_snprintf(line, sizeof(line),
+			     "memtest: %s %lu ok (%lu MiB, cpus=%u %s=", what,
+			     pass, mib, n, counts);
+	for (i = 0; i < n && len < sizeof(line); i++)
+		len += guest_snprintf(line + len, sizeof(line) - len, "%s%lu",
+				      i ? "," : "", t.passes[i]);
+	if (len < sizeof(line))
+		guest_snprintf(line + len, sizeof(line) - len, ")\n");
+	guest_puts(line);
+	for (i = 0; passes && i < n && t.passes[i] >= passes; i++)
+		;
+	if (passes && i == n)
+		guest_exit(GUEST_EXIT_OK);
+}
+
 /* smp=1: CPU 0 prints "pass N ok (M MiB, cpus=K passes=a,b,...)". */
 static void memtest_smp(uint64_t mib, uint64_t passes)
 {
-	char line[96 + GUEST_MAX_CPUS * 21];
-	unsigned int n, i;
+	unsigned int n;
 
 	n = guest_cpus_start(memtest_ap);
 	if (n != guest_cpus_known()) {
@@ -307,24 +331,8 @@ static void memtest_smp(uint64_t mib, uint64_t passes)
 	}
 	for (;;) {
 		uint64_t pass = memtest_slice_pass(0);
-		size_t len;
 
-		len = guest_snprintf(line, sizeof(line),
-				     "memtest: pass %lu ok (%lu MiB, cpus=%u "
-				     "passes=",
-				     pass, mib, n);
-		for (i = 0; i < n && len < sizeof(line); i++)
-			len +=
-			    guest_snprintf(line + len, sizeof(line) - len,
-					   "%s%lu", i ? "," : "", t.passes[i]);
-		if (len < sizeof(line))
-			guest_snprintf(line + len, sizeof(line) - len, ")\n");
-		guest_puts(line);
-		/* passes=P: done once every CPU has made P passes. */
-		for (i = 0; passes && i < n && t.passes[i] >= passes; i++)
-			;
-		if (passes && i == n)
-			guest_exit(GUEST_EXIT_OK);
+		memtest_report("pass", "passes", pass, mib, n, passes);
 	}
 }
 
@@ -416,9 +424,8 @@ static void gen_ap(unsigned int index)
 
 static void memtest_gen(uint64_t mib, uint64_t passes)
 {
-	char line[96 + GUEST_MAX_CPUS * 21];
 	bool smp = guest_arg_u64("smp", 0) != 0;
-	unsigned int n = 1, i;
+	unsigned int n = 1;
 
 	if (smp) {
 		gen_smp = true;
@@ -432,25 +439,10 @@ static void memtest_gen(uint64_t mib, uint64_t passes)
 	gen_init(0);
 	for (;;) {
 		uint64_t g = gen_pass(0);
-		size_t len;
 
 		if (g % GEN_PRINT_EVERY)
 			continue;
-		len = guest_snprintf(line, sizeof(line),
-				     "memtest: gen %lu ok (%lu MiB, cpus=%u "
-				     "gens=",
-				     g, mib, n);
-		for (i = 0; i < n && len < sizeof(line); i++)
-			len +=
-			    guest_snprintf(line + len, sizeof(line) - len,
-					   "%s%lu", i ? "," : "", t.passes[i]);
-		if (len < sizeof(line))
-			guest_snprintf(line + len, sizeof(line) - len, ")\n");
-		guest_puts(line);
-		for (i = 0; passes && i < n && t.passes[i] >= passes; i++)
-			;
-		if (passes && i == n)
-			guest_exit(GUEST_EXIT_OK);
+		memtest_report("gen", "gens", g, mib, n, passes);
 	}
 }
 
