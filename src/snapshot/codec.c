@@ -9,6 +9,8 @@
 #include <string.h>
 #include <zstd.h>
 
+#include "core/text.h"
+
 static const char *const codec_names[SNAP_CODEC_COUNT] = {
 	[SNAP_CODEC_RAW] = "none",
 	[SNAP_CODEC_LZ4] = "lz4",
@@ -25,6 +27,7 @@ int snap_compress_parse(const char *s, struct snap_compress *out, char *err,
 {
 	const char *colon = strchr(s, ':');
 	size_t n = colon ? (size_t)(colon - s) : strlen(s);
+	char shown[48]; /* @s as an error quotes it: one line, escaped */
 
 	memset(out, 0, sizeof(*out));
 	for (uint8_t i = 0; i < SNAP_CODEC_COUNT; i++) {
@@ -44,19 +47,20 @@ int snap_compress_parse(const char *s, struct snap_compress *out, char *err,
 			level = level * 10 + (p[n] - '0');
 		if (!n || p[n] || level < SNAP_ZSTD_LEVEL_MIN ||
 		    level > SNAP_ZSTD_LEVEL_MAX) {
-			snprintf(err, errlen,
-				 "bad zstd level in \"%.40s\": expected "
-				 "%d..%d",
-				 s, SNAP_ZSTD_LEVEL_MIN, SNAP_ZSTD_LEVEL_MAX);
+			snprintf(
+			    err, errlen,
+			    "bad zstd level in \"%s\": expected %d..%d",
+			    text_escape(shown, sizeof(shown), s, strlen(s)),
+			    SNAP_ZSTD_LEVEL_MIN, SNAP_ZSTD_LEVEL_MAX);
 			return -EINVAL;
 		}
 		out->level = level;
 		return 0;
 	}
 	snprintf(err, errlen,
-		 "unknown compression \"%.40s\": expected none, lz4, zstd or "
+		 "unknown compression \"%s\": expected none, lz4, zstd or "
 		 "zstd:LEVEL",
-		 s);
+		 text_escape(shown, sizeof(shown), s, strlen(s)));
 	return -EINVAL;
 }
 
