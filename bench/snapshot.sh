@@ -245,7 +245,9 @@ restore_matrix() {
 				put "$sc/$mode/$pf" exec_out_ms "$(bench_calc "a / 1000" "$(bench_kv "$line" first_byte_us)")"
 				fi=$(timing_at "$DIR/m.err" first_run)
 				[[ -n $fi ]] && put "$sc/$mode/$pf" exec_first_ms "$fi"
-				[[ $pf == noprefetch ]] && put_phases "$sc/$mode/exec" "$DIR/m.err"
+				if [[ $pf == noprefetch ]]; then
+					put_phases "$sc/$mode/exec" "$DIR/m.err"
+				fi
 			else
 				fail "$sc: restore --memory $mode ($pf) printed nothing: $line $(grep -v timings "$DIR/m.err" | tail -n 2)"
 			fi
@@ -260,7 +262,11 @@ restore_matrix() {
 				put "$sc/$mode/$pf" target_reply_ms "$(bench_calc "a / 1000" "$(bench_kv "$line" reply_us)")"
 				fi=$(bench_calc "a - b" "$(timing_at "$DIR/t.err" first_run)" "$(timing_at "$DIR/t.err" request)")
 				[[ $fi != - ]] && put "$sc/$mode/$pf" target_first_ms "$fi"
-				[[ $pf == noprefetch ]] && put_phases "$sc/$mode/target" "$DIR/t.err"
+				# An if, not &&: as the loop's last command a false
+				# test would end the function with status 1 (set -e).
+				if [[ $pf == noprefetch ]]; then
+					put_phases "$sc/$mode/target" "$DIR/t.err"
+				fi
 			else
 				fail "$sc: target restore --memory $mode ($pf) failed: $line $(grep -v timings "$DIR/t.err" | tail -n 2)"
 			fi
