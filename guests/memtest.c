@@ -300,21 +300,26 @@ static void memtest_report(const char *what, const char *counts, uint64_t pass,
 			   uint64_t mib, unsigned int n, uint64_t passes)
 {
 	char line[96 + GUEST_MAX_CPUS * 21];
+	uint64_t c[GUEST_MAX_CPUS];
+	unsigned int i, done = 0;
 	size_t len;
-	unsigned int i;
 
+	/* One reading of the counts for the line and the decision, so that
+	 * the last line printed shows every CPU done. */
+	for (i = 0; i < n; i++) {
+		c[i] = t.passes[i];
+		done += passes && c[i] >= passes;
+	}
 	len = guest_snprintf(line, sizeof(line),
 			     "memtest: %s %lu ok (%lu MiB, cpus=%u %s=", what,
 			     pass, mib, n, counts);
 	for (i = 0; i < n && len < sizeof(line); i++)
 		len += guest_snprintf(line + len, sizeof(line) - len, "%s%lu",
-				      i ? "," : "", t.passes[i]);
+				      i ? "," : "", c[i]);
 	if (len < sizeof(line))
 		guest_snprintf(line + len, sizeof(line) - len, ")\n");
 	guest_puts(line);
-	for (i = 0; passes && i < n && t.passes[i] >= passes; i++)
-		;
-	if (passes && i == n)
+	if (passes && done == n)
 		guest_exit(GUEST_EXIT_OK);
 }
 
