@@ -15,10 +15,10 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "core/clock.h"
 #include "core/file_io.h"
 #include "core/le.h"
 #include "core/text.h"
@@ -122,14 +122,6 @@ static void addr_name(const struct mig_addr *a, char *out, size_t len)
 	}
 }
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Waits until @fd is ready for @events within the channel's bounds:
  * 0, -ETIMEDOUT, or -errno. */
 static int chan_wait(struct mig_chan *c, short events)
@@ -139,7 +131,9 @@ static int chan_wait(struct mig_chan *c, short events)
 	int ret;
 
 	if (c->deadline_ms) {
-		int64_t left = c->deadline_ms - now_ms();
+		int64_t left =
+		    c->deadline_ms -
+		    (int64_t)(clock_now_ns(CLOCK_MONOTONIC) / 1000000);
 
 		if (left <= 0)
 			return -ETIMEDOUT;
@@ -230,15 +224,19 @@ int mig_connect(const struct mig_addr *a, struct mig_chan *c, char *err,
 		if (fd < 0)
 			return fd;
 		c->fd = fd;
-		/* A UNIX connect never waits for the peer's accept. */
-		ret = connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0
-			  ? -errno
-			  : set_nonblock(fd);
+		/* Non-blocking before the connect: a listener that does not
+		 * accept (its backlog full) is EAGAIN at once, never a wait
+		 * without end. */
+		ret = set_nonblock(fd);
+		if (!ret && connect(fd, (struct sockaddr *)&sun, sizeof(sun)))
+			ret = -errno;
 		if (ret) {
 			mig_close(c);
 			return mig_fail(err, errlen, ret,
 					"cannot connect to %s: %s", c->peer,
-					strerror(-ret));
+					ret == -EAGAIN
+					    ? "it accepts no connection"
+					    : strerror(-ret));
 		}
 		return 0;
 	}

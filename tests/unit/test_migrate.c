@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -177,6 +178,36 @@ static void test_timeout(void **state)
 	close(sv[1]);
 }
 
+/* A UNIX listener that never accepts and has no room left: the connect
+ * fails at once instead of waiting for an accept that never comes. */
+static void test_connect_not_accepted(void **state)
+{
+	char dir[] = "/tmp/test_migrate.XXXXXX", err[256], addr[160];
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct mig_chan first, second;
+	struct mig_addr a;
+	int lfd;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/in.sock", dir);
+	lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+	assert_true(lfd >= 0);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+	/* A backlog of 0 holds one connection waiting for its accept. */
+	assert_int_equal(listen(lfd, 0), 0);
+	snprintf(addr, sizeof(addr), "unix:%s", sun.sun_path);
+	assert_int_equal(mig_addr_parse(addr, &a, err, sizeof(err)), 0);
+	assert_int_equal(mig_connect(&a, &first, err, sizeof(err)), 0);
+	assert_int_equal(mig_connect(&a, &second, err, sizeof(err)), -EAGAIN);
+	assert_non_null(strstr(err, "in.sock: it accepts no connection"));
+	assert_int_equal(second.fd, -1);
+	mig_close(&first);
+	close(lfd);
+	unlink(sun.sun_path);
+	rmdir(dir);
+}
+
 static void test_addr_parse(void **state)
 {
 	static const struct {
@@ -327,6 +358,7 @@ int main(void)
 		cmocka_unit_test(test_damaged_frames),
 		cmocka_unit_test(test_error_frame_escaped),
 		cmocka_unit_test(test_timeout),
+		cmocka_unit_test(test_connect_not_accepted),
 		cmocka_unit_test(test_addr_parse),
 		cmocka_unit_test(test_sink_writes_a_snapshot),
 	};
