@@ -506,12 +506,11 @@ int api_parse_migrate_request(const char *body, size_t len,
 			api_unknown_key(key, err, errlen);
 			for (size_t i = 0; later[i]; i++)
 				if (!strcmp(key, later[i]))
-					snprintf(
-					    err, errlen,
-					    "\"%s\": not built in this "
-					    "stasis yet (only stop-and-copy "
-					    "migration is)",
-					    later[i]);
+					snprintf(err, errlen,
+						 "\"%s\": not built in this "
+						 "stasis yet (only pre-copy "
+						 "migration is)",
+						 later[i]);
 		}
 		if (ret)
 			goto out;

@@ -979,7 +979,11 @@ static void ctl_usage(FILE *f)
 		   "       stasis ctl SOCKET migrate unix:PATH|tcp:HOST:PORT "
 		   "[--insecure]\n"
 		   "                [--timeout-s N] [--downtime-ms N] "
-		   "[--compress ...] [--json]\n");
+		   "[--compress ...] [--json]\n"
+		   "         (not built, refused by the VM: post-copy "
+		   "--postcopy, --on-timeout,\n"
+		   "         TLS --tls-dir, --connections above 1; nor the "
+		   "guest's network announce)\n");
 }
 
 /* Returns 0, 1 for --help, or -EINVAL after printing why. */
