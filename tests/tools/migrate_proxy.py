@@ -4,12 +4,15 @@ for the migration tests: it forwards one connection both ways and can
 damage the source's bytes on the way.
 
     migrate_proxy.py LISTEN TARGET COUNT_FILE [--corrupt-at N]
-                     [--cut-at N] [--stall-at N MARKER]
+                     [--cut-at N] [--stall-at N MARKER] [--hold-at N MARKER]
 
 --corrupt-at N flips the bits of the Nth byte (from 0) the source sends;
 --cut-at N closes both sides after forwarding N bytes of the source's;
 --stall-at N MARKER stops forwarding after N bytes and creates MARKER,
 then forwards nothing more (the test kills a side meanwhile);
+--hold-at N MARKER stops reading the source after N bytes and creates
+MARKER: the source's sends then block once its socket is full, in the
+phase they were in, until a side closes;
 --drop-replies-after N forwards only the first N bytes the destination
 sends back (a link lost after the switch, when N ends with READY).
 COUNT_FILE gets the number of the source's bytes forwarded, at the end.
@@ -20,10 +23,27 @@ import socket
 import sys
 
 
+def held(src, dst):
+    """Reads nothing more of the source; forwards the destination's
+    answers until either side closes (the source's close is its hang-up,
+    seen without reading what it sent)."""
+    p = select.poll()
+    p.register(src, select.POLLRDHUP)
+    p.register(dst, select.POLLIN)
+    while True:
+        for fd, _ in p.poll():
+            if fd == src.fileno():
+                return
+            data = dst.recv(65536)
+            if not data:
+                return
+            src.sendall(data)
+
+
 def main():
     args = sys.argv[1:]
     listen, target, count_file = args[:3]
-    corrupt = cut = stall = replies = None
+    corrupt = cut = stall = hold = replies = None
     marker = None
     rest = args[3:]
     while rest:
@@ -34,9 +54,13 @@ def main():
             cut = int(rest.pop(0))
         elif opt == "--drop-replies-after":
             replies = int(rest.pop(0))
-        elif opt == "--stall-at":
-            stall = int(rest.pop(0))
+        elif opt in ("--stall-at", "--hold-at"):
+            n = int(rest.pop(0))
             marker = rest.pop(0)
+            if opt == "--stall-at":
+                stall = n
+            else:
+                hold = n
         else:
             sys.exit("unknown option " + opt)
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -72,7 +96,7 @@ def main():
             if not data:
                 break
             limit = len(data)
-            for lim in (cut, stall):
+            for lim in (cut, stall, hold):
                 if lim is not None and sent + limit > lim:
                     limit = max(0, lim - sent)
             data = bytearray(data[:limit])
@@ -85,6 +109,10 @@ def main():
             if stall is not None and sent >= stall:
                 stalled = True
                 open(marker, "w").close()
+            if hold is not None and sent >= hold:
+                open(marker, "w").close()
+                held(src, dst)
+                break
     except OSError:
         # The destination went away: what it said last still goes on.
         try:

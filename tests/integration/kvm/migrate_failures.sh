@@ -169,10 +169,15 @@ KSRC=$VM_PID
 wait_for_socket "$WORK/k.sock"
 wait_for_line "$WORK/k" "memtest: pass 1 ok" 120
 rm -f "$WORK/stalled"
-via_proxy "$WORK/b7" -- --stall-at $((6 << 20)) "$WORK/stalled"
+via_proxy "$WORK/b7" -- --hold-at $((6 << 20)) "$WORK/stalled"
 timeout -s KILL "$(scaled 120)" "$STASIS" ctl "$WORK/k.sock" migrate "unix:$P" \
 	>/dev/null 2>&1 &
 wait_until 60 test -e "$WORK/stalled" || fail "the stream never reached 6 MiB"
+# Held 6 MiB into 32 MiB of touched memory, the guest running: the
+# source is in its first pre-copy round, which the status names.
+st=$("$STASIS" ctl "$WORK/k.sock" status --json)
+[[ $st == *'"migration": { "state": "precopy" }'* && $st == *'"state": "running"'* ]] ||
+	fail "status during pre-copy: $st"
 kill -9 "$KSRC"
 dest_failed "$WORK/b7" "source killed"
 [[ $(grep -c "stasis: error: " "$WORK/b7.err") == 1 ]] || fail "source killed: $(cat "$WORK/b7.err")"
