@@ -18,6 +18,7 @@
 #include "memory/dirty_log.h"
 #include "migrate/migrate.h"
 #include "snapshot/pager.h"
+#include "snapshot/snapfile.h"
 #include "snapshot/snapshot.h"
 
 /* A switch with no default: a phase added without a name is a -Wswitch
@@ -285,58 +286,39 @@ static int precopy_send(struct precopy *pc, struct mig_chan *c, unsigned r,
 	return 0;
 }
 
-static bool page_zero(const uint8_t *p)
-{
-	static const uint8_t zero[PAGE];
-
-	return !memcmp(p, zero, PAGE);
-}
-
-/* Round 0: every page of the memfd's data ranges that is not zero. */
+/* Round 0: the pages the snapshot would hold (not zero, not a memfd
+ * hole), found as the memory writer finds them. */
 static int precopy_first(struct precopy *pc, struct mig_chan *c,
 			 uint64_t *bytes, char *err, size_t errlen)
 {
 	for (unsigned r = 0; r < pc->mem->nregions; r++) {
 		const struct mem_region *reg = &pc->mem->regions[r];
-		uint64_t pos = 0, npages = reg->size / PAGE;
+		uint64_t npages = reg->size / PAGE, stored, p = 0;
+		uint8_t *bm = calloc(1, (npages + 7) / 8);
+		int ret = bm ? snap_scan_region(pc->mem->memfd, reg, PAGE, bm,
+						&stored)
+			     : -ENOMEM;
 
-		while (pos < npages) {
-			off_t data = lseek(
-			    pc->mem->memfd,
-			    (off_t)(reg->file_offset + pos * PAGE), SEEK_DATA);
-			uint64_t p, end;
-			off_t hole;
-			int ret;
+		if (ret) {
+			free(bm);
+			snprintf(err, errlen,
+				 "pre-copy: cannot scan guest memory: %s",
+				 strerror(-ret));
+			return ret;
+		}
+		while (!ret && p < npages) {
+			uint64_t q = p;
 
-			if (data < 0 ||
-			    (uint64_t)data >= reg->file_offset + reg->size)
-				break;
-			hole = lseek(pc->mem->memfd, data, SEEK_HOLE);
-			if (hole < 0)
-				return -errno;
-			p = ((uint64_t)data - reg->file_offset) / PAGE;
-			end = ((uint64_t)hole - reg->file_offset + PAGE - 1) /
-			      PAGE;
-			if (end > npages)
-				end = npages;
-			while (p < end) {
-				uint64_t q = p;
-
-				if (page_zero(reg->host + p * PAGE)) {
-					p++;
-					continue;
-				}
-				while (q < end &&
-				       !page_zero(reg->host + q * PAGE))
-					q++;
+			while (q < npages && (bm[q / 8] >> (q % 8) & 1))
+				q++;
+			if (q > p)
 				ret = precopy_send(pc, c, r, p, q - p, bytes,
 						   err, errlen);
-				if (ret)
-					return ret;
-				p = q;
-			}
-			pos = end;
+			p = q + 1;
 		}
+		free(bm);
+		if (ret)
+			return ret;
 	}
 	return 0;
 }

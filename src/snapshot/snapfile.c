@@ -730,11 +730,8 @@ int snap_write_record(struct snap_writer *w, uint32_t type, uint16_t version,
 	return 0;
 }
 
-/* Marks the non-zero pages of @reg's data ranges in @bm. Holes are found
- * with SEEK_DATA/SEEK_HOLE and never touched: reading one would allocate
- * memory for it. */
-static int scan_region(int memfd, const struct mem_region *reg, uint32_t ps,
-		       uint8_t *bm, uint64_t *stored)
+int snap_scan_region(int memfd, const struct mem_region *reg, uint32_t ps,
+		     uint8_t *bm, uint64_t *stored)
 {
 	uint64_t pos = 0;
 
@@ -1391,8 +1388,8 @@ int snap_write_memory_layer(struct snap_writer *w, const struct guest_mem *mem,
 				    &stored[i]);
 			ret = 0;
 		} else {
-			ret = scan_region(mem->memfd, reg, (uint32_t)ps,
-					  bitmaps[i], &stored[i]);
+			ret = snap_scan_region(mem->memfd, reg, (uint32_t)ps,
+					       bitmaps[i], &stored[i]);
 		}
 		if (ret) {
 			snap_fail(err, errlen, ret,

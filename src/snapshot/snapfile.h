@@ -203,6 +203,15 @@ int snap_write_record(struct snap_writer *w, uint32_t type, uint16_t version,
 int snap_write_memory(struct snap_writer *w, const struct guest_mem *mem,
 		      struct snap_progress *progress, char *err, size_t errlen);
 
+/* Marks in @bm (one bit per @ps-byte page, zeroed by the caller) the
+ * pages of @reg that the memory writer stores: not zero, in the memfd's
+ * data ranges, or mapped from a snapshot file; their count in *@stored.
+ * Holes are found with SEEK_DATA/SEEK_HOLE and never read (reading one
+ * would allocate memory for it). Pre-copy's first round sends the same
+ * pages. 0 or -errno. */
+int snap_scan_region(int memfd, const struct mem_region *reg, uint32_t ps,
+		     uint8_t *bm, uint64_t *stored);
+
 /* Chunks the memory writer hashes, compresses and writes at a time; a
  * live save stages that many (SNAP_CHUNK_SIZE each) in a buffer. */
 #define SNAP_WRITE_BATCH_CHUNKS 64
