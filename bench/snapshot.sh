@@ -360,16 +360,8 @@ qemu_scenario() {
 	bench_wait_exit "$pid" 60
 	if [[ -s $DIR/qemu-live.snap ]]; then
 		step "$sc: QEMU restore to first output x$RUNS"
-		for ((i = 1; i <= RUNS; i++)); do
-			line=$("$BENCHTOOL" boot --kill-at-first --timeout-ms 600000 -- \
-				"${QBASE[@]}" -serial stdio -incoming "exec:cat $DIR/qemu-live.snap" \
-				2>"$DIR/qo.err")
-			if grep -q '^first_byte_us=[0-9]' <<<"$line"; then
-				put "$sc" q_out_ms "$(bench_calc "a / 1000" "$(bench_kv "$line" first_byte_us)")"
-			else
-				fail "$sc: QEMU restore printed nothing: $line $(tail -n 2 "$DIR/qo.err")"
-			fi
-		done
+		first_bytes "$sc" q_out_ms 1000 "$DIR/qo.err" QEMU \
+			"${QBASE[@]}" -serial stdio -incoming "exec:cat $DIR/qemu-live.snap"
 	fi
 	rm -f "$DIR/qemu-live.snap"
 	[[ -f $snap ]] || return 0
@@ -387,6 +379,24 @@ qemu_scenario() {
 }
 
 # ---------------------------------- restore to first output (counter) --
+
+# first_bytes SC KEY DIV ERR WHO CMD...: runs the restore CMD RUNS times,
+# each killed at its first serial byte, and puts the time from exec to
+# that byte (us / DIV) as KEY of SC; WHO names it in a failure, whose
+# stderr is in ERR.
+first_bytes() {
+	local sc=$1 key=$2 div=$3 err=$4 who=$5 line i
+	shift 5
+	for ((i = 1; i <= RUNS; i++)); do
+		line=$("$BENCHTOOL" boot --kill-at-first --timeout-ms 600000 -- \
+			"$@" 2>"$err")
+		if grep -q '^first_byte_us=[0-9]' <<<"$line"; then
+			put "$sc" "$key" "$(bench_calc "a / $div" "$(bench_kv "$line" first_byte_us)")"
+		else
+			fail "$sc: $who restore printed nothing: $line $(tail -n 2 "$err")"
+		fi
+	done
+}
 
 # A guest that prints on every tick (counter hz=1000: as fast as it can in
 # the nested VM) shows when a restored guest runs again: exec of the
@@ -406,15 +416,8 @@ first_output() {
 		"$BENCHTOOL" http "$sock" PUT /vm/snapshot \
 			"{\"path\": \"$snap\", \"then\": \"exit\"}" >/dev/null; then
 		bench_wait_exit "$pid" 60
-		for ((i = 1; i <= RUNS; i++)); do
-			line=$("$BENCHTOOL" boot --kill-at-first --timeout-ms 300000 -- \
-				"$STASIS" restore "$snap" --serial stdio 2>"$DIR/c.err")
-			if grep -q '^first_byte_us=[0-9]' <<<"$line"; then
-				put "$sc" s_first_s "$(bench_calc "a / 1e6" "$(bench_kv "$line" first_byte_us)")"
-			else
-				fail "$sc: stasis restore printed nothing: $line $(tail -n 2 "$DIR/c.err")"
-			fi
-		done
+		first_bytes "$sc" s_first_s 1e6 "$DIR/c.err" stasis \
+			"$STASIS" restore "$snap" --serial stdio
 	else
 		fail "$sc: stasis counter snapshot failed: $(tail -n 3 "$DIR/c.out" "$DIR/c.err")"
 		bench_wait_exit "$pid" 1
@@ -435,16 +438,8 @@ first_output() {
 			"{\"execute\": \"migrate\", \"arguments\": {\"uri\": \"exec:cat > $snap\"}}" \
 			wait-migrate '{"execute": "quit"}' >/dev/null; then
 		bench_wait_exit "$pid" 60
-		for ((i = 1; i <= RUNS; i++)); do
-			line=$("$BENCHTOOL" boot --kill-at-first --timeout-ms 300000 -- \
-				"${QBASE[@]}" -serial stdio -incoming "exec:cat $snap" \
-				2>"$DIR/c.err")
-			if grep -q '^first_byte_us=[0-9]' <<<"$line"; then
-				put "$sc" q_first_s "$(bench_calc "a / 1e6" "$(bench_kv "$line" first_byte_us)")"
-			else
-				fail "$sc: QEMU restore printed nothing: $line $(tail -n 2 "$DIR/c.err")"
-			fi
-		done
+		first_bytes "$sc" q_first_s 1e6 "$DIR/c.err" QEMU \
+			"${QBASE[@]}" -serial stdio -incoming "exec:cat $snap"
 	else
 		fail "$sc: QEMU counter snapshot failed: $(tail -n 3 "$DIR/c.out" "$DIR/c.err")"
 		bench_wait_exit "$pid" 1

@@ -152,41 +152,9 @@ static void memtest_text(const struct memtest *t, bool check)
 	}
 }
 
-static void memtest_fill(const struct memtest *t)
-{
-	unsigned int e;
-	uint64_t i;
-
-	for (e = 0; e < t->count; e++)
-		for (i = 0; i < t->ext[e].words; i++)
-			t->ext[e].start[i] =
-			    pattern(t->seed, &t->ext[e].start[i]);
-}
-
-static void memtest_verify(const struct memtest *t)
-{
-	unsigned int e;
-	uint64_t i;
-
-	for (e = 0; e < t->count; e++) {
-		volatile uint64_t *p = t->ext[e].start;
-
-		for (i = 0; i < t->ext[e].words; i++) {
-			uint64_t want = pattern(t->seed, (uint64_t *)&p[i]);
-			uint64_t got = p[i];
-
-			if (got != want) {
-				guest_printf("memtest: MISMATCH at 0x%lx "
-					     "expected 0x%016lx got 0x%016lx\n",
-					     (uint64_t)&p[i], want, got);
-				guest_exit(GUEST_EXIT_MEMTEST);
-			}
-		}
-	}
-}
-
-/* smp=1: words [lo, hi) of the region, counted across extents, filled
- * with @seed's pattern or checked against it. */
+/* Words [lo, hi) of the region, counted across extents, filled with
+ * @seed's pattern or checked against it (the first wrong word ends the
+ * guest with a MISMATCH line). */
 static void memtest_range(const struct memtest *t, uint64_t lo, uint64_t hi,
 			  uint64_t seed, bool fill)
 {
@@ -200,13 +168,17 @@ static void memtest_range(const struct memtest *t, uint64_t lo, uint64_t hi,
 
 		for (uint64_t i = from; hi > base && i < to; i++) {
 			uint64_t want = pattern(seed, (uint64_t *)&p[i]);
+			uint64_t got;
 
 			if (fill) {
 				p[i] = want;
-			} else if (p[i] != want) {
+				continue;
+			}
+			got = p[i];
+			if (got != want) {
 				guest_printf("memtest: MISMATCH at 0x%lx "
 					     "expected 0x%016lx got 0x%016lx\n",
-					     (uint64_t)&p[i], want, p[i]);
+					     (uint64_t)&p[i], want, got);
 				guest_exit(GUEST_EXIT_MEMTEST);
 			}
 		}
@@ -323,17 +295,24 @@ static void memtest_report(const char *what, const char *counts, uint64_t pass,
 		guest_exit(GUEST_EXIT_OK);
 }
 
-/* smp=1: CPU 0 prints "pass N ok (M MiB, cpus=K passes=a,b,...)". */
-static void memtest_smp(uint64_t mib, uint64_t passes)
+/* Starts every other CPU in @fn; all of them or the guest fails. */
+static unsigned int memtest_cpus_start(void (*fn)(unsigned int index))
 {
-	unsigned int n;
+	unsigned int n = guest_cpus_start(fn);
 
-	n = guest_cpus_start(memtest_ap);
 	if (n != guest_cpus_known()) {
 		guest_printf("memtest: ERROR %u of %u cpus started\n", n,
 			     guest_cpus_known());
 		guest_exit(GUEST_EXIT_FAIL);
 	}
+	return n;
+}
+
+/* smp=1: CPU 0 prints "pass N ok (M MiB, cpus=K passes=a,b,...)". */
+static void memtest_smp(uint64_t mib, uint64_t passes)
+{
+	unsigned int n = memtest_cpus_start(memtest_ap);
+
 	for (;;) {
 		uint64_t pass = memtest_slice_pass(0);
 
@@ -434,12 +413,7 @@ static void memtest_gen(uint64_t mib, uint64_t passes)
 
 	if (smp) {
 		gen_smp = true;
-		n = guest_cpus_start(gen_ap);
-		if (n != guest_cpus_known()) {
-			guest_printf("memtest: ERROR %u of %u cpus started\n",
-				     n, guest_cpus_known());
-			guest_exit(GUEST_EXIT_FAIL);
-		}
+		n = memtest_cpus_start(gen_ap);
 	}
 	gen_init(0);
 	for (;;) {
@@ -495,7 +469,7 @@ void guest_main(void)
 	if (text)
 		memtest_text(&t, false);
 	else
-		memtest_fill(&t);
+		memtest_range(&t, 0, t.words, t.seed, true);
 	if (guest_arg_u64("inject", 0))
 		t.ext[0].start[12345 % t.ext[0].words] ^= 0x100;
 	if (guest_arg_u64("reread", 0))
@@ -525,7 +499,7 @@ void guest_main(void)
 		if (text)
 			memtest_text(&t, true);
 		else
-			memtest_verify(&t);
+			memtest_range(&t, 0, t.words, t.seed, false);
 		guest_printf("memtest: pass %lu ok (%lu MiB)\n", pass, mib);
 		if (delay_ms)
 			idle_ticks((delay_ms * hz + 999) / 1000);

@@ -18,7 +18,7 @@ packages=(
 	clang libclang-rt-14-dev # libFuzzer targets and sanitizer runtimes
 	clang-format         # `make format` and the format check
 	curl                 # documentation examples (curl --unix-socket)
-	python3              # the tests' /dev/kvm probe and console socket client
+	python3              # tests: the /dev/kvm probe, console socket client, chunk tables
 	python3-yaml         # tests: reading docs/api.yaml to check it against the server
 	bash-completion      # tests: running the bash completion as bash would
 	groff-base           # tests: the man pages must format without warnings

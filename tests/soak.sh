@@ -10,7 +10,7 @@
 #   SOAK_LOG=DIR             logs and the working corpora (build-soak/)
 #
 # A cycle restores each VM from the snapshot the last cycle wrote, with
-# --memory map, copy (and ondemand, when this stasis offers it) in turn,
+# --memory map, copy and ondemand in turn,
 # lets the guest finish new passes of its own check, and writes the next
 # snapshot with --then exit:
 #   memtest smp=1 on 2 vCPUs: each CPU rewrites its slice of 32 MiB with a
@@ -45,10 +45,7 @@ soak_cycles() (
 	# shellcheck source=integration/lib.sh
 	. "$ROOT/tests/integration/lib.sh"
 	[[ -c /dev/kvm ]] || fail "no /dev/kvm"
-	local modes=(map copy) i mode m b S=$WORK/api.sock t0=$SECONDS
-	if "$STASIS" restore --help 2>&1 | grep -q ondemand; then
-		modes+=(ondemand)
-	fi
+	local modes=(map copy ondemand) i mode m b S=$WORK/api.sock t0=$SECONDS
 	note "$CYCLES cycles, memory modes: ${modes[*]}"
 
 	# memtest's last line's pass counts, "a,b".

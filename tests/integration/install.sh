@@ -62,12 +62,23 @@ if [[ -f /usr/share/bash-completion/bash_completion ]]; then
 			_stasis; printf "%s\n" "${COMPREPLY[@]}"' _ \
 			"$P/share/bash-completion/completions/stasis" "$@"
 	}
+	# offers WORD ARGS...: completing ARGS offers WORD. The words are
+	# taken whole before they are searched: bash writes them one line at
+	# a time, and a `grep -q` that stops at the first match would leave
+	# the next write a broken pipe, failing the pipeline (pipefail).
+	offers() {
+		local want=$1 got
+		shift
+		got=$(complete_words "$@") || return 1
+		grep -qxF -- "$want" <<<"$got"
+	}
 	[[ $(complete_words stasis res) == restore ]] || fail "completion: stasis res"
 	[[ $(complete_words stasis rec) == receive ]] || fail "completion: stasis rec"
-	complete_words stasis run --on | grep -qx -- --on-term || fail "completion: run --on"
-	complete_words stasis run --on-term "" | grep -qx snapshot: || fail "completion: --on-term values"
-	complete_words stasis ctl /x.sock sn | grep -qx snapshot || fail "completion: ctl"
-	complete_words stasis ctl /x.sock snapshot /x.snap --l | grep -qx -- --live || fail "completion: ctl snapshot --live"
+	offers --on-term stasis run --on || fail "completion: run --on"
+	offers snapshot: stasis run --on-term "" || fail "completion: --on-term values"
+	offers stop stasis run --on-term "" || fail "completion: --on-term values"
+	offers snapshot stasis ctl /x.sock sn || fail "completion: ctl"
+	offers --live stasis ctl /x.sock snapshot /x.snap --l || fail "completion: ctl snapshot --live"
 else
 	echo "install: bash-completion is not installed: completion not exercised" >&2
 	exit 1

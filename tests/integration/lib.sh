@@ -335,9 +335,37 @@ restored_continues() {
 	check_increasing "$2"
 }
 
+# flip_byte FILE OFFSET [MASK]: XORs the byte at OFFSET with MASK (0xff)
+# in place.
+flip_byte() {
+	local b
+	b=$(od -An -tu1 -j "$2" -N 1 "$1" | tr -d ' ')
+	[[ -n $b ]] || fail "flip_byte: $1 has no byte at $2"
+	printf "$(printf '\\%03o' $((b ^ ${3:-0xff})))" |
+		dd of="$1" bs=1 seek="$2" conv=notrunc status=none
+}
+
 # blk_last_pass FILE: the number of blktest's last completed pass.
 blk_last_pass() {
 	sed -n 's/^blktest: pass \([0-9][0-9]*\) ok .*/\1/p' "$1" | tail -n 1
+}
+
+# blk_snapshot OUT SNAP: blktest on a fresh 4 MiB disk ($WORK/disk.img),
+# 16 requests in flight woken by MSI-X, its serial output in OUT, saved to
+# SNAP (--then exit) once it has made two passes.
+blk_snapshot() {
+	truncate -s 0 "$WORK/disk.img"
+	truncate -s 4M "$WORK/disk.img"
+	rm -f "$S"
+	start_stasis "$1" run --kernel "$GUESTS/blktest.elf" --debug-exit \
+		--api-socket "$S" --serial "file:$1" --mem 64M \
+		--disk "$WORK/disk.img" --cmdline "sectors=1024 seed=5 irq=wait"
+	wait_for_socket "$S"
+	wait_for_line "$1" "^blktest: pass 2 ok" 120
+	ctl "$S" snapshot "$2" --then exit >/dev/null
+	wait_exit "$VM_PID" 60
+	expect_status "$RC" 0 "blktest run saved to $2"
+	blk_clean "$1"
 }
 
 # blk_clean FILE [restored]: no corruption, no device error; a restored

@@ -43,13 +43,6 @@ bad() {
 	[[ $err == *"stasis: error: "* ]] || fail "$1: restore said: $err"
 }
 
-# flip FILE OFFSET: inverts one byte.
-flip() {
-	local b
-	b=$(od -An -tu1 -j "$2" -N 1 "$1" | tr -d ' ')
-	printf "$(printf '\\%03o' $((b ^ 0xff)))" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none
-}
-
 # Truncations, from nothing to one byte short.
 for len in 0 7 64 127 128 140 $((offsets[1] + 3)) $((size / 2)) $((size - 32)) $((size - 1)); do
 	head -c "$len" "$G" >"$WORK/trunc-$len"
@@ -61,20 +54,20 @@ done
 
 # One flipped byte in the header, each record's header and each payload.
 cp "$G" "$WORK/magic"
-flip "$WORK/magic" 0
+flip_byte "$WORK/magic" 0
 bad magic
 cp "$G" "$WORK/hdr"
-flip "$WORK/hdr" 40
+flip_byte "$WORK/hdr" 40
 bad hdr
 for i in "${!types[@]}"; do
 	mode=verify
 	case ${types[$i]} in VCPU | MEMORY) mode= ;; esac
 	cp "$G" "$WORK/rechdr-$i"
-	flip "$WORK/rechdr-$i" $((offsets[$i] - 28))
+	flip_byte "$WORK/rechdr-$i" $((offsets[$i] - 28))
 	bad "rechdr-$i" $mode
 	if [[ ${sizes[$i]} -gt 0 ]]; then
 		cp "$G" "$WORK/payload-$i"
-		flip "$WORK/payload-$i" $((offsets[$i] + sizes[$i] - 1))
+		flip_byte "$WORK/payload-$i" $((offsets[$i] + sizes[$i] - 1))
 		bad "payload-$i" $mode
 	fi
 done

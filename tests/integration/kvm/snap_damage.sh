@@ -19,8 +19,8 @@ FIRST=${DAMAGE_FIRST_SEED:-${STASIS_DAMAGE_SEED:-1}}
 S=$WORK/api.sock
 
 truncate -s 1M "$WORK/disk.img"
-# The counter runs until stopped: a restored VM that runs is given a few
-# seconds, then SIGTERM (which stasis answers by exiting, 143).
+# The counter runs until stopped: a restored VM that runs is given a
+# second (scaled), then SIGTERM (which stasis answers by exiting, 143).
 start_stasis "$WORK/a" run --kernel "$GUESTS/counter.elf" --debug-exit \
 	--api-socket "$S" --serial "file:$WORK/a" --mem 32M \
 	--disk "$WORK/disk.img,ro" --rng --cmdline "hz=10"

@@ -8,6 +8,7 @@
 # reserve them. The test reserves the hugepages itself, as root, and puts
 # nr_hugepages back as it was.
 . "$(dirname "$0")/../lib.sh"
+. "$(dirname "$0")/../lazy_lib.sh"
 S=$WORK/api.sock
 NR=/proc/sys/vm/nr_hugepages
 [[ $(id -u) == 0 ]] || fail "needs root: it reserves hugepages itself (echo N > $NR)"
@@ -28,14 +29,6 @@ ram_huge_kb() {
 	awk '/memfd:stasis-ram/ { on = 1; next } /^[0-9a-f]+-[0-9a-f]+ / { on = 0 }
 		on && /^(Shared|Private)_Hugetlb:/ { kb += $2 } END { print kb + 0 }' \
 		"/proc/$1/smaps"
-}
-# last_pass FILE: the number of the last complete memtest pass in FILE.
-last_pass() {
-	complete_text <"$1" | sed -n 's/^memtest: pass \([0-9]*\) ok.*/\1/p' | tail -n 1
-}
-# intact NAME: memtest's output NAME shows no wrong word.
-intact() {
-	! grep -q MISMATCH "$WORK/$1" || fail "$1: memory differs: $(grep MISMATCH "$WORK/$1" | head -n 1)"
 }
 
 # Not enough free hugepages: one line, status 6, before any guest runs.
@@ -65,7 +58,7 @@ wait_for_line "$WORK/a" "memtest: pass 1 ok" 120
 ctl "$S" snapshot "$WORK/h.snap" --then exit >/dev/null
 wait_exit "$VM_PID" 60
 expect_status "$RC" 0 "boot"
-intact a
+intact "$WORK/a"
 "$STASIS" inspect "$WORK/h.snap" | grep -q '"hugepages":"2M"' || fail "the snapshot's config does not say hugepages"
 last=$(last_pass "$WORK/a")
 
@@ -74,7 +67,7 @@ last=$(last_pass "$WORK/a")
 # recording ends everything arrives, 2 MiB at a time.
 rm -f "$S"
 start_stasis "$WORK/lazy" restore "$WORK/h.snap" --paused \
-	--record-working-set=600000 --api-socket "$S" --serial "file:$WORK/lazy"
+	"${HOLD[@]}" --api-socket "$S" --serial "file:$WORK/lazy"
 wait_for_socket "$S"
 [[ $(ram_page "$VM_PID") == 2048 ]] || fail "ondemand: RAM pages of $(ram_page "$VM_PID") kB"
 early=$(ram_huge_kb "$VM_PID")
@@ -90,7 +83,7 @@ late=$(ram_huge_kb "$VM_PID")
 ctl "$S" shutdown >/dev/null
 wait_exit "$VM_PID" 60
 expect_status "$RC" 0 "ondemand"
-intact lazy
+intact "$WORK/lazy"
 
 # The default restore (ondemand, with the set just recorded), and copy.
 for mode in ondemand copy; do
@@ -103,42 +96,21 @@ for mode in ondemand copy; do
 	ctl "$S" shutdown >/dev/null
 	wait_exit "$VM_PID" 60
 	expect_status "$RC" 0 "$mode"
-	intact "$mode"
+	intact "$WORK/$mode"
 done
 grep -q "prefetching" "$WORK/ondemand.err" || fail "ondemand: the working set was not used: $(cat "$WORK/ondemand.err")"
 
 # One flipped byte in a chunk the guest reads: the whole 2 MiB page it
 # belongs to is never installed; one line names the chunk (status 2).
-read -r idx off < <(python3 - "$WORK/h.snap" <<'PY'
-import struct, sys
-b = open(sys.argv[1], 'rb').read()
-off = 128
-while off + 32 <= len(b):
-    t, v, f, n = struct.unpack_from('<IHHQ', b, off)
-    if t == 8 and v == 2:
-        d = off + 32
-        ps, cs, bs = struct.unpack_from('<III', b, d + 16)
-        nch = struct.unpack_from('<Q', b, d + 32)[0]
-        data = (d + 64 + nch * 32 + ps - 1) & ~(ps - 1)
-        best = None
-        for i in range(nch):
-            o, ln, codec, fl, _, mask, h = struct.unpack_from('<QIBBHQQ', b, d + 64 + i * 32)
-            if mask == (1 << (cs // bs)) - 1:
-                best = (i, data + o)
-        print(*best)
-        break
-    off += 32 + ((n + 7) & ~7)
-PY
-)
+read -r idx _ off < <(chunk_table last-full "$WORK/h.snap")
 [[ -n $idx ]] || fail "no full chunk in h.snap"
 cp "$WORK/h.snap" "$WORK/bad.snap"
-b=$(od -An -tu1 -j $((off + 777)) -N 1 "$WORK/bad.snap" | tr -d ' ')
-printf "$(printf '\\%03o' $((b ^ 0x04)))" | dd of="$WORK/bad.snap" bs=1 seek=$((off + 777)) conv=notrunc status=none
+flip_byte "$WORK/bad.snap" $((off + 777)) 0x04
 rc=0
 err=$(timeout -s KILL "$(scaled 120)" "$STASIS" restore "$WORK/bad.snap" \
 	--serial "file:$WORK/bad" 2>&1 >/dev/null </dev/null) || rc=$?
 [[ $rc == 2 && $(grep -c . <<<"$err") == 1 && $err == *"memory chunk $idx "*"checksum mismatch"* ]] || fail "damaged chunk on hugepages: status $rc: $err"
-intact bad
+intact "$WORK/bad"
 
 rc=0
 err=$(timeout -s KILL "$(scaled 60)" "$STASIS" restore "$WORK/h.snap" \
@@ -155,7 +127,7 @@ wait_for_line "$WORK/off" "^memtest: pass $((last + 2)) ok" 120
 [[ $(ram_page "$VM_PID") == 4 ]] || fail "--hugepages off: RAM pages of $(ram_page "$VM_PID") kB"
 ctl "$S" snapshot "$WORK/plain.snap" --then exit >/dev/null
 wait_exit "$VM_PID" 60
-intact off
+intact "$WORK/off"
 ! "$STASIS" inspect "$WORK/plain.snap" | grep -q '"hugepages"' || fail "--hugepages off still recorded"
 last=$(last_pass "$WORK/off")
 rm -f "$S"
@@ -167,5 +139,5 @@ wait_for_line "$WORK/on" "^memtest: pass $((last + 2)) ok" 120
 ctl "$S" shutdown >/dev/null
 wait_exit "$VM_PID" 60
 expect_status "$RC" 0 "--hugepages 2M"
-intact on
+intact "$WORK/on"
 note "lazy hugepage restore: $early kB in before the guest ran, $late kB after"

@@ -91,9 +91,7 @@ for ((k = 1; k <= RUNS; k++)); do
 	f=$A/$l.snap
 	size=$(stat -c %s "$f")
 	off=$(((RANDOM * 32768 + RANDOM) % size))
-	b=$(od -An -tu1 -j "$off" -N 1 "$f" | tr -d ' ')
-	printf "$(printf '\\%03o' $((b ^ 0x20)))" |
-		dd of="$f" bs=1 seek="$off" conv=notrunc status=none
+	flip_byte "$f" "$off" 0x20
 	before=$(sums)
 	rc=0
 	rm -f "$S"

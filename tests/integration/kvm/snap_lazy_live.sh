@@ -16,16 +16,11 @@ S=$WORK/api.sock
 
 # One memtest snapshot (no VM generation ID: it is the one thing a
 # restore writes into guest memory).
-start_stasis "$WORK/a" run --kernel "$GUESTS/memtest.elf" --debug-exit \
-	--api-socket "$S" --serial "file:$WORK/a" --mem 64M --vmgenid off \
-	--cmdline "mib=16"
-wait_for_socket "$S"
-wait_for_line "$WORK/a" "memtest: pass 1 ok" 120
-ctl "$S" snapshot "$WORK/m.snap" --then exit >/dev/null
-wait_exit "$VM_PID" 60
 M=$WORK/m.snap
+memtest_snapshot "$WORK/a" "$M" --vmgenid off
 last=$(last_pass "$WORK/a")
-data=$(data_area "$M")
+[[ -n $last ]] || fail "no whole pass line before the snapshot"
+data=$(chunk_table data "$M")
 [[ -n $data ]] || fail "no chunk data area in $M"
 same_memory "$M" m-again
 
@@ -115,15 +110,7 @@ done
 
 # virtio-blk with 16 requests in flight at the snapshot: the device
 # worker completes them into guest buffers still to be fetched.
-truncate -s 4M "$WORK/disk.img"
-start_stasis "$WORK/blk.a" run --kernel "$GUESTS/blktest.elf" --debug-exit \
-	--api-socket "$S" --serial "file:$WORK/blk.a" --mem 64M \
-	--disk "$WORK/disk.img" --cmdline "sectors=1024 seed=5 irq=wait"
-wait_for_socket "$S"
-wait_for_line "$WORK/blk.a" "^blktest: pass 2 ok" 120
-ctl "$S" snapshot "$WORK/blk.snap" --then exit >/dev/null
-wait_exit "$VM_PID" 60
-blk_clean "$WORK/blk.a"
+blk_snapshot "$WORK/blk.a" "$WORK/blk.snap"
 want=$(($(blk_last_pass "$WORK/blk.a") + 2))
 rm -f "$S"
 start_stasis "$WORK/blk.b" restore "$WORK/blk.snap" "${HOLD[@]}" \

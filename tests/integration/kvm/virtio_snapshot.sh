@@ -36,16 +36,7 @@ refused() {
 }
 
 # --- virtio-blk: 16 requests in flight at any time, woken by MSI-X.
-truncate -s 4M "$WORK/disk.img"
-start_stasis "$WORK/blk.a" run --kernel "$GUESTS/blktest.elf" --debug-exit \
-	--api-socket "$S" --serial "file:$WORK/blk.a" --mem 64M \
-	--disk "$WORK/disk.img" --cmdline "sectors=1024 seed=5 irq=wait"
-wait_for_socket "$S"
-wait_for_line "$WORK/blk.a" "^blktest: pass 2 ok" 120
-ctl "$S" snapshot "$WORK/blk.snap" --then exit >/dev/null
-wait_exit "$VM_PID" 60
-expect_status "$RC" 0 "blktest run after snapshot --then exit"
-blk_clean "$WORK/blk.a"
+blk_snapshot "$WORK/blk.a" "$WORK/blk.snap"
 cp --preserve=timestamps "$WORK/disk.img" "$WORK/disk.orig"
 
 restore_blk "$WORK/blk.b"
