@@ -350,13 +350,24 @@ static void pager_fault(struct pager *p, uint64_t addr, uint8_t *buf)
 }
 
 /* Each pager thread first loads its seccomp filter; one that cannot is a
- * failed restore, never an unfiltered thread. */
-static bool pager_thread_filter(struct pager *p)
+ * failed restore, never an unfiltered thread. Then it takes a buffer for
+ * one unit (a page or a chunk, whichever is larger). NULL: the thread
+ * ends. */
+static uint8_t *pager_thread_start(struct pager *p)
 {
-	if (!seccomp_install(SECCOMP_ROLE_UFFD, p->seccomp))
-		return true;
-	pager_fail(p, -EPERM, "lazy restore: cannot load the seccomp filter");
-	return false;
+	uint8_t *buf;
+
+	if (seccomp_install(SECCOMP_ROLE_UFFD, p->seccomp)) {
+		pager_fail(p, -EPERM,
+			   "lazy restore: cannot load the seccomp filter");
+		return NULL;
+	}
+	buf = malloc(SNAP_CHUNK_SIZE_MAX > p->page ? SNAP_CHUNK_SIZE_MAX
+						   : p->page);
+	/* A thread that cannot serve must say so: the guest would wait. */
+	if (!buf)
+		pager_fail(p, -ENOMEM, "lazy restore: out of memory");
+	return buf;
 }
 
 static void *pager_fault_main(void *arg)
@@ -364,10 +375,7 @@ static void *pager_fault_main(void *arg)
 	struct pager *p = arg;
 	uint8_t *buf;
 
-	if (!pager_thread_filter(p))
-		return NULL;
-	buf = malloc(SNAP_CHUNK_SIZE_MAX > p->page ? SNAP_CHUNK_SIZE_MAX
-						   : p->page);
+	buf = pager_thread_start(p);
 
 	while (buf && !atomic_load(&p->stopping)) {
 		struct pollfd pfd[2] = { { .fd = p->uffd, .events = POLLIN },
@@ -476,10 +484,9 @@ static void *pager_fill_main(void *arg)
 	struct pager *p = arg;
 	uint8_t *buf;
 
-	if (!pager_thread_filter(p))
+	buf = pager_thread_start(p);
+	if (!buf)
 		return NULL;
-	buf = malloc(SNAP_CHUNK_SIZE_MAX > p->page ? SNAP_CHUNK_SIZE_MAX
-						   : p->page);
 	/* A recording sees every chunk the guest touches as a fault: no
 	 * filling until it ends. */
 	pthread_mutex_lock(&p->lock);
@@ -487,8 +494,7 @@ static void *pager_fill_main(void *arg)
 	       !p->fail_code)
 		pthread_cond_wait(&p->cond, &p->lock);
 	pthread_mutex_unlock(&p->lock);
-	if (buf && pager_fill_pass(p, buf, true) &&
-	    pager_fill_pass(p, buf, false))
+	if (pager_fill_pass(p, buf, true) && pager_fill_pass(p, buf, false))
 		pager_complete(p);
 	free(buf);
 	return NULL;
