@@ -107,6 +107,25 @@ int pager_probe(char *err, size_t errlen)
 	return 0;
 }
 
+/* Lets go of guest memory (under the lock): faults from now on are the
+ * kernel's. @wake: also wake the faults queued but not yet read, which
+ * unregistering does not (once every chunk with data is in, they want a
+ * zero page). */
+static void pager_unregister(struct pager *p, bool wake)
+{
+	for (unsigned i = 0; p->registered && i < p->nregions; i++) {
+		struct uffdio_range r = {
+			.start = (uintptr_t)p->regions[i].host,
+			.len = p->regions[i].geo.size,
+		};
+
+		ioctl(p->uffd, UFFDIO_UNREGISTER, &r);
+		if (wake)
+			ioctl(p->uffd, UFFDIO_WAKE, &r);
+	}
+	p->registered = false;
+}
+
 /* Records the first failure. Before the guest runs, memory is let go so
  * that stasis's own reads (device post-load) end; after, the callback
  * stops the VM and everything unserved stays unserved. */
@@ -122,16 +141,8 @@ static void pager_fail(struct pager *p, int code, const char *line)
 		if (p->running) {
 			cb = p->on_fail;
 			snprintf(copy, sizeof(copy), "%s", line);
-		} else if (p->registered) {
-			for (unsigned i = 0; i < p->nregions; i++) {
-				struct uffdio_range r = {
-					.start = (uintptr_t)p->regions[i].host,
-					.len = p->regions[i].geo.size,
-				};
-
-				ioctl(p->uffd, UFFDIO_UNREGISTER, &r);
-			}
-			p->registered = false;
+		} else {
+			pager_unregister(p, false);
 		}
 		pthread_cond_broadcast(&p->cond);
 	}
@@ -414,19 +425,7 @@ static void pager_complete(struct pager *p)
 	       !atomic_load(&p->stopping))
 		pthread_cond_wait(&p->cond, &p->lock);
 	if (!p->fail_code && !atomic_load(&p->stopping)) {
-		for (unsigned i = 0; p->registered && i < p->nregions; i++) {
-			struct uffdio_range r = {
-				.start = (uintptr_t)p->regions[i].host,
-				.len = p->regions[i].geo.size,
-			};
-
-			ioctl(p->uffd, UFFDIO_UNREGISTER, &r);
-			/* Unregistering wakes the waiters it finds; this
-			 * wakes any it missed (a fault of a zero page queued
-			 * but not yet read). */
-			ioctl(p->uffd, UFFDIO_WAKE, &r);
-		}
-		p->registered = false;
+		pager_unregister(p, true);
 		p->complete = true;
 		pthread_cond_broadcast(&p->cond);
 		/* A failed write leaves the fault thread up; harmless. */
