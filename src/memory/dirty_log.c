@@ -322,11 +322,12 @@ int dirty_log_ring_full(struct dirty_log *dl)
 	return ret;
 }
 
-void dirty_log_stop(struct dirty_log *dl)
+/* Stops tracking; @slots: tell KVM too (pointless when the VM goes). */
+static void dirty_log_halt(struct dirty_log *dl, bool slots)
 {
 	if (dl->mode == DIRTY_LOG_OFF)
 		return;
-	if (dl->vm_fd >= 0)
+	if (slots && dl->vm_fd >= 0)
 		dirty_log_set_slots(dl, false);
 	/* The soft bitmaps stay allocated until destroy: a device thread
 	 * may still hold the pointer it loaded. */
@@ -343,13 +344,21 @@ void dirty_log_stop(struct dirty_log *dl)
 	dl->mode = DIRTY_LOG_OFF;
 }
 
+void dirty_log_stop(struct dirty_log *dl)
+{
+	dirty_log_halt(dl, true);
+}
+
 void dirty_log_destroy(struct dirty_log *dl)
 {
 	size_t len = (size_t)dl->ring_entries * sizeof(struct kvm_dirty_gfn);
 
 	if (!dl->mem)
 		return;
-	dirty_log_stop(dl);
+	/* The slots keep logging until the VM's fd closes, which frees them:
+	 * a memslot update here would only add milliseconds to every exit
+	 * of a VM that tracked (each restored one does). */
+	dirty_log_halt(dl, false);
 	for (unsigned i = 0; i < dl->nrings; i++)
 		if (dl->rings[i].gfns)
 			munmap(dl->rings[i].gfns, len);

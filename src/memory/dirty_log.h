@@ -132,8 +132,9 @@ int dirty_log_ring_full(struct dirty_log *dl);
  * was not collected is dropped. */
 void dirty_log_stop(struct dirty_log *dl);
 
-/* Stops and frees; safe on a zeroed or never-initialised-by-init struct
- * whose vm_fd is -1 or valid. */
+/* Stops and frees, for a VM about to be closed: the memory slots are left
+ * logging (closing the VM frees them). Safe on a zeroed or
+ * never-initialised-by-init struct whose vm_fd is -1 or valid. */
 void dirty_log_destroy(struct dirty_log *dl);
 
 /* Harvests one ring of @entries (a power of two) entries at @gfns into

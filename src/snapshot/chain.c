@@ -182,7 +182,7 @@ static int lineage_from_reader(struct snap_reader *r, struct snap_lineage *lin,
 		*have_next = ret > 0;
 		return 0;
 	}
-	ret = snap_read_payload(r, &rec, 64 + SNAP_LINEAGE_PATH_MAX, &data, err,
+	ret = snap_read_payload(r, &rec, SNAP_LINEAGE_PAYLOAD_MAX, &data, err,
 				errlen);
 	if (ret)
 		return ret;

@@ -22,6 +22,9 @@
 #define SNAP_LINEAGE_VERSION 1
 /* Longest parent path a LINEAGE record holds. */
 #define SNAP_LINEAGE_PATH_MAX 4095
+/* Largest LINEAGE payload: the ids section (8 + 40 bytes) and the path
+ * section (8 + the path padded to 8), with room to spare. */
+#define SNAP_LINEAGE_PAYLOAD_MAX (64 + SNAP_LINEAGE_PATH_MAX + 1)
 
 /* A LINEAGE record, decoded. */
 struct snap_lineage {

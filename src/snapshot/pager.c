@@ -107,6 +107,25 @@ int pager_probe(char *err, size_t errlen)
 	return 0;
 }
 
+/* Lets go of guest memory (under the lock): faults from now on are the
+ * kernel's. @wake: also wake the faults queued but not yet read, which
+ * unregistering does not (once every chunk with data is in, they want a
+ * zero page). */
+static void pager_unregister(struct pager *p, bool wake)
+{
+	for (unsigned i = 0; p->registered && i < p->nregions; i++) {
+		struct uffdio_range r = {
+			.start = (uintptr_t)p->regions[i].host,
+			.len = p->regions[i].geo.size,
+		};
+
+		ioctl(p->uffd, UFFDIO_UNREGISTER, &r);
+		if (wake)
+			ioctl(p->uffd, UFFDIO_WAKE, &r);
+	}
+	p->registered = false;
+}
+
 /* Records the first failure. Before the guest runs, memory is let go so
  * that stasis's own reads (device post-load) end; after, the callback
  * stops the VM and everything unserved stays unserved. */
@@ -122,16 +141,8 @@ static void pager_fail(struct pager *p, int code, const char *line)
 		if (p->running) {
 			cb = p->on_fail;
 			snprintf(copy, sizeof(copy), "%s", line);
-		} else if (p->registered) {
-			for (unsigned i = 0; i < p->nregions; i++) {
-				struct uffdio_range r = {
-					.start = (uintptr_t)p->regions[i].host,
-					.len = p->regions[i].geo.size,
-				};
-
-				ioctl(p->uffd, UFFDIO_UNREGISTER, &r);
-			}
-			p->registered = false;
+		} else {
+			pager_unregister(p, false);
 		}
 		pthread_cond_broadcast(&p->cond);
 	}
@@ -350,13 +361,24 @@ static void pager_fault(struct pager *p, uint64_t addr, uint8_t *buf)
 }
 
 /* Each pager thread first loads its seccomp filter; one that cannot is a
- * failed restore, never an unfiltered thread. */
-static bool pager_thread_filter(struct pager *p)
+ * failed restore, never an unfiltered thread. Then it takes a buffer for
+ * one unit (a page or a chunk, whichever is larger). NULL: the thread
+ * ends. */
+static uint8_t *pager_thread_start(struct pager *p)
 {
-	if (!seccomp_install(SECCOMP_ROLE_UFFD, p->seccomp))
-		return true;
-	pager_fail(p, -EPERM, "lazy restore: cannot load the seccomp filter");
-	return false;
+	uint8_t *buf;
+
+	if (seccomp_install(SECCOMP_ROLE_UFFD, p->seccomp)) {
+		pager_fail(p, -EPERM,
+			   "lazy restore: cannot load the seccomp filter");
+		return NULL;
+	}
+	buf = malloc(SNAP_CHUNK_SIZE_MAX > p->page ? SNAP_CHUNK_SIZE_MAX
+						   : p->page);
+	/* A thread that cannot serve must say so: the guest would wait. */
+	if (!buf)
+		pager_fail(p, -ENOMEM, "lazy restore: out of memory");
+	return buf;
 }
 
 static void *pager_fault_main(void *arg)
@@ -364,10 +386,7 @@ static void *pager_fault_main(void *arg)
 	struct pager *p = arg;
 	uint8_t *buf;
 
-	if (!pager_thread_filter(p))
-		return NULL;
-	buf = malloc(SNAP_CHUNK_SIZE_MAX > p->page ? SNAP_CHUNK_SIZE_MAX
-						   : p->page);
+	buf = pager_thread_start(p);
 
 	while (buf && !atomic_load(&p->stopping)) {
 		struct pollfd pfd[2] = { { .fd = p->uffd, .events = POLLIN },
@@ -406,19 +425,7 @@ static void pager_complete(struct pager *p)
 	       !atomic_load(&p->stopping))
 		pthread_cond_wait(&p->cond, &p->lock);
 	if (!p->fail_code && !atomic_load(&p->stopping)) {
-		for (unsigned i = 0; p->registered && i < p->nregions; i++) {
-			struct uffdio_range r = {
-				.start = (uintptr_t)p->regions[i].host,
-				.len = p->regions[i].geo.size,
-			};
-
-			ioctl(p->uffd, UFFDIO_UNREGISTER, &r);
-			/* Unregistering wakes the waiters it finds; this
-			 * wakes any it missed (a fault of a zero page queued
-			 * but not yet read). */
-			ioctl(p->uffd, UFFDIO_WAKE, &r);
-		}
-		p->registered = false;
+		pager_unregister(p, true);
 		p->complete = true;
 		pthread_cond_broadcast(&p->cond);
 		/* A failed write leaves the fault thread up; harmless. */
@@ -476,10 +483,9 @@ static void *pager_fill_main(void *arg)
 	struct pager *p = arg;
 	uint8_t *buf;
 
-	if (!pager_thread_filter(p))
+	buf = pager_thread_start(p);
+	if (!buf)
 		return NULL;
-	buf = malloc(SNAP_CHUNK_SIZE_MAX > p->page ? SNAP_CHUNK_SIZE_MAX
-						   : p->page);
 	/* A recording sees every chunk the guest touches as a fault: no
 	 * filling until it ends. */
 	pthread_mutex_lock(&p->lock);
@@ -487,8 +493,7 @@ static void *pager_fill_main(void *arg)
 	       !p->fail_code)
 		pthread_cond_wait(&p->cond, &p->lock);
 	pthread_mutex_unlock(&p->lock);
-	if (buf && pager_fill_pass(p, buf, true) &&
-	    pager_fill_pass(p, buf, false))
+	if (pager_fill_pass(p, buf, true) && pager_fill_pass(p, buf, false))
 		pager_complete(p);
 	free(buf);
 	return NULL;

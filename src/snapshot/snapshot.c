@@ -897,7 +897,7 @@ int snapshot_open(const char *path, struct snapshot_image *img, char *err,
 
 	ret = snap_reader_next(img->r, &rec, err, errlen);
 	if (ret == 1 && rec.type == SNAP_REC_LINEAGE) {
-		ret = snap_read_payload(img->r, &rec, SNAPSHOT_RECORD_MAX,
+		ret = snap_read_payload(img->r, &rec, SNAP_LINEAGE_PAYLOAD_MAX,
 					&data, err, errlen);
 		if (ret)
 			goto fail;

@@ -129,17 +129,17 @@ void virtq_set_notify(struct virtq *vq, bool enable);
 
 /* Copy helpers over a chain: read from its device-readable part, write to
  * its device-writable part, starting @off bytes in; return bytes copied. */
+size_t virtq_chain_read(const struct virtq_chain *c, size_t off, void *buf,
+			size_t len);
+size_t virtq_chain_write(const struct virtq_chain *c, size_t off,
+			 const void *buf, size_t len);
+
 /* Reports the device-writable buffers of @c to the dirty log as written
  * (memory/dirty_log.h): all of them, since a device may write any byte of
  * them (2.7.8: the used length is only an upper bound). Call after the
  * writes, before the chain is pushed. */
 void virtq_chain_mark_written(const struct virtq *vq,
 			      const struct virtq_chain *c);
-
-size_t virtq_chain_read(const struct virtq_chain *c, size_t off, void *buf,
-			size_t len);
-size_t virtq_chain_write(const struct virtq_chain *c, size_t off,
-			 const void *buf, size_t len);
 
 /* -------------------------------------------------------------- devices -- */
 

@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "snapshot/chain.h"
 #include "snapshot/snapfile.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -128,9 +129,18 @@ static void read_snapshot(const char *path, struct guest_mem *mem)
 			if (snap_verify_record(r, &rec, err, sizeof(err)))
 				break;
 		} else {
-			if (snap_read_payload(r, &rec, MAX_PAYLOAD, &p, err,
-					      sizeof(err)))
+			if (snap_read_payload(r, &rec,
+					      rec.type == SNAP_REC_LINEAGE
+						  ? SNAP_LINEAGE_PAYLOAD_MAX
+						  : MAX_PAYLOAD,
+					      &p, err, sizeof(err)))
 				break;
+			/* LINEAGE is decoded on every restore and inspect. */
+			if (rec.type == SNAP_REC_LINEAGE) {
+				struct snap_lineage lin;
+
+				snap_lineage_decode(p, rec.length, &lin);
+			}
 			free(p);
 		}
 	}

@@ -65,6 +65,24 @@ static void test_lineage_refused(void **state)
 	free(data);
 }
 
+/* The longest parent path fits the payload bound every reader of the
+ * record uses. */
+static void test_lineage_longest_path(void **state)
+{
+	struct snap_lineage a = { .vm_id = { 7, 8 }, .depth = 1 }, b;
+	uint8_t *data;
+	size_t len;
+
+	memset(a.parent_path, 'p', SNAP_LINEAGE_PATH_MAX);
+	a.parent_path[0] = '/';
+	a.parent_path[SNAP_LINEAGE_PATH_MAX] = '\0';
+	assert_int_equal(snap_lineage_encode(&a, &data, &len), 0);
+	assert_true(len <= SNAP_LINEAGE_PAYLOAD_MAX);
+	assert_int_equal(snap_lineage_decode(data, len, &b), 0);
+	assert_string_equal(b.parent_path, a.parent_path);
+	free(data);
+}
+
 #define MEM (4u << 20) /* 16 chunks */
 
 static char dir[] = "/tmp/stasis-chain-XXXXXX";
@@ -205,6 +223,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_lineage_round_trip),
 		cmocka_unit_test(test_lineage_refused),
+		cmocka_unit_test(test_lineage_longest_path),
 		cmocka_unit_test(test_layers_merge),
 	};
 
