@@ -1320,6 +1320,32 @@ static void test_ctl_migrate(void **state)
 				     "unix:/m: Connection refused\n");
 }
 
+/* A migrate reply carries the destination escaped by json-c, which may
+ * make it several times longer than the request's 255 bytes: the reply
+ * is whole all the same. */
+static void test_migrate_reply_escaped(void **state)
+{
+	struct fixture *f = *state;
+	char body[2048], want[256];
+	struct json_object *obj;
+	struct http_reply rep;
+	size_t n;
+
+	n = (size_t)snprintf(body, sizeof(body), "{\"destination\": \"unix:");
+	strcpy(want, "unix:");
+	for (int i = 0; i < 200; i++) {
+		n += (size_t)snprintf(body + n, sizeof(body) - n, "\\u0001");
+		strcat(want, "\x01");
+	}
+	snprintf(body + n, sizeof(body) - n, "\"}");
+	http(f->sock, "PUT", "/vm/migrate", body, &rep);
+	assert_int_equal(rep.status, 200);
+	obj = reply_json(&rep);
+	assert_string_equal(json_str(obj, "destination"), want);
+	json_object_put(obj);
+	assert_int_equal(f->vm.calls_migrate, 1);
+}
+
 /* ctl restore sends the options given and no others, with the path made
  * absolute; a refusal is one line from the server's reply. */
 static void test_ctl_restore(void **state)
@@ -2119,6 +2145,7 @@ int main(int argc, char **argv)
 		T(test_ctl_snapshot),
 		cmocka_unit_test(test_parse_migrate_request),
 		T(test_ctl_migrate),
+		T(test_migrate_reply_escaped),
 		T(test_ctl_usage),
 		T(test_ctl_restore),
 		T(test_ctl_no_server),
