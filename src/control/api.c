@@ -32,6 +32,8 @@
 #define API_DRAIN_MAX (16 * API_BODY_MAX)
 #define API_JSON_DEPTH 8
 #define API_ERR_MAX 512
+/* How much of a client's key, URL or method an error quotes (text_escape:
+ * bounded, one line of plain text whatever the client sent). */
 #define API_QUOTE_MAX 64
 #define API_JSON_OUT (JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE)
 #define API_NOMEM_BODY "{ \"error\": \"out of memory\" }\n"
@@ -76,14 +78,6 @@ static const char *const api_then_names[] = {
 	[VM_THEN_PAUSE] = "pause",
 	[VM_THEN_EXIT] = "exit",
 };
-
-/* Copies @len bytes of @s for an error message: bounded, and escaped
- * (text_escape) so a hostile key or URL cannot break the one-line reply
- * or put bytes in it that are not UTF-8. */
-static void api_quote(char *out, size_t outlen, const char *s, size_t len)
-{
-	text_escape(out, outlen, s, len);
-}
 
 /* JSON whitespace, RFC 8259 section 2. */
 static bool api_is_space(char ch)
@@ -179,7 +173,7 @@ static int api_unknown_key(const char *key, char *err, size_t errlen)
 {
 	char q[API_QUOTE_MAX + 4];
 
-	api_quote(q, sizeof(q), key, strlen(key));
+	text_escape(q, sizeof(q), key, strlen(key));
 	snprintf(err, errlen, "unknown key \"%s\"", q);
 	return -EINVAL;
 }
@@ -1121,12 +1115,12 @@ static enum MHD_Result api_begin(struct api_server *s, struct MHD_Connection *c,
 		return api_reply_error(c, MHD_HTTP_FORBIDDEN, NULL, "%s", err);
 	route = api_find_route(url);
 	if (!route) {
-		api_quote(q, sizeof(q), url, strlen(url));
+		text_escape(q, sizeof(q), url, strlen(url));
 		return api_reply_error(c, API_STATUS_NO_ENDPOINT, NULL,
 				       "no such endpoint: %s", q);
 	}
 	if (strcmp(method, route->ep.method)) {
-		api_quote(q, sizeof(q), method, strlen(method));
+		text_escape(q, sizeof(q), method, strlen(method));
 		return api_reply_error(c, MHD_HTTP_METHOD_NOT_ALLOWED,
 				       route->ep.method,
 				       "method %s not allowed on %s (use %s)",
