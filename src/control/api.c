@@ -200,28 +200,30 @@ static int api_parse_empty_request(const char *body, size_t len, char *err,
 	return ret;
 }
 
-static int api_get_path(struct json_object *val, char *path, size_t pathlen,
-			char *err, size_t errlen)
+/* A non-empty JSON string for @key, copied into @path (@pathlen bytes
+ * with its NUL): 0, or -EINVAL with one line. */
+static int api_get_path(struct json_object *val, const char *key, char *path,
+			size_t pathlen, char *err, size_t errlen)
 {
 	const char *s;
 	size_t len;
 
 	if (!json_object_is_type(val, json_type_string)) {
-		snprintf(err, errlen, "\"path\" must be a string");
+		snprintf(err, errlen, "\"%s\" must be a string", key);
 		return -EINVAL;
 	}
 	s = json_object_get_string(val);
 	len = (size_t)json_object_get_string_len(val);
 	if (!len) {
-		snprintf(err, errlen, "\"path\" must not be empty");
+		snprintf(err, errlen, "\"%s\" must not be empty", key);
 		return -EINVAL;
 	}
 	if (strlen(s) != len) {
-		snprintf(err, errlen, "\"path\" contains a NUL character");
+		snprintf(err, errlen, "\"%s\" contains a NUL character", key);
 		return -EINVAL;
 	}
 	if (len >= pathlen) {
-		snprintf(err, errlen, "\"path\" is longer than %zu bytes",
+		snprintf(err, errlen, "\"%s\" is longer than %zu bytes", key,
 			 pathlen - 1);
 		return -EINVAL;
 	}
@@ -334,14 +336,16 @@ int api_parse_snapshot_request(const char *body, size_t len, char *path,
 	json_object_object_foreach(obj, key, val)
 	{
 		if (!strcmp(key, "path")) {
-			ret = api_get_path(val, path, pathlen, err, errlen);
+			ret =
+			    api_get_path(val, key, path, pathlen, err, errlen);
 			have_path = !ret;
 		} else if (!strcmp(key, "then")) {
 			ret = api_get_then(val, then, err, errlen);
 		} else if (!strcmp(key, "compress")) {
 			ret = api_get_compress(val, compress, err, errlen);
 		} else if (!strcmp(key, "base")) {
-			ret = api_get_path(val, base, pathlen, err, errlen);
+			ret =
+			    api_get_path(val, key, base, pathlen, err, errlen);
 		} else if (!strcmp(key, "live")) {
 			ret = api_get_bool(val, key, live, err, errlen);
 		} else {
@@ -393,7 +397,8 @@ int api_parse_restore_request(const char *body, size_t len, char *path,
 	json_object_object_foreach(obj, key, val)
 	{
 		if (!strcmp(key, "path")) {
-			ret = api_get_path(val, path, pathlen, err, errlen);
+			ret =
+			    api_get_path(val, key, path, pathlen, err, errlen);
 			have_path = !ret;
 		} else if (!strcmp(key, "memory")) {
 			req->memory = (enum api_memory)api_get_word(
@@ -460,8 +465,8 @@ int api_parse_migrate_request(const char *body, size_t len,
 	json_object_object_foreach(obj, key, val)
 	{
 		if (!strcmp(key, "destination")) {
-			ret = api_get_path(val, o->dest, sizeof(o->dest), err,
-					   errlen);
+			ret = api_get_path(val, key, o->dest, sizeof(o->dest),
+					   err, errlen);
 			if (ret)
 				snprintf(err, errlen,
 					 "\"destination\" must be a string "

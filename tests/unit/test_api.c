@@ -987,11 +987,13 @@ static void test_parse_snapshot_request(void **state)
 			     body, strlen(body), path, sizeof(path), base,
 			     &then, &comp, &live, err, sizeof(err)),
 			 -EINVAL);
+	assert_string_equal(err, "\"base\" must be a string");
 	body = "{\"path\": \"/a/b\", \"base\": \"/a/b/c/d/e\"}";
 	assert_int_equal(api_parse_snapshot_request(
 			     body, strlen(body), path, sizeof(path), base,
 			     &then, &comp, &live, err, sizeof(err)),
 			 -EINVAL);
+	assert_non_null(strstr(err, "\"base\" is longer than"));
 
 	body = "{\"path\": \"/a\", \"compress\": \"zstd:7\"}";
 	assert_int_equal(api_parse_snapshot_request(
