@@ -32,6 +32,8 @@
 #define API_DRAIN_MAX (16 * API_BODY_MAX)
 #define API_JSON_DEPTH 8
 #define API_ERR_MAX 512
+/* How much of a client's key, URL or method an error quotes (text_escape:
+ * bounded, one line of plain text whatever the client sent). */
 #define API_QUOTE_MAX 64
 #define API_JSON_OUT (JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE)
 #define API_NOMEM_BODY "{ \"error\": \"out of memory\" }\n"
@@ -76,14 +78,6 @@ static const char *const api_then_names[] = {
 	[VM_THEN_PAUSE] = "pause",
 	[VM_THEN_EXIT] = "exit",
 };
-
-/* Copies @len bytes of @s for an error message: bounded, and escaped
- * (text_escape) so a hostile key or URL cannot break the one-line reply
- * or put bytes in it that are not UTF-8. */
-static void api_quote(char *out, size_t outlen, const char *s, size_t len)
-{
-	text_escape(out, outlen, s, len);
-}
 
 /* JSON whitespace, RFC 8259 section 2. */
 static bool api_is_space(char ch)
@@ -175,12 +169,13 @@ struct json_object *api_parse_json_object(const char *body, size_t len,
 	return obj;
 }
 
-static void api_unknown_key(const char *key, char *err, size_t errlen)
+static int api_unknown_key(const char *key, char *err, size_t errlen)
 {
 	char q[API_QUOTE_MAX + 4];
 
-	api_quote(q, sizeof(q), key, strlen(key));
+	text_escape(q, sizeof(q), key, strlen(key));
 	snprintf(err, errlen, "unknown key \"%s\"", q);
+	return -EINVAL;
 }
 
 /* Bodies of the endpoints that take no arguments: nothing, or {}. */
@@ -198,36 +193,37 @@ static int api_parse_empty_request(const char *body, size_t len, char *err,
 	json_object_object_foreach(obj, key, val)
 	{
 		(void)val;
-		api_unknown_key(key, err, errlen);
-		ret = -EINVAL;
+		ret = api_unknown_key(key, err, errlen);
 		break;
 	}
 	json_object_put(obj);
 	return ret;
 }
 
-static int api_get_path(struct json_object *val, char *path, size_t pathlen,
-			char *err, size_t errlen)
+/* A non-empty JSON string for @key, copied into @path (@pathlen bytes
+ * with its NUL): 0, or -EINVAL with one line. */
+static int api_get_path(struct json_object *val, const char *key, char *path,
+			size_t pathlen, char *err, size_t errlen)
 {
 	const char *s;
 	size_t len;
 
 	if (!json_object_is_type(val, json_type_string)) {
-		snprintf(err, errlen, "\"path\" must be a string");
+		snprintf(err, errlen, "\"%s\" must be a string", key);
 		return -EINVAL;
 	}
 	s = json_object_get_string(val);
 	len = (size_t)json_object_get_string_len(val);
 	if (!len) {
-		snprintf(err, errlen, "\"path\" must not be empty");
+		snprintf(err, errlen, "\"%s\" must not be empty", key);
 		return -EINVAL;
 	}
 	if (strlen(s) != len) {
-		snprintf(err, errlen, "\"path\" contains a NUL character");
+		snprintf(err, errlen, "\"%s\" contains a NUL character", key);
 		return -EINVAL;
 	}
 	if (len >= pathlen) {
-		snprintf(err, errlen, "\"path\" is longer than %zu bytes",
+		snprintf(err, errlen, "\"%s\" is longer than %zu bytes", key,
 			 pathlen - 1);
 		return -EINVAL;
 	}
@@ -282,28 +278,42 @@ static int api_get_compress(struct json_object *val,
 				   errlen);
 }
 
-/* The start of a body that names a path (PUT /vm/snapshot, /vm/restore):
- * bounded, present, one JSON object, which *@obj then holds. */
-static int api_parse_path_body(const char *body, size_t len, size_t pathlen,
-			       struct json_object **obj, char *err,
-			       size_t errlen)
+/* The start of a body that must name @key, a string of less than @room
+ * bytes (PUT /vm/snapshot, /vm/restore, /vm/migrate): bounded, present,
+ * one JSON object, which *@obj then holds; api_parse_end() finishes it. */
+static int api_parse_start(const char *body, size_t len, const char *key,
+			   size_t room, struct json_object **obj, char *err,
+			   size_t errlen)
 {
 	if (len > API_BODY_MAX) {
 		snprintf(err, errlen, "request body is larger than %d bytes",
 			 API_BODY_MAX);
 		return -EMSGSIZE;
 	}
-	if (!pathlen) {
-		snprintf(err, errlen, "no room for the path");
+	if (!room) {
+		snprintf(err, errlen, "no room for the \"%s\"", key);
 		return -EINVAL;
 	}
 	if (api_is_blank(body, len)) {
 		snprintf(err, errlen,
-			 "missing request body: expected {\"path\": ...}");
+			 "missing request body: expected {\"%s\": ...}", key);
 		return -EINVAL;
 	}
 	*obj = api_parse_json_object(body, len, err, errlen);
 	return *obj ? 0 : -EINVAL;
+}
+
+/* The end of such a body: @ret, the first key's error, or else an error
+ * if @key was not there; *@obj is put either way. */
+static int api_parse_end(struct json_object *obj, int ret, bool have_key,
+			 const char *key, char *err, size_t errlen)
+{
+	if (!ret && !have_key) {
+		snprintf(err, errlen, "missing key \"%s\"", key);
+		ret = -EINVAL;
+	}
+	json_object_put(obj);
+	return ret;
 }
 
 int api_parse_snapshot_request(const char *body, size_t len, char *path,
@@ -315,7 +325,7 @@ int api_parse_snapshot_request(const char *body, size_t len, char *path,
 	bool have_path = false;
 	int ret;
 
-	ret = api_parse_path_body(body, len, pathlen, &obj, err, errlen);
+	ret = api_parse_start(body, len, "path", pathlen, &obj, err, errlen);
 	if (ret)
 		return ret;
 	*then = VM_THEN_RESUME;
@@ -326,30 +336,25 @@ int api_parse_snapshot_request(const char *body, size_t len, char *path,
 	json_object_object_foreach(obj, key, val)
 	{
 		if (!strcmp(key, "path")) {
-			ret = api_get_path(val, path, pathlen, err, errlen);
+			ret =
+			    api_get_path(val, key, path, pathlen, err, errlen);
 			have_path = !ret;
 		} else if (!strcmp(key, "then")) {
 			ret = api_get_then(val, then, err, errlen);
 		} else if (!strcmp(key, "compress")) {
 			ret = api_get_compress(val, compress, err, errlen);
 		} else if (!strcmp(key, "base")) {
-			ret = api_get_path(val, base, pathlen, err, errlen);
+			ret =
+			    api_get_path(val, key, base, pathlen, err, errlen);
 		} else if (!strcmp(key, "live")) {
 			ret = api_get_bool(val, key, live, err, errlen);
 		} else {
-			api_unknown_key(key, err, errlen);
-			ret = -EINVAL;
+			ret = api_unknown_key(key, err, errlen);
 		}
 		if (ret)
-			goto out;
+			break;
 	}
-	if (!have_path) {
-		snprintf(err, errlen, "missing key \"path\"");
-		ret = -EINVAL;
-	}
-out:
-	json_object_put(obj);
-	return ret;
+	return api_parse_end(obj, ret, have_path, "path", err, errlen);
 }
 
 static const char *const api_memory_names[] = {
@@ -385,14 +390,15 @@ int api_parse_restore_request(const char *body, size_t len, char *path,
 	bool have_path = false;
 	int ret;
 
-	ret = api_parse_path_body(body, len, pathlen, &obj, err, errlen);
+	ret = api_parse_start(body, len, "path", pathlen, &obj, err, errlen);
 	if (ret)
 		return ret;
 	*req = (struct api_restore){ .path = path };
 	json_object_object_foreach(obj, key, val)
 	{
 		if (!strcmp(key, "path")) {
-			ret = api_get_path(val, path, pathlen, err, errlen);
+			ret =
+			    api_get_path(val, key, path, pathlen, err, errlen);
 			have_path = !ret;
 		} else if (!strcmp(key, "memory")) {
 			req->memory = (enum api_memory)api_get_word(
@@ -415,19 +421,12 @@ int api_parse_restore_request(const char *body, size_t len, char *path,
 		} else if (!strcmp(key, "paused")) {
 			ret = api_get_bool(val, key, &req->paused, err, errlen);
 		} else {
-			api_unknown_key(key, err, errlen);
-			ret = -EINVAL;
+			ret = api_unknown_key(key, err, errlen);
 		}
 		if (ret)
-			goto out;
+			break;
 	}
-	if (!have_path) {
-		snprintf(err, errlen, "missing key \"path\"");
-		ret = -EINVAL;
-	}
-out:
-	json_object_put(obj);
-	return ret;
+	return api_parse_end(obj, ret, have_path, "path", err, errlen);
 }
 
 static int api_get_uint(struct json_object *val, const char *key, int64_t min,
@@ -454,30 +453,20 @@ int api_parse_migrate_request(const char *body, size_t len,
 	struct json_object *obj;
 	bool have_dest = false;
 	int64_t v = 0;
-	int ret = 0;
+	int ret;
 
-	if (len > API_BODY_MAX) {
-		snprintf(err, errlen, "request body is larger than %d bytes",
-			 API_BODY_MAX);
-		return -EMSGSIZE;
-	}
 	memset(o, 0, sizeof(*o));
 	o->compress =
 	    (struct snap_compress){ .codec = SNAP_COMPRESS_DEFAULT_CODEC };
-	if (api_is_blank(body, len)) {
-		snprintf(err, errlen,
-			 "missing request body: expected {\"destination\": "
-			 "...}");
-		return -EINVAL;
-	}
-	obj = api_parse_json_object(body, len, err, errlen);
-	if (!obj)
-		return -EINVAL;
+	ret = api_parse_start(body, len, "destination", sizeof(o->dest), &obj,
+			      err, errlen);
+	if (ret)
+		return ret;
 	json_object_object_foreach(obj, key, val)
 	{
 		if (!strcmp(key, "destination")) {
-			ret = api_get_path(val, o->dest, sizeof(o->dest), err,
-					   errlen);
+			ret = api_get_path(val, key, o->dest, sizeof(o->dest),
+					   err, errlen);
 			if (ret)
 				snprintf(err, errlen,
 					 "\"destination\" must be a string "
@@ -502,8 +491,7 @@ int api_parse_migrate_request(const char *body, size_t len,
 		} else if (!strcmp(key, "compress")) {
 			ret = api_get_compress(val, &o->compress, err, errlen);
 		} else {
-			ret = -EINVAL;
-			api_unknown_key(key, err, errlen);
+			ret = api_unknown_key(key, err, errlen);
 			for (size_t i = 0; later[i]; i++)
 				if (!strcmp(key, later[i]))
 					snprintf(err, errlen,
@@ -513,15 +501,9 @@ int api_parse_migrate_request(const char *body, size_t len,
 						 later[i]);
 		}
 		if (ret)
-			goto out;
+			break;
 	}
-	if (!have_dest) {
-		snprintf(err, errlen, "missing key \"destination\"");
-		ret = -EINVAL;
-	}
-out:
-	json_object_put(obj);
-	return ret;
+	return api_parse_end(obj, ret, have_dest, "destination", err, errlen);
 }
 
 /* Queues a reply; @body may be NULL for none, @allow adds an Allow header
@@ -548,41 +530,47 @@ out:
 	return ret;
 }
 
-/* Queues {"k0": "v0", ...} from @n key/value pairs; json-c does the
- * escaping. */
-static enum MHD_Result api_reply_strings(struct MHD_Connection *c,
-					 unsigned status, const char *allow,
-					 const char *const *kv, size_t n)
+/* Queues @obj, as one line, and puts it; NULL (an object that could not
+ * be built) is a 500. json-c does the escaping, so the body is as long
+ * as it needs to be. */
+static enum MHD_Result api_reply_object(struct MHD_Connection *c,
+					unsigned status, const char *allow,
+					struct json_object *obj)
 {
-	struct json_object *obj, *str;
+	const char *text = NULL;
 	enum MHD_Result ret;
 	char *body = NULL;
-	size_t i;
 
-	obj = json_object_new_object();
-	if (!obj)
-		goto nomem;
-	for (i = 0; i + 1 < n; i += 2) {
-		str = json_object_new_string(kv[i + 1]);
-		if (!str || json_object_object_add(obj, kv[i], str)) {
-			json_object_put(str);
-			goto nomem;
-		}
-	}
-	if (asprintf(&body, "%s\n",
-		     json_object_to_json_string_ext(obj, API_JSON_OUT)) < 0) {
-		body = NULL;
-		goto nomem;
+	if (obj)
+		text = json_object_to_json_string_ext(obj, API_JSON_OUT);
+	if (!text || asprintf(&body, "%s\n", text) < 0) {
+		json_object_put(obj);
+		return api_reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+				 API_NOMEM_BODY, NULL);
 	}
 	json_object_put(obj);
 	ret = api_reply(c, status, body, allow);
 	free(body);
 	return ret;
+}
 
-nomem:
-	json_object_put(obj);
-	return api_reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR, API_NOMEM_BODY,
-			 NULL);
+/* Queues {"k0": "v0", ...} from @n key/value pairs. */
+static enum MHD_Result api_reply_strings(struct MHD_Connection *c,
+					 unsigned status, const char *allow,
+					 const char *const *kv, size_t n)
+{
+	struct json_object *obj, *str;
+
+	obj = json_object_new_object();
+	for (size_t i = 0; obj && i + 1 < n; i += 2) {
+		str = json_object_new_string(kv[i + 1]);
+		if (!str || json_object_object_add(obj, kv[i], str)) {
+			json_object_put(str);
+			json_object_put(obj);
+			obj = NULL;
+		}
+	}
+	return api_reply_object(c, status, allow, obj);
 }
 
 static enum MHD_Result api_reply_error(struct MHD_Connection *c,
@@ -603,6 +591,16 @@ static enum MHD_Result api_reply_error(struct MHD_Connection *c,
 	va_end(ap);
 	text_escape_inplace(msg, sizeof(msg));
 	return api_reply_strings(c, status, allow, kv, 2);
+}
+
+/* A request body the parser refused: too large (413) or wrong (400). */
+static enum MHD_Result api_reply_bad_body(struct MHD_Connection *c, int ret,
+					  const char *err)
+{
+	return api_reply_error(c,
+			       ret == -EMSGSIZE ? MHD_HTTP_CONTENT_TOO_LARGE
+						: MHD_HTTP_BAD_REQUEST,
+			       NULL, "%s", err);
 }
 
 /* The errno-to-status mapping documented in api.h. */
@@ -771,8 +769,6 @@ static enum MHD_Result api_reply_snapshot(struct MHD_Connection *c,
 {
 	struct json_object *obj = json_object_new_object();
 	char name[16];
-	enum MHD_Result ret;
-	char *body = NULL;
 
 	snap_compress_format(compress, name, sizeof(name));
 	if (!obj ||
@@ -792,17 +788,11 @@ static enum MHD_Result api_reply_snapshot(struct MHD_Connection *c,
 		json_object_new_int64((int64_t)(st->total_ns / 1000000))) ||
 	    json_object_object_add(
 		obj, "extra_bytes",
-		json_object_new_int64((int64_t)st->extra_bytes)) ||
-	    asprintf(&body, "%s\n",
-		     json_object_to_json_string_ext(obj, API_JSON_OUT)) < 0) {
+		json_object_new_int64((int64_t)st->extra_bytes))) {
 		json_object_put(obj);
-		return api_reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
-				 API_NOMEM_BODY, NULL);
+		obj = NULL;
 	}
-	json_object_put(obj);
-	ret = api_reply(c, MHD_HTTP_OK, body, NULL);
-	free(body);
-	return ret;
+	return api_reply_object(c, MHD_HTTP_OK, NULL, obj);
 }
 
 /* 204: the recording has ended and its file is written. */
@@ -836,11 +826,7 @@ static enum MHD_Result api_handle_snapshot(struct api_server *s,
 					 base, &then, &compress, &live, err,
 					 sizeof(err));
 	if (ret) {
-		mret = api_reply_error(c,
-				       ret == -EMSGSIZE
-					   ? MHD_HTTP_CONTENT_TOO_LARGE
-					   : MHD_HTTP_BAD_REQUEST,
-				       NULL, "%s", err);
+		mret = api_reply_bad_body(c, ret, err);
 		goto out;
 	}
 	/* A snapshot may run for minutes with the socket silent; the idle
@@ -886,11 +872,7 @@ static enum MHD_Result api_handle_restore(struct api_server *s,
 	ret = api_parse_restore_request(req->body, req->len, path, PATH_MAX, &r,
 					err, sizeof(err));
 	if (ret) {
-		mret = api_reply_error(c,
-				       ret == -EMSGSIZE
-					   ? MHD_HTTP_CONTENT_TOO_LARGE
-					   : MHD_HTTP_BAD_REQUEST,
-				       NULL, "%s", err);
+		mret = api_reply_bad_body(c, ret, err);
 		goto out;
 	}
 	/* A copy restore of a large guest reads for a while. */
@@ -918,19 +900,16 @@ static enum MHD_Result api_handle_migrate(struct api_server *s,
 					  struct MHD_Connection *c,
 					  const struct api_request *req)
 {
-	char err[API_ERR_MAX] = "", body[640];
+	char err[API_ERR_MAX] = "";
 	struct migrate_result res;
 	struct migrate_opts o;
+	struct json_object *obj;
 	int ret;
 
 	ret = api_parse_migrate_request(req->body, req->len, &o, err,
 					sizeof(err));
 	if (ret)
-		return api_reply_error(c,
-				       ret == -EMSGSIZE
-					   ? MHD_HTTP_CONTENT_TOO_LARGE
-					   : MHD_HTTP_BAD_REQUEST,
-				       NULL, "%s", err);
+		return api_reply_bad_body(c, ret, err);
 	if (!s->ops->migrate)
 		return api_reply_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL,
 				       "migration is not available here");
@@ -942,30 +921,24 @@ static enum MHD_Result api_handle_migrate(struct api_server *s,
 		return api_reply_op_error(c, ret, "migration", err,
 					  sizeof(err));
 	/* The destination is the client's text: json-c escapes it. */
-	{
-		struct json_object *obj = json_object_new_object();
-
-		if (!obj)
-			return api_reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
-					 API_NOMEM_BODY, NULL);
-		json_object_object_add(obj, "destination",
-				       json_object_new_string(o.dest));
-		json_object_object_add(
-		    obj, "bytes_sent",
-		    json_object_new_int64((int64_t)res.bytes_sent));
-		json_object_object_add(
-		    obj, "total_ms",
-		    json_object_new_int64((int64_t)res.total_ms));
-		json_object_object_add(
-		    obj, "downtime_ms",
-		    json_object_new_int64((int64_t)res.downtime_ms));
-		json_object_object_add(obj, "rounds",
-				       json_object_new_int64(res.rounds));
-		snprintf(body, sizeof(body), "%s\n",
-			 json_object_to_json_string_ext(obj, API_JSON_OUT));
+	obj = json_object_new_object();
+	if (obj && (json_object_object_add(obj, "destination",
+					   json_object_new_string(o.dest)) ||
+		    json_object_object_add(
+			obj, "bytes_sent",
+			json_object_new_int64((int64_t)res.bytes_sent)) ||
+		    json_object_object_add(
+			obj, "total_ms",
+			json_object_new_int64((int64_t)res.total_ms)) ||
+		    json_object_object_add(
+			obj, "downtime_ms",
+			json_object_new_int64((int64_t)res.downtime_ms)) ||
+		    json_object_object_add(
+			obj, "rounds", json_object_new_int64(res.rounds)))) {
 		json_object_put(obj);
+		obj = NULL;
 	}
-	return api_reply(c, MHD_HTTP_OK, body, NULL);
+	return api_reply_object(c, MHD_HTTP_OK, NULL, obj);
 }
 
 const unsigned api_common_statuses[] = {
@@ -1146,12 +1119,12 @@ static enum MHD_Result api_begin(struct api_server *s, struct MHD_Connection *c,
 		return api_reply_error(c, MHD_HTTP_FORBIDDEN, NULL, "%s", err);
 	route = api_find_route(url);
 	if (!route) {
-		api_quote(q, sizeof(q), url, strlen(url));
+		text_escape(q, sizeof(q), url, strlen(url));
 		return api_reply_error(c, API_STATUS_NO_ENDPOINT, NULL,
 				       "no such endpoint: %s", q);
 	}
 	if (strcmp(method, route->ep.method)) {
-		api_quote(q, sizeof(q), method, strlen(method));
+		text_escape(q, sizeof(q), method, strlen(method));
 		return api_reply_error(c, MHD_HTTP_METHOD_NOT_ALLOWED,
 				       route->ep.method,
 				       "method %s not allowed on %s (use %s)",

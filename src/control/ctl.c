@@ -786,20 +786,24 @@ static int ctl_absolute_path(const char *path, char **abs, char *err,
 	return 0;
 }
 
-/* Adds "@key": @value to @obj and returns the new body (freeing @body),
- * or NULL when out of memory. */
-static char *ctl_body_add(struct json_object *obj, char *body, const char *key,
-			  const char *value)
+/* @obj as a request body, when @ok (every key went in); puts @obj. NULL,
+ * with a line in @err, when out of memory. */
+static char *ctl_body_finish(struct json_object *obj, bool ok, char *err,
+			     size_t errlen)
 {
-	struct json_object *v = json_object_new_string(value);
+	const char *text = NULL;
+	char *body = NULL;
 
-	free(body);
-	if (!v || json_object_object_add(obj, key, v)) {
-		json_object_put(v);
-		return NULL;
-	}
-	return strdup(json_object_to_json_string_ext(
-	    obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+	if (obj && ok)
+		text = json_object_to_json_string_ext(
+		    obj,
+		    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+	if (text)
+		body = strdup(text);
+	json_object_put(obj);
+	if (!body)
+		snprintf(err, errlen, "out of memory");
+	return body;
 }
 
 /* {"path": ..., "then": ..., "compress": ..., "base": ..., "live": true}
@@ -809,8 +813,9 @@ static char *ctl_body_add(struct json_object *obj, char *body, const char *key,
 static char *ctl_snapshot_body(const struct ctl_args *a, char *err,
 			       size_t errlen)
 {
-	struct json_object *obj, *path, *then;
-	char *abs = NULL, *abs_base = NULL, *body = NULL;
+	struct json_object *obj;
+	char *abs = NULL, *abs_base = NULL;
+	bool ok;
 
 	if (ctl_absolute_path(a->path, &abs, err, errlen) ||
 	    (a->base && ctl_absolute_path(a->base, &abs_base, err, errlen))) {
@@ -818,40 +823,25 @@ static char *ctl_snapshot_body(const struct ctl_args *a, char *err,
 		return NULL;
 	}
 	obj = json_object_new_object();
-	path = json_object_new_string(abs ? abs : a->path);
-	then = json_object_new_string(a->then ? a->then : "resume");
-	if (obj && path && then && !json_object_object_add(obj, "path", path)) {
-		path = NULL;
-		if (!json_object_object_add(obj, "then", then)) {
-			then = NULL;
-			body = strdup(json_object_to_json_string_ext(
-			    obj, JSON_C_TO_STRING_PLAIN |
-				     JSON_C_TO_STRING_NOSLASHESCAPE));
-		}
-	}
-	/* The optional keys, each only when given. */
-	if (body && a->compress)
-		body = ctl_body_add(obj, body, "compress", a->compress);
-	if (body && a->base)
-		body = ctl_body_add(obj, body, "base",
-				    abs_base ? abs_base : a->base);
-	free(abs_base);
-	if (body && a->live) {
-		free(body);
-		body = NULL;
-		if (!json_object_object_add(obj, "live",
-					    json_object_new_boolean(true)))
-			body = strdup(json_object_to_json_string_ext(
-			    obj, JSON_C_TO_STRING_PLAIN |
-				     JSON_C_TO_STRING_NOSLASHESCAPE));
-	}
-	json_object_put(path);
-	json_object_put(then);
-	json_object_put(obj);
+	ok = obj &&
+	     !json_object_object_add(
+		 obj, "path", json_object_new_string(abs ? abs : a->path)) &&
+	     !json_object_object_add(
+		 obj, "then",
+		 json_object_new_string(a->then ? a->then : "resume"));
+	if (ok && a->compress)
+		ok = !json_object_object_add(
+		    obj, "compress", json_object_new_string(a->compress));
+	if (ok && a->base)
+		ok = !json_object_object_add(
+		    obj, "base",
+		    json_object_new_string(abs_base ? abs_base : a->base));
+	if (ok && a->live)
+		ok = !json_object_object_add(obj, "live",
+					     json_object_new_boolean(1));
 	free(abs);
-	if (!body)
-		snprintf(err, errlen, "out of memory");
-	return body;
+	free(abs_base);
+	return ctl_body_finish(obj, ok, err, errlen);
 }
 
 /* The migrate request: every option given, as given. */
@@ -859,10 +849,9 @@ static char *ctl_migrate_body(const struct ctl_args *a, char *err,
 			      size_t errlen)
 {
 	struct json_object *obj = json_object_new_object();
-	char *body = NULL;
 
 	if (!obj)
-		goto out;
+		return ctl_body_finish(NULL, false, err, errlen);
 	json_object_object_add(obj, "destination",
 			       json_object_new_string(a->path));
 	if (a->insecure)
@@ -889,13 +878,7 @@ static char *ctl_migrate_body(const struct ctl_args *a, char *err,
 	if (a->compress)
 		json_object_object_add(obj, "compress",
 				       json_object_new_string(a->compress));
-	body = strdup(json_object_to_json_string_ext(
-	    obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
-out:
-	json_object_put(obj);
-	if (!body)
-		snprintf(err, errlen, "out of memory");
-	return body;
+	return ctl_body_finish(obj, true, err, errlen);
 }
 
 /* {"path": ..., "memory": ..., "clock": ..., "paused": true}, only the
@@ -904,7 +887,7 @@ static char *ctl_restore_body(const struct ctl_args *a, char *err,
 			      size_t errlen)
 {
 	struct json_object *obj;
-	char *abs = NULL, *body = NULL;
+	char *abs = NULL;
 	bool ok;
 
 	if (ctl_absolute_path(a->path, &abs, err, errlen))
@@ -923,15 +906,8 @@ static char *ctl_restore_body(const struct ctl_args *a, char *err,
 	if (ok && a->paused)
 		ok = !json_object_object_add(obj, "paused",
 					     json_object_new_boolean(1));
-	if (ok)
-		body = strdup(json_object_to_json_string_ext(
-		    obj,
-		    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
-	json_object_put(obj);
 	free(abs);
-	if (!body)
-		snprintf(err, errlen, "out of memory");
-	return body;
+	return ctl_body_finish(obj, ok, err, errlen);
 }
 
 /* A migrate option's number: 0..2^31. */
@@ -1023,31 +999,21 @@ static int ctl_parse_args(int argc, char **argv, struct ctl_args *a)
 			a->json = true;
 		} else if (options && !strcmp(argv[k], "--live")) {
 			a->live = true;
-		} else if (options && (!strcmp(argv[k], "--then") ||
-				       !strncmp(argv[k], "--then=", 7))) {
-			if (argv[k][6] == '=')
-				a->then = argv[k] + 7;
-			else if (k + 1 < argc)
-				a->then = argv[++k];
-			else
-				a->then = "";
+		} else if (options &&
+			   (v = ctl_option_value(argc, argv, &k, "--then"))) {
+			a->then = v;
 			if (strcmp(a->then, "resume") &&
 			    strcmp(a->then, "pause") &&
 			    strcmp(a->then, "exit")) {
 				log_error("--then takes resume, pause or exit");
 				return -EINVAL;
 			}
-		} else if (options && (!strcmp(argv[k], "--compress") ||
-				       !strncmp(argv[k], "--compress=", 11))) {
+		} else if (options && (v = ctl_option_value(argc, argv, &k,
+							    "--compress"))) {
 			struct snap_compress c;
 			char cerr[128];
 
-			if (argv[k][10] == '=')
-				a->compress = argv[k] + 11;
-			else if (k + 1 < argc)
-				a->compress = argv[++k];
-			else
-				a->compress = "";
+			a->compress = v;
 			if (snap_compress_parse(a->compress, &c, cerr,
 						sizeof(cerr))) {
 				log_error("--compress: %s", cerr);
@@ -1103,14 +1069,9 @@ static int ctl_parse_args(int argc, char **argv, struct ctl_args *a)
 		} else if (options && a->cmd->restore &&
 			   !strcmp(argv[k], "--paused")) {
 			a->paused = true;
-		} else if (options && (!strcmp(argv[k], "--base") ||
-				       !strncmp(argv[k], "--base=", 7))) {
-			if (argv[k][6] == '=')
-				a->base = argv[k] + 7;
-			else if (k + 1 < argc)
-				a->base = argv[++k];
-			else
-				a->base = "";
+		} else if (options &&
+			   (v = ctl_option_value(argc, argv, &k, "--base"))) {
+			a->base = v;
 			if (!a->base[0]) {
 				log_error("--base needs the parent snapshot's "
 					  "path");

@@ -172,11 +172,10 @@ static const int calls_live[] = {
 /* A live snapshot, set up by the thread that writes it (api): a
  * userfaultfd (the syscall, or /dev/userfaultfd through openat, in the
  * snapshot list) and its eventfd; the fault thread it starts stacks the
- * live role's filter on the inherited one (prctl for no_new_privs, which
- * is set already, and seccomp: a stacked filter can only refuse more). */
+ * live role's filter on the inherited one with seccomp (a stacked filter
+ * can only refuse more; see stacks_filter for the prctl it needs). */
 static const int calls_live_setup[] = {
 	SCMP_SYS(userfaultfd),
-	SCMP_SYS(prctl),
 	SCMP_SYS(seccomp),
 };
 
@@ -267,12 +266,14 @@ static const int ioctls_live_setup[] = {
 	(int)UFFDIO_WRITEPROTECT,
 };
 
-/* A role's filter: up to five call lists and four ioctl lists. */
+/* A role's filter: up to five call lists and four ioctl lists;
+ * stacks_filter lets its threads load another filter on top. */
 struct role_filter {
 	const char *name;
 	struct call_list calls[5];
 	struct call_list ioctls[4];
 	bool clone_threads;
+	bool stacks_filter;
 };
 
 static const struct role_filter role_filters[SECCOMP_ROLE_COUNT] = {
@@ -301,6 +302,7 @@ static const struct role_filter role_filters[SECCOMP_ROLE_COUNT] = {
 			   LIST(calls_live_setup) },
 		.ioctls = { LIST(ioctls_snapshot), LIST(ioctls_live_setup) },
 		.clone_threads = true,
+		.stacks_filter = true, /* a live snapshot's fault thread */
 	},
 	[SECCOMP_ROLE_UFFD] = {
 		.name = "uffd",
@@ -439,6 +441,14 @@ static int rules_add(scmp_filter_ctx ctx, const struct role_filter *f,
 	if (!ret)
 		ret = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 1,
 				       SCMP_A0(SCMP_CMP_EQ, PR_SET_NAME));
+	/* seccomp_load() sets no_new_privs (already set: it only confirms)
+	 * before the seccomp call; the prctl(PR_SET_SECCOMP) it falls back
+	 * to is for kernels older than stasis needs. */
+	if (!ret && f->stacks_filter)
+		ret =
+		    seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 2,
+				     SCMP_A0(SCMP_CMP_EQ, PR_SET_NO_NEW_PRIVS),
+				     SCMP_A1(SCMP_CMP_EQ, 1));
 	if (!ret && f->clone_threads)
 		ret = seccomp_rule_add(
 		    ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1,

@@ -60,6 +60,22 @@ static int vm_target_snapshot(void *ctx, const char *path, const char *base,
 		  : -EBUSY;
 }
 
+static int vm_target_migrate(void *ctx, const struct migrate_opts *o,
+			     struct migrate_result *res, char *err,
+			     size_t errlen)
+{
+	struct vm *vm = vm_target_vm(ctx, err, errlen);
+
+	return vm ? vm_api_ops.migrate(vm, o, res, err, errlen) : -EBUSY;
+}
+
+static int vm_target_working_set(void *ctx, char *err, size_t errlen)
+{
+	struct vm *vm = vm_target_vm(ctx, err, errlen);
+
+	return vm ? vm_api_ops.working_set(vm, err, errlen) : -EBUSY;
+}
+
 static void vm_target_wake(struct vm_target *t)
 {
 	uint64_t one = 1;
@@ -149,7 +165,9 @@ static const struct api_ops vm_target_ops = {
 	.resume = vm_target_resume,
 	.snapshot = vm_target_snapshot,
 	.shutdown = vm_target_shutdown,
+	.migrate = vm_target_migrate,
 	.status = vm_target_status,
+	.working_set = vm_target_working_set,
 	.restore = vm_target_restore,
 	.thread_init = vm_target_thread_init,
 };

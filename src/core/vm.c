@@ -769,7 +769,6 @@ static int vm_snapshot_live(struct vm *vm, const char *path, enum vm_then then,
 	return 0;
 }
 
-/* vm_snapshot's work, with snapshot_lock held; releases it. */
 /* A snapshot reads all of memory: a working-set recording ends first,
  * so that what it records is the guest's. */
 static void vm_wset_end(struct vm *vm)
@@ -784,6 +783,7 @@ static void vm_wset_end(struct vm *vm)
 		log_warn("--record-working-set: %s", err);
 }
 
+/* vm_snapshot's work, with snapshot_lock held; releases it. */
 static int vm_snapshot_locked(struct vm *vm, const char *path, const char *base,
 			      enum vm_then then,
 			      const struct snap_compress *compress, bool live,

@@ -107,6 +107,12 @@ expect 6 "cannot connect to" -- ctl "$WORK/no.sock" status
 expect 2 "usage" -- ctl "$WORK/no.sock" dance
 expect 2 "--base needs" -- ctl "$WORK/no.sock" snapshot "$WORK/x.snap" --base ""
 expect 2 "--base only applies to snapshot" -- ctl "$WORK/no.sock" status --base "$WORK/x.snap"
+# Each value option takes --NAME VALUE and --NAME=VALUE alike.
+expect 2 "--then takes resume, pause or exit" -- ctl "$WORK/no.sock" snapshot "$WORK/x.snap" --then=later
+expect 2 "--then takes resume, pause or exit" -- ctl "$WORK/no.sock" snapshot "$WORK/x.snap" --then
+expect 2 "--compress: " -- ctl "$WORK/no.sock" snapshot "$WORK/x.snap" --compress=gzip
+expect 2 "--base needs" -- ctl "$WORK/no.sock" snapshot "$WORK/x.snap" --base=
+expect 2 "unknown ctl option '--thenx'" -- ctl "$WORK/no.sock" snapshot "$WORK/x.snap" --thenx
 
 # merge: usage, and a file that is no snapshot, each in one line.
 expect 2 "usage: stasis merge" -- merge

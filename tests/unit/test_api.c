@@ -987,11 +987,13 @@ static void test_parse_snapshot_request(void **state)
 			     body, strlen(body), path, sizeof(path), base,
 			     &then, &comp, &live, err, sizeof(err)),
 			 -EINVAL);
+	assert_string_equal(err, "\"base\" must be a string");
 	body = "{\"path\": \"/a/b\", \"base\": \"/a/b/c/d/e\"}";
 	assert_int_equal(api_parse_snapshot_request(
 			     body, strlen(body), path, sizeof(path), base,
 			     &then, &comp, &live, err, sizeof(err)),
 			 -EINVAL);
+	assert_non_null(strstr(err, "\"base\" is longer than"));
 
 	body = "{\"path\": \"/a\", \"compress\": \"zstd:7\"}";
 	assert_int_equal(api_parse_snapshot_request(
@@ -1318,6 +1320,32 @@ static void test_ctl_migrate(void **state)
 	assert_int_equal(run.status, 1);
 	assert_string_equal(run.err, "stasis: error: cannot connect to "
 				     "unix:/m: Connection refused\n");
+}
+
+/* A migrate reply carries the destination escaped by json-c, which may
+ * make it several times longer than the request's 255 bytes: the reply
+ * is whole all the same. */
+static void test_migrate_reply_escaped(void **state)
+{
+	struct fixture *f = *state;
+	char body[2048], want[256];
+	struct json_object *obj;
+	struct http_reply rep;
+	size_t n;
+
+	n = (size_t)snprintf(body, sizeof(body), "{\"destination\": \"unix:");
+	strcpy(want, "unix:");
+	for (int i = 0; i < 200; i++) {
+		n += (size_t)snprintf(body + n, sizeof(body) - n, "\\u0001");
+		strcat(want, "\x01");
+	}
+	snprintf(body + n, sizeof(body) - n, "\"}");
+	http(f->sock, "PUT", "/vm/migrate", body, &rep);
+	assert_int_equal(rep.status, 200);
+	obj = reply_json(&rep);
+	assert_string_equal(json_str(obj, "destination"), want);
+	json_object_put(obj);
+	assert_int_equal(f->vm.calls_migrate, 1);
 }
 
 /* ctl restore sends the options given and no others, with the path made
@@ -2119,6 +2147,7 @@ int main(int argc, char **argv)
 		T(test_ctl_snapshot),
 		cmocka_unit_test(test_parse_migrate_request),
 		T(test_ctl_migrate),
+		T(test_migrate_reply_escaped),
 		T(test_ctl_usage),
 		T(test_ctl_restore),
 		T(test_ctl_no_server),

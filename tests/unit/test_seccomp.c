@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -219,6 +220,47 @@ static void test_only_api_makes_sockets(void **state)
 	}
 }
 
+static void *stack_live_main(void *arg)
+{
+	(void)arg;
+	return (void *)(intptr_t)seccomp_install(SECCOMP_ROLE_LIVE, SECCOMP_ON);
+}
+
+/* What a live snapshot's fault thread does: load the live filter on top
+ * of the api one it inherits. */
+static int stack_live_filter(void)
+{
+	pthread_t t;
+	void *ret = (void *)1;
+
+	if (pthread_create(&t, NULL, stack_live_main, NULL))
+		return 20;
+	pthread_join(t, &ret);
+	return ret ? 22 : 0;
+}
+
+static int prctl_get_dumpable(void)
+{
+	return prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) < 0 ? 23 : 0;
+}
+
+/* prctl is filtered by its option: the api role may stack a filter (and
+ * every role may name its thread), nothing else. */
+static void test_prctl_options(void **state)
+{
+	struct child_result r;
+
+	(void)state;
+	run_child(SECCOMP_ROLE_API, SECCOMP_ON, stack_live_filter, &r);
+	if (!exited(&r, 0))
+		fail_msg("api stacking live: status 0x%x, stderr '%s'",
+			 r.status, r.err);
+	run_child(SECCOMP_ROLE_API, SECCOMP_ON, prctl_get_dumpable, &r);
+	assert_true(died_of_sigsys(&r));
+	run_child(SECCOMP_ROLE_VCPU, SECCOMP_ON, stack_live_filter, &r);
+	assert_false(exited(&r, 0));
+}
+
 /* log: what would be refused is made (the kernel logs it); off: no
  * filter at all. */
 static void test_log_and_off(void **state)
@@ -258,6 +300,7 @@ int main(void)
 		cmocka_unit_test(test_only_api_makes_sockets),
 		cmocka_unit_test(test_ioctl_numbers),
 		cmocka_unit_test(test_threads),
+		cmocka_unit_test(test_prctl_options),
 		cmocka_unit_test(test_log_and_off),
 		cmocka_unit_test(test_mode_parse),
 	};

@@ -72,6 +72,14 @@ for mode in ondemand map copy; do
 		refused "$T" "a damaged memory chunk" "checksum|chunk" \
 			"$WORK/memory-damaged.snap" --memory copy
 		refused "$T" "a larger VM" "--mem-max" "$WORK/big.snap"
+		# The VM's other requests, before there is one.
+		for req in working-set "migrate unix:$WORK/none.sock"; do
+			# shellcheck disable=SC2086 # the words are the arguments
+			if msg=$("$STASIS" ctl "$T" $req 2>&1); then
+				fail "$req on a waiting target: $msg"
+			fi
+			grep -q "no VM yet" <<<"$msg" || fail "$req on a waiting target: $msg"
+		done
 		pid_exited "$target" && fail "the target exited after refusals"
 	fi
 	reply=$(ctl "$T" restore "$WORK/base.snap" --memory "$mode")
@@ -86,6 +94,12 @@ for mode in ondemand map copy; do
 		fail "a second restore into one target: $again"
 	fi
 	grep -q "restored a snapshot already" <<<"$again" || fail "second restore: $again"
+	# The restored VM answers as any other: no recording was asked for.
+	if msg=$("$STASIS" ctl "$T" working-set 2>&1); then
+		fail "working-set on the restored VM: $msg"
+	fi
+	grep -q "no working set is being recorded" <<<"$msg" ||
+		fail "working-set on the restored VM: $msg"
 	st=$(ctl "$T" status --json)
 	for k in kvm_us memory_us vcpus_us request_us file_us state_us \
 		devices_us first_run_us first_exit_us; do
