@@ -23,6 +23,7 @@
 #include "snapshot/sign.h"
 #include "snapshot/snapshot.h"
 #include "snapshot/wset.h"
+#include "virtio/devices.h"
 
 static void usage(void)
 {
@@ -586,6 +587,11 @@ static int restore_run(const char *path, const struct restore_opts *o,
 		status = STASIS_EXIT_USAGE;
 		goto out;
 	}
+	/* Moved: the guest tells its network where it is now, on the
+	 * config interrupt it takes once it runs (docs/migration.md). */
+	if (o->incoming)
+		log_debug("%u network devices announce",
+			  virtio_net_announce_all(vm));
 	status = vm_run(vm, o->paused);
 	/* After a chunk failed its check, threads may wait on memory that
 	 * will never come: the process ends without tearing down. */

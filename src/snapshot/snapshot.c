@@ -1058,6 +1058,26 @@ static int snapshot_load_virtio(struct virtio_device *vdev,
 			vdev->name);
 		return -EINVAL;
 	}
+	/* The model first: its state may decide the device's shape (how
+	 * many queues), which the transport's table is checked against. */
+	if (model) {
+		ret = state_section_decode(model, &st, vdev->priv);
+		if (ret) {
+			snapshot_decode_error(vdev->name, model, &st, ret, err,
+					      errlen);
+			return ret;
+		}
+	}
+	if (vdev->ops->load_layout) {
+		ret = vdev->ops->load_layout(vdev, model ? st.version : 0);
+		if (ret) {
+			set_err(err, errlen,
+				"snapshot: device %s: its saved shape does not "
+				"fit this %s device",
+				vdev->name, vdev->ops->kind);
+			return ret;
+		}
+	}
 	ret = state_section_decode(&virtio_pci_state_desc, &tr, vdev);
 	if (ret) {
 		snapshot_decode_error(vdev->name, &virtio_pci_state_desc, &tr,
@@ -1069,14 +1089,6 @@ static int snapshot_load_virtio(struct virtio_device *vdev,
 		snapshot_decode_error(vdev->name, &pci_device_state_desc, &pci,
 				      ret, err, errlen);
 		return ret;
-	}
-	if (model) {
-		ret = state_section_decode(model, &st, vdev->priv);
-		if (ret) {
-			snapshot_decode_error(vdev->name, model, &st, ret, err,
-					      errlen);
-			return ret;
-		}
 	}
 	return 0;
 }

@@ -16,7 +16,7 @@ bool virtio_queue_ready(const struct virtio_device *vdev, unsigned q)
 	/* The transport writes these on vCPU threads. */
 	uint8_t status = __atomic_load_n(&vdev->status, __ATOMIC_ACQUIRE);
 
-	return q < vdev->ops->num_queues &&
+	return q < vdev->num_queues &&
 	       __atomic_load_n(&vdev->vq[q].enabled, __ATOMIC_ACQUIRE) &&
 	       vdev->vq[q].size && vdev->vq[q].mem &&
 	       (status & VIRTIO_STATUS_DRIVER_OK) &&

@@ -30,6 +30,17 @@ int virtio_console_create(struct virtio_device *vdev, struct vm *vm,
 int virtio_blk_check_identity(struct virtio_device *vdev, char *err,
 			      size_t errlen);
 
+/* After a migration (docs/migration.md): sets VIRTIO_NET_S_ANNOUNCE in
+ * the config status and raises the config interrupt, so the guest sends
+ * its gratuitous packets and acknowledges on the control queue (virtio
+ * 1.2 5.1.6.5.4). Returns 0, -ENODEV when @vdev is not a network device,
+ * or -EOPNOTSUPP when its driver is not running with CTRL_VQ and
+ * GUEST_ANNOUNCE. */
+int virtio_net_announce(struct virtio_device *vdev);
+/* virtio_net_announce on every network device of @vm; returns how many
+ * announce. */
+unsigned virtio_net_announce_all(struct vm *vm);
+
 int virtio_rng_create(struct virtio_device *vdev, struct vm *vm,
 		      const char *name, uint8_t slot);
 

@@ -1,6 +1,7 @@
 /* virtio-net (virtio 1.2 section 5.1) without offloads: one receive and
- * one transmit queue, a MAC address and link status, over a host tap
- * device or a rootless UNIX datagram socket (one frame per datagram). */
+ * one transmit queue, a MAC address and link status, the control queue
+ * for the guest's announcement after a migration, over a host tap device
+ * or a rootless UNIX datagram socket (one frame per datagram). */
 #include "virtio/devices.h"
 
 #include <errno.h>
@@ -20,16 +21,33 @@
 #include <xxhash.h>
 
 #include "core/log.h"
+#include "core/vm.h"
 #include "virtio/device_priv.h"
 
 /* Feature bits (5.1.3). */
 #define VIRTIO_NET_F_MAC 5
 #define VIRTIO_NET_F_STATUS 16
+#define VIRTIO_NET_F_CTRL_VQ 17
+#define VIRTIO_NET_F_GUEST_ANNOUNCE 21
+/* Config status bits (5.1.4). */
 #define VIRTIO_NET_S_LINK_UP 1
+#define VIRTIO_NET_S_ANNOUNCE 2
 
-/* Queues (5.1.2): receiveq1, transmitq1; no control queue. */
+/* Queues (5.1.2): receiveq1, transmitq1, controlq (without MQ the
+ * control queue is the third). A device restored from a snapshot of
+ * table version 1 has the first two only, as it had when it was saved. */
 #define NET_RXQ 0
 #define NET_TXQ 1
+#define NET_CTRLQ 2
+#define NET_NUM_QUEUES 3
+#define NET_QUEUES_V1 2
+
+/* Control requests (5.1.6.5): class and command, then the ack. */
+#define VIRTIO_NET_OK 0
+#define VIRTIO_NET_ERR 1
+#define VIRTIO_NET_CTRL_ANNOUNCE 3
+#define VIRTIO_NET_CTRL_ANNOUNCE_ACK 0
+#define NET_CTRL_HDR_LEN 2
 
 /* Config layout (5.1.4): struct virtio_net_config up to mtu. */
 #define NET_CFG_MAC 0
@@ -56,6 +74,12 @@ struct virtio_net {
 	/* Saved (net_state_desc): the guest read this address, so a
 	 * restore keeps it even when the backend changes. */
 	uint8_t mac[6];
+	/* Saved since version 2: NET_NUM_QUEUES, or NET_QUEUES_V1 for a
+	 * device first restored from version 1. */
+	uint8_t nqueues;
+	/* Saved since version 2: VIRTIO_NET_S_ANNOUNCE is set, until the
+	 * driver's ANNOUNCE_ACK (5.1.6.5.4). Under vdev->lock. */
+	bool announce;
 
 	enum net_backend backend;
 	int fd; /* tap or our datagram socket */
@@ -68,6 +92,7 @@ struct virtio_net {
 	 * cleared when it adds some. */
 	bool rx_waiting;
 	uint64_t rx_dropped, tx_dropped;
+	uint64_t ctrl_refused; /* control requests answered VIRTIO_NET_ERR */
 
 	struct virtq_chain chain;
 	struct iovec iov[VIRTQ_MAX_CHAIN];
@@ -77,18 +102,25 @@ struct virtio_net {
 
 static const struct state_field net_state_fields[] = {
 	STATE_U8_ARRAY(struct virtio_net, mac, 1),
+	STATE_U8(struct virtio_net, nqueues, 2),
+	STATE_BOOL(struct virtio_net, announce, 2),
 };
 
 static int net_state_validate(const void *obj)
 {
-	const uint8_t *mac = ((const struct virtio_net *)obj)->mac;
+	const struct virtio_net *net = obj;
 
-	return mac[0] & 1 ? -EINVAL : 0; /* never a multicast address */
+	if (net->mac[0] & 1) /* never a multicast address */
+		return -EINVAL;
+	if (net->nqueues != NET_NUM_QUEUES && net->nqueues != NET_QUEUES_V1)
+		return -EINVAL;
+	/* No control queue, no announcement. */
+	return net->announce && net->nqueues != NET_NUM_QUEUES ? -EINVAL : 0;
 }
 
 static const struct state_desc net_state_desc = {
 	.name = "virtio-net",
-	.version = 1,
+	.version = 2,
 	.min_version = 1,
 	.fields = net_state_fields,
 	.nfields = STATE_NFIELDS(net_state_fields),
@@ -97,7 +129,31 @@ static const struct state_desc net_state_desc = {
 
 static uint64_t net_features(struct virtio_device *vdev)
 {
-	return 1ull << VIRTIO_NET_F_MAC | 1ull << VIRTIO_NET_F_STATUS;
+	uint64_t f = 1ull << VIRTIO_NET_F_MAC | 1ull << VIRTIO_NET_F_STATUS;
+
+	/* 5.1.3.1: GUEST_ANNOUNCE needs the control queue. */
+	if (vdev->num_queues > NET_CTRLQ)
+		f |= 1ull << VIRTIO_NET_F_CTRL_VQ |
+		     1ull << VIRTIO_NET_F_GUEST_ANNOUNCE;
+	return f;
+}
+
+/* Whether the driver accepted feature @bit (FEATURES_OK set with it). */
+static bool net_has(const struct virtio_device *vdev, unsigned bit)
+{
+	uint8_t status = __atomic_load_n(&vdev->status, __ATOMIC_ACQUIRE);
+
+	return (status & VIRTIO_STATUS_FEATURES_OK) &&
+	       (vdev->driver_features >> bit & 1);
+}
+
+/* The announcement needs both features (5.1.3.1): a driver that took
+ * GUEST_ANNOUNCE without CTRL_VQ could never acknowledge it. */
+static bool net_can_announce(const struct virtio_device *vdev)
+{
+	return vdev->num_queues > NET_CTRLQ &&
+	       net_has(vdev, VIRTIO_NET_F_CTRL_VQ) &&
+	       net_has(vdev, VIRTIO_NET_F_GUEST_ANNOUNCE);
 }
 
 static void net_config_read(struct virtio_device *vdev, uint32_t off,
@@ -105,9 +161,12 @@ static void net_config_read(struct virtio_device *vdev, uint32_t off,
 {
 	struct virtio_net *net = vdev->priv;
 	uint8_t cfg[NET_CFG_LEN] = { 0 };
+	uint16_t status = VIRTIO_NET_S_LINK_UP;
 
+	if (net->announce && net_can_announce(vdev))
+		status |= VIRTIO_NET_S_ANNOUNCE;
 	memcpy(cfg + NET_CFG_MAC, net->mac, 6);
-	put_le16(cfg + NET_CFG_STATUS, VIRTIO_NET_S_LINK_UP);
+	put_le16(cfg + NET_CFG_STATUS, status);
 	put_le16(cfg + NET_CFG_MAX_VQ_PAIRS, 1);
 	put_le16(cfg + NET_CFG_MTU, 1500);
 	virtio_config_copy(cfg, sizeof(cfg), off, data, len);
@@ -309,10 +368,58 @@ static int net_output(struct virtio_net *net)
 	return r < 0 ? -EIO : 0;
 }
 
+/* Control queue (5.1.6.5): class and command in the device-readable
+ * part, the ack in the last byte of the device-writable part. Only
+ * ANNOUNCE_ACK exists here, with no command data (5.1.6.5.4); every other
+ * class or command, a request of another size, or one from a driver that
+ * did not accept GUEST_ANNOUNCE, is answered VIRTIO_NET_ERR. A chain with
+ * nowhere to put the ack is returned unanswered. */
+static enum chain_result net_ctrl(void *opaque, const struct virtq_chain *c,
+				  uint32_t *written)
+{
+	struct virtio_net *net = opaque;
+	struct virtio_device *vdev = net->vdev;
+	uint8_t hdr[NET_CTRL_HDR_LEN], ack = VIRTIO_NET_ERR;
+
+	*written = 0;
+	if (!c->in_len) {
+		net->ctrl_refused++;
+		return CHAIN_DONE;
+	}
+	if (c->out_len == NET_CTRL_HDR_LEN && c->in_len == 1 &&
+	    virtq_chain_read(c, 0, hdr, sizeof(hdr)) == sizeof(hdr) &&
+	    hdr[0] == VIRTIO_NET_CTRL_ANNOUNCE &&
+	    hdr[1] == VIRTIO_NET_CTRL_ANNOUNCE_ACK && net_can_announce(vdev)) {
+		/* 5.1.6.5.4: the bit is clear before the buffer is used. */
+		pthread_mutex_lock(&vdev->lock);
+		net->announce = false;
+		pthread_mutex_unlock(&vdev->lock);
+		ack = VIRTIO_NET_OK;
+	} else {
+		net->ctrl_refused++;
+	}
+	virtq_chain_write(c, c->in_len - 1, &ack, 1);
+	*written = c->in_len > UINT32_MAX ? UINT32_MAX : (uint32_t)c->in_len;
+	return CHAIN_DONE;
+}
+
+static int net_control(struct virtio_net *net)
+{
+	/* A driver that did not accept the control queue has none. */
+	if (!net_has(net->vdev, VIRTIO_NET_F_CTRL_VQ))
+		return 0;
+	return virtio_queue_drain(net->vdev, NET_CTRLQ, &net->chain, net_ctrl,
+				  net) < 0
+		   ? -EIO
+		   : 0;
+}
+
 static int net_queue_notify(struct virtio_device *vdev, unsigned q)
 {
 	struct virtio_net *net = vdev->priv;
 
+	if (q == NET_CTRLQ)
+		return net_control(net);
 	if (q == NET_RXQ && net_input(net) == -EIO)
 		return -EIO;
 	/* A receive kick also retries frames a full peer left waiting in
@@ -343,6 +450,50 @@ static void net_reset(struct virtio_device *vdev)
 	struct virtio_net *net = vdev->priv;
 
 	net->rx_waiting = false;
+	net->announce = false;
+}
+
+/* Restore: version 1 had no control queue, so the device keeps the two
+ * queues (and three MSI-X vectors) its driver found; a version 2 record
+ * says which shape it had. */
+static int net_load_layout(struct virtio_device *vdev, uint16_t version)
+{
+	struct virtio_net *net = vdev->priv;
+
+	if (version < 2) {
+		net->nqueues = NET_QUEUES_V1;
+		net->announce = false;
+	}
+	return virtio_device_set_queues(vdev, net->nqueues);
+}
+
+int virtio_net_announce(struct virtio_device *vdev)
+{
+	struct virtio_net *net = vdev->priv;
+	uint8_t status;
+
+	if (!vdev->ops || !net || strcmp(vdev->ops->kind, "net"))
+		return -ENODEV;
+	status = __atomic_load_n(&vdev->status, __ATOMIC_ACQUIRE);
+	if (!(status & VIRTIO_STATUS_DRIVER_OK) ||
+	    (status & VIRTIO_STATUS_NEEDS_RESET) || !net_can_announce(vdev))
+		return -EOPNOTSUPP;
+	pthread_mutex_lock(&vdev->lock);
+	net->announce = true;
+	pthread_mutex_unlock(&vdev->lock);
+	/* 5.1.6.5.4: the driver looks at the status on a config change. */
+	virtio_device_config_changed(vdev);
+	return 0;
+}
+
+unsigned virtio_net_announce_all(struct vm *vm)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < vm->nvirtio; i++)
+		if (virtio_net_announce(&vm->virtio[i]) == 0)
+			n++;
+	return n;
 }
 
 static void net_destroy(struct virtio_device *vdev)
@@ -363,7 +514,7 @@ static void net_destroy(struct virtio_device *vdev)
 static const struct virtio_device_ops net_ops = {
 	.kind = "net",
 	.device_id = VIRTIO_ID_NET,
-	.num_queues = 2,
+	.num_queues = NET_NUM_QUEUES,
 	.config_len = NET_CFG_LEN,
 	.features = net_features,
 	.config_read = net_config_read,
@@ -372,6 +523,7 @@ static const struct virtio_device_ops net_ops = {
 	.fd_ready = net_fd_ready,
 	.reset = net_reset,
 	.state_desc = &net_state_desc,
+	.load_layout = net_load_layout,
 	.destroy = net_destroy,
 	.pre_save = net_pre_save,
 };
@@ -454,6 +606,7 @@ int virtio_net_create(struct virtio_device *vdev, struct vm *vm,
 		return -ENOMEM;
 	}
 	net->fd = -1;
+	net->nqueues = NET_NUM_QUEUES;
 	net->backend = cfg->backend;
 	if (cfg->mac_set)
 		memcpy(net->mac, cfg->mac, 6);

@@ -178,6 +178,12 @@ struct virtio_device_ops {
 	 * which disk changed and how). */
 	const struct state_desc *state_desc;
 	int (*post_load)(struct virtio_device *vdev, char *err, size_t errlen);
+	/* Restore: runs after the model's table is decoded (at @version, 0
+	 * when the record has no model section) and before the transport's,
+	 * so a model whose queue count depends on its saved state takes the
+	 * shape the snapshot was written with (virtio_device_set_queues).
+	 * Returns 0 or -errno. May be NULL. */
+	int (*load_layout)(struct virtio_device *vdev, uint16_t version);
 	/* Frees what the device opened; safe after a failed create. */
 	void (*destroy)(struct virtio_device *vdev);
 	/* Snapshot: runs with the worker parked, before state_desc is
@@ -220,8 +226,10 @@ struct virtio_device {
 	bool msix_enabled, msix_masked; /* from the capability's control */
 
 	/* Set up at creation. */
+	uint16_t num_queues; /* ops->num_queues, or fewer: set_queues */
 	uint16_t nvectors; /* num_queues + 1 */
 	uint8_t msix_cap; /* config space offset of the MSI-X capability */
+	uint8_t notify_cap; /* ... of the notification one */
 	uint8_t pcicfg_cap; /* ... of the PCI configuration access one */
 	uint32_t intx_gsi; /* pin A's GSI (docs/virtio.md) */
 	uint64_t device_features; /* what ops->features offered, + ours */
@@ -330,6 +338,13 @@ struct virtio_device {
 int virtio_device_create(struct virtio_device *vdev, struct vm *vm,
 			 const struct virtio_device_ops *ops, void *priv,
 			 const char *name, uint8_t slot);
+
+/* Restore, before the transport's state is decoded and the worker runs:
+ * gives the device @nq queues (1 to ops->num_queues) instead of all its
+ * model offers, with the MSI-X table size, notification area and feature
+ * bits (ops->features runs again) that go with them, as a device of an
+ * older model version had. Returns 0 or -EINVAL. */
+int virtio_device_set_queues(struct virtio_device *vdev, unsigned nq);
 
 /* Starts the worker thread (after boot or restore, before the vCPUs). */
 int virtio_device_start(struct virtio_device *vdev);

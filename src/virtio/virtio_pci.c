@@ -54,7 +54,7 @@ static bool is_pow2(uint32_t v)
 
 static unsigned virtio_nq(const struct virtio_device *vdev)
 {
-	return vdev->ops->num_queues;
+	return vdev->num_queues;
 }
 
 static bool virtio_live(const struct virtio_device *vdev)
@@ -957,10 +957,12 @@ static int virtio_pci_setup_config(struct virtio_device *vdev, uint8_t slot)
 	if (o >= 0) {
 		o = virtio_pci_add_cap(dev, VIRTIO_PCI_CAP_NOTIFY_CFG,
 				       VIRTIO_PCI_NOTIFY_OFF,
-				       VIRTIO_PCI_NOTIFY_MULT * ops->num_queues,
+				       VIRTIO_PCI_NOTIFY_MULT * virtio_nq(vdev),
 				       VIRTIO_PCI_NOTIFY_CAP_LEN);
-		if (o >= 0)
+		if (o >= 0) {
+			vdev->notify_cap = (uint8_t)o;
 			put_le(dev->config + o + 16, VIRTIO_PCI_NOTIFY_MULT, 4);
+		}
 	}
 	if (o >= 0) {
 		/* 4.1.4.9: bar, offset, length and data are the driver's. */
@@ -1072,6 +1074,7 @@ int virtio_device_create(struct virtio_device *vdev, struct vm *vm,
 	vdev->priv = priv;
 	vdev->vm = vm;
 	snprintf(vdev->name, sizeof(vdev->name), "%s", name);
+	vdev->num_queues = ops->num_queues;
 	vdev->nvectors = ops->num_queues + 1;
 	vdev->intx_gsi = VIRTIO_PCI_INTX_GSI(slot);
 	vdev->device_features = (ops->features ? ops->features(vdev) : 0) |
@@ -1112,6 +1115,38 @@ err:
 	log_error("%s: cannot create the virtio-pci device in slot %u: %s",
 		  name, slot, strerror(-ret));
 	return ret;
+}
+
+int virtio_device_set_queues(struct virtio_device *vdev, unsigned nq)
+{
+	struct pci_device *dev = &vdev->pci;
+
+	if (!vdev->created || vdev->worker_started || !nq ||
+	    nq > vdev->ops->num_queues)
+		return -EINVAL;
+	pthread_mutex_lock(&vdev->lock);
+	vdev->num_queues = (uint16_t)nq;
+	vdev->nvectors = (uint16_t)(nq + 1);
+	for (unsigned q = 0; q < VIRTIO_MAX_QUEUES; q++)
+		virtq_reset(&vdev->vq[q], q < nq);
+	for (unsigned v = 0; v < VIRTIO_MAX_VECTORS; v++)
+		memset(msix_entry(vdev, v), 0, 4 * sizeof(uint32_t));
+	for (unsigned v = 0; v < vdev->nvectors; v++)
+		msix_entry(vdev, v)[3] = PCI_MSIX_ENTRY_MASKED;
+	vdev->msix_pba = 0;
+	/* Read-only config space: what a restored config is checked
+	 * against (config_init) changes with it. */
+	put_le(dev->config + vdev->msix_cap + 2, vdev->nvectors - 1u, 2);
+	put_le(dev->config_init + vdev->msix_cap + 2, vdev->nvectors - 1u, 2);
+	put_le(dev->config + vdev->notify_cap + 12, VIRTIO_PCI_NOTIFY_MULT * nq,
+	       4);
+	put_le(dev->config_init + vdev->notify_cap + 12,
+	       VIRTIO_PCI_NOTIFY_MULT * nq, 4);
+	vdev->device_features =
+	    (vdev->ops->features ? vdev->ops->features(vdev) : 0) |
+	    VIRTIO_TRANSPORT_FEATURES;
+	pthread_mutex_unlock(&vdev->lock);
+	return 0;
 }
 
 void virtio_device_destroy(struct virtio_device *vdev)

@@ -8,6 +8,8 @@
 /* virtio_device_notify() calls per queue, virtio_device_fail() calls. */
 extern unsigned fake_virtio_notifies[VIRTIO_MAX_QUEUES];
 extern unsigned fake_virtio_fails;
+/* virtio_device_config_changed() calls. */
+extern unsigned fake_virtio_config_changes;
 /* What the next virtio_device_create() returns (0: it succeeds). */
 extern int fake_virtio_create_ret;
 

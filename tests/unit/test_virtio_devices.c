@@ -1340,14 +1340,14 @@ static void test_net_config(void **state)
 	struct guest *g = net_guest(NULL, "a", NULL, "52:54:00:aa:bb:cc");
 	struct guest *h = net_guest(NULL, "b", NULL, NULL);
 	const struct state_desc *d;
-	uint8_t mac[6], mac2[6], saved[6];
+	uint8_t mac[6], mac2[6], saved[8];
 
 	assert_int_equal(g->vdev.ops->device_id, 1); /* 5.1.1 */
-	assert_int_equal(g->vdev.ops->num_queues, 2);
-	/* 5.1.3: MAC 5 and STATUS 16; no offloads, no MRG_RXBUF, no
-	 * control queue. */
+	assert_int_equal(g->vdev.ops->num_queues, 3);
+	/* 5.1.3: MAC 5, STATUS 16, CTRL_VQ 17 and GUEST_ANNOUNCE 21; no
+	 * offloads, no MRG_RXBUF. */
 	assert_true(g->vdev.ops->features(&g->vdev) ==
-		    (1ull << 5 | 1ull << 16));
+		    (1ull << 5 | 1ull << 16 | 1ull << 17 | 1ull << 21));
 	/* 5.1.4: mac 0, status 6, max_virtqueue_pairs 8. */
 	assert_true(g->vdev.ops->config_len >= 10);
 	g->vdev.ops->config_read(&g->vdev, 0, mac, 6);
@@ -1359,12 +1359,17 @@ static void test_net_config(void **state)
 	assert_int_equal(mac2[0], 0x52);
 	assert_int_equal(mac2[0] & 1, 0);
 	assert_memory_not_equal(mac, mac2, 6);
-	/* The saved state is the MAC: a restore onto another backend keeps
+	/* The saved state is the MAC (version 1), the queue count and the
+	 * announce bit (version 2): a restore onto another backend keeps
 	 * the address the guest read; a multicast one is refused. */
 	d = g->vdev.ops->state_desc;
-	assert_int_equal(state_encoded_size(d), 6);
+	assert_int_equal(d->version, 2);
+	assert_int_equal(state_encoded_size(d), 8);
+	assert_int_equal(state_encoded_size_v(d, 1), 6);
 	assert_int_equal(state_encode(d, g->vdev.priv, saved, sizeof(saved)),
 			 0);
+	assert_int_equal(saved[6], 3); /* rx, tx, control */
+	assert_int_equal(saved[7], 0); /* no announcement pending */
 	assert_int_equal(state_decode(d, 1, h->vdev.priv, saved, 6), 0);
 	h->vdev.ops->config_read(&h->vdev, 0, mac2, 6);
 	assert_memory_equal(mac2, mac, 6);
@@ -1372,6 +1377,140 @@ static void test_net_config(void **state)
 	assert_int_equal(state_decode(d, 1, h->vdev.priv, saved, 6), -EINVAL);
 	guest_free(g);
 	guest_free(h);
+}
+
+/* One control request (5.1.6.5) on queue 2: @out readable bytes, then
+ * @in writable ones (0: none). Returns the ack byte the device wrote to
+ * the last writable byte, or -1 when it wrote none; *@len the used
+ * length. */
+static int net_ctrl_request(struct guest *g, const uint8_t *out,
+			    uint32_t out_len, uint32_t in_len, uint32_t *len)
+{
+	struct buf b[2];
+	unsigned n = 0;
+	uint16_t head;
+	gpa_t ack = 0;
+
+	if (out_len) {
+		b[n] = (struct buf){ galloc(g, out_len), out_len, false };
+		memcpy(gptr(g, b[n].gpa), out, out_len);
+		n++;
+	}
+	if (in_len) {
+		b[n] = (struct buf){ galloc(g, in_len), in_len, true };
+		ack = b[n].gpa + in_len - 1;
+		memset(gptr(g, b[n].gpa), 0xee, in_len);
+		n++;
+	}
+	add_chain(g, 2, b, n);
+	assert_int_equal(g->vdev.ops->queue_notify(&g->vdev, 2), 0);
+	next_used(g, 2, &head, len);
+	if (!in_len)
+		return -1;
+	return *(uint8_t *)gptr(g, ack) == 0xee ? -1 : *(uint8_t *)gptr(g, ack);
+}
+
+/* VIRTIO_NET_F_GUEST_ANNOUNCE (5.1.6.5.4): the announce bit in the
+ * status until the driver's ANNOUNCE_ACK on the control queue; every
+ * other request is answered VIRTIO_NET_ERR and breaks nothing. */
+static void test_net_announce(void **state)
+{
+	struct guest *g = net_guest(NULL, "a", NULL, NULL);
+	const uint8_t ack_cmd[] = { 3, 0 }, bad_class[] = { 0xff, 0 },
+		      bad_cmd[] = { 3, 1 }, long_cmd[] = { 3, 0, 0 };
+	uint8_t saved[8];
+	uint32_t len;
+
+	assert_int_equal(cfg32(g, 6, 2), 1);
+	assert_int_equal(virtio_net_announce(&g->vdev), 0);
+	assert_int_equal(fake_virtio_config_changes, 1);
+	assert_int_equal(cfg32(g, 6, 2), 1 | 2); /* LINK_UP | ANNOUNCE */
+	/* The pending bit is saved. */
+	assert_int_equal(state_encode(g->vdev.ops->state_desc, g->vdev.priv,
+				      saved, sizeof(saved)),
+			 0);
+	assert_int_equal(saved[7], 1);
+	/* Wrong requests are refused, the bit stays. */
+	assert_int_equal(net_ctrl_request(g, bad_class, 2, 1, &len), 1);
+	assert_int_equal(len, 1);
+	assert_int_equal(net_ctrl_request(g, bad_cmd, 2, 1, &len), 1);
+	assert_int_equal(net_ctrl_request(g, long_cmd, 3, 1, &len), 1);
+	assert_int_equal(net_ctrl_request(g, ack_cmd, 1, 1, &len), 1);
+	assert_int_equal(net_ctrl_request(g, NULL, 0, 1, &len), 1);
+	assert_int_equal(net_ctrl_request(g, ack_cmd, 2, 4, &len), 1);
+	assert_int_equal(len, 4);
+	/* Nowhere to answer: the chain comes back with nothing written. */
+	assert_int_equal(net_ctrl_request(g, ack_cmd, 2, 0, &len), -1);
+	assert_int_equal(len, 0);
+	assert_int_equal(cfg32(g, 6, 2), 1 | 2);
+	/* The acknowledgement clears it. */
+	assert_int_equal(net_ctrl_request(g, ack_cmd, 2, 1, &len), 0);
+	assert_int_equal(cfg32(g, 6, 2), 1);
+	assert_int_equal(fake_virtio_fails, 0);
+	/* A reset forgets a pending announcement. */
+	assert_int_equal(virtio_net_announce(&g->vdev), 0);
+	g->vdev.ops->reset(&g->vdev);
+	assert_int_equal(cfg32(g, 6, 2), 1);
+	guest_free(g);
+}
+
+/* A driver that did not accept CTRL_VQ and GUEST_ANNOUNCE gets neither:
+ * no announcement, and its queue 2 is never looked at. */
+static void test_net_announce_not_negotiated(void **state)
+{
+	struct guest *g = net_guest(NULL, "a", NULL, NULL);
+	const uint8_t ack_cmd[] = { 3, 0 };
+	struct buf b[2];
+
+	g->vdev.driver_features &= ~(1ull << 17 | 1ull << 21);
+	assert_int_equal(virtio_net_announce(&g->vdev), -EOPNOTSUPP);
+	assert_int_equal(fake_virtio_config_changes, 0);
+	assert_int_equal(cfg32(g, 6, 2), 1);
+	b[0] = (struct buf){ galloc(g, 2), 2, false };
+	memcpy(gptr(g, b[0].gpa), ack_cmd, 2);
+	b[1] = (struct buf){ galloc(g, 1), 1, true };
+	add_chain(g, 2, b, 2);
+	assert_int_equal(g->vdev.ops->queue_notify(&g->vdev, 2), 0);
+	assert_int_equal(used_idx(g, 2), 0);
+	/* GUEST_ANNOUNCE without the control queue cannot be acknowledged:
+	 * no announcement either. */
+	g->vdev.driver_features |= 1ull << 21;
+	assert_int_equal(virtio_net_announce(&g->vdev), -EOPNOTSUPP);
+	guest_free(g);
+}
+
+/* A version 1 record (the MAC only) restores as the device it was then:
+ * two queues, no control queue offered, nothing to announce. */
+static void test_net_load_v1(void **state)
+{
+	struct guest *g = net_guest(NULL, "a", NULL, NULL);
+	const struct state_desc *d = g->vdev.ops->state_desc;
+	uint8_t v1[6] = { 0x52, 0x54, 0, 1, 2, 3 }, v2[8];
+
+	assert_int_equal(state_decode(d, 1, g->vdev.priv, v1, sizeof(v1)), 0);
+	assert_int_equal(g->vdev.ops->load_layout(&g->vdev, 1), 0);
+	assert_int_equal(g->vdev.num_queues, 2);
+	assert_true(g->vdev.device_features == (1ull << 5 | 1ull << 16));
+	/* Saved again, it says so, and reads back as two queues. */
+	assert_int_equal(state_encode(d, g->vdev.priv, v2, sizeof(v2)), 0);
+	assert_int_equal(v2[6], 2);
+	assert_int_equal(state_decode(d, 2, g->vdev.priv, v2, sizeof(v2)), 0);
+	assert_int_equal(g->vdev.ops->load_layout(&g->vdev, 2), 0);
+	assert_int_equal(g->vdev.num_queues, 2);
+	/* No queue count but 2 or 3, no announcement without a control
+	 * queue. */
+	v2[6] = 4;
+	assert_int_equal(state_decode(d, 2, g->vdev.priv, v2, sizeof(v2)),
+			 -EINVAL);
+	v2[6] = 2;
+	v2[7] = 1;
+	assert_int_equal(state_decode(d, 2, g->vdev.priv, v2, sizeof(v2)),
+			 -EINVAL);
+	v2[6] = 3;
+	assert_int_equal(state_decode(d, 2, g->vdev.priv, v2, sizeof(v2)), 0);
+	assert_int_equal(g->vdev.ops->load_layout(&g->vdev, 2), 0);
+	assert_int_equal(g->vdev.num_queues, 3);
+	guest_free(g);
 }
 
 static void test_net_round_trip(void **state)
@@ -1643,6 +1782,9 @@ int main(void)
 		cmocka_unit_test(test_console_full_reader),
 		cmocka_unit_test(test_console_socket_full),
 		cmocka_unit_test(test_net_config),
+		cmocka_unit_test(test_net_announce),
+		cmocka_unit_test(test_net_announce_not_negotiated),
+		cmocka_unit_test(test_net_load_v1),
 		cmocka_unit_test(test_net_round_trip),
 		cmocka_unit_test(test_net_full_peer),
 		cmocka_unit_test(test_net_reply_to_sender),
