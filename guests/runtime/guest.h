@@ -365,6 +365,7 @@ struct guest_virtio_dev {
 	uint64_t msix_table;
 	uint16_t msix_entries;
 	uint16_t config_vector;
+	unsigned int config_irq_slot; /* index into guest_irq_counts */
 	unsigned int nqueues; /* set up by guest_virtq_setup */
 	struct guest_virtq vq[GUEST_VIRTIO_MAX_QUEUES];
 	bool wait_irq; /* guest_virtq_wait sleeps for the interrupt */
@@ -401,6 +402,9 @@ uint32_t guest_virtio_cfg32(const struct guest_virtio_dev *dev,
 			    unsigned int off);
 uint64_t guest_virtio_cfg64(const struct guest_virtio_dev *dev,
 			    unsigned int off);
+/* Configuration change interrupts taken so far (4.1.5.2; with INTx,
+ * every interrupt of the device's line). */
+uint64_t guest_virtio_config_irqs(const struct guest_virtio_dev *dev);
 /* Interrupts taken for the queue's vector so far. */
 uint64_t guest_virtq_irqs(const struct guest_virtq *vq);
 

@@ -230,8 +230,10 @@ static void msix_enable(struct guest_virtio_dev *dev)
 		return;
 	/* 4.1.5.1.2: the device answers NO_VECTOR if it cannot map it. */
 	guest_mmio_write16(dev->common + COMMON_MSIX, v);
-	if (guest_mmio_read16(dev->common + COMMON_MSIX) == v)
+	if (guest_mmio_read16(dev->common + COMMON_MSIX) == v) {
 		dev->config_vector = v;
+		dev->config_irq_slot = slot;
+	}
 }
 
 /*
@@ -482,6 +484,15 @@ int guest_virtq_setup(struct guest_virtio_dev *dev, unsigned int q,
 	if (q >= dev->nqueues)
 		dev->nqueues = q + 1;
 	return 0;
+}
+
+uint64_t guest_virtio_config_irqs(const struct guest_virtio_dev *dev)
+{
+	if (dev->intx)
+		return guest_irq_counts[dev->intx_slot];
+	return dev->config_vector == GUEST_VIRTIO_NO_VECTOR
+		   ? 0
+		   : guest_irq_counts[dev->config_irq_slot];
 }
 
 uint64_t guest_virtq_irqs(const struct guest_virtq *vq)
