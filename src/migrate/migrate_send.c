@@ -583,15 +583,17 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 		goto fail;
 	}
 	tpause = clock_now_ns(CLOCK_MONOTONIC);
-	/* What the guest wrote since the last round is not clean. */
-	if (pc.on) {
+	ret = snapshot_write_state(vm, w, err, errlen);
+	/* What the guest wrote since the last round is not clean, nor what
+	 * the devices wrote while their state was saved (net's pre_save
+	 * delivers the frames waiting in its socket): collected after. */
+	if (!ret && pc.on) {
 		uint64_t left;
 
 		ret = precopy_collect(&pc, &left, err, errlen);
 		if (ret)
 			goto fail;
 	}
-	ret = snapshot_write_state(vm, w, err, errlen);
 	if (!ret)
 		ret = snap_write_memory(w, &vm->mem, &vm->snapshot_progress,
 					err, errlen);
