@@ -14,13 +14,16 @@ then forwards nothing more (the test kills a side meanwhile);
 MARKER: the source's sends then block once its socket is full, in the
 phase they were in, until a side closes;
 --drop-replies-after N forwards only the first N bytes the destination
-sends back (a link lost after the switch, when N ends with READY).
+sends back (a link lost after the switch, when N ends with READY);
+--rate N forwards the source's bytes at N bytes a second at most (a slow
+link: pre-copy lasts as long on any host).
 COUNT_FILE gets the number of the source's bytes forwarded, at the end.
 """
 import os
 import select
 import socket
 import sys
+import time
 
 
 def held(src, dst):
@@ -43,7 +46,7 @@ def held(src, dst):
 def main():
     args = sys.argv[1:]
     listen, target, count_file = args[:3]
-    corrupt = cut = stall = hold = replies = None
+    corrupt = cut = stall = hold = replies = rate = None
     marker = None
     rest = args[3:]
     while rest:
@@ -52,6 +55,8 @@ def main():
             corrupt = int(rest.pop(0))
         elif opt == "--cut-at":
             cut = int(rest.pop(0))
+        elif opt == "--rate":
+            rate = int(rest.pop(0))
         elif opt == "--drop-replies-after":
             replies = int(rest.pop(0))
         elif opt in ("--stall-at", "--hold-at"):
@@ -72,6 +77,7 @@ def main():
     sent = 0
     back = 0
     stalled = False
+    start = time.monotonic()
     try:
         while True:
             r, _, _ = select.select([src, dst], [], [])
@@ -104,6 +110,10 @@ def main():
                 data[corrupt - sent] ^= 0xFF
             dst.sendall(data)
             sent += len(data)
+            if rate:
+                ahead = start + sent / rate - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
             if cut is not None and sent >= cut:
                 break
             if stall is not None and sent >= stall:
