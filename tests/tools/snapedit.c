@@ -2,10 +2,13 @@
  * that a restore refuses what this host cannot honour. A test tool, not
  * part of stasis. Usage:
  *   snapedit IN OUT [--page-size N] [--format-version N] [--vendor STR]
- *            [--cpuid-set FN.IDX.REG.BIT] [--blk-v1 1]
+ *            [--cpuid-set FN.IDX.REG.BIT] [--blk-v1 1] [--net-v1 1]
  * --blk-v1 rewrites each virtio-blk model section as version 1 of its
  * table (size, mtime, first-MiB hash), as a stasis before the device and
- * inode identity wrote it.
+ * inode identity wrote it. --net-v1 rewrites each virtio-net device as a
+ * stasis before the control queue saved it: two queues, three MSI-X
+ * vectors, a model section of version 1 (the MAC); its driver must not
+ * have enabled the control queue.
  * Checksums are recomputed, so only the meaning changes. */
 #include <errno.h>
 #include <stdio.h>
@@ -27,7 +30,7 @@ struct edits {
 	const char *vendor;
 	uint32_t fn, idx, bit;
 	int reg; /* 0..3 = EAX..EDX, -1 for none */
-	bool blk_v1;
+	bool blk_v1, net_v1;
 };
 
 /* Section tags of a DEVICE record (docs/snapshot-format.md). */
@@ -66,6 +69,75 @@ static void edit_blk_v1(uint8_t *p, uint64_t *len)
 		}
 		off += 8 + padded;
 	}
+}
+
+/* The virtio-pci transport table (src/virtio/virtio_pci.c): 23 bytes of
+ * common registers, 8 queues of 36 bytes, the MSI-X table (9 vectors of
+ * 16 bytes), the pending bits (u64) and two booleans. */
+#define TR_LEN 465
+#define TR_VQ(q) (23 + 36 * (q))
+#define TR_VQ_ENABLED 2
+#define TR_VQ_MSIX 3
+#define TR_MSIX(v) (311 + 16 * (v))
+#define TR_PBA 455
+#define PCI_CAP_PTR 0x34
+
+static uint32_t le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+	       (uint32_t)p[3] << 24;
+}
+
+/* In a DEVICE record of a virtio-net device (name "netN"): queue 2 and
+ * vector 3 as a device without them saves them, the MSI-X table size and
+ * notification length of PCI config space for two queues, and the model
+ * section as version 1 (its padding keeps the record's length). Returns
+ * -EINVAL when the driver used the control queue. */
+static int edit_net_v1(uint8_t *p, uint64_t len)
+{
+	uint64_t off = 0;
+	bool net = false;
+
+	while (off + 8 <= len) {
+		uint16_t tag = (uint16_t)(p[off] | p[off + 1] << 8);
+		uint32_t n = le32(p + off + 4);
+		uint64_t padded = (n + 7ull) & ~7ull;
+		uint8_t *d = p + off + 8;
+
+		if (off + 8 + padded > len)
+			return 0;
+		if (tag == DEV_NAME)
+			net = n >= 3 && !memcmp(d, "net", 3);
+		if (net && tag == 2 && n == TR_LEN) {
+			uint8_t *q = d + TR_VQ(2);
+
+			if (q[TR_VQ_ENABLED])
+				return -EINVAL;
+			memset(q, 0, 36);
+			q[TR_VQ_MSIX] = q[TR_VQ_MSIX + 1] = 0xff;
+			memset(d + TR_MSIX(3), 0, 16);
+			d[TR_PBA] &= (uint8_t) ~(1u << 3);
+		}
+		if (net && tag == 3 && n >= 256) {
+			for (unsigned o = d[PCI_CAP_PTR], hops = 0;
+			     o && o + 16 <= 256 && hops < 48;
+			     o = d[o + 1], hops++) {
+				if (d[o] == 0x11) /* MSI-X: table size 3 */
+					d[o + 2] = 2, d[o + 3] &= 0xf8;
+				if (d[o] == 0x09 && d[o + 3] == 2) /* notify */
+					d[o + 12] = 8, d[o + 13] = d[o + 14] =
+							   d[o + 15] = 0;
+			}
+		}
+		if (net && tag == DEV_MODEL && n == 8) {
+			p[off + 2] = 1;
+			p[off + 3] = 0;
+			p[off + 4] = 6;
+			d[6] = d[7] = 0;
+		}
+		off += 8 + padded;
+	}
+	return 0;
 }
 
 static int die(const char *msg)
@@ -149,6 +221,8 @@ int main(int argc, char **argv)
 			e.vendor = argv[i + 1];
 		else if (!strcmp(argv[i], "--blk-v1"))
 			e.blk_v1 = atol(argv[i + 1]) != 0;
+		else if (!strcmp(argv[i], "--net-v1"))
+			e.net_v1 = atol(argv[i + 1]) != 0;
 		else if (!strcmp(argv[i], "--cpuid-set")) {
 			if (parse_cpuid_set(argv[i + 1], &e))
 				return die("bad --cpuid-set (FN.IDX.REG.BIT)");
@@ -208,6 +282,10 @@ int main(int argc, char **argv)
 		}
 		if (rec.type == SNAP_REC_DEVICE && e.blk_v1)
 			edit_blk_v1(data, &rec.length);
+		if (rec.type == SNAP_REC_DEVICE && e.net_v1 &&
+		    edit_net_v1(data, rec.length))
+			return die(
+			    "--net-v1: the driver used the control queue");
 		if (snap_write_record(w, rec.type, rec.version, rec.flags, data,
 				      rec.length, err, sizeof(err)))
 			return die(err);
