@@ -908,6 +908,38 @@ static void test_state_roundtrip(void **state)
 	free(pci);
 }
 
+/* A device of an older shape (virtio-net before its control queue):
+ * fewer queues, the MSI-X table and notification area that go with them
+ * in config space, whose restored copy is checked against it, and a
+ * state with a queue beyond them refused. */
+static void test_set_queues(void **state)
+{
+	struct tv *t = *state;
+	struct virtio_device *v = t->vdev;
+	uint8_t *cfg = v->pci.config;
+
+	assert_int_equal(virtio_device_set_queues(v, 0), -EINVAL);
+	assert_int_equal(virtio_device_set_queues(v, NQ + 1), -EINVAL);
+	assert_int_equal(cfg_read(t, v->msix_cap + 2, 2) & 0x7ff, NQ);
+	assert_int_equal(virtio_device_set_queues(v, 1), 0);
+	assert_int_equal(v->num_queues, 1);
+	assert_int_equal(v->nvectors, 2);
+	/* PCI 3.0 6.8.2.3: table size - 1; 4.1.4.4: notify length. */
+	assert_int_equal(cfg_read(t, v->msix_cap + 2, 2) & 0x7ff, 1);
+	assert_int_equal(cfg[v->notify_cap + 12], VIRTIO_PCI_NOTIFY_MULT);
+	assert_int_equal(pci_device_state_desc.validate(&v->pci), 0);
+	assert_int_equal(virtio_pci_state_desc.validate(v), 0);
+	assert_int_equal(v->vq[1].size, 0);
+	v->vq[1].size = 16;
+	assert_int_equal(virtio_pci_state_desc.validate(v), -EINVAL);
+	v->vq[1].size = 0;
+	/* Back to the full shape. */
+	assert_int_equal(virtio_device_set_queues(v, NQ), 0);
+	assert_int_equal(cfg_read(t, v->msix_cap + 2, 2) & 0x7ff, NQ);
+	assert_int_equal(cfg[v->notify_cap + 12], NQ * VIRTIO_PCI_NOTIFY_MULT);
+	assert_int_equal(virtio_pci_state_desc.validate(v), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -925,6 +957,7 @@ int main(void)
 		T(test_wait_writable),
 		T(test_needs_reset),
 		T(test_state_roundtrip),
+		T(test_set_queues),
 #undef T
 	};
 
