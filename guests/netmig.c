@@ -8,7 +8,9 @@
  * interrupt that sets VIRTIO_NET_S_ANNOUNCE with a gratuitous RARP frame
  * and an ANNOUNCE_ACK on the control queue (5.1.6.5.4), then checks the
  * bit is clear. Arguments: announce=0 (do not accept the two features),
- * pps=N (data frames per second, 1000), and the common virtio ones. */
+ * pps=N (data frames per second, 1000), smp=1 (every other CPU rewrites
+ * and checks a 1 MiB slice of its own meanwhile, generation after
+ * generation), and the common virtio ones. */
 #include "guest.h"
 
 #define ETHERTYPE 0x88b5 /* IEEE 802 local experimental */
@@ -37,6 +39,9 @@
 #define CTRL_OK 0
 #define CTRL_TIMEOUT_US 2000000
 
+#define SLICE_WORDS (1u << 17) /* 1 MiB per CPU with smp=1 */
+#define MAX_CPUS 16
+
 #define Q_RX 0
 #define Q_TX 1
 #define Q_CTRL 2
@@ -57,7 +62,73 @@ static struct {
 	bool ctrl_vq;
 	uint64_t sent, recv_last, recv_count, gaps, others, announced;
 	uint64_t config_irqs;
+	uint64_t *slice[MAX_CPUS];
+	volatile uint64_t passes[MAX_CPUS];
+	volatile bool go; /* the slices are allocated */
+	unsigned int cpus;
 } n;
+
+static uint64_t slice_word(unsigned int cpu, uint64_t i, uint64_t gen)
+{
+	return guest_mix64(gen << 32 ^ (uint64_t)cpu << 24 ^ i);
+}
+
+/* smp=1, on every CPU but the first: checks generation g - 1 of its
+ * slice and writes g, for ever. Memory the migration must carry exactly
+ * while the first CPU keeps the network busy. */
+static void slice_cpu(unsigned int cpu)
+{
+	uint64_t *w;
+
+	while (!n.go || cpu >= MAX_CPUS)
+		guest_pause();
+	guest_mb();
+	w = n.slice[cpu];
+	for (uint64_t g = 1;; g++) {
+		for (uint64_t i = 0; i < SLICE_WORDS; i++) {
+			if (g > 1 && w[i] != slice_word(cpu, i, g - 1)) {
+				guest_printf("netmig: MISMATCH cpu %u word "
+					     "%lu generation %lu\n",
+					     cpu, i, g - 1);
+				guest_exit(GUEST_EXIT_MEMTEST);
+			}
+			w[i] = slice_word(cpu, i, g);
+		}
+		n.passes[cpu] = g;
+	}
+}
+
+static uint64_t slice_passes(void)
+{
+	uint64_t sum = 0;
+
+	for (unsigned int c = 1; c < n.cpus; c++)
+		sum += n.passes[c];
+	return sum;
+}
+
+static void slices_start(void)
+{
+	n.cpus = 1;
+	if (!guest_arg_u64("smp", 0))
+		return;
+	n.cpus = guest_cpus_start(slice_cpu);
+	if (n.cpus != guest_cpus_known() || n.cpus > MAX_CPUS) {
+		guest_printf("netmig: ERROR %u of %u cpus started (smp=1 "
+			     "takes at most %u)\n",
+			     n.cpus, guest_cpus_known(), MAX_CPUS);
+		guest_exit(GUEST_EXIT_FAIL);
+	}
+	for (unsigned int c = 1; c < n.cpus; c++) {
+		n.slice[c] = guest_alloc(SLICE_WORDS * 8ull, 4096);
+		if (!n.slice[c]) {
+			guest_printf("netmig: ERROR not enough RAM\n");
+			guest_exit(GUEST_EXIT_FAIL);
+		}
+	}
+	guest_mb();
+	n.go = true;
+}
 
 static uint8_t fill_byte(uint64_t seq, unsigned int i)
 {
@@ -284,6 +355,7 @@ void guest_main(void)
 
 	guest_printf("netmig: start\n");
 	setup();
+	slices_start();
 	rxq = &n.dev.vq[Q_RX];
 	hz = guest_tsc_hz();
 	pps = guest_arg_u64("pps", 1000);
@@ -322,9 +394,10 @@ void guest_main(void)
 		}
 		if (now >= next_report) {
 			guest_printf("netmig: sent %lu recv %lu last %lu gaps "
-				     "%lu config irqs %lu ok\n",
+				     "%lu config irqs %lu cpus %u passes %lu "
+				     "ok\n",
 				     n.sent, n.recv_count, n.recv_last, n.gaps,
-				     n.config_irqs);
+				     n.config_irqs, n.cpus, slice_passes());
 			next_report = now + hz;
 			/* The bit without its interrupt would never be
 			 * seen by a driver that waits for it: a second

@@ -2,6 +2,7 @@
 # (VIRTIO_NET_F_GUEST_ANNOUNCE). netmig streams numbered frames to a test
 # peer (tests/tools/net_peer.py) with its transmit queue full, and checks
 # the numbered frames the peer streams back. With 1 and with 4 vCPUs:
+# (the other 3 rewriting and checking memory of their own all the time),
 # every frame the guest sent reaches the peer exactly once and in order
 # across the switch (those still queued at the pause go out from the
 # destination); received frames stay in order, none repeated or damaged;
@@ -46,8 +47,8 @@ progresses() {
 
 # net_clean OUT: no failure line.
 net_clean() {
-	grep -Eq '^(netmig: (DUP|BAD|ERROR)|guest: )' "$1" &&
-		fail "$1: $(grep -E '^(netmig: (DUP|BAD|ERROR)|guest: )' "$1")"
+	grep -Eq '^(netmig: (DUP|BAD|ERROR|MISMATCH)|guest: )' "$1" &&
+		fail "$1: $(grep -E '^(netmig: (DUP|BAD|ERROR|MISMATCH)|guest: )' "$1")"
 	return 0
 }
 
@@ -60,17 +61,17 @@ tx_exact() {
 		fail "$1: at the peer: $(cat "$WORK/$1.tx")"
 }
 
-# move NAME ANNOUNCE [run options...]: netmig (announce=ANNOUNCE) with its
+# move NAME ARGS [run options...]: netmig (pps=1000 and ARGS) with its
 # own peer; frames flow both ways, then it migrates. The destination's
 # API socket is $WORK/NAME.b.sock, its pid DST, the guest's MAC in MAC.
 move() {
-	local name=$1 ann=$2
+	local name=$1 args=$2
 	shift 2
 	start_peer "$name"
 	start_stasis "$WORK/$name.a" run --kernel "$GUESTS/netmig.elf" --debug-exit \
 		--api-socket "$WORK/$name.a.sock" --serial "file:$WORK/$name.a" \
 		--net "unix=$WORK/$name.a.net,peer=$WORK/$name.sw" \
-		--cmdline "announce=$ann pps=1000" "$@"
+		--cmdline "pps=1000 $args" "$@"
 	local src=$VM_PID
 	wait_for_socket "$WORK/$name.a.sock"
 	wait_for_line "$WORK/$name.a" "^netmig: mac " 60
@@ -116,11 +117,26 @@ announced() {
 }
 
 # --- 1 and 4 vCPUs, frames in flight both ways, the announcement.
+# passes OUT: the other CPUs' generations so far.
+passes() {
+	complete_text <"$1" | sed -n 's/^netmig: .* cpus [0-9]* passes \([0-9]*\) ok.*/\1/p' | tail -n 1
+}
+passes_past() { (($(passes "$1") > $2)); }
+
 for cpus in 1 4; do
-	move "n$cpus" 1 --mem 64M --cpus "$cpus"
+	move "n$cpus" "smp=1" --mem 64M --cpus "$cpus"
 	grep -q "^netmig: control queue: class 0xff ack 1$" "$WORK/n$cpus.a" ||
 		fail "n$cpus: an unknown control class was not refused"
 	announced "n$cpus"
+	if ((cpus == 4)); then
+		# Each of the other CPUs checks two more generations of its
+		# slice at the destination.
+		grep -q " cpus 4 passes " "$WORK/n4.b" || fail "n4: not 4 cpus: $(tail -n 1 "$WORK/n4.b")"
+		p=$(passes "$WORK/n4.b")
+		wait_until 60 passes_past "$WORK/n4.b" $((p + 6)) ||
+			fail "n4: the other CPUs stopped at $(passes "$WORK/n4.b") generations"
+		net_clean "$WORK/n4.b"
+	fi
 	note "$cpus vCPUs: $(netmig_field "$WORK/n$cpus.b" 1) frames sent, gaps at the switch: $(complete_text <"$WORK/n$cpus.b" | sed -n 's/.* gaps \([0-9]*\) .*/\1/p' | tail -n 1)"
 	if ((cpus == 1)); then
 		# A restore from a file is not a move: no announcement.
@@ -147,7 +163,7 @@ done
 
 # --- A guest that does not accept CTRL_VQ and GUEST_ANNOUNCE has no
 # control queue and is never asked to announce.
-move n0 0 --mem 64M
+move n0 "announce=0" --mem 64M
 grep -q "^netmig: control queue" "$WORK/n0.a" && fail "n0: a control queue without CTRL_VQ"
 progresses "$WORK/n0.b" 1 "n0 destination"
 grep -q "^netmig: announced" "$WORK/n0.b" && fail "n0: announced without the features"
