@@ -10,7 +10,8 @@
  * bit is clear. Arguments: announce=0 (do not accept the two features),
  * pps=N (data frames per second, 1000), smp=1 (every other CPU rewrites
  * and checks a 1 MiB slice of its own meanwhile, generation after
- * generation), and the common virtio ones. */
+ * generation), count=N (end with code 0 once N frames are sent and
+ * gone; 0, the default: never), and the common virtio ones. */
 #include "guest.h"
 
 #define ETHERTYPE 0x88b5 /* IEEE 802 local experimental */
@@ -348,7 +349,7 @@ static void setup(void)
 
 void guest_main(void)
 {
-	uint64_t hz, now, next_send, next_report, gap, pps;
+	uint64_t hz, now, next_send, next_report, gap, pps, count;
 	struct guest_virtq *rxq;
 	unsigned int spins = 0;
 	bool bit_alone = false;
@@ -359,6 +360,7 @@ void guest_main(void)
 	rxq = &n.dev.vq[Q_RX];
 	hz = guest_tsc_hz();
 	pps = guest_arg_u64("pps", 1000);
+	count = guest_arg_u64("count", 0);
 	gap = hz / (pps ? pps : 1);
 	next_send = next_report = guest_rdtsc();
 	n.config_irqs = guest_virtio_config_irqs(&n.dev);
@@ -382,7 +384,8 @@ void guest_main(void)
 		guest_virtq_kick(rxq);
 		/* Paced, so a test's peer keeps up; after a pause the
 		 * backlog goes out at once and fills the queue. */
-		while (now >= next_send && send_data(n.sent + 1)) {
+		while (now >= next_send && (!count || n.sent < count) &&
+		       send_data(n.sent + 1)) {
 			n.sent++;
 			next_send += gap;
 		}
@@ -414,6 +417,14 @@ void guest_main(void)
 			} else {
 				bit_alone = false;
 			}
+		}
+		tx_reap();
+		if (count && n.sent == count &&
+		    guest_virtq_free(&n.dev.vq[Q_TX]) == n.dev.vq[Q_TX].size) {
+			guest_printf("netmig: done, %lu frames sent, %lu "
+				     "received, %lu gaps\n",
+				     n.sent, n.recv_count, n.gaps);
+			guest_exit(GUEST_EXIT_OK);
 		}
 		if (++spins % 1024 == 0 && guest_virtio_needs_reset(&n.dev)) {
 			guest_printf("netmig: ERROR device needs reset\n");
