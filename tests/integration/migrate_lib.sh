@@ -50,3 +50,33 @@ still_counting() {
 	v=$(last_counter "$2")
 	counter_reaches "$2" $((v + 10)) 60
 }
+
+# make_ca DIR NAME: a throwaway CA (ca.pem, ca.key) in DIR, made now with
+# openssl(1): the suite never keeps a key.
+make_ca() {
+	local dir=$1 name=$2
+	mkdir -p "$dir"
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+		-keyout "$dir/ca.key" -out "$dir/ca.pem" -days 2 -subj "/CN=$name" \
+		-addext "basicConstraints=critical,CA:TRUE" \
+		-addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null ||
+		fail "openssl cannot make a CA in $dir"
+}
+
+# make_tls_dir CA_DIR DIR CN SAN: a --tls-dir in DIR: CA_DIR's ca.pem, and
+# a certificate for CN (subjectAltName SAN, e.g. IP:10.0.0.2,DNS:x) signed
+# by that CA, for both TLS server and client use.
+make_tls_dir() {
+	local ca=$1 dir=$2 cn=$3 san=$4
+	mkdir -p "$dir"
+	cp "$ca/ca.pem" "$dir/ca.pem"
+	printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n' \
+		"$san" >"$dir/ext.cnf"
+	openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+		-keyout "$dir/key.pem" -out "$dir/req.csr" -subj "/CN=$cn" 2>/dev/null &&
+		openssl x509 -req -in "$dir/req.csr" -CA "$ca/ca.pem" -CAkey "$ca/ca.key" \
+			-CAcreateserial -out "$dir/cert.pem" -days 2 \
+			-extfile "$dir/ext.cnf" 2>/dev/null ||
+		fail "openssl cannot make a certificate in $dir"
+	chmod 600 "$dir/key.pem"
+}
