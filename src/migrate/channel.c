@@ -578,6 +578,33 @@ static const char *tls_reason(struct mig_chan *c, int g)
 	return gnutls_strerror(g);
 }
 
+/* After refusing a client: in TLS 1.3 the client's handshake is over
+ * before the server checks its certificate, so the client may already be
+ * sending its first frame. Closing now would answer that with a reset,
+ * which can destroy the alert before the client reads it; so the rest is
+ * read and dropped until the client closes (it does on the alert), for at
+ * most a second. */
+static void tls_linger(struct mig_chan *c)
+{
+	struct pollfd p = { .fd = c->fd, .events = POLLIN };
+	int64_t end = (int64_t)(clock_now_ns(CLOCK_MONOTONIC) / 1000000) + 1000;
+	char sink[4096];
+
+	if (c->fd < 0 || shutdown(c->fd, SHUT_WR) < 0)
+		return;
+	for (;;) {
+		int64_t left =
+		    end - (int64_t)(clock_now_ns(CLOCK_MONOTONIC) / 1000000);
+		ssize_t n;
+
+		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+			return;
+		n = recv(c->fd, sink, sizeof(sink), MSG_DONTWAIT);
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+			return;
+	}
+}
+
 /* True when @host is an IPv4 or IPv6 literal. */
 static bool host_is_ip(const char *host)
 {
@@ -696,6 +723,8 @@ fail:
 		gnutls_alert_send_appropriate(s, g);
 	gnutls_deinit(s);
 	c->tls = NULL;
+	if (server)
+		tls_linger(c);
 	return ret;
 }
 

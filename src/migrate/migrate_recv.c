@@ -264,6 +264,10 @@ int migrate_in_start(const char *listen, bool insecure, const char *tls_dir,
 		ret = mig_pool_in_accept(&in->pool, lfd, &in->addr, in->tls,
 					 in->nconn - 1, in->token, err, errlen);
 	close(lfd);
+	if (!ret)
+		log_info("migration from %s: %u connection%s%s", in->c.peer,
+			 in->nconn ? in->nconn : 1, in->nconn > 1 ? "s" : "",
+			 in->tls ? ", TLS" : "");
 	/* One VM: nobody else may connect while it comes in. */
 	if (!in->addr.tcp)
 		unlink(in->addr.path);
