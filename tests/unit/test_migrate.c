@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "memory/guest_mem.h"
 #include "migrate/channel.h"
 #include "migrate/mig_pool.h"
 #include "snapshot/snapfile.h"
@@ -740,6 +741,207 @@ static void test_tls_load_errors(void **state)
 	mig_tls_free(tls);
 }
 
+/* --connections: the destination's side on a thread, over a UNIX
+ * listener. It accepts the main connection, answers the HELLO with a
+ * token, takes the further connections, and applies PAGES from all of
+ * them into its memory until the main connection's COMMIT. */
+#define POOL_MEM (16u << 20)
+
+struct pool_dest {
+	struct mig_addr addr;
+	int lfd;
+	uint8_t *host;
+	struct guest_mem mem;
+	unsigned asked; /* connections the HELLO asked for */
+	int ret;
+	char err[512];
+};
+
+static void *pool_dest_main(void *arg)
+{
+	struct pool_dest *d = arg;
+	char buf[MIG_CONTROL_MAX + 1], token[MIG_POOL_TOKEN_LEN + 1];
+	struct mig_pool_in *pool = NULL;
+	uint8_t *frame = malloc(MIG_DATA_MAX);
+	struct mig_chan c;
+	struct mig_frame f;
+	int ret;
+
+	assert_non_null(frame);
+	ret = mig_accept(d->lfd, &d->addr, &c, d->err, sizeof(d->err));
+	if (!ret)
+		ret = mig_expect(&c, MIG_HELLO, &f, buf, sizeof(buf), d->err,
+				 sizeof(d->err));
+	assert_int_equal(ret, 0);
+	assert_int_equal(mig_pool_hello_connections(buf, &d->asked), 0);
+	assert_int_equal(mig_pool_make_token(token), 0);
+	snprintf(buf, sizeof(buf), "stasis-migrate 1 test token=%s", token);
+	assert_int_equal(mig_send_text(&c, MIG_WELCOME, 0, buf, NULL, 0), 0);
+	ret = mig_pool_in_accept(&pool, d->lfd, &d->addr, NULL, d->asked - 1,
+				 token, d->err, sizeof(d->err));
+	if (!ret)
+		ret = mig_pool_in_start(pool, &d->mem, &c, d->err,
+					sizeof(d->err));
+	while (!ret) {
+		void *p;
+
+		ret = mig_recv(&c, &f, frame, MIG_DATA_MAX, d->err,
+			       sizeof(d->err));
+		if (ret)
+			break;
+		if (f.type == MIG_COMMIT) {
+			ret = mig_pool_in_wait(pool, d->err, sizeof(d->err));
+			break;
+		}
+		assert_int_equal(f.type, MIG_PAGES);
+		p = guest_mem_ptr(&d->mem, f.offset, f.length);
+		assert_non_null(p);
+		memcpy(p, frame, f.length);
+	}
+	if (ret && mig_pool_in_error(pool, d->err, sizeof(d->err)))
+		ret = mig_pool_in_error(pool, d->err, sizeof(d->err));
+	d->ret = ret;
+	mig_pool_in_close(pool);
+	mig_close(&c);
+	free(frame);
+	return NULL;
+}
+
+/* Connects a source with @n connections (token @bad_token instead of the
+ * one given when not NULL). */
+static int pool_source(struct pool_dest *d, unsigned n, const char *bad_token,
+		       struct mig_chan *c, struct mig_pool **pool, char *err,
+		       size_t errlen)
+{
+	char buf[MIG_CONTROL_MAX + 1], token[MIG_POOL_TOKEN_LEN + 1];
+	struct mig_frame f;
+
+	assert_int_equal(mig_connect(&d->addr, c, err, errlen), 0);
+	snprintf(buf, sizeof(buf), "stasis-migrate 1 test connections=%u", n);
+	assert_int_equal(mig_send_text(c, MIG_HELLO, 0, buf, err, errlen), 0);
+	assert_int_equal(
+	    mig_expect(c, MIG_WELCOME, &f, buf, sizeof(buf), err, errlen), 0);
+	assert_int_equal(mig_pool_welcome_token(buf, token), 0);
+	return mig_pool_open(pool, &d->addr, NULL, c, n,
+			     bad_token ? bad_token : token, err, errlen);
+}
+
+static void pool_dest_start(struct pool_dest *d, const char *dir, pthread_t *th)
+{
+	char addr[160], err[256];
+
+	memset(d, 0, sizeof(*d));
+	snprintf(addr, sizeof(addr), "unix:%s/pool.sock", dir);
+	assert_int_equal(mig_addr_parse(addr, &d->addr, err, sizeof(err)), 0);
+	d->lfd = mig_listen(&d->addr, err, sizeof(err));
+	assert_true(d->lfd >= 0);
+	d->host = calloc(1, POOL_MEM);
+	assert_non_null(d->host);
+	guest_mem_wrap(&d->mem, d->host, POOL_MEM, 0);
+	assert_int_equal(pthread_create(th, NULL, pool_dest_main, d), 0);
+}
+
+static void pool_dest_end(struct pool_dest *d, pthread_t th)
+{
+	pthread_join(th, NULL);
+	close(d->lfd);
+	unlink(d->addr.path);
+}
+
+static void test_pool(void **state)
+{
+	char dir[] = "/tmp/test_migrate_pool.XXXXXX", err[512];
+	struct pool_dest d;
+	struct mig_pool *pool;
+	struct mig_chan c;
+	uint8_t *src = malloc(POOL_MEM);
+	pthread_t th;
+
+	(void)state;
+	assert_non_null(src);
+	assert_non_null(mkdtemp(dir));
+
+	/* Four connections, two rounds: the second rewrites runs that start
+	 * and end inside granules, so a page sent twice travels twice on
+	 * the same connection and its newer copy is the one that stays. */
+	pool_dest_start(&d, dir, &th);
+	assert_int_equal(pool_source(&d, 4, NULL, &c, &pool, err, sizeof(err)),
+			 0);
+	for (size_t i = 0; i < POOL_MEM; i++)
+		src[i] = (uint8_t)(i * 13 + 1);
+	for (uint64_t at = 0; at < POOL_MEM; at += MIG_DATA_MAX)
+		assert_int_equal(mig_pool_send_pages(pool, &c, at, src + at,
+						     MIG_DATA_MAX, err,
+						     sizeof(err)),
+				 0);
+	for (uint64_t at = 0x3000; at + 0x2ff000 < POOL_MEM; at += 0x5f1000) {
+		memset(src + at, (int)(at >> 12), 0x2ff000);
+		assert_int_equal(mig_pool_send_pages(pool, &c, at, src + at,
+						     0x2ff000, err,
+						     sizeof(err)),
+				 0);
+	}
+	assert_int_equal(mig_pool_finish(pool, err, sizeof(err)), 0);
+	assert_int_equal(mig_send(&c, MIG_COMMIT, 0, NULL, 0, err, sizeof(err)),
+			 0);
+	assert_true(mig_pool_sent(pool) > POOL_MEM / 2);
+	pool_dest_end(&d, th);
+	assert_int_equal(d.ret, 0);
+	assert_int_equal(d.asked, 4);
+	assert_memory_equal(d.host, src, POOL_MEM);
+	free(d.host);
+	mig_pool_close(pool);
+	mig_close(&c);
+
+	/* A connection with another token is not of this migration: both
+	 * sides fail, named. */
+	pool_dest_start(&d, dir, &th);
+	assert_int_not_equal(pool_source(&d, 3,
+					 "0123456789abcdef0123456789abcdef", &c,
+					 &pool, err, sizeof(err)),
+			     0);
+	assert_null(pool);
+	assert_non_null(strstr(err, "memory connection 1: "));
+	assert_non_null(strstr(err, "not of this migration"));
+	mig_close(&c);
+	pool_dest_end(&d, th);
+	assert_int_equal(d.ret, -EACCES);
+	assert_non_null(strstr(d.err, "memory connection 1: "));
+	free(d.host);
+
+	/* A frame one connection cannot apply fails the whole migration at
+	 * the destination with that connection's reason, and the source
+	 * hears of it. */
+	pool_dest_start(&d, dir, &th);
+	assert_int_equal(pool_source(&d, 2, NULL, &c, &pool, err, sizeof(err)),
+			 0);
+	{
+		struct mig_frame f;
+		char buf[64];
+		int ret = mig_pool_send_pages(
+		    pool, &c, (1ull << 40) + MIG_POOL_GRANULE, src,
+		    MIG_POOL_GRANULE, err, sizeof(err));
+
+		/* The source learns it at the latest when it waits for the
+		 * destination's next answer. */
+		if (!ret)
+			ret = mig_pool_finish(pool, err, sizeof(err));
+		if (!ret)
+			ret = mig_recv(&c, &f, buf, sizeof(buf), err,
+				       sizeof(err));
+		assert_int_not_equal(ret, 0);
+	}
+	pool_dest_end(&d, th);
+	assert_int_equal(d.ret, -EPROTO);
+	assert_non_null(strstr(d.err, "memory connection 1: PAGES frame "
+				      "outside this VM's memory"));
+	free(d.host);
+	mig_pool_close(pool);
+	mig_close(&c);
+	rmdir(dir);
+	free(src);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -752,6 +954,7 @@ int main(void)
 		cmocka_unit_test(test_sink_writes_a_snapshot),
 		cmocka_unit_test(test_transport_check),
 		cmocka_unit_test(test_pool_hello),
+		cmocka_unit_test(test_pool),
 		cmocka_unit_test_setup_teardown(test_tls, tls_setup,
 						tls_teardown),
 		cmocka_unit_test_setup_teardown(test_tls_load_errors, tls_setup,
