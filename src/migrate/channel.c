@@ -728,48 +728,6 @@ fail:
 	return ret;
 }
 
-/* chan_xfer through the TLS session: record by record, within the same
- * bounds. */
-static int tls_xfer(struct mig_chan *c, bool out, struct iovec *iov, unsigned n)
-{
-	while (n) {
-		ssize_t k = out ? gnutls_record_send(c->tls, iov->iov_base,
-						     iov->iov_len)
-				: gnutls_record_recv(c->tls, iov->iov_base,
-						     iov->iov_len);
-		int ret;
-
-		if (k == 0 && !out)
-			return -ECONNRESET;
-		if (k < 0) {
-			if (k == GNUTLS_E_INTERRUPTED)
-				continue;
-			if (k == GNUTLS_E_AGAIN) {
-				ret = tls_wait(c);
-				if (ret)
-					return ret;
-				continue;
-			}
-			if (k == GNUTLS_E_PREMATURE_TERMINATION ||
-			    k == GNUTLS_E_PUSH_ERROR ||
-			    k == GNUTLS_E_PULL_ERROR)
-				return -ECONNRESET;
-			snprintf(c->tls_error, sizeof(c->tls_error),
-				 k == GNUTLS_E_FATAL_ALERT_RECEIVED
-				     ? "the peer refused this side (%s)"
-				     : "%s",
-				 tls_reason(c, (int)k));
-			return -EPROTO;
-		}
-		if (out)
-			c->sent += (uint64_t)k;
-		else
-			c->received += (uint64_t)k;
-		iov_advance(&iov, &n, (size_t)k);
-	}
-	return 0;
-}
-
 void mig_frame_encode(uint8_t out[MIG_FRAME_HEADER_SIZE],
 		      const struct mig_frame *f)
 {
@@ -827,31 +785,67 @@ static uint64_t frame_hash(const struct mig_frame *f, const struct iovec *iov,
 	return h;
 }
 
+/* One send or receive of what goes of @iov, through the TLS session when
+ * there is one (record by record): the bytes, 0 (a receive's end of the
+ * stream), -EAGAIN with the @events to wait for, -EINTR, or -errno (a TLS
+ * failure: -EPROTO, its reason in c->tls_error). */
+static ssize_t chan_io(struct mig_chan *c, bool out, struct iovec *iov,
+		       unsigned n, short *events)
+{
+	struct msghdr m = { .msg_iov = iov, .msg_iovlen = n };
+	ssize_t k;
+
+	*events = out ? POLLOUT : POLLIN;
+	if (!c->tls) {
+		k = out ? sendmsg(c->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT)
+			: recvmsg(c->fd, &m, MSG_DONTWAIT);
+		return k < 0 ? -errno : k;
+	}
+	k = out ? gnutls_record_send(c->tls, iov->iov_base, iov->iov_len)
+		: gnutls_record_recv(c->tls, iov->iov_base, iov->iov_len);
+	if (k >= 0)
+		return k;
+	switch (k) {
+	case GNUTLS_E_INTERRUPTED:
+		return -EINTR;
+	case GNUTLS_E_AGAIN:
+		/* It may read while it sends, and the other way round. */
+		*events =
+		    gnutls_record_get_direction(c->tls) ? POLLOUT : POLLIN;
+		return -EAGAIN;
+	case GNUTLS_E_PREMATURE_TERMINATION:
+	case GNUTLS_E_PUSH_ERROR:
+	case GNUTLS_E_PULL_ERROR:
+		return -ECONNRESET;
+	}
+	snprintf(c->tls_error, sizeof(c->tls_error),
+		 k == GNUTLS_E_FATAL_ALERT_RECEIVED
+		     ? "the peer refused this side (%s)"
+		     : "%s",
+		 tls_reason(c, (int)k));
+	return -EPROTO;
+}
+
 /* Sends (@out) or receives all of @iov (consumed) within the channel's
  * bounds; a receive that meets the end of the stream is -ECONNRESET. */
 static int chan_xfer(struct mig_chan *c, bool out, struct iovec *iov,
 		     unsigned n)
 {
 	iov_advance(&iov, &n, 0); /* no empty pieces: 0 means the end */
-	if (c->tls)
-		return tls_xfer(c, out, iov, n);
 	while (n) {
-		struct msghdr m = { .msg_iov = iov, .msg_iovlen = n };
-		ssize_t k =
-		    out ? sendmsg(c->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT)
-			: recvmsg(c->fd, &m, MSG_DONTWAIT);
-		int ret;
+		short events;
+		ssize_t k = chan_io(c, out, iov, n, &events);
 
 		if (k == 0 && !out)
 			return -ECONNRESET;
 		if (k < 0) {
-			if (errno == EINTR)
+			if (k == -EINTR)
 				continue;
-			if (errno != EAGAIN)
-				return -errno;
-			ret = chan_wait(c, out ? POLLOUT : POLLIN);
-			if (ret)
-				return ret;
+			if (k != -EAGAIN)
+				return (int)k;
+			k = chan_wait(c, events);
+			if (k)
+				return (int)k;
 			continue;
 		}
 		if (out)
