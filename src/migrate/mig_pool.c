@@ -253,15 +253,18 @@ int mig_pool_send_pages(struct mig_pool *p, struct mig_chan *main, uint64_t gpa,
 
 	while (len) {
 		uint64_t piece = MIG_POOL_GRANULE - gpa % MIG_POOL_GRANULE;
+		/* Once finished, everything goes on the main connection: the
+		 * destination applies those pages after all of the others'
+		 * (mig_pool_in_order). Only this thread sets finishing. */
+		bool direct = !p || p->finishing;
 		unsigned idx =
-		    p ? (unsigned)(gpa / MIG_POOL_GRANULE % (p->n + 1)) : 0;
+		    direct ? 0
+			   : (unsigned)(gpa / MIG_POOL_GRANULE % (p->n + 1));
 		struct pool_conn *pc;
 		unsigned t;
 		int ret;
 
-		if (piece > len)
-			piece = len;
-		if (!p)
+		if (piece > len || direct)
 			piece = len;
 		if (idx == 0) {
 			struct iovec v = { .iov_base = (void *)d,
@@ -574,6 +577,18 @@ int mig_pool_in_error(struct mig_pool_in *p, char *err, size_t errlen)
 		snprintf(err, errlen, "%s", p->err);
 	pthread_mutex_unlock(&p->lock);
 	return ret;
+}
+
+int mig_pool_in_order(struct mig_pool_in *p, uint64_t gpa, uint64_t len,
+		      char *err, size_t errlen)
+{
+	if (!p || p->joined || !len)
+		return 0;
+	for (uint64_t g = gpa / MIG_POOL_GRANULE;
+	     g <= (gpa + len - 1) / MIG_POOL_GRANULE; g++)
+		if (g % (p->n + 1))
+			return mig_pool_in_wait(p, err, errlen);
+	return 0;
 }
 
 int mig_pool_in_wait(struct mig_pool_in *p, char *err, size_t errlen)

@@ -46,9 +46,9 @@ int mig_pool_open(struct mig_pool **out, const struct mig_addr *a,
 /* Sends the guest memory @data (@len bytes at guest @gpa, already
  * copied out of the running guest by the caller) as PAGES frames: each
  * granule's part on its connection, the main one's at once on @main,
- * the others' copied and queued to their threads. @p NULL: all on
- * @main. The first failure of any connection is this call's or a later
- * one's -errno. */
+ * the others' copied and queued to their threads. @p NULL, or after
+ * mig_pool_finish: all on @main. The first failure of any connection is this
+ * call's or a later one's -errno. */
 int mig_pool_send_pages(struct mig_pool *p, struct mig_chan *main, uint64_t gpa,
 			const void *data, uint64_t len, char *err,
 			size_t errlen);
@@ -86,6 +86,13 @@ int mig_pool_in_start(struct mig_pool_in *p, struct guest_mem *mem,
 /* Waits for every thread's COMMIT: 0, or the first failure's -errno
  * with its reason. Once done, later calls return the same at once. */
 int mig_pool_in_wait(struct mig_pool_in *p, char *err, size_t errlen);
+
+/* Before the main connection's PAGES frame for [@gpa, @gpa + @len) is
+ * applied: when that range holds a granule of another connection (the
+ * source sends it on the main one after mig_pool_finish), waits for all
+ * of them first, so that no older copy lands after it. */
+int mig_pool_in_order(struct mig_pool_in *p, uint64_t gpa, uint64_t len,
+		      char *err, size_t errlen);
 
 /* The first failure of a thread, if any (for a main loop that stopped
  * because of it): its reason in @err and its -errno, else 0. */

@@ -145,7 +145,10 @@ static int recv_data_until(struct migrate_in *in, uint32_t until,
 		if (f->type == until)
 			return 0;
 		if (f->type == MIG_PAGES && mem) {
-			ret = recv_pages(in, f, mem, err, errlen);
+			ret = mig_pool_in_order(in->pool, f->offset, f->length,
+						err, errlen);
+			if (!ret)
+				ret = recv_pages(in, f, mem, err, errlen);
 			if (ret)
 				return ret;
 			continue;

@@ -794,6 +794,10 @@ static void *pool_dest_main(void *arg)
 			break;
 		}
 		assert_int_equal(f.type, MIG_PAGES);
+		ret = mig_pool_in_order(pool, f.offset, f.length, d->err,
+					sizeof(d->err));
+		if (ret)
+			break;
 		p = guest_mem_ptr(&d->mem, f.offset, f.length);
 		assert_non_null(p);
 		memcpy(p, frame, f.length);
@@ -882,6 +886,13 @@ static void test_pool(void **state)
 				 0);
 	}
 	assert_int_equal(mig_pool_finish(pool, err, sizeof(err)), 0);
+	/* After the finish (a pause sending what was dirtied last), pages
+	 * of every granule go on the main connection and land after all
+	 * the others. */
+	memset(src + 0x1ff000, 0xee, 0x202000);
+	assert_int_equal(mig_pool_send_pages(pool, &c, 0x1ff000, src + 0x1ff000,
+					     0x202000, err, sizeof(err)),
+			 0);
 	assert_int_equal(mig_send(&c, MIG_COMMIT, 0, NULL, 0, err, sizeof(err)),
 			 0);
 	assert_true(mig_pool_sent(pool) > POOL_MEM / 2);
