@@ -89,7 +89,7 @@ struct mig_pool {
 	pthread_cond_t cond;
 	bool stop, finishing;
 	int error; /* the first failure of any connection */
-	char err[256];
+	char err[320];
 	struct pool_conn conn[MIG_POOL_MAX - 1];
 };
 
@@ -101,6 +101,16 @@ static void pool_fail_locked(struct mig_pool *p, int ret, const char *why)
 		snprintf(p->err, sizeof(p->err), "%s", why);
 	}
 	pthread_cond_broadcast(&p->cond);
+}
+
+/* The same for connection @pc's failure, named. */
+static void pool_fail_conn_locked(struct pool_conn *pc, int ret,
+				  const char *why)
+{
+	char msg[300];
+
+	snprintf(msg, sizeof(msg), "memory connection %u: %s", pc->index, why);
+	pool_fail_locked(pc->p, ret, msg);
 }
 
 static void *pool_conn_main(void *arg)
@@ -126,7 +136,7 @@ static void *pool_conn_main(void *arg)
 				       NULL, 0, err, sizeof(err));
 			pthread_mutex_lock(&p->lock);
 			if (ret)
-				pool_fail_locked(p, ret, err);
+				pool_fail_conn_locked(pc, ret, err);
 			pc->done = true;
 			pthread_cond_broadcast(&p->cond);
 			break;
@@ -139,7 +149,7 @@ static void *pool_conn_main(void *arg)
 			       sizeof(err));
 		pthread_mutex_lock(&p->lock);
 		if (ret) {
-			pool_fail_locked(p, ret, err);
+			pool_fail_conn_locked(pc, ret, err);
 			break;
 		}
 		pc->pages_bytes += pc->len[h];
