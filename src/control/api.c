@@ -1005,9 +1005,9 @@ static const unsigned api_migrate_statuses[] = { MHD_HTTP_OK,
 						 MHD_HTTP_BAD_REQUEST,
 						 MHD_HTTP_CONFLICT, 0 };
 static const char *const api_migrate_keys[] = { "destination", "insecure",
-						"timeout_s",   "downtime_ms",
-						"connections", "compress",
-						NULL };
+						"tls_dir",     "timeout_s",
+						"downtime_ms", "connections",
+						"compress",    NULL };
 static const char *const api_migrate_required[] = { "destination", NULL };
 static const char *const api_migrate_fields[] = { "destination", "bytes_sent",
 						  "total_ms",	 "downtime_ms",
