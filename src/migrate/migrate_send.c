@@ -652,6 +652,7 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 				 errlen);
 	res->bytes_sent = c.sent + mig_pool_sent(pool);
 	mig_pool_close(pool);
+	pool = NULL;
 	atomic_store(&vm->snapshot_active, false);
 	if (ret) {
 		char why[256];
