@@ -392,7 +392,19 @@ int mig_accept(int lfd, const struct mig_addr *a, struct mig_chan *c, char *err,
 					a->path);
 		}
 	} else {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		char host[64], port[8];
+
 		tcp_tune(fd);
+		/* Messages name the source, not where this side listens. */
+		if (!getpeername(fd, (struct sockaddr *)&ss, &sl) &&
+		    !getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host),
+				 port, sizeof(port),
+				 NI_NUMERICHOST | NI_NUMERICSERV))
+			snprintf(c->peer, sizeof(c->peer), "tcp:%s%s%s:%s",
+				 strchr(host, ':') ? "[" : "", host,
+				 strchr(host, ':') ? "]" : "", port);
 	}
 	if (set_nonblock(fd)) {
 		int ret = -errno;
