@@ -11,7 +11,8 @@ packages=(
 	libmicrohttpd-dev    # HTTP/1.1 server for the control API socket
 	libxxhash-dev        # xxh3 checksums on every snapshot record
 	libseccomp-dev       # per-thread system-call filters (docs/security.md)
-	libgnutls28-dev      # HMAC-SHA256 for signed snapshots (runtime on every Debian)
+	libgnutls28-dev      # HMAC-SHA256 for signed snapshots, TLS for migration (runtime on every Debian)
+	openssl              # tests: throwaway CAs and certificates for the TLS migration test
 	libzstd-dev          # zstd compression of snapshot memory chunks
 	liblz4-dev           # lz4 compression of snapshot memory chunks
 	libcmocka-dev        # unit tests

@@ -45,9 +45,10 @@ static void usage(void)
 	    "  ctl SOCKET restore PATH [--memory ondemand|map|copy] "
 	    "[--paused]\n"
 	    "      [--clock advance|frozen] [--json]\n"
-	    "  ctl SOCKET migrate unix:PATH|tcp:HOST:PORT [--insecure]\n"
-	    "      [--timeout-s N] [--downtime-ms N] [--compress ...] "
-	    "[--json]\n"
+	    "  ctl SOCKET migrate unix:PATH|tcp:HOST:PORT "
+	    "[--tls-dir DIR|--insecure]\n"
+	    "      [--connections N] [--timeout-s N] [--downtime-ms N] "
+	    "[--compress ...] [--json]\n"
 	    "  inspect FILE [--json]          describe a snapshot\n"
 	    "  verify FILE                    check every checksum (exit 0/1)\n"
 	    "  merge CHILD -o OUT             flatten a chain of incremental "
@@ -216,6 +217,10 @@ static void receive_usage(void)
 	       "ctl S migrate`\n"
 	       "                        sends; it runs here once the source "
 	       "has stopped\n"
+	       "  --tls-dir DIR         tcp through TLS: DIR holds ca.pem, "
+	       "cert.pem, key.pem;\n"
+	       "                        the source must show a certificate "
+	       "of that CA\n"
 	       "  --insecure            allow plain tcp (no TLS: guest memory "
 	       "in the clear)\n"
 	       "and the options of stasis restore but --require-signed (see "
@@ -752,9 +757,10 @@ static int cmd_restore(int argc, char **argv, bool receive,
 		{ "help", no_argument, NULL, 'h' },
 		{ "listen", required_argument, NULL, 'L' },
 		{ "insecure", no_argument, NULL, 'I' },
+		{ "tls-dir", required_argument, NULL, 'X' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *listen = NULL;
+	const char *listen = NULL, *tls_dir = NULL;
 	bool insecure = false;
 	int status;
 	char *disks[CONFIG_MAX_DISKS], *nets[CONFIG_MAX_NETS];
@@ -917,8 +923,10 @@ static int cmd_restore(int argc, char **argv, bool receive,
 			return STASIS_EXIT_OK;
 		case 'L':
 		case 'I':
+		case 'X':
 			if (receive) {
 				listen = opt == 'L' ? optarg : listen;
+				tls_dir = opt == 'X' ? optarg : tls_dir;
 				insecure = insecure || opt == 'I';
 				break;
 			}
@@ -930,6 +938,7 @@ static int cmd_restore(int argc, char **argv, bool receive,
 				  argv[0],
 				  opt == 'L'   ? "--listen"
 				  : opt == 'I' ? "--insecure"
+				  : opt == 'X' ? "--tls-dir"
 					       : argv[optind - 1]);
 			return STASIS_EXIT_USAGE;
 		}
@@ -985,7 +994,8 @@ static int cmd_restore(int argc, char **argv, bool receive,
 		o.ondemand = false;
 		o.copy_memory = true;
 	}
-	if (migrate_in_start(listen, insecure, &o.incoming, err, sizeof(err))) {
+	if (migrate_in_start(listen, insecure, tls_dir, &o.incoming, err,
+			     sizeof(err))) {
 		log_error("receive: %s", err);
 		return STASIS_EXIT_USAGE;
 	}

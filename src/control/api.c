@@ -17,6 +17,7 @@
 #include <microhttpd.h>
 
 #include "control/api.h"
+#include "migrate/mig_pool.h"
 #include "core/text.h"
 #include "core/timings.h"
 #include "core/unix_socket.h"
@@ -448,8 +449,7 @@ static int api_get_uint(struct json_object *val, const char *key, int64_t min,
 int api_parse_migrate_request(const char *body, size_t len,
 			      struct migrate_opts *o, char *err, size_t errlen)
 {
-	static const char *const later[] = { "postcopy", "on_timeout",
-					     "tls_dir", NULL };
+	static const char *const later[] = { "postcopy", "on_timeout", NULL };
 	struct json_object *obj;
 	bool have_dest = false;
 	int64_t v = 0;
@@ -483,11 +483,18 @@ int api_parse_migrate_request(const char *body, size_t len,
 			ret = api_get_uint(val, key, 1, 60000, &v, err, errlen);
 			o->downtime_ms = (unsigned)v;
 		} else if (!strcmp(key, "connections")) {
-			ret = api_get_uint(val, key, 1, 1, &v, err, errlen);
-			if (ret)
+			ret = api_get_uint(val, key, 1, MIG_POOL_MAX, &v, err,
+					   errlen);
+			o->connections = (unsigned)v;
+		} else if (!strcmp(key, "tls_dir")) {
+			ret = api_get_path(val, key, o->tls_dir,
+					   sizeof(o->tls_dir), err, errlen);
+			if (!ret && o->tls_dir[0] != '/') {
 				snprintf(err, errlen,
-					 "\"connections\": this stasis "
-					 "migrates over one connection");
+					 "\"tls_dir\" must be an absolute "
+					 "path");
+				ret = -EINVAL;
+			}
 		} else if (!strcmp(key, "compress")) {
 			ret = api_get_compress(val, &o->compress, err, errlen);
 		} else {
@@ -998,9 +1005,9 @@ static const unsigned api_migrate_statuses[] = { MHD_HTTP_OK,
 						 MHD_HTTP_BAD_REQUEST,
 						 MHD_HTTP_CONFLICT, 0 };
 static const char *const api_migrate_keys[] = { "destination", "insecure",
-						"timeout_s",   "downtime_ms",
-						"connections", "compress",
-						NULL };
+						"tls_dir",     "timeout_s",
+						"downtime_ms", "connections",
+						"compress",    NULL };
 static const char *const api_migrate_required[] = { "destination", NULL };
 static const char *const api_migrate_fields[] = { "destination", "bytes_sent",
 						  "total_ms",	 "downtime_ms",

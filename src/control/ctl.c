@@ -872,9 +872,19 @@ static char *ctl_migrate_body(const struct ctl_args *a, char *err,
 	if (a->on_timeout)
 		json_object_object_add(obj, "on_timeout",
 				       json_object_new_string(a->on_timeout));
-	if (a->tls_dir)
-		json_object_object_add(obj, "tls_dir",
-				       json_object_new_string(a->tls_dir));
+	if (a->tls_dir) {
+		char *abs = NULL;
+
+		/* The VM reads it: a relative path is ctl's. */
+		if (ctl_absolute_path(a->tls_dir, &abs, err, errlen)) {
+			json_object_put(obj);
+			return NULL;
+		}
+		json_object_object_add(
+		    obj, "tls_dir",
+		    json_object_new_string(abs ? abs : a->tls_dir));
+		free(abs);
+	}
 	if (a->compress)
 		json_object_object_add(obj, "compress",
 				       json_object_new_string(a->compress));
@@ -953,13 +963,13 @@ static void ctl_usage(FILE *f)
 		   "                [--clock advance|frozen] [--paused] "
 		   "[--json]\n"
 		   "       stasis ctl SOCKET migrate unix:PATH|tcp:HOST:PORT "
-		   "[--insecure]\n"
-		   "                [--timeout-s N] [--downtime-ms N] "
-		   "[--compress ...] [--json]\n"
+		   "[--tls-dir DIR|--insecure]\n"
+		   "                [--connections N] [--timeout-s N] "
+		   "[--downtime-ms N] [--compress ...]\n"
+		   "                [--json]\n"
 		   "         (not built, refused by the VM: post-copy "
-		   "--postcopy, --on-timeout,\n"
-		   "         TLS --tls-dir, --connections above 1; nor the "
-		   "guest's network announce)\n");
+		   "--postcopy, --on-timeout;\n"
+		   "         nor the guest's network announce)\n");
 }
 
 /* Returns 0, 1 for --help, or -EINVAL after printing why. */

@@ -2,8 +2,11 @@
  * and checksummed frames sent and received within a time bound. */
 #include "migrate/channel.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -106,6 +109,32 @@ int mig_addr_parse(const char *s, struct mig_addr *a, char *err, size_t errlen)
 	memcpy(a->host, hp, hlen);
 	a->host[hlen] = '\0';
 	a->tcp = true;
+	return 0;
+}
+
+int mig_transport_check(const struct mig_addr *a, const char *what,
+			bool insecure, bool tls, char *err, size_t errlen)
+{
+	char q[128];
+
+	text_escape(q, sizeof(q), what, strlen(what));
+	if (tls && insecure)
+		return mig_fail(err, errlen, -EINVAL,
+				"%s: --tls-dir and --insecure contradict each "
+				"other",
+				q);
+	if (tls && !a->tcp)
+		return mig_fail(err, errlen, -EINVAL,
+				"%s: --tls-dir is for tcp (a UNIX socket "
+				"admits only its own user's peers)",
+				q);
+	if (a->tcp && !tls && !insecure)
+		return mig_fail(err, errlen, -EINVAL,
+				"%s: plain tcp carries guest memory "
+				"unencrypted and unauthenticated: give "
+				"--tls-dir DIR, or add --insecure for a link "
+				"you trust",
+				q);
 	return 0;
 }
 
@@ -363,7 +392,19 @@ int mig_accept(int lfd, const struct mig_addr *a, struct mig_chan *c, char *err,
 					a->path);
 		}
 	} else {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		char host[64], port[8];
+
 		tcp_tune(fd);
+		/* Messages name the source, not where this side listens. */
+		if (!getpeername(fd, (struct sockaddr *)&ss, &sl) &&
+		    !getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host),
+				 port, sizeof(port),
+				 NI_NUMERICHOST | NI_NUMERICSERV))
+			snprintf(c->peer, sizeof(c->peer), "tcp:%s%s%s:%s",
+				 strchr(host, ':') ? "[" : "", host,
+				 strchr(host, ':') ? "]" : "", port);
 	}
 	if (set_nonblock(fd)) {
 		int ret = -errno;
@@ -376,9 +417,327 @@ int mig_accept(int lfd, const struct mig_addr *a, struct mig_chan *c, char *err,
 
 void mig_close(struct mig_chan *c)
 {
+	if (c->tls) {
+		/* Best effort, without waiting: the peer that misses the
+		 * close_notify sees the end of the stream all the same. */
+		gnutls_bye(c->tls, GNUTLS_SHUT_WR);
+		gnutls_deinit(c->tls);
+		c->tls = NULL;
+	}
 	if (c->fd >= 0)
 		close(c->fd);
 	c->fd = -1;
+}
+
+struct mig_tls {
+	gnutls_certificate_credentials_t cred;
+};
+
+#define TLS_FILE_MAX (1u << 20)
+
+/* @dir/@name, whole, into @out (gnutls_free it). */
+static int tls_read_file(const char *dir, const char *name, gnutls_datum_t *out,
+			 char *err, size_t errlen)
+{
+	char path[4096], q[256];
+	struct stat st;
+	ssize_t n;
+	int fd, ret = 0;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	text_escape(q, sizeof(q), path, strlen(path));
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return mig_fail(err, errlen, -errno,
+				"--tls-dir: cannot read %s: %s", q,
+				strerror(errno));
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    st.st_size > TLS_FILE_MAX) {
+		ret = mig_fail(err, errlen, -EINVAL,
+			       "--tls-dir: %s is not a PEM file of at most "
+			       "1 MiB",
+			       q);
+		goto out;
+	}
+	out->data = gnutls_malloc((size_t)st.st_size + 1);
+	if (!out->data) {
+		ret = mig_fail(err, errlen, -ENOMEM, "--tls-dir: %s: %s", q,
+			       strerror(ENOMEM));
+		goto out;
+	}
+	n = pread(fd, out->data, (size_t)st.st_size, 0);
+	if (n != st.st_size) {
+		ret = mig_fail(err, errlen, n < 0 ? -errno : -EIO,
+			       "--tls-dir: cannot read %s: %s", q,
+			       n < 0 ? strerror(errno) : "it changed size");
+		gnutls_free(out->data);
+		out->data = NULL;
+		goto out;
+	}
+	out->data[n] = '\0';
+	out->size = (unsigned)n;
+out:
+	close(fd);
+	return ret;
+}
+
+void mig_tls_free(struct mig_tls *t)
+{
+	if (!t)
+		return;
+	if (t->cred)
+		gnutls_certificate_free_credentials(t->cred);
+	free(t);
+}
+
+int mig_tls_load(const char *dir, struct mig_tls **out, char *err,
+		 size_t errlen)
+{
+	gnutls_datum_t ca = { 0 }, cert = { 0 }, key = { 0 };
+	gnutls_x509_crt_t *crts = NULL;
+	gnutls_x509_privkey_t pk = NULL;
+	unsigned ncrts = 0;
+	struct mig_tls *t;
+	char q[256];
+	int ret, g;
+
+	*out = NULL;
+	text_escape(q, sizeof(q), dir, strlen(dir));
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return mig_fail(err, errlen, -ENOMEM, "--tls-dir: %s",
+				strerror(ENOMEM));
+	ret = tls_read_file(dir, "ca.pem", &ca, err, errlen);
+	if (!ret)
+		ret = tls_read_file(dir, "cert.pem", &cert, err, errlen);
+	if (!ret)
+		ret = tls_read_file(dir, "key.pem", &key, err, errlen);
+	if (ret)
+		goto out;
+	if (gnutls_certificate_allocate_credentials(&t->cred)) {
+		ret = mig_fail(err, errlen, -ENOMEM, "--tls-dir: %s",
+			       strerror(ENOMEM));
+		goto out;
+	}
+	/* Each file checked alone first, so that the error names it. */
+	g = gnutls_certificate_set_x509_trust_mem(t->cred, &ca,
+						  GNUTLS_X509_FMT_PEM);
+	if (g <= 0) {
+		ret =
+		    mig_fail(err, errlen, -EINVAL,
+			     "--tls-dir: %s/ca.pem holds no CA certificate%s%s",
+			     q, g ? ": " : "", g ? gnutls_strerror(g) : "");
+		goto out;
+	}
+	g = gnutls_x509_crt_list_import2(&crts, &ncrts, &cert,
+					 GNUTLS_X509_FMT_PEM, 0);
+	if (g < 0 || !ncrts) {
+		ret =
+		    mig_fail(err, errlen, -EINVAL,
+			     "--tls-dir: %s/cert.pem holds no certificate%s%s",
+			     q, g ? ": " : "", g ? gnutls_strerror(g) : "");
+		goto out;
+	}
+	if (gnutls_x509_privkey_init(&pk) ||
+	    (g = gnutls_x509_privkey_import(pk, &key, GNUTLS_X509_FMT_PEM))) {
+		ret = mig_fail(err, errlen, -EINVAL,
+			       "--tls-dir: %s/key.pem holds no private key "
+			       "(unencrypted PEM): %s",
+			       q, gnutls_strerror(g));
+		goto out;
+	}
+	g = gnutls_certificate_set_x509_key_mem(t->cred, &cert, &key,
+						GNUTLS_X509_FMT_PEM);
+	if (g < 0) {
+		ret = mig_fail(err, errlen, -EINVAL,
+			       "--tls-dir: %s/cert.pem and key.pem: %s", q,
+			       g == GNUTLS_E_CERTIFICATE_KEY_MISMATCH
+				   ? "the key is not the certificate's"
+				   : gnutls_strerror(g));
+		goto out;
+	}
+	*out = t;
+	t = NULL;
+out:
+	for (unsigned i = 0; i < ncrts; i++)
+		gnutls_x509_crt_deinit(crts[i]);
+	gnutls_free(crts);
+	if (pk)
+		gnutls_x509_privkey_deinit(pk);
+	gnutls_free(ca.data);
+	gnutls_free(cert.data);
+	if (key.data) {
+		gnutls_memset(key.data, 0, key.size);
+		gnutls_free(key.data);
+	}
+	mig_tls_free(t);
+	return ret;
+}
+
+/* Waits as the session asks (it may read while it sends, and the other
+ * way round). */
+static int tls_wait(struct mig_chan *c)
+{
+	return chan_wait(c, gnutls_record_get_direction(c->tls) ? POLLOUT
+								: POLLIN);
+}
+
+/* What a GnuTLS error of the handshake or a record says to a user. */
+static const char *tls_reason(struct mig_chan *c, int g)
+{
+	if (g == GNUTLS_E_FATAL_ALERT_RECEIVED)
+		return gnutls_alert_get_name(gnutls_alert_get(c->tls));
+	return gnutls_strerror(g);
+}
+
+/* After refusing a client: in TLS 1.3 the client's handshake is over
+ * before the server checks its certificate, so the client may already be
+ * sending its first frame. Closing now would answer that with a reset,
+ * which can destroy the alert before the client reads it; so the rest is
+ * read and dropped until the client closes (it does on the alert), for at
+ * most a second. */
+static void tls_linger(struct mig_chan *c)
+{
+	struct pollfd p = { .fd = c->fd, .events = POLLIN };
+	int64_t end = (int64_t)(clock_now_ns(CLOCK_MONOTONIC) / 1000000) + 1000;
+	char sink[4096];
+
+	if (c->fd < 0 || shutdown(c->fd, SHUT_WR) < 0)
+		return;
+	for (;;) {
+		int64_t left =
+		    end - (int64_t)(clock_now_ns(CLOCK_MONOTONIC) / 1000000);
+		ssize_t n;
+
+		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+			return;
+		n = recv(c->fd, sink, sizeof(sink), MSG_DONTWAIT);
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+			return;
+	}
+}
+
+/* True when @host is an IPv4 or IPv6 literal. */
+static bool host_is_ip(const char *host)
+{
+	unsigned char buf[sizeof(struct in6_addr)];
+
+	return inet_pton(AF_INET, host, buf) == 1 ||
+	       inet_pton(AF_INET6, host, buf) == 1;
+}
+
+int mig_tls_start(struct mig_chan *c, struct mig_tls *t, bool server,
+		  const char *host, char *err, size_t errlen)
+{
+	gnutls_session_t s;
+	int g, ret;
+
+	/* Tickets would let a later connection skip the certificates. */
+	g = gnutls_init(&s, (server ? GNUTLS_SERVER : GNUTLS_CLIENT) |
+				GNUTLS_NONBLOCK | GNUTLS_NO_TICKETS |
+				GNUTLS_NO_SIGNAL);
+	if (g)
+		return mig_fail(err, errlen, -ENOMEM, "%s: TLS: %s", c->peer,
+				gnutls_strerror(g));
+	c->tls = s;
+	g = gnutls_set_default_priority(s);
+	if (!g)
+		g = gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, t->cred);
+	if (!g && !server && !host_is_ip(host))
+		g = gnutls_server_name_set(s, GNUTLS_NAME_DNS, host,
+					   strlen(host));
+	if (g) {
+		ret = mig_fail(err, errlen, -EPROTO, "%s: TLS: %s", c->peer,
+			       gnutls_strerror(g));
+		goto fail;
+	}
+	if (server) {
+		gnutls_certificate_server_set_request(s, GNUTLS_CERT_REQUIRE);
+		/* Not naming our CA makes a client of another CA send its
+		 * certificate all the same, so that the refusal names it. */
+		gnutls_certificate_send_x509_rdn_sequence(s, 1);
+	}
+	/* The peer's chain must lead to ca.pem, and the destination's
+	 * certificate must name the HOST the source connected to. */
+	gnutls_session_set_verify_cert(s, server ? NULL : host, 0);
+	gnutls_transport_set_int(s, c->fd);
+	gnutls_handshake_set_timeout(s, 0);
+	for (;;) {
+		g = gnutls_handshake(s);
+		if (g == GNUTLS_E_SUCCESS)
+			break;
+		if (g == GNUTLS_E_AGAIN || g == GNUTLS_E_INTERRUPTED) {
+			ret = tls_wait(c);
+			if (ret) {
+				mig_fail(err, errlen, ret,
+					 "%s: TLS handshake: %s", c->peer,
+					 ret == -ETIMEDOUT ? "timed out"
+							   : strerror(-ret));
+				goto fail;
+			}
+			continue;
+		}
+		if (!gnutls_error_is_fatal(g))
+			continue;
+		break;
+	}
+	if (g == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR) {
+		gnutls_datum_t why = { 0 };
+		unsigned st = gnutls_session_get_verify_cert_status(s);
+
+		gnutls_certificate_verification_status_print(
+		    st, GNUTLS_CRT_X509, &why, 0);
+		while (why.data && why.size &&
+		       (why.data[why.size - 1] == ' ' ||
+			why.data[why.size - 1] == '\0'))
+			why.data[--why.size] = '\0';
+		ret = mig_fail(err, errlen, -EACCES,
+			       "%s: TLS: the %s's certificate is refused: %s",
+			       c->peer, server ? "source" : "destination",
+			       why.data ? (char *)why.data : "not trusted");
+		gnutls_free(why.data);
+		goto fail;
+	}
+	if (g == GNUTLS_E_NO_CERTIFICATE_FOUND ||
+	    g == GNUTLS_E_CERTIFICATE_REQUIRED) {
+		ret = mig_fail(err, errlen, -EACCES,
+			       "%s: TLS: the %s sent no certificate", c->peer,
+			       server ? "source" : "destination");
+		goto fail;
+	}
+	if (g == GNUTLS_E_FATAL_ALERT_RECEIVED) {
+		ret = mig_fail(err, errlen, -EACCES,
+			       "%s: TLS: the %s refused this side (%s)",
+			       c->peer, server ? "source" : "destination",
+			       tls_reason(c, g));
+		goto fail;
+	}
+	if (g == GNUTLS_E_UNEXPECTED_PACKET_LENGTH ||
+	    g == GNUTLS_E_UNEXPECTED_PACKET ||
+	    g == GNUTLS_E_UNSUPPORTED_VERSION_PACKET) {
+		ret = mig_fail(err, errlen, -EPROTO,
+			       "%s: the peer does not speak TLS (it needs "
+			       "--tls-dir too)",
+			       c->peer);
+		goto fail;
+	}
+	if (g) {
+		ret = mig_fail(err, errlen, -EPROTO,
+			       "%s: TLS handshake failed: %s", c->peer,
+			       gnutls_strerror(g));
+		goto fail;
+	}
+	return 0;
+
+fail:
+	/* The peer learns why, if the socket takes it now. */
+	if (g < 0 && g != GNUTLS_E_FATAL_ALERT_RECEIVED)
+		gnutls_alert_send_appropriate(s, g);
+	gnutls_deinit(s);
+	c->tls = NULL;
+	if (server)
+		tls_linger(c);
+	return ret;
 }
 
 void mig_frame_encode(uint8_t out[MIG_FRAME_HEADER_SIZE],
@@ -438,6 +797,47 @@ static uint64_t frame_hash(const struct mig_frame *f, const struct iovec *iov,
 	return h;
 }
 
+/* One send or receive of what goes of @iov, through the TLS session when
+ * there is one (record by record): the bytes, 0 (a receive's end of the
+ * stream), -EAGAIN with the @events to wait for, -EINTR, or -errno (a TLS
+ * failure: -EPROTO, its reason in c->tls_error). */
+static ssize_t chan_io(struct mig_chan *c, bool out, struct iovec *iov,
+		       unsigned n, short *events)
+{
+	struct msghdr m = { .msg_iov = iov, .msg_iovlen = n };
+	ssize_t k;
+
+	*events = out ? POLLOUT : POLLIN;
+	if (!c->tls) {
+		k = out ? sendmsg(c->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT)
+			: recvmsg(c->fd, &m, MSG_DONTWAIT);
+		return k < 0 ? -errno : k;
+	}
+	k = out ? gnutls_record_send(c->tls, iov->iov_base, iov->iov_len)
+		: gnutls_record_recv(c->tls, iov->iov_base, iov->iov_len);
+	if (k >= 0)
+		return k;
+	switch (k) {
+	case GNUTLS_E_INTERRUPTED:
+		return -EINTR;
+	case GNUTLS_E_AGAIN:
+		/* It may read while it sends, and the other way round. */
+		*events =
+		    gnutls_record_get_direction(c->tls) ? POLLOUT : POLLIN;
+		return -EAGAIN;
+	case GNUTLS_E_PREMATURE_TERMINATION:
+	case GNUTLS_E_PUSH_ERROR:
+	case GNUTLS_E_PULL_ERROR:
+		return -ECONNRESET;
+	}
+	snprintf(c->tls_error, sizeof(c->tls_error),
+		 k == GNUTLS_E_FATAL_ALERT_RECEIVED
+		     ? "the peer refused this side (%s)"
+		     : "%s",
+		 tls_reason(c, (int)k));
+	return -EPROTO;
+}
+
 /* Sends (@out) or receives all of @iov (consumed) within the channel's
  * bounds; a receive that meets the end of the stream is -ECONNRESET. */
 static int chan_xfer(struct mig_chan *c, bool out, struct iovec *iov,
@@ -445,22 +845,19 @@ static int chan_xfer(struct mig_chan *c, bool out, struct iovec *iov,
 {
 	iov_advance(&iov, &n, 0); /* no empty pieces: 0 means the end */
 	while (n) {
-		struct msghdr m = { .msg_iov = iov, .msg_iovlen = n };
-		ssize_t k =
-		    out ? sendmsg(c->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT)
-			: recvmsg(c->fd, &m, MSG_DONTWAIT);
-		int ret;
+		short events;
+		ssize_t k = chan_io(c, out, iov, n, &events);
 
 		if (k == 0 && !out)
 			return -ECONNRESET;
 		if (k < 0) {
-			if (errno == EINTR)
+			if (k == -EINTR)
 				continue;
-			if (errno != EAGAIN)
-				return -errno;
-			ret = chan_wait(c, out ? POLLOUT : POLLIN);
-			if (ret)
-				return ret;
+			if (k != -EAGAIN)
+				return (int)k;
+			k = chan_wait(c, events);
+			if (k)
+				return (int)k;
 			continue;
 		}
 		if (out)
@@ -489,6 +886,9 @@ static int io_fail(struct mig_chan *c, int ret, const char *what, char *err,
 	if (ret == -ETIMEDOUT)
 		return mig_fail(err, errlen, ret, "%s: timed out (%s)", c->peer,
 				what);
+	if (ret == -EPROTO && c->tls_error[0])
+		return mig_fail(err, errlen, ret, "%s: TLS: %s (%s)", c->peer,
+				c->tls_error, what);
 	return mig_fail(err, errlen, ret, "%s: %s (%s)", c->peer,
 			strerror(-ret), what);
 }
@@ -542,6 +942,12 @@ int mig_recv(struct mig_chan *c, struct mig_frame *f, void *buf, size_t bufsize,
 	if (ret)
 		return io_fail(c, ret, "waiting for a frame", err, errlen);
 	ret = mig_frame_decode(hdr, f, err, errlen);
+	/* A TLS record (handshake or alert, version 3.x) where a frame
+	 * should be: the peer has --tls-dir and this side has not. */
+	if (ret && !c->tls && (hdr[0] == 0x15 || hdr[0] == 0x16) && hdr[1] == 3)
+		return mig_fail(err, errlen, -EPROTO,
+				"%s speaks TLS: give --tls-dir here too",
+				c->peer);
 	if (ret)
 		return ret;
 	if (f->length > bufsize)

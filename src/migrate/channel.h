@@ -52,8 +52,21 @@ struct mig_addr {
  * with a one-line reason in @err. */
 int mig_addr_parse(const char *s, struct mig_addr *a, char *err, size_t errlen);
 
+/* TLS credentials (ca.pem, cert.pem, key.pem of a --tls-dir), loaded
+ * once and shared by every connection of a migration. */
+struct mig_tls;
+
+/* What each side allows on @a: tcp needs @tls or an explicit @insecure
+ * (not both); TLS is for tcp only (a UNIX socket is checked by its
+ * peer's uid instead). @what names the address in the error. 0 or
+ * -EINVAL with a one-line reason. */
+int mig_transport_check(const struct mig_addr *a, const char *what,
+			bool insecure, bool tls, char *err, size_t errlen);
+
 struct mig_chan {
 	int fd;
+	void *tls; /* the GnuTLS session, or NULL: the socket as it is */
+	char tls_error[128]; /* the TLS reason for the last -EPROTO */
 	int idle_ms; /* MIG_IDLE_TIMEOUT_MS unless set */
 	int64_t deadline_ms; /* CLOCK_MONOTONIC ms; 0: none */
 	uint64_t sent; /* bytes on the wire, headers included */
@@ -82,6 +95,23 @@ int mig_accept(int lfd, const struct mig_addr *a, struct mig_chan *c, char *err,
 	       size_t errlen);
 
 void mig_close(struct mig_chan *c);
+
+/* Reads @dir/ca.pem, cert.pem and key.pem (each at most 1 MiB) into
+ * credentials for either side. A missing, unreadable or bad file is
+ * -errno with a one-line reason naming it. */
+int mig_tls_load(const char *dir, struct mig_tls **out, char *err,
+		 size_t errlen);
+void mig_tls_free(struct mig_tls *t);
+
+/* Runs the TLS handshake on the connected @c, within its time bounds:
+ * as the client (@server false) it requires a certificate of @t's CA
+ * that names @host (a DNS name, or an IP address against the
+ * certificate's IP addresses); as the server, a client certificate of
+ * @t's CA. Both sides present @t's certificate. A peer that fails is
+ * refused with an alert and -EACCES (or -errno) with a one-line reason.
+ * From then on every frame on @c goes through the session. */
+int mig_tls_start(struct mig_chan *c, struct mig_tls *t, bool server,
+		  const char *host, char *err, size_t errlen);
 
 /* Sends one frame with the payload in @iov (@n entries, not consumed). */
 int mig_send(struct mig_chan *c, uint32_t type, uint64_t offset,

@@ -20,6 +20,11 @@ struct snapshot_image;
 struct migrate_opts {
 	char dest[256]; /* unix:PATH or tcp:HOST:PORT */
 	bool insecure; /* tcp without TLS, asked for explicitly */
+	/* tcp through TLS with the ca.pem, cert.pem and key.pem in it (an
+	 * absolute path); "": none. */
+	char tls_dir[1024];
+	/* Connections for pre-copy's memory, 1..MIG_POOL_MAX (0: 1). */
+	unsigned connections;
 	unsigned timeout_s; /* 0: none; else the source gives up after it */
 	/* Pre-copy stops when what is left would take at most this long to
 	 * send at the rate measured (MIGRATE_DOWNTIME_MS when 0). */
@@ -66,14 +71,16 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 /* The destination: one incoming VM. */
 struct migrate_in;
 
-/* Listens on @listen (unix:PATH, tcp:HOST:PORT with @insecure), accepts
- * one source, exchanges versions, and receives the snapshot header,
+/* Listens on @listen (unix:PATH, tcp:HOST:PORT with @insecure or
+ * through TLS with the credentials in @tls_dir, read first), accepts one
+ * source (and the further memory connections it asks for), exchanges
+ * versions, and receives the snapshot header,
  * CONFIG and CPUID into a memory-backed spool. Then migrate_in_path()
  * opens as a snapshot (snapshot_open) for the checks restore makes.
  * From here on, every error stasis logs is also what the source is told
  * (the first one) if the migration fails. */
-int migrate_in_start(const char *listen, bool insecure, struct migrate_in **out,
-		     char *err, size_t errlen);
+int migrate_in_start(const char *listen, bool insecure, const char *tls_dir,
+		     struct migrate_in **out, char *err, size_t errlen);
 const char *migrate_in_path(const struct migrate_in *in);
 
 /* After the checks (the VM is created from the snapshot's config and

@@ -15,6 +15,7 @@
 #include "core/log.h"
 #include "memory/guest_mem.h"
 #include "migrate/channel.h"
+#include "migrate/mig_pool.h"
 #include "migrate/migrate.h"
 #include "snapshot/snapfile.h"
 #include "snapshot/snapshot.h"
@@ -33,6 +34,10 @@ struct migrate_in {
 	char path[40]; /* /proc/self/fd/N, for snapshot_open */
 	uint8_t *buf; /* one frame's payload */
 	bool switched;
+	struct mig_tls *tls; /* --tls-dir: every connection through it */
+	unsigned nconn; /* what the source's HELLO asked for */
+	char token[MIG_POOL_TOKEN_LEN + 1];
+	struct mig_pool_in *pool; /* the connections beyond the first */
 	char first_error[MIG_CONTROL_MAX]; /* what the source is told */
 };
 
@@ -130,10 +135,20 @@ static int recv_data_until(struct migrate_in *in, uint32_t until,
 
 		if (ret)
 			return ret;
+		/* What the other connections carry lands before the records
+		 * that name guest memory. */
+		if (mem && (f->type == MIG_REF || f->type == until)) {
+			ret = mig_pool_in_wait(in->pool, err, errlen);
+			if (ret)
+				return ret;
+		}
 		if (f->type == until)
 			return 0;
 		if (f->type == MIG_PAGES && mem) {
-			ret = recv_pages(in, f, mem, err, errlen);
+			ret = mig_pool_in_order(in->pool, f->offset, f->length,
+						err, errlen);
+			if (!ret)
+				ret = recv_pages(in, f, mem, err, errlen);
 			if (ret)
 				return ret;
 			continue;
@@ -178,13 +193,31 @@ static int recv_hello(struct migrate_in *in, char *err, size_t errlen)
 		snprintf(err, errlen, "%s: %s", in->c.peer, msg);
 		return -EPROTONOSUPPORT;
 	}
+	if (mig_pool_hello_connections(buf, &in->nconn)) {
+		snprintf(msg, sizeof(msg),
+			 "the source asks for more than %u connections",
+			 MIG_POOL_MAX);
+		mig_send_text(&in->c, MIG_ERROR, 0, msg, NULL, 0);
+		snprintf(err, errlen, "%s: %s", in->c.peer, msg);
+		return -EPROTO;
+	}
 	snprintf(buf, sizeof(buf), "stasis-migrate %u %s", MIG_PROTO_VERSION,
 		 STASIS_VERSION);
+	/* The further connections must show this to join. */
+	if (in->nconn > 1) {
+		if (mig_pool_make_token(in->token)) {
+			snprintf(err, errlen, "cannot make a token: %s",
+				 strerror(EIO));
+			return -EIO;
+		}
+		snprintf(buf + strlen(buf), sizeof(buf) - strlen(buf),
+			 " token=%s", in->token);
+	}
 	return mig_send_text(&in->c, MIG_WELCOME, 0, buf, err, errlen);
 }
 
-int migrate_in_start(const char *listen, bool insecure, struct migrate_in **out,
-		     char *err, size_t errlen)
+int migrate_in_start(const char *listen, bool insecure, const char *tls_dir,
+		     struct migrate_in **out, char *err, size_t errlen)
 {
 	struct migrate_in *in;
 	struct mig_frame f;
@@ -198,15 +231,18 @@ int migrate_in_start(const char *listen, bool insecure, struct migrate_in **out,
 	ret = mig_addr_parse(listen, &in->addr, err, errlen);
 	if (ret)
 		goto fail;
-	if (in->addr.tcp && !insecure) {
-		snprintf(err, errlen,
-			 "--listen %s: plain tcp carries guest memory "
-			 "unencrypted and unauthenticated: add --insecure "
-			 "(TLS is not built yet)",
-			 listen);
-		ret = -EINVAL;
-		goto fail;
+	{
+		char what[300];
+
+		snprintf(what, sizeof(what), "--listen %s", listen);
+		ret = mig_transport_check(&in->addr, what, insecure,
+					  tls_dir != NULL, err, errlen);
 	}
+	/* Read here, before any privilege is dropped. */
+	if (!ret && tls_dir)
+		ret = mig_tls_load(tls_dir, &in->tls, err, errlen);
+	if (ret)
+		goto fail;
 	in->buf = malloc(MIG_DATA_MAX);
 	in->spool = memfd_create("stasis-incoming", MFD_CLOEXEC);
 	if (!in->buf || in->spool < 0) {
@@ -223,13 +259,21 @@ int migrate_in_start(const char *listen, bool insecure, struct migrate_in **out,
 	}
 	log_info("waiting for a VM on %s", listen);
 	ret = mig_accept(lfd, &in->addr, &in->c, err, errlen);
+	if (!ret && in->tls)
+		ret = mig_tls_start(&in->c, in->tls, true, NULL, err, errlen);
+	if (!ret)
+		ret = recv_hello(in, err, errlen);
+	if (!ret && in->nconn > 1)
+		ret = mig_pool_in_accept(&in->pool, lfd, &in->addr, in->tls,
+					 in->nconn - 1, in->token, err, errlen);
 	close(lfd);
+	if (!ret)
+		log_info("migration from %s: %u connection%s%s", in->c.peer,
+			 in->nconn ? in->nconn : 1, in->nconn > 1 ? "s" : "",
+			 in->tls ? ", TLS" : "");
 	/* One VM: nobody else may connect while it comes in. */
 	if (!in->addr.tcp)
 		unlink(in->addr.path);
-	if (ret)
-		goto fail;
-	ret = recv_hello(in, err, errlen);
 	if (ret)
 		goto fail;
 	/* From here on, the source is told why this side gave up. */
@@ -259,10 +303,16 @@ int migrate_in_receive(struct migrate_in *in, struct snapshot_image *img,
 	struct mig_frame f;
 	int ret;
 
-	ret = mig_send(&in->c, MIG_ACCEPT, 0, NULL, 0, err, errlen);
+	ret = mig_pool_in_start(in->pool, mem, &in->c, err, errlen);
+	if (!ret)
+		ret = mig_send(&in->c, MIG_ACCEPT, 0, NULL, 0, err, errlen);
 	if (!ret)
 		ret = recv_data_until(in, MIG_COMMIT, limit, mem, &f, err,
 				      errlen);
+	/* The main connection stopped because another one failed: that
+	 * one's reason is the reason. */
+	if (ret && mig_pool_in_error(in->pool, err, errlen))
+		ret = mig_pool_in_error(in->pool, err, errlen);
 	if (ret)
 		return ret;
 	if (f.offset != in->spool_end) {
@@ -307,6 +357,8 @@ int migrate_in_switch(struct migrate_in *in, bool release_spool, char *err,
 	 * lost it stays paused and says so. */
 	if (mig_send(&in->c, MIG_RUNNING, 0, NULL, 0, err, errlen))
 		log_warn("%s; running the VM anyway", err);
+	mig_pool_in_close(in->pool);
+	in->pool = NULL;
 	mig_close(&in->c);
 	return 0;
 }
@@ -326,7 +378,9 @@ void migrate_in_end(struct migrate_in *in)
 		in->c.deadline_ms = 0;
 		mig_send_text(&in->c, MIG_ERROR, 0, msg, NULL, 0);
 	}
+	mig_pool_in_close(in->pool);
 	mig_close(&in->c);
+	mig_tls_free(in->tls);
 	if (in->spool >= 0)
 		close(in->spool);
 	free(in->buf);

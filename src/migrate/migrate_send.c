@@ -15,6 +15,7 @@
 #include "core/log.h"
 #include "core/vm.h"
 #include "migrate/channel.h"
+#include "migrate/mig_pool.h"
 #include "memory/dirty_log.h"
 #include "migrate/migrate.h"
 #include "snapshot/pager.h"
@@ -65,6 +66,8 @@ struct precopy {
 	 * bytes are copied here first, so that its checksum is of what is
 	 * sent. */
 	uint8_t *bounce;
+	/* --connections above 1: PAGES spread over these too. */
+	struct mig_pool *pool;
 };
 
 #define PAGE GUEST_MEM_PAGE
@@ -275,8 +278,8 @@ static int precopy_send(struct precopy *pc, struct mig_chan *c, unsigned r,
 		for (uint64_t q = p; q < p + k; q++)
 			pc->clean[r][q / 64] |= 1ull << (q % 64);
 		memcpy(pc->bounce, reg->host + p * PAGE, k * PAGE);
-		ret = mig_send(c, MIG_PAGES, reg->gpa + p * PAGE, &v, 1, err,
-			       errlen);
+		ret = mig_pool_send_pages(pc->pool, c, reg->gpa + p * PAGE,
+					  v.iov_base, v.iov_len, err, errlen);
 		if (ret)
 			return ret;
 		*bytes += k * PAGE;
@@ -424,8 +427,12 @@ static int precopy_run(struct precopy *pc, struct mig_chan *c,
 	return ret;
 }
 
-/* HELLO and WELCOME: "stasis-migrate PROTO VERSION" each way. */
-static int send_hello(struct mig_chan *c, char *err, size_t errlen)
+/* HELLO and WELCOME: "stasis-migrate PROTO VERSION" each way; with
+ * @conns above 1, HELLO asks for them and WELCOME's token (into @token)
+ * ties them to this migration. */
+static int send_hello(struct mig_chan *c, unsigned conns,
+		      char token[MIG_POOL_TOKEN_LEN + 1], char *err,
+		      size_t errlen)
 {
 	char buf[MIG_CONTROL_MAX + 1], ver[64];
 	struct mig_frame f;
@@ -434,6 +441,9 @@ static int send_hello(struct mig_chan *c, char *err, size_t errlen)
 
 	snprintf(buf, sizeof(buf), "stasis-migrate %u %s", MIG_PROTO_VERSION,
 		 STASIS_VERSION);
+	if (conns > 1)
+		snprintf(buf + strlen(buf), sizeof(buf) - strlen(buf),
+			 " connections=%u", conns);
 	ret = mig_send_text(c, MIG_HELLO, 0, buf, err, errlen);
 	if (!ret)
 		ret = mig_expect(c, MIG_WELCOME, &f, buf, sizeof(buf), err,
@@ -449,6 +459,13 @@ static int send_hello(struct mig_chan *c, char *err, size_t errlen)
 			 "%s speaks migration protocol %u (stasis %s), this "
 			 "stasis %u",
 			 c->peer, proto, ver, MIG_PROTO_VERSION);
+		return -EPROTONOSUPPORT;
+	}
+	if (conns > 1 && mig_pool_welcome_token(buf, token)) {
+		snprintf(err, errlen,
+			 "%s takes one connection only (no token for "
+			 "--connections %u)",
+			 c->peer, conns);
 		return -EPROTONOSUPPORT;
 	}
 	return 0;
@@ -489,6 +506,9 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 	uint64_t created_ns;
 	struct mig_addr a;
 	struct mig_chan c = { .fd = -1 };
+	struct mig_tls *tls = NULL;
+	struct mig_pool *pool = NULL;
+	char token[MIG_POOL_TOKEN_LEN + 1] = "";
 	struct mig_frame f;
 	char buf[MIG_CONTROL_MAX + 1];
 	uint64_t t0 = clock_now_ns(CLOCK_MONOTONIC), tpause = 0;
@@ -499,13 +519,16 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 	ret = mig_addr_parse(o->dest, &a, err, errlen);
 	if (ret)
 		return ret;
-	if (a.tcp && !o->insecure) {
-		snprintf(err, errlen,
-			 "%s: plain tcp carries guest memory unencrypted and "
-			 "unauthenticated: add --insecure (TLS is not built "
-			 "yet)",
-			 o->dest);
-		return -EINVAL;
+	ret = mig_transport_check(&a, o->dest, o->insecure, o->tls_dir[0], err,
+				  errlen);
+	if (ret)
+		return ret;
+	/* The credentials before anything connects: a bad file is named
+	 * and nothing moves. */
+	if (o->tls_dir[0]) {
+		ret = mig_tls_load(o->tls_dir, &tls, err, errlen);
+		if (ret)
+			return ret;
 	}
 	/* A lazily restored VM is sent whole: every chunk still in its old
 	 * file is brought in first, while it runs. */
@@ -523,7 +546,15 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 		    (int64_t)(t0 / 1000000) + (int64_t)o->timeout_s * 1000;
 	sink.c = &c;
 	sink.pc = &pc;
-	ret = send_hello(&c, err, errlen);
+	if (tls) {
+		ret = mig_tls_start(&c, tls, false, a.host, err, errlen);
+		if (ret)
+			goto fail;
+	}
+	ret = send_hello(&c, o->connections, token, err, errlen);
+	if (!ret)
+		ret = mig_pool_open(&pool, &a, tls, &c, o->connections, token,
+				    err, errlen);
 	if (ret)
 		goto fail;
 
@@ -557,6 +588,7 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 			snprintf(err, errlen, "pre-copy: %s", strerror(-ret));
 			goto fail;
 		}
+		pc.pool = pool;
 	}
 	if (pc.on) {
 		atomic_store(&vm->migrate_phase, MIGRATE_PRECOPY);
@@ -564,6 +596,11 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 		if (ret)
 			goto fail;
 	}
+	/* Every page on the other connections lands before the pause's
+	 * REF frames name it. */
+	ret = mig_pool_finish(pool, err, errlen);
+	if (ret)
+		goto fail;
 
 	atomic_store(&vm->migrate_phase, MIGRATE_SENDING);
 	vm->snapshot_progress.done_bytes = 0;
@@ -615,7 +652,9 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 	if (!ret)
 		ret = mig_expect(&c, MIG_RUNNING, &f, buf, sizeof(buf), err,
 				 errlen);
-	res->bytes_sent = c.sent;
+	res->bytes_sent = c.sent + mig_pool_sent(pool);
+	mig_pool_close(pool);
+	pool = NULL;
 	atomic_store(&vm->snapshot_active, false);
 	if (ret) {
 		char why[256];
@@ -630,6 +669,7 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 			 o->dest, why);
 		mig_close(&c);
 		precopy_free(&pc);
+		mig_tls_free(tls);
 		return -ENOTCONN;
 	}
 	res->total_ms = (clock_now_ns(CLOCK_MONOTONIC) - t0) / 1000000;
@@ -637,6 +677,7 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 	atomic_store(&vm->migrate_phase, MIGRATE_DONE);
 	mig_close(&c);
 	precopy_free(&pc);
+	mig_tls_free(tls);
 	return 0;
 
 fail:
@@ -664,6 +705,7 @@ fail:
 	}
 	if (w)
 		snap_writer_abort(w);
+	mig_pool_close(pool);
 	if (c.fd >= 0) {
 		char msg[MIG_CONTROL_MAX];
 
@@ -677,6 +719,7 @@ fail:
 	atomic_store(&vm->migrate_phase, MIGRATE_NONE);
 	precopy_abort(&pc);
 	precopy_free(&pc);
+	mig_tls_free(tls);
 	pthread_mutex_lock(&vm->run_state_lock);
 	if (paused_here)
 		vm_resume(vm);

@@ -74,6 +74,11 @@ expect 2 "usage: stasis receive --listen" -- receive
 expect 2 "usage: stasis receive --listen" -- receive --listen "unix:$WORK/m.sock" x.snap
 expect 2 "'udp:h:1' is not unix:PATH or tcp:HOST:PORT" -- receive --listen udp:h:1
 expect 2 "add --insecure" -- receive --listen tcp:127.0.0.1:7
+expect 2 "give --tls-dir DIR, or add --insecure" -- receive --listen tcp:127.0.0.1:7
+expect 2 "--tls-dir is for tcp" -- receive --listen "unix:$WORK/m.sock" --tls-dir "$WORK"
+expect 2 "--tls-dir and --insecure contradict" -- receive --listen tcp:127.0.0.1:7 --tls-dir "$WORK" --insecure
+expect 2 "--tls-dir: cannot read .*/nothing/ca.pem: No such file" -- receive --listen tcp:127.0.0.1:7 --tls-dir "$WORK/nothing"
+expect 2 "unknown or incomplete option '--tls-dir'" -- restore x --tls-dir /x
 expect 2 "a migration stream is not signed" -- receive --listen "unix:$WORK/m.sock" --require-signed k
 expect 2 "--clock: 'slow' is not" -- receive --listen "unix:$WORK/m.sock" --clock slow
 expect 2 "unknown or incomplete option '--listen'" -- restore x --listen unix:/x
@@ -82,6 +87,8 @@ expect 2 "cannot listen on unix:.*plain" -- receive --listen "unix:$WORK/plain"
 expect 2 "migrate needs a destination" -- ctl "$WORK/none.sock" migrate
 expect 2 "--then only applies to snapshot" -- ctl "$WORK/none.sock" migrate unix:/x --then exit
 expect 2 "--timeout-s takes a number" -- ctl "$WORK/none.sock" migrate unix:/x --timeout-s soon
+expect 2 "--connections takes a number" -- ctl "$WORK/none.sock" migrate unix:/x --connections many
+expect 2 "--tls-dir needs a value" -- ctl "$WORK/none.sock" migrate tcp:h:1 --tls-dir
 
 # Managed save and resume-or-boot (docs/install.md).
 expect 2 "--on-term: 'save' is not snapshot:PATH or stop" -- run --kernel x --on-term save

@@ -15,14 +15,19 @@ MARKER: the source's sends then block once its socket is full, in the
 phase they were in, until a side closes;
 --drop-replies-after N forwards only the first N bytes the destination
 sends back (a link lost after the switch, when N ends with READY);
---rate N forwards the source's bytes at N bytes a second at most (a slow
-link: pre-copy lasts as long on any host).
+--rate N forwards the source's bytes at N bytes a second at most, on
+each connection (a slow link: pre-copy lasts as long on any host).
+--conns N relays N connections (a migration's --connections), each to a
+connection of its own to TARGET; the options above then apply to the
+one --damage K names (from 0, the main one; default 0) and COUNT_FILE
+gets its count.
 COUNT_FILE gets the number of the source's bytes forwarded, at the end.
 """
 import os
 import select
 import socket
 import sys
+import threading
 import time
 
 
@@ -48,6 +53,7 @@ def main():
     listen, target, count_file = args[:3]
     corrupt = cut = stall = hold = replies = rate = None
     marker = None
+    conns, damage = 1, 0
     rest = args[3:]
     while rest:
         opt = rest.pop(0)
@@ -57,6 +63,10 @@ def main():
             cut = int(rest.pop(0))
         elif opt == "--rate":
             rate = int(rest.pop(0))
+        elif opt == "--conns":
+            conns = int(rest.pop(0))
+        elif opt == "--damage":
+            damage = int(rest.pop(0))
         elif opt == "--drop-replies-after":
             replies = int(rest.pop(0))
         elif opt in ("--stall-at", "--hold-at"):
@@ -70,14 +80,38 @@ def main():
             sys.exit("unknown option " + opt)
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(listen)
-    srv.listen(1)
-    src, _ = srv.accept()
-    dst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    dst.connect(target)
+    srv.listen(conns)
+    threads = []
+    for i in range(conns):
+        # The further connections come at once, or not at all (the
+        # migration failed first).
+        if i:
+            srv.settimeout(30)
+        try:
+            src, _ = srv.accept()
+        except socket.timeout:
+            break
+        dst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        dst.connect(target)
+        if i == damage:
+            opts = (corrupt, cut, stall, hold, replies, marker, count_file)
+        else:
+            opts = (None,) * 7
+        t = threading.Thread(target=relay, args=(src, dst, rate) + opts)
+        t.start()
+        threads.append(t)
+    srv.close()
+    for t in threads:
+        t.join()
+
+
+def relay(src, dst, rate, corrupt, cut, stall, hold, replies, marker,
+          count_file):
+    """Forwards one connection both ways, damaging it as asked."""
+    start = time.monotonic()
     sent = 0
     back = 0
     stalled = False
-    start = time.monotonic()
     try:
         while True:
             r, _, _ = select.select([src, dst], [], [])
@@ -134,8 +168,9 @@ def main():
                 src.sendall(data)
         except OSError:
             pass
-    with open(count_file, "w") as f:
-        f.write("%d\n" % sent)
+    if count_file:
+        with open(count_file, "w") as f:
+            f.write("%d\n" % sent)
     src.close()
     dst.close()
 

@@ -42,6 +42,8 @@ struct fake_vm {
 	int fail_ret; /* returned by the next callback, then cleared */
 	const char *fail_msg; /* its reason, or NULL to leave @err empty */
 	char snap_path[PATH_MAX];
+	char tls_dir[PATH_MAX]; /* the last migration's */
+	unsigned connections;
 	enum vm_then snap_then;
 	bool snap_live;
 	bool have_last; /* GET /vm shows a last_snapshot */
@@ -220,6 +222,8 @@ static int fake_migrate(void *ctx, const struct migrate_opts *o,
 	pthread_mutex_lock(&vm->lock);
 	vm->calls_migrate++;
 	snprintf(vm->snap_path, sizeof(vm->snap_path), "%s", o->dest);
+	snprintf(vm->tls_dir, sizeof(vm->tls_dir), "%s", o->tls_dir);
+	vm->connections = o->connections;
 	ret = fake_fail(vm, err, errlen);
 	*res = (struct migrate_result){ .bytes_sent = 4096,
 					.total_ms = 20,
@@ -1252,15 +1256,25 @@ static void test_parse_migrate_request(void **state)
 		  "\"timeout_s\" must be an integer from 1 to 86400" },
 		{ "{\"destination\": \"unix:/a\", \"insecure\": 1}",
 		  "\"insecure\" must be true or false" },
-		{ "{\"destination\": \"unix:/a\", \"connections\": 4}",
-		  "\"connections\": this stasis migrates over one connection" },
+		{ "{\"destination\": \"unix:/a\", \"connections\": 16}", NULL },
+		{ "{\"destination\": \"unix:/a\", \"connections\": 0}",
+		  "\"connections\" must be an integer from 1 to 16" },
+		{ "{\"destination\": \"unix:/a\", \"connections\": 17}",
+		  "\"connections\" must be an integer from 1 to 16" },
 		{ "{\"destination\": \"unix:/a\", \"postcopy\": true}",
 		  "\"postcopy\": not built in this stasis yet" },
 		{ "{\"destination\": \"unix:/a\", \"downtime_ms\": 30}", NULL },
 		{ "{\"destination\": \"unix:/a\", \"downtime_ms\": 0}",
 		  "\"downtime_ms\" must be an integer from 1 to 60000" },
-		{ "{\"destination\": \"unix:/a\", \"tls_dir\": \"/x\"}",
-		  "\"tls_dir\": not built in this stasis yet" },
+		{ "{\"destination\": \"tcp:h:1\", \"tls_dir\": \"/etc/m\", "
+		  "\"connections\": 4}",
+		  NULL },
+		{ "{\"destination\": \"tcp:h:1\", \"tls_dir\": \"rel/dir\"}",
+		  "\"tls_dir\" must be an absolute path" },
+		{ "{\"destination\": \"tcp:h:1\", \"tls_dir\": \"\"}",
+		  "\"tls_dir\" must not be empty" },
+		{ "{\"destination\": \"tcp:h:1\", \"tls_dir\": 5}",
+		  "\"tls_dir\" must be a string" },
 		{ "{\"destination\": \"unix:/a\", \"bogus\": 1}",
 		  "unknown key \"bogus\"" },
 	};
@@ -1289,6 +1303,17 @@ static void test_parse_migrate_request(void **state)
 	assert_true(o.insecure);
 	assert_int_equal(o.timeout_s, 5);
 	assert_int_equal(o.compress.codec, SNAP_CODEC_LZ4);
+	assert_string_equal(o.tls_dir, "");
+	{
+		const char *b = "{\"destination\": \"tcp:h:1\", \"tls_dir\": "
+				"\"/etc/m\", \"connections\": 4}";
+
+		assert_int_equal(api_parse_migrate_request(b, strlen(b), &o,
+							   err, sizeof(err)),
+				 0);
+		assert_string_equal(o.tls_dir, "/etc/m");
+		assert_int_equal(o.connections, 4);
+	}
 }
 
 /* ctl migrate sends the destination and options, prints the result. */
@@ -1304,7 +1329,21 @@ static void test_ctl_migrate(void **state)
 			    "pre-copy rounds\n");
 	assert_string_equal(f->vm.snap_path, "unix:/tmp/m.sock");
 	assert_int_equal(f->vm.calls_migrate, 1);
+	assert_string_equal(f->vm.tls_dir, "");
 
+	/* --tls-dir reaches the VM as an absolute path: ctl's relative one
+	 * means nothing in the VM's directory. */
+	{
+		char want[PATH_MAX + 16];
+
+		run_ctl(&run, f->sock, "migrate", "tcp:h:1", "--tls-dir",
+			"certs", "--connections", "3", NULL);
+		assert_int_equal(run.status, 0);
+		assert_non_null(getcwd(want, PATH_MAX));
+		strcat(want, "/certs");
+		assert_string_equal(f->vm.tls_dir, want);
+		assert_int_equal(f->vm.connections, 3);
+	}
 	run_ctl(&run, f->sock, "migrate", "unix:/m", "--postcopy", NULL);
 	assert_int_equal(run.status, 1);
 	assert_non_null(strstr(run.err, "\"postcopy\": not built"));
@@ -1312,7 +1351,7 @@ static void test_ctl_migrate(void **state)
 	assert_int_equal(run.status, 2);
 	run_ctl(&run, f->sock, "migrate", NULL);
 	assert_int_equal(run.status, 2);
-	assert_int_equal(f->vm.calls_migrate, 1);
+	assert_int_equal(f->vm.calls_migrate, 2);
 
 	f->vm.fail_ret = -EIO;
 	f->vm.fail_msg = "cannot connect to unix:/m: Connection refused";

@@ -87,6 +87,17 @@ dest_failed "$WORK/b2" "corrupted stream"
 grep -q "checksum mismatch" "$WORK/b2.err" || fail "corrupted: $(cat "$WORK/b2.err")"
 source_intact "after a corrupted stream"
 
+# --- One of four memory connections damaged in pre-copy: the migration
+# fails as when the main one is, with that connection named.
+via_proxy "$WORK/b2c" -- --conns 4 --damage 2 --corrupt-at $((2 << 20))
+migrate_to "$A" "unix:$P" --connections 4
+expect_refused "a memory connection corrupted" "memory connection 2: "
+dest_failed "$WORK/b2c" "a memory connection corrupted"
+grep -q "memory connection 2: .*checksum mismatch" "$WORK/b2c.err" ||
+	fail "a memory connection corrupted: the destination said $(cat "$WORK/b2c.err")"
+wait "$PROXY_PID" || true
+source_intact "after a memory connection was corrupted"
+
 # --- The stream cut short at 8 MiB.
 via_proxy "$WORK/b3" -- --cut-at $((8 << 20))
 migrate_to "$A" "unix:$P"

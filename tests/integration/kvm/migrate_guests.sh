@@ -33,20 +33,6 @@ finish() {
 	expect_status "$RC" 0 "$1 destination after shutdown"
 }
 
-# memtest_pass FILE head|tail: CPU 0's first or last pass number.
-memtest_pass() {
-	complete_text <"$1" | sed -n 's/^memtest: pass \([0-9]*\) ok.*/\1/p' | "$2" -n 1
-}
-
-# memtest_intact OUT BEFORE: no mismatch, no restart, passes go on.
-memtest_intact() {
-	grep -q MISMATCH "$1" && fail "$1: $(grep MISMATCH "$1")"
-	grep -q "memtest: start" "$1" && fail "$1: memtest started over"
-	local last first
-	last=$(memtest_pass "$2" tail) first=$(memtest_pass "$1" head)
-	[[ -n $first && $first -gt $last ]] || fail "$1: pass '$first' after pass $last"
-}
-
 # --- 4 vCPUs rewriting memory all the time; two more passes of every CPU
 # after the migration.
 move memtest "memtest: pass 2 ok" --mem 128M --cpus 4 --cmdline "mib=64 smp=1"
