@@ -34,6 +34,13 @@ struct migrate_in {
 	uint8_t *buf; /* one frame's payload */
 	bool switched;
 	char first_error[MIG_CONTROL_MAX]; /* what the source is told */
+	/* Pre-copy: whether it ran (a PAGES or HASH frame came), the pages
+	 * received of each region (a bit per page), and what guest memory
+	 * holds of each chunk (SNAP_HELD_*), which restore reads. */
+	bool precopy;
+	uint64_t *got[GUEST_MEM_MAX_REGIONS];
+	uint8_t *held[GUEST_MEM_MAX_REGIONS];
+	uint32_t chunk_size, block_size;
 };
 
 static void recv_error_hook(void *ctx, const char *line)
@@ -77,45 +84,105 @@ static int spool_write(struct migrate_in *in, const struct mig_frame *f,
 	return 0;
 }
 
-/* PAGES: pre-copied guest memory, straight into the VM's (not running). */
+/* The region of @mem that holds [@gpa, @gpa + @len) whole, or -1. */
+static int recv_region(const struct guest_mem *mem, uint64_t gpa, uint64_t len)
+{
+	for (unsigned i = 0; mem && i < mem->nregions; i++) {
+		const struct mem_region *reg = &mem->regions[i];
+
+		if (gpa >= reg->gpa && gpa - reg->gpa <= reg->size &&
+		    len <= reg->size - (gpa - reg->gpa))
+			return (int)i;
+	}
+	return -1;
+}
+
+/* PAGES: pre-copied guest memory, straight into the VM's (not running);
+ * its chunks are unchecked until their HASH. */
 static int recv_pages(struct migrate_in *in, const struct mig_frame *f,
 		      struct guest_mem *mem, char *err, size_t errlen)
 {
-	void *p = mem ? guest_mem_ptr(mem, f->offset, f->length) : NULL;
+	int r = recv_region(mem, f->offset, f->length);
+	const struct mem_region *reg;
+	uint64_t first, n;
 
-	if (!p) {
+	if (r < 0 || f->offset % GUEST_MEM_PAGE || f->length % GUEST_MEM_PAGE ||
+	    !in->held[r]) {
 		snprintf(err, errlen,
 			 "PAGES frame for guest 0x%" PRIx64 "+0x%" PRIx32
 			 " outside this VM's memory",
 			 f->offset, f->length);
 		return -EPROTO;
 	}
-	memcpy(p, in->buf, f->length);
+	reg = &mem->regions[r];
+	first = (f->offset - reg->gpa) / GUEST_MEM_PAGE;
+	n = f->length / GUEST_MEM_PAGE;
+	memcpy(reg->host + (f->offset - reg->gpa), in->buf, f->length);
+	for (uint64_t p = first; p < first + n; p++) {
+		in->got[r][p / 64] |= 1ull << (p % 64);
+		in->held[r][p * GUEST_MEM_PAGE / in->chunk_size] =
+		    SNAP_HELD_UNCHECKED;
+	}
+	in->precopy = true;
 	return 0;
 }
 
-/* REF: snapshot bytes that are guest memory this side holds already. */
-static int recv_ref(struct migrate_in *in, const struct mig_frame *f,
-		    struct guest_mem *mem, uint64_t limit, char *err,
-		    size_t errlen)
+/* HASH: the source's hash of chunks it sent pages of; each is checked in
+ * place now, against the pages received (the others are zero here). */
+static int recv_hash(struct migrate_in *in, const struct mig_frame *f,
+		     struct guest_mem *mem, char *err, size_t errlen)
 {
-	struct mig_frame data = *f;
-	uint64_t gpa, len;
-	void *p = NULL;
+	uint64_t per = in->chunk_size / GUEST_MEM_PAGE;
 
-	if (f->length == 16) {
-		gpa = get_le64(in->buf);
-		len = get_le64(in->buf + 8);
-		if (mem && len && len <= MIG_DATA_MAX)
-			p = guest_mem_ptr(mem, gpa, len);
-	}
-	if (!p) {
-		snprintf(err, errlen, "a REF frame names no memory of this VM");
+	if (f->length % 16) {
+		snprintf(err, errlen, "a HASH frame of %" PRIu32 " bytes",
+			 f->length);
 		return -EPROTO;
 	}
-	memcpy(in->buf, p, len);
-	data.length = (uint32_t)len;
-	return spool_write(in, &data, limit, err, errlen);
+	in->precopy = true;
+	for (uint32_t k = 0; k < f->length; k += 16) {
+		uint64_t gpa = get_le64(in->buf + k), want, h, len, start;
+		uint64_t mask = 0, ch;
+		int r = recv_region(mem, gpa, 1), ret;
+		const struct mem_region *reg;
+
+		if (r < 0 || !in->held[r] ||
+		    (gpa - mem->regions[r].gpa) % in->chunk_size) {
+			snprintf(err, errlen,
+				 "a HASH frame names guest 0x%" PRIx64
+				 ", no chunk of this VM",
+				 gpa);
+			return -EPROTO;
+		}
+		reg = &mem->regions[r];
+		want = get_le64(in->buf + k + 8);
+		start = gpa - reg->gpa;
+		ch = start / in->chunk_size;
+		len = reg->size - start;
+		if (len > in->chunk_size)
+			len = in->chunk_size;
+		for (uint64_t b = 0; b * in->block_size < len; b++) {
+			uint64_t q =
+			    ch * per + b * in->block_size / GUEST_MEM_PAGE;
+
+			if (in->got[r][q / 64] >> (q % 64) & 1)
+				mask |= 1ull << b;
+		}
+		ret = snap_hash_chunk(reg->host + start, len, in->block_size,
+				      mask, &h);
+		if (ret) {
+			snprintf(err, errlen,
+				 "cannot check pre-copied "
+				 "memory: %s",
+				 strerror(-ret));
+			return ret;
+		}
+		/* A mismatch is not an error yet: the guest wrote the chunk
+		 * after its pages were read, and it comes again. */
+		in->held[r][ch] =
+		    h == want ? SNAP_HELD_CHECKED : SNAP_HELD_UNCHECKED;
+	}
+	return 0;
 }
 
 /* Receives DATA frames (and PAGES and REF frames when @mem is given)
@@ -138,8 +205,8 @@ static int recv_data_until(struct migrate_in *in, uint32_t until,
 				return ret;
 			continue;
 		}
-		if (f->type == MIG_REF && mem) {
-			ret = recv_ref(in, f, mem, limit, err, errlen);
+		if (f->type == MIG_HASH && mem) {
+			ret = recv_hash(in, f, mem, err, errlen);
 			if (ret)
 				return ret;
 			continue;
@@ -259,6 +326,22 @@ int migrate_in_receive(struct migrate_in *in, struct snapshot_image *img,
 	struct mig_frame f;
 	int ret;
 
+	/* Pre-copy's bookkeeping, for memory of the dirty log's pages (a
+	 * source with others sends no pre-copy). */
+	snap_chunk_geometry(GUEST_MEM_PAGE, &in->chunk_size, &in->block_size);
+	for (unsigned i = 0; mem->page_size == GUEST_MEM_PAGE &&
+			     i < mem->nregions && i < GUEST_MEM_MAX_REGIONS;
+	     i++) {
+		uint64_t pages = mem->regions[i].size / GUEST_MEM_PAGE;
+
+		in->got[i] = calloc((pages + 63) / 64, 8);
+		in->held[i] = calloc(
+		    snap_chunks_for(mem->regions[i].size, GUEST_MEM_PAGE), 1);
+		if (!in->got[i] || !in->held[i])
+			return recv_fail(err, errlen, -ENOMEM,
+					 "cannot make room for the incoming VM",
+					 ENOMEM);
+	}
 	ret = mig_send(&in->c, MIG_ACCEPT, 0, NULL, 0, err, errlen);
 	if (!ret)
 		ret = recv_data_until(in, MIG_COMMIT, limit, mem, &f, err,
@@ -272,6 +355,16 @@ int migrate_in_receive(struct migrate_in *in, struct snapshot_image *img,
 			 in->spool_end, f.offset);
 		return -EPROTO;
 	}
+	/* After pre-copy the stream's MEMORY records hold only what changed
+	 * since: the rest is in guest memory, checked as it came, and the
+	 * restore copies in only the chunks the stream holds. */
+	if (in->precopy) {
+		img->held_memory = true;
+		img->copy_memory = true;
+		img->ondemand = false;
+		for (unsigned i = 0; i < GUEST_MEM_MAX_REGIONS; i++)
+			img->held[i] = in->held[i];
+	}
 	return snap_reader_reload_size(img->r, err, errlen);
 }
 
@@ -284,7 +377,7 @@ int migrate_in_switch(struct migrate_in *in, bool release_spool, char *err,
 
 	/* Copied out: the spool's memory goes back before the guest runs
 	 * and starts to need its own. */
-	if (release_spool && ftruncate(in->spool, 0) < 0)
+	if ((release_spool || in->precopy) && ftruncate(in->spool, 0) < 0)
 		log_warn("cannot release the incoming stream's memory: %s",
 			 strerror(errno));
 	ret = mig_send(&in->c, MIG_READY, 0, NULL, 0, err, errlen);
@@ -329,6 +422,10 @@ void migrate_in_end(struct migrate_in *in)
 	mig_close(&in->c);
 	if (in->spool >= 0)
 		close(in->spool);
+	for (unsigned i = 0; i < GUEST_MEM_MAX_REGIONS; i++) {
+		free(in->got[i]);
+		free(in->held[i]);
+	}
 	free(in->buf);
 	free(in);
 }

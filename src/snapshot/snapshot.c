@@ -1359,6 +1359,49 @@ static int snapshot_load_layer(struct vm *vm, struct snapshot_image *img,
 	return ret;
 }
 
+/* A MEMORY record of a migration after pre-copy: only the chunks that
+ * changed since are in the stream; the rest is in guest memory already,
+ * checked as it arrived (img->held). */
+static int snapshot_load_held(struct vm *vm, struct snapshot_image *img,
+			      const struct snap_record *rec, char *err,
+			      size_t errlen)
+{
+	struct snap_memory_desc desc;
+	struct snap_chunk_table t;
+	unsigned i;
+	int ret;
+
+	if (rec->version != SNAP_MEMORY_VERSION) {
+		set_err(err, errlen,
+			"snapshot: pre-copied memory needs chunked records");
+		return -EINVAL;
+	}
+	/* The chunks left to the parent are left to this VM's memory. */
+	snap_reader_set_layer(img->r, true);
+	ret = snap_read_memory_desc(img->r, rec, &desc, err, errlen);
+	if (ret)
+		return ret;
+	for (i = 0; i < vm->mem.nregions; i++)
+		if (vm->mem.regions[i].gpa == desc.gpa &&
+		    vm->mem.regions[i].size == desc.size)
+			break;
+	if (i == vm->mem.nregions || !img->held[i]) {
+		set_err(err, errlen,
+			"snapshot: memory record for guest 0x%" PRIx64
+			"+0x%" PRIx64 " matches no RAM region",
+			desc.gpa, desc.size);
+		return -EINVAL;
+	}
+	ret = snap_read_chunk_table(img->r, rec, vm->mem.regions[i].gpa,
+				    vm->mem.regions[i].size, &t, err, errlen);
+	if (ret)
+		return ret;
+	ret = snap_load_chunks_held(&t, &vm->mem, i, img->held[i], NULL, err,
+				    errlen);
+	snap_chunk_table_free(&t);
+	return ret;
+}
+
 /* The restored VM's lineage is the file's, and its dirty log starts. */
 static int snapshot_track_from(struct vm *vm, const struct snapshot_image *img,
 			       char *err, size_t errlen)
@@ -1440,7 +1483,10 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 				ret = -EINVAL;
 				goto free_tables;
 			}
-			if (img->chain) {
+			if (img->held_memory) {
+				ret = snapshot_load_held(vm, img, &rec, err,
+							 errlen);
+			} else if (img->chain) {
 				ret = snapshot_load_layer(
 				    vm, img, &rec, &tables[ntables], &ntables,
 				    err, errlen);
