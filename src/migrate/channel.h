@@ -39,7 +39,9 @@ enum mig_frame_type {
 	MIG_HASH = 13, /* source, pre-copy: u64 gpa, u64 hash per chunk the
 			* round sent pages of, for the destination to check
 			* its copy against */
-	MIG_FRAME_TYPE_MAX = MIG_HASH,
+	MIG_SYNC = 14, /* source: answer when all before is applied;
+			* destination: the answer */
+	MIG_FRAME_TYPE_MAX = MIG_SYNC,
 };
 
 struct mig_addr {

@@ -211,6 +211,14 @@ static int recv_data_until(struct migrate_in *in, uint32_t until,
 				return ret;
 			continue;
 		}
+		/* Every frame before it is applied and checked. */
+		if (f->type == MIG_SYNC && mem) {
+			ret =
+			    mig_send(&in->c, MIG_SYNC, 0, NULL, 0, err, errlen);
+			if (ret)
+				return ret;
+			continue;
+		}
 		if (f->type != MIG_DATA) {
 			snprintf(err, errlen, "%s: unexpected %s frame",
 				 in->c.peer, mig_frame_name(f->type));

@@ -602,6 +602,10 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 	struct mig_frame f;
 	char buf[MIG_CONTROL_MAX + 1];
 	uint64_t t0 = clock_now_ns(CLOCK_MONOTONIC), tpause = 0;
+	/* Where the pause goes, for STASIS_DEBUG: the log collected, the
+	 * state and the memory written, the snapshot committed, the
+	 * destination's READY, its RUNNING. */
+	uint64_t tp[6] = { 0 };
 	bool paused_here = false;
 	int ret;
 
@@ -675,6 +679,14 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 	if (pc.on) {
 		atomic_store(&vm->migrate_phase, MIGRATE_PRECOPY);
 		ret = precopy_run(vm, &pc, &c, o, res, err, errlen);
+		/* The destination checks each round's chunks as they come:
+		 * it is through with the last before the guest stops, not
+		 * during the pause. */
+		if (!ret)
+			ret = mig_send(&c, MIG_SYNC, 0, NULL, 0, err, errlen);
+		if (!ret)
+			ret = mig_expect(&c, MIG_SYNC, &f, buf, sizeof(buf),
+					 err, errlen);
 		if (ret)
 			goto fail;
 	}
@@ -708,20 +720,25 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 			goto fail;
 		precopy_pause_chunks(&pc);
 	}
+	tp[0] = clock_now_ns(CLOCK_MONOTONIC);
 	ret = snapshot_write_state(vm, w, err, errlen);
+	tp[1] = clock_now_ns(CLOCK_MONOTONIC);
 	if (!ret)
 		ret = snap_write_memory_layer(
 		    w, &vm->mem,
 		    pc.on ? (const uint64_t *const *)pc.chunks : NULL,
 		    &vm->snapshot_progress, err, errlen);
+	tp[2] = clock_now_ns(CLOCK_MONOTONIC);
 	/* Unsigned: the stream is checked frame by frame, and the key signs
 	 * only the VM's files. */
 	ret = snapshot_finish(vm, w, c.peer, ret, false, NULL, err, errlen);
 	w = NULL;
+	tp[3] = clock_now_ns(CLOCK_MONOTONIC);
 	atomic_store(&vm->migrate_phase, MIGRATE_SWITCHING);
 	if (!ret)
 		ret = mig_expect(&c, MIG_READY, &f, buf, sizeof(buf), err,
 				 errlen);
+	tp[4] = clock_now_ns(CLOCK_MONOTONIC);
 	if (ret)
 		goto fail;
 
@@ -751,6 +768,15 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 		precopy_free(&pc);
 		return -ENOTCONN;
 	}
+	tp[5] = clock_now_ns(CLOCK_MONOTONIC);
+	log_debug("migration: paused %" PRIu64 " us: collect %" PRIu64
+		  ", state %" PRIu64 ", memory %" PRIu64 ", commit %" PRIu64
+		  ", the destination's restore %" PRIu64
+		  ", the switch %" PRIu64,
+		  (tp[5] - tpause) / 1000, (tp[0] - tpause) / 1000,
+		  (tp[1] - tp[0]) / 1000, (tp[2] - tp[1]) / 1000,
+		  (tp[3] - tp[2]) / 1000, (tp[4] - tp[3]) / 1000,
+		  (tp[5] - tp[4]) / 1000);
 	res->total_ms = (clock_now_ns(CLOCK_MONOTONIC) - t0) / 1000000;
 	res->downtime_ms = (clock_now_ns(CLOCK_MONOTONIC) - tpause) / 1000000;
 	atomic_store(&vm->migrate_phase, MIGRATE_DONE);

@@ -1181,7 +1181,14 @@ static int write_memory_record_v2(struct snap_writer *w,
 			else
 				chunk_job_mask(j, bm, 0, false, start, ps, bs);
 		}
-		chunk_batch_run(wk, nworkers);
+		/* A layer's batch of chunks all left to the parent has
+		 * nothing to hash: no threads for it. */
+		for (unsigned k = 0; k < batch.n; k++) {
+			if (jobs[k].mask) {
+				chunk_batch_run(wk, nworkers);
+				break;
+			}
+		}
 		for (unsigned k = 0; k < batch.n; k++) {
 			uint8_t *e = table + (c0 + k) * MEM2_ENTRY_SIZE;
 			struct chunk_job *j = &jobs[k];

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "core/kvm.h"
+#include "core/le.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/text.h"
@@ -1366,8 +1367,8 @@ static int snapshot_load_held(struct vm *vm, struct snapshot_image *img,
 			      const struct snap_record *rec, char *err,
 			      size_t errlen)
 {
-	struct snap_memory_desc desc;
 	struct snap_chunk_table t;
+	uint8_t desc[16];
 	unsigned i;
 	int ret;
 
@@ -1378,18 +1379,24 @@ static int snapshot_load_held(struct vm *vm, struct snapshot_image *img,
 	}
 	/* The chunks left to the parent are left to this VM's memory. */
 	snap_reader_set_layer(img->r, true);
-	ret = snap_read_memory_desc(img->r, rec, &desc, err, errlen);
-	if (ret)
-		return ret;
+	/* The descriptor's region, only to pick the table's: the table is
+	 * read and checked against exactly that region below. */
+	if (rec->length < 16 ||
+	    pread(snap_reader_fd(img->r), desc, sizeof(desc),
+		  (off_t)rec->offset) != (ssize_t)sizeof(desc)) {
+		set_err(err, errlen, "snapshot: memory record %u is cut short",
+			rec->index);
+		return -EINVAL;
+	}
 	for (i = 0; i < vm->mem.nregions; i++)
-		if (vm->mem.regions[i].gpa == desc.gpa &&
-		    vm->mem.regions[i].size == desc.size)
+		if (vm->mem.regions[i].gpa == get_le64(desc) &&
+		    vm->mem.regions[i].size == get_le64(desc + 8))
 			break;
 	if (i == vm->mem.nregions || !img->held[i]) {
 		set_err(err, errlen,
 			"snapshot: memory record for guest 0x%" PRIx64
 			"+0x%" PRIx64 " matches no RAM region",
-			desc.gpa, desc.size);
+			get_le64(desc), get_le64(desc + 8));
 		return -EINVAL;
 	}
 	ret = snap_read_chunk_table(img->r, rec, vm->mem.regions[i].gpa,
@@ -1421,6 +1428,12 @@ static int snapshot_track_from(struct vm *vm, const struct snapshot_image *img,
 	 * it cannot be a parent, having no id to match a child's. */
 	if (!vl->vm_id[0] && !vl->vm_id[1])
 		vl->have_last = false;
+	/* No later layer can name a migration's spool as its parent: the
+	 * log waits for the VM's first snapshot (mem_dirty_prepare) or its
+	 * next migration, instead of lengthening the migration's pause by
+	 * the write protection of all of memory. */
+	if (img->unnamed)
+		return 0;
 	ret = dirty_log_start(&vm->dirty);
 	if (ret == -ENOTSUP) {
 		vl->have_last = false;
