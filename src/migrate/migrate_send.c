@@ -48,15 +48,15 @@ const char *migrate_phase_name(enum migrate_phase p)
 }
 
 /* Pre-copy: which guest pages the destination holds as they are now.
- * A page is clean from when it was sent until the dirty log reports a
- * write to it; the log reports every write completed after a collect
- * returns in the next collect, so a page read after a collect and written
- * meanwhile is only sent again, never taken for clean. */
+ * A page is the destination's from when it was sent until the dirty log
+ * reports a write to it (then it is pending); the log reports every write
+ * completed after a collect returns in the next collect, so a page read
+ * after a collect and written meanwhile is only sent again, never taken
+ * for the destination's. */
 struct precopy {
 	bool on;
 	struct guest_mem *mem;
 	struct dirty_log *log;
-	uint64_t *clean[GUEST_MEM_MAX_REGIONS];
 	uint64_t *dirty[GUEST_MEM_MAX_REGIONS]; /* one collect */
 	/* Every page collected: put back into the log if the migration
 	 * fails, so that the VM's next incremental snapshot still sees
@@ -98,7 +98,6 @@ static bool bit(const uint64_t *bm, uint64_t p)
 static void precopy_free(struct precopy *pc)
 {
 	for (unsigned i = 0; i < GUEST_MEM_MAX_REGIONS; i++) {
-		free(pc->clean[i]);
 		free(pc->dirty[i]);
 		free(pc->seen[i]);
 		free(pc->pending[i]);
@@ -190,14 +189,13 @@ static int precopy_init(struct precopy *pc, struct vm *vm)
 
 		if (vm->mem.regions[i].file_mapped)
 			return 0;
-		pc->clean[i] = calloc(1, bytes);
 		pc->dirty[i] = calloc(1, bytes);
 		pc->seen[i] = calloc(1, bytes);
 		pc->pending[i] = calloc(1, bytes);
 		pc->held[i] = calloc(1, bytes);
 		pc->chunks[i] = calloc((nchunks + 63) / 64, 8);
-		if (!pc->clean[i] || !pc->dirty[i] || !pc->seen[i] ||
-		    !pc->pending[i] || !pc->held[i] || !pc->chunks[i])
+		if (!pc->dirty[i] || !pc->seen[i] || !pc->pending[i] ||
+		    !pc->held[i] || !pc->chunks[i])
 			return -ENOMEM;
 	}
 	pc->bounce = malloc(MIG_DATA_MAX);
@@ -237,7 +235,8 @@ static void precopy_cap(struct precopy *pc, uint64_t len)
 }
 
 /* Sends pages [@p, @p + @n) of region @r as PAGES frames and marks them
- * clean, held there, and their chunks to be hashed; adds their bytes to
+ * held there and no longer pending, and their chunks to be hashed; adds their
+ * bytes to
  * *@bytes. */
 static int precopy_send(struct precopy *pc, struct mig_chan *c, unsigned r,
 			uint64_t p, uint64_t n, uint64_t *bytes, char *err,
@@ -252,10 +251,9 @@ static int precopy_send(struct precopy *pc, struct mig_chan *c, unsigned r,
 				   .iov_len = k * PAGE };
 		int ret;
 
-		/* Clean first: a write after the read that follows is in
-		 * the next collect, which clears it again. */
+		/* Sent first: a write after the read that follows is in
+		 * the next collect, which makes it pending again. */
 		for (uint64_t q = p; q < p + k; q++) {
-			pc->clean[r][q / 64] |= 1ull << (q % 64);
 			pc->held[r][q / 64] |= 1ull << (q % 64);
 			pc->pending[r][q / 64] &= ~(1ull << (q % 64));
 			pc->chunks[r][q / per / 64] |= 1ull << (q / per % 64);
@@ -378,7 +376,8 @@ static int precopy_first(struct precopy *pc, struct mig_chan *c,
 }
 
 /* Collects the log: the pages written since the last collect are no
- * longer clean (pc->dirty holds them) and wait to be sent again
+ * longer what the destination holds (pc->dirty holds them) and wait to
+ * be sent again
  * (pc->pending). Their bytes in *@bytes. */
 static int precopy_collect(struct precopy *pc, uint64_t *bytes, char *err,
 			   size_t errlen)
@@ -398,7 +397,6 @@ static int precopy_collect(struct precopy *pc, uint64_t *bytes, char *err,
 		for (uint64_t w = 0; w < dirty_log_bitmap_words(pc->mem, r);
 		     w++) {
 			pc->seen[r][w] |= pc->dirty[r][w];
-			pc->clean[r][w] &= ~pc->dirty[r][w];
 			pc->pending[r][w] |= pc->dirty[r][w];
 			*bytes +=
 			    (uint64_t)__builtin_popcountll(pc->pending[r][w]) *

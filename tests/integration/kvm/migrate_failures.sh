@@ -138,7 +138,8 @@ source_intact "after a timeout"
 # guest runs at the destination only; the source stays paused for good,
 # refuses to resume, and says how to recover.
 welcome="stasis-migrate 2 $VERSION"
-ready=$((32 + ${#welcome} + 32 + 32))
+# WELCOME, ACCEPT, pre-copy's SYNC, READY: the frames before GO.
+ready=$((32 + ${#welcome} + 32 + 32 + 32))
 via_proxy "$WORK/b6" -- --drop-replies-after "$ready"
 migrate_to "$A" "unix:$P"
 expect_refused "link lost after the switch" "broke after the switch.*stays paused here for good"
