@@ -106,8 +106,15 @@ static int recv_pages(struct migrate_in *in, const struct mig_frame *f,
 	const struct mem_region *reg;
 	uint64_t first, n;
 
-	if (r < 0 || f->offset % GUEST_MEM_PAGE || f->length % GUEST_MEM_PAGE ||
-	    !in->held[r]) {
+	if (r >= 0 && !in->held[r]) {
+		snprintf(err, errlen,
+			 "pre-copied pages cannot land in memory of %" PRIu64
+			 "-byte pages (--hugepages): migrate with --compress "
+			 "or restore on 4 KiB pages",
+			 mem->page_size);
+		return -EPROTO;
+	}
+	if (r < 0 || f->offset % GUEST_MEM_PAGE || f->length % GUEST_MEM_PAGE) {
 		snprintf(err, errlen,
 			 "PAGES frame for guest 0x%" PRIx64 "+0x%" PRIx32
 			 " outside this VM's memory",
