@@ -78,6 +78,7 @@ struct precopy {
 	/* Test-only cap on pre-copy's rate (bytes/s; 0: none), from
 	 * MIGRATE_RATE_ENV, and the bytes and start it counts from. */
 	uint64_t cap, capped_bytes, cap_t0;
+	struct migrate_stats *stats; /* GET /vm's; bytes_sent as they go */
 	/* The guest writes its pages while they are sent: each frame's
 	 * bytes are copied here first, so that its checksum is of what is
 	 * sent. */
@@ -179,6 +180,7 @@ static int precopy_init(struct precopy *pc, struct vm *vm)
 	memset(pc, 0, sizeof(*pc));
 	pc->mem = &vm->mem;
 	pc->log = &vm->dirty;
+	pc->stats = &vm->migrate_stats;
 	if (vm->mem.page_size != GUEST_MEM_PAGE)
 		return 0;
 	snap_chunk_geometry(GUEST_MEM_PAGE, &pc->chunk_size, &pc->block_size);
@@ -264,6 +266,7 @@ static int precopy_send(struct precopy *pc, struct mig_chan *c, unsigned r,
 			       errlen);
 		if (ret)
 			return ret;
+		atomic_store(&pc->stats->bytes_sent, c->sent);
 		*bytes += k * PAGE;
 		p += k;
 		n -= k;
