@@ -79,6 +79,10 @@ struct precopy {
 	 * MIGRATE_RATE_ENV, and the bytes and start it counts from. */
 	uint64_t cap, capped_bytes, cap_t0;
 	struct migrate_stats *stats; /* GET /vm's; bytes_sent as they go */
+	/* Test-only (MIGRATE_MISS_ENV): the first round that finds pages
+	 * dirty leaves the highest one out, as a dirty log that missed a
+	 * write would; the destination must refuse the VM. */
+	bool miss;
 	/* The guest writes its pages while they are sent: each frame's
 	 * bytes are copied here first, so that its checksum is of what is
 	 * sent. */
@@ -88,6 +92,7 @@ struct precopy {
 /* The test suite's slow link (docs/testing.md): pre-copy's PAGES go out
  * at most this many bytes a second. */
 #define MIGRATE_RATE_ENV "STASIS_TEST_MIGRATE_RATE"
+#define MIGRATE_MISS_ENV "STASIS_TEST_MIGRATE_MISS"
 
 #define PAGE GUEST_MEM_PAGE
 
@@ -205,6 +210,7 @@ static int precopy_init(struct precopy *pc, struct vm *vm)
 		return -ENOMEM;
 	if (cap && *cap)
 		pc->cap = strtoull(cap, NULL, 10);
+	pc->miss = getenv(MIGRATE_MISS_ENV) != NULL;
 	ret = dirty_log_start(pc->log);
 	if (ret) {
 		log_info("migration: no dirty page log (%s): stop-and-copy",
@@ -395,6 +401,18 @@ static int precopy_collect(struct precopy *pc, uint64_t *bytes, char *err,
 		snprintf(err, errlen, "the dirty page log failed: %s",
 			 strerror(-ret));
 		return ret;
+	}
+	for (unsigned r = pc->mem->nregions; pc->miss && r-- > 0;) {
+		for (uint64_t w = dirty_log_bitmap_words(pc->mem, r);
+		     pc->miss && w-- > 0;) {
+			if (!pc->dirty[r][w])
+				continue;
+			/* The highest page found dirty is the one missed. */
+			pc->seen[r][w] |= pc->dirty[r][w];
+			pc->dirty[r][w] &=
+			    ~(1ull << (63 - __builtin_clzll(pc->dirty[r][w])));
+			pc->miss = false;
+		}
 	}
 	for (unsigned r = 0; r < pc->mem->nregions; r++) {
 		for (uint64_t w = 0; w < dirty_log_bitmap_words(pc->mem, r);
@@ -716,6 +734,7 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 	if (pc.on) {
 		uint64_t left;
 
+		pc.miss = false;
 		ret = precopy_collect(&pc, &left, err, errlen);
 		if (ret)
 			goto fail;
