@@ -149,7 +149,7 @@ static int recv_hash(struct migrate_in *in, const struct mig_frame *f,
 	in->precopy = true;
 	for (uint32_t k = 0; k < f->length; k += 16) {
 		uint64_t gpa = get_le64(in->buf + k), want, h, len, start;
-		uint64_t mask = 0, ch;
+		uint64_t ch;
 		int r = recv_region(mem, gpa, 1), ret;
 		const struct mem_region *reg;
 
@@ -168,19 +168,11 @@ static int recv_hash(struct migrate_in *in, const struct mig_frame *f,
 		len = reg->size - start;
 		if (len > in->chunk_size)
 			len = in->chunk_size;
-		for (uint64_t b = 0; b * in->block_size < len; b++) {
-			uint64_t q =
-			    ch * per + b * in->block_size / GUEST_MEM_PAGE;
-
-			if (in->got[r][q / 64] >> (q % 64) & 1)
-				mask |= 1ull << b;
-		}
 		ret = snap_hash_chunk(reg->host + start, len, in->block_size,
-				      mask, &h);
+				      in->got[r], ch * per, &h);
 		if (ret) {
 			snprintf(err, errlen,
-				 "cannot check pre-copied "
-				 "memory: %s",
+				 "cannot check pre-copied memory: %s",
 				 strerror(-ret));
 			return ret;
 		}

@@ -308,7 +308,7 @@ static int precopy_hash_round(struct precopy *pc, struct mig_chan *c, char *err,
 		uint64_t nchunks = snap_chunks_for(reg->size, PAGE);
 
 		for (uint64_t ch = 0; ch < nchunks; ch++) {
-			uint64_t start = ch * pc->chunk_size, mask = 0, h;
+			uint64_t start = ch * pc->chunk_size, h;
 			uint64_t len = reg->size - start;
 
 			if (!(pc->chunks[r][ch / 64] >> (ch % 64) & 1)) {
@@ -319,15 +319,9 @@ static int precopy_hash_round(struct precopy *pc, struct mig_chan *c, char *err,
 			pc->chunks[r][ch / 64] &= ~(1ull << (ch % 64));
 			if (len > pc->chunk_size)
 				len = pc->chunk_size;
-			for (uint64_t b = 0; b * pc->block_size < len; b++) {
-				uint64_t q =
-				    ch * per + b * pc->block_size / PAGE;
-
-				if (bit(pc->held[r], q))
-					mask |= 1ull << b;
-			}
 			ret = snap_hash_chunk(reg->host + start, len,
-					      pc->block_size, mask, &h);
+					      pc->block_size, pc->held[r],
+					      ch * per, &h);
 			if (ret) {
 				snprintf(err, errlen, "pre-copy: %s",
 					 strerror(-ret));

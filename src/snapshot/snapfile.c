@@ -915,12 +915,20 @@ static uint64_t hash_blocks(const uint8_t *base, uint64_t len, uint64_t bs,
 }
 
 int snap_hash_chunk(const uint8_t *base, uint64_t len, uint32_t block_size,
-		    uint64_t mask, uint64_t *hash)
+		    const uint64_t *pages, uint64_t first_page, uint64_t *hash)
 {
+	uint64_t per = block_size / 4096, mask = 0;
 	XXH3_state_t *st;
 
-	if (!block_size || len > (uint64_t)block_size * SNAP_CHUNK_MAX_BLOCKS)
+	if (block_size < 4096 || block_size % 4096 ||
+	    len > (uint64_t)block_size * SNAP_CHUNK_MAX_BLOCKS)
 		return -EINVAL;
+	/* A block is read when any of its pages is marked. */
+	for (uint64_t b = 0; b * block_size < len; b++)
+		for (uint64_t q = first_page + b * per;
+		     q < first_page + (b + 1) * per; q++)
+			if (pages[q / 64] >> (q % 64) & 1)
+				mask |= 1ull << b;
 	st = XXH3_createState();
 	if (!st)
 		return -ENOMEM;
@@ -3021,15 +3029,11 @@ done:
 
 int snap_load_chunks_held(const struct snap_chunk_table *t,
 			  struct guest_mem *mem, unsigned region,
-			  const uint8_t *held, struct snap_progress *progress,
-			  char *err, size_t errlen)
+			  const uint8_t *held, char *err, size_t errlen)
 {
 	const struct mem_region *reg = &mem->regions[region];
 	int ret;
 
-	if (progress)
-		for (uint64_t i = 0; i < t->nchunks; i++)
-			progress->total_bytes += t->chunks[i].stored_len;
 	for (uint64_t i = 0; i < t->nchunks; i++) {
 		const struct snap_chunk *c = &t->chunks[i];
 		uint64_t start = i * t->chunk_size, len = snap_chunk_len(t, i);
@@ -3063,8 +3067,6 @@ int snap_load_chunks_held(const struct snap_chunk_table *t,
 		    snap_read_chunk(t, i, reg->host + start, true, err, errlen);
 		if (ret)
 			return ret;
-		if (progress)
-			progress->done_bytes += c->stored_len;
 	}
 	return 0;
 }

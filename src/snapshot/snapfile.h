@@ -351,18 +351,19 @@ int snap_load_chunks(const struct snap_chunk_table *t, struct guest_mem *mem,
  * line in @err; on failure the VM must not run. */
 int snap_load_chunks_held(const struct snap_chunk_table *t,
 			  struct guest_mem *mem, unsigned region,
-			  const uint8_t *held, struct snap_progress *progress,
-			  char *err, size_t errlen);
+			  const uint8_t *held, char *err, size_t errlen);
 
 /* The chunk and block sizes the writer uses for page size @page_size. */
 void snap_chunk_geometry(uint32_t page_size, uint32_t *chunk_size,
 			 uint32_t *block_size);
 
-/* The hash a chunk table holds for a chunk of @len bytes at @base whose
- * blocks of @block_size bytes are in memory where @mask has their bit and
- * zero elsewhere (those are not read). 0, or -EINVAL or -ENOMEM. */
+/* The hash a chunk table holds for a chunk of @len bytes at @base, whose
+ * blocks of @block_size bytes (a multiple of 4 KiB) are in memory where a
+ * 4 KiB page of theirs is marked in @pages (bit per page, the chunk's
+ * first at @first_page), and zero elsewhere: those are not read (a memfd
+ * hole would be allocated). 0, or -EINVAL or -ENOMEM. */
 int snap_hash_chunk(const uint8_t *base, uint64_t len, uint32_t block_size,
-		    uint64_t mask, uint64_t *hash);
+		    const uint64_t *pages, uint64_t first_page, uint64_t *hash);
 
 /* Decodes a memory record's descriptor (for inspect) and checks its layout
  * and bitmap (version 1) or chunk table (version 2), without the checksum

@@ -1403,8 +1403,7 @@ static int snapshot_load_held(struct vm *vm, struct snapshot_image *img,
 				    vm->mem.regions[i].size, &t, err, errlen);
 	if (ret)
 		return ret;
-	ret = snap_load_chunks_held(&t, &vm->mem, i, img->held[i], NULL, err,
-				    errlen);
+	ret = snap_load_chunks_held(&t, &vm->mem, i, img->held[i], err, errlen);
 	snap_chunk_table_free(&t);
 	return ret;
 }
