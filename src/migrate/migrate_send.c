@@ -515,7 +515,8 @@ static int precopy_run(struct vm *vm, struct precopy *pc, struct mig_chan *c,
 		atomic_store(&st->bytes_sent, c->sent);
 		atomic_store(&st->link_rate, rate * 1000);
 		atomic_store(&st->dirty_rate,
-			     us ? left * 1000000 / us : left * 1000000);
+			     (uint64_t)((unsigned __int128)left * 1000000 /
+					(us ? us : 1)));
 		atomic_store(&st->expected_downtime_ms, left / rate);
 		/* The pages just collected are pending; sent below or by the
 		 * snapshot. */
