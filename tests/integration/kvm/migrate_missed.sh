@@ -10,10 +10,12 @@
 . "$(dirname "$0")/../lib.sh"
 . "$ROOT/tests/integration/migrate_lib.sh"
 
-STASIS_TEST_MIGRATE_MISS=1 STASIS_TEST_MIGRATE_RATE=$((8 << 20)) \
+# The first round takes 8 s (scaled), the write comes 3 s (scaled)
+# after the fill.
+STASIS_TEST_MIGRATE_MISS=1 STASIS_TEST_MIGRATE_RATE=$(((8 << 20) / STASIS_TIME_SCALE)) \
 	start_stasis "$WORK/a" run --kernel "$GUESTS/memtest.elf" --debug-exit \
 	--api-socket "$WORK/a.sock" --serial "file:$WORK/a" --mem 128M \
-	--cmdline "touch=64 dirty=1 dirty_at=3"
+	--cmdline "touch=64 dirty=1 dirty_at=$(scaled 3)"
 SRC=$VM_PID
 wait_for_socket "$WORK/a.sock"
 wait_for_line "$WORK/a" "^memtest: touched 64 MiB" 120
