@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # bench/migrate.sh BUILD_DIR: migration on loopback, stasis beside QEMU
 # 7.2 in one run, medians of BENCH_RUNS (3). For a 2 GiB guest: idle with
-# 512 MiB touched (memtest touch=512), and dirtying memory all the time
-# (memtest smp=1 rewriting 256 MiB pass after pass): total time, bytes
+# 512 MiB touched (memtest touch=512), dirtying 32 MiB/s (memtest smp=1
+# rewriting 32 MiB, then idle for a second, over and over), and dirtying
+# memory all the time (memtest smp=1 rewriting 256 MiB pass after
+# pass): total time, bytes
 # sent, rounds, downtime as each VMM reports it. Downtime as the guest
 # sees it: the counter guest at 1000 Hz, its serial lines stamped on the
 # host as they come (CLOCK_MONOTONIC), the gap between the last line at
@@ -127,10 +129,10 @@ qemu_run() {
 	bench_wait_exit "$a" 10
 }
 
-SCEN=(idle dirty tick)
-declare -A KERNEL=([idle]=memtest [dirty]=memtest [tick]=counter)
-declare -A CMD=([idle]="touch=512" [dirty]="mib=256 smp=1" [tick]="hz=1000")
-declare -A READY=([idle]="memtest: idle" [dirty]="memtest: pass 2 ok" [tick]="counter: 500")
+SCEN=(idle d32 dirty tick)
+declare -A KERNEL=([idle]=memtest [d32]=memtest [dirty]=memtest [tick]=counter)
+declare -A CMD=([idle]="touch=512" [d32]="mib=32 smp=1 delay_ms=1000" [dirty]="mib=256 smp=1" [tick]="hz=1000")
+declare -A READY=([idle]="memtest: idle" [d32]="memtest: pass 2 ok" [dirty]="memtest: pass 2 ok" [tick]="counter: 500")
 for ((r = 1; r <= RUNS; r++)); do
 	for sc in "${SCEN[@]}"; do
 		bench_step "run $r/$RUNS: $sc"
@@ -146,7 +148,7 @@ echo "guest: $MEM RAM, 1 vCPU; medians of $RUNS runs; loopback (stasis: UNIX soc
 echo
 echo "| guest | VMM, mode | total ms | downtime ms (VMM) | gap the guest saw, ms | MiB sent | rounds |"
 echo "|---|---|---:|---:|---:|---:|---:|"
-declare -A DESC=([idle]="idle, 512 MiB touched" [dirty]="rewriting 256 MiB" [tick]="counter at 1000 Hz")
+declare -A DESC=([idle]="idle, 512 MiB touched" [d32]="dirtying 32 MiB/s" [dirty]="rewriting 256 MiB" [tick]="counter at 1000 Hz")
 for sc in "${SCEN[@]}"; do
 	for p in stasis qemu_precopy qemu_postcopy; do
 		[[ $p == qemu_postcopy && ${BENCH_POSTCOPY:-0} != 1 ]] && continue

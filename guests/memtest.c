@@ -2,9 +2,9 @@
  * and verifies it from ring 3, pass after pass; or, in touch mode, fills
  * once and idles so a benchmark sees a known amount of dirtied memory.
  * Arguments: mib=N (16), seed=S (1), passes=P (0 = forever), delay_ms=D
- * (0, pause between passes), mode=touch or touch=N (fill N MiB, then
- * print a heartbeat every second, or every beat_ms=B ms from 1 to 1000,
- * without writing more; dirty=M dirty_at=S: S seconds after the fill,
+ * (0, pause between passes; with smp=1, CPU 0's), mode=touch or touch=N (fill N
+ * MiB, then print a heartbeat every second, or every beat_ms=B ms from 1 to
+ * 1000, without writing more; dirty=M dirty_at=S: S seconds after the fill,
  * invert the first M MiB once and print "memtest:
  * dirtied M MiB"), inject=1
  * (self-test: flip one word after filling, so verification must fail),
@@ -308,8 +308,11 @@ static unsigned int memtest_cpus_start(void (*fn)(unsigned int index))
 	return n;
 }
 
-/* smp=1: CPU 0 prints "pass N ok (M MiB, cpus=K passes=a,b,...)". */
-static void memtest_smp(uint64_t mib, uint64_t passes)
+/* smp=1: CPU 0 prints "pass N ok (M MiB, cpus=K passes=a,b,...)", and
+ * with delay_ms=D waits D ms after each of its passes (one CPU then
+ * dirties its slice at a known rate, a benchmark's steady writer). */
+static void memtest_smp(uint64_t mib, uint64_t passes, uint64_t delay_ms,
+			uint64_t hz)
 {
 	unsigned int n = memtest_cpus_start(memtest_ap);
 
@@ -317,6 +320,8 @@ static void memtest_smp(uint64_t mib, uint64_t passes)
 		uint64_t pass = memtest_slice_pass(0);
 
 		memtest_report("pass", "passes", pass, mib, n, passes);
+		if (delay_ms)
+			idle_ticks((delay_ms * hz + 999) / 1000);
 	}
 }
 
@@ -465,7 +470,7 @@ void guest_main(void)
 	if (guest_arg_is("mode", "gen"))
 		memtest_gen(mib, passes);
 	if (guest_arg_u64("smp", 0))
-		memtest_smp(mib, passes);
+		memtest_smp(mib, passes, delay_ms, hz);
 	if (text)
 		memtest_text(&t, false);
 	else

@@ -497,6 +497,11 @@ int api_parse_migrate_request(const char *body, size_t len,
 			}
 		} else if (!strcmp(key, "compress")) {
 			ret = api_get_compress(val, &o->compress, err, errlen);
+		} else if (!strcmp(key, "auto_converge")) {
+			bool on = true;
+
+			ret = api_get_bool(val, key, &on, err, errlen);
+			o->no_auto_converge = !on;
 		} else {
 			ret = api_unknown_key(key, err, errlen);
 			for (size_t i = 0; later[i]; i++)
@@ -680,10 +685,10 @@ static enum MHD_Result api_handle_status(struct api_server *s,
 	char err[API_ERR_MAX] = "";
 	char last_pause[24] = "null";
 	char snapshot[80] = "null";
-	char migration[64] = "null";
+	char migration[320] = "null";
 	char timings[640];
 	char last[160] = "null";
-	char body[1280];
+	char body[1536];
 
 	if (api_parse_empty_request(req->body, req->len, err, sizeof(err)))
 		return api_reply_error(c, MHD_HTTP_BAD_REQUEST, NULL, "%s",
@@ -698,8 +703,18 @@ static enum MHD_Result api_handle_status(struct api_server *s,
 			 (unsigned long long)st.snapshot_done_bytes,
 			 (unsigned long long)st.snapshot_total_bytes);
 	if (st.migration_state)
-		snprintf(migration, sizeof(migration), "{ \"state\": \"%s\" }",
-			 st.migration_state);
+		snprintf(migration, sizeof(migration),
+			 "{ \"state\": \"%s\", \"rounds\": %llu, "
+			 "\"bytes_sent\": %llu, \"dirty_rate\": %llu, "
+			 "\"link_rate\": %llu, \"expected_downtime_ms\": %llu, "
+			 "\"throttle_percent\": %u }",
+			 st.migration_state,
+			 (unsigned long long)st.migration_rounds,
+			 (unsigned long long)st.migration_bytes_sent,
+			 (unsigned long long)st.migration_dirty_rate,
+			 (unsigned long long)st.migration_link_rate,
+			 (unsigned long long)st.migration_expected_downtime_ms,
+			 st.migration_throttle_pct);
 	api_format_timings(st.timings, timings, sizeof(timings));
 	if (st.have_last_snapshot)
 		snprintf(
@@ -945,6 +960,13 @@ static enum MHD_Result api_handle_migrate(struct api_server *s,
 		json_object_put(obj);
 		obj = NULL;
 	}
+	/* Auto-converge's last step, 0 when it did not throttle. */
+	if (obj &&
+	    json_object_object_add(obj, "throttle_percent",
+				   json_object_new_int64(res.throttle_pct))) {
+		json_object_put(obj);
+		obj = NULL;
+	}
 	return api_reply_object(c, MHD_HTTP_OK, NULL, obj);
 }
 
@@ -972,46 +994,55 @@ static const unsigned api_snapshot_statuses[] = {
 	MHD_HTTP_OK, MHD_HTTP_BAD_REQUEST, MHD_HTTP_CONFLICT,
 	MHD_HTTP_INSUFFICIENT_STORAGE, 0
 };
-static const char *const api_status_fields[] = { "state",
-						 "vcpus",
-						 "memory_bytes",
-						 "uptime_ms",
-						 "last_pause_us",
-						 "snapshot",
-						 "snapshot.done_bytes",
-						 "snapshot.total_bytes",
-						 "migration",
-						 "migration.state",
-						 "timings",
-						 "timings.exec_source",
-						 "timings.main_us",
-						 "timings.kvm_us",
-						 "timings.memory_us",
-						 "timings.vcpus_us",
-						 "timings.request_us",
-						 "timings.file_us",
-						 "timings.machine_us",
-						 "timings.state_us",
-						 "timings.devices_us",
-						 "timings.first_run_us",
-						 "timings.first_exit_us",
-						 "last_snapshot",
-						 "last_snapshot.live",
-						 "last_snapshot.pause_us",
-						 "last_snapshot.total_ms",
-						 "last_snapshot.extra_bytes",
-						 NULL };
+static const char *const api_status_fields[] = {
+	"state",
+	"vcpus",
+	"memory_bytes",
+	"uptime_ms",
+	"last_pause_us",
+	"snapshot",
+	"snapshot.done_bytes",
+	"snapshot.total_bytes",
+	"migration",
+	"migration.state",
+	"migration.rounds",
+	"migration.bytes_sent",
+	"migration.dirty_rate",
+	"migration.link_rate",
+	"migration.expected_downtime_ms",
+	"migration.throttle_percent",
+	"timings",
+	"timings.exec_source",
+	"timings.main_us",
+	"timings.kvm_us",
+	"timings.memory_us",
+	"timings.vcpus_us",
+	"timings.request_us",
+	"timings.file_us",
+	"timings.machine_us",
+	"timings.state_us",
+	"timings.devices_us",
+	"timings.first_run_us",
+	"timings.first_exit_us",
+	"last_snapshot",
+	"last_snapshot.live",
+	"last_snapshot.pause_us",
+	"last_snapshot.total_ms",
+	"last_snapshot.extra_bytes",
+	NULL
+};
 static const unsigned api_migrate_statuses[] = { MHD_HTTP_OK,
 						 MHD_HTTP_BAD_REQUEST,
 						 MHD_HTTP_CONFLICT, 0 };
-static const char *const api_migrate_keys[] = { "destination", "insecure",
-						"tls_dir",     "timeout_s",
-						"downtime_ms", "connections",
-						"compress",    NULL };
+static const char *const api_migrate_keys[] = {
+	"destination", "insecure", "tls_dir",	    "timeout_s", "downtime_ms",
+	"connections", "compress", "auto_converge", NULL
+};
 static const char *const api_migrate_required[] = { "destination", NULL };
-static const char *const api_migrate_fields[] = { "destination", "bytes_sent",
-						  "total_ms",	 "downtime_ms",
-						  "rounds",	 NULL };
+static const char *const api_migrate_fields[] = {
+	"destination", "bytes_sent",	   "total_ms", "downtime_ms",
+	"rounds",      "throttle_percent", NULL
+};
 static const char *const api_snapshot_keys[] = { "path", "then", "compress",
 						 "live", "base", NULL };
 static const char *const api_snapshot_fields[] = {

@@ -42,6 +42,14 @@ struct vm_status {
 	uint64_t snapshot_total_bytes;
 	/* migrate_phase_name() of a migration under way, else NULL. */
 	const char *migration_state;
+	/* Its pre-copy so far (migrate_stats in core/vm.h) and the vCPUs'
+	 * auto-converge throttle, percent. */
+	uint64_t migration_rounds;
+	uint64_t migration_bytes_sent;
+	uint64_t migration_dirty_rate; /* bytes/s, the last round */
+	uint64_t migration_link_rate; /* bytes/s, the last round */
+	uint64_t migration_expected_downtime_ms;
+	unsigned migration_throttle_pct;
 	/* The restore's phases (core/timings.h); NULL for a booted VM. */
 	const struct timings *timings;
 	bool have_last_snapshot; /* one was written since stasis started */

@@ -73,7 +73,7 @@ struct ctl_args {
 	bool json;
 	/* migrate: options passed on as they are, for the server to check
 	 * (a NULL string or -1 number: not given) */
-	bool insecure, postcopy;
+	bool insecure, postcopy, no_auto_converge;
 	long long timeout_s, downtime_ms, connections;
 	const char *on_timeout, *tls_dir;
 };
@@ -437,6 +437,35 @@ static int ctl_parse_status(const struct ctl_response *r, struct vm_status *st)
 			goto out;
 		st->snapshot_active = true;
 	}
+	/* A migration under way: its phase and pre-copy so far. */
+	if (json_object_object_get_ex(obj, "migration", &snap) &&
+	    json_object_is_type(snap, json_type_object)) {
+		uint64_t pct = 0;
+
+		if (!json_object_object_get_ex(snap, "state", &val) ||
+		    !json_object_is_type(val, json_type_string))
+			goto out;
+		/* The phases GET /vm names (migrate_phase_name). */
+		static const char *const phases[] = {
+			"connecting", "checking", "precopy", "sending",
+			"switching",  "done",	  "lost",
+		};
+
+		for (size_t i = 0; i < sizeof(phases) / sizeof(phases[0]); i++)
+			if (!strcmp(json_object_get_string(val), phases[i]))
+				st->migration_state = phases[i];
+		if (!st->migration_state)
+			goto out;
+		/* Optional: older servers have the state only. */
+		ctl_get_u64(snap, "rounds", &st->migration_rounds);
+		ctl_get_u64(snap, "bytes_sent", &st->migration_bytes_sent);
+		ctl_get_u64(snap, "dirty_rate", &st->migration_dirty_rate);
+		ctl_get_u64(snap, "link_rate", &st->migration_link_rate);
+		ctl_get_u64(snap, "expected_downtime_ms",
+			    &st->migration_expected_downtime_ms);
+		ctl_get_u64(snap, "throttle_percent", &pct);
+		st->migration_throttle_pct = pct > 100 ? 100 : (unsigned)pct;
+	}
 	/* Optional for older servers: what the last snapshot cost. */
 	if (json_object_object_get_ex(obj, "last_snapshot", &snap) &&
 	    json_object_is_type(snap, json_type_object)) {
@@ -509,6 +538,17 @@ static int ctl_print_status(const struct ctl_args *a,
 		ctl_format_bytes(total, sizeof(total), st.snapshot_total_bytes);
 		printf("snapshot: %s of %s written\n", done, total);
 	}
+	if (st.migration_state)
+		printf(
+		    "migration: %s, round %llu, %.1f MiB sent, dirty "
+		    "%.1f MiB/s, link %.1f MiB/s, expected downtime %llu ms, "
+		    "throttle %u%%\n",
+		    st.migration_state, (unsigned long long)st.migration_rounds,
+		    (double)st.migration_bytes_sent / MIB,
+		    (double)st.migration_dirty_rate / MIB,
+		    (double)st.migration_link_rate / MIB,
+		    (unsigned long long)st.migration_expected_downtime_ms,
+		    st.migration_throttle_pct);
 	if (st.have_last_snapshot) {
 		ctl_format_bytes(mem, sizeof(mem),
 				 st.last_snapshot.extra_bytes);
@@ -567,7 +607,7 @@ static int ctl_print_migrate(const struct ctl_args *a,
 			     const struct ctl_response *r)
 {
 	struct json_object *obj = ctl_parse_json(r);
-	uint64_t bytes = 0, total = 0, down = 0, rounds = 0;
+	uint64_t bytes = 0, total = 0, down = 0, rounds = 0, pct = 0;
 
 	if (!obj || !ctl_get_u64(obj, "bytes_sent", &bytes) ||
 	    !ctl_get_u64(obj, "total_ms", &total) ||
@@ -577,11 +617,16 @@ static int ctl_print_migrate(const struct ctl_args *a,
 		log_error("malformed reply from %s", a->socket_path);
 		return CTL_EXIT_FAILED;
 	}
+	/* Optional: an older server does not throttle. */
+	ctl_get_u64(obj, "throttle_percent", &pct);
 	json_object_put(obj);
 	printf("migrated: %.1f MiB sent in %llu ms, paused %llu ms, %llu "
-	       "pre-copy rounds\n",
+	       "pre-copy rounds",
 	       (double)bytes / MIB, (unsigned long long)total,
 	       (unsigned long long)down, (unsigned long long)rounds);
+	if (pct)
+		printf(", throttled to %llu%%", (unsigned long long)pct);
+	printf("\n");
 	return CTL_EXIT_OK;
 }
 
@@ -692,6 +737,26 @@ static void ctl_progress_draw(struct ctl_progress *p, uint64_t done,
 	p->drawn = true;
 }
 
+/* Pre-copy, before the pause: no bar (what is left is not known until
+ * the guest stops), but the rounds, the rates and what the pause would
+ * cost now. */
+static void ctl_progress_draw_precopy(struct ctl_progress *p,
+				      const struct vm_status *st)
+{
+	fprintf(stderr,
+		"\r%s: round %llu, %.1f MiB sent, dirty %.1f MiB/s, link "
+		"%.1f MiB/s, expected downtime %llu ms",
+		st->migration_state, (unsigned long long)st->migration_rounds,
+		(double)st->migration_bytes_sent / MIB,
+		(double)st->migration_dirty_rate / MIB,
+		(double)st->migration_link_rate / MIB,
+		(unsigned long long)st->migration_expected_downtime_ms);
+	if (st->migration_throttle_pct)
+		fprintf(stderr, ", throttle %u%%", st->migration_throttle_pct);
+	fprintf(stderr, "\033[K");
+	p->drawn = true;
+}
+
 /* Polls GET /vm on its own connections while the snapshot request waits
  * on another; failed polls are skipped silently. */
 static void *ctl_progress_main(void *arg)
@@ -711,6 +776,9 @@ static void *ctl_progress_main(void *arg)
 			    st.snapshot_active)
 				ctl_progress_draw(p, st.snapshot_done_bytes,
 						  st.snapshot_total_bytes);
+			else if (r.status == 200 && st.migration_state &&
+				 !strcmp(st.migration_state, "precopy"))
+				ctl_progress_draw_precopy(p, &st);
 			ctl_response_free(&r);
 		}
 		pthread_mutex_lock(&p->lock);
@@ -888,6 +956,9 @@ static char *ctl_migrate_body(const struct ctl_args *a, char *err,
 	if (a->compress)
 		json_object_object_add(obj, "compress",
 				       json_object_new_string(a->compress));
+	if (a->no_auto_converge)
+		json_object_object_add(obj, "auto_converge",
+				       json_object_new_boolean(0));
 	return ctl_body_finish(obj, true, err, errlen);
 }
 
@@ -965,8 +1036,8 @@ static void ctl_usage(FILE *f)
 		   "       stasis ctl SOCKET migrate unix:PATH|tcp:HOST:PORT "
 		   "[--tls-dir DIR|--insecure]\n"
 		   "                [--connections N] [--timeout-s N] "
-		   "[--downtime-ms N] [--compress ...]\n"
-		   "                [--json]\n"
+		   "[--downtime-ms N] [--no-auto-converge]\n"
+		   "                [--compress ...] [--json]\n"
 		   "         (not built, refused by the VM: post-copy "
 		   "--postcopy, --on-timeout;\n"
 		   "         nor the guest's network announce)\n");
@@ -1029,6 +1100,9 @@ static int ctl_parse_args(int argc, char **argv, struct ctl_args *a)
 				log_error("--compress: %s", cerr);
 				return -EINVAL;
 			}
+		} else if (options && a->cmd->migrate &&
+			   !strcmp(argv[k], "--no-auto-converge")) {
+			a->no_auto_converge = true;
 		} else if (options && a->cmd->migrate &&
 			   (!strcmp(argv[k], "--insecure") ||
 			    !strcmp(argv[k], "--postcopy"))) {

@@ -1,6 +1,7 @@
 /* One thread per vCPU: KVM_RUN in a loop and a bounded table of exit
  * handlers, readable top to bottom. */
 #include <errno.h>
+#include <time.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -366,6 +367,20 @@ static void vcpu_park(struct vcpu *vcpu)
 	pthread_mutex_unlock(&vm->pause_lock);
 }
 
+/* Auto-converge (vm_set_throttle): after a kick, sleeps the throttled
+ * share of the kicker's period outside KVM_RUN. A pause's kick ends the
+ * sleep early (the signal interrupts it), so a throttle never delays a
+ * pause. */
+static void vcpu_throttle(struct vcpu *vcpu)
+{
+	unsigned pct = atomic_load(&vcpu->vm->throttle_pct);
+	long ns = (long)VM_THROTTLE_PERIOD_MS * 1000000L / 100 * pct;
+	struct timespec ts = { .tv_nsec = ns };
+
+	if (pct && !atomic_load(&vcpu->vm->pause_requested))
+		nanosleep(&ts, NULL);
+}
+
 void *vcpu_thread(void *arg)
 {
 	struct vcpu *vcpu = arg;
@@ -406,6 +421,8 @@ void *vcpu_thread(void *arg)
 				vcpu->run->immediate_exit = 0;
 				if (atomic_load(&vm->pause_requested))
 					vcpu_park(vcpu);
+				else
+					vcpu_throttle(vcpu);
 				continue;
 			}
 			log_error("vCPU %u: KVM_RUN: %s", vcpu->id,

@@ -590,6 +590,57 @@ static void vm_kick_vcpus(struct vm *vm)
 	}
 }
 
+/* Auto-converge's kicker: every period, the vCPUs leave KVM_RUN and
+ * sleep their throttled share of it (vcpu_thread). */
+static void *vm_throttle_main(void *arg)
+{
+	struct vm *vm = arg;
+	const struct timespec period = { .tv_nsec =
+					     VM_THROTTLE_PERIOD_MS * 1000000L };
+
+	while (!atomic_load(&vm->throttle_stop)) {
+		nanosleep(&period, NULL);
+		if (atomic_load(&vm->throttle_pct) &&
+		    !atomic_load(&vm->pause_requested) &&
+		    !atomic_load(&vm->stop_reason))
+			vm_kick_vcpus(vm);
+	}
+	return NULL;
+}
+
+int vm_set_throttle(struct vm *vm, unsigned pct)
+{
+	sigset_t set, saved;
+	int ret;
+
+	if (pct > 99)
+		pct = 99;
+	atomic_store(&vm->throttle_pct, pct);
+	if (!pct) {
+		if (vm->throttle_running) {
+			atomic_store(&vm->throttle_stop, true);
+			pthread_join(vm->throttle_thread, NULL);
+			vm->throttle_running = false;
+		}
+		return 0;
+	}
+	if (vm->throttle_running)
+		return 0;
+	atomic_store(&vm->throttle_stop, false);
+	/* The kick signal stays blocked in the kicker. */
+	sigemptyset(&set);
+	sigaddset(&set, VCPU_KICK_SIGNAL);
+	pthread_sigmask(SIG_BLOCK, &set, &saved);
+	ret = -pthread_create(&vm->throttle_thread, NULL, vm_throttle_main, vm);
+	pthread_sigmask(SIG_SETMASK, &saved, NULL);
+	if (ret) {
+		atomic_store(&vm->throttle_pct, 0);
+		return ret;
+	}
+	vm->throttle_running = true;
+	return 0;
+}
+
 static void vcpu_kick_handler(int sig)
 {
 	(void)sig;
@@ -729,9 +780,19 @@ void vm_get_status(struct vm *vm, struct vm_status *st)
 	st->have_last_snapshot = vm->have_last_snapshot;
 	st->last_snapshot = vm->last_snapshot;
 	pthread_mutex_unlock(&vm->pause_lock);
-	if (atomic_load(&vm->migrate_phase) != MIGRATE_NONE)
+	if (atomic_load(&vm->migrate_phase) != MIGRATE_NONE) {
+		const struct migrate_stats *ms = &vm->migrate_stats;
+
 		st->migration_state =
 		    migrate_phase_name(atomic_load(&vm->migrate_phase));
+		st->migration_rounds = atomic_load(&ms->rounds);
+		st->migration_bytes_sent = atomic_load(&ms->bytes_sent);
+		st->migration_dirty_rate = atomic_load(&ms->dirty_rate);
+		st->migration_link_rate = atomic_load(&ms->link_rate);
+		st->migration_expected_downtime_ms =
+		    atomic_load(&ms->expected_downtime_ms);
+		st->migration_throttle_pct = atomic_load(&vm->throttle_pct);
+	}
 	st->timings = vm->cfg.timings;
 	st->snapshot_active = atomic_load(&vm->snapshot_active);
 	if (st->snapshot_active) {
@@ -1333,6 +1394,7 @@ out_restore:
 
 void vm_destroy(struct vm *vm)
 {
+	vm_set_throttle(vm, 0);
 	if (vm->vcpu_threads_made && !vm->vcpu_gate)
 		vm_open_gate(vm, -1);
 	if (vm->vcpus) {

@@ -67,6 +67,20 @@ struct vcpu {
 	uint64_t exits; /* count, for status and debugging */
 };
 
+/* A migration's pre-copy as GET /vm shows it (migrate/): set by the
+ * migration's thread after each round, read by the status. */
+struct migrate_stats {
+	_Atomic uint64_t rounds;
+	_Atomic uint64_t bytes_sent;
+	_Atomic uint64_t dirty_rate; /* bytes/s the guest dirtied last round */
+	_Atomic uint64_t link_rate; /* bytes/s the last round was sent at */
+	_Atomic uint64_t expected_downtime_ms; /* the rest at that rate */
+};
+
+/* Auto-converge's period: a throttled vCPU is kicked out of KVM_RUN this
+ * often and sleeps its share of it. */
+#define VM_THROTTLE_PERIOD_MS 10
+
 struct vm {
 	struct vm_config cfg;
 
@@ -158,6 +172,14 @@ struct vm {
 	 * copy was handed over, after which it never runs again. */
 	atomic_int migrate_phase;
 	atomic_bool migrated;
+	struct migrate_stats migrate_stats;
+	/* Auto-converge: each vCPU spends this percentage of its time
+	 * outside KVM_RUN (0: none), kicked out every
+	 * VM_THROTTLE_PERIOD_MS by the throttle thread (vm_set_throttle). */
+	atomic_uint throttle_pct;
+	bool throttle_running;
+	atomic_bool throttle_stop;
+	pthread_t throttle_thread;
 	/* The last snapshot written and what it cost (under pause_lock). */
 	bool have_last_snapshot;
 	struct snapshot_stats last_snapshot;
@@ -219,6 +241,11 @@ int vm_run(struct vm *vm, bool start_paused);
 /* Parks every vCPU; returns when all are parked (0), or -EALREADY,
  * -ESHUTDOWN when the VM is stopping. Thread-safe. */
 int vm_pause(struct vm *vm);
+
+/* Throttles every vCPU to spend @pct percent (0 to 99) of its time outside
+ * KVM_RUN; 0 lifts it, and stops the thread that kicks them. 0 or -errno
+ * (the thread could not be started). */
+int vm_set_throttle(struct vm *vm, unsigned pct);
 int vm_resume(struct vm *vm);
 void vm_get_status(struct vm *vm, struct vm_status *st);
 

@@ -41,6 +41,7 @@ static const char *const frame_names[] = {
 	[MIG_READY] = "READY",	   [MIG_GO] = "GO",
 	[MIG_RUNNING] = "RUNNING", [MIG_ERROR] = "ERROR",
 	[MIG_PAGES] = "PAGES",	   [MIG_REF] = "REF",
+	[MIG_HASH] = "HASH",	   [MIG_SYNC] = "SYNC",
 };
 
 __attribute__((format(printf, 4, 5))) static int

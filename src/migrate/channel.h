@@ -14,7 +14,7 @@
 
 /* Protocol version in HELLO and WELCOME; a peer with another one is
  * refused before any state moves. */
-#define MIG_PROTO_VERSION 1
+#define MIG_PROTO_VERSION 2
 #define MIG_FRAME_HEADER_SIZE 32
 /* Largest payload of a DATA frame and of any other frame. */
 #define MIG_DATA_MAX (4u << 20)
@@ -35,10 +35,13 @@ enum mig_frame_type {
 	MIG_RUNNING = 9, /* destination: the guest runs here */
 	MIG_ERROR = 10, /* either: a one-line reason, then the sender closes */
 	MIG_PAGES = 11, /* source, pre-copy: guest memory at guest `offset` */
-	MIG_REF = 12, /* source: snapshot bytes at `offset` are the guest
-		       * memory the destination holds at the payload's
-		       * u64 gpa, u64 length */
-	MIG_FRAME_TYPE_MAX = MIG_REF,
+	MIG_REF = 12, /* protocol 1 only, refused since */
+	MIG_HASH = 13, /* source, pre-copy: u64 gpa, u64 hash per chunk the
+			* round sent pages of, for the destination to check
+			* its copy against */
+	MIG_SYNC = 14, /* source: answer when all before is applied;
+			* destination: the answer */
+	MIG_FRAME_TYPE_MAX = MIG_SYNC,
 };
 
 struct mig_addr {

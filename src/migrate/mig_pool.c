@@ -12,8 +12,6 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 
-#include "memory/guest_mem.h"
-
 /* Frames queued per extra connection at the source: enough to keep its
  * socket busy while the caller copies the next granule. */
 #define POOL_SLOTS 4
@@ -391,7 +389,8 @@ struct pool_in_conn {
 
 struct mig_pool_in {
 	unsigned n;
-	struct guest_mem *mem;
+	mig_pages_fn apply;
+	void *ctx;
 	struct mig_chan *main;
 	pthread_mutex_t lock;
 	int error;
@@ -506,8 +505,6 @@ static void *pool_in_main(void *arg)
 	int ret;
 
 	for (;;) {
-		void *dst;
-
 		ret = mig_recv(&pc->c, &f, pc->buf, MIG_POOL_GRANULE, err,
 			       sizeof(err));
 		if (ret)
@@ -523,19 +520,15 @@ static void *pool_in_main(void *arg)
 			}
 			break;
 		}
-		dst = f.type == MIG_PAGES
-			  ? guest_mem_ptr(p->mem, f.offset, f.length)
-			  : NULL;
-		if (!dst) {
-			snprintf(err, sizeof(err),
-				 f.type == MIG_PAGES
-				     ? "PAGES frame outside this VM's memory"
-				     : "unexpected %s frame",
+		if (f.type != MIG_PAGES) {
+			snprintf(err, sizeof(err), "unexpected %s frame",
 				 mig_frame_name(f.type));
 			ret = -EPROTO;
 			break;
 		}
-		memcpy(dst, pc->buf, f.length);
+		ret = p->apply(p->ctx, &f, pc->buf, err, sizeof(err));
+		if (ret)
+			break;
 		bytes += f.length;
 	}
 	if (ret) {
@@ -552,12 +545,13 @@ static void *pool_in_main(void *arg)
 	return NULL;
 }
 
-int mig_pool_in_start(struct mig_pool_in *p, struct guest_mem *mem,
+int mig_pool_in_start(struct mig_pool_in *p, mig_pages_fn apply, void *ctx,
 		      struct mig_chan *main, char *err, size_t errlen)
 {
 	if (!p)
 		return 0;
-	p->mem = mem;
+	p->apply = apply;
+	p->ctx = ctx;
 	p->main = main;
 	for (unsigned i = 0; i < p->n; i++) {
 		struct pool_in_conn *pc = &p->conn[i];

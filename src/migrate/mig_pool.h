@@ -75,12 +75,18 @@ int mig_pool_in_accept(struct mig_pool_in **out, int lfd,
 		       const struct mig_addr *a, struct mig_tls *tls,
 		       unsigned n, const char *token, char *err, size_t errlen);
 
-/* Starts a thread per connection that writes its PAGES frames into
- * @mem until its COMMIT. A thread that fails shuts down @main's reading
- * side, so that the main loop stops too; mig_pool_in_wait then names
- * the reason. */
-struct guest_mem;
-int mig_pool_in_start(struct mig_pool_in *p, struct guest_mem *mem,
+/* How a PAGES frame lands: the destination's one step for every
+ * connection, the main one's included, so that each keeps the same
+ * bookkeeping (which pages came, which chunks await their hash). Called
+ * from several threads at once, for different granules. */
+typedef int (*mig_pages_fn)(void *ctx, const struct mig_frame *f,
+			    const void *data, char *err, size_t errlen);
+
+/* Starts a thread per connection that applies its PAGES frames with
+ * @apply(@ctx, ...) until its COMMIT. A thread that fails shuts down
+ * @main's reading side, so that the main loop stops too; mig_pool_in_wait
+ * then names the reason. */
+int mig_pool_in_start(struct mig_pool_in *p, mig_pages_fn apply, void *ctx,
 		      struct mig_chan *main, char *err, size_t errlen);
 
 /* Waits for every thread's COMMIT: 0, or the first failure's -errno

@@ -30,6 +30,9 @@ struct migrate_opts {
 	 * send at the rate measured (MIGRATE_DOWNTIME_MS when 0). */
 	unsigned downtime_ms;
 	struct snap_compress compress;
+	/* Auto-converge is on unless this is set (`--no-auto-converge`,
+	 * "auto_converge": false). */
+	bool no_auto_converge;
 };
 
 /* Where a migration stands, for GET /vm. */
@@ -49,12 +52,19 @@ const char *migrate_phase_name(enum migrate_phase p);
 #define MIGRATE_DOWNTIME_MS 30
 /* Pre-copy gives up converging after this many rounds. */
 #define MIGRATE_MAX_ROUNDS 30
+/* Auto-converge's steps: the share of time a throttled vCPU spends
+ * outside KVM_RUN, first, added each round that still does not shrink,
+ * and at most. */
+#define MIGRATE_THROTTLE_FIRST 20
+#define MIGRATE_THROTTLE_STEP 10
+#define MIGRATE_THROTTLE_MAX 99
 
 struct migrate_result {
 	unsigned rounds; /* pre-copy rounds, 0 for stop-and-copy */
 	uint64_t bytes_sent; /* on the wire */
 	uint64_t total_ms; /* request to the destination running */
 	uint64_t downtime_ms; /* pause to the destination running */
+	unsigned throttle_pct; /* auto-converge's last step, 0 for none */
 };
 
 /* Sends @vm (running or paused) to o->dest: handshake, CONFIG and CPUID

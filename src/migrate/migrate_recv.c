@@ -39,6 +39,14 @@ struct migrate_in {
 	char token[MIG_POOL_TOKEN_LEN + 1];
 	struct mig_pool_in *pool; /* the connections beyond the first */
 	char first_error[MIG_CONTROL_MAX]; /* what the source is told */
+	/* Pre-copy: whether it ran (a PAGES or HASH frame came), the pages
+	 * received of each region (a bit per page), and what guest memory
+	 * holds of each chunk (SNAP_HELD_*), which restore reads. */
+	bool precopy;
+	uint64_t *got[GUEST_MEM_MAX_REGIONS];
+	uint8_t *held[GUEST_MEM_MAX_REGIONS];
+	uint32_t chunk_size, block_size;
+	struct guest_mem *mem; /* where PAGES land */
 };
 
 static void recv_error_hook(void *ctx, const char *line)
@@ -82,45 +90,110 @@ static int spool_write(struct migrate_in *in, const struct mig_frame *f,
 	return 0;
 }
 
-/* PAGES: pre-copied guest memory, straight into the VM's (not running). */
-static int recv_pages(struct migrate_in *in, const struct mig_frame *f,
-		      struct guest_mem *mem, char *err, size_t errlen)
+/* The region of @mem that holds [@gpa, @gpa + @len) whole, or -1. */
+static int recv_region(const struct guest_mem *mem, uint64_t gpa, uint64_t len)
 {
-	void *p = mem ? guest_mem_ptr(mem, f->offset, f->length) : NULL;
+	for (unsigned i = 0; mem && i < mem->nregions; i++) {
+		const struct mem_region *reg = &mem->regions[i];
 
-	if (!p) {
+		if (gpa >= reg->gpa && gpa - reg->gpa <= reg->size &&
+		    len <= reg->size - (gpa - reg->gpa))
+			return (int)i;
+	}
+	return -1;
+}
+
+/* PAGES: pre-copied guest memory @data, straight into the VM's (not
+ * running); its chunks are unchecked until their HASH. From the main
+ * connection and the pool's threads at once (mig_pool.h), for different
+ * granules: a granule's pages share no bitmap word with another's only
+ * when regions start on 64-page boundaries, so the bits are set
+ * atomically. */
+static int recv_pages(void *ctx, const struct mig_frame *f, const void *data,
+		      char *err, size_t errlen)
+{
+	struct migrate_in *in = ctx;
+	struct guest_mem *mem = in->mem;
+	int r = recv_region(mem, f->offset, f->length);
+	const struct mem_region *reg;
+	uint64_t first, n;
+
+	if (r >= 0 && !in->held[r]) {
+		snprintf(err, errlen,
+			 "pre-copied pages cannot land in memory of %" PRIu64
+			 "-byte pages (--hugepages): migrate with --compress "
+			 "or restore on 4 KiB pages",
+			 mem->page_size);
+		return -EPROTO;
+	}
+	if (r < 0 || f->offset % GUEST_MEM_PAGE || f->length % GUEST_MEM_PAGE) {
 		snprintf(err, errlen,
 			 "PAGES frame for guest 0x%" PRIx64 "+0x%" PRIx32
 			 " outside this VM's memory",
 			 f->offset, f->length);
 		return -EPROTO;
 	}
-	memcpy(p, in->buf, f->length);
+	reg = &mem->regions[r];
+	first = (f->offset - reg->gpa) / GUEST_MEM_PAGE;
+	n = f->length / GUEST_MEM_PAGE;
+	memcpy(reg->host + (f->offset - reg->gpa), data, f->length);
+	for (uint64_t p = first; p < first + n; p++) {
+		__atomic_fetch_or(&in->got[r][p / 64], 1ull << (p % 64),
+				  __ATOMIC_RELAXED);
+		in->held[r][p * GUEST_MEM_PAGE / in->chunk_size] =
+		    SNAP_HELD_UNCHECKED;
+	}
 	return 0;
 }
 
-/* REF: snapshot bytes that are guest memory this side holds already. */
-static int recv_ref(struct migrate_in *in, const struct mig_frame *f,
-		    struct guest_mem *mem, uint64_t limit, char *err,
-		    size_t errlen)
+/* HASH: the source's hash of chunks it sent pages of; each is checked in
+ * place now, against the pages received (the others are zero here). */
+static int recv_hash(struct migrate_in *in, const struct mig_frame *f,
+		     struct guest_mem *mem, char *err, size_t errlen)
 {
-	struct mig_frame data = *f;
-	uint64_t gpa, len;
-	void *p = NULL;
+	uint64_t per = in->chunk_size / GUEST_MEM_PAGE;
 
-	if (f->length == 16) {
-		gpa = get_le64(in->buf);
-		len = get_le64(in->buf + 8);
-		if (mem && len && len <= MIG_DATA_MAX)
-			p = guest_mem_ptr(mem, gpa, len);
-	}
-	if (!p) {
-		snprintf(err, errlen, "a REF frame names no memory of this VM");
+	if (f->length % 16) {
+		snprintf(err, errlen, "a HASH frame of %" PRIu32 " bytes",
+			 f->length);
 		return -EPROTO;
 	}
-	memcpy(in->buf, p, len);
-	data.length = (uint32_t)len;
-	return spool_write(in, &data, limit, err, errlen);
+	in->precopy = true;
+	for (uint32_t k = 0; k < f->length; k += 16) {
+		uint64_t gpa = get_le64(in->buf + k), want, h, len, start;
+		uint64_t ch;
+		int r = recv_region(mem, gpa, 1), ret;
+		const struct mem_region *reg;
+
+		if (r < 0 || !in->held[r] ||
+		    (gpa - mem->regions[r].gpa) % in->chunk_size) {
+			snprintf(err, errlen,
+				 "a HASH frame names guest 0x%" PRIx64
+				 ", no chunk of this VM",
+				 gpa);
+			return -EPROTO;
+		}
+		reg = &mem->regions[r];
+		want = get_le64(in->buf + k + 8);
+		start = gpa - reg->gpa;
+		ch = start / in->chunk_size;
+		len = reg->size - start;
+		if (len > in->chunk_size)
+			len = in->chunk_size;
+		ret = snap_hash_chunk(reg->host + start, len, in->block_size,
+				      in->got[r], ch * per, &h);
+		if (ret) {
+			snprintf(err, errlen,
+				 "cannot check pre-copied memory: %s",
+				 strerror(-ret));
+			return ret;
+		}
+		/* A mismatch is not an error yet: the guest wrote the chunk
+		 * after its pages were read, and it comes again. */
+		in->held[r][ch] =
+		    h == want ? SNAP_HELD_CHECKED : SNAP_HELD_UNCHECKED;
+	}
+	return 0;
 }
 
 /* Receives DATA frames (and PAGES and REF frames when @mem is given)
@@ -135,9 +208,10 @@ static int recv_data_until(struct migrate_in *in, uint32_t until,
 
 		if (ret)
 			return ret;
-		/* What the other connections carry lands before the records
-		 * that name guest memory. */
-		if (mem && (f->type == MIG_REF || f->type == until)) {
+		/* What the other connections carry (the first round) lands
+		 * before the hashes that check it and the records that name
+		 * guest memory. */
+		if (mem && (f->type == MIG_HASH || f->type == until)) {
 			ret = mig_pool_in_wait(in->pool, err, errlen);
 			if (ret)
 				return ret;
@@ -148,13 +222,22 @@ static int recv_data_until(struct migrate_in *in, uint32_t until,
 			ret = mig_pool_in_order(in->pool, f->offset, f->length,
 						err, errlen);
 			if (!ret)
-				ret = recv_pages(in, f, mem, err, errlen);
+				ret = recv_pages(in, f, in->buf, err, errlen);
+			in->precopy = true;
 			if (ret)
 				return ret;
 			continue;
 		}
-		if (f->type == MIG_REF && mem) {
-			ret = recv_ref(in, f, mem, limit, err, errlen);
+		if (f->type == MIG_HASH && mem) {
+			ret = recv_hash(in, f, mem, err, errlen);
+			if (ret)
+				return ret;
+			continue;
+		}
+		/* Every frame before it is applied and checked. */
+		if (f->type == MIG_SYNC && mem) {
+			ret =
+			    mig_send(&in->c, MIG_SYNC, 0, NULL, 0, err, errlen);
 			if (ret)
 				return ret;
 			continue;
@@ -303,7 +386,24 @@ int migrate_in_receive(struct migrate_in *in, struct snapshot_image *img,
 	struct mig_frame f;
 	int ret;
 
-	ret = mig_pool_in_start(in->pool, mem, &in->c, err, errlen);
+	/* Pre-copy's bookkeeping, for memory of the dirty log's pages (a
+	 * source with others sends no pre-copy). */
+	snap_chunk_geometry(GUEST_MEM_PAGE, &in->chunk_size, &in->block_size);
+	for (unsigned i = 0; mem->page_size == GUEST_MEM_PAGE &&
+			     i < mem->nregions && i < GUEST_MEM_MAX_REGIONS;
+	     i++) {
+		uint64_t pages = mem->regions[i].size / GUEST_MEM_PAGE;
+
+		in->got[i] = calloc((pages + 63) / 64, 8);
+		in->held[i] = calloc(
+		    snap_chunks_for(mem->regions[i].size, GUEST_MEM_PAGE), 1);
+		if (!in->got[i] || !in->held[i])
+			return recv_fail(err, errlen, -ENOMEM,
+					 "cannot make room for the incoming VM",
+					 ENOMEM);
+	}
+	in->mem = mem;
+	ret = mig_pool_in_start(in->pool, recv_pages, in, &in->c, err, errlen);
 	if (!ret)
 		ret = mig_send(&in->c, MIG_ACCEPT, 0, NULL, 0, err, errlen);
 	if (!ret)
@@ -322,6 +422,16 @@ int migrate_in_receive(struct migrate_in *in, struct snapshot_image *img,
 			 in->spool_end, f.offset);
 		return -EPROTO;
 	}
+	/* After pre-copy the stream's MEMORY records hold only what changed
+	 * since: the rest is in guest memory, checked as it came, and the
+	 * restore copies in only the chunks the stream holds. */
+	if (in->precopy) {
+		img->held_memory = true;
+		img->copy_memory = true;
+		img->ondemand = false;
+		for (unsigned i = 0; i < GUEST_MEM_MAX_REGIONS; i++)
+			img->held[i] = in->held[i];
+	}
 	return snap_reader_reload_size(img->r, err, errlen);
 }
 
@@ -334,7 +444,7 @@ int migrate_in_switch(struct migrate_in *in, bool release_spool, char *err,
 
 	/* Copied out: the spool's memory goes back before the guest runs
 	 * and starts to need its own. */
-	if (release_spool && ftruncate(in->spool, 0) < 0)
+	if ((release_spool || in->precopy) && ftruncate(in->spool, 0) < 0)
 		log_warn("cannot release the incoming stream's memory: %s",
 			 strerror(errno));
 	ret = mig_send(&in->c, MIG_READY, 0, NULL, 0, err, errlen);
@@ -383,6 +493,10 @@ void migrate_in_end(struct migrate_in *in)
 	mig_tls_free(in->tls);
 	if (in->spool >= 0)
 		close(in->spool);
+	for (unsigned i = 0; i < GUEST_MEM_MAX_REGIONS; i++) {
+		free(in->got[i]);
+		free(in->held[i]);
+	}
 	free(in->buf);
 	free(in);
 }

@@ -18,6 +18,7 @@
 #include "migrate/mig_pool.h"
 #include "memory/dirty_log.h"
 #include "migrate/migrate.h"
+#include "snapshot/mem_dirty.h"
 #include "snapshot/pager.h"
 #include "snapshot/snapfile.h"
 #include "snapshot/snapshot.h"
@@ -48,20 +49,41 @@ const char *migrate_phase_name(enum migrate_phase p)
 }
 
 /* Pre-copy: which guest pages the destination holds as they are now.
- * A page is clean from when it was sent until the dirty log reports a
- * write to it; the log reports every write completed after a collect
- * returns in the next collect, so a page read after a collect and written
- * meanwhile is only sent again, never taken for clean. */
+ * A page is the destination's from when it was sent until the dirty log
+ * reports a write to it (then it is pending); the log reports every write
+ * completed after a collect returns in the next collect, so a page read
+ * after a collect and written meanwhile is only sent again, never taken
+ * for the destination's. */
 struct precopy {
 	bool on;
 	struct guest_mem *mem;
 	struct dirty_log *log;
-	uint64_t *clean[GUEST_MEM_MAX_REGIONS];
 	uint64_t *dirty[GUEST_MEM_MAX_REGIONS]; /* one collect */
 	/* Every page collected: put back into the log if the migration
 	 * fails, so that the VM's next incremental snapshot still sees
 	 * them. */
 	uint64_t *seen[GUEST_MEM_MAX_REGIONS];
+	/* Pages collected and not sent again yet: the next round's, or at
+	 * the pause the chunks the MEMORY record holds. */
+	uint64_t *pending[GUEST_MEM_MAX_REGIONS];
+	/* Pages the destination holds (sent at least once): a chunk's
+	 * other pages are zero, and are hashed as such, never read. */
+	uint64_t *held[GUEST_MEM_MAX_REGIONS];
+	/* Chunks with pages sent in this round (hashed at its end); at the
+	 * pause, the chunks the MEMORY record holds. */
+	uint64_t *chunks[GUEST_MEM_MAX_REGIONS];
+	uint32_t chunk_size, block_size;
+	/* A HASH frame being filled: u64 gpa, u64 hash per chunk. */
+	uint8_t hashes[MIG_CONTROL_MAX];
+	unsigned nhashes;
+	/* Test-only cap on pre-copy's rate (bytes/s; 0: none), from
+	 * MIGRATE_RATE_ENV, and the bytes and start it counts from. */
+	uint64_t cap, capped_bytes, cap_t0;
+	struct migrate_stats *stats; /* GET /vm's; bytes_sent as they go */
+	/* Test-only (MIGRATE_MISS_ENV): the first round that finds pages
+	 * dirty leaves the highest one out, as a dirty log that missed a
+	 * write would; the destination must refuse the VM. */
+	bool miss;
 	/* The guest writes its pages while they are sent: each frame's
 	 * bytes are copied here first, so that its checksum is of what is
 	 * sent. */
@@ -69,6 +91,11 @@ struct precopy {
 	/* --connections above 1: PAGES spread over these too. */
 	struct mig_pool *pool;
 };
+
+/* The test suite's slow link (docs/testing.md): pre-copy's PAGES go out
+ * at most this many bytes a second. */
+#define MIGRATE_RATE_ENV "STASIS_TEST_MIGRATE_RATE"
+#define MIGRATE_MISS_ENV "STASIS_TEST_MIGRATE_MISS"
 
 #define PAGE GUEST_MEM_PAGE
 
@@ -80,111 +107,35 @@ static bool bit(const uint64_t *bm, uint64_t p)
 static void precopy_free(struct precopy *pc)
 {
 	for (unsigned i = 0; i < GUEST_MEM_MAX_REGIONS; i++) {
-		free(pc->clean[i]);
 		free(pc->dirty[i]);
 		free(pc->seen[i]);
+		free(pc->pending[i]);
+		free(pc->held[i]);
+		free(pc->chunks[i]);
 	}
 	free(pc->bounce);
 	memset(pc, 0, sizeof(*pc));
 }
 
-/* The writer's sink: each write becomes DATA frames at its offset, and
- * with pre-copy, REF frames for the runs of guest memory the destination
- * holds already. */
+/* The writer's sink: each write becomes DATA frames at its offset. */
 struct send_sink {
 	struct mig_chan *c;
-	struct precopy *pc;
 	char err[256]; /* the channel's reason for the last failure */
 };
-
-/* Where in guest memory @p lies: its region, or -1. */
-static int host_region(const struct guest_mem *m, const uint8_t *p)
-{
-	for (unsigned i = 0; i < m->nregions; i++)
-		if (p >= m->regions[i].host &&
-		    p < m->regions[i].host + m->regions[i].size)
-			return (int)i;
-	return -1;
-}
-
-/* One piece of a write at @off: clean pages as REF frames, the rest as
- * DATA. 1 when the piece is not guest memory (the caller sends it). */
-static int sink_piece(struct send_sink *s, const struct iovec *v, uint64_t off)
-{
-	const uint8_t *p = v->iov_base;
-	int r = s->pc && s->pc->on ? host_region(s->pc->mem, p) : -1;
-	const struct mem_region *reg;
-	uint64_t at, end;
-
-	if (r < 0 || (uintptr_t)p % PAGE || v->iov_len % PAGE)
-		return 1;
-	reg = &s->pc->mem->regions[r];
-	at = (uint64_t)(p - reg->host);
-	end = at + v->iov_len;
-	if (end > reg->size)
-		return 1;
-	while (at < end) {
-		bool clean = bit(s->pc->clean[r], at / PAGE);
-		uint64_t run = at, gpa = reg->gpa + at;
-		struct iovec part;
-		uint8_t ref[16];
-		int ret;
-
-		while (run < end && run - at < MIG_DATA_MAX &&
-		       bit(s->pc->clean[r], run / PAGE) == clean)
-			run += PAGE;
-		if (clean) {
-			put_le64(ref, gpa);
-			put_le64(ref + 8, run - at);
-			part = (struct iovec){ .iov_base = ref, .iov_len = 16 };
-			ret = mig_send(s->c, MIG_REF, off, &part, 1, s->err,
-				       sizeof(s->err));
-		} else {
-			part = (struct iovec){ .iov_base = reg->host + at,
-					       .iov_len = run - at };
-			ret = mig_send(s->c, MIG_DATA, off, &part, 1, s->err,
-				       sizeof(s->err));
-		}
-		if (ret)
-			return ret;
-		off += run - at;
-		at = run;
-	}
-	return 0;
-}
 
 static int sink_pwritev(void *ctx, struct iovec *iov, unsigned n, uint64_t off)
 {
 	struct send_sink *s = ctx;
 
 	while (n) {
-		struct iovec part[64], run = iov[0];
+		struct iovec part[64];
 		unsigned k = 0;
 		size_t len = 0;
 		int ret;
 
-		/* Guest memory comes a block at a time: adjacent blocks go
-		 * as one piece. */
-		for (unsigned j = 1;
-		     j < n &&
-		     (uint8_t *)run.iov_base + run.iov_len == iov[j].iov_base;
-		     j++)
-			run.iov_len += iov[j].iov_len;
-		ret = sink_piece(s, &run, off);
-		if (ret <= 0) {
-			if (ret)
-				return ret;
-			off += run.iov_len;
-			iov_advance(&iov, &n, run.iov_len);
-			continue;
-		}
-
 		/* As many pieces as fit one frame; a piece too long for the
-		 * rest of the frame is cut. With pre-copy, guest memory goes
-		 * piece by piece (above). */
-		while (k < n && k < 64 && len < MIG_DATA_MAX &&
-		       (k == 0 || !s->pc || !s->pc->on ||
-			host_region(s->pc->mem, iov[k].iov_base) < 0)) {
+		 * rest of the frame is cut. */
+		while (k < n && k < 64 && len < MIG_DATA_MAX) {
 			size_t take = iov[k].iov_len;
 
 			if (take > MIG_DATA_MAX - len)
@@ -225,30 +176,44 @@ static const struct snap_sink send_sink_ops = {
 };
 
 /* Starts the dirty log and makes the bitmaps. Pre-copy stays off (the
- * migration is stop-and-copy) where the host has no dirty log, or where
+ * migration is stop-and-copy) where the host has no dirty log, where
  * memory is mapped from a snapshot file (those pages are not in the
- * memfd the first round walks). */
+ * memfd the first round walks), or where pages are not the dirty log's
+ * (hugepages: a chunk is then not 64 of its pages). */
 static int precopy_init(struct precopy *pc, struct vm *vm)
 {
+	const char *cap = getenv(MIGRATE_RATE_ENV);
 	int ret;
 
 	memset(pc, 0, sizeof(*pc));
 	pc->mem = &vm->mem;
 	pc->log = &vm->dirty;
+	pc->stats = &vm->migrate_stats;
+	if (vm->mem.page_size != GUEST_MEM_PAGE)
+		return 0;
+	snap_chunk_geometry(GUEST_MEM_PAGE, &pc->chunk_size, &pc->block_size);
 	for (unsigned i = 0; i < vm->mem.nregions; i++) {
 		size_t bytes = dirty_log_bitmap_words(&vm->mem, i) * 8;
+		uint64_t nchunks =
+		    snap_chunks_for(vm->mem.regions[i].size, GUEST_MEM_PAGE);
 
 		if (vm->mem.regions[i].file_mapped)
 			return 0;
-		pc->clean[i] = calloc(1, bytes);
 		pc->dirty[i] = calloc(1, bytes);
 		pc->seen[i] = calloc(1, bytes);
-		if (!pc->clean[i] || !pc->dirty[i] || !pc->seen[i])
+		pc->pending[i] = calloc(1, bytes);
+		pc->held[i] = calloc(1, bytes);
+		pc->chunks[i] = calloc((nchunks + 63) / 64, 8);
+		if (!pc->dirty[i] || !pc->seen[i] || !pc->pending[i] ||
+		    !pc->held[i] || !pc->chunks[i])
 			return -ENOMEM;
 	}
 	pc->bounce = malloc(MIG_DATA_MAX);
 	if (!pc->bounce)
 		return -ENOMEM;
+	if (cap && *cap)
+		pc->cap = strtoull(cap, NULL, 10);
+	pc->miss = getenv(MIGRATE_MISS_ENV) != NULL;
 	ret = dirty_log_start(pc->log);
 	if (ret) {
 		log_info("migration: no dirty page log (%s): stop-and-copy",
@@ -259,13 +224,37 @@ static int precopy_init(struct precopy *pc, struct vm *vm)
 	return 0;
 }
 
+/* The test-only cap: waits until @len more bytes fit its rate. */
+static void precopy_cap(struct precopy *pc, uint64_t len)
+{
+	uint64_t now = clock_now_ns(CLOCK_MONOTONIC), due;
+
+	if (!pc->cap)
+		return;
+	if (!pc->cap_t0)
+		pc->cap_t0 = now;
+	pc->capped_bytes += len;
+	due = pc->cap_t0 + pc->capped_bytes * 1000000000ull / pc->cap;
+	if (due > now) {
+		struct timespec ts = {
+			.tv_sec = (time_t)((due - now) / 1000000000ull),
+			.tv_nsec = (long)((due - now) % 1000000000ull)
+		};
+
+		nanosleep(&ts, NULL);
+	}
+}
+
 /* Sends pages [@p, @p + @n) of region @r as PAGES frames and marks them
- * clean; adds their bytes to *@bytes. */
+ * held there and no longer pending, and their chunks to be hashed; adds their
+ * bytes to
+ * *@bytes. */
 static int precopy_send(struct precopy *pc, struct mig_chan *c, unsigned r,
 			uint64_t p, uint64_t n, uint64_t *bytes, char *err,
 			size_t errlen)
 {
 	const struct mem_region *reg = &pc->mem->regions[r];
+	uint64_t per = pc->chunk_size / PAGE;
 
 	while (n) {
 		uint64_t k = n < MIG_DATA_MAX / PAGE ? n : MIG_DATA_MAX / PAGE;
@@ -273,20 +262,87 @@ static int precopy_send(struct precopy *pc, struct mig_chan *c, unsigned r,
 				   .iov_len = k * PAGE };
 		int ret;
 
-		/* Clean first: a write after the read that follows is in
-		 * the next collect, which clears it again. */
-		for (uint64_t q = p; q < p + k; q++)
-			pc->clean[r][q / 64] |= 1ull << (q % 64);
+		/* Sent first: a write after the read that follows is in
+		 * the next collect, which makes it pending again. */
+		for (uint64_t q = p; q < p + k; q++) {
+			pc->held[r][q / 64] |= 1ull << (q % 64);
+			pc->pending[r][q / 64] &= ~(1ull << (q % 64));
+			pc->chunks[r][q / per / 64] |= 1ull << (q / per % 64);
+		}
 		memcpy(pc->bounce, reg->host + p * PAGE, k * PAGE);
+		precopy_cap(pc, k * PAGE);
 		ret = mig_pool_send_pages(pc->pool, c, reg->gpa + p * PAGE,
 					  v.iov_base, v.iov_len, err, errlen);
 		if (ret)
 			return ret;
+		atomic_store(&pc->stats->bytes_sent,
+			     c->sent + mig_pool_sent(pc->pool));
 		*bytes += k * PAGE;
 		p += k;
 		n -= k;
 	}
 	return 0;
+}
+
+static int precopy_flush_hashes(struct precopy *pc, struct mig_chan *c,
+				char *err, size_t errlen)
+{
+	struct iovec v = { .iov_base = pc->hashes,
+			   .iov_len = pc->nhashes * 16u };
+	int ret = mig_send(c, MIG_HASH, 0, &v, 1, err, errlen);
+
+	pc->nhashes = 0;
+	return ret;
+}
+
+/* The end of a round: the hash of each chunk it sent pages of, taken from
+ * guest memory as it is now, in HASH frames, for the destination to check
+ * its copy against. A write since the pages were read makes the two
+ * differ; the dirty log has it, and the chunk goes again (in a round, or
+ * in the MEMORY record at the pause). A chunk whose hash matches is one
+ * the destination holds exactly as the source had it. */
+static int precopy_hash_round(struct precopy *pc, struct mig_chan *c, char *err,
+			      size_t errlen)
+{
+	uint64_t per = pc->chunk_size / PAGE;
+	int ret;
+
+	for (unsigned r = 0; r < pc->mem->nregions; r++) {
+		const struct mem_region *reg = &pc->mem->regions[r];
+		uint64_t nchunks = snap_chunks_for(reg->size, PAGE);
+
+		for (uint64_t ch = 0; ch < nchunks; ch++) {
+			uint64_t start = ch * pc->chunk_size, h;
+			uint64_t len = reg->size - start;
+
+			if (!(pc->chunks[r][ch / 64] >> (ch % 64) & 1)) {
+				if (!pc->chunks[r][ch / 64])
+					ch |= 63;
+				continue;
+			}
+			pc->chunks[r][ch / 64] &= ~(1ull << (ch % 64));
+			if (len > pc->chunk_size)
+				len = pc->chunk_size;
+			ret = snap_hash_chunk(reg->host + start, len,
+					      pc->block_size, pc->held[r],
+					      ch * per, &h);
+			if (ret) {
+				snprintf(err, errlen, "pre-copy: %s",
+					 strerror(-ret));
+				return ret;
+			}
+			put_le64(pc->hashes + pc->nhashes * 16u,
+				 reg->gpa + start);
+			put_le64(pc->hashes + pc->nhashes * 16u + 8, h);
+			if (++pc->nhashes == MIG_CONTROL_MAX / 16) {
+				ret = precopy_flush_hashes(pc, c, err, errlen);
+				if (ret)
+					return ret;
+			}
+		}
+	}
+	/* Even empty: the destination knows from it that pre-copy runs. */
+	return precopy_flush_hashes(pc, c, err, errlen);
 }
 
 /* Round 0: the pages the snapshot would hold (not zero, not a memfd
@@ -323,11 +379,18 @@ static int precopy_first(struct precopy *pc, struct mig_chan *c,
 		if (ret)
 			return ret;
 	}
-	return 0;
+	/* The other connections carry only this round, the bulk: the
+	 * destination checks hashes once all of it has landed, and later
+	 * rounds go on the main connection, in order with their hashes. */
+	int ret = mig_pool_finish(pc->pool, err, errlen);
+
+	return ret ? ret : precopy_hash_round(pc, c, err, errlen);
 }
 
 /* Collects the log: the pages written since the last collect are no
- * longer clean (pc->dirty holds them). Their bytes in *@bytes. */
+ * longer what the destination holds (pc->dirty holds them) and wait to
+ * be sent again
+ * (pc->pending). Their bytes in *@bytes. */
 static int precopy_collect(struct precopy *pc, uint64_t *bytes, char *err,
 			   size_t errlen)
 {
@@ -342,20 +405,33 @@ static int precopy_collect(struct precopy *pc, uint64_t *bytes, char *err,
 			 strerror(-ret));
 		return ret;
 	}
+	for (unsigned r = pc->mem->nregions; pc->miss && r-- > 0;) {
+		for (uint64_t w = dirty_log_bitmap_words(pc->mem, r);
+		     pc->miss && w-- > 0;) {
+			if (!pc->dirty[r][w])
+				continue;
+			/* The highest page found dirty is the one missed. */
+			pc->seen[r][w] |= pc->dirty[r][w];
+			pc->dirty[r][w] &=
+			    ~(1ull << (63 - __builtin_clzll(pc->dirty[r][w])));
+			pc->miss = false;
+		}
+	}
 	for (unsigned r = 0; r < pc->mem->nregions; r++) {
 		for (uint64_t w = 0; w < dirty_log_bitmap_words(pc->mem, r);
 		     w++) {
 			pc->seen[r][w] |= pc->dirty[r][w];
-			pc->clean[r][w] &= ~pc->dirty[r][w];
+			pc->pending[r][w] |= pc->dirty[r][w];
 			*bytes +=
-			    (uint64_t)__builtin_popcountll(pc->dirty[r][w]) *
+			    (uint64_t)__builtin_popcountll(pc->pending[r][w]) *
 			    PAGE;
 		}
 	}
 	return 0;
 }
 
-/* Sends again the pages the last collect found written. */
+/* Sends again the pages collected and not sent since, then their
+ * chunks' hashes. */
 static int precopy_resend(struct precopy *pc, struct mig_chan *c,
 			  uint64_t *bytes, char *err, size_t errlen)
 {
@@ -366,12 +442,12 @@ static int precopy_resend(struct precopy *pc, struct mig_chan *c,
 			uint64_t q = p;
 			int ret;
 
-			if (!bit(pc->dirty[r], p)) {
-				p = p % 64 || pc->dirty[r][p / 64] ? p + 1
-								   : p + 64;
+			if (!bit(pc->pending[r], p)) {
+				p = p % 64 || pc->pending[r][p / 64] ? p + 1
+								     : p + 64;
 				continue;
 			}
-			while (q < npages && bit(pc->dirty[r], q))
+			while (q < npages && bit(pc->pending[r], q))
 				q++;
 			ret = precopy_send(pc, c, r, p, q - p, bytes, err,
 					   errlen);
@@ -380,7 +456,23 @@ static int precopy_resend(struct precopy *pc, struct mig_chan *c,
 			p = q;
 		}
 	}
-	return 0;
+	return precopy_hash_round(pc, c, err, errlen);
+}
+
+/* At the pause, after the last collect: the chunks with a page not sent
+ * since it was written, which the MEMORY record holds; the destination
+ * holds the others (SNAP_CHUNK_PARENT). */
+static void precopy_pause_chunks(struct precopy *pc)
+{
+	uint64_t npages = 0, nchunks = 0;
+
+	for (unsigned r = 0; r < pc->mem->nregions; r++) {
+		uint64_t nc = snap_chunks_for(pc->mem->regions[r].size, PAGE);
+
+		memset(pc->chunks[r], 0, (nc + 63) / 64 * 8);
+		mem_dirty_chunks(pc->mem, r, pc->pending[r], pc->chunks[r],
+				 &npages, &nchunks);
+	}
 }
 
 /* Puts every page collected back into the log (a failed migration: the
@@ -393,19 +485,33 @@ static void precopy_abort(struct precopy *pc)
 		dirty_log_return(pc->log, r, pc->seen[r]);
 }
 
+/* Auto-converge's next step: 20%, then 10 points more a round, up to
+ * 99%. */
+static unsigned throttle_step(unsigned pct)
+{
+	if (!pct)
+		return MIGRATE_THROTTLE_FIRST;
+	pct += MIGRATE_THROTTLE_STEP;
+	return pct > MIGRATE_THROTTLE_MAX ? MIGRATE_THROTTLE_MAX : pct;
+}
+
 /* While the guest runs: all its memory, then rounds of what it dirtied,
  * until the rest fits the downtime budget at the rate the last round
- * went, or the rounds give out. Returns the rounds made. */
-static int precopy_run(struct precopy *pc, struct mig_chan *c,
-		       const struct migrate_opts *o, unsigned *rounds,
+ * went, or the rounds give out. With auto-converge, a round that dirties
+ * more than half of what it sent (the link does not keep up) throttles
+ * the vCPUs a step further. Returns the rounds made. */
+static int precopy_run(struct vm *vm, struct precopy *pc, struct mig_chan *c,
+		       const struct migrate_opts *o, struct migrate_result *res,
 		       char *err, size_t errlen)
 {
 	unsigned budget = o->downtime_ms ? o->downtime_ms : MIGRATE_DOWNTIME_MS;
+	struct migrate_stats *st = &vm->migrate_stats;
 	uint64_t t0 = clock_now_ns(CLOCK_MONOTONIC);
 	uint64_t sent = 0, left;
 	int ret;
 
-	*rounds = 1;
+	res->rounds = 1;
+	atomic_store(&st->rounds, 1);
 	ret = precopy_first(pc, c, &sent, err, errlen);
 	while (!ret) {
 		uint64_t us = (clock_now_ns(CLOCK_MONOTONIC) - t0) / 1000;
@@ -415,11 +521,35 @@ static int precopy_run(struct precopy *pc, struct mig_chan *c,
 		ret = precopy_collect(pc, &left, err, errlen);
 		if (ret)
 			break;
-		/* The pages just collected are clean no more; sent below
-		 * or by the snapshot. */
-		if (left / rate <= budget || *rounds >= MIGRATE_MAX_ROUNDS)
+		atomic_store(&st->bytes_sent, c->sent);
+		atomic_store(&st->link_rate, rate * 1000);
+		atomic_store(&st->dirty_rate,
+			     (uint64_t)((unsigned __int128)left * 1000000 /
+					(us ? us : 1)));
+		atomic_store(&st->expected_downtime_ms, left / rate);
+		/* The pages just collected are pending; sent below or by the
+		 * snapshot. */
+		if (left / rate <= budget || res->rounds >= MIGRATE_MAX_ROUNDS)
 			break;
-		(*rounds)++;
+		if (!o->no_auto_converge && left > sent / 2) {
+			unsigned pct = throttle_step(res->throttle_pct);
+
+			ret = vm_set_throttle(vm, pct);
+			if (ret) {
+				snprintf(err, errlen,
+					 "cannot throttle the vCPUs: %s",
+					 strerror(-ret));
+				break;
+			}
+			if (pct != res->throttle_pct)
+				log_info("migration: round %u dirtied %" PRIu64
+					 " of %" PRIu64
+					 " bytes sent: vCPUs throttled to %u%%",
+					 res->rounds, left, sent, pct);
+			res->throttle_pct = pct;
+		}
+		res->rounds++;
+		atomic_store(&st->rounds, res->rounds);
 		t0 = clock_now_ns(CLOCK_MONOTONIC);
 		sent = 0;
 		ret = precopy_resend(pc, c, &sent, err, errlen);
@@ -512,10 +642,19 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 	struct mig_frame f;
 	char buf[MIG_CONTROL_MAX + 1];
 	uint64_t t0 = clock_now_ns(CLOCK_MONOTONIC), tpause = 0;
+	/* Where the pause goes, for STASIS_DEBUG: the log collected, the
+	 * state and the memory written, the snapshot committed, the
+	 * destination's READY, its RUNNING. */
+	uint64_t tp[6] = { 0 };
 	bool paused_here = false;
 	int ret;
 
 	memset(res, 0, sizeof(*res));
+	atomic_store(&vm->migrate_stats.rounds, 0);
+	atomic_store(&vm->migrate_stats.bytes_sent, 0);
+	atomic_store(&vm->migrate_stats.dirty_rate, 0);
+	atomic_store(&vm->migrate_stats.link_rate, 0);
+	atomic_store(&vm->migrate_stats.expected_downtime_ms, 0);
 	ret = mig_addr_parse(o->dest, &a, err, errlen);
 	if (ret)
 		return ret;
@@ -545,7 +684,6 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 		c.deadline_ms =
 		    (int64_t)(t0 / 1000000) + (int64_t)o->timeout_s * 1000;
 	sink.c = &c;
-	sink.pc = &pc;
 	if (tls) {
 		ret = mig_tls_start(&c, tls, false, a.host, err, errlen);
 		if (ret)
@@ -592,7 +730,15 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 	}
 	if (pc.on) {
 		atomic_store(&vm->migrate_phase, MIGRATE_PRECOPY);
-		ret = precopy_run(&pc, &c, o, &res->rounds, err, errlen);
+		ret = precopy_run(vm, &pc, &c, o, res, err, errlen);
+		/* The destination checks each round's chunks as they come:
+		 * it is through with the last before the guest stops, not
+		 * during the pause. */
+		if (!ret)
+			ret = mig_send(&c, MIG_SYNC, 0, NULL, 0, err, errlen);
+		if (!ret)
+			ret = mig_expect(&c, MIG_SYNC, &f, buf, sizeof(buf),
+					 err, errlen);
 		if (ret)
 			goto fail;
 	}
@@ -621,27 +767,38 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 	}
 	tpause = clock_now_ns(CLOCK_MONOTONIC);
 	ret = snapshot_write_state(vm, w, err, errlen);
+	tp[0] = clock_now_ns(CLOCK_MONOTONIC);
 	/* What the guest wrote since the last round is not clean, nor what
 	 * the devices wrote while their state was saved (net's pre_save
-	 * delivers the frames waiting in its socket): collected after. */
+	 * delivers the frames waiting in its socket): collected after, and
+	 * those chunks go in the MEMORY record; the others stay the
+	 * destination's. */
 	if (!ret && pc.on) {
 		uint64_t left;
 
+		pc.miss = false;
 		ret = precopy_collect(&pc, &left, err, errlen);
 		if (ret)
 			goto fail;
+		precopy_pause_chunks(&pc);
 	}
+	tp[1] = clock_now_ns(CLOCK_MONOTONIC);
 	if (!ret)
-		ret = snap_write_memory(w, &vm->mem, &vm->snapshot_progress,
-					err, errlen);
+		ret = snap_write_memory_layer(
+		    w, &vm->mem,
+		    pc.on ? (const uint64_t *const *)pc.chunks : NULL,
+		    &vm->snapshot_progress, err, errlen);
+	tp[2] = clock_now_ns(CLOCK_MONOTONIC);
 	/* Unsigned: the stream is checked frame by frame, and the key signs
 	 * only the VM's files. */
 	ret = snapshot_finish(vm, w, c.peer, ret, false, NULL, err, errlen);
 	w = NULL;
+	tp[3] = clock_now_ns(CLOCK_MONOTONIC);
 	atomic_store(&vm->migrate_phase, MIGRATE_SWITCHING);
 	if (!ret)
 		ret = mig_expect(&c, MIG_READY, &f, buf, sizeof(buf), err,
 				 errlen);
+	tp[4] = clock_now_ns(CLOCK_MONOTONIC);
 	if (ret)
 		goto fail;
 
@@ -656,6 +813,8 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 	mig_pool_close(pool);
 	pool = NULL;
 	atomic_store(&vm->snapshot_active, false);
+	/* Paused for good: the kicker has nothing left to throttle. */
+	vm_set_throttle(vm, 0);
 	if (ret) {
 		char why[256];
 
@@ -672,6 +831,15 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 		mig_tls_free(tls);
 		return -ENOTCONN;
 	}
+	tp[5] = clock_now_ns(CLOCK_MONOTONIC);
+	log_debug("migration: paused %" PRIu64 " us: state %" PRIu64
+		  ", collect %" PRIu64 ", memory %" PRIu64 ", commit %" PRIu64
+		  ", the destination's restore %" PRIu64
+		  ", the switch %" PRIu64,
+		  (tp[5] - tpause) / 1000, (tp[0] - tpause) / 1000,
+		  (tp[1] - tp[0]) / 1000, (tp[2] - tp[1]) / 1000,
+		  (tp[3] - tp[2]) / 1000, (tp[4] - tp[3]) / 1000,
+		  (tp[5] - tp[4]) / 1000);
 	res->total_ms = (clock_now_ns(CLOCK_MONOTONIC) - t0) / 1000000;
 	res->downtime_ms = (clock_now_ns(CLOCK_MONOTONIC) - tpause) / 1000000;
 	atomic_store(&vm->migrate_phase, MIGRATE_DONE);
@@ -720,6 +888,8 @@ fail:
 	precopy_abort(&pc);
 	precopy_free(&pc);
 	mig_tls_free(tls);
+	/* The guest runs on here at full speed. */
+	vm_set_throttle(vm, 0);
 	pthread_mutex_lock(&vm->run_state_lock);
 	if (paused_here)
 		vm_resume(vm);

@@ -152,24 +152,35 @@ int mem_dirty_prepare(struct vm *vm, const char *path, const char *base,
 		return ret;
 	}
 	s->collected = true;
-	/* A chunk goes into the layer whole when any of its pages was
-	 * written: chunks are what the format checks and fetches. */
-	for (unsigned i = 0; i < mem->nregions; i++) {
-		uint64_t npages = mem->regions[i].size / GUEST_MEM_PAGE;
-		uint64_t per = SNAP_CHUNK_SIZE / GUEST_MEM_PAGE;
-
-		for (uint64_t p = 0; p < npages; p++) {
-			uint64_t c = p / per;
-
-			if (!(s->pages[i][p / 64] >> (p % 64) & 1))
-				continue;
-			s->dirty_pages++;
-			if (!(s->chunks[i][c / 64] >> (c % 64) & 1))
-				s->dirty_chunks++;
-			s->chunks[i][c / 64] |= 1ull << (c % 64);
-		}
-	}
+	for (unsigned i = 0; i < mem->nregions; i++)
+		mem_dirty_chunks(mem, i, s->pages[i], s->chunks[i],
+				 &s->dirty_pages, &s->dirty_chunks);
 	return 0;
+}
+
+/* A chunk goes into the layer whole when any of its pages was written:
+ * chunks are what the format checks and fetches. */
+void mem_dirty_chunks(const struct guest_mem *mem, unsigned i,
+		      const uint64_t *pages, uint64_t *chunks,
+		      uint64_t *npages_dirty, uint64_t *nchunks_dirty)
+{
+	uint64_t npages = mem->regions[i].size / GUEST_MEM_PAGE;
+	uint64_t per = SNAP_CHUNK_SIZE / GUEST_MEM_PAGE;
+
+	for (uint64_t p = 0; p < npages; p++) {
+		uint64_t c = p / per;
+
+		if (!pages[p / 64]) {
+			p |= 63;
+			continue;
+		}
+		if (!(pages[p / 64] >> (p % 64) & 1))
+			continue;
+		(*npages_dirty)++;
+		if (!(chunks[c / 64] >> (c % 64) & 1))
+			(*nchunks_dirty)++;
+		chunks[c / 64] |= 1ull << (c % 64);
+	}
 }
 
 int mem_dirty_write(struct vm *vm, struct snap_writer *w,

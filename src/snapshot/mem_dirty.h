@@ -35,6 +35,14 @@ struct mem_dirty_save {
 int mem_dirty_prepare(struct vm *vm, const char *path, const char *base,
 		      struct mem_dirty_save *s, char *err, size_t errlen);
 
+/* Sets in @chunks (a bit per chunk of region @i of @mem, chunk c in word
+ * c / 64) each chunk that has a page set in @pages (the dirty log's
+ * bitmap of that region); adds the pages and the chunks newly set to
+ * *@npages_dirty and *@nchunks_dirty. Migration's pause uses it too. */
+void mem_dirty_chunks(const struct guest_mem *mem, unsigned i,
+		      const uint64_t *pages, uint64_t *chunks,
+		      uint64_t *npages_dirty, uint64_t *nchunks_dirty);
+
 /* Writes the MEMORY records: all of memory, or the dirty chunks. */
 int mem_dirty_write(struct vm *vm, struct snap_writer *w,
 		    struct mem_dirty_save *s, struct snap_progress *progress,

@@ -890,6 +890,59 @@ static unsigned chunk_blocks(uint64_t len, uint64_t bs)
 	return (unsigned)((len + bs - 1) / bs);
 }
 
+/* XXH3-64 of the @len bytes of a chunk at @base whose blocks (of @bs
+ * bytes) are there where @mask has their bit, and zero elsewhere: those
+ * are counted as zeros without being read (reading a memfd hole would
+ * allocate memory for it). The one hash of a chunk, for every writer and
+ * reader of chunk tables. */
+static uint64_t hash_blocks(const uint8_t *base, uint64_t len, uint64_t bs,
+			    uint64_t mask, XXH3_state_t *st)
+{
+	unsigned nb = chunk_blocks(len, bs);
+
+	if (nb == 64 ? mask == ~0ull : mask == (1ull << nb) - 1)
+		return XXH3_64bits(base, len);
+	XXH3_64bits_reset(st);
+	for (unsigned j = 0; j < nb; j++) {
+		uint64_t n = block_len(len, bs, j);
+
+		if (mask >> j & 1)
+			XXH3_64bits_update(st, base + (uint64_t)j * bs, n);
+		else
+			hash_zeros(st, n);
+	}
+	return XXH3_64bits_digest(st);
+}
+
+int snap_hash_chunk(const uint8_t *base, uint64_t len, uint32_t block_size,
+		    const uint64_t *pages, uint64_t first_page, uint64_t *hash)
+{
+	uint64_t per = block_size / 4096, mask = 0;
+	XXH3_state_t *st;
+
+	if (block_size < 4096 || block_size % 4096 ||
+	    len > (uint64_t)block_size * SNAP_CHUNK_MAX_BLOCKS)
+		return -EINVAL;
+	/* A block is read when any of its pages is marked. */
+	for (uint64_t b = 0; b * block_size < len; b++)
+		for (uint64_t q = first_page + b * per;
+		     q < first_page + (b + 1) * per; q++)
+			if (pages[q / 64] >> (q % 64) & 1)
+				mask |= 1ull << b;
+	st = XXH3_createState();
+	if (!st)
+		return -ENOMEM;
+	*hash = hash_blocks(base, len, block_size, mask, st);
+	XXH3_freeState(st);
+	return 0;
+}
+
+void snap_chunk_geometry(uint32_t page_size, uint32_t *chunk_size,
+			 uint32_t *block_size)
+{
+	chunk_geometry(page_size, chunk_size, block_size);
+}
+
 /* Chunks handed to the workers at a time: enough to keep every thread
  * busy, few enough that their compressed copies stay small (16 MiB of
  * 256 KiB chunks) and are written while still in cache. */
@@ -936,21 +989,7 @@ static void chunk_job_run(struct chunk_worker *wk, struct chunk_job *j)
 	const uint8_t *src = j->host;
 
 	j->out_len = 0;
-	if (j->mask == full) {
-		j->hash = XXH3_64bits(j->host, j->len);
-	} else {
-		XXH3_64bits_reset(wk->xxh);
-		for (unsigned k = 0; k < nb; k++) {
-			uint64_t n = block_len(j->len, bs, k);
-
-			if (j->mask >> k & 1)
-				XXH3_64bits_update(
-				    wk->xxh, j->host + (uint64_t)k * bs, n);
-			else
-				hash_zeros(wk->xxh, n);
-		}
-		j->hash = XXH3_64bits_digest(wk->xxh);
-	}
+	j->hash = hash_blocks(j->host, j->len, wk->b->bs, j->mask, wk->xxh);
 	if (!wk->z)
 		return;
 	if (j->mask != full) {
@@ -1150,7 +1189,14 @@ static int write_memory_record_v2(struct snap_writer *w,
 			else
 				chunk_job_mask(j, bm, 0, false, start, ps, bs);
 		}
-		chunk_batch_run(wk, nworkers);
+		/* A layer's batch of chunks all left to the parent has
+		 * nothing to hash: no threads for it. */
+		for (unsigned k = 0; k < batch.n; k++) {
+			if (jobs[k].mask) {
+				chunk_batch_run(wk, nworkers);
+				break;
+			}
+		}
 		for (unsigned k = 0; k < batch.n; k++) {
 			uint8_t *e = table + (c0 + k) * MEM2_ENTRY_SIZE;
 			struct chunk_job *j = &jobs[k];
@@ -2218,22 +2264,8 @@ static int chunk_fail(const struct snap_chunk_table *t, uint64_t idx, char *err,
 static uint64_t chunk_hash(const struct snap_chunk_table *t, uint64_t idx,
 			   const uint8_t *base, XXH3_state_t *st)
 {
-	uint64_t len = snap_chunk_len(t, idx), mask = t->chunks[idx].block_mask;
-	unsigned nb = chunk_blocks(len, t->block_size);
-
-	if (nb == 64 ? mask == ~0ull : mask == (1ull << nb) - 1)
-		return XXH3_64bits(base, len);
-	XXH3_64bits_reset(st);
-	for (unsigned j = 0; j < nb; j++) {
-		uint64_t n = block_len(len, t->block_size, j);
-
-		if (mask >> j & 1)
-			XXH3_64bits_update(
-			    st, base + (uint64_t)j * t->block_size, n);
-		else
-			hash_zeros(st, n);
-	}
-	return XXH3_64bits_digest(st);
+	return hash_blocks(base, snap_chunk_len(t, idx), t->block_size,
+			   t->chunks[idx].block_mask, st);
 }
 
 /* Checks chunk @idx, whose stored blocks are in place at @base. */
@@ -2991,6 +3023,50 @@ int snap_load_chunks(const struct snap_chunk_table *t, struct guest_mem *mem,
 done:
 		if (progress)
 			progress->done_bytes += c->stored_len;
+	}
+	return 0;
+}
+
+int snap_load_chunks_held(const struct snap_chunk_table *t,
+			  struct guest_mem *mem, unsigned region,
+			  const uint8_t *held, char *err, size_t errlen)
+{
+	const struct mem_region *reg = &mem->regions[region];
+	int ret;
+
+	for (uint64_t i = 0; i < t->nchunks; i++) {
+		const struct snap_chunk *c = &t->chunks[i];
+		uint64_t start = i * t->chunk_size, len = snap_chunk_len(t, i);
+
+		if (c->flags & SNAP_CHUNK_PARENT) {
+			/* Never written here reads as the zeros it was at
+			 * the source when pre-copy began. */
+			if (held[i] == SNAP_HELD_UNCHECKED)
+				return chunk_fail(
+				    t, i, err, errlen, -EBADMSG,
+				    "checksum mismatch: the copy held here is "
+				    "not the source's (a write the dirty page "
+				    "log missed)");
+			continue;
+		}
+		if (c->flags & SNAP_CHUNK_ZERO) {
+			if (held[i] == SNAP_HELD_NONE)
+				continue;
+			/* Zero now, but pre-copy wrote it: punched, so
+			 * that it costs no memory. */
+			if (mem->memfd < 0 ||
+			    fallocate(mem->memfd,
+				      FALLOC_FL_PUNCH_HOLE |
+					  FALLOC_FL_KEEP_SIZE,
+				      (off_t)(reg->file_offset + start),
+				      (off_t)len) < 0)
+				memset(reg->host + start, 0, len);
+			continue;
+		}
+		ret =
+		    snap_read_chunk(t, i, reg->host + start, true, err, errlen);
+		if (ret)
+			return ret;
 	}
 	return 0;
 }

@@ -335,6 +335,36 @@ int snap_load_chunks(const struct snap_chunk_table *t, struct guest_mem *mem,
 		     unsigned region, bool map, struct snap_progress *progress,
 		     char *err, size_t errlen);
 
+/* What guest memory already holds of a chunk before its MEMORY record is
+ * read (a migration's destination, which pre-copy filled): nothing (it
+ * reads as zero), a copy checked against the hash its sender computed,
+ * or a copy not (or no longer) checked. */
+#define SNAP_HELD_NONE 0
+#define SNAP_HELD_CHECKED 1
+#define SNAP_HELD_UNCHECKED 2
+
+/* Loads the chunks of @t into region @region of @mem, which holds what
+ * @held says (one SNAP_HELD_* per chunk): a SNAP_CHUNK_PARENT chunk is
+ * the copy in memory, refused unless checked or never written; a zero
+ * chunk is cleared; every other chunk is read and checked as by
+ * snap_read_chunk (with its zero blocks cleared). 0 or -errno with one
+ * line in @err; on failure the VM must not run. */
+int snap_load_chunks_held(const struct snap_chunk_table *t,
+			  struct guest_mem *mem, unsigned region,
+			  const uint8_t *held, char *err, size_t errlen);
+
+/* The chunk and block sizes the writer uses for page size @page_size. */
+void snap_chunk_geometry(uint32_t page_size, uint32_t *chunk_size,
+			 uint32_t *block_size);
+
+/* The hash a chunk table holds for a chunk of @len bytes at @base, whose
+ * blocks of @block_size bytes (a multiple of 4 KiB) are in memory where a
+ * 4 KiB page of theirs is marked in @pages (bit per page, the chunk's
+ * first at @first_page), and zero elsewhere: those are not read (a memfd
+ * hole would be allocated). 0, or -EINVAL or -ENOMEM. */
+int snap_hash_chunk(const uint8_t *base, uint64_t len, uint32_t block_size,
+		    const uint64_t *pages, uint64_t first_page, uint64_t *hash);
+
 /* Decodes a memory record's descriptor (for inspect) and checks its layout
  * and bitmap (version 1) or chunk table (version 2), without the checksum
  * or the pages. */

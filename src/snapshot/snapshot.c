@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "core/kvm.h"
+#include "core/le.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/text.h"
@@ -1371,6 +1372,54 @@ static int snapshot_load_layer(struct vm *vm, struct snapshot_image *img,
 	return ret;
 }
 
+/* A MEMORY record of a migration after pre-copy: only the chunks that
+ * changed since are in the stream; the rest is in guest memory already,
+ * checked as it arrived (img->held). */
+static int snapshot_load_held(struct vm *vm, struct snapshot_image *img,
+			      const struct snap_record *rec, char *err,
+			      size_t errlen)
+{
+	struct snap_chunk_table t;
+	uint8_t desc[16];
+	unsigned i;
+	int ret;
+
+	if (rec->version != SNAP_MEMORY_VERSION) {
+		set_err(err, errlen,
+			"snapshot: pre-copied memory needs chunked records");
+		return -EINVAL;
+	}
+	/* The chunks left to the parent are left to this VM's memory. */
+	snap_reader_set_layer(img->r, true);
+	/* The descriptor's region, only to pick the table's: the table is
+	 * read and checked against exactly that region below. */
+	if (rec->length < 16 ||
+	    pread(snap_reader_fd(img->r), desc, sizeof(desc),
+		  (off_t)rec->offset) != (ssize_t)sizeof(desc)) {
+		set_err(err, errlen, "snapshot: memory record %u is cut short",
+			rec->index);
+		return -EINVAL;
+	}
+	for (i = 0; i < vm->mem.nregions; i++)
+		if (vm->mem.regions[i].gpa == get_le64(desc) &&
+		    vm->mem.regions[i].size == get_le64(desc + 8))
+			break;
+	if (i == vm->mem.nregions || !img->held[i]) {
+		set_err(err, errlen,
+			"snapshot: memory record for guest 0x%" PRIx64
+			"+0x%" PRIx64 " matches no RAM region",
+			get_le64(desc), get_le64(desc + 8));
+		return -EINVAL;
+	}
+	ret = snap_read_chunk_table(img->r, rec, vm->mem.regions[i].gpa,
+				    vm->mem.regions[i].size, &t, err, errlen);
+	if (ret)
+		return ret;
+	ret = snap_load_chunks_held(&t, &vm->mem, i, img->held[i], err, errlen);
+	snap_chunk_table_free(&t);
+	return ret;
+}
+
 /* The restored VM's lineage is the file's, and its dirty log starts. */
 static int snapshot_track_from(struct vm *vm, const struct snapshot_image *img,
 			       char *err, size_t errlen)
@@ -1390,6 +1439,12 @@ static int snapshot_track_from(struct vm *vm, const struct snapshot_image *img,
 	 * it cannot be a parent, having no id to match a child's. */
 	if (!vl->vm_id[0] && !vl->vm_id[1])
 		vl->have_last = false;
+	/* No later layer can name a migration's spool as its parent: the
+	 * log waits for the VM's first snapshot (mem_dirty_prepare) or its
+	 * next migration, instead of lengthening the migration's pause by
+	 * the write protection of all of memory. */
+	if (img->unnamed)
+		return 0;
 	ret = dirty_log_start(&vm->dirty);
 	if (ret == -ENOTSUP) {
 		vl->have_last = false;
@@ -1452,7 +1507,10 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 				ret = -EINVAL;
 				goto free_tables;
 			}
-			if (img->chain) {
+			if (img->held_memory) {
+				ret = snapshot_load_held(vm, img, &rec, err,
+							 errlen);
+			} else if (img->chain) {
 				ret = snapshot_load_layer(
 				    vm, img, &rec, &tables[ntables], &ntables,
 				    err, errlen);

@@ -129,6 +129,13 @@ struct snapshot_image {
 	 * memfd): restored, never the parent of a later layer. */
 	bool unnamed;
 	struct snap_chain *chain;
+	/* A migration's destination after pre-copy: guest memory holds
+	 * the chunks pre-copy delivered, held[i] says of each chunk of
+	 * region i what (SNAP_HELD_*), and the MEMORY records leave the
+	 * chunks that did not change since to that copy
+	 * (snap_load_chunks_held). */
+	bool held_memory;
+	const uint8_t *held[GUEST_MEM_MAX_REGIONS];
 };
 
 /* Opens @path, checks the header against this host (page size, format

@@ -37,6 +37,7 @@ struct fake_vm {
 	uint64_t last_pause_ns;
 	int calls_pause, calls_resume, calls_shutdown, calls_snapshot;
 	int calls_migrate;
+	bool migrate_auto_converge; /* the last migrate request's */
 	int calls_working_set;
 	bool recording; /* a working-set recording runs */
 	int fail_ret; /* returned by the next callback, then cleared */
@@ -204,6 +205,14 @@ static void fake_status(void *ctx, struct vm_status *st)
 	st->snapshot_total_bytes = vm->snap_total;
 	/* A snapshot in progress stands for a migration too. */
 	st->migration_state = vm->snap_active ? "sending" : NULL;
+	if (vm->snap_active) {
+		st->migration_rounds = 3;
+		st->migration_bytes_sent = 100 * MIB;
+		st->migration_dirty_rate = 8 * MIB;
+		st->migration_link_rate = 512 * MIB;
+		st->migration_expected_downtime_ms = 12;
+		st->migration_throttle_pct = 30;
+	}
 	st->timings = vm->restored ? &vm->timings : NULL;
 	st->have_last_snapshot = vm->have_last;
 	st->last_snapshot = (struct snapshot_stats){ .live = true,
@@ -224,11 +233,14 @@ static int fake_migrate(void *ctx, const struct migrate_opts *o,
 	snprintf(vm->snap_path, sizeof(vm->snap_path), "%s", o->dest);
 	snprintf(vm->tls_dir, sizeof(vm->tls_dir), "%s", o->tls_dir);
 	vm->connections = o->connections;
+	vm->migrate_auto_converge = !o->no_auto_converge;
 	ret = fake_fail(vm, err, errlen);
 	*res = (struct migrate_result){ .bytes_sent = 4096,
 					.total_ms = 20,
 					.downtime_ms = 7,
-					.rounds = 3 };
+					.rounds = 3,
+					.throttle_pct =
+					    o->no_auto_converge ? 0 : 40 };
 	pthread_mutex_unlock(&vm->lock);
 	return ret;
 }
@@ -875,6 +887,18 @@ static void test_status_during_snapshot(void **state)
 	assert_non_null(snap);
 	assert_int_equal(json_int(snap, "done_bytes"), 128 * MIB);
 	assert_int_equal(json_int(snap, "total_bytes"), 256 * MIB);
+	/* The migration the snapshot stands for: its pre-copy so far. */
+	assert_true(json_object_object_get_ex(obj, "migration", &snap));
+	assert_non_null(snap);
+	assert_string_equal(
+	    json_object_get_string(json_object_object_get(snap, "state")),
+	    "sending");
+	assert_int_equal(json_int(snap, "rounds"), 3);
+	assert_int_equal(json_int(snap, "bytes_sent"), 100 * MIB);
+	assert_int_equal(json_int(snap, "dirty_rate"), 8 * MIB);
+	assert_int_equal(json_int(snap, "link_rate"), 512 * MIB);
+	assert_int_equal(json_int(snap, "expected_downtime_ms"), 12);
+	assert_int_equal(json_int(snap, "throttle_percent"), 30);
 	json_object_put(obj);
 
 	release_snapshot(&f->vm);
@@ -1138,7 +1162,10 @@ static void test_ctl_status(void **state)
 				     "memory: 256 MiB\n"
 				     "uptime: 12.3 s\n"
 				     "last pause: 140 us\n"
-				     "snapshot: 64 MiB of 256 MiB written\n");
+				     "snapshot: 64 MiB of 256 MiB written\n"
+				     "migration: sending, round 3, 100.0 MiB "
+				     "sent, dirty 8.0 MiB/s, link 512.0 MiB/s, "
+				     "expected downtime 12 ms, throttle 30%\n");
 
 	f->vm.have_last = true;
 	run_ctl(&run, f->sock, "status", NULL);
@@ -1277,6 +1304,10 @@ static void test_parse_migrate_request(void **state)
 		  "\"tls_dir\" must be a string" },
 		{ "{\"destination\": \"unix:/a\", \"bogus\": 1}",
 		  "unknown key \"bogus\"" },
+		{ "{\"destination\": \"unix:/a\", \"auto_converge\": false}",
+		  NULL },
+		{ "{\"destination\": \"unix:/a\", \"auto_converge\": 0}",
+		  "\"auto_converge\" must be true or false" },
 	};
 	struct migrate_opts o;
 	char err[256];
@@ -1314,6 +1345,17 @@ static void test_parse_migrate_request(void **state)
 		assert_string_equal(o.tls_dir, "/etc/m");
 		assert_int_equal(o.connections, 4);
 	}
+	/* Auto-converge is on unless turned off. */
+	assert_false(o.no_auto_converge);
+	{
+		const char *b = "{\"destination\": \"unix:/a\", "
+				"\"auto_converge\": false}";
+
+		assert_int_equal(api_parse_migrate_request(b, strlen(b), &o,
+							   err, sizeof(err)),
+				 0);
+		assert_true(o.no_auto_converge);
+	}
 }
 
 /* ctl migrate sends the destination and options, prints the result. */
@@ -1326,10 +1368,19 @@ static void test_ctl_migrate(void **state)
 	assert_int_equal(run.status, 0);
 	assert_string_equal(run.out,
 			    "migrated: 0.0 MiB sent in 20 ms, paused 7 ms, 3 "
-			    "pre-copy rounds\n");
+			    "pre-copy rounds, throttled to 40%\n");
 	assert_string_equal(f->vm.snap_path, "unix:/tmp/m.sock");
 	assert_int_equal(f->vm.calls_migrate, 1);
 	assert_string_equal(f->vm.tls_dir, "");
+	assert_true(f->vm.migrate_auto_converge);
+	run_ctl(&run, f->sock, "migrate", "unix:/tmp/m.sock",
+		"--no-auto-converge", NULL);
+	assert_int_equal(run.status, 0);
+	assert_string_equal(run.out,
+			    "migrated: 0.0 MiB sent in 20 ms, paused 7 ms, 3 "
+			    "pre-copy rounds\n");
+	assert_false(f->vm.migrate_auto_converge);
+	f->vm.calls_migrate = 1;
 
 	/* --tls-dir reaches the VM as an absolute path: ctl's relative one
 	 * means nothing in the VM's directory. */
@@ -1627,7 +1678,7 @@ static void test_ctl_progress_on_tty(void **state)
 static void reply_fields(const char *body, char *out, size_t outlen)
 {
 	struct json_object *obj = json_tokener_parse(body);
-	const char *names[32];
+	const char *names[64];
 	char buf[64][48];
 	size_t n = 0;
 
@@ -1649,7 +1700,7 @@ static void reply_fields(const char *body, char *out, size_t outlen)
 		}
 	}
 	json_object_put(obj);
-	assert_true(n <= 32);
+	assert_true(n <= 64);
 	for (size_t i = 0; i < n; i++)
 		names[i] = buf[i];
 	qsort(names, n, sizeof(*names), cmp_str);
@@ -1662,11 +1713,11 @@ static void reply_fields(const char *body, char *out, size_t outlen)
 /* The declared fields, as reply_fields() prints them. */
 static void declared_fields(const char *const *fields, char *out, size_t outlen)
 {
-	const char *names[32];
+	const char *names[64];
 	size_t n = 0;
 
 	for (; fields && fields[n]; n++)
-		assert_true(n < 32);
+		assert_true(n < 64);
 	memcpy(names, fields, n * sizeof(*names));
 	qsort(names, n, sizeof(*names), cmp_str);
 	out[0] = '\0';
@@ -1762,7 +1813,7 @@ static void test_working_set(void **state)
 static void test_endpoints_as_declared(void **state)
 {
 	struct fixture *f = *state;
-	char got[1024], want[1024];
+	char got[2048], want[2048];
 	struct http_reply rep;
 	size_t i;
 

@@ -757,6 +757,21 @@ struct pool_dest {
 	char err[512];
 };
 
+/* The destination's landing of a PAGES frame, as the pool's threads call
+ * it: into guest memory, which must hold it. */
+static int pool_apply(void *ctx, const struct mig_frame *f, const void *data,
+		      char *err, size_t errlen)
+{
+	void *p = guest_mem_ptr(ctx, f->offset, f->length);
+
+	if (!p) {
+		snprintf(err, errlen, "PAGES frame outside this VM's memory");
+		return -EPROTO;
+	}
+	memcpy(p, data, f->length);
+	return 0;
+}
+
 static void *pool_dest_main(void *arg)
 {
 	struct pool_dest *d = arg;
@@ -780,7 +795,7 @@ static void *pool_dest_main(void *arg)
 	ret = mig_pool_in_accept(&pool, d->lfd, &d->addr, NULL, d->asked - 1,
 				 token, d->err, sizeof(d->err));
 	if (!ret)
-		ret = mig_pool_in_start(pool, &d->mem, &c, d->err,
+		ret = mig_pool_in_start(pool, pool_apply, &d->mem, &c, d->err,
 					sizeof(d->err));
 	while (!ret) {
 		void *p;

@@ -1266,6 +1266,94 @@ static void test_v2_read_chunk(void **state)
 	guest_mem_destroy(&dst);
 }
 
+/* A migration's destination (snap_load_chunks_held): memory already
+ * holds chunks 0 and 1 as the source has them, and stale copies of 2
+ * and 4, which the stream holds (2 rewritten, 4 zero now); the load
+ * makes memory the source's, copying only what the stream holds, and a
+ * chunk left to memory whose last check failed is refused. */
+static void test_held_chunks(void **state)
+{
+	const uint64_t cs = 256 << 10, pages = cs / PS;
+	struct ctx *c = *state;
+	uint8_t held[8] = { SNAP_HELD_CHECKED,	 SNAP_HELD_CHECKED,
+			    SNAP_HELD_UNCHECKED, SNAP_HELD_NONE,
+			    SNAP_HELD_UNCHECKED, SNAP_HELD_NONE,
+			    SNAP_HELD_NONE,	 SNAP_HELD_NONE };
+	uint64_t sel[1] = { 1u << 2 | 1u << 4 }, h, h2;
+	/* Page bitmaps: every page, and chunk 2's one written page. */
+	uint64_t all[1] = { ~0ull }, sent[8] = { 0 };
+	const uint64_t *sels[1] = { sel };
+	struct guest_mem src, dst;
+	struct snap_chunk_table t;
+	struct snap_header hd;
+	struct snap_writer *w;
+	struct snap_reader *r;
+	struct snap_record rec;
+	char err[ERRLEN] = "";
+
+	assert_int_equal(guest_mem_init(&src, 2 << 20), 0);
+	assert_int_equal(guest_mem_init(&dst, 2 << 20), 0);
+	for (uint64_t p = 0; p < 2 * pages; p++)
+		fill_page(&src, p, (uint8_t)p);
+	fill_page(&src, 2 * pages + 3, 9); /* chunk 2: one page */
+	sent[(2 * pages + 3) / 64] |= 1ull << ((2 * pages + 3) % 64);
+	memcpy(guest_mem_ptr(&dst, 0, 2 * cs), guest_mem_ptr(&src, 0, 2 * cs),
+	       2 * cs);
+	fill_page(&dst, 2 * pages + 5, 1); /* stale */
+	fill_page(&dst, 4 * pages, 2); /* written, zero at the source */
+
+	/* The hash pre-copy sends is the table's: blocks left out of the
+	 * mask count as the zeros they are. */
+	assert_int_equal(snap_hash_chunk(guest_mem_ptr(&src, 2 * cs, cs), cs,
+					 PS, all, 0, &h),
+			 0);
+	assert_int_equal(snap_hash_chunk(guest_mem_ptr(&src, 2 * cs, cs), cs,
+					 PS, sent, 2 * pages, &h2),
+			 0);
+	assert_true(h == h2);
+
+	test_header(&hd);
+	w = snap_writer_open(c->path, &hd, err, sizeof(err));
+	assert_non_null(w);
+	assert_int_equal(snap_write_record(w, SNAP_REC_CONFIG, 1, 0,
+					   config_json, strlen(config_json),
+					   err, sizeof(err)),
+			 0);
+	if (snap_write_memory_layer(w, &src, sels, NULL, err, sizeof(err)))
+		fail_msg("%s", err);
+	if (snap_writer_commit(w, err, sizeof(err)))
+		fail_msg("%s", err);
+
+	r = snap_reader_open(c->path, err, sizeof(err));
+	assert_non_null(r);
+	snap_reader_set_layer(r, true);
+	assert_int_equal(snap_reader_next(r, &rec, err, sizeof(err)), 1);
+	assert_int_equal(snap_reader_next(r, &rec, err, sizeof(err)), 1);
+	assert_int_equal(rec.type, SNAP_REC_MEMORY);
+	if (snap_read_chunk_table(r, &rec, 0, 2 << 20, &t, err, sizeof(err)))
+		fail_msg("%s", err);
+	assert_true(t.chunks[0].flags & SNAP_CHUNK_PARENT);
+	assert_true(t.chunks[4].flags & SNAP_CHUNK_ZERO);
+	assert_true(t.chunks[2].hash == h);
+	if (snap_load_chunks_held(&t, &dst, 0, held, err, sizeof(err)))
+		fail_msg("%s", err);
+	assert_memory_equal(guest_mem_ptr(&dst, 0, 2 << 20),
+			    guest_mem_ptr(&src, 0, 2 << 20), 2 << 20);
+
+	/* Chunk 1's copy failed its last check, and the stream leaves it to
+	 * memory: refused. */
+	held[1] = SNAP_HELD_UNCHECKED;
+	assert_int_equal(
+	    snap_load_chunks_held(&t, &dst, 0, held, err, sizeof(err)),
+	    -EBADMSG);
+	assert_contains(err, "memory chunk 1 (guest 0x40000-0x7ffff)");
+	assert_contains(err, "a write the dirty page log missed");
+	snap_chunk_table_free(&t);
+	snap_reader_close(r);
+	guest_mem_destroy(&src);
+	guest_mem_destroy(&dst);
+}
+
 /* RAM in two regions around the 4 GiB hole: only touched pages are read,
  * stored and restored; the rest stays unallocated on both sides. */
 static void test_two_regions(void **state)
@@ -1936,6 +2024,7 @@ int main(void)
 		T(test_v2_exact_bytes),
 		T(test_v2_bad_tables),
 		T(test_v2_read_chunk),
+		T(test_held_chunks),
 		T(test_compress_round_trip),
 		T(test_compress_damaged),
 		T(test_compress_rules),

@@ -148,8 +148,9 @@ source_intact "after a timeout"
 # --- After the switch: the destination's RUNNING never arrives. The
 # guest runs at the destination only; the source stays paused for good,
 # refuses to resume, and says how to recover.
-welcome="stasis-migrate 1 $VERSION"
-ready=$((32 + ${#welcome} + 32 + 32))
+welcome="stasis-migrate 2 $VERSION"
+# WELCOME, ACCEPT, pre-copy's SYNC, READY: the frames before GO.
+ready=$((32 + ${#welcome} + 32 + 32 + 32))
 via_proxy "$WORK/b6" -- --drop-replies-after "$ready"
 migrate_to "$A" "unix:$P"
 expect_refused "link lost after the switch" "broke after the switch.*stays paused here for good"
@@ -187,7 +188,7 @@ wait_until 60 test -e "$WORK/stalled" || fail "the stream never reached 6 MiB"
 # Held 6 MiB into 32 MiB of touched memory, the guest running: the
 # source is in its first pre-copy round, which the status names.
 st=$("$STASIS" ctl "$WORK/k.sock" status --json)
-[[ $st == *'"migration": { "state": "precopy" }'* && $st == *'"state": "running"'* ]] ||
+[[ $st == *'"migration": { "state": "precopy", "rounds": 1,'* && $st == *'"state": "running"'* ]] ||
 	fail "status during pre-copy: $st"
 kill -9 "$KSRC"
 dest_failed "$WORK/b7" "source killed"
