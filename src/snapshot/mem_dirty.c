@@ -98,7 +98,6 @@ int mem_dirty_prepare(struct vm *vm, const char *path, const char *base,
 		      struct mem_dirty_save *s, char *err, size_t errlen)
 {
 	struct snap_vm_lineage *vl = &vm->lineage;
-	const struct guest_mem *mem = &vm->mem;
 	int ret;
 
 	memset(s, 0, sizeof(*s));
@@ -131,6 +130,18 @@ int mem_dirty_prepare(struct vm *vm, const char *path, const char *base,
 				 strerror(-ret));
 		return 0;
 	}
+	s->tracking = true;
+	return 0;
+}
+
+int mem_dirty_collect(struct vm *vm, struct mem_dirty_save *s, char *err,
+		      size_t errlen)
+{
+	const struct guest_mem *mem = &vm->mem;
+	int ret;
+
+	if (!s->tracking || s->collected)
+		return 0;
 	for (unsigned i = 0; i < mem->nregions; i++) {
 		uint64_t words = dirty_log_bitmap_words(mem, i);
 		uint64_t nchunks = snap_chunks_for(mem->regions[i].size, 4096);

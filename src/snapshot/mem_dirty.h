@@ -19,6 +19,7 @@ struct vm;
 
 struct mem_dirty_save {
 	bool increment; /* a layer over lin.parent_path */
+	bool tracking; /* the log ran before this snapshot: collect it */
 	bool collected; /* pages holds what the log gave: returned on failure */
 	struct snap_lineage lin; /* this file's LINEAGE */
 	uint64_t *pages[GUEST_MEM_MAX_REGIONS]; /* dirty pages, 4 KiB each */
@@ -28,12 +29,20 @@ struct mem_dirty_save {
 
 /* Before anything is written, with @vm paused: checks that @base (NULL
  * for a full snapshot) is the VM's latest snapshot, unchanged, not the
- * file @path would replace, and that
- * the dirty log has run since it; collects the log (starting it at a
- * VM's first snapshot). 0 or -errno with one line in @err; nothing is
- * collected on failure. */
+ * file @path would replace, and that the dirty log has run since it
+ * (starting it at a VM's first snapshot). 0 or -errno with one line in
+ * @err. */
 int mem_dirty_prepare(struct vm *vm, const char *path, const char *base,
 		      struct mem_dirty_save *s, char *err, size_t errlen);
+
+/* Collects the log into @s (nothing when it was started only now), and
+ * which chunks a layer holds. Call once nothing of stasis's own writes
+ * guest memory before the memory is written: after the device state,
+ * whose pre_save may write it (net delivers the frames waiting in its
+ * socket), so that those pages are in this layer, not only the next.
+ * 0 or -errno with one line in @err; nothing is collected on failure. */
+int mem_dirty_collect(struct vm *vm, struct mem_dirty_save *s, char *err,
+		      size_t errlen);
 
 /* Sets in @chunks (a bit per chunk of region @i of @mem, chunk c in word
  * c / 64) each chunk that has a page set in @pages (the dirty log's

@@ -585,8 +585,9 @@ int snapshot_save(struct vm *vm, const char *path, const char *base,
 		if (ret)
 			return ret;
 	}
-	/* Which memory goes in (all, or what was written since @base), and
-	 * the dirty log collected for the next one. */
+	/* Which memory goes in (all, or what was written since @base); the
+	 * dirty log is collected once the device state is written, for this
+	 * layer and as the next one's start. */
 	ret = mem_dirty_prepare(vm, path, base, &dirty, err, errlen);
 	if (ret)
 		return ret;
@@ -594,6 +595,8 @@ int snapshot_save(struct vm *vm, const char *path, const char *base,
 			   err, errlen);
 	if (w) {
 		ret = snapshot_write_state(vm, w, err, errlen);
+		if (!ret)
+			ret = mem_dirty_collect(vm, &dirty, err, errlen);
 		if (!ret)
 			ret = mem_dirty_write(vm, w, &dirty, progress, err,
 					      errlen);
@@ -655,6 +658,8 @@ int snapshot_save_live(struct vm *vm, const char *path,
 	 * from here to the pause are then both in this file and in the next
 	 * increment, which is more than needed and never less. */
 	ret = mem_dirty_prepare(vm, path, NULL, &dirty, err, errlen);
+	if (!ret)
+		ret = mem_dirty_collect(vm, &dirty, err, errlen);
 	if (ret)
 		return ret;
 	ret = mem_live_start(&l, &vm->mem, 0, vm->cfg.seccomp, err, errlen);
