@@ -42,6 +42,8 @@ struct vm_status {
 	uint64_t snapshot_total_bytes;
 	/* migrate_phase_name() of a migration under way, else NULL. */
 	const char *migration_state;
+	/* A post-copy destination's report (postcopy.on false otherwise). */
+	struct migrate_postcopy_stats postcopy;
 	/* The restore's phases (core/timings.h); NULL for a booted VM. */
 	const struct timings *timings;
 	bool have_last_snapshot; /* one was written since stasis started */

@@ -566,9 +566,21 @@ static int ctl_print_migrate(const struct ctl_args *a,
 			     const struct ctl_command *cmd,
 			     const struct ctl_response *r)
 {
-	struct json_object *obj = ctl_parse_json(r);
+	struct json_object *obj = ctl_parse_json(r), *pc = NULL;
 	uint64_t bytes = 0, total = 0, down = 0, rounds = 0;
+	uint64_t faults = 0, p50 = 0, p99 = 0;
+	char post[128] = "";
 
+	/* A post-copy's blocked time, as the destination measured it. */
+	if (obj && json_object_object_get_ex(obj, "postcopy", &pc) && pc &&
+	    ctl_get_u64(pc, "faults", &faults) &&
+	    ctl_get_u64(pc, "blocked_p50_us", &p50) &&
+	    ctl_get_u64(pc, "blocked_p99_us", &p99))
+		snprintf(post, sizeof(post),
+			 ", post-copy: %llu faults, blocked p50 %llu us p99 "
+			 "%llu us",
+			 (unsigned long long)faults, (unsigned long long)p50,
+			 (unsigned long long)p99);
 	if (!obj || !ctl_get_u64(obj, "bytes_sent", &bytes) ||
 	    !ctl_get_u64(obj, "total_ms", &total) ||
 	    !ctl_get_u64(obj, "downtime_ms", &down) ||
@@ -579,9 +591,9 @@ static int ctl_print_migrate(const struct ctl_args *a,
 	}
 	json_object_put(obj);
 	printf("migrated: %.1f MiB sent in %llu ms, paused %llu ms, %llu "
-	       "pre-copy rounds\n",
+	       "pre-copy rounds%s\n",
 	       (double)bytes / MIB, (unsigned long long)total,
-	       (unsigned long long)down, (unsigned long long)rounds);
+	       (unsigned long long)down, (unsigned long long)rounds, post);
 	return CTL_EXIT_OK;
 }
 
@@ -954,12 +966,13 @@ static void ctl_usage(FILE *f)
 		   "[--json]\n"
 		   "       stasis ctl SOCKET migrate unix:PATH|tcp:HOST:PORT "
 		   "[--insecure]\n"
-		   "                [--timeout-s N] [--downtime-ms N] "
-		   "[--compress ...] [--json]\n"
-		   "         (not built, refused by the VM: post-copy "
-		   "--postcopy, --on-timeout,\n"
-		   "         TLS --tls-dir, --connections above 1; nor the "
-		   "guest's network announce)\n");
+		   "                [--timeout-s N [--on-timeout "
+		   "abort|postcopy]] [--postcopy]\n"
+		   "                [--downtime-ms N] [--compress ...] "
+		   "[--json]\n"
+		   "         (not built, refused by the VM: TLS --tls-dir, "
+		   "--connections above 1;\n"
+		   "         nor the guest's network announce)\n");
 }
 
 /* Returns 0, 1 for --help, or -EINVAL after printing why. */

@@ -732,6 +732,7 @@ void vm_get_status(struct vm *vm, struct vm_status *st)
 	if (atomic_load(&vm->migrate_phase) != MIGRATE_NONE)
 		st->migration_state =
 		    migrate_phase_name(atomic_load(&vm->migrate_phase));
+	migrate_in_postcopy_stats(vm->incoming, &st->postcopy);
 	st->timings = vm->cfg.timings;
 	st->snapshot_active = atomic_load(&vm->snapshot_active);
 	if (st->snapshot_active) {

@@ -158,6 +158,9 @@ struct vm {
 	 * copy was handed over, after which it never runs again. */
 	atomic_int migrate_phase;
 	atomic_bool migrated;
+	/* `stasis receive` of a post-copy migration: its report, for
+	 * GET /vm (migrate_in_postcopy_stats); NULL otherwise. */
+	struct migrate_in *incoming;
 	/* The last snapshot written and what it cost (under pause_lock). */
 	bool have_last_snapshot;
 	struct snapshot_stats last_snapshot;

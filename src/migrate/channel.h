@@ -38,7 +38,18 @@ enum mig_frame_type {
 	MIG_REF = 12, /* source: snapshot bytes at `offset` are the guest
 		       * memory the destination holds at the payload's
 		       * u64 gpa, u64 length */
-	MIG_FRAME_TYPE_MAX = MIG_REF,
+	/* Post-copy (docs/migration.md, "Post-copy"). */
+	MIG_PRIORITY = 13, /* source, on the second connection: the token
+			    * the WELCOME gave (text) */
+	MIG_POSTCOPY = 14, /* source: this stream switches to post-copy */
+	MIG_LAZY = 15, /* source: snapshot bytes at `offset`, u64 length in
+			* the payload, come after the switch */
+	MIG_FETCH = 16, /* destination, priority connection: send snapshot
+			 * bytes at `offset`, u64 length, now */
+	MIG_PUSHED = 17, /* source: every lazy byte is sent */
+	MIG_DONE = 18, /* destination: every chunk is in; the fault
+			* statistics (text) */
+	MIG_FRAME_TYPE_MAX = MIG_DONE,
 };
 
 struct mig_addr {
@@ -56,6 +67,10 @@ struct mig_chan {
 	int fd;
 	int idle_ms; /* MIG_IDLE_TIMEOUT_MS unless set */
 	int64_t deadline_ms; /* CLOCK_MONOTONIC ms; 0: none */
+	/* CLOCK_MONOTONIC ms after which mig_send starts no new frame
+	 * (-ETIME, nothing sent): a pre-copy that switches to post-copy at
+	 * its timeout stops between frames. 0: none. */
+	int64_t switch_ms;
 	uint64_t sent; /* bytes on the wire, headers included */
 	uint64_t received;
 	char peer[160]; /* "unix:PATH" or "tcp:HOST:PORT", for messages */

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,8 @@
 #include "memory/guest_mem.h"
 #include "migrate/channel.h"
 #include "migrate/migrate.h"
+#include "migrate/postcopy.h"
+#include "snapshot/pager.h"
 #include "snapshot/snapfile.h"
 #include "snapshot/snapshot.h"
 
@@ -34,6 +37,13 @@ struct migrate_in {
 	uint8_t *buf; /* one frame's payload */
 	bool switched;
 	char first_error[MIG_CONTROL_MAX]; /* what the source is told */
+	/* Post-copy: offered in the HELLO (then the second connection is
+	 * the priority channel), chosen by a POSTCOPY frame. */
+	bool postcopy_offered;
+	char token[POSTCOPY_TOKEN_LEN + 1];
+	struct mig_chan prio;
+	struct postcopy_in *pi;
+	int seccomp;
 };
 
 static void recv_error_hook(void *ctx, const char *line)
@@ -42,6 +52,8 @@ static void recv_error_hook(void *ctx, const char *line)
 
 	if (!in->first_error[0])
 		snprintf(in->first_error, sizeof(in->first_error), "%s", line);
+	/* A pager thread waiting for a chunk gives up with us. */
+	postcopy_in_abort(in->pi, line);
 }
 
 static int recv_fail(char *err, size_t errlen, int code, const char *what,
@@ -118,6 +130,73 @@ static int recv_ref(struct migrate_in *in, const struct mig_frame *f,
 	return spool_write(in, &data, limit, err, errlen);
 }
 
+/* POSTCOPY: the memory of this stream comes after the switch (there
+ * must be a priority channel); LAZY: which bytes of it. */
+static int recv_postcopy(struct migrate_in *in, const struct mig_frame *f,
+			 uint64_t limit, char *err, size_t errlen)
+{
+	uint64_t len;
+	int ret;
+
+	if (f->type == MIG_POSTCOPY) {
+		if (in->pi || in->prio.fd < 0) {
+			snprintf(err, errlen,
+				 "%s: a POSTCOPY frame without a priority "
+				 "connection",
+				 in->c.peer);
+			return -EPROTO;
+		}
+		in->pi = postcopy_in_new(&in->prio, in->spool);
+		if (!in->pi) {
+			snprintf(err, errlen, "post-copy: out of memory");
+			return -ENOMEM;
+		}
+		return 0;
+	}
+	if (!in->pi || f->length != 8) {
+		snprintf(err, errlen, "%s: a LAZY frame outside post-copy",
+			 in->c.peer);
+		return -EPROTO;
+	}
+	len = get_le64(in->buf);
+	ret = postcopy_in_lazy(in->pi, f->offset, len, limit, err, errlen);
+	if (!ret && f->offset + len > in->spool_end)
+		in->spool_end = f->offset + len;
+	return ret;
+}
+
+/* The second connection of a source that offered post-copy, on @lfd,
+ * presenting the WELCOME's token. */
+static int accept_priority(struct migrate_in *in, int lfd, char *err,
+			   size_t errlen)
+{
+	char buf[MIG_CONTROL_MAX + 1];
+	struct pollfd p = { .fd = lfd, .events = POLLIN };
+	struct mig_frame f;
+	int ret;
+
+	do
+		ret = poll(&p, 1, MIG_IDLE_TIMEOUT_MS);
+	while (ret < 0 && errno == EINTR);
+	if (ret <= 0) {
+		snprintf(err, errlen,
+			 "%s: no priority connection came for post-copy",
+			 in->c.peer);
+		return -ETIMEDOUT;
+	}
+	ret = mig_accept(lfd, &in->addr, &in->prio, err, errlen);
+	if (!ret)
+		ret = mig_expect(&in->prio, MIG_PRIORITY, &f, buf, sizeof(buf),
+				 err, errlen);
+	if (!ret && strcmp(buf, in->token)) {
+		snprintf(err, errlen,
+			 "%s: the second connection is not the source's",
+			 in->prio.peer);
+		ret = -EACCES;
+	}
+	return ret;
+}
+
 /* Receives DATA frames (and PAGES and REF frames when @mem is given)
  * until one of type @until; returns its frame. */
 static int recv_data_until(struct migrate_in *in, uint32_t until,
@@ -140,6 +219,12 @@ static int recv_data_until(struct migrate_in *in, uint32_t until,
 		}
 		if (f->type == MIG_REF && mem) {
 			ret = recv_ref(in, f, mem, limit, err, errlen);
+			if (ret)
+				return ret;
+			continue;
+		}
+		if ((f->type == MIG_POSTCOPY || f->type == MIG_LAZY) && mem) {
+			ret = recv_postcopy(in, f, limit, err, errlen);
 			if (ret)
 				return ret;
 			continue;
@@ -178,8 +263,15 @@ static int recv_hello(struct migrate_in *in, char *err, size_t errlen)
 		snprintf(err, errlen, "%s: %s", in->c.peer, msg);
 		return -EPROTONOSUPPORT;
 	}
-	snprintf(buf, sizeof(buf), "stasis-migrate %u %s", MIG_PROTO_VERSION,
-		 STASIS_VERSION);
+	/* Post-copy needs userfaultfd here: without it the offer is not
+	 * taken up, and a source that asks for it is refused by name. */
+	in->postcopy_offered = strstr(buf, " postcopy") &&
+			       !pager_probe(msg, sizeof(msg)) &&
+			       !postcopy_make_token(in->token);
+	snprintf(buf, sizeof(buf), "stasis-migrate %u %s%s%s",
+		 MIG_PROTO_VERSION, STASIS_VERSION,
+		 in->postcopy_offered ? " token " : "",
+		 in->postcopy_offered ? in->token : "");
 	return mig_send_text(&in->c, MIG_WELCOME, 0, buf, err, errlen);
 }
 
@@ -195,6 +287,7 @@ int migrate_in_start(const char *listen, bool insecure, struct migrate_in **out,
 		return recv_fail(err, errlen, -ENOMEM, "receive", ENOMEM);
 	in->spool = -1;
 	in->c.fd = -1;
+	in->prio.fd = -1;
 	ret = mig_addr_parse(listen, &in->addr, err, errlen);
 	if (ret)
 		goto fail;
@@ -223,13 +316,16 @@ int migrate_in_start(const char *listen, bool insecure, struct migrate_in **out,
 	}
 	log_info("waiting for a VM on %s", listen);
 	ret = mig_accept(lfd, &in->addr, &in->c, err, errlen);
+	if (!ret)
+		ret = recv_hello(in, err, errlen);
+	/* A source that may switch to post-copy comes back at once for
+	 * the priority channel, with the token. */
+	if (!ret && in->postcopy_offered)
+		ret = accept_priority(in, lfd, err, errlen);
 	close(lfd);
 	/* One VM: nobody else may connect while it comes in. */
 	if (!in->addr.tcp)
 		unlink(in->addr.path);
-	if (ret)
-		goto fail;
-	ret = recv_hello(in, err, errlen);
 	if (ret)
 		goto fail;
 	/* From here on, the source is told why this side gave up. */
@@ -303,12 +399,50 @@ int migrate_in_switch(struct migrate_in *in, bool release_spool, char *err,
 	}
 	in->switched = true;
 	log_set_error_hook(NULL, NULL);
+	/* Post-copy: the push comes on this connection from RUNNING on. A
+	 * destination that cannot take it tells the source nothing more:
+	 * the source stays paused, and this one does not run the guest. */
+	if (in->pi &&
+	    postcopy_in_start(in->pi, &in->c, (enum seccomp_mode)in->seccomp,
+			      err, errlen))
+		return -EIO;
 	/* The source stops for good whatever this says; if the answer is
 	 * lost it stays paused and says so. */
 	if (mig_send(&in->c, MIG_RUNNING, 0, NULL, 0, err, errlen))
 		log_warn("%s; running the VM anyway", err);
+	if (in->pi) {
+		log_info("post-copy: the guest runs; its memory comes from %s",
+			 in->c.peer);
+		return 0;
+	}
 	mig_close(&in->c);
 	return 0;
+}
+
+bool migrate_in_postcopy(const struct migrate_in *in)
+{
+	return in && in->pi;
+}
+
+int migrate_in_page_source(void *ctx, struct page_source *src,
+			   struct snap_chunk_table *tables, unsigned n)
+{
+	struct migrate_in *in = ctx;
+
+	return postcopy_in_source(in->pi, src, tables, n);
+}
+
+void migrate_in_postcopy_stats(struct migrate_in *in,
+			       struct migrate_postcopy_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	if (in && in->pi && in->switched)
+		postcopy_in_stats(in->pi, st);
+}
+
+void migrate_in_set_seccomp(struct migrate_in *in, int mode)
+{
+	in->seccomp = mode;
 }
 
 void migrate_in_end(struct migrate_in *in)
@@ -326,7 +460,12 @@ void migrate_in_end(struct migrate_in *in)
 		in->c.deadline_ms = 0;
 		mig_send_text(&in->c, MIG_ERROR, 0, msg, NULL, 0);
 	}
+	/* After a failed post-copy a pager thread may still use the
+	 * channels: the process ends with them. */
+	if (in->pi && !postcopy_in_free(in->pi) && in->switched)
+		return;
 	mig_close(&in->c);
+	mig_close(&in->prio);
 	if (in->spool >= 0)
 		close(in->spool);
 	free(in->buf);

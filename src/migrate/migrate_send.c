@@ -17,6 +17,7 @@
 #include "migrate/channel.h"
 #include "memory/dirty_log.h"
 #include "migrate/migrate.h"
+#include "migrate/postcopy.h"
 #include "snapshot/pager.h"
 #include "snapshot/snapfile.h"
 #include "snapshot/snapshot.h"
@@ -38,6 +39,8 @@ const char *migrate_phase_name(enum migrate_phase p)
 		return "sending";
 	case MIGRATE_SWITCHING:
 		return "switching";
+	case MIGRATE_POSTCOPY:
+		return "postcopy";
 	case MIGRATE_DONE:
 		return "done";
 	case MIGRATE_LOST:
@@ -91,6 +94,7 @@ static void precopy_free(struct precopy *pc)
 struct send_sink {
 	struct mig_chan *c;
 	struct precopy *pc;
+	struct postcopy_out *po; /* memory goes later when po->active */
 	char err[256]; /* the channel's reason for the last failure */
 };
 
@@ -154,6 +158,11 @@ static int sink_pwritev(void *ctx, struct iovec *iov, unsigned n, uint64_t off)
 {
 	struct send_sink *s = ctx;
 
+	if (s->po && s->po->active)
+		return postcopy_out_write(s->po, s->c, iov, n, off,
+					  s->pc && s->pc->on ? s->pc->clean
+							     : NULL,
+					  s->err, sizeof(s->err));
 	while (n) {
 		struct iovec part[64], run = iov[0];
 		unsigned k = 0;
@@ -206,8 +215,12 @@ static int sink_pwritev(void *ctx, struct iovec *iov, unsigned n, uint64_t off)
 static int sink_commit(void *ctx, uint64_t size, char *err, size_t errlen)
 {
 	struct send_sink *s = ctx;
+	int ret = s->po && s->po->active
+		      ? postcopy_out_flush(s->po, s->c, err, errlen)
+		      : 0;
 
-	return mig_send(s->c, MIG_COMMIT, size, NULL, 0, err, errlen);
+	return ret ? ret
+		   : mig_send(s->c, MIG_COMMIT, size, NULL, 0, err, errlen);
 }
 
 static void sink_abort(void *ctx)
@@ -424,16 +437,18 @@ static int precopy_run(struct precopy *pc, struct mig_chan *c,
 	return ret;
 }
 
-/* HELLO and WELCOME: "stasis-migrate PROTO VERSION" each way. */
-static int send_hello(struct mig_chan *c, char *err, size_t errlen)
+/* HELLO and WELCOME: "stasis-migrate PROTO VERSION" each way; with
+ * @token (post-copy may be asked for) the HELLO ends in " postcopy" and
+ * the WELCOME's " token HEX" is the priority connection's. */
+static int send_hello(struct mig_chan *c, char *token, char *err, size_t errlen)
 {
 	char buf[MIG_CONTROL_MAX + 1], ver[64];
 	struct mig_frame f;
 	unsigned proto;
 	int ret;
 
-	snprintf(buf, sizeof(buf), "stasis-migrate %u %s", MIG_PROTO_VERSION,
-		 STASIS_VERSION);
+	snprintf(buf, sizeof(buf), "stasis-migrate %u %s%s", MIG_PROTO_VERSION,
+		 STASIS_VERSION, token ? " postcopy" : "");
 	ret = mig_send_text(c, MIG_HELLO, 0, buf, err, errlen);
 	if (!ret)
 		ret = mig_expect(c, MIG_WELCOME, &f, buf, sizeof(buf), err,
@@ -450,6 +465,11 @@ static int send_hello(struct mig_chan *c, char *err, size_t errlen)
 			 "stasis %u",
 			 c->peer, proto, ver, MIG_PROTO_VERSION);
 		return -EPROTONOSUPPORT;
+	}
+	if (token && postcopy_parse_token(buf, token)) {
+		snprintf(err, errlen, "%s cannot take a post-copy migration",
+			 c->peer);
+		return -EPROTO;
 	}
 	return 0;
 }
@@ -483,6 +503,9 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 {
 	struct send_sink sink = { .err = "" };
 	struct precopy pc = { .on = false };
+	struct postcopy_out po = { .mem = &vm->mem, .prio = { .fd = -1 } };
+	bool may_postcopy = o->postcopy || o->timeout_postcopy;
+	char token[POSTCOPY_TOKEN_LEN + 1] = "";
 	struct snap_writer *w = NULL;
 	struct snapshot_dest dest = { 0 };
 	struct snap_lineage lin = { 0 };
@@ -507,6 +530,9 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 			 o->dest);
 		return -EINVAL;
 	}
+	ret = postcopy_check_opts(o, err, errlen);
+	if (ret)
+		return ret;
 	/* A lazily restored VM is sent whole: every chunk still in its old
 	 * file is brought in first, while it runs. */
 	if (vm->pager) {
@@ -523,7 +549,10 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 		    (int64_t)(t0 / 1000000) + (int64_t)o->timeout_s * 1000;
 	sink.c = &c;
 	sink.pc = &pc;
-	ret = send_hello(&c, err, errlen);
+	sink.po = &po;
+	ret = send_hello(&c, may_postcopy ? token : NULL, err, errlen);
+	if (!ret && may_postcopy)
+		ret = postcopy_out_connect(&po, &a, token, err, errlen);
 	if (ret)
 		goto fail;
 
@@ -551,7 +580,7 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 	/* Pre-copy, while the guest runs. Compressed chunks are not the
 	 * guest's pages as they lie in memory, so compression sends all at
 	 * the pause instead. */
-	if (o->compress.codec == SNAP_CODEC_RAW) {
+	if (o->compress.codec == SNAP_CODEC_RAW && !o->postcopy) {
 		ret = precopy_init(&pc, vm);
 		if (ret) {
 			snprintf(err, errlen, "pre-copy: %s", strerror(-ret));
@@ -560,7 +589,29 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 	}
 	if (pc.on) {
 		atomic_store(&vm->migrate_phase, MIGRATE_PRECOPY);
+		/* At the timeout, post-copy instead of giving up: the rounds
+		 * stop between two frames. */
+		if (o->timeout_postcopy) {
+			c.switch_ms = c.deadline_ms;
+			c.deadline_ms = 0;
+		}
 		ret = precopy_run(&pc, &c, o, &res->rounds, err, errlen);
+		c.switch_ms = 0;
+		if (ret == -ETIME && o->timeout_postcopy) {
+			log_info(
+			    "migration: pre-copy did not converge in %u s: "
+			    "switching to post-copy",
+			    o->timeout_s);
+			po.active = true;
+			ret = 0;
+		}
+		if (ret)
+			goto fail;
+	}
+	if (o->postcopy)
+		po.active = true;
+	if (po.active) {
+		ret = mig_send(&c, MIG_POSTCOPY, 0, NULL, 0, err, errlen);
 		if (ret)
 			goto fail;
 	}
@@ -601,8 +652,10 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 	w = NULL;
 	atomic_store(&vm->migrate_phase, MIGRATE_SWITCHING);
 	if (!ret)
-		ret = mig_expect(&c, MIG_READY, &f, buf, sizeof(buf), err,
-				 errlen);
+		ret = po.active ? postcopy_out_wait(&po, &c, MIG_READY, buf,
+						    sizeof(buf), err, errlen)
+				: mig_expect(&c, MIG_READY, &f, buf,
+					     sizeof(buf), err, errlen);
 	if (ret)
 		goto fail;
 
@@ -610,10 +663,15 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 	 * destination may be running it, whatever becomes of the link. */
 	atomic_store(&vm->migrated, true);
 	ret = mig_send(&c, MIG_GO, 0, NULL, 0, err, errlen);
-	if (!ret)
+	res->postcopy = po.active;
+	if (!ret && po.active) {
+		atomic_store(&vm->migrate_phase, MIGRATE_POSTCOPY);
+		ret = postcopy_out_finish(&po, &c, res, err, errlen);
+	} else if (!ret) {
 		ret = mig_expect(&c, MIG_RUNNING, &f, buf, sizeof(buf), err,
 				 errlen);
-	res->bytes_sent = c.sent;
+	}
+	res->bytes_sent = c.sent + po.prio.sent;
 	atomic_store(&vm->snapshot_active, false);
 	if (ret) {
 		char why[256];
@@ -627,13 +685,18 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 			 "(ctl snapshot PATH --then exit) and restore that",
 			 o->dest, why);
 		mig_close(&c);
+		postcopy_out_free(&po);
 		precopy_free(&pc);
 		return -ENOTCONN;
 	}
 	res->total_ms = (clock_now_ns(CLOCK_MONOTONIC) - t0) / 1000000;
-	res->downtime_ms = (clock_now_ns(CLOCK_MONOTONIC) - tpause) / 1000000;
+	res->downtime_ms =
+	    ((po.active ? po.running_ns : clock_now_ns(CLOCK_MONOTONIC)) -
+	     tpause) /
+	    1000000;
 	atomic_store(&vm->migrate_phase, MIGRATE_DONE);
 	mig_close(&c);
+	postcopy_out_free(&po);
 	precopy_free(&pc);
 	return 0;
 
@@ -672,6 +735,7 @@ fail:
 		mig_send_text(&c, MIG_ERROR, 0, msg, NULL, 0);
 		mig_close(&c);
 	}
+	postcopy_out_free(&po);
 	atomic_store(&vm->migrate_phase, MIGRATE_NONE);
 	precopy_abort(&pc);
 	precopy_free(&pc);

@@ -130,6 +130,11 @@ int pager_error(struct pager *p, char *err, size_t errlen);
  * of it) and returns 0, or a failure's code and line. */
 int pager_wait(struct pager *p, char *err, size_t errlen);
 
+/* Whether the calling thread is a pager's fault thread: a page source
+ * whose chunks come over a link asks for a fault's chunk at once, and
+ * lets the fill wait for them in order. */
+bool pager_on_fault_thread(void);
+
 /* Whether a chunk failed. */
 bool pager_failed(struct pager *p);
 

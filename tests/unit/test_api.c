@@ -202,6 +202,10 @@ static void fake_status(void *ctx, struct vm_status *st)
 	st->snapshot_total_bytes = vm->snap_total;
 	/* A snapshot in progress stands for a migration too. */
 	st->migration_state = vm->snap_active ? "sending" : NULL;
+	/* And for a post-copy destination's report. */
+	st->postcopy = (struct migrate_postcopy_stats){ .on = vm->snap_active,
+							.faults = 3,
+							.blocked_p50_us = 40 };
 	st->timings = vm->restored ? &vm->timings : NULL;
 	st->have_last_snapshot = vm->have_last;
 	st->last_snapshot = (struct snapshot_stats){ .live = true,
@@ -225,6 +229,19 @@ static int fake_migrate(void *ctx, const struct migrate_opts *o,
 					.total_ms = 20,
 					.downtime_ms = 7,
 					.rounds = 3 };
+	/* A post-copy one comes back with the destination's report. */
+	if (o->postcopy) {
+		res->postcopy = true;
+		res->pc = (struct migrate_postcopy_stats){
+			.on = true,
+			.done = true,
+			.faults = 12,
+			.blocked_total_us = 3000,
+			.blocked_p50_us = 150,
+			.blocked_p99_us = 900,
+			.blocked_max_us = 950,
+		};
+	}
 	pthread_mutex_unlock(&vm->lock);
 	return ret;
 }
@@ -397,9 +414,10 @@ static void test_status(void **state)
 	assert_true(json_is_null(obj, "last_pause_us"));
 	assert_true(json_is_null(obj, "snapshot"));
 	assert_true(json_is_null(obj, "migration"));
+	assert_true(json_is_null(obj, "postcopy"));
 	assert_true(json_is_null(obj, "timings")); /* booted, not restored */
 	assert_true(json_is_null(obj, "last_snapshot"));
-	assert_int_equal(json_object_object_length(obj), 9);
+	assert_int_equal(json_object_object_length(obj), 10);
 	json_object_put(obj);
 
 	f->vm.have_last = true;
@@ -1254,8 +1272,16 @@ static void test_parse_migrate_request(void **state)
 		  "\"insecure\" must be true or false" },
 		{ "{\"destination\": \"unix:/a\", \"connections\": 4}",
 		  "\"connections\": this stasis migrates over one connection" },
-		{ "{\"destination\": \"unix:/a\", \"postcopy\": true}",
-		  "\"postcopy\": not built in this stasis yet" },
+		{ "{\"destination\": \"unix:/a\", \"postcopy\": true}", NULL },
+		{ "{\"destination\": \"unix:/a\", \"postcopy\": 1}",
+		  "\"postcopy\" must be true or false" },
+		{ "{\"destination\": \"unix:/a\", \"timeout_s\": 9, "
+		  "\"on_timeout\": \"postcopy\"}",
+		  NULL },
+		{ "{\"destination\": \"unix:/a\", \"on_timeout\": \"abort\"}",
+		  NULL },
+		{ "{\"destination\": \"unix:/a\", \"on_timeout\": \"later\"}",
+		  "\"on_timeout\" must be \"abort\" or \"postcopy\"" },
 		{ "{\"destination\": \"unix:/a\", \"downtime_ms\": 30}", NULL },
 		{ "{\"destination\": \"unix:/a\", \"downtime_ms\": 0}",
 		  "\"downtime_ms\" must be an integer from 1 to 60000" },
@@ -1305,14 +1331,22 @@ static void test_ctl_migrate(void **state)
 	assert_string_equal(f->vm.snap_path, "unix:/tmp/m.sock");
 	assert_int_equal(f->vm.calls_migrate, 1);
 
+	/* Post-copy: the destination's blocked time on the same line. */
 	run_ctl(&run, f->sock, "migrate", "unix:/m", "--postcopy", NULL);
+	assert_int_equal(run.status, 0);
+	assert_string_equal(run.out,
+			    "migrated: 0.0 MiB sent in 20 ms, paused 7 ms, 3 "
+			    "pre-copy rounds, post-copy: 12 faults, blocked "
+			    "p50 150 us p99 900 us\n");
+	run_ctl(&run, f->sock, "migrate", "unix:/m", "--on-timeout", "later",
+		NULL);
 	assert_int_equal(run.status, 1);
-	assert_non_null(strstr(run.err, "\"postcopy\": not built"));
+	assert_non_null(strstr(run.err, "\"on_timeout\" must be"));
 	run_ctl(&run, f->sock, "migrate", "unix:/m", "--timeout-s", "x", NULL);
 	assert_int_equal(run.status, 2);
 	run_ctl(&run, f->sock, "migrate", NULL);
 	assert_int_equal(run.status, 2);
-	assert_int_equal(f->vm.calls_migrate, 1);
+	assert_int_equal(f->vm.calls_migrate, 2);
 
 	f->vm.fail_ret = -EIO;
 	f->vm.fail_msg = "cannot connect to unix:/m: Connection refused";
@@ -1588,7 +1622,7 @@ static void test_ctl_progress_on_tty(void **state)
 static void reply_fields(const char *body, char *out, size_t outlen)
 {
 	struct json_object *obj = json_tokener_parse(body);
-	const char *names[32];
+	const char *names[64];
 	char buf[64][48];
 	size_t n = 0;
 
@@ -1610,7 +1644,7 @@ static void reply_fields(const char *body, char *out, size_t outlen)
 		}
 	}
 	json_object_put(obj);
-	assert_true(n <= 32);
+	assert_true(n <= 64);
 	for (size_t i = 0; i < n; i++)
 		names[i] = buf[i];
 	qsort(names, n, sizeof(*names), cmp_str);
@@ -1623,11 +1657,11 @@ static void reply_fields(const char *body, char *out, size_t outlen)
 /* The declared fields, as reply_fields() prints them. */
 static void declared_fields(const char *const *fields, char *out, size_t outlen)
 {
-	const char *names[32];
+	const char *names[64];
 	size_t n = 0;
 
 	for (; fields && fields[n]; n++)
-		assert_true(n < 32);
+		assert_true(n < 64);
 	memcpy(names, fields, n * sizeof(*names));
 	qsort(names, n, sizeof(*names), cmp_str);
 	out[0] = '\0';
@@ -1645,7 +1679,8 @@ static bool provoke(struct fixture *f, const struct api_endpoint *ep,
 	bool restore = !strcmp(ep->url, "/vm/restore");
 	const char *body = !ep->request_keys ? NULL
 			   : !strcmp(ep->url, "/vm/migrate")
-			       ? "{\"destination\": \"unix:/x.sock\"}"
+			       ? "{\"destination\": \"unix:/x.sock\", "
+				 "\"postcopy\": true}"
 			   : restore
 			       ? "{\"path\": \"/x.snap\", \"paused\": true}"
 			       : "{\"path\": \"/x.snap\", \"then\": \"pause\"}";
@@ -1723,7 +1758,7 @@ static void test_working_set(void **state)
 static void test_endpoints_as_declared(void **state)
 {
 	struct fixture *f = *state;
-	char got[1024], want[1024];
+	char got[2048], want[2048];
 	struct http_reply rep;
 	size_t i;
 
