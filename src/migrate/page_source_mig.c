@@ -35,6 +35,7 @@ enum {
 
 struct lazy_range {
 	uint64_t off, len;
+	uint64_t before; /* lazy bytes of the ranges before it */
 };
 
 struct postcopy_in {
@@ -134,12 +135,17 @@ int postcopy_in_lazy(struct postcopy_in *pi, uint64_t off, uint64_t len,
 		pi->lazy = n;
 		pi->cap = cap;
 	}
-	pi->lazy[pi->nlazy++] = (struct lazy_range){ .off = off, .len = len };
+	pi->lazy[pi->nlazy] = (struct lazy_range){
+		.off = off,
+		.len = len,
+		.before = last ? last->before + last->len : 0,
+	};
+	pi->nlazy++;
 	return 0;
 }
 
-/* Whether [@off, @off + @len) meets a lazy range. */
-static bool range_lazy(const struct postcopy_in *pi, uint64_t off, uint64_t len)
+/* The first lazy range that ends after @off. */
+static size_t lazy_find(const struct postcopy_in *pi, uint64_t off)
 {
 	size_t lo = 0, hi = pi->nlazy;
 
@@ -151,7 +157,26 @@ static bool range_lazy(const struct postcopy_in *pi, uint64_t off, uint64_t len)
 		else
 			hi = mid;
 	}
-	return lo < pi->nlazy && pi->lazy[lo].off < off + len;
+	return lo;
+}
+
+/* Whether [@off, @off + @len) meets a lazy range. */
+static bool range_lazy(const struct postcopy_in *pi, uint64_t off, uint64_t len)
+{
+	size_t i = lazy_find(pi, off);
+
+	return i < pi->nlazy && pi->lazy[i].off < off + len;
+}
+
+/* Lazy bytes of the stream before offset @off. */
+static uint64_t lazy_pos(const struct postcopy_in *pi, uint64_t off)
+{
+	size_t i = lazy_find(pi, off);
+
+	if (i == pi->nlazy)
+		return i ? pi->lazy[i - 1].before + pi->lazy[i - 1].len : 0;
+	return pi->lazy[i].before +
+	       (off > pi->lazy[i].off ? off - pi->lazy[i].off : 0);
 }
 
 static void pi_fail(struct postcopy_in *pi, int code, const char *line)
@@ -244,9 +269,17 @@ static int chunk_arrive(struct postcopy_in *pi, unsigned region, uint64_t idx,
 	int ret = 0;
 
 	pthread_mutex_lock(&pi->lock);
-	if (present(pi, region, idx) || pi->fail) {
-		ret = pi->fail;
-	} else if (pager_on_fault_thread()) {
+	/* The fill waits for the push unless the chunk is far ahead of it:
+	 * the guest's faults brought in the chunks between. */
+	while (!present(pi, region, idx) && !pi->fail && !pi->stopping &&
+	       !pager_on_fault_thread() &&
+	       (c->file_off <= pi->push_end ||
+		lazy_pos(pi, c->file_off) - lazy_pos(pi, pi->push_end) <=
+		    POSTCOPY_LOOKAHEAD))
+		pthread_cond_wait(&pi->cond, &pi->lock);
+	if (present(pi, region, idx) || pi->fail || pi->stopping) {
+		ret = pi->fail ? pi->fail : pi->stopping ? -ECANCELED : 0;
+	} else {
 		pthread_mutex_unlock(&pi->lock);
 		ret = fetch(pi, c->file_off, c->stored_len, err, errlen);
 		if (ret) {
@@ -263,10 +296,6 @@ static int chunk_arrive(struct postcopy_in *pi, unsigned region, uint64_t idx,
 		if (!ret)
 			pi->state[region][idx] = PC_FETCHED;
 		ret = pi->fail;
-	} else {
-		while (!present(pi, region, idx) && !pi->fail && !pi->stopping)
-			pthread_cond_wait(&pi->cond, &pi->lock);
-		ret = pi->fail ? pi->fail : pi->stopping ? -ECANCELED : 0;
 	}
 	if (ret)
 		snprintf(err, errlen, "%s",

@@ -22,6 +22,10 @@
 /* Push frames are this long at most, so that a priority request waits
  * for at most one of them at the source. */
 #define POSTCOPY_PUSH_FRAME (256u << 10)
+/* The destination's fill waits for the push for a chunk at most this
+ * many lazy bytes ahead of it; one further ahead (the guest's faults took
+ * the ones between) is fetched, and the push then leaves it out. */
+#define POSTCOPY_LOOKAHEAD (1u << 20)
 
 /* ---- Source. ---- */
 
@@ -43,6 +47,12 @@ struct postcopy_out {
 	uint64_t lazy_off, lazy_len; /* a LAZY range not sent yet */
 	uint64_t lazy_bytes, fetched_bytes, fetches;
 	uint64_t running_ns; /* CLOCK_MONOTONIC when RUNNING came */
+	/* Stream ranges FETCHed, sorted and disjoint: the push leaves them
+	 * out. */
+	struct postcopy_range {
+		uint64_t off, end;
+	} * fetched;
+	size_t nfetched, fcap;
 };
 
 /* Refuses what post-copy cannot do with these options: 0 or -EINVAL

@@ -307,6 +307,60 @@ static int send_range(struct postcopy_out *po, struct mig_chan *c, uint64_t off,
 	return 0;
 }
 
+/* The first fetched range that ends after @off. */
+static size_t fetched_find(const struct postcopy_out *po, uint64_t off)
+{
+	size_t lo = 0, hi = po->nfetched;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (po->fetched[mid].end <= off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* Adds [@off, @end), merged with its neighbours. */
+static int fetched_add(struct postcopy_out *po, uint64_t off, uint64_t end)
+{
+	size_t i = fetched_find(po, off), j = i;
+
+	/* Ranges [i, j) meet the new one (or touch it) and are merged. */
+	if (i > 0 && po->fetched[i - 1].end == off)
+		i--;
+	while (j < po->nfetched && po->fetched[j].off <= end)
+		j++;
+	if (i < j) {
+		if (po->fetched[i].off < off)
+			off = po->fetched[i].off;
+		if (po->fetched[j - 1].end > end)
+			end = po->fetched[j - 1].end;
+		memmove(&po->fetched[i + 1], &po->fetched[j],
+			(po->nfetched - j) * sizeof(*po->fetched));
+		po->nfetched -= j - i - 1;
+		po->fetched[i] = (struct postcopy_range){ off, end };
+		return 0;
+	}
+	if (po->nfetched == po->fcap) {
+		size_t cap = po->fcap ? po->fcap * 2 : 256;
+		struct postcopy_range *n =
+		    realloc(po->fetched, cap * sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		po->fetched = n;
+		po->fcap = cap;
+	}
+	memmove(&po->fetched[i + 1], &po->fetched[i],
+		(po->nfetched - i) * sizeof(*po->fetched));
+	po->fetched[i] = (struct postcopy_range){ off, end };
+	po->nfetched++;
+	return 0;
+}
+
 /* One FETCH from the priority channel, answered. */
 static int serve_fetch(struct postcopy_out *po, char *err, size_t errlen)
 {
@@ -333,8 +387,14 @@ static int serve_fetch(struct postcopy_out *po, char *err, size_t errlen)
 	}
 	po->fetches++;
 	po->fetched_bytes += len;
-	return send_range(po, &po->prio, f.offset, len, MIG_DATA_MAX, err,
-			  errlen);
+	ret =
+	    send_range(po, &po->prio, f.offset, len, MIG_DATA_MAX, err, errlen);
+	/* The destination holds it now: the push need not send it. */
+	if (!ret && fetched_add(po, f.offset, f.offset + len)) {
+		snprintf(err, errlen, "post-copy: out of memory");
+		ret = -ENOMEM;
+	}
+	return ret;
 }
 
 /* Serves every FETCH waiting now (@wait_ms 0) or waits up to @wait_ms for
@@ -425,16 +485,29 @@ int postcopy_out_finish(struct postcopy_out *po, struct mig_chan *c,
 	for (size_t i = 0; i < po->npieces; i++) {
 		const struct postcopy_piece *pc = &po->pieces[i];
 
-		for (uint64_t at = 0; pc->lazy && at < pc->len;) {
-			uint64_t k = pc->len - at < POSTCOPY_PUSH_FRAME
-					 ? pc->len - at
+		uint64_t at = pc->off, end = pc->off + pc->len;
+
+		while (pc->lazy && at < end) {
+			uint64_t k = end - at < POSTCOPY_PUSH_FRAME
+					 ? end - at
 					 : POSTCOPY_PUSH_FRAME;
+			size_t r;
 
 			ret = serve_pending(po, NULL, 0, err, errlen);
 			if (ret < 0)
 				return ret;
-			ret = send_range(po, c, pc->off + at, k,
-					 POSTCOPY_PUSH_FRAME, err, errlen);
+			/* What a FETCH brought is left out. */
+			r = fetched_find(po, at);
+			if (r < po->nfetched && po->fetched[r].off <= at) {
+				at = po->fetched[r].end < end
+					 ? po->fetched[r].end
+					 : end;
+				continue;
+			}
+			if (r < po->nfetched && po->fetched[r].off - at < k)
+				k = po->fetched[r].off - at;
+			ret = send_range(po, c, at, k, POSTCOPY_PUSH_FRAME, err,
+					 errlen);
 			if (ret)
 				return ret;
 			at += k;
@@ -453,6 +526,9 @@ int postcopy_out_finish(struct postcopy_out *po, struct mig_chan *c,
 void postcopy_out_free(struct postcopy_out *po)
 {
 	mig_close(&po->prio);
+	free(po->fetched);
+	po->fetched = NULL;
+	po->nfetched = po->fcap = 0;
 	free(po->pieces);
 	po->pieces = NULL;
 	po->npieces = po->cap = 0;

@@ -16,11 +16,43 @@ phase they were in, until a side closes;
 --drop-replies-after N forwards only the first N bytes the destination
 sends back (a link lost after the switch, when N ends with READY).
 COUNT_FILE gets the number of the source's bytes forwarded, at the end.
+Connections after the first (a post-copy source's priority connection)
+are forwarded as they are, each on a thread of its own.
 """
 import os
 import select
 import socket
 import sys
+import threading
+
+
+def relay(a, target):
+    """Forwards a later connection both ways, untouched, until a side
+    closes."""
+    b = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        b.connect(target)
+        while True:
+            r, _, _ = select.select([a, b], [], [])
+            for s in r:
+                data = s.recv(65536)
+                if not data:
+                    return
+                (b if s is a else a).sendall(data)
+    except OSError:
+        pass
+    finally:
+        a.close()
+        b.close()
+
+
+def accept_more(srv, target):
+    while True:
+        try:
+            a, _ = srv.accept()
+        except OSError:
+            return
+        threading.Thread(target=relay, args=(a, target), daemon=True).start()
 
 
 def held(src, dst):
@@ -65,10 +97,12 @@ def main():
             sys.exit("unknown option " + opt)
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(listen)
-    srv.listen(1)
+    srv.listen(4)
     src, _ = srv.accept()
     dst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     dst.connect(target)
+    threading.Thread(target=accept_more, args=(srv, target),
+                     daemon=True).start()
     sent = 0
     back = 0
     stalled = False
