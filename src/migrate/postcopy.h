@@ -9,6 +9,8 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/uio.h>
 
@@ -53,6 +55,14 @@ struct postcopy_out {
 		uint64_t off, end;
 	} * fetched;
 	size_t nfetched, fcap;
+	/* The thread that answers FETCHes from the COMMIT on; the lock
+	 * guards @fetched and its result. */
+	bool serving;
+	pthread_t serve_thread;
+	pthread_mutex_t lock;
+	atomic_bool stop;
+	int serve_ret;
+	char serve_err[256];
 };
 
 /* Refuses what post-copy cannot do with these options: 0 or -EINVAL
@@ -82,8 +92,9 @@ int postcopy_out_write(struct postcopy_out *po, struct mig_chan *c,
 int postcopy_out_flush(struct postcopy_out *po, struct mig_chan *c, char *err,
 		       size_t errlen);
 
-/* Waits for a frame of @type on @c while serving the priority channel
- * (from the COMMIT on the destination's pager may fault). */
+/* Waits for a frame of @type on @c; the first call starts the thread
+ * that serves the priority channel (from the COMMIT on the destination's
+ * pager may fault), which postcopy_out_free ends. */
 int postcopy_out_wait(struct postcopy_out *po, struct mig_chan *c,
 		      uint32_t type, char *buf, size_t bufsize, char *err,
 		      size_t errlen);

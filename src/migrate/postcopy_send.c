@@ -8,6 +8,8 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -397,44 +399,30 @@ static int serve_fetch(struct postcopy_out *po, char *err, size_t errlen)
 	return ret;
 }
 
-/* Serves every FETCH waiting now (@wait_ms 0) or waits up to @wait_ms for
- * @c to be readable meanwhile. 1 when @c is readable. */
-static int serve_pending(struct postcopy_out *po, struct mig_chan *c,
-			 int wait_ms, char *err, size_t errlen)
+/* The priority thread: every FETCH answered as it comes, beside the
+ * push, so that a fault waits for no push frame. Ends at po->stop or at
+ * the first error, kept in po->serve_ret (the destination then fails and
+ * closes the first connection too, which the push sees). */
+static void *serve_main(void *arg)
 {
-	for (;;) {
-		struct pollfd p[2] = {
-			{ .fd = c ? c->fd : -1, .events = POLLIN },
-			{ .fd = po->prio.fd, .events = POLLIN },
-		};
-		int n = poll(p, 2, wait_ms);
-		int ret;
+	struct postcopy_out *po = arg;
+	char err[256] = "";
+	int ret = 0;
 
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			snprintf(err, errlen, "poll: %s", strerror(errno));
-			return -errno;
-		}
-		if (n == 0) {
-			if (!wait_ms)
-				return 0;
-			snprintf(err, errlen,
-				 "%s: timed out (waiting for a "
-				 "frame)",
-				 c ? c->peer : po->prio.peer);
-			return -ETIMEDOUT;
-		}
-		/* The priority channel first: a vCPU waits on it. */
-		if (p[1].revents) {
-			ret = serve_fetch(po, err, errlen);
-			if (ret)
-				return ret;
-			continue;
-		}
-		if (p[0].revents)
-			return 1;
+	while (!ret && !atomic_load(&po->stop)) {
+		struct pollfd p = { .fd = po->prio.fd, .events = POLLIN };
+		int n = poll(&p, 1, 100);
+
+		if (n < 0 && errno != EINTR)
+			ret = -errno;
+		else if (n > 0)
+			ret = serve_fetch(po, err, sizeof(err));
 	}
+	pthread_mutex_lock(&po->lock);
+	po->serve_ret = ret;
+	snprintf(po->serve_err, sizeof(po->serve_err), "%s", err);
+	pthread_mutex_unlock(&po->lock);
+	return NULL;
 }
 
 int postcopy_out_wait(struct postcopy_out *po, struct mig_chan *c,
@@ -442,11 +430,22 @@ int postcopy_out_wait(struct postcopy_out *po, struct mig_chan *c,
 		      size_t errlen)
 {
 	struct mig_frame f;
-	int idle = c->idle_ms > 0 ? c->idle_ms : MIG_IDLE_TIMEOUT_MS;
-	int ret = serve_pending(po, c, idle, err, errlen);
 
-	if (ret < 0)
-		return ret;
+	if (!po->serving) {
+		int ret;
+
+		pthread_mutex_init(&po->lock, NULL);
+		atomic_store(&po->stop, false);
+		ret = pthread_create(&po->serve_thread, NULL, serve_main, po);
+		if (ret) {
+			pthread_mutex_destroy(&po->lock);
+			snprintf(err, errlen,
+				 "cannot start the post-copy thread: %s",
+				 strerror(ret));
+			return -ret;
+		}
+		po->serving = true;
+	}
 	return mig_expect(c, type, &f, buf, bufsize, err, errlen);
 }
 
@@ -493,19 +492,27 @@ int postcopy_out_finish(struct postcopy_out *po, struct mig_chan *c,
 					 : POSTCOPY_PUSH_FRAME;
 			size_t r;
 
-			ret = serve_pending(po, NULL, 0, err, errlen);
-			if (ret < 0)
-				return ret;
 			/* What a FETCH brought is left out. */
+			pthread_mutex_lock(&po->lock);
+			ret = po->serve_ret;
 			r = fetched_find(po, at);
-			if (r < po->nfetched && po->fetched[r].off <= at) {
+			if (!ret && r < po->nfetched &&
+			    po->fetched[r].off <= at) {
 				at = po->fetched[r].end < end
 					 ? po->fetched[r].end
 					 : end;
-				continue;
-			}
-			if (r < po->nfetched && po->fetched[r].off - at < k)
+				k = 0;
+			} else if (r < po->nfetched &&
+				   po->fetched[r].off - at < k) {
 				k = po->fetched[r].off - at;
+			}
+			if (ret)
+				snprintf(err, errlen, "%s", po->serve_err);
+			pthread_mutex_unlock(&po->lock);
+			if (ret)
+				return ret;
+			if (!k)
+				continue;
 			ret = send_range(po, c, at, k, POSTCOPY_PUSH_FRAME, err,
 					 errlen);
 			if (ret)
@@ -525,6 +532,12 @@ int postcopy_out_finish(struct postcopy_out *po, struct mig_chan *c,
 
 void postcopy_out_free(struct postcopy_out *po)
 {
+	if (po->serving) {
+		atomic_store(&po->stop, true);
+		pthread_join(po->serve_thread, NULL);
+		pthread_mutex_destroy(&po->lock);
+		po->serving = false;
+	}
 	mig_close(&po->prio);
 	free(po->fetched);
 	po->fetched = NULL;

@@ -15,6 +15,8 @@ MARKER: the source's sends then block once its socket is full, in the
 phase they were in, until a side closes;
 --drop-replies-after N forwards only the first N bytes the destination
 sends back (a link lost after the switch, when N ends with READY).
+--rate N forwards the source's bytes at N bytes a second at most (a slow
+link: a pre-copy that cannot converge);
 COUNT_FILE gets the number of the source's bytes forwarded, at the end.
 Connections after the first (a post-copy source's priority connection)
 are forwarded as they are, each on a thread of its own.
@@ -24,6 +26,7 @@ import select
 import socket
 import sys
 import threading
+import time
 
 
 def relay(a, target):
@@ -75,7 +78,7 @@ def held(src, dst):
 def main():
     args = sys.argv[1:]
     listen, target, count_file = args[:3]
-    corrupt = cut = stall = hold = replies = None
+    corrupt = cut = stall = hold = replies = rate = None
     marker = None
     rest = args[3:]
     while rest:
@@ -84,6 +87,8 @@ def main():
             corrupt = int(rest.pop(0))
         elif opt == "--cut-at":
             cut = int(rest.pop(0))
+        elif opt == "--rate":
+            rate = int(rest.pop(0))
         elif opt == "--drop-replies-after":
             replies = int(rest.pop(0))
         elif opt in ("--stall-at", "--hold-at"):
@@ -138,6 +143,8 @@ def main():
                 data[corrupt - sent] ^= 0xFF
             dst.sendall(data)
             sent += len(data)
+            if rate:
+                time.sleep(len(data) / rate)
             if cut is not None and sent >= cut:
                 break
             if stall is not None and sent >= stall:
