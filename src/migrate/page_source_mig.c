@@ -277,8 +277,10 @@ static int chunk_arrive(struct postcopy_in *pi, unsigned region, uint64_t idx,
 		lazy_pos(pi, c->file_off) - lazy_pos(pi, pi->push_end) <=
 		    POSTCOPY_LOOKAHEAD))
 		pthread_cond_wait(&pi->cond, &pi->lock);
-	if (present(pi, region, idx) || pi->fail || pi->stopping) {
-		ret = pi->fail ? pi->fail : pi->stopping ? -ECANCELED : 0;
+	if (present(pi, region, idx)) {
+		ret = 0;
+	} else if (pi->fail || pi->stopping) {
+		ret = pi->fail ? pi->fail : -ECANCELED;
 	} else {
 		pthread_mutex_unlock(&pi->lock);
 		ret = fetch(pi, c->file_off, c->stored_len, err, errlen);

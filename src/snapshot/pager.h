@@ -4,8 +4,8 @@
  * Two parts, each swappable:
  * - a PAGE SOURCE says how guest memory is cut into chunks, which blocks of
  *   each chunk hold data, and reads one chunk on request, verified. The one
- *   here serves a snapshot file (page_source_file_init); a migration
- *   stream would be another.
+ *   here serves a snapshot file (page_source_file_init); a post-copy
+ *   migration's asks the source (migrate/page_source_mig.c).
  * - the PAGER (fault handler) registers guest RAM with userfaultfd in
  *   MISSING mode and asks the source for the chunk of each fault, on a
  *   thread of its own; a second thread brings in the remaining chunks in
