@@ -404,8 +404,10 @@ int migrate_in_switch(struct migrate_in *in, bool release_spool, char *err,
 	 * the source stays paused, and this one does not run the guest. */
 	if (in->pi &&
 	    postcopy_in_start(in->pi, &in->c, (enum seccomp_mode)in->seccomp,
-			      err, errlen))
+			      err, errlen)) {
+		postcopy_in_abort(in->pi, err);
 		return -EIO;
+	}
 	/* The source stops for good whatever this says; if the answer is
 	 * lost it stays paused and says so. */
 	if (mig_send(&in->c, MIG_RUNNING, 0, NULL, 0, err, errlen))
