@@ -290,6 +290,9 @@ static int precopy_send(struct precopy *pc, struct mig_chan *c, unsigned r,
 		memcpy(pc->bounce, reg->host + p * PAGE, k * PAGE);
 		ret = mig_send(c, MIG_PAGES, reg->gpa + p * PAGE, &v, 1, err,
 			       errlen);
+		/* Not sent (a switch to post-copy stops here): not clean. */
+		for (uint64_t q = p; ret && q < p + k; q++)
+			pc->clean[r][q / 64] &= ~(1ull << (q % 64));
 		if (ret)
 			return ret;
 		*bytes += k * PAGE;
