@@ -77,7 +77,9 @@ struct migrate_result {
 /* Sends @vm (running or paused) to o->dest: handshake, CONFIG and CPUID
  * checked by the destination, then paused, the rest of the records, the
  * destination's READY, the switch. Call with vm->snapshot_lock held.
- * Returns 0 once the destination runs the VM: the caller stops this one.
+ * Returns 0 once the destination runs the VM (after a post-copy, once
+ * all of its memory has reached the destination and the destination
+ * said so): the caller stops this one.
  * Before the switch, any failure returns -errno with a one-line reason in
  * @err and leaves the VM as it was (running, or paused if it was). After
  * it (vm->migrated set), a broken link returns -ENOTCONN and the VM stays
