@@ -116,7 +116,9 @@ int postcopy_in_lazy(struct postcopy_in *pi, uint64_t off, uint64_t len,
 	const struct lazy_range *last =
 	    pi->nlazy ? &pi->lazy[pi->nlazy - 1] : NULL;
 
-	if (!len || off > limit || len > limit - off ||
+	/* Lazy runs are whole guest pages: at most one range per page of
+	 * the stream's bound. */
+	if (!len || len % 4096 || off > limit || len > limit - off ||
 	    (last && off < last->off + last->len)) {
 		snprintf(err, errlen,
 			 "a LAZY frame for stream bytes %" PRIu64 "+%" PRIu64

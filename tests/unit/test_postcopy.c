@@ -181,7 +181,8 @@ static void test_link_breaks(void **state)
 	fixture_free(&f);
 }
 
-/* LAZY ranges come in stream order, within the stream's bound. */
+/* LAZY ranges come in stream order, in whole pages, within the
+ * stream's bound. */
 static void test_lazy_bounds(void **state)
 {
 	struct mig_chan c = { .fd = -1 };
@@ -190,20 +191,25 @@ static void test_lazy_bounds(void **state)
 
 	(void)state;
 	assert_non_null(pi);
-	assert_int_equal(postcopy_in_lazy(pi, 100, 50, 1000, err, sizeof(err)),
-			 0);
-	assert_int_equal(postcopy_in_lazy(pi, 120, 10, 1000, err, sizeof(err)),
-			 -EPROTO);
+	assert_int_equal(
+	    postcopy_in_lazy(pi, 100, 8192, 1 << 20, err, sizeof(err)), 0);
+	assert_int_equal(
+	    postcopy_in_lazy(pi, 4096, 4096, 1 << 20, err, sizeof(err)),
+	    -EPROTO);
 	assert_non_null(strstr(err, "out of order"));
-	assert_int_equal(postcopy_in_lazy(pi, 900, 200, 1000, err, sizeof(err)),
-			 -EPROTO);
-	assert_int_equal(postcopy_in_lazy(pi, UINT64_MAX - 5, 10, UINT64_MAX,
+	assert_int_equal(postcopy_in_lazy(pi, (1 << 20) - 4096, 8192, 1 << 20,
 					  err, sizeof(err)),
 			 -EPROTO);
-	assert_int_equal(postcopy_in_lazy(pi, 150, 0, 1000, err, sizeof(err)),
+	assert_int_equal(postcopy_in_lazy(pi, UINT64_MAX - 4095, 8192,
+					  UINT64_MAX, err, sizeof(err)),
 			 -EPROTO);
-	assert_int_equal(postcopy_in_lazy(pi, 150, 10, 1000, err, sizeof(err)),
-			 0);
+	assert_int_equal(
+	    postcopy_in_lazy(pi, 9000, 0, 1 << 20, err, sizeof(err)), -EPROTO);
+	assert_int_equal(
+	    postcopy_in_lazy(pi, 9000, 100, 1 << 20, err, sizeof(err)),
+	    -EPROTO); /* not whole pages */
+	assert_int_equal(
+	    postcopy_in_lazy(pi, 8292, 4096, 1 << 20, err, sizeof(err)), 0);
 	assert_true(postcopy_in_free(pi));
 }
 
