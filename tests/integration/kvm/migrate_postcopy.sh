@@ -167,6 +167,12 @@ for victim in source destination; do
 	wait_until 60 test -e "$WORK/held" || fail "$name: the stream never reached byte $hold"
 	wait_for_line "$WORK/$name.b.err" "post-copy: the guest runs" 60
 	note "$name: held at byte $hold"
+	# Both sides say where it stands: the source serves the memory, the
+	# destination runs with the push not through (it is held).
+	st=$(ctl "$WORK/$name.a.sock" status --json)
+	[[ $st == *'"migration": { "state": "postcopy" }'* ]] || fail "$name: source status $st"
+	st=$(ctl "$WORK/$name.b.sock" status --json)
+	[[ $st == *'"postcopy": { "state": "running", "faults": '* ]] || fail "$name: destination status $st"
 	if [[ $victim == source ]]; then
 		kill -9 "$SRC"
 		wait_exit "$DST" 60
