@@ -6,7 +6,9 @@
 # post-copy at its timeout; and kill -9 of either side at a random point
 # of the push leaves the survivor as docs/migration.md says (the source
 # paused for good with a copy that saves and verifies, the destination
-# stopped with one line), never the guest running in two places.
+# stopped with one line), never the guest running in two places; the
+# source killed between the COMMIT and the GO leaves a destination whose
+# pager waits for memory: it gives up in one line, the guest never ran.
 . "$(dirname "$0")/../lib.sh"
 . "$ROOT/tests/integration/migrate_lib.sh"
 M=$WORK/m.sock P=$WORK/p.sock
@@ -209,3 +211,38 @@ for victim in source destination; do
 	fi
 	kill "$PROXY_PID" 2>/dev/null || true
 done
+
+# --- The source killed between the COMMIT and the GO: the destination
+# has its pager up, its fill waiting for a push that will never come; it
+# gives up in one line, and the guest never ran. The proxy drops the
+# destination's READY, so the source is still waiting for it.
+name=kill-before-go
+VERSION=$("$STASIS" --version)
+VERSION=${VERSION#stasis }
+start_stasis "$WORK/$name.a" run --kernel "$GUESTS/memtest.elf" --debug-exit \
+	--api-socket "$WORK/$name.a.sock" --serial "file:$WORK/$name.a" \
+	--mem 192M --cmdline "mode=gen mib=96 smp=1"
+SRC=$VM_PID
+wait_for_socket "$WORK/$name.a.sock"
+wait_for_line "$WORK/$name.a" "memtest: gen [0-9]+ ok" 120
+start_receive "$WORK/$name.b" "$M" "$WORK/$name.b.sock"
+DST=$RECV_PID
+rm -f "$P"
+welcome="stasis-migrate 1 $VERSION token 0123456789abcdef0123456789abcdef"
+python3 "$PROXY" "$P" "$M" "$WORK/count" --drop-replies-after $((32 + ${#welcome} + 32)) &
+PROXY_PID=$!
+BG_PIDS+=("$PROXY_PID")
+wait_until 30 test -S "$P" || fail "the proxy did not start"
+migrate_to "$WORK/$name.a.sock" "unix:$P" --postcopy &
+MIG_JOB=$!
+switching() { [[ $("$STASIS" ctl "$WORK/$name.a.sock" status --json 2>/dev/null) == *'"state": "switching"'* ]]; }
+wait_until 60 switching || fail "$name: the source never waited for READY"
+kill -9 "$SRC"
+wait "$MIG_JOB" || true
+wait_exit "$DST" 60
+expect_status "$RC" 2 "$name: the destination"
+[[ ! -s $WORK/$name.b ]] || fail "$name: the guest ran at the destination: $(head -c 200 "$WORK/$name.b")"
+errs=$(grep -c "stasis: error: " "$WORK/$name.b.err") || true
+[[ $errs == 1 ]] || fail "$name: $errs error lines: $(cat "$WORK/$name.b.err")"
+note "$name: $(grep "stasis: error: " "$WORK/$name.b.err")"
+kill "$PROXY_PID" 2>/dev/null || true
