@@ -8,7 +8,8 @@
 # paused for good with a copy that saves and verifies, the destination
 # stopped with one line), never the guest running in two places; the
 # source killed between the COMMIT and the GO leaves a destination whose
-# pager waits for memory: it gives up in one line, the guest never ran.
+# pager waits for memory: it gives up in one line, the guest never ran;
+# and a chunk that no longer matches its hash is refused.
 . "$(dirname "$0")/../lib.sh"
 . "$ROOT/tests/integration/migrate_lib.sh"
 M=$WORK/m.sock P=$WORK/p.sock
@@ -245,4 +246,57 @@ expect_status "$RC" 2 "$name: the destination"
 errs=$(grep -c "stasis: error: " "$WORK/$name.b.err") || true
 [[ $errs == 1 ]] || fail "$name: $errs error lines: $(cat "$WORK/$name.b.err")"
 note "$name: $(grep "stasis: error: " "$WORK/$name.b.err")"
+kill "$PROXY_PID" 2>/dev/null || true
+
+# --- A chunk that does not match the hash the source computed at the
+# pause is refused: the source's memory is changed behind its back (as
+# root, through /proc/PID/mem) after the pause, in a chunk the idle guest
+# does not touch and the slow push (16 MiB/s) has not reached yet. The
+# destination stops with the chunk's checksum mismatch in one line, and
+# the source stays paused with the lost link's message.
+name=corrupt
+start_stasis "$WORK/$name.a" run --kernel "$GUESTS/memtest.elf" --debug-exit \
+	--api-socket "$WORK/$name.a.sock" --serial "file:$WORK/$name.a" \
+	--mem 128M --cmdline "touch=64"
+SRC=$VM_PID
+wait_for_socket "$WORK/$name.a.sock"
+wait_for_line "$WORK/$name.a" "memtest: idle" 120
+start_receive "$WORK/$name.b" "$M" "$WORK/$name.b.sock"
+DST=$RECV_PID
+rm -f "$P"
+python3 "$PROXY" "$P" "$M" "$WORK/count" --rate $((16 << 20)) &
+PROXY_PID=$!
+BG_PIDS+=("$PROXY_PID")
+wait_until 30 test -S "$P" || fail "the proxy did not start"
+migrate_to "$WORK/$name.a.sock" "unix:$P" --postcopy &
+MIG_JOB=$!
+wait_for_line "$WORK/$name.b.err" "post-copy: the guest runs" 60
+# Guest RAM is the source's stasis-ram memfd mapping, guest address 0 at
+# its start: one byte at 60 MiB, in the 64 MiB the guest filled.
+python3 - "$SRC" $((60 << 20)) <<'PY' || fail "$name: cannot change the source's memory"
+import sys
+pid, off = sys.argv[1], int(sys.argv[2])
+for line in open("/proc/%s/maps" % pid):
+    if "stasis-ram" in line:
+        start = int(line.split("-")[0], 16)
+        break
+else:
+    sys.exit("no guest memory mapping")
+with open("/proc/%s/mem" % pid, "r+b", buffering=0) as m:
+    m.seek(start + off)
+    b = m.read(1)
+    m.seek(start + off)
+    m.write(bytes([b[0] ^ 0x5a]))
+PY
+wait_exit "$DST" 60
+expect_status "$RC" 2 "$name: the destination"
+errs=$(grep -c "stasis: error: " "$WORK/$name.b.err") || true
+[[ $errs == 1 ]] && grep -q "stasis: error: .*checksum mismatch" "$WORK/$name.b.err" ||
+	fail "$name: the destination said: $(cat "$WORK/$name.b.err")"
+note "$name: $(grep "stasis: error: " "$WORK/$name.b.err")"
+wait "$MIG_JOB" || true
+MIG_ERR=$(cat "$WORK/mig.err")
+[[ $MIG_ERR == *"broke after the switch"*"stays paused here for good"* ]] ||
+	fail "$name: ctl migrate said: $MIG_ERR"
+expect_state "$WORK/$name.a.sock" paused "$name source"
 kill "$PROXY_PID" 2>/dev/null || true
