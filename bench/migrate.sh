@@ -11,7 +11,8 @@
 # the source and the first at the destination. stasis migrates over a
 # UNIX socket (pre-copy, its default; rounds as it reports them); QEMU
 # over tcp to 127.0.0.1, pre-copy with its defaults and the bandwidth cap
-# lifted, and post-copy where asked for (BENCH_POSTCOPY=1).
+# lifted, and post-copy where asked for (BENCH_POSTCOPY=1: QEMU's, and
+# stasis's --postcopy with the destination's blocked time per fault).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 bench_setup "$0" "${1:-build}" "${@:2}"
@@ -46,9 +47,15 @@ wait_file() { # FILE TEXT SECONDS
 	done
 }
 
-# stasis_run SCENARIO KERNEL CMDLINE READY_TEXT: one stasis migration.
+# stasis_run SCENARIO KERNEL CMDLINE READY_TEXT [postcopy]: one stasis
+# migration.
 stasis_run() {
-	local sc=$1 kernel=$2 cmdline=$3 ready=$4 a b out
+	local sc=$1 kernel=$2 cmdline=$3 ready=$4 mode=${5:-precopy} a b out
+	local p=stasis extra=""
+	if [[ $mode == postcopy ]]; then
+		p=stasis_postcopy
+		extra=', "postcopy": true'
+	fi
 	rm -f "$SOCKDIR"/*.sock "$DIR"/s.a "$DIR"/s.b
 	"$STASIS" run --kernel "$kernel" --mem "$MEM" --cmdline "$cmdline" \
 		--cpu-template "$BENCH_CPU_TEMPLATE" --api-socket "$SOCKDIR/a.sock" \
@@ -63,16 +70,22 @@ stasis_run() {
 	wait_file "$DIR/s.b.err" "waiting for a VM" 30 || { bench_fail "$sc: no receive"; return 0; }
 	sleep 0.5
 	out=$("$BENCHTOOL" http "$SOCKDIR/a.sock" PUT /vm/migrate \
-		"{\"destination\": \"unix:$SOCKDIR/m.sock\"}" 2>&1) ||
+		"{\"destination\": \"unix:$SOCKDIR/m.sock\"$extra}" 2>&1) ||
 		{ bench_fail "$sc: stasis migrate: $out"; return 0; }
 	local body=${out#*\{}
-	bench_put "$sc" stasis_total_ms "$(sed -n 's/.*"total_ms": *\([0-9]*\).*/\1/p' <<<"$body")"
-	bench_put "$sc" stasis_down_ms "$(sed -n 's/.*"downtime_ms": *\([0-9]*\).*/\1/p' <<<"$body")"
-	bench_put "$sc" stasis_mib "$(bench_calc "a / 1048576" "$(sed -n 's/.*"bytes_sent": *\([0-9]*\).*/\1/p' <<<"$body")")"
-	bench_put "$sc" stasis_rounds "$(sed -n 's/.*"rounds": *\([0-9]*\).*/\1/p' <<<"$body")"
+	bench_put "$sc" "${p}_total_ms" "$(sed -n 's/.*"total_ms": *\([0-9]*\).*/\1/p' <<<"$body")"
+	bench_put "$sc" "${p}_down_ms" "$(sed -n 's/.*"downtime_ms": *\([0-9]*\).*/\1/p' <<<"$body")"
+	bench_put "$sc" "${p}_mib" "$(bench_calc "a / 1048576" "$(sed -n 's/.*"bytes_sent": *\([0-9]*\).*/\1/p' <<<"$body")")"
+	bench_put "$sc" "${p}_rounds" "$(sed -n 's/.*"rounds": *\([0-9]*\).*/\1/p' <<<"$body")"
+	if [[ $mode == postcopy ]]; then
+		local k
+		for k in faults blocked_p50_us blocked_p99_us; do
+			bench_put "$sc" "${p}_$k" "$(sed -n "s/.*\"$k\": *\([0-9]*\).*/\1/p" <<<"$body")"
+		done
+	fi
 	if [[ $sc == tick ]]; then
 		wait_file "$DIR/s.b" "counter:" 30 || true
-		bench_put "$sc" stasis_gap_ms "$(gap_ms "$DIR/s.a" "$DIR/s.b")"
+		bench_put "$sc" "${p}_gap_ms" "$(gap_ms "$DIR/s.a" "$DIR/s.b")"
 	fi
 	sleep 0.3
 	"$BENCHTOOL" http "$SOCKDIR/b.sock" PUT /vm/shutdown >/dev/null 2>&1 || true
@@ -138,8 +151,10 @@ for ((r = 1; r <= RUNS; r++)); do
 		bench_step "run $r/$RUNS: $sc"
 		stasis_run "$sc" "$GUESTS/${KERNEL[$sc]}.elf" "${CMD[$sc]}" "${READY[$sc]}"
 		qemu_run "$sc" "$GUESTS/${KERNEL[$sc]}.elf" "${CMD[$sc]}" "${READY[$sc]}"
-		[[ ${BENCH_POSTCOPY:-0} == 1 ]] &&
+		if [[ ${BENCH_POSTCOPY:-0} == 1 ]]; then
+			stasis_run "$sc" "$GUESTS/${KERNEL[$sc]}.elf" "${CMD[$sc]}" "${READY[$sc]}" postcopy
 			qemu_run "$sc" "$GUESTS/${KERNEL[$sc]}.elf" "${CMD[$sc]}" "${READY[$sc]}" postcopy
+		fi
 	done
 done
 
@@ -150,16 +165,25 @@ echo "| guest | VMM, mode | total ms | downtime ms (VMM) | gap the guest saw, ms
 echo "|---|---|---:|---:|---:|---:|---:|"
 declare -A DESC=([idle]="idle, 512 MiB touched" [d32]="dirtying 32 MiB/s" [dirty]="rewriting 256 MiB" [tick]="counter at 1000 Hz")
 for sc in "${SCEN[@]}"; do
-	for p in stasis qemu_precopy qemu_postcopy; do
-		[[ $p == qemu_postcopy && ${BENCH_POSTCOPY:-0} != 1 ]] && continue
+	for p in stasis qemu_precopy stasis_postcopy qemu_postcopy; do
+		[[ $p == *_postcopy && ${BENCH_POSTCOPY:-0} != 1 ]] && continue
 		name=$p
 		[[ $p == stasis ]] && name="stasis, pre-copy"
+		[[ $p == stasis_postcopy ]] && name="stasis, post-copy"
 		[[ $p == qemu_precopy ]] && name="QEMU, pre-copy"
 		[[ $p == qemu_postcopy ]] && name="QEMU, post-copy"
 		echo "| ${DESC[$sc]} | $name | $(bench_get "$sc" "${p}_total_ms") | $(bench_get "$sc" "${p}_down_ms") | $(bench_fmt %.0f "$(bench_get "$sc" "${p}_gap_ms")") | $(bench_fmt %.1f "$(bench_get "$sc" "${p}_mib")") | $(bench_get "$sc" "${p}_rounds") |"
 	done
 done
-echo
-echo "not measured: stasis post-copy (not built, docs/migration.md)"
+if [[ ${BENCH_POSTCOPY:-0} == 1 ]]; then
+	echo
+	echo "stasis post-copy, vCPU blocked time per fault that waited for a chunk (the destination's report):"
+	echo
+	echo "| guest | faults | blocked p50 us | blocked p99 us |"
+	echo "|---|---:|---:|---:|"
+	for sc in "${SCEN[@]}"; do
+		echo "| ${DESC[$sc]} | $(bench_get "$sc" stasis_postcopy_faults) | $(bench_get "$sc" stasis_postcopy_blocked_p50_us) | $(bench_get "$sc" stasis_postcopy_blocked_p99_us) |"
+	done
+fi
 [[ -s $RES/failures ]] && { echo "failures:"; sed 's/^/  /' "$RES/failures"; }
 exit 0

@@ -47,8 +47,9 @@ static void usage(void)
 	    "      [--clock advance|frozen] [--json]\n"
 	    "  ctl SOCKET migrate unix:PATH|tcp:HOST:PORT "
 	    "[--tls-dir DIR|--insecure]\n"
-	    "      [--connections N] [--timeout-s N] [--downtime-ms N] "
-	    "[--no-auto-converge]\n"
+	    "      [--connections N] [--timeout-s N [--on-timeout "
+	    "abort|postcopy]]\n"
+	    "      [--postcopy] [--downtime-ms N] [--no-auto-converge]\n"
 	    "      [--compress ...] [--json]\n"
 	    "  inspect FILE [--json]          describe a snapshot\n"
 	    "  verify FILE                    check every checksum (exit 0/1)\n"
@@ -541,6 +542,25 @@ static int restore_load(const char *path, const struct restore_opts *o,
 		status = STASIS_EXIT_USAGE;
 		vm_destroy(vm);
 		goto out_image;
+	}
+	/* Post-copy: memory comes from the source as the guest touches it
+	 * (and in the background), through the lazy restore's pager. */
+	if (o->incoming && migrate_in_postcopy(o->incoming)) {
+		if (o->run ? o->run->user.set : o->user.set) {
+			status = STASIS_EXIT_USAGE;
+			log_error("post-copy cannot be received with --user "
+				  "(the pager's threads run before it)");
+			vm_destroy(vm);
+			goto out_image;
+		}
+		img->ondemand = true;
+		img->copy_memory = false;
+		img->prefetch = false;
+		img->record_ms = 0;
+		img->page_source = migrate_in_page_source;
+		img->page_source_ctx = o->incoming;
+		migrate_in_set_seccomp(o->incoming, (int)img->cfg.seccomp);
+		vm->incoming = o->incoming;
 	}
 	ret = snapshot_restore(vm, img, o->clock, err, sizeof(err));
 	/* Everything was read from the file checked: not a byte changed

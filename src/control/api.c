@@ -449,7 +449,6 @@ static int api_get_uint(struct json_object *val, const char *key, int64_t min,
 int api_parse_migrate_request(const char *body, size_t len,
 			      struct migrate_opts *o, char *err, size_t errlen)
 {
-	static const char *const later[] = { "postcopy", "on_timeout", NULL };
 	struct json_object *obj;
 	bool have_dest = false;
 	int64_t v = 0;
@@ -502,15 +501,24 @@ int api_parse_migrate_request(const char *body, size_t len,
 
 			ret = api_get_bool(val, key, &on, err, errlen);
 			o->no_auto_converge = !on;
+		} else if (!strcmp(key, "postcopy")) {
+			ret = api_get_bool(val, key, &o->postcopy, err, errlen);
+		} else if (!strcmp(key, "on_timeout")) {
+			const char *s =
+			    json_object_is_type(val, json_type_string)
+				? json_object_get_string(val)
+				: "";
+
+			if (!strcmp(s, "abort") || !strcmp(s, "postcopy")) {
+				o->timeout_postcopy = !strcmp(s, "postcopy");
+			} else {
+				snprintf(err, errlen,
+					 "\"on_timeout\" must be \"abort\" or "
+					 "\"postcopy\"");
+				ret = -EINVAL;
+			}
 		} else {
 			ret = api_unknown_key(key, err, errlen);
-			for (size_t i = 0; later[i]; i++)
-				if (!strcmp(key, later[i]))
-					snprintf(err, errlen,
-						 "\"%s\": not built in this "
-						 "stasis yet (only pre-copy "
-						 "migration is)",
-						 later[i]);
 		}
 		if (ret)
 			break;
@@ -686,9 +694,10 @@ static enum MHD_Result api_handle_status(struct api_server *s,
 	char last_pause[24] = "null";
 	char snapshot[80] = "null";
 	char migration[320] = "null";
+	char postcopy[320] = "null";
 	char timings[640];
 	char last[160] = "null";
-	char body[1536];
+	char body[1856];
 
 	if (api_parse_empty_request(req->body, req->len, err, sizeof(err)))
 		return api_reply_error(c, MHD_HTTP_BAD_REQUEST, NULL, "%s",
@@ -715,6 +724,20 @@ static enum MHD_Result api_handle_status(struct api_server *s,
 			 (unsigned long long)st.migration_link_rate,
 			 (unsigned long long)st.migration_expected_downtime_ms,
 			 st.migration_throttle_pct);
+	if (st.postcopy.on)
+		snprintf(
+		    postcopy, sizeof(postcopy),
+		    "{ \"state\": \"%s\", \"faults\": %llu, "
+		    "\"blocked_total_us\": %llu, \"blocked_p50_us\": %llu, "
+		    "\"blocked_p99_us\": %llu, \"blocked_max_us\": %llu, "
+		    "\"chunks_left\": %llu }",
+		    st.postcopy.done ? "done" : "running",
+		    (unsigned long long)st.postcopy.faults,
+		    (unsigned long long)st.postcopy.blocked_total_us,
+		    (unsigned long long)st.postcopy.blocked_p50_us,
+		    (unsigned long long)st.postcopy.blocked_p99_us,
+		    (unsigned long long)st.postcopy.blocked_max_us,
+		    (unsigned long long)st.postcopy.chunks_left);
 	api_format_timings(st.timings, timings, sizeof(timings));
 	if (st.have_last_snapshot)
 		snprintf(
@@ -729,14 +752,14 @@ static enum MHD_Result api_handle_status(struct api_server *s,
 	snprintf(body, sizeof(body),
 		 "{ \"state\": \"%s\", \"vcpus\": %u, \"memory_bytes\": %llu, "
 		 "\"uptime_ms\": %llu, \"last_pause_us\": %s, "
-		 "\"snapshot\": %s, \"migration\": %s, \"timings\": %s, "
-		 "\"last_snapshot\": %s }\n",
+		 "\"snapshot\": %s, \"migration\": %s, \"postcopy\": %s, "
+		 "\"timings\": %s, \"last_snapshot\": %s }\n",
 		 st.waiting  ? "waiting"
 		 : st.paused ? "paused"
 			     : "running",
 		 st.ncpus, (unsigned long long)st.mem_size,
 		 (unsigned long long)(st.uptime_ns / 1000000), last_pause,
-		 snapshot, migration, timings, last);
+		 snapshot, migration, postcopy, timings, last);
 	return api_reply(c, MHD_HTTP_OK, body, NULL);
 }
 
@@ -918,6 +941,30 @@ out:
 	return mret;
 }
 
+/* The reply's "postcopy": null, or what the destination reported. */
+static int api_add_postcopy(struct json_object *obj,
+			    const struct migrate_result *res)
+{
+	static const char *const names[] = { "faults", "blocked_total_us",
+					     "blocked_p50_us", "blocked_p99_us",
+					     "blocked_max_us" };
+	const uint64_t v[] = { res->pc.faults, res->pc.blocked_total_us,
+			       res->pc.blocked_p50_us, res->pc.blocked_p99_us,
+			       res->pc.blocked_max_us };
+	struct json_object *pc;
+
+	if (!res->postcopy)
+		return json_object_object_add(obj, "postcopy", NULL);
+	pc = json_object_new_object();
+	if (!pc)
+		return -1;
+	for (size_t i = 0; i < sizeof(v) / sizeof(*v); i++)
+		if (json_object_object_add(
+			pc, names[i], json_object_new_int64((int64_t)v[i])))
+			return json_object_put(pc), -1;
+	return json_object_object_add(obj, "postcopy", pc);
+}
+
 static enum MHD_Result api_handle_migrate(struct api_server *s,
 					  struct MHD_Connection *c,
 					  const struct api_request *req)
@@ -955,8 +1002,9 @@ static enum MHD_Result api_handle_migrate(struct api_server *s,
 		    json_object_object_add(
 			obj, "downtime_ms",
 			json_object_new_int64((int64_t)res.downtime_ms)) ||
-		    json_object_object_add(
-			obj, "rounds", json_object_new_int64(res.rounds)))) {
+		    json_object_object_add(obj, "rounds",
+					   json_object_new_int64(res.rounds)) ||
+		    api_add_postcopy(obj, &res))) {
 		json_object_put(obj);
 		obj = NULL;
 	}
@@ -1011,6 +1059,14 @@ static const char *const api_status_fields[] = {
 	"migration.link_rate",
 	"migration.expected_downtime_ms",
 	"migration.throttle_percent",
+	"postcopy",
+	"postcopy.state",
+	"postcopy.faults",
+	"postcopy.blocked_total_us",
+	"postcopy.blocked_p50_us",
+	"postcopy.blocked_p99_us",
+	"postcopy.blocked_max_us",
+	"postcopy.chunks_left",
 	"timings",
 	"timings.exec_source",
 	"timings.main_us",
@@ -1035,14 +1091,24 @@ static const unsigned api_migrate_statuses[] = { MHD_HTTP_OK,
 						 MHD_HTTP_BAD_REQUEST,
 						 MHD_HTTP_CONFLICT, 0 };
 static const char *const api_migrate_keys[] = {
-	"destination", "insecure", "tls_dir",	    "timeout_s", "downtime_ms",
-	"connections", "compress", "auto_converge", NULL
+	"destination", "insecure",    "tls_dir",  "timeout_s",
+	"downtime_ms", "connections", "compress", "auto_converge",
+	"postcopy",    "on_timeout",  NULL
 };
 static const char *const api_migrate_required[] = { "destination", NULL };
-static const char *const api_migrate_fields[] = {
-	"destination", "bytes_sent",	   "total_ms", "downtime_ms",
-	"rounds",      "throttle_percent", NULL
-};
+static const char *const api_migrate_fields[] = { "destination",
+						  "bytes_sent",
+						  "total_ms",
+						  "downtime_ms",
+						  "rounds",
+						  "throttle_percent",
+						  "postcopy",
+						  "postcopy.faults",
+						  "postcopy.blocked_total_us",
+						  "postcopy.blocked_p50_us",
+						  "postcopy.blocked_p99_us",
+						  "postcopy.blocked_max_us",
+						  NULL };
 static const char *const api_snapshot_keys[] = { "path", "then", "compress",
 						 "live", "base", NULL };
 static const char *const api_snapshot_fields[] = {

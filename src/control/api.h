@@ -50,6 +50,8 @@ struct vm_status {
 	uint64_t migration_link_rate; /* bytes/s, the last round */
 	uint64_t migration_expected_downtime_ms;
 	unsigned migration_throttle_pct;
+	/* A post-copy destination's report (postcopy.on false otherwise). */
+	struct migrate_postcopy_stats postcopy;
 	/* The restore's phases (core/timings.h); NULL for a booted VM. */
 	const struct timings *timings;
 	bool have_last_snapshot; /* one was written since stasis started */

@@ -606,9 +606,21 @@ static int ctl_print_migrate(const struct ctl_args *a,
 			     const struct ctl_command *cmd,
 			     const struct ctl_response *r)
 {
-	struct json_object *obj = ctl_parse_json(r);
+	struct json_object *obj = ctl_parse_json(r), *pc = NULL;
 	uint64_t bytes = 0, total = 0, down = 0, rounds = 0, pct = 0;
+	uint64_t faults = 0, p50 = 0, p99 = 0;
+	char post[128] = "";
 
+	/* A post-copy's blocked time, as the destination measured it. */
+	if (obj && json_object_object_get_ex(obj, "postcopy", &pc) && pc &&
+	    ctl_get_u64(pc, "faults", &faults) &&
+	    ctl_get_u64(pc, "blocked_p50_us", &p50) &&
+	    ctl_get_u64(pc, "blocked_p99_us", &p99))
+		snprintf(post, sizeof(post),
+			 ", post-copy: %llu faults, blocked p50 %llu us p99 "
+			 "%llu us",
+			 (unsigned long long)faults, (unsigned long long)p50,
+			 (unsigned long long)p99);
 	if (!obj || !ctl_get_u64(obj, "bytes_sent", &bytes) ||
 	    !ctl_get_u64(obj, "total_ms", &total) ||
 	    !ctl_get_u64(obj, "downtime_ms", &down) ||
@@ -626,7 +638,7 @@ static int ctl_print_migrate(const struct ctl_args *a,
 	       (unsigned long long)down, (unsigned long long)rounds);
 	if (pct)
 		printf(", throttled to %llu%%", (unsigned long long)pct);
-	printf("\n");
+	printf("%s\n", post);
 	return CTL_EXIT_OK;
 }
 
@@ -1035,12 +1047,11 @@ static void ctl_usage(FILE *f)
 		   "[--json]\n"
 		   "       stasis ctl SOCKET migrate unix:PATH|tcp:HOST:PORT "
 		   "[--tls-dir DIR|--insecure]\n"
-		   "                [--connections N] [--timeout-s N] "
-		   "[--downtime-ms N] [--no-auto-converge]\n"
-		   "                [--compress ...] [--json]\n"
-		   "         (not built, refused by the VM: post-copy "
-		   "--postcopy, --on-timeout;\n"
-		   "         nor the guest's network announce)\n");
+		   "                [--connections N] [--timeout-s N "
+		   "[--on-timeout abort|postcopy]]\n"
+		   "                [--postcopy] [--downtime-ms N] "
+		   "[--no-auto-converge]\n"
+		   "                [--compress ...] [--json]\n");
 }
 
 /* Returns 0, 1 for --help, or -EINVAL after printing why. */

@@ -163,6 +163,15 @@ static const int calls_uffd[] = {
 	SCMP_SYS(eventfd2),
 };
 
+/* A post-copy destination's pager threads and its push thread: a
+ * faulted chunk asked for on the priority connection, and the chunks
+ * that come written into the stream's spool, released once installed. */
+static const int calls_postcopy[] = {
+	SCMP_SYS(sendto),    SCMP_SYS(sendmsg),	  SCMP_SYS(recvfrom),
+	SCMP_SYS(recvmsg),   SCMP_SYS(pwrite64),  SCMP_SYS(pwritev),
+	SCMP_SYS(fallocate), SCMP_SYS(ftruncate), SCMP_SYS(shutdown),
+};
+
 /* A live snapshot's fault thread: reads faults, copies pages out of the
  * memfd with pread, removes write protection. */
 static const int calls_live[] = {
@@ -306,7 +315,8 @@ static const struct role_filter role_filters[SECCOMP_ROLE_COUNT] = {
 	},
 	[SECCOMP_ROLE_UFFD] = {
 		.name = "uffd",
-		.calls = { LIST(calls_base), LIST(calls_uffd) },
+		.calls = { LIST(calls_base), LIST(calls_uffd),
+			   LIST(calls_postcopy) },
 		.ioctls = { LIST(ioctls_uffd) },
 	},
 	[SECCOMP_ROLE_LIVE] = {

@@ -793,6 +793,7 @@ void vm_get_status(struct vm *vm, struct vm_status *st)
 		    atomic_load(&ms->expected_downtime_ms);
 		st->migration_throttle_pct = atomic_load(&vm->throttle_pct);
 	}
+	migrate_in_postcopy_stats(vm->incoming, &st->postcopy);
 	st->timings = vm->cfg.timings;
 	st->snapshot_active = atomic_load(&vm->snapshot_active);
 	if (st->snapshot_active) {

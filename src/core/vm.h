@@ -180,6 +180,9 @@ struct vm {
 	bool throttle_running;
 	atomic_bool throttle_stop;
 	pthread_t throttle_thread;
+	/* `stasis receive` of a post-copy migration: its report, for
+	 * GET /vm (migrate_in_postcopy_stats); NULL otherwise. */
+	struct migrate_in *incoming;
 	/* The last snapshot written and what it cost (under pause_lock). */
 	bool have_last_snapshot;
 	struct snapshot_stats last_snapshot;

@@ -35,13 +35,16 @@
 static const char frame_magic[8] = { 'S', 'T', 'A', 'S', 'I', 'S', 'M', 'G' };
 
 static const char *const frame_names[] = {
-	[MIG_HELLO] = "HELLO",	   [MIG_WELCOME] = "WELCOME",
-	[MIG_DATA] = "DATA",	   [MIG_CHECK] = "CHECK",
-	[MIG_ACCEPT] = "ACCEPT",   [MIG_COMMIT] = "COMMIT",
-	[MIG_READY] = "READY",	   [MIG_GO] = "GO",
-	[MIG_RUNNING] = "RUNNING", [MIG_ERROR] = "ERROR",
-	[MIG_PAGES] = "PAGES",	   [MIG_REF] = "REF",
-	[MIG_HASH] = "HASH",	   [MIG_SYNC] = "SYNC",
+	[MIG_HELLO] = "HELLO",	     [MIG_WELCOME] = "WELCOME",
+	[MIG_DATA] = "DATA",	     [MIG_CHECK] = "CHECK",
+	[MIG_ACCEPT] = "ACCEPT",     [MIG_COMMIT] = "COMMIT",
+	[MIG_READY] = "READY",	     [MIG_GO] = "GO",
+	[MIG_RUNNING] = "RUNNING",   [MIG_ERROR] = "ERROR",
+	[MIG_PAGES] = "PAGES",	     [MIG_REF] = "REF",
+	[MIG_HASH] = "HASH",	     [MIG_SYNC] = "SYNC",
+	[MIG_PRIORITY] = "PRIORITY", [MIG_POSTCOPY] = "POSTCOPY",
+	[MIG_LAZY] = "LAZY",	     [MIG_FETCH] = "FETCH",
+	[MIG_PUSHED] = "PUSHED",     [MIG_DONE] = "DONE",
 };
 
 __attribute__((format(printf, 4, 5))) static int
@@ -905,6 +908,10 @@ int mig_send(struct mig_chan *c, uint32_t type, uint64_t offset,
 
 	if (n > 64)
 		return mig_fail(err, errlen, -EINVAL, "too many pieces");
+	if (c->switch_ms &&
+	    (int64_t)(clock_now_ns(CLOCK_MONOTONIC) / 1000000) >= c->switch_ms)
+		return mig_fail(err, errlen, -ETIME, "%s: time to switch",
+				c->peer);
 	for (unsigned i = 0; i < n; i++)
 		len += iov[i].iov_len;
 	if (len > (type == MIG_DATA || type == MIG_PAGES ? MIG_DATA_MAX

@@ -41,7 +41,18 @@ enum mig_frame_type {
 			* its copy against */
 	MIG_SYNC = 14, /* source: answer when all before is applied;
 			* destination: the answer */
-	MIG_FRAME_TYPE_MAX = MIG_SYNC,
+	/* Post-copy (docs/migration.md, "Post-copy"). */
+	MIG_PRIORITY = 15, /* source, on the priority connection: the token
+			    * the WELCOME gave (text) */
+	MIG_POSTCOPY = 16, /* source: this stream switches to post-copy */
+	MIG_LAZY = 17, /* source: snapshot bytes at `offset`, u64 length in
+			* the payload, come after the switch */
+	MIG_FETCH = 18, /* destination, priority connection: send snapshot
+			 * bytes at `offset`, u64 length, now */
+	MIG_PUSHED = 19, /* source: every lazy byte is sent */
+	MIG_DONE = 20, /* destination: every chunk is in; the fault
+			* statistics (text) */
+	MIG_FRAME_TYPE_MAX = MIG_DONE,
 };
 
 struct mig_addr {
@@ -72,6 +83,10 @@ struct mig_chan {
 	char tls_error[128]; /* the TLS reason for the last -EPROTO */
 	int idle_ms; /* MIG_IDLE_TIMEOUT_MS unless set */
 	int64_t deadline_ms; /* CLOCK_MONOTONIC ms; 0: none */
+	/* CLOCK_MONOTONIC ms after which mig_send starts no new frame
+	 * (-ETIME, nothing sent): a pre-copy that switches to post-copy at
+	 * its timeout stops between frames. 0: none. */
+	int64_t switch_ms;
 	uint64_t sent; /* bytes on the wire, headers included */
 	uint64_t received;
 	char peer[160]; /* "unix:PATH" or "tcp:HOST:PORT", for messages */

@@ -33,6 +33,26 @@ struct migrate_opts {
 	/* Auto-converge is on unless this is set (`--no-auto-converge`,
 	 * "auto_converge": false). */
 	bool no_auto_converge;
+	/* Switch to post-copy at once, after the checks. */
+	bool postcopy;
+	/* At timeout_s: abort (the source runs on), or switch to
+	 * post-copy (all of memory then comes lazily: what the rounds sent
+	 * is let go at the destination). */
+	bool timeout_postcopy;
+};
+
+/* What a post-copy destination reports: the faults that waited for a
+ * chunk and how long (the vCPU or device thread that touched it was
+ * blocked meanwhile). */
+struct migrate_postcopy_stats {
+	bool on; /* this VM came by post-copy */
+	bool done; /* every chunk is in */
+	uint64_t faults;
+	uint64_t blocked_total_us;
+	uint64_t blocked_p50_us;
+	uint64_t blocked_p99_us;
+	uint64_t blocked_max_us;
+	uint64_t chunks_left; /* chunks still at the source */
 };
 
 /* Where a migration stands, for GET /vm. */
@@ -43,6 +63,7 @@ enum migrate_phase {
 	MIGRATE_PRECOPY, /* memory sent while the guest runs, in rounds */
 	MIGRATE_SENDING, /* paused: state and memory on their way */
 	MIGRATE_SWITCHING, /* sent; waiting for the destination */
+	MIGRATE_POSTCOPY, /* it runs there; memory still going */
 	MIGRATE_DONE, /* the destination runs the VM */
 	MIGRATE_LOST, /* the link broke after the switch: paused for good */
 };
@@ -65,12 +86,16 @@ struct migrate_result {
 	uint64_t total_ms; /* request to the destination running */
 	uint64_t downtime_ms; /* pause to the destination running */
 	unsigned throttle_pct; /* auto-converge's last step, 0 for none */
+	bool postcopy; /* it switched to post-copy */
+	struct migrate_postcopy_stats pc; /* the destination's report */
 };
 
 /* Sends @vm (running or paused) to o->dest: handshake, CONFIG and CPUID
  * checked by the destination, then paused, the rest of the records, the
  * destination's READY, the switch. Call with vm->snapshot_lock held.
- * Returns 0 once the destination runs the VM: the caller stops this one.
+ * Returns 0 once the destination runs the VM (after a post-copy, once
+ * all of its memory has reached the destination and the destination
+ * said so): the caller stops this one.
  * Before the switch, any failure returns -errno with a one-line reason in
  * @err and leaves the VM as it was (running, or paused if it was). After
  * it (vm->migrated set), a broken link returns -ENOTCONN and the VM stays
@@ -107,6 +132,25 @@ int migrate_in_receive(struct migrate_in *in, struct snapshot_image *img,
  * given back first when @release_spool (memory copied out of it). */
 int migrate_in_switch(struct migrate_in *in, bool release_spool, char *err,
 		      size_t errlen);
+
+/* The seccomp mode of the post-copy receiving thread (the VM's). */
+void migrate_in_set_seccomp(struct migrate_in *in, int mode);
+
+/* Whether the source switched this migration to post-copy (known once
+ * migrate_in_receive returned): the VM is then restored with its memory
+ * served lazily, by migrate_in_page_source. */
+bool migrate_in_postcopy(const struct migrate_in *in);
+
+/* snapshot_image.page_source for a post-copy migration (ctx: the
+ * struct migrate_in). */
+struct page_source;
+struct snap_chunk_table;
+int migrate_in_page_source(void *ctx, struct page_source *src,
+			   struct snap_chunk_table *tables, unsigned n);
+
+/* The post-copy report for GET /vm (st->on false when there is none). */
+void migrate_in_postcopy_stats(struct migrate_in *in,
+			       struct migrate_postcopy_stats *st);
 
 /* Ends the incoming migration; before the switch the source is told it
  * failed, with the first error logged since migrate_in_start. */

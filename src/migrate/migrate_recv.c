@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,8 @@
 #include "migrate/channel.h"
 #include "migrate/mig_pool.h"
 #include "migrate/migrate.h"
+#include "migrate/postcopy.h"
+#include "snapshot/pager.h"
 #include "snapshot/snapfile.h"
 #include "snapshot/snapshot.h"
 
@@ -47,6 +50,12 @@ struct migrate_in {
 	uint8_t *held[GUEST_MEM_MAX_REGIONS];
 	uint32_t chunk_size, block_size;
 	struct guest_mem *mem; /* where PAGES land */
+	/* Post-copy: offered in the HELLO (then a further connection is
+	 * the priority channel), chosen by a POSTCOPY frame. */
+	bool postcopy_offered;
+	struct mig_chan prio;
+	struct postcopy_in *pi;
+	int seccomp;
 };
 
 static void recv_error_hook(void *ctx, const char *line)
@@ -55,6 +64,8 @@ static void recv_error_hook(void *ctx, const char *line)
 
 	if (!in->first_error[0])
 		snprintf(in->first_error, sizeof(in->first_error), "%s", line);
+	/* A pager thread waiting for a chunk gives up with us. */
+	postcopy_in_abort(in->pi, line);
 }
 
 static int recv_fail(char *err, size_t errlen, int code, const char *what,
@@ -196,6 +207,100 @@ static int recv_hash(struct migrate_in *in, const struct mig_frame *f,
 	return 0;
 }
 
+/* POSTCOPY: the memory of this stream comes after the switch (there
+ * must be a priority channel); LAZY: which bytes of it. */
+static int recv_postcopy(struct migrate_in *in, const struct mig_frame *f,
+			 uint64_t limit, char *err, size_t errlen)
+{
+	uint64_t len;
+	int ret;
+
+	if (f->type == MIG_POSTCOPY) {
+		if (in->pi || in->prio.fd < 0) {
+			snprintf(err, errlen,
+				 "%s: a POSTCOPY frame without a priority "
+				 "connection",
+				 in->c.peer);
+			return -EPROTO;
+		}
+		/* What pre-copy brought is let go (every page comes again,
+		 * lazily): the pager installs into memory that holds nothing,
+		 * and the stream's MEMORY records are whole. The other
+		 * connections' pages land first. */
+		ret = mig_pool_in_wait(in->pool, err, errlen);
+		if (ret)
+			return ret;
+		for (unsigned i = 0; in->precopy && i < in->mem->nregions;
+		     i++) {
+			const struct mem_region *reg = &in->mem->regions[i];
+
+			if (fallocate(in->mem->memfd,
+				      FALLOC_FL_PUNCH_HOLE |
+					  FALLOC_FL_KEEP_SIZE,
+				      (off_t)reg->file_offset,
+				      (off_t)reg->size) < 0) {
+				snprintf(err, errlen,
+					 "post-copy: cannot let go of the "
+					 "pre-copied memory: %s",
+					 strerror(errno));
+				return -errno;
+			}
+		}
+		in->precopy = false;
+		in->pi = postcopy_in_new(&in->prio, in->spool);
+		if (!in->pi) {
+			snprintf(err, errlen, "post-copy: out of memory");
+			return -ENOMEM;
+		}
+		return 0;
+	}
+	if (!in->pi || f->length != 8) {
+		snprintf(err, errlen, "%s: a LAZY frame outside post-copy",
+			 in->c.peer);
+		return -EPROTO;
+	}
+	len = get_le64(in->buf);
+	ret = postcopy_in_lazy(in->pi, f->offset, len, limit, err, errlen);
+	if (!ret && f->offset + len > in->spool_end)
+		in->spool_end = f->offset + len;
+	return ret;
+}
+
+/* The second connection of a source that offered post-copy, on @lfd,
+ * presenting the WELCOME's token. */
+static int accept_priority(struct migrate_in *in, int lfd, char *err,
+			   size_t errlen)
+{
+	char buf[MIG_CONTROL_MAX + 1];
+	struct pollfd p = { .fd = lfd, .events = POLLIN };
+	struct mig_frame f;
+	int ret;
+
+	do
+		ret = poll(&p, 1, MIG_IDLE_TIMEOUT_MS);
+	while (ret < 0 && errno == EINTR);
+	if (ret <= 0) {
+		snprintf(err, errlen,
+			 "%s: no priority connection came for post-copy",
+			 in->c.peer);
+		return -ETIMEDOUT;
+	}
+	ret = mig_accept(lfd, &in->addr, &in->prio, err, errlen);
+	if (!ret && in->tls)
+		ret =
+		    mig_tls_start(&in->prio, in->tls, true, NULL, err, errlen);
+	if (!ret)
+		ret = mig_expect(&in->prio, MIG_PRIORITY, &f, buf, sizeof(buf),
+				 err, errlen);
+	if (!ret && strcmp(buf, in->token)) {
+		snprintf(err, errlen,
+			 "%s: the second connection is not the source's",
+			 in->prio.peer);
+		ret = -EACCES;
+	}
+	return ret;
+}
+
 /* Receives DATA frames (and PAGES and REF frames when @mem is given)
  * until one of type @until; returns its frame. */
 static int recv_data_until(struct migrate_in *in, uint32_t until,
@@ -218,6 +323,13 @@ static int recv_data_until(struct migrate_in *in, uint32_t until,
 		}
 		if (f->type == until)
 			return 0;
+		/* Nothing of pre-copy after the switch to post-copy. */
+		if (in->pi && (f->type == MIG_PAGES || f->type == MIG_HASH ||
+			       f->type == MIG_SYNC)) {
+			snprintf(err, errlen, "%s: a %s frame after POSTCOPY",
+				 in->c.peer, mig_frame_name(f->type));
+			return -EPROTO;
+		}
 		if (f->type == MIG_PAGES && mem) {
 			ret = mig_pool_in_order(in->pool, f->offset, f->length,
 						err, errlen);
@@ -238,6 +350,12 @@ static int recv_data_until(struct migrate_in *in, uint32_t until,
 		if (f->type == MIG_SYNC && mem) {
 			ret =
 			    mig_send(&in->c, MIG_SYNC, 0, NULL, 0, err, errlen);
+			if (ret)
+				return ret;
+			continue;
+		}
+		if ((f->type == MIG_POSTCOPY || f->type == MIG_LAZY) && mem) {
+			ret = recv_postcopy(in, f, limit, err, errlen);
 			if (ret)
 				return ret;
 			continue;
@@ -284,10 +402,15 @@ static int recv_hello(struct migrate_in *in, char *err, size_t errlen)
 		snprintf(err, errlen, "%s: %s", in->c.peer, msg);
 		return -EPROTO;
 	}
-	snprintf(buf, sizeof(buf), "stasis-migrate %u %s", MIG_PROTO_VERSION,
-		 STASIS_VERSION);
-	/* The further connections must show this to join. */
-	if (in->nconn > 1) {
+	/* Post-copy needs userfaultfd here: without it the offer is not
+	 * taken up, and a source that asks for it is refused by name. */
+	in->postcopy_offered =
+	    strstr(buf, " postcopy") && !pager_probe(msg, sizeof(msg));
+	snprintf(buf, sizeof(buf), "stasis-migrate %u %s%s", MIG_PROTO_VERSION,
+		 STASIS_VERSION, in->postcopy_offered ? " postcopy" : "");
+	/* The further connections (memory, post-copy's priority one) must
+	 * show this to join. */
+	if (in->nconn > 1 || in->postcopy_offered) {
 		if (mig_pool_make_token(in->token)) {
 			snprintf(err, errlen, "cannot make a token: %s",
 				 strerror(EIO));
@@ -311,6 +434,7 @@ int migrate_in_start(const char *listen, bool insecure, const char *tls_dir,
 		return recv_fail(err, errlen, -ENOMEM, "receive", ENOMEM);
 	in->spool = -1;
 	in->c.fd = -1;
+	in->prio.fd = -1;
 	ret = mig_addr_parse(listen, &in->addr, err, errlen);
 	if (ret)
 		goto fail;
@@ -346,6 +470,11 @@ int migrate_in_start(const char *listen, bool insecure, const char *tls_dir,
 		ret = mig_tls_start(&in->c, in->tls, true, NULL, err, errlen);
 	if (!ret)
 		ret = recv_hello(in, err, errlen);
+	/* A source that may switch to post-copy comes back at once for
+	 * the priority channel, with the token, then for the memory
+	 * connections. */
+	if (!ret && in->postcopy_offered)
+		ret = accept_priority(in, lfd, err, errlen);
 	if (!ret && in->nconn > 1)
 		ret = mig_pool_in_accept(&in->pool, lfd, &in->addr, in->tls,
 					 in->nconn - 1, in->token, err, errlen);
@@ -463,14 +592,54 @@ int migrate_in_switch(struct migrate_in *in, bool release_spool, char *err,
 	}
 	in->switched = true;
 	log_set_error_hook(NULL, NULL);
+	/* Post-copy: the push comes on this connection from RUNNING on. A
+	 * destination that cannot take it tells the source nothing more:
+	 * the source stays paused, and this one does not run the guest. */
+	if (in->pi &&
+	    postcopy_in_start(in->pi, &in->c, (enum seccomp_mode)in->seccomp,
+			      err, errlen)) {
+		postcopy_in_abort(in->pi, err);
+		return -EIO;
+	}
 	/* The source stops for good whatever this says; if the answer is
 	 * lost it stays paused and says so. */
 	if (mig_send(&in->c, MIG_RUNNING, 0, NULL, 0, err, errlen))
 		log_warn("%s; running the VM anyway", err);
 	mig_pool_in_close(in->pool);
 	in->pool = NULL;
+	if (in->pi) {
+		log_info("post-copy: the guest runs; its memory comes from %s",
+			 in->c.peer);
+		return 0;
+	}
 	mig_close(&in->c);
 	return 0;
+}
+
+bool migrate_in_postcopy(const struct migrate_in *in)
+{
+	return in && in->pi;
+}
+
+int migrate_in_page_source(void *ctx, struct page_source *src,
+			   struct snap_chunk_table *tables, unsigned n)
+{
+	struct migrate_in *in = ctx;
+
+	return postcopy_in_source(in->pi, src, tables, n);
+}
+
+void migrate_in_postcopy_stats(struct migrate_in *in,
+			       struct migrate_postcopy_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	if (in && in->pi && in->switched)
+		postcopy_in_stats(in->pi, st);
+}
+
+void migrate_in_set_seccomp(struct migrate_in *in, int mode)
+{
+	in->seccomp = mode;
 }
 
 void migrate_in_end(struct migrate_in *in)
@@ -489,7 +658,12 @@ void migrate_in_end(struct migrate_in *in)
 		mig_send_text(&in->c, MIG_ERROR, 0, msg, NULL, 0);
 	}
 	mig_pool_in_close(in->pool);
+	/* After a failed post-copy a pager thread may still use the
+	 * channels: the process ends with them. */
+	if (in->pi && !postcopy_in_free(in->pi) && in->switched)
+		return;
 	mig_close(&in->c);
+	mig_close(&in->prio);
 	mig_tls_free(in->tls);
 	if (in->spool >= 0)
 		close(in->spool);

@@ -18,6 +18,7 @@
 #include "migrate/mig_pool.h"
 #include "memory/dirty_log.h"
 #include "migrate/migrate.h"
+#include "migrate/postcopy.h"
 #include "snapshot/mem_dirty.h"
 #include "snapshot/pager.h"
 #include "snapshot/snapfile.h"
@@ -40,6 +41,8 @@ const char *migrate_phase_name(enum migrate_phase p)
 		return "sending";
 	case MIGRATE_SWITCHING:
 		return "switching";
+	case MIGRATE_POSTCOPY:
+		return "postcopy";
 	case MIGRATE_DONE:
 		return "done";
 	case MIGRATE_LOST:
@@ -120,6 +123,7 @@ static void precopy_free(struct precopy *pc)
 /* The writer's sink: each write becomes DATA frames at its offset. */
 struct send_sink {
 	struct mig_chan *c;
+	struct postcopy_out *po; /* memory goes later when po->active */
 	char err[256]; /* the channel's reason for the last failure */
 };
 
@@ -127,6 +131,9 @@ static int sink_pwritev(void *ctx, struct iovec *iov, unsigned n, uint64_t off)
 {
 	struct send_sink *s = ctx;
 
+	if (s->po && s->po->active)
+		return postcopy_out_write(s->po, s->c, iov, n, off, s->err,
+					  sizeof(s->err));
 	while (n) {
 		struct iovec part[64];
 		unsigned k = 0;
@@ -160,8 +167,12 @@ static int sink_pwritev(void *ctx, struct iovec *iov, unsigned n, uint64_t off)
 static int sink_commit(void *ctx, uint64_t size, char *err, size_t errlen)
 {
 	struct send_sink *s = ctx;
+	int ret = s->po && s->po->active
+		      ? postcopy_out_flush(s->po, s->c, err, errlen)
+		      : 0;
 
-	return mig_send(s->c, MIG_COMMIT, size, NULL, 0, err, errlen);
+	return ret ? ret
+		   : mig_send(s->c, MIG_COMMIT, size, NULL, 0, err, errlen);
 }
 
 static void sink_abort(void *ctx)
@@ -557,10 +568,12 @@ static int precopy_run(struct vm *vm, struct precopy *pc, struct mig_chan *c,
 	return ret;
 }
 
-/* HELLO and WELCOME: "stasis-migrate PROTO VERSION" each way; with
- * @conns above 1, HELLO asks for them and WELCOME's token (into @token)
- * ties them to this migration. */
-static int send_hello(struct mig_chan *c, unsigned conns,
+/* HELLO and WELCOME: "stasis-migrate PROTO VERSION" each way. With
+ * @conns above 1 the HELLO asks for them, with @postcopy it says that
+ * post-copy may come (the destination answers " postcopy" when it can
+ * serve one), and the WELCOME's token (into @token) ties the further
+ * connections to this migration. */
+static int send_hello(struct mig_chan *c, unsigned conns, bool postcopy,
 		      char token[MIG_POOL_TOKEN_LEN + 1], char *err,
 		      size_t errlen)
 {
@@ -574,6 +587,9 @@ static int send_hello(struct mig_chan *c, unsigned conns,
 	if (conns > 1)
 		snprintf(buf + strlen(buf), sizeof(buf) - strlen(buf),
 			 " connections=%u", conns);
+	if (postcopy)
+		snprintf(buf + strlen(buf), sizeof(buf) - strlen(buf),
+			 " postcopy");
 	ret = mig_send_text(c, MIG_HELLO, 0, buf, err, errlen);
 	if (!ret)
 		ret = mig_expect(c, MIG_WELCOME, &f, buf, sizeof(buf), err,
@@ -591,11 +607,15 @@ static int send_hello(struct mig_chan *c, unsigned conns,
 			 c->peer, proto, ver, MIG_PROTO_VERSION);
 		return -EPROTONOSUPPORT;
 	}
-	if (conns > 1 && mig_pool_welcome_token(buf, token)) {
+	if (postcopy && !strstr(buf, " postcopy")) {
+		snprintf(err, errlen, "%s cannot take a post-copy migration",
+			 c->peer);
+		return -EPROTO;
+	}
+	if ((conns > 1 || postcopy) && mig_pool_welcome_token(buf, token)) {
 		snprintf(err, errlen,
-			 "%s takes one connection only (no token for "
-			 "--connections %u)",
-			 c->peer, conns);
+			 "%s gave no token for the further connections",
+			 c->peer);
 		return -EPROTONOSUPPORT;
 	}
 	return 0;
@@ -630,6 +650,8 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 {
 	struct send_sink sink = { .err = "" };
 	struct precopy pc = { .on = false };
+	struct postcopy_out po = { .mem = &vm->mem, .prio = { .fd = -1 } };
+	bool may_postcopy = o->postcopy || o->timeout_postcopy;
 	struct snap_writer *w = NULL;
 	struct snapshot_dest dest = { 0 };
 	struct snap_lineage lin = { 0 };
@@ -646,7 +668,7 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 	 * state and the memory written, the snapshot committed, the
 	 * destination's READY, its RUNNING. */
 	uint64_t tp[6] = { 0 };
-	bool paused_here = false;
+	bool paused_here = false, layer = false;
 	int ret;
 
 	memset(res, 0, sizeof(*res));
@@ -669,6 +691,9 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 		if (ret)
 			return ret;
 	}
+	ret = postcopy_check_opts(o, err, errlen);
+	if (ret)
+		return ret;
 	/* A lazily restored VM is sent whole: every chunk still in its old
 	 * file is brought in first, while it runs. */
 	if (vm->pager) {
@@ -684,12 +709,15 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 		c.deadline_ms =
 		    (int64_t)(t0 / 1000000) + (int64_t)o->timeout_s * 1000;
 	sink.c = &c;
+	sink.po = &po;
 	if (tls) {
 		ret = mig_tls_start(&c, tls, false, a.host, err, errlen);
 		if (ret)
 			goto fail;
 	}
-	ret = send_hello(&c, o->connections, token, err, errlen);
+	ret = send_hello(&c, o->connections, may_postcopy, token, err, errlen);
+	if (!ret && may_postcopy)
+		ret = postcopy_out_connect(&po, &a, tls, token, err, errlen);
 	if (!ret)
 		ret = mig_pool_open(&pool, &a, tls, &c, o->connections, token,
 				    err, errlen);
@@ -720,7 +748,7 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 	/* Pre-copy, while the guest runs. Compressed chunks are not the
 	 * guest's pages as they lie in memory, so compression sends all at
 	 * the pause instead. */
-	if (o->compress.codec == SNAP_CODEC_RAW) {
+	if (o->compress.codec == SNAP_CODEC_RAW && !o->postcopy) {
 		ret = precopy_init(&pc, vm);
 		if (ret) {
 			snprintf(err, errlen, "pre-copy: %s", strerror(-ret));
@@ -730,21 +758,40 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 	}
 	if (pc.on) {
 		atomic_store(&vm->migrate_phase, MIGRATE_PRECOPY);
+		/* At the timeout, post-copy instead of giving up: the rounds
+		 * stop between two frames. */
+		if (o->timeout_postcopy) {
+			c.switch_ms = c.deadline_ms;
+			c.deadline_ms = 0;
+		}
 		ret = precopy_run(vm, &pc, &c, o, res, err, errlen);
-		/* The destination checks each round's chunks as they come:
-		 * it is through with the last before the guest stops, not
-		 * during the pause. */
-		if (!ret)
+		c.switch_ms = 0;
+		if (ret == -ETIME && o->timeout_postcopy) {
+			log_info(
+			    "migration: pre-copy did not converge in %u s: "
+			    "switching to post-copy",
+			    o->timeout_s);
+			po.active = true;
+			ret = 0;
+		} else if (!ret) {
+			/* The destination checks each round's chunks as they
+			 * come: it is through with the last before the guest
+			 * stops, not during the pause. */
 			ret = mig_send(&c, MIG_SYNC, 0, NULL, 0, err, errlen);
-		if (!ret)
-			ret = mig_expect(&c, MIG_SYNC, &f, buf, sizeof(buf),
-					 err, errlen);
+			if (!ret)
+				ret = mig_expect(&c, MIG_SYNC, &f, buf,
+						 sizeof(buf), err, errlen);
+		}
 		if (ret)
 			goto fail;
 	}
-	/* Every page on the other connections lands before the pause's
-	 * REF frames name it. */
+	if (o->postcopy)
+		po.active = true;
+	/* Every page on the other connections lands before the pause (or
+	 * the switch to post-copy, which lets go of them all). */
 	ret = mig_pool_finish(pool, err, errlen);
+	if (!ret && po.active)
+		ret = mig_send(&c, MIG_POSTCOPY, 0, NULL, 0, err, errlen);
 	if (ret)
 		goto fail;
 
@@ -766,6 +813,9 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 		goto fail;
 	}
 	tpause = clock_now_ns(CLOCK_MONOTONIC);
+	/* After pre-copy, the snapshot leaves what the destination holds to
+	 * it; a post-copy sends all of memory, lazily. */
+	layer = pc.on && !po.active;
 	ret = snapshot_write_state(vm, w, err, errlen);
 	tp[0] = clock_now_ns(CLOCK_MONOTONIC);
 	/* What the guest wrote since the last round is not clean, nor what
@@ -773,7 +823,7 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 	 * delivers the frames waiting in its socket): collected after, and
 	 * those chunks go in the MEMORY record; the others stay the
 	 * destination's. */
-	if (!ret && pc.on) {
+	if (!ret && layer) {
 		uint64_t left;
 
 		pc.miss = false;
@@ -786,7 +836,7 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 	if (!ret)
 		ret = snap_write_memory_layer(
 		    w, &vm->mem,
-		    pc.on ? (const uint64_t *const *)pc.chunks : NULL,
+		    layer ? (const uint64_t *const *)pc.chunks : NULL,
 		    &vm->snapshot_progress, err, errlen);
 	tp[2] = clock_now_ns(CLOCK_MONOTONIC);
 	/* Unsigned: the stream is checked frame by frame, and the key signs
@@ -796,8 +846,10 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 	tp[3] = clock_now_ns(CLOCK_MONOTONIC);
 	atomic_store(&vm->migrate_phase, MIGRATE_SWITCHING);
 	if (!ret)
-		ret = mig_expect(&c, MIG_READY, &f, buf, sizeof(buf), err,
-				 errlen);
+		ret = po.active ? postcopy_out_wait(&po, &c, MIG_READY, buf,
+						    sizeof(buf), err, errlen)
+				: mig_expect(&c, MIG_READY, &f, buf,
+					     sizeof(buf), err, errlen);
 	tp[4] = clock_now_ns(CLOCK_MONOTONIC);
 	if (ret)
 		goto fail;
@@ -806,10 +858,15 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 	 * destination may be running it, whatever becomes of the link. */
 	atomic_store(&vm->migrated, true);
 	ret = mig_send(&c, MIG_GO, 0, NULL, 0, err, errlen);
-	if (!ret)
+	res->postcopy = po.active;
+	if (!ret && po.active) {
+		atomic_store(&vm->migrate_phase, MIGRATE_POSTCOPY);
+		ret = postcopy_out_finish(&po, &c, res, err, errlen);
+	} else if (!ret) {
 		ret = mig_expect(&c, MIG_RUNNING, &f, buf, sizeof(buf), err,
 				 errlen);
-	res->bytes_sent = c.sent + mig_pool_sent(pool);
+	}
+	res->bytes_sent = c.sent + mig_pool_sent(pool) + po.prio.sent;
 	mig_pool_close(pool);
 	pool = NULL;
 	atomic_store(&vm->snapshot_active, false);
@@ -827,6 +884,7 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 			 "(ctl snapshot PATH --then exit) and restore that",
 			 o->dest, why);
 		mig_close(&c);
+		postcopy_out_free(&po);
 		precopy_free(&pc);
 		mig_tls_free(tls);
 		return -ENOTCONN;
@@ -841,9 +899,13 @@ int migrate_send(struct vm *vm, const struct migrate_opts *o,
 		  (tp[3] - tp[2]) / 1000, (tp[4] - tp[3]) / 1000,
 		  (tp[5] - tp[4]) / 1000);
 	res->total_ms = (clock_now_ns(CLOCK_MONOTONIC) - t0) / 1000000;
-	res->downtime_ms = (clock_now_ns(CLOCK_MONOTONIC) - tpause) / 1000000;
+	res->downtime_ms =
+	    ((po.active ? po.running_ns : clock_now_ns(CLOCK_MONOTONIC)) -
+	     tpause) /
+	    1000000;
 	atomic_store(&vm->migrate_phase, MIGRATE_DONE);
 	mig_close(&c);
+	postcopy_out_free(&po);
 	precopy_free(&pc);
 	mig_tls_free(tls);
 	return 0;
@@ -884,6 +946,7 @@ fail:
 		mig_send_text(&c, MIG_ERROR, 0, msg, NULL, 0);
 		mig_close(&c);
 	}
+	postcopy_out_free(&po);
 	atomic_store(&vm->migrate_phase, MIGRATE_NONE);
 	precopy_abort(&pc);
 	precopy_free(&pc);

@@ -381,11 +381,19 @@ static uint8_t *pager_thread_start(struct pager *p)
 	return buf;
 }
 
+static _Thread_local bool on_fault_thread;
+
+bool pager_on_fault_thread(void)
+{
+	return on_fault_thread;
+}
+
 static void *pager_fault_main(void *arg)
 {
 	struct pager *p = arg;
 	uint8_t *buf;
 
+	on_fault_thread = true;
 	buf = pager_thread_start(p);
 
 	while (buf && !atomic_load(&p->stopping)) {

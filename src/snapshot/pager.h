@@ -4,8 +4,8 @@
  * Two parts, each swappable:
  * - a PAGE SOURCE says how guest memory is cut into chunks, which blocks of
  *   each chunk hold data, and reads one chunk on request, verified. The one
- *   here serves a snapshot file (page_source_file_init); a migration
- *   stream would be another.
+ *   here serves a snapshot file (page_source_file_init); a post-copy
+ *   migration's asks the source (migrate/page_source_mig.c).
  * - the PAGER (fault handler) registers guest RAM with userfaultfd in
  *   MISSING mode and asks the source for the chunk of each fault, on a
  *   thread of its own; a second thread brings in the remaining chunks in
@@ -129,6 +129,11 @@ int pager_error(struct pager *p, char *err, size_t errlen);
 /* Waits until every chunk is in guest memory (then the pager has let go
  * of it) and returns 0, or a failure's code and line. */
 int pager_wait(struct pager *p, char *err, size_t errlen);
+
+/* Whether the calling thread is a pager's fault thread: a page source
+ * whose chunks come over a link asks for a fault's chunk at once, and
+ * lets the fill wait for them in order. */
+bool pager_on_fault_thread(void);
 
 /* Whether a chunk failed. */
 bool pager_failed(struct pager *p);

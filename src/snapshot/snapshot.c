@@ -1680,7 +1680,10 @@ int snapshot_restore(struct vm *vm, struct snapshot_image *img,
 		struct wset prefetch;
 		char why[256];
 
-		ret = page_source_file_init(&src, tables, ntables);
+		ret = img->page_source
+			  ? img->page_source(img->page_source_ctx, &src, tables,
+					     ntables)
+			  : page_source_file_init(&src, tables, ntables);
 		if (ret) {
 			set_err(err, errlen, "snapshot: %s", strerror(-ret));
 			goto free_tables;

@@ -15,6 +15,7 @@
 #include "snapshot/snapfile.h"
 
 struct vm;
+struct page_source;
 
 /* How the guest's clocks treat the time spent suspended (docs/clock.md). */
 enum clock_policy {
@@ -136,6 +137,13 @@ struct snapshot_image {
 	 * (snap_load_chunks_held). */
 	bool held_memory;
 	const uint8_t *held[GUEST_MEM_MAX_REGIONS];
+	/* With @ondemand: the page source the pager asks, made from the
+	 * MEMORY records' chunk tables (taken over), instead of the file's
+	 * (page_source_file_init): a post-copy migration's. NULL: the
+	 * file's. */
+	int (*page_source)(void *ctx, struct page_source *src,
+			   struct snap_chunk_table *tables, unsigned n);
+	void *page_source_ctx;
 };
 
 /* Opens @path, checks the header against this host (page size, format

@@ -78,6 +78,8 @@ if [[ -f /usr/share/bash-completion/bash_completion ]]; then
 	offers snapshot: stasis run --on-term "" || fail "completion: --on-term values"
 	offers stop stasis run --on-term "" || fail "completion: --on-term values"
 	offers snapshot stasis ctl /x.sock sn || fail "completion: ctl"
+	offers --postcopy stasis ctl /x.sock migrate unix:/m --po || fail "completion: ctl migrate --postcopy"
+	offers postcopy stasis ctl /x.sock migrate unix:/m --on-timeout "" || fail "completion: --on-timeout values"
 	offers --live stasis ctl /x.sock snapshot /x.snap --l || fail "completion: ctl snapshot --live"
 else
 	echo "install: bash-completion is not installed: completion not exercised" >&2

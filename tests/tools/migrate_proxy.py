@@ -20,8 +20,11 @@ each connection (a slow link: pre-copy lasts as long on any host).
 --conns N relays N connections (a migration's --connections), each to a
 connection of its own to TARGET; the options above then apply to the
 one --damage K names (from 0, the main one; default 0) and COUNT_FILE
-gets its count.
+gets its count; any connection after those is forwarded untouched (a
+post-copy's priority connection).
 COUNT_FILE gets the number of the source's bytes forwarded, at the end.
+Connections after the first (a post-copy source's priority connection)
+are forwarded as they are, each on a thread of its own.
 """
 import os
 import select
@@ -29,6 +32,35 @@ import socket
 import sys
 import threading
 import time
+
+
+def relay_plain(a, target):
+    """Forwards a later connection both ways, untouched, until a side
+    closes."""
+    b = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        b.connect(target)
+        while True:
+            r, _, _ = select.select([a, b], [], [])
+            for s in r:
+                data = s.recv(65536)
+                if not data:
+                    return
+                (b if s is a else a).sendall(data)
+    except OSError:
+        pass
+    finally:
+        a.close()
+        b.close()
+
+
+def accept_more(srv, target):
+    while True:
+        try:
+            a, _ = srv.accept()
+        except OSError:
+            return
+        threading.Thread(target=relay_plain, args=(a, target), daemon=True).start()
 
 
 def held(src, dst):
@@ -100,9 +132,12 @@ def main():
         t = threading.Thread(target=relay, args=(src, dst, rate) + opts)
         t.start()
         threads.append(t)
-    srv.close()
+    srv.settimeout(None)
+    threading.Thread(target=accept_more, args=(srv, target),
+                     daemon=True).start()
     for t in threads:
         t.join()
+    srv.close()
 
 
 def relay(src, dst, rate, corrupt, cut, stall, hold, replies, marker,

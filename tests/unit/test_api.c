@@ -213,6 +213,10 @@ static void fake_status(void *ctx, struct vm_status *st)
 		st->migration_expected_downtime_ms = 12;
 		st->migration_throttle_pct = 30;
 	}
+	/* And for a post-copy destination's report. */
+	st->postcopy = (struct migrate_postcopy_stats){ .on = vm->snap_active,
+							.faults = 3,
+							.blocked_p50_us = 40 };
 	st->timings = vm->restored ? &vm->timings : NULL;
 	st->have_last_snapshot = vm->have_last;
 	st->last_snapshot = (struct snapshot_stats){ .live = true,
@@ -241,6 +245,19 @@ static int fake_migrate(void *ctx, const struct migrate_opts *o,
 					.rounds = 3,
 					.throttle_pct =
 					    o->no_auto_converge ? 0 : 40 };
+	/* A post-copy one comes back with the destination's report. */
+	if (o->postcopy) {
+		res->postcopy = true;
+		res->pc = (struct migrate_postcopy_stats){
+			.on = true,
+			.done = true,
+			.faults = 12,
+			.blocked_total_us = 3000,
+			.blocked_p50_us = 150,
+			.blocked_p99_us = 900,
+			.blocked_max_us = 950,
+		};
+	}
 	pthread_mutex_unlock(&vm->lock);
 	return ret;
 }
@@ -413,9 +430,10 @@ static void test_status(void **state)
 	assert_true(json_is_null(obj, "last_pause_us"));
 	assert_true(json_is_null(obj, "snapshot"));
 	assert_true(json_is_null(obj, "migration"));
+	assert_true(json_is_null(obj, "postcopy"));
 	assert_true(json_is_null(obj, "timings")); /* booted, not restored */
 	assert_true(json_is_null(obj, "last_snapshot"));
-	assert_int_equal(json_object_object_length(obj), 9);
+	assert_int_equal(json_object_object_length(obj), 10);
 	json_object_put(obj);
 
 	f->vm.have_last = true;
@@ -1288,8 +1306,16 @@ static void test_parse_migrate_request(void **state)
 		  "\"connections\" must be an integer from 1 to 16" },
 		{ "{\"destination\": \"unix:/a\", \"connections\": 17}",
 		  "\"connections\" must be an integer from 1 to 16" },
-		{ "{\"destination\": \"unix:/a\", \"postcopy\": true}",
-		  "\"postcopy\": not built in this stasis yet" },
+		{ "{\"destination\": \"unix:/a\", \"postcopy\": true}", NULL },
+		{ "{\"destination\": \"unix:/a\", \"postcopy\": 1}",
+		  "\"postcopy\" must be true or false" },
+		{ "{\"destination\": \"unix:/a\", \"timeout_s\": 9, "
+		  "\"on_timeout\": \"postcopy\"}",
+		  NULL },
+		{ "{\"destination\": \"unix:/a\", \"on_timeout\": \"abort\"}",
+		  NULL },
+		{ "{\"destination\": \"unix:/a\", \"on_timeout\": \"later\"}",
+		  "\"on_timeout\" must be \"abort\" or \"postcopy\"" },
 		{ "{\"destination\": \"unix:/a\", \"downtime_ms\": 30}", NULL },
 		{ "{\"destination\": \"unix:/a\", \"downtime_ms\": 0}",
 		  "\"downtime_ms\" must be an integer from 1 to 60000" },
@@ -1395,14 +1421,23 @@ static void test_ctl_migrate(void **state)
 		assert_string_equal(f->vm.tls_dir, want);
 		assert_int_equal(f->vm.connections, 3);
 	}
+	/* Post-copy: the destination's blocked time on the same line. */
 	run_ctl(&run, f->sock, "migrate", "unix:/m", "--postcopy", NULL);
+	assert_int_equal(run.status, 0);
+	assert_string_equal(run.out,
+			    "migrated: 0.0 MiB sent in 20 ms, paused 7 ms, 3 "
+			    "pre-copy rounds, throttled to 40%, post-copy: 12 "
+			    "faults, blocked p50 150 us p99 900 us\n");
+	run_ctl(&run, f->sock, "migrate", "unix:/m", "--on-timeout", "later",
+		NULL);
 	assert_int_equal(run.status, 1);
-	assert_non_null(strstr(run.err, "\"postcopy\": not built"));
+	assert_non_null(strstr(run.err, "\"on_timeout\" must be"));
 	run_ctl(&run, f->sock, "migrate", "unix:/m", "--timeout-s", "x", NULL);
 	assert_int_equal(run.status, 2);
 	run_ctl(&run, f->sock, "migrate", NULL);
 	assert_int_equal(run.status, 2);
-	assert_int_equal(f->vm.calls_migrate, 2);
+	/* The first two, --tls-dir and --postcopy. */
+	assert_int_equal(f->vm.calls_migrate, 3);
 
 	f->vm.fail_ret = -EIO;
 	f->vm.fail_msg = "cannot connect to unix:/m: Connection refused";
@@ -1735,7 +1770,8 @@ static bool provoke(struct fixture *f, const struct api_endpoint *ep,
 	bool restore = !strcmp(ep->url, "/vm/restore");
 	const char *body = !ep->request_keys ? NULL
 			   : !strcmp(ep->url, "/vm/migrate")
-			       ? "{\"destination\": \"unix:/x.sock\"}"
+			       ? "{\"destination\": \"unix:/x.sock\", "
+				 "\"postcopy\": true}"
 			   : restore
 			       ? "{\"path\": \"/x.snap\", \"paused\": true}"
 			       : "{\"path\": \"/x.snap\", \"then\": \"pause\"}";
