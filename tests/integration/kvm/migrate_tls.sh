@@ -1,12 +1,12 @@
 # Migration over TLS between two network namespaces joined by a veth pair
 # this test makes (it needs root, ip(8) and openssl(1), and fails saying
 # so without them). The certificates are made here, under two CAs: with
-# good ones the counter guest moves and counts on, and memtest moves over
-# four connections with every word intact; a source or a destination
-# whose certificate is of the other CA, or a destination whose
-# certificate names another address, is refused in the handshake (both
-# sides say so in one line, the destination never makes a VM) and the
-# source runs on; plain tcp without --insecure is refused.
+# good ones the counter guest moves and counts on, and memtest moves
+# over four connections, and by post-copy, with every word intact; a
+# source or a destination whose certificate is of the other CA, or a
+# destination whose certificate names another address, is refused in the
+# handshake (both sides say so in one line, the destination never makes
+# a VM) and the source runs on; plain tcp without --insecure is refused.
 . "$(dirname "$0")/../lib.sh"
 . "$ROOT/tests/integration/migrate_lib.sh"
 command -v openssl >/dev/null || fail "needs openssl(1) to make the test certificates"
@@ -134,3 +134,28 @@ memtest_intact "$WORK/m.b" "$WORK/m.a"
 ctl "$WORK/m.b.sock" shutdown >/dev/null
 wait_exit "$DST" 60
 expect_status "$RC" 0 "memtest destination after shutdown"
+
+# Post-copy over TLS: the priority connection runs through TLS too, and
+# the destination's pager threads serve faults over it under their own
+# seccomp filter; memtest's words are all there and its passes go on.
+in_ns "$NA" "$WORK/p.a" run --kernel "$GUESTS/memtest.elf" --debug-exit \
+	--api-socket "$WORK/p.a.sock" --serial "file:$WORK/p.a" --mem 128M \
+	--cpus 2 --cmdline "mib=64 smp=1"
+SRC=$VM_PID
+wait_for_socket "$WORK/p.a.sock"
+wait_for_line "$WORK/p.a" "memtest: pass 2 ok" 120
+receive_in p.b "$WORK/tls-b"
+migrate_to "$WORK/p.a.sock" "tcp:10.213.8.2:$PORT" --tls-dir "$WORK/tls-a" \
+	--postcopy
+expect_migrated
+[[ $MIG_OUT == *", post-copy: "*" faults, blocked p50 "* ]] ||
+	fail "no post-copy report: $MIG_OUT"
+wait_exit "$SRC" 60
+expect_status "$RC" 0 "post-copy source after the migration"
+wait_for_socket "$WORK/p.b.sock"
+last=$(memtest_pass "$WORK/p.a" tail)
+wait_for_line "$WORK/p.b" "^memtest: pass $((last + 2)) ok \(64 MiB, cpus=2" 120
+memtest_intact "$WORK/p.b" "$WORK/p.a"
+ctl "$WORK/p.b.sock" shutdown >/dev/null
+wait_exit "$DST" 60
+expect_status "$RC" 0 "post-copy destination after shutdown"
