@@ -422,9 +422,11 @@ int mig_accept(int lfd, const struct mig_addr *a, struct mig_chan *c, char *err,
 void mig_close(struct mig_chan *c)
 {
 	if (c->tls) {
-		/* Best effort, without waiting: the peer that misses the
-		 * close_notify sees the end of the stream all the same. */
-		gnutls_bye(c->tls, GNUTLS_SHUT_WR);
+		/* No close_notify: every exchange ends in a frame of its own
+		 * (RUNNING, DONE, ERROR), so a cut stream is never taken for
+		 * a whole one, and a close may come on a thread whose seccomp
+		 * filter refuses the send (a post-copy destination's main
+		 * thread, at the VM's end). */
 		gnutls_deinit(c->tls);
 		c->tls = NULL;
 	}
