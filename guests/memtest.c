@@ -325,6 +325,149 @@ static void memtest_smp(uint64_t mib, uint64_t passes, uint64_t delay_ms,
 	}
 }
 
+/* smp=1 tick_hz=N: CPU 0 is a tick counter (as counter.c, one
+ * "counter: T" line per tick), so a benchmark sees the guest's own gap
+ * across a pause; every other CPU is a writer over its slice of the
+ * region, paced to rate_mib=R MiB/s in all when R is set. */
+#define PACE_HZ 250
+#define MAX_TICK_HZ 10000
+
+struct tick {
+	uint64_t rate; /* MiB/s over all writers; 0 = unpaced */
+	bool touch; /* fill once, then write no more */
+	volatile uint64_t written[GUEST_MAX_CPUS]; /* MiB, each writer's */
+};
+
+static struct tick tk;
+
+/* Writer @w's slice in whole MiB of the region: [*lo, *hi). */
+static void tick_slice(unsigned int w, uint64_t *lo, uint64_t *hi)
+{
+	/* Set before any AP starts, and fixed from then on. */
+	uint64_t writers = guest_cpus_known() - 1;
+	uint64_t mib = t.words / (MIB / 8);
+
+	*lo = mib * w / writers;
+	*hi = mib * (w + 1) / writers;
+}
+
+/* One MiB step of a writer: the previous pass's pattern must still be
+ * there (a page a migration lost or tore shows here, long after it was
+ * written), then the next pass's pattern is written and read back. */
+static void tick_step(unsigned int index, uint64_t m, uint64_t pass)
+{
+	uint64_t lo = m * (MIB / 8), hi = lo + MIB / 8;
+
+	if (pass > 1)
+		memtest_range(&t, lo, hi,
+			      t.seed + (pass - 1) * 0x9e3779b9ull + index,
+			      false);
+	memtest_range(&t, lo, hi, t.seed + pass * 0x9e3779b9ull + index, true);
+	memtest_range(&t, lo, hi, t.seed + pass * 0x9e3779b9ull + index, false);
+}
+
+/* A writer (CPU @index >= 1). Paced: its share of the rate is due at
+ * one MiB every PACE_HZ * writers / rate ticks of its own timer, and
+ * it sleeps when ahead; more than a second behind (a pause, a busy
+ * host), the schedule starts again from now rather than catching up
+ * in a burst. */
+static void tick_writer(unsigned int index)
+{
+	uint64_t lo, hi, start = 0, done = 0;
+
+	tick_slice(index - 1, &lo, &hi);
+	if (tk.rate && !tk.touch) {
+		if (guest_timer_start(PACE_HZ)) {
+			guest_printf("memtest: ERROR cpu %u has no timer\n",
+				     index);
+			guest_exit(GUEST_EXIT_FAIL);
+		}
+		start = guest_ticks();
+	}
+	for (uint64_t pass = 1;; pass++) {
+		for (uint64_t m = lo; m < hi; m++) {
+			if (tk.rate && !tk.touch) {
+				uint64_t due =
+				    start + done * PACE_HZ *
+						(guest_cpus_known() - 1) /
+						tk.rate;
+
+				if (guest_ticks() > due + PACE_HZ) {
+					start = guest_ticks();
+					done = 0;
+				}
+				while (guest_ticks() < due)
+					guest_wait_interrupt();
+			}
+			tick_step(index, m, pass);
+			done++;
+			tk.written[index]++;
+		}
+		t.passes[index] = pass;
+		/* touch: the region is filled; no timer runs here, so the
+		 * CPU halts for good. */
+		while (tk.touch)
+			guest_wait_interrupt();
+	}
+}
+
+/* CPU 0: "counter: T" every tick; "memtest: touched N MiB" once every
+ * writer has filled its slice (touch), or each second "memtest: second
+ * S wrote W MiB (M MiB, cpus=K passes=0,a,...)" with the MiB all
+ * writers wrote in that second. passes=P ends the guest once every
+ * writer has made P passes. */
+static void memtest_tick(uint64_t mib, uint64_t passes, uint64_t hz)
+{
+	char line[96 + GUEST_MAX_CPUS * 21];
+	uint64_t last = 0, now, next, before = 0, second = 0;
+	unsigned int n, i;
+	bool touched = false;
+
+	n = memtest_cpus_start(tick_writer);
+	if (n < 2 || mib < n - 1) {
+		guest_printf("memtest: ERROR tick_hz needs 2 or more cpus and "
+			     "a MiB for each writer (%u cpus, %lu MiB)\n",
+			     n, mib);
+		guest_exit(GUEST_EXIT_FAIL);
+	}
+	if (guest_timer_start((unsigned int)hz))
+		guest_exit(GUEST_EXIT_FAIL);
+	next = guest_ticks() + hz;
+	for (;;) {
+		uint64_t sum = 0, min = ~0ull;
+		size_t len;
+
+		now = guest_tick_next("memtest", last);
+		last = now;
+		guest_printf("counter: %lu\n", now);
+		for (i = 1; i < n; i++) {
+			sum += tk.written[i];
+			min = t.passes[i] < min ? t.passes[i] : min;
+		}
+		if (tk.touch && !touched && min >= 1) {
+			guest_printf("memtest: touched %lu MiB\n", mib);
+			touched = true;
+		}
+		if (passes && min >= passes)
+			guest_exit(GUEST_EXIT_OK);
+		if (tk.touch || now < next)
+			continue;
+		next = now + hz;
+		len = guest_snprintf(line, sizeof(line),
+				     "memtest: second %lu wrote %lu MiB (%lu "
+				     "MiB, cpus=%u passes=",
+				     ++second, sum - before, mib, n);
+		before = sum;
+		for (i = 0; i < n && len < sizeof(line); i++)
+			len += guest_snprintf(line + len, sizeof(line) - len,
+					      "%s%lu", i ? "," : "",
+					      (uint64_t)t.passes[i]);
+		if (len < sizeof(line))
+			guest_snprintf(line + len, sizeof(line) - len, ")\n");
+		guest_puts(line);
+	}
+}
+
 /* mode=gen: the tag a page's last word holds for generation @g. */
 static uint64_t gen_tag(uint64_t g, const volatile uint64_t *page)
 {
@@ -439,6 +582,7 @@ void guest_main(void)
 	uint64_t passes = guest_arg_u64("passes", 0);
 	uint64_t delay_ms = guest_arg_u64("delay_ms", 0);
 	uint64_t beat_ms = guest_arg_u64("beat_ms", 1000);
+	uint64_t tick_hz = guest_arg_u64("tick_hz", 0);
 	/* Fast heartbeats (a benchmark's first output after a restore)
 	 * need a faster timer; one tick per beat then. */
 	uint64_t hz = beat_ms && beat_ms < 100 ? 1000 / beat_ms : TOUCH_HZ;
@@ -455,7 +599,17 @@ void guest_main(void)
 			     beat_ms);
 		guest_exit(GUEST_EXIT_FAIL);
 	}
-	if ((touch_mode || delay_ms) && guest_timer_start(hz))
+	tk.rate = guest_arg_u64("rate_mib", 0);
+	tk.touch = touch_mode;
+	if ((tick_hz || tk.rate) &&
+	    (!guest_arg_u64("smp", 0) || !tick_hz || tick_hz > MAX_TICK_HZ ||
+	     text || guest_arg_is("mode", "gen"))) {
+		guest_printf("memtest: ERROR tick_hz=%lu rate_mib=%lu need "
+			     "smp=1, tick_hz 1..%u, the plain pattern\n",
+			     tick_hz, tk.rate, MAX_TICK_HZ);
+		guest_exit(GUEST_EXIT_FAIL);
+	}
+	if (!tick_hz && (touch_mode || delay_ms) && guest_timer_start(hz))
 		guest_exit(GUEST_EXIT_FAIL);
 	for (unsigned int e = 0; e < t.count; e++) {
 		t.words += t.ext[e].words;
@@ -467,6 +621,8 @@ void guest_main(void)
 			    (uint64_t)t.ext[e].start,
 			    (uint64_t)(t.ext[e].start + t.ext[e].words));
 	}
+	if (tick_hz)
+		memtest_tick(mib, passes, tick_hz);
 	if (guest_arg_is("mode", "gen"))
 		memtest_gen(mib, passes);
 	if (guest_arg_u64("smp", 0))
