@@ -143,6 +143,34 @@ want_line '^memtest: touched 8 MiB$'
 want_line '^memtest: idle 2$'
 done_case
 
+# smp=1 tick_hz: CPU 0 ticks, the other CPU writes 4 MiB/s (about 1 MiB
+# in each quarter second); unpaced, TCG writes several times that.
+run memtest-tick-rate memtest.elf 'mib=4 smp=1 tick_hz=100 rate_mib=4 passes=2' -smp 2
+want_status 1
+want_line '^counter: 100$'
+want_increasing counter
+want_line '^memtest: second 1 wrote [2-6] MiB \(4 MiB, cpus=2 passes=0,[0-9]+\)$'
+no_line ERROR
+done_case
+
+wait_s=8 run memtest-tick-touch memtest.elf 'touch=8 smp=1 tick_hz=100' -smp 2
+want_status 124
+want_line '^memtest: touched 8 MiB$'
+want_line '^counter: 200$'
+want_increasing counter
+no_line '^memtest: second'
+done_case
+
+run memtest-tick-1cpu memtest.elf 'mib=8 smp=1 tick_hz=100'
+want_status 3
+want_line '^memtest: ERROR tick_hz needs 2 or more cpus'
+done_case
+
+run memtest-rate-no-smp memtest.elf 'mib=8 rate_mib=8'
+want_status 3
+want_line '^memtest: ERROR tick_hz=0 rate_mib=8 need smp=1'
+done_case
+
 run cpustate cpustate.elf 'checks=3'
 want_status 1
 want_line '^cpustate: state='
