@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # bench/migrate.sh BUILD_DIR: migration on loopback, stasis beside QEMU
-# 7.2 in one run, medians of BENCH_RUNS (3). For a 2 GiB guest: idle with
-# 512 MiB touched (memtest touch=512), dirtying 32 MiB/s (memtest smp=1
-# rewriting 32 MiB, then idle for a second, over and over), and dirtying
-# memory all the time (memtest smp=1 rewriting 256 MiB pass after
-# pass): total time, bytes
-# sent, rounds, downtime as each VMM reports it. Downtime as the guest
-# sees it: the counter guest at 1000 Hz, its serial lines stamped on the
-# host as they come (CLOCK_MONOTONIC), the gap between the last line at
-# the source and the first at the destination. stasis migrates over a
+# 7.2 in one run, medians of BENCH_RUNS (3). For a 2 GiB guest: idle
+# with 512 MiB touched, dirtying 32 MiB/s and dirtying 256 MiB/s, each
+# memtest with 2 vCPUs and smp=1 tick_hz=1000 (CPU 0 prints "counter: T"
+# at 1000 Hz; CPU 1 touches 512 MiB once and halts, or rewrites a
+# 256 MiB working set paced to rate_mib=32 or 256), and the counter guest
+# at 1000 Hz with 1 vCPU: total time, bytes sent, rounds, downtime as
+# each VMM reports it, and downtime as the guest sees it: its counter
+# lines stamped on the host as they come (CLOCK_MONOTONIC), the gap
+# between the last line at the source and the first at the destination.
+# QEMU runs the same guest with the same vCPU count. stasis migrates over a
 # UNIX socket (pre-copy, its default; rounds as it reports them); QEMU
 # over tcp to 127.0.0.1, pre-copy with its defaults and the bandwidth cap
 # lifted, and post-copy where asked for (BENCH_POSTCOPY=1: QEMU's, and
@@ -39,6 +40,15 @@ gap_ms() {
 	bench_calc "(b - a) / 1e6" "$last" "$first"
 }
 
+# put_rate SCENARIO PREFIX FILE: the MiB a dirtying guest wrote in its
+# last whole second at the source, as it counted them.
+put_rate() {
+	local w
+	w=$(grep -o "memtest: second [0-9]* wrote [0-9]* MiB" "$3" | tail -n 1 | cut -d' ' -f5)
+	[[ -n $w ]] && bench_put "$1" "$2_wrote" "$w"
+	return 0
+}
+
 wait_file() { # FILE TEXT SECONDS
 	local end=$((SECONDS + $3))
 	until grep -qF "$2" "$1" 2>/dev/null; do
@@ -51,13 +61,13 @@ wait_file() { # FILE TEXT SECONDS
 # migration.
 stasis_run() {
 	local sc=$1 kernel=$2 cmdline=$3 ready=$4 mode=${5:-precopy} a b out
-	local p=stasis extra=""
+	local p=stasis extra="" cpus=${CPUS[$sc]}
 	if [[ $mode == postcopy ]]; then
 		p=stasis_postcopy
 		extra=', "postcopy": true'
 	fi
 	rm -f "$SOCKDIR"/*.sock "$DIR"/s.a "$DIR"/s.b
-	"$STASIS" run --kernel "$kernel" --mem "$MEM" --cmdline "$cmdline" \
+	"$STASIS" run --kernel "$kernel" --mem "$MEM" --cpus "$cpus" --cmdline "$cmdline" \
 		--cpu-template "$BENCH_CPU_TEMPLATE" --api-socket "$SOCKDIR/a.sock" \
 		--serial stdio </dev/null 2>"$DIR/s.a.err" > >(stamp "$DIR/s.a") &
 	a=$!
@@ -83,10 +93,9 @@ stasis_run() {
 			bench_put "$sc" "${p}_$k" "$(sed -n "s/.*\"$k\": *\([0-9]*\).*/\1/p" <<<"$body")"
 		done
 	fi
-	if [[ $sc == tick ]]; then
-		wait_file "$DIR/s.b" "counter:" 30 || true
-		bench_put "$sc" "${p}_gap_ms" "$(gap_ms "$DIR/s.a" "$DIR/s.b")"
-	fi
+	wait_file "$DIR/s.b" "counter:" 30 || true
+	bench_put "$sc" "${p}_gap_ms" "$(gap_ms "$DIR/s.a" "$DIR/s.b")"
+	put_rate "$sc" "$p" "$DIR/s.a"
 	sleep 0.3
 	"$BENCHTOOL" http "$SOCKDIR/b.sock" PUT /vm/shutdown >/dev/null 2>&1 || true
 	bench_wait_exit "$b" 30
@@ -97,7 +106,7 @@ stasis_run() {
 qemu_run() {
 	local sc=$1 kernel=$2 cmdline=$3 ready=$4 mode=${5:-precopy} a b line port
 	port=$((20000 + RANDOM % 20000))
-	local q=("$QEMU" -M microvm -accel kvm -cpu "$QEMU_CPU" -m "$MEM" -smp 1
+	local q=("$QEMU" -M microvm -accel kvm -cpu "$QEMU_CPU" -m "$MEM" -smp "${CPUS[$sc]}"
 		-nodefaults -no-user-config -display none -no-reboot -kernel "$kernel"
 		-append "$cmdline" -device isa-debug-exit,iobase=0xf4,iosize=4 -serial stdio)
 	rm -f "$SOCKDIR"/*.qmp "$DIR"/q.a "$DIR"/q.b
@@ -131,10 +140,9 @@ qemu_run() {
 	bench_put "$sc" "${p}_down_ms" "$(sed -n 's/.*"downtime": *\([0-9]*\).*/\1/p' <<<"$line")"
 	bench_put "$sc" "${p}_mib" "$(bench_calc "a / 1048576" "$(sed -n 's/.*"transferred": *\([0-9]*\).*/\1/p' <<<"$line")")"
 	bench_put "$sc" "${p}_rounds" "$(sed -n 's/.*"dirty-sync-count": *\([0-9]*\).*/\1/p' <<<"$line")"
-	if [[ $sc == tick ]]; then
-		wait_file "$DIR/q.b" "counter:" 30 || true
-		bench_put "$sc" "${p}_gap_ms" "$(gap_ms "$DIR/q.a" "$DIR/q.b")"
-	fi
+	wait_file "$DIR/q.b" "counter:" 30 || true
+	bench_put "$sc" "${p}_gap_ms" "$(gap_ms "$DIR/q.a" "$DIR/q.b")"
+	put_rate "$sc" "$p" "$DIR/q.a"
 	# The source stays paused after its migration: both are told to quit.
 	"$BENCHTOOL" qmp "$SOCKDIR/b.qmp" '{"execute": "quit"}' >/dev/null 2>&1 || true
 	"$BENCHTOOL" qmp "$SOCKDIR/a.qmp" '{"execute": "quit"}' >/dev/null 2>&1 || true
@@ -143,9 +151,14 @@ qemu_run() {
 }
 
 SCEN=(idle d32 dirty tick)
+declare -A DESC=([idle]="idle, 512 MiB touched" [d32]="dirtying 32 MiB/s" [dirty]="dirtying 256 MiB/s" [tick]="counter at 1000 Hz")
 declare -A KERNEL=([idle]=memtest [d32]=memtest [dirty]=memtest [tick]=counter)
-declare -A CMD=([idle]="touch=512" [d32]="mib=32 smp=1 delay_ms=1000" [dirty]="mib=256 smp=1" [tick]="hz=1000")
-declare -A READY=([idle]="memtest: idle" [d32]="memtest: pass 2 ok" [dirty]="memtest: pass 2 ok" [tick]="counter: 500")
+declare -A CMD=([idle]="touch=512 smp=1 tick_hz=1000"
+	[d32]="mib=256 smp=1 tick_hz=1000 rate_mib=32"
+	[dirty]="mib=256 smp=1 tick_hz=1000 rate_mib=256" [tick]="hz=1000")
+declare -A CPUS=([idle]=2 [d32]=2 [dirty]=2 [tick]=1)
+declare -A READY=([idle]="memtest: touched 512 MiB" [d32]="memtest: second 3 wrote"
+	[dirty]="memtest: second 3 wrote" [tick]="counter: 500")
 for ((r = 1; r <= RUNS; r++)); do
 	for sc in "${SCEN[@]}"; do
 		bench_step "run $r/$RUNS: $sc"
@@ -159,11 +172,13 @@ for ((r = 1; r <= RUNS; r++)); do
 done
 
 bench_machine
-echo "guest: $MEM RAM, 1 vCPU; medians of $RUNS runs; loopback (stasis: UNIX socket, QEMU: tcp 127.0.0.1)"
+echo "guest: $MEM RAM; medians of $RUNS runs; loopback (stasis: UNIX socket, QEMU: tcp 127.0.0.1)"
+for sc in "${SCEN[@]}"; do
+	echo "  ${DESC[$sc]}: ${KERNEL[$sc]} ${CMD[$sc]}, ${CPUS[$sc]} vCPU(s)"
+done
 echo
 echo "| guest | VMM, mode | total ms | downtime ms (VMM) | gap the guest saw, ms | MiB sent | rounds |"
 echo "|---|---|---:|---:|---:|---:|---:|"
-declare -A DESC=([idle]="idle, 512 MiB touched" [d32]="dirtying 32 MiB/s" [dirty]="rewriting 256 MiB" [tick]="counter at 1000 Hz")
 for sc in "${SCEN[@]}"; do
 	for p in stasis qemu_precopy stasis_postcopy qemu_postcopy; do
 		[[ $p == *_postcopy && ${BENCH_POSTCOPY:-0} != 1 ]] && continue
@@ -174,6 +189,16 @@ for sc in "${SCEN[@]}"; do
 		[[ $p == qemu_postcopy ]] && name="QEMU, post-copy"
 		echo "| ${DESC[$sc]} | $name | $(bench_get "$sc" "${p}_total_ms") | $(bench_get "$sc" "${p}_down_ms") | $(bench_fmt %.0f "$(bench_get "$sc" "${p}_gap_ms")") | $(bench_fmt %.1f "$(bench_get "$sc" "${p}_mib")") | $(bench_get "$sc" "${p}_rounds") |"
 	done
+done
+echo
+echo "MiB the dirtying guests wrote in their last second at the source (their own count):"
+for sc in d32 dirty; do
+	line="  ${DESC[$sc]}:"
+	for p in stasis qemu_precopy stasis_postcopy qemu_postcopy; do
+		[[ $p == *_postcopy && ${BENCH_POSTCOPY:-0} != 1 ]] && continue
+		line+=" $p $(bench_get "$sc" "${p}_wrote")"
+	done
+	echo "$line"
 done
 if [[ ${BENCH_POSTCOPY:-0} == 1 ]]; then
 	echo
