@@ -14,7 +14,16 @@
  * the region and, pass after pass, rewrites it with that pass's pattern
  * and verifies it; CPU 0 prints each of its passes with every CPU's pass
  * count, so memory that keeps changing on all CPUs is what a snapshot
- * catches), mode=gen (generations, for live snapshots: every CPU, with
+ * catches; with tick_hz=N as well, CPU 0 writes nothing and prints
+ * "counter: T" once per tick of its N Hz timer, as counter.c does, while
+ * the other CPUs share the region and rewrite it in 1 MiB steps, each
+ * step checking the last pass's pattern before it writes and checks the
+ * next, rate_mib=R pacing them to about R MiB/s in all on their own
+ * timers, and CPU 0 printing each second "memtest: second S wrote W MiB
+ * (M MiB, cpus=K passes=0,a,...)"; with touch=N they fill it once and
+ * halt, CPU 0 printing "memtest: touched N MiB": a benchmark's guest
+ * that shows its own gap across a migration at a set dirtying rate),
+ * mode=gen (generations, for live snapshots: every CPU, with
  * smp=1, or CPU 0 alone, sweeps its slice of pages in order, pass g
  * writing g into each page's first word and a tag of g and the page's
  * address into its last, after checking that the page still holds
