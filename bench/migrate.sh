@@ -44,7 +44,7 @@ gap_ms() {
 # last whole second at the source, as it counted them.
 put_rate() {
 	local w
-	w=$(grep -o "memtest: second [0-9]* wrote [0-9]* MiB" "$3" | tail -n 1 | cut -d' ' -f5)
+	w=$(grep -o "memtest: second [0-9]* wrote [0-9]* MiB" "$3" | tail -n 1 | cut -d' ' -f5) || true
 	[[ -n $w ]] && bench_put "$1" "$2_wrote" "$w"
 	return 0
 }
