@@ -73,6 +73,9 @@ const char *migrate_phase_name(enum migrate_phase p);
 #define MIGRATE_DOWNTIME_MS 30
 /* Pre-copy gives up converging after this many rounds. */
 #define MIGRATE_MAX_ROUNDS 30
+/* Rounds go on while they shrink, until what is left is this small (a
+ * chunk: what the pause sends for one written page). */
+#define MIGRATE_SETTLED_BYTES (256u << 10)
 /* Auto-converge's steps: the share of time a throttled vCPU spends
  * outside KVM_RUN, first, added each round that still does not shrink,
  * and at most. */

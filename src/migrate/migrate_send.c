@@ -519,6 +519,7 @@ static int precopy_run(struct vm *vm, struct precopy *pc, struct mig_chan *c,
 	struct migrate_stats *st = &vm->migrate_stats;
 	uint64_t t0 = clock_now_ns(CLOCK_MONOTONIC);
 	uint64_t sent = 0, left;
+	bool shrinking;
 	int ret;
 
 	res->rounds = 1;
@@ -539,8 +540,16 @@ static int precopy_run(struct vm *vm, struct precopy *pc, struct mig_chan *c,
 					(us ? us : 1)));
 		atomic_store(&st->expected_downtime_ms, left / rate);
 		/* The pages just collected are pending; sent below or by the
-		 * snapshot. */
-		if (left / rate <= budget || res->rounds >= MIGRATE_MAX_ROUNDS)
+		 * snapshot. A round that fits the budget still goes on while
+		 * the rounds shrink (it left less than half of what it sent):
+		 * at a steady dirty rate each round is shorter than the last
+		 * and so is what the pause sends, down to what the guest
+		 * dirties in a round's fixed cost. The budget is the link's
+		 * time; the pause spends more per byte (hashes, the
+		 * destination's checks). */
+		shrinking = left < sent / 2 && left > MIGRATE_SETTLED_BYTES;
+		if ((left / rate <= budget && !shrinking) ||
+		    res->rounds >= MIGRATE_MAX_ROUNDS)
 			break;
 		if (!o->no_auto_converge && left > sent / 2) {
 			unsigned pct = throttle_step(res->throttle_pct);
