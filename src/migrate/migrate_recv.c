@@ -301,8 +301,9 @@ static int accept_priority(struct migrate_in *in, int lfd, char *err,
 	return ret;
 }
 
-/* Receives DATA frames (and PAGES and REF frames when @mem is given)
- * until one of type @until; returns its frame. */
+/* Receives DATA frames (and, when @mem is given, the pre-copy and
+ * post-copy frames: PAGES, HASH, SYNC, POSTCOPY, LAZY) until one of type
+ * @until; returns its frame. Any other type is refused. */
 static int recv_data_until(struct migrate_in *in, uint32_t until,
 			   uint64_t limit, struct guest_mem *mem,
 			   struct mig_frame *f, char *err, size_t errlen)
