@@ -1,11 +1,11 @@
 /* One thread per vCPU: KVM_RUN in a loop and a bounded table of exit
  * handlers, readable top to bottom. */
 #include <errno.h>
-#include <time.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
