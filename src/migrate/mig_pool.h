@@ -19,14 +19,15 @@
  * a page sent again in a later round can never overtake its older copy:
  * each connection's frames are applied in order. */
 #define MIG_POOL_GRANULE (1u << 20)
-/* "token=" and 32 hex digits (128 random bits). */
+/* A token's hex digits (128 random bits), after "token=" in the
+ * WELCOME and "join=" in a further connection's HELLO. */
 #define MIG_POOL_TOKEN_LEN 32
 
 /* The connection count a HELLO asks for ("connections=N" after the
  * versions; 1 when absent), or -EINVAL when out of 1..MIG_POOL_MAX. */
 int mig_pool_hello_connections(const char *hello, unsigned *n);
 /* The token of a WELCOME (the destination's answer to connections above
- * 1) into @token, or -ENOENT. */
+ * 1 or to a post-copy offer) into @token, or -ENOENT. */
 int mig_pool_welcome_token(const char *welcome,
 			   char token[MIG_POOL_TOKEN_LEN + 1]);
 /* A fresh random token. */
@@ -56,7 +57,7 @@ int mig_pool_send_pages(struct mig_pool *p, struct mig_chan *main, uint64_t gpa,
 /* Waits until every queued frame is sent and ends each extra
  * connection's pages with a COMMIT (offset: the PAGES bytes it carried).
  * Call before the pause: the destination applies all of them before it
- * reads a REF or the COMMIT on the main channel. */
+ * checks a HASH or reads the COMMIT on the main channel. */
 int mig_pool_finish(struct mig_pool *p, char *err, size_t errlen);
 
 /* Bytes on the wire of the extra connections. */
