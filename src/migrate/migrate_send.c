@@ -400,8 +400,7 @@ static int precopy_first(struct precopy *pc, struct mig_chan *c,
 
 /* Collects the log: the pages written since the last collect are no
  * longer what the destination holds (pc->dirty holds them) and wait to
- * be sent again
- * (pc->pending). Their bytes in *@bytes. */
+ * be sent again (pc->pending). Their bytes in *@bytes. */
 static int precopy_collect(struct precopy *pc, uint64_t *bytes, char *err,
 			   size_t errlen)
 {
