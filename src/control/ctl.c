@@ -929,29 +929,34 @@ static char *ctl_migrate_body(const struct ctl_args *a, char *err,
 			      size_t errlen)
 {
 	struct json_object *obj = json_object_new_object();
+	bool ok = true;
 
 	if (!obj)
 		return ctl_body_finish(NULL, false, err, errlen);
-	json_object_object_add(obj, "destination",
-			       json_object_new_string(a->path));
+	ok = ok && !json_object_object_add(obj, "destination",
+					   json_object_new_string(a->path));
 	if (a->insecure)
-		json_object_object_add(obj, "insecure",
-				       json_object_new_boolean(1));
+		ok = ok && !json_object_object_add(obj, "insecure",
+						   json_object_new_boolean(1));
 	if (a->postcopy)
-		json_object_object_add(obj, "postcopy",
-				       json_object_new_boolean(1));
+		ok = ok && !json_object_object_add(obj, "postcopy",
+						   json_object_new_boolean(1));
 	if (a->timeout_s >= 0)
-		json_object_object_add(obj, "timeout_s",
-				       json_object_new_int64(a->timeout_s));
+		ok = ok &&
+		     !json_object_object_add(
+			 obj, "timeout_s", json_object_new_int64(a->timeout_s));
 	if (a->downtime_ms >= 0)
-		json_object_object_add(obj, "downtime_ms",
-				       json_object_new_int64(a->downtime_ms));
+		ok = ok && !json_object_object_add(
+			       obj, "downtime_ms",
+			       json_object_new_int64(a->downtime_ms));
 	if (a->connections >= 0)
-		json_object_object_add(obj, "connections",
-				       json_object_new_int64(a->connections));
+		ok = ok && !json_object_object_add(
+			       obj, "connections",
+			       json_object_new_int64(a->connections));
 	if (a->on_timeout)
-		json_object_object_add(obj, "on_timeout",
-				       json_object_new_string(a->on_timeout));
+		ok = ok && !json_object_object_add(
+			       obj, "on_timeout",
+			       json_object_new_string(a->on_timeout));
 	if (a->tls_dir) {
 		char *abs = NULL;
 
@@ -960,18 +965,19 @@ static char *ctl_migrate_body(const struct ctl_args *a, char *err,
 			json_object_put(obj);
 			return NULL;
 		}
-		json_object_object_add(
-		    obj, "tls_dir",
-		    json_object_new_string(abs ? abs : a->tls_dir));
+		ok = ok && !json_object_object_add(
+			       obj, "tls_dir",
+			       json_object_new_string(abs ? abs : a->tls_dir));
 		free(abs);
 	}
 	if (a->compress)
-		json_object_object_add(obj, "compress",
-				       json_object_new_string(a->compress));
+		ok = ok &&
+		     !json_object_object_add(
+			 obj, "compress", json_object_new_string(a->compress));
 	if (a->no_auto_converge)
-		json_object_object_add(obj, "auto_converge",
-				       json_object_new_boolean(0));
-	return ctl_body_finish(obj, true, err, errlen);
+		ok = ok && !json_object_object_add(obj, "auto_converge",
+						   json_object_new_boolean(0));
+	return ctl_body_finish(obj, ok, err, errlen);
 }
 
 /* {"path": ..., "memory": ..., "clock": ..., "paused": true}, only the
