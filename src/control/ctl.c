@@ -448,7 +448,7 @@ static int ctl_parse_status(const struct ctl_response *r, struct vm_status *st)
 		/* The phases GET /vm names (migrate_phase_name). */
 		static const char *const phases[] = {
 			"connecting", "checking", "precopy", "sending",
-			"switching",  "done",	  "lost",
+			"switching",  "postcopy", "done",    "lost",
 		};
 
 		for (size_t i = 0; i < sizeof(phases) / sizeof(phases[0]); i++)
