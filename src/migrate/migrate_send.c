@@ -2,21 +2,21 @@
  * the channel, the destination's checks before the pause, and the switch
  * after which this copy never runs again. */
 #include <errno.h>
-#include <stdlib.h>
-#include <unistd.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/clock.h"
 #include "core/file_io.h"
 #include "core/le.h"
 #include "core/log.h"
 #include "core/vm.h"
+#include "memory/dirty_log.h"
 #include "migrate/channel.h"
 #include "migrate/mig_pool.h"
-#include "memory/dirty_log.h"
 #include "migrate/migrate.h"
 #include "migrate/postcopy.h"
 #include "snapshot/mem_dirty.h"
