@@ -13,6 +13,7 @@
 #include "core/file_io.h"
 #include "core/le.h"
 #include "core/log.h"
+#include "core/text.h"
 #include "core/vm.h"
 #include "memory/dirty_log.h"
 #include "migrate/channel.h"
@@ -609,6 +610,8 @@ static int send_hello(struct mig_chan *c, unsigned conns, bool postcopy,
 		return -EPROTO;
 	}
 	if (proto != MIG_PROTO_VERSION) {
+		/* The peer's words, one line of plain text. */
+		text_escape_inplace(ver, sizeof(ver));
 		snprintf(err, errlen,
 			 "%s speaks migration protocol %u (stasis %s), this "
 			 "stasis %u",
