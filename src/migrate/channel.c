@@ -60,6 +60,16 @@ mig_fail(char *err, size_t errlen, int code, const char *fmt, ...)
 	return code;
 }
 
+bool mig_text_has_word(const char *text, const char *word)
+{
+	size_t n = strlen(word);
+
+	for (const char *p = strchr(text, ' '); p; p = strchr(p + 1, ' '))
+		if (!strncmp(p + 1, word, n) && (!p[1 + n] || p[1 + n] == ' '))
+			return true;
+	return false;
+}
+
 const char *mig_frame_name(uint32_t type)
 {
 	if (type == 0 || type > MIG_FRAME_TYPE_MAX)

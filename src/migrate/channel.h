@@ -152,6 +152,10 @@ int mig_expect(struct mig_chan *c, uint32_t type, struct mig_frame *f,
 
 const char *mig_frame_name(uint32_t type);
 
+/* Whether the HELLO or WELCOME text @text holds the word @word (after a
+ * space, and followed by a space or its end). */
+bool mig_text_has_word(const char *text, const char *word);
+
 /* Encodes and decodes a frame header (the checksum field as given). */
 void mig_frame_encode(uint8_t out[MIG_FRAME_HEADER_SIZE],
 		      const struct mig_frame *f);

@@ -405,8 +405,8 @@ static int recv_hello(struct migrate_in *in, char *err, size_t errlen)
 	}
 	/* Post-copy needs userfaultfd here: without it the offer is not
 	 * taken up, and a source that asks for it is refused by name. */
-	in->postcopy_offered =
-	    strstr(buf, " postcopy") && !pager_probe(msg, sizeof(msg));
+	in->postcopy_offered = mig_text_has_word(buf, "postcopy") &&
+			       !pager_probe(msg, sizeof(msg));
 	snprintf(buf, sizeof(buf), "stasis-migrate %u %s%s", MIG_PROTO_VERSION,
 		 STASIS_VERSION, in->postcopy_offered ? " postcopy" : "");
 	/* The further connections (memory, post-copy's priority one) must

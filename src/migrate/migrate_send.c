@@ -618,7 +618,7 @@ static int send_hello(struct mig_chan *c, unsigned conns, bool postcopy,
 			 c->peer, proto, ver, MIG_PROTO_VERSION);
 		return -EPROTONOSUPPORT;
 	}
-	if (postcopy && !strstr(buf, " postcopy")) {
+	if (postcopy && !mig_text_has_word(buf, "postcopy")) {
 		snprintf(err, errlen, "%s cannot take a post-copy migration",
 			 c->peer);
 		return -EPROTO;
@@ -627,7 +627,7 @@ static int send_hello(struct mig_chan *c, unsigned conns, bool postcopy,
 		snprintf(err, errlen,
 			 "%s gave no token for the further connections",
 			 c->peer);
-		return -EPROTONOSUPPORT;
+		return -EPROTO;
 	}
 	return 0;
 }

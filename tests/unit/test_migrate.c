@@ -423,6 +423,14 @@ static void test_pool_hello(void **state)
 	assert_string_equal(tok, tok2);
 	assert_int_equal(mig_pool_welcome_token("stasis-migrate 1 0.1", tok2),
 			 -ENOENT);
+	/* Words of the HELLO and WELCOME: whole words only. */
+	assert_true(
+	    mig_text_has_word("stasis-migrate 2 0.1 postcopy", "postcopy"));
+	assert_true(mig_text_has_word("stasis-migrate 2 0.1 postcopy token=ab",
+				      "postcopy"));
+	assert_false(
+	    mig_text_has_word("stasis-migrate 2 0.1 postcopyx", "postcopy"));
+	assert_false(mig_text_has_word("stasis-migrate 2 0.1", "postcopy"));
 	/* Short, long or not hex: no token. */
 	assert_int_equal(mig_pool_welcome_token("x token=abc", tok2), -ENOENT);
 	snprintf(text, sizeof(text), "x token=%s0", tok);
