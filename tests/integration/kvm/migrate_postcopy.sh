@@ -125,11 +125,7 @@ wait_for_socket "$WORK/$name.a.sock"
 wait_for_line "$WORK/$name.a" "memtest: gen [0-9]+ ok" 120
 start_receive "$WORK/$name.b" "$M" "$WORK/$name.b.sock"
 DST=$RECV_PID
-rm -f "$P"
-python3 "$PROXY" "$P" "$M" "$WORK/count" --rate $((16 << 20)) &
-PROXY_PID=$!
-BG_PIDS+=("$PROXY_PID")
-wait_until 30 test -S "$P" || fail "the proxy did not start"
+start_proxy "$P" "$M" "$WORK/count" --rate $((16 << 20))
 migrate_to "$WORK/$name.a.sock" "unix:$P" --timeout-s 2 --on-timeout postcopy
 expect_migrated
 postcopy_reported "$name"
@@ -159,12 +155,9 @@ for victim in source destination; do
 	wait_for_line "$WORK/$name.a" "memtest: gen [0-9]+ ok" 120
 	start_receive "$WORK/$name.b" "$M" "$WORK/$name.b.sock"
 	DST=$RECV_PID
-	rm -f "$P" "$WORK/held"
+	rm -f "$WORK/held"
 	hold=$(($(shuf -i 4-63 -n 1) << 20))
-	python3 "$PROXY" "$P" "$M" "$WORK/count" --hold-at "$hold" "$WORK/held" &
-	PROXY_PID=$!
-	BG_PIDS+=("$PROXY_PID")
-	wait_until 30 test -S "$P" || fail "the proxy did not start"
+	start_proxy "$P" "$M" "$WORK/count" --hold-at "$hold" "$WORK/held"
 	migrate_to "$WORK/$name.a.sock" "unix:$P" --postcopy &
 	MIG_JOB=$!
 	wait_until 60 test -e "$WORK/held" || fail "$name: the stream never reached byte $hold"
@@ -228,12 +221,8 @@ wait_for_socket "$WORK/$name.a.sock"
 wait_for_line "$WORK/$name.a" "memtest: gen [0-9]+ ok" 120
 start_receive "$WORK/$name.b" "$M" "$WORK/$name.b.sock"
 DST=$RECV_PID
-rm -f "$P"
 welcome="stasis-migrate 2 $VERSION postcopy token=0123456789abcdef0123456789abcdef"
-python3 "$PROXY" "$P" "$M" "$WORK/count" --drop-replies-after $((32 + ${#welcome} + 32)) &
-PROXY_PID=$!
-BG_PIDS+=("$PROXY_PID")
-wait_until 30 test -S "$P" || fail "the proxy did not start"
+start_proxy "$P" "$M" "$WORK/count" --drop-replies-after $((32 + ${#welcome} + 32))
 migrate_to "$WORK/$name.a.sock" "unix:$P" --postcopy &
 MIG_JOB=$!
 switching() { [[ $("$STASIS" ctl "$WORK/$name.a.sock" status --json 2>/dev/null) == *'"state": "switching"'* ]]; }
@@ -263,11 +252,7 @@ wait_for_socket "$WORK/$name.a.sock"
 wait_for_line "$WORK/$name.a" "memtest: idle" 120
 start_receive "$WORK/$name.b" "$M" "$WORK/$name.b.sock"
 DST=$RECV_PID
-rm -f "$P"
-python3 "$PROXY" "$P" "$M" "$WORK/count" --rate $((16 << 20)) &
-PROXY_PID=$!
-BG_PIDS+=("$PROXY_PID")
-wait_until 30 test -S "$P" || fail "the proxy did not start"
+start_proxy "$P" "$M" "$WORK/count" --rate $((16 << 20))
 migrate_to "$WORK/$name.a.sock" "unix:$P" --postcopy &
 MIG_JOB=$!
 wait_for_line "$WORK/$name.b.err" "post-copy: the guest runs" 60
