@@ -14,21 +14,6 @@
 . "$ROOT/tests/integration/migrate_lib.sh"
 M=$WORK/m.sock P=$WORK/p.sock
 
-# gens_past FILE MARGIN: the last "memtest: gen" line of FILE shows every
-# CPU at least MARGIN generations past the first such line.
-gens_past() {
-	local first last
-	first=$(grep -Eo 'gens=[0-9,]+' "$1" 2>/dev/null | head -n 1) || return 1
-	last=$(grep -Eo 'gens=[0-9,]+' "$1" 2>/dev/null | tail -n 1) || return 1
-	[[ -n $first && -n $last ]] || return 1
-	local -a a b
-	IFS=, read -ra a <<<"${first#gens=}"
-	IFS=, read -ra b <<<"${last#gens=}"
-	((${#a[@]} == ${#b[@]})) || return 1
-	for i in "${!a[@]}"; do
-		((b[i] >= a[i] + $2)) || return 1
-	done
-}
 
 # first_gen / last_gen FILE: CPU 0's generation in the first or last
 # "memtest: gen" line.
