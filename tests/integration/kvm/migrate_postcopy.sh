@@ -99,8 +99,8 @@ for cpus in 1 4; do
 done
 
 # --- A pre-copy that cannot converge (4 vCPUs rewriting 96 MiB, a link
-# of 16 MiB/s) switches to post-copy at its timeout, with what the
-# destination does not hold yet.
+# of 16 MiB/s) switches to post-copy at its timeout; the destination lets
+# go of what pre-copy sent and every page comes again, lazily.
 name=timeout
 start_stasis "$WORK/$name.a" run --kernel "$GUESTS/memtest.elf" --debug-exit \
 	--api-socket "$WORK/$name.a.sock" --serial "file:$WORK/$name.a" \
