@@ -387,3 +387,33 @@ blk_passes_continue() {
 			END { exit bad }' >"$2.passes" ||
 		fail "$2: across the restore: $(cat "$2.passes")"
 }
+
+# gens_past FILE MARGIN: the last "memtest: gen" line of FILE shows every
+# CPU at least MARGIN generations past the first such line.
+gens_past() {
+	local first last
+	first=$(grep -Eo 'gens=[0-9,]+' "$1" 2>/dev/null | head -n 1) || return 1
+	last=$(grep -Eo 'gens=[0-9,]+' "$1" 2>/dev/null | tail -n 1) || return 1
+	[[ -n $first && -n $last ]] || return 1
+	local -a a b
+	IFS=, read -ra a <<<"${first#gens=}"
+	IFS=, read -ra b <<<"${last#gens=}"
+	((${#a[@]} == ${#b[@]})) || return 1
+	for i in "${!a[@]}"; do
+		((b[i] >= a[i] + $2)) || return 1
+	done
+}
+
+# start_net_peer SOCKET LOG: tests/tools/net_peer.py, the network at the
+# datagram SOCKET that netmig talks to, its log in LOG.
+start_net_peer() {
+	python3 "$ROOT/tests/tools/net_peer.py" "$1" "$2" &
+	BG_PIDS+=("$!")
+	wait_until 30 test -S "$1" || fail "the net peer at $1 did not start"
+}
+
+# netmig_frames OUT: netmig's last counts of frames sent and received in
+# the serial output OUT, "S R" (nothing before its first report).
+netmig_frames() {
+	complete_text <"$1" | sed -n 's/^netmig: sent \([0-9]*\) recv \([0-9]*\) .* ok.*/\1 \2/p' | tail -n 1
+}

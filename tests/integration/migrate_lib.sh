@@ -17,6 +17,19 @@ start_receive() {
 	wait_for_line "$out.err" "waiting for a VM on unix:$listen" 30
 }
 
+# start_proxy LISTEN CONNECT COUNT [proxy options...]: starts
+# tests/tools/migrate_proxy.py between unix:LISTEN and unix:CONNECT,
+# counting bytes into COUNT; sets PROXY_PID and waits until it listens.
+start_proxy() {
+	local listen=$1 connect=$2 count=$3
+	shift 3
+	rm -f "$listen"
+	python3 "$PROXY" "$listen" "$connect" "$count" "$@" &
+	PROXY_PID=$!
+	BG_PIDS+=("$PROXY_PID")
+	wait_until 30 test -S "$listen" || fail "the proxy did not start"
+}
+
 # migrate_to SOCKET DEST [ctl options...]: ctl migrate; sets MIG_RC, the
 # reply in MIG_OUT and the error in MIG_ERR.
 migrate_to() {

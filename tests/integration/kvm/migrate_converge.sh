@@ -84,11 +84,8 @@ source_intact "after a migration that did not converge"
 # the working set dirty and throttled the vCPUs a step further, so that
 # the throttle stays where it is while the guest's pace is measured.
 start_receive "$WORK/b2" "$WORK/m.sock" "$WORK/b2.sock"
-rm -f "$WORK/p.sock" "$WORK/held"
-python3 "$PROXY" "$WORK/p.sock" "$WORK/m.sock" "$WORK/count" --hold-at $((192 << 20)) "$WORK/held" &
-PROXY_PID=$!
-BG_PIDS+=("$PROXY_PID")
-wait_until 30 test -S "$WORK/p.sock" || fail "the proxy did not start"
+rm -f "$WORK/held"
+start_proxy "$WORK/p.sock" "$WORK/m.sock" "$WORK/count" --hold-at $((192 << 20)) "$WORK/held"
 timeout -s KILL "$(scaled 300)" "$STASIS" ctl "$WORK/a.sock" migrate \
 	"unix:$WORK/p.sock" >"$WORK/m2.out" 2>"$WORK/m2.err" &
 CTL_PID=$!

@@ -46,11 +46,8 @@ via_proxy() {
 	done
 	shift
 	start_receive "$out" "$M" "$WORK/b.sock" "${recv[@]}"
-	rm -f "$P" "$WORK/count"
-	python3 "$PROXY" "$P" "$M" "$WORK/count" "$@" &
-	PROXY_PID=$!
-	BG_PIDS+=("$PROXY_PID")
-	wait_until 30 test -S "$P" || fail "the proxy did not start"
+	rm -f "$WORK/count"
+	start_proxy "$P" "$M" "$WORK/count" "$@"
 }
 
 # --- Nobody listening.

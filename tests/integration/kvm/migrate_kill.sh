@@ -39,10 +39,7 @@ precopy() {
 # the background (CTL_PID), and a seeded random wait once pre-copy runs.
 begin() {
 	start_receive "$WORK/$1" "$M" "$WORK/$1.b.sock"
-	rm -f "$P"
-	python3 "$PROXY" "$P" "$M" "$WORK/$1.count" --rate "$RATE" &
-	BG_PIDS+=("$!")
-	wait_until 30 test -S "$P" || fail "the proxy did not start"
+	start_proxy "$P" "$M" "$WORK/$1.count" --rate "$RATE"
 	timeout -s KILL "$(scaled 120)" "$STASIS" ctl "$SOCK" migrate "unix:$P" \
 		>"$WORK/$1.mig" 2>"$WORK/$1.mig.err" &
 	CTL_PID=$!

@@ -14,19 +14,19 @@
 # case is migrate_guests.sh's).
 . "$(dirname "$0")/../lib.sh"
 . "$ROOT/tests/integration/migrate_lib.sh"
-PEER=$ROOT/tests/tools/net_peer.py
 
 # start_peer NAME: the network at $WORK/NAME.sw, its log $WORK/NAME.log.
 start_peer() {
-	python3 "$PEER" "$WORK/$1.sw" "$WORK/$1.log" &
-	BG_PIDS+=("$!")
-	wait_until 30 test -S "$WORK/$1.sw" || fail "$1: the peer did not start"
+	start_net_peer "$WORK/$1.sw" "$WORK/$1.log"
 }
 
 # netmig_field OUT FIELD: the guest's last reported count of frames sent
 # (FIELD 1) or received (2).
 netmig_field() {
-	complete_text <"$1" | sed -n "s/^netmig: sent \([0-9]*\) recv \([0-9]*\) .* ok.*/\\$2/p" | tail -n 1
+	local f
+	f=$(netmig_frames "$1")
+	[[ -n $f ]] || return 0
+	if (($2 == 1)); then echo "${f% *}"; else echo "${f#* }"; fi
 }
 
 # field_at_least OUT FIELD N

@@ -111,51 +111,43 @@ ctl "$WORK/b.sock" shutdown >/dev/null
 wait_exit "$DST" 60
 expect_status "$RC" 0 "destination after shutdown"
 
-# memtest with 4 vCPUs rewriting 64 MiB, over TLS and four connections:
-# every word as it was, its passes going on.
-in_ns "$NA" "$WORK/m.a" run --kernel "$GUESTS/memtest.elf" --debug-exit \
-	--api-socket "$WORK/m.a.sock" --serial "file:$WORK/m.a" --mem 128M \
-	--cpus 4 --cmdline "mib=64 smp=1"
-SRC=$VM_PID
-wait_for_socket "$WORK/m.a.sock"
-wait_for_line "$WORK/m.a" "memtest: pass 2 ok" 120
-receive_in m.b "$WORK/tls-b"
-migrate_to "$WORK/m.a.sock" "tcp:10.213.8.2:$PORT" --tls-dir "$WORK/tls-a" \
-	--connections 4
-expect_migrated
-wait_exit "$SRC" 60
-expect_status "$RC" 0 "memtest source after the migration"
-wait_for_socket "$WORK/m.b.sock"
+# memtest_over_tls NAME CPUS WHAT [migrate options...]: memtest with CPUS
+# vCPUs rewriting 64 MiB at NAME.a migrates over TLS to NAME.b; every word
+# is as it was and its passes go on there, then it shuts down.
+memtest_over_tls() {
+	local name=$1 cpus=$2 what=$3 last
+	shift 3
+	in_ns "$NA" "$WORK/$name.a" run --kernel "$GUESTS/memtest.elf" \
+		--debug-exit --api-socket "$WORK/$name.a.sock" \
+		--serial "file:$WORK/$name.a" --mem 128M --cpus "$cpus" \
+		--cmdline "mib=64 smp=1"
+	SRC=$VM_PID
+	wait_for_socket "$WORK/$name.a.sock"
+	wait_for_line "$WORK/$name.a" "memtest: pass 2 ok" 120
+	receive_in "$name.b" "$WORK/tls-b"
+	migrate_to "$WORK/$name.a.sock" "tcp:10.213.8.2:$PORT" \
+		--tls-dir "$WORK/tls-a" "$@"
+	expect_migrated
+	wait_exit "$SRC" 60
+	expect_status "$RC" 0 "$what source after the migration"
+	wait_for_socket "$WORK/$name.b.sock"
+	last=$(memtest_pass "$WORK/$name.a" tail)
+	wait_for_line "$WORK/$name.b" \
+		"^memtest: pass $((last + 2)) ok \(64 MiB, cpus=$cpus" 120
+	memtest_intact "$WORK/$name.b" "$WORK/$name.a"
+	ctl "$WORK/$name.b.sock" shutdown >/dev/null
+	wait_exit "$DST" 60
+	expect_status "$RC" 0 "$what destination after shutdown"
+}
+
+# memtest with 4 vCPUs, over TLS and four connections.
+memtest_over_tls m 4 memtest --connections 4
 grep -q "migration from .*: 4 connections, TLS" "$WORK/m.b.err" ||
 	fail "the destination did not take 4 connections: $(cat "$WORK/m.b.err")"
-last=$(memtest_pass "$WORK/m.a" tail)
-wait_for_line "$WORK/m.b" "^memtest: pass $((last + 2)) ok \(64 MiB, cpus=4" 120
-memtest_intact "$WORK/m.b" "$WORK/m.a"
-ctl "$WORK/m.b.sock" shutdown >/dev/null
-wait_exit "$DST" 60
-expect_status "$RC" 0 "memtest destination after shutdown"
 
 # Post-copy over TLS: the priority connection runs through TLS too, and
 # the destination's pager threads serve faults over it under their own
-# seccomp filter; memtest's words are all there and its passes go on.
-in_ns "$NA" "$WORK/p.a" run --kernel "$GUESTS/memtest.elf" --debug-exit \
-	--api-socket "$WORK/p.a.sock" --serial "file:$WORK/p.a" --mem 128M \
-	--cpus 2 --cmdline "mib=64 smp=1"
-SRC=$VM_PID
-wait_for_socket "$WORK/p.a.sock"
-wait_for_line "$WORK/p.a" "memtest: pass 2 ok" 120
-receive_in p.b "$WORK/tls-b"
-migrate_to "$WORK/p.a.sock" "tcp:10.213.8.2:$PORT" --tls-dir "$WORK/tls-a" \
-	--postcopy
-expect_migrated
+# seccomp filter.
+memtest_over_tls p 2 post-copy --postcopy
 [[ $MIG_OUT == *", post-copy: "*" faults, blocked p50 "* ]] ||
 	fail "no post-copy report: $MIG_OUT"
-wait_exit "$SRC" 60
-expect_status "$RC" 0 "post-copy source after the migration"
-wait_for_socket "$WORK/p.b.sock"
-last=$(memtest_pass "$WORK/p.a" tail)
-wait_for_line "$WORK/p.b" "^memtest: pass $((last + 2)) ok \(64 MiB, cpus=2" 120
-memtest_intact "$WORK/p.b" "$WORK/p.a"
-ctl "$WORK/p.b.sock" shutdown >/dev/null
-wait_exit "$DST" 60
-expect_status "$RC" 0 "post-copy destination after shutdown"

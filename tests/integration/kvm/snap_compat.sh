@@ -50,23 +50,16 @@ restored_continues "$WORK/a" "$WORK/b"
 # queue (snapedit --net-v1: two queues, three MSI-X vectors, the MAC
 # only) restores as that device: netmig's frames flow both ways again, and
 # so they do from the restored VM's own snapshot, which keeps that shape.
-PEER=$ROOT/tests/tools/net_peer.py
-python3 "$PEER" "$WORK/sw" "$WORK/sw.log" &
-BG_PIDS+=("$!")
-wait_until 30 test -S "$WORK/sw" || fail "the net peer did not start"
-# frames OUT: the guest's last counts of frames sent and received, "S R".
-frames() {
-	complete_text <"$1" | sed -n 's/^netmig: sent \([0-9]*\) recv \([0-9]*\) .* ok.*/\1 \2/p' | tail -n 1
-}
+start_net_peer "$WORK/sw" "$WORK/sw.log"
 # flowing OUT: both counts move on by 100 from now.
 flows_past() {
 	local f
-	f=$(frames "$1")
+	f=$(netmig_frames "$1")
 	((${f% *} >= $2 && ${f#* } >= $3))
 }
 flowing() {
 	local f
-	f=$(frames "$1")
+	f=$(netmig_frames "$1")
 	f=${f:-0 0}
 	wait_until 60 flows_past "$1" $((${f% *} + 100)) $((${f#* } + 100)) ||
 		fail "$1: frames stuck at $f: $(tail -n 2 "$1" | tr '\n' '|')"

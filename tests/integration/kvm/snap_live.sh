@@ -12,21 +12,6 @@
 . "$(dirname "$0")/../lib.sh"
 S=$WORK/api.sock
 
-# gens_past FILE MARGIN: the last "memtest: gen" line of FILE shows every
-# CPU at least MARGIN generations past the first line of FILE.
-gens_past() {
-	local first last
-	first=$(grep -Eo 'gens=[0-9,]+' "$1" 2>/dev/null | head -n 1) || return 1
-	last=$(grep -Eo 'gens=[0-9,]+' "$1" 2>/dev/null | tail -n 1) || return 1
-	[[ -n $first && -n $last ]] || return 1
-	local -a a b
-	IFS=, read -ra a <<<"${first#gens=}"
-	IFS=, read -ra b <<<"${last#gens=}"
-	((${#a[@]} == ${#b[@]})) || return 1
-	for i in "${!a[@]}"; do
-		((b[i] >= a[i] + $2)) || return 1
-	done
-}
 
 # A number field of a JSON reply.
 json_num() {
