@@ -388,14 +388,7 @@ int postcopy_in_source(struct postcopy_in *pi, struct page_source *src,
 			}
 		}
 		pi->tables[i] = *t;
-		src->regions[i] = (struct page_source_region){
-			.gpa = t->gpa,
-			.size = t->size,
-			.chunk_size = t->chunk_size,
-			.block_size = t->block_size,
-			.nchunks = t->nchunks,
-			.stored_chunks = t->stored_chunks,
-		};
+		page_source_set_region(src, i, t);
 		t->chunks = NULL; /* taken over */
 	}
 	pi->n = n;
