@@ -338,7 +338,9 @@ static int serve_fetch(struct postcopy_out *po, char *err, size_t errlen)
 		return -EPROTO;
 	}
 	len = get_le64(buf);
-	if (!len || len > SNAP_CHUNK_SIZE_MAX) {
+	/* A FETCH is one chunk's stored blocks: whole pages, which bounds
+	 * how many disjoint ranges @fetched may come to hold. */
+	if (!len || len % PAGE || len > SNAP_CHUNK_SIZE_MAX) {
 		snprintf(err, errlen, "%s: a FETCH of %" PRIu64 " bytes",
 			 po->prio.peer, len);
 		return -EPROTO;
