@@ -162,6 +162,18 @@ static size_t lazy_find(const struct postcopy_in *pi, uint64_t off)
 	return lo;
 }
 
+/* Whether [@off, @off + @len) lies inside one lazy range: where the
+ * source's push and FETCH answers may write (each of its frames stays in
+ * one, since the source joins every LAZY run that the stream runs on). */
+static bool range_in_lazy(const struct postcopy_in *pi, uint64_t off,
+			  uint64_t len)
+{
+	size_t i = lazy_find(pi, off);
+
+	return i < pi->nlazy && pi->lazy[i].off <= off &&
+	       len <= pi->lazy[i].off + pi->lazy[i].len - off;
+}
+
 /* Whether [@off, @off + @len) meets a lazy range. */
 static bool range_lazy(const struct postcopy_in *pi, uint64_t off, uint64_t len)
 {
@@ -388,14 +400,7 @@ int postcopy_in_source(struct postcopy_in *pi, struct page_source *src,
 			}
 		}
 		pi->tables[i] = *t;
-		src->regions[i] = (struct page_source_region){
-			.gpa = t->gpa,
-			.size = t->size,
-			.chunk_size = t->chunk_size,
-			.block_size = t->block_size,
-			.nchunks = t->nchunks,
-			.stored_chunks = t->stored_chunks,
-		};
+		page_source_set_region(src, i, t);
 		t->chunks = NULL; /* taken over */
 	}
 	pi->n = n;
@@ -463,6 +468,13 @@ static int push_receive(struct postcopy_in *pi, uint8_t *buf, char *err,
 				 "%s: unexpected %s frame in the "
 				 "push",
 				 pi->data->peer, mig_frame_name(f.type));
+			return -EPROTO;
+		}
+		if (!range_in_lazy(pi, f.offset, f.length)) {
+			snprintf(err, errlen,
+				 "%s: a pushed frame for stream bytes %" PRIu64
+				 "+%" PRIu32 ", which are not lazy",
+				 pi->data->peer, f.offset, f.length);
 			return -EPROTO;
 		}
 		ret = spool_put(pi, &f, buf, err, errlen);

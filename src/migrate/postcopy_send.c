@@ -4,7 +4,6 @@
  * connection and pushed, in stream order, on the first. This copy never
  * runs again and its memory does not change, so the bytes sent are the
  * ones the snapshot writer hashed at the pause. */
-#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
@@ -13,10 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include "core/clock.h"
 #include "core/le.h"
+#include "core/log.h"
 #include "migrate/postcopy.h"
 #include "snapshot/snapfile.h"
 
@@ -339,7 +338,9 @@ static int serve_fetch(struct postcopy_out *po, char *err, size_t errlen)
 		return -EPROTO;
 	}
 	len = get_le64(buf);
-	if (!len || len > SNAP_CHUNK_SIZE_MAX) {
+	/* A FETCH is one chunk's stored blocks: whole pages, which bounds
+	 * how many disjoint ranges @fetched may come to hold. */
+	if (!len || len % PAGE || len > SNAP_CHUNK_SIZE_MAX) {
 		snprintf(err, errlen, "%s: a FETCH of %" PRIu64 " bytes",
 			 po->prio.peer, len);
 		return -EPROTO;
@@ -406,8 +407,11 @@ int postcopy_out_wait(struct postcopy_out *po, struct mig_chan *c,
 	return mig_expect(c, type, &f, buf, bufsize, err, errlen);
 }
 
-/* "faults N total_us T p50_us X p99_us Y max_us Z left L" */
-static void parse_done(const char *text, struct migrate_postcopy_stats *st)
+/* "faults N total_us T p50_us X p99_us Y max_us Z". Statistics only:
+ * the destination holds every chunk once it says DONE, so text that does
+ * not parse is a warning, not a failed migration. */
+static void parse_done(const char *peer, const char *text,
+		       struct migrate_postcopy_stats *st)
 {
 	unsigned long long n = 0, t = 0, p50 = 0, p99 = 0, mx = 0;
 
@@ -420,6 +424,9 @@ static void parse_done(const char *text, struct migrate_postcopy_stats *st)
 		st->blocked_p50_us = p50;
 		st->blocked_p99_us = p99;
 		st->blocked_max_us = mx;
+	} else {
+		log_warn("post-copy: %s sent DONE without its fault statistics",
+			 peer);
 	}
 	st->on = true;
 	st->done = true;
@@ -483,7 +490,7 @@ int postcopy_out_finish(struct postcopy_out *po, struct mig_chan *c,
 					errlen);
 	if (ret)
 		return ret;
-	parse_done(buf, &res->pc);
+	parse_done(c->peer, buf, &res->pc);
 	return 0;
 }
 

@@ -43,6 +43,19 @@ static const struct page_source_ops file_source_ops = {
 	.destroy = file_source_destroy,
 };
 
+void page_source_set_region(struct page_source *src, unsigned i,
+			    const struct snap_chunk_table *t)
+{
+	src->regions[i] = (struct page_source_region){
+		.gpa = t->gpa,
+		.size = t->size,
+		.chunk_size = t->chunk_size,
+		.block_size = t->block_size,
+		.nchunks = t->nchunks,
+		.stored_chunks = t->stored_chunks,
+	};
+}
+
 int page_source_file_init(struct page_source *src,
 			  struct snap_chunk_table *tables, unsigned n)
 {
@@ -59,14 +72,7 @@ int page_source_file_init(struct page_source *src,
 		const struct snap_chunk_table *t = &tables[i];
 
 		fs->tables[i] = *t;
-		src->regions[i] = (struct page_source_region){
-			.gpa = t->gpa,
-			.size = t->size,
-			.chunk_size = t->chunk_size,
-			.block_size = t->block_size,
-			.nchunks = t->nchunks,
-			.stored_chunks = t->stored_chunks,
-		};
+		page_source_set_region(src, i, t);
 		/* Taken over: the caller's copy must not be freed too. */
 		tables[i].chunks = NULL;
 	}

@@ -63,6 +63,11 @@ struct page_source {
 int page_source_file_init(struct page_source *src,
 			  struct snap_chunk_table *tables, unsigned n);
 
+/* Region @i of @src as chunk table @t cuts it (every source over
+ * snapshot chunk tables describes its regions so). */
+void page_source_set_region(struct page_source *src, unsigned i,
+			    const struct snap_chunk_table *t);
+
 struct pager;
 
 /* A new userfaultfd (close-on-exec, non-blocking) that serves kernel
